@@ -1,0 +1,401 @@
+//! Runs a resolved [`Plan`] for one customer: stages in order (the steps of a group at once),
+//! then `on_failure` stages when something failed, then `finally` stages always. Every artifact a
+//! step returns is re-hashed by the host before anything records it.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rustix::fs::{Mode, OFlags};
+use sha2::{Digest, Sha256};
+
+use crate::bindings::{StepPre, types};
+use crate::caps::{CancelToken, StepHost};
+use crate::customer::Customer;
+use crate::events::{Event, EventSink, RunStatus, VerifiedArtifact};
+use crate::pipeline::{ParamValue, Plan, PlannedStep, Stage};
+use crate::plugins::Catalog;
+use crate::runtime::{Runtime, StepCall, StepFailure, StepState, human_bytes, human_duration};
+use crate::sandbox::{MountTable, Roots};
+use crate::settings::Settings;
+
+/// One run to execute.
+pub struct RunRequest<'a> {
+    /// The resolved pipeline.
+    pub plan: &'a Plan,
+    /// Whose run it is.
+    pub customer: &'a Customer,
+    /// The run's id.
+    pub run_id: String,
+    /// `YYYYMMDD-HHMMSS` (UTC) of the run's start.
+    pub timestamp: String,
+    /// Where plugins come from.
+    pub catalog: &'a Catalog,
+    /// Folders and ceilings.
+    pub settings: &'a Settings,
+    /// Where events go.
+    pub events: Arc<dyn EventSink>,
+    /// The run's cancellation flag.
+    pub cancel: CancelToken,
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRecord {
+    /// Step id.
+    pub id: String,
+    /// Plugin id.
+    pub plugin: String,
+    /// `succeeded`, `failed` or `skipped`.
+    pub status: &'static str,
+    /// Checked artifacts.
+    pub artifacts: Vec<VerifiedArtifact>,
+    /// Key/value outputs.
+    pub outputs: Vec<(String, String)>,
+    /// The failure, when it failed; the reason, when skipped.
+    pub error: Option<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunOutcome {
+    /// Run id.
+    pub run_id: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// Every step that ran or was skipped, in order.
+    pub steps: Vec<StepRecord>,
+    /// The first error.
+    pub error: Option<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+/// Current UTC time as `YYYYMMDD-HHMMSS`.
+pub fn timestamp_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .unwrap_or_else(|_| "19700101-000000".into())
+}
+
+/// A fresh run id.
+pub fn new_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn all_steps(plan: &Plan) -> impl Iterator<Item = &PlannedStep> {
+    plan.stages.iter().chain(&plan.on_failure).chain(&plan.finally).flat_map(|s| s.steps.iter())
+}
+
+/// Checks every step's limits against the host ceilings and returns (memory, timeout) per step.
+fn effective_limits(plan: &Plan, settings: &Settings) -> anyhow::Result<HashMap<String, (u64, Duration)>> {
+    let c = &settings.ceilings;
+    let mut out = HashMap::new();
+    for s in all_steps(plan) {
+        let mem = s.limits.memory_bytes.unwrap_or(c.default_memory_bytes);
+        let time = s.limits.timeout.unwrap_or(c.default_timeout);
+        anyhow::ensure!(
+            mem <= c.max_memory_bytes,
+            "step {} asks for {} of memory, above the host ceiling of {} (lower limits.memory, or raise limits.max_memory in qodify-host.toml)",
+            s.id,
+            human_bytes(mem),
+            human_bytes(c.max_memory_bytes)
+        );
+        anyhow::ensure!(
+            time <= c.max_timeout,
+            "step {} asks for a {} timeout, above the host ceiling of {} (lower limits.timeout, or raise limits.max_timeout in qodify-host.toml)",
+            s.id,
+            human_duration(time),
+            human_duration(c.max_timeout)
+        );
+        out.insert(s.id.clone(), (mem, time));
+    }
+    Ok(out)
+}
+
+struct Prepared {
+    pres: HashMap<String, StepPre<StepState>>,
+    limits: HashMap<String, (u64, Duration)>,
+}
+
+/// Loads, checks and compiles every plugin the plan uses, before any step runs: a missing plugin,
+/// a pin mismatch or a limit above the ceiling refuses the whole run.
+fn prepare(runtime: &Runtime, req: &RunRequest<'_>) -> anyhow::Result<Prepared> {
+    let limits = effective_limits(req.plan, req.settings)?;
+    let mut pres = HashMap::new();
+    for s in all_steps(req.plan) {
+        let (_, bytes) = req.catalog.read(&s.plugin, s.sha256.as_deref())?;
+        let pre = runtime.prepare(&bytes).with_context(|| format!("loading plugin `{}` for step {}", s.plugin, s.id))?;
+        pres.insert(s.id.clone(), pre);
+    }
+    Ok(Prepared { pres, limits })
+}
+
+/// Runs a plan to the end. Errors are reported in the outcome; `Err` only when the run could not
+/// start at all (then nothing ran).
+pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutcome> {
+    let started = Instant::now();
+    let work = req.settings.data_dir.join("runs").join(&req.run_id).join("work");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating the run's work folder {}", work.display()))?;
+    let outcome = execute_in(runtime, &req, &work, started);
+    if let Some(run_dir) = work.parent() {
+        let _ = std::fs::remove_dir_all(run_dir);
+    }
+    outcome
+}
+
+fn execute_in(runtime: &Runtime, req: &RunRequest<'_>, work: &Path, started: Instant) -> anyhow::Result<RunOutcome> {
+    let prepared = prepare(runtime, req)?;
+    let roots = Roots::open(&req.settings.customers_root, req.customer.domain.as_str(), work)?;
+    req.events.emit(Event::RunStarted {
+        run_id: req.run_id.clone(),
+        pipeline: req.plan.pipeline.clone(),
+        customer: req.customer.domain.to_string(),
+        steps: req.plan.stages.iter().flat_map(|s| s.steps.iter().map(|s| s.id.clone())).collect(),
+    });
+    for skipped in &req.plan.skipped {
+        req.events.emit(Event::StepSkipped { step: skipped.id.clone(), reason: skipped.reason.clone() });
+    }
+
+    let mut records = Vec::new();
+    let mut previous: Vec<types::StepOutputs> = Vec::new();
+    let mut first_error: Option<String> = None;
+    let mut status = RunStatus::Succeeded;
+
+    let run_stages = |stages: &[Stage], records: &mut Vec<StepRecord>, previous: &mut Vec<types::StepOutputs>, stop_on_failure: bool| -> Option<(RunStatus, String)> {
+        let mut failure = None;
+        for stage in stages {
+            if stop_on_failure && (failure.is_some() || req.cancel.is_cancelled()) {
+                break;
+            }
+            let results: Vec<StepRecord> = if stage.steps.len() == 1 {
+                vec![run_step(runtime, req, &prepared, &roots, &stage.steps[0], previous)]
+            } else {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = stage
+                        .steps
+                        .iter()
+                        .map(|s| {
+                            let previous = previous.clone();
+                            let prepared = &prepared;
+                            let roots = &roots;
+                            scope.spawn(move || run_step(runtime, req, prepared, roots, s, &previous))
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().expect("step thread panicked")).collect()
+                })
+            };
+            for r in results {
+                if r.status == "failed" && failure.is_none() {
+                    let st = if req.cancel.is_cancelled() { RunStatus::Cancelled } else { RunStatus::Failed };
+                    failure = Some((st, r.error.clone().unwrap_or_default()));
+                }
+                if r.status == "succeeded" {
+                    previous.push(types::StepOutputs {
+                        step: r.id.clone(),
+                        artifacts: r
+                            .artifacts
+                            .iter()
+                            .map(|a| types::Artifact {
+                                name: a.name.clone(),
+                                path: a.guest_path.clone(),
+                                size: a.size,
+                                sha256: a.sha256.clone(),
+                            })
+                            .collect(),
+                        outputs: r.outputs.iter().map(|(k, v)| types::Output { key: k.clone(), value: v.clone() }).collect(),
+                    });
+                }
+                records.push(r);
+            }
+        }
+        failure
+    };
+
+    if let Some((st, err)) = run_stages(&req.plan.stages, &mut records, &mut previous, true) {
+        status = st;
+        first_error = Some(err);
+        run_stages(&req.plan.on_failure, &mut records, &mut previous, false);
+    }
+    if let Some((st, err)) = run_stages(&req.plan.finally, &mut records, &mut previous, false)
+        && first_error.is_none()
+    {
+        status = st;
+        first_error = Some(err);
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    req.events.emit(Event::RunFinished {
+        run_id: req.run_id.clone(),
+        status,
+        duration_ms,
+        error: first_error.clone(),
+    });
+    Ok(RunOutcome { run_id: req.run_id.clone(), status, steps: records, error: first_error, duration_ms })
+}
+
+fn param_value(v: &ParamValue) -> types::ParamValue {
+    match v {
+        ParamValue::Bool(b) => types::ParamValue::Boolean(*b),
+        ParamValue::Int(i) => types::ParamValue::Integer(*i),
+        ParamValue::String(s) => types::ParamValue::Text(s.clone()),
+    }
+}
+
+fn run_step(
+    runtime: &Runtime,
+    req: &RunRequest<'_>,
+    prepared: &Prepared,
+    roots: &Roots,
+    step: &PlannedStep,
+    previous: &[types::StepOutputs],
+) -> StepRecord {
+    let started = Instant::now();
+    let mut record = StepRecord {
+        id: step.id.clone(),
+        plugin: step.plugin.clone(),
+        status: "failed",
+        artifacts: Vec::new(),
+        outputs: Vec::new(),
+        error: None,
+        duration_ms: 0,
+    };
+    let fail = |mut record: StepRecord, err: String| {
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        req.events.emit(Event::StepFailed { step: record.id.clone(), duration_ms: record.duration_ms, error: err.clone() });
+        record.error = Some(err);
+        record
+    };
+    if req.cancel.is_cancelled() {
+        return fail(record, StepFailure::Cancelled { step: step.id.clone() }.to_string());
+    }
+    let mounts = match MountTable::resolve(&step.mounts, roots) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            let reason = "an optional mount's folder is missing".to_owned();
+            req.events.emit(Event::StepSkipped { step: step.id.clone(), reason: reason.clone() });
+            record.status = "skipped";
+            record.error = Some(reason);
+            return record;
+        }
+        Err(e) => return fail(record, format!("step {}: {e}", step.id)),
+    };
+    req.events.emit(Event::StepStarted { step: step.id.clone(), plugin: step.plugin.clone() });
+
+    let (memory_bytes, timeout) = prepared.limits[&step.id];
+    let context = types::StepContext {
+        customer: types::Customer { id: req.customer.id.clone(), domain: req.customer.domain.to_string() },
+        run_id: req.run_id.clone(),
+        run_timestamp: req.timestamp.clone(),
+        step_id: step.id.clone(),
+        params: req
+            .plan
+            .params
+            .iter()
+            .map(|(k, v)| types::Param { name: k.clone(), value: param_value(v) })
+            .collect(),
+        config: step.config.to_string(),
+        mounts: mounts.iter().map(|m| types::Mount { guest_path: m.guest.clone(), writable: m.writable }).collect(),
+        previous: previous.to_vec(),
+    };
+    let host = StepHost {
+        step_id: step.id.clone(),
+        mounts,
+        commands: step.commands.clone(),
+        events: req.events.clone(),
+        cancel: req.cancel.clone(),
+        deadline: Instant::now() + timeout,
+        max_log_lines: req.settings.ceilings.max_log_lines,
+        log_lines: 0,
+        last_progress: None,
+        secrets: Vec::new(),
+    };
+    let call = StepCall { context, host, memory_bytes, timeout };
+    let (result, host) = match runtime.call(&prepared.pres[&step.id], call) {
+        Ok(r) => r,
+        Err(e) => return fail(record, e.to_string()),
+    };
+    match check_result(&result, &host, req.settings.ceilings.max_outputs) {
+        Ok(artifacts) => record.artifacts = artifacts,
+        Err(message) => {
+            return fail(record, StepFailure::InvalidResult { step: step.id.clone(), message }.to_string());
+        }
+    }
+    record.outputs = result.outputs.iter().map(|o| (o.key.clone(), host.redact(&o.value))).collect();
+    record.status = "succeeded";
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    req.events.emit(Event::StepSucceeded {
+        step: step.id.clone(),
+        duration_ms: record.duration_ms,
+        artifacts: record.artifacts.clone(),
+        outputs: record.outputs.clone(),
+    });
+    record
+}
+
+/// Checks what a plugin returned: counts, and every artifact's size and sha256 against the file,
+/// which must be a regular file inside the step's mounts (never reached through a symlink).
+fn check_result(result: &types::StepResult, host: &StepHost, max_outputs: usize) -> Result<Vec<VerifiedArtifact>, String> {
+    let n = result.artifacts.len() + result.outputs.len();
+    if n > max_outputs {
+        return Err(format!("{n} artifacts and outputs, more than the limit of {max_outputs}"));
+    }
+    for o in &result.outputs {
+        if o.key.len() > 256 || o.value.len() > 64 * 1024 {
+            return Err(format!("output `{}` is too large (keys up to 256 bytes, values up to 64 KiB)", o.key.chars().take(64).collect::<String>()));
+        }
+    }
+    let mut out = Vec::with_capacity(result.artifacts.len());
+    for a in &result.artifacts {
+        let loc = host.mounts.locate(&a.path).map_err(|e| format!("artifact `{}`: {e}", a.name))?;
+        let (dir, name) = loc.parent().map_err(|e| format!("artifact `{}` at {}: {e}", a.name, a.path))?;
+        let (size, sha) = hash_file_at(&dir, &name).map_err(|e| format!("artifact `{}` at {}: {e}", a.name, a.path))?;
+        if size != a.size {
+            return Err(format!("artifact `{}` at {}: the plugin says {} bytes but the file has {size}", a.name, a.path, a.size));
+        }
+        if !sha.eq_ignore_ascii_case(&a.sha256) {
+            return Err(format!("artifact `{}` at {}: the plugin says sha256 {} but the file hashes to {sha}", a.name, a.path, a.sha256));
+        }
+        let rel: PathBuf = loc.mount.rel.join(&loc.rel);
+        out.push(VerifiedArtifact {
+            name: a.name.clone(),
+            guest_path: a.path.clone(),
+            path: rel.display().to_string(),
+            root: match loc.mount.root {
+                crate::pipeline::MountRoot::Customer => "customer",
+                crate::pipeline::MountRoot::Work => "work",
+            },
+            size,
+            sha256: sha,
+        });
+    }
+    Ok(out)
+}
+
+/// Size and sha256 of the regular file `name` in `dir`, opened without following symlinks.
+pub fn hash_file_at(dir: &cap_std::fs::Dir, name: &std::ffi::OsStr) -> std::io::Result<(u64, String)> {
+    let fd = rustix::fs::openat(dir.as_fd(), name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
+        .map_err(|e| if e == rustix::io::Errno::LOOP { std::io::Error::other("is a symlink; artifacts must be regular files") } else { e.into() })?;
+    let st = rustix::fs::fstat(&fd)?;
+    if st.st_mode & 0o170000 != 0o100000 {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut file = std::fs::File::from(fd);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((size, hex::encode(hasher.finalize())))
+}

@@ -1,0 +1,470 @@
+//! The `qodify-host` command line: validate and plan pipelines, run them for a customer, list
+//! plugins, print the pipeline JSON Schema.
+
+mod ui;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use qodify_host::caps::CancelToken;
+use qodify_host::customer::Customer;
+use qodify_host::events::RunStatus;
+use qodify_host::executor::{self, RunRequest};
+use qodify_host::pipeline::{self, Pipeline, RunInputs};
+use qodify_host::plugins::Catalog;
+use qodify_host::runtime::{Runtime, human_bytes};
+use qodify_host::settings::{Overrides, Settings};
+
+/// Runs Qodify customer backup, restore and upgrade pipelines as sandboxed WebAssembly plugins.
+///
+/// A pipeline is a TOML file of typed params and ordered steps; each step runs one plugin (a
+/// wasm32-wasip2 component) that sees only the folders its step grants, inside one customer's
+/// folder (<customers-root>/<domain>/), read-only unless granted more.
+#[derive(Parser)]
+#[command(name = "qodify-host", version, propagate_version = true, max_term_width = 100)]
+#[command(after_help = "Examples:
+  qodify-host validate                          check every pipeline and tier overlay
+  qodify-host plan backup --customer shop.example.com --tier paid
+  qodify-host run backup --customer shop.example.com --param type=custom --param include.logs=true
+  qodify-host plugins list
+
+Settings: qodify-host.toml (--config or QODIFY_CONFIG), then QODIFY_CUSTOMERS_ROOT, QODIFY_DATA_DIR,
+QODIFY_LISTEN, QODIFY_API_TOKEN, then flags. From a checkout, shipped pipelines and plugins (after
+`cargo xtask build`) are found without any setting.")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Settings file (default: ./qodify-host.toml or /etc/qodify/qodify-host.toml when present).
+    #[arg(long, global = true, env = "QODIFY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Folder holding one <domain>/ folder per customer [default: /var/qodify/customers].
+    #[arg(long, global = true, value_name = "DIR")]
+    customers_root: Option<PathBuf>,
+    /// State folder: compile cache, run work folders [default: /var/lib/qodify-host].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Folder of <plugin-id>.wasm files; repeat for several (replaces the defaults).
+    #[arg(long = "plugins-dir", global = true, value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Folder of <name>.toml pipelines and tiers/<tier>.toml overlays.
+    #[arg(long, global = true, value_name = "DIR")]
+    pipelines_dir: Option<PathBuf>,
+    /// Show debug logs of steps and the host.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check pipelines and tier overlays; errors are reported as file:line:col.
+    ///
+    /// With no FILES, checks every pipeline in the pipelines folder and every overlay in its
+    /// tiers/ folder (each overlay against the pipelines it patches).
+    Validate {
+        /// Pipeline or overlay files (overlays are files under a `tiers` folder).
+        files: Vec<PathBuf>,
+    },
+    /// Show what a run would do: the pipeline after the tier overlay and params, with each
+    /// step's grants, limits and reasons. Runs nothing.
+    Plan(RunArgs),
+    /// Run a pipeline for one customer in the foreground.
+    ///
+    /// Exit code 0 only when every step succeeded; 1 when the run failed, 2 when it could not
+    /// start (bad pipeline, params, customer), 130 when cancelled with Ctrl-C.
+    Run(RunArgs),
+    /// Plugins the host can run.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Print the JSON Schema of pipeline files (or of tier overlays), for editor completion.
+    ///
+    /// VS Code (Even Better TOML) / taplo: save it, e.g. as pipeline.schema.json, and put
+    /// `#:schema ./pipeline.schema.json` on the first line of a pipeline file.
+    Schema {
+        /// The schema of tier overlay files instead.
+        #[arg(long)]
+        overlay: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List plugins: id, sha256 (for pinning), size and file.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Pipeline name (from the pipelines folder) or path to a .toml file.
+    pipeline: String,
+    /// The customer's domain; its folder is <customers-root>/<domain>/.
+    #[arg(long, value_name = "DOMAIN")]
+    customer: String,
+    /// installer-api's id for the customer [default: the domain].
+    #[arg(long, value_name = "ID")]
+    customer_id: Option<String>,
+    /// Apply the tier overlay pipelines/tiers/<TIER>.toml.
+    #[arg(long)]
+    tier: Option<String>,
+    /// Set a param, e.g. --param type=custom --param include.logs=true (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_kv)]
+    params: Vec<(String, String)>,
+    /// Print events and the result as JSON lines on stdout instead of progress bars.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not KEY=VALUE (e.g. type=custom)"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}` has an empty key"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = if cli.global.verbose { "qodify_host=debug,info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QODIFY_LOG").unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    let over = Overrides {
+        config: cli.global.config.clone(),
+        customers_root: cli.global.customers_root.clone(),
+        data_dir: cli.global.data_dir.clone(),
+        plugin_dirs: cli.global.plugin_dirs.clone(),
+        pipelines_dir: cli.global.pipelines_dir.clone(),
+    };
+    let settings = Settings::load(&over)?;
+    match cli.command {
+        Command::Validate { files } => validate(&settings, &files),
+        Command::Plan(args) => plan_cmd(&settings, &args),
+        Command::Run(args) => run_cmd(&settings, &args, cli.global.verbose),
+        Command::Plugins(PluginsCommand::List { json }) => plugins_list(&settings, json),
+        Command::Schema { overlay } => {
+            let schema = if overlay { pipeline::overlay_schema() } else { pipeline::pipeline_schema() };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn catalog(settings: &Settings) -> Catalog {
+    Catalog::scan(&settings.plugin_dirs)
+}
+
+/// Finds a pipeline by name in the pipelines folder, or by path.
+fn pipeline_path(settings: &Settings, name: &str) -> Result<PathBuf> {
+    let as_path = Path::new(name);
+    if name.ends_with(".toml") || name.contains('/') {
+        anyhow::ensure!(as_path.is_file(), "pipeline file {name} does not exist");
+        return Ok(as_path.to_path_buf());
+    }
+    let path = settings.pipelines_dir.join(format!("{name}.toml"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let known: Vec<String> = list_toml(&settings.pipelines_dir)
+        .iter()
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    bail!(
+        "no pipeline `{name}` in {} (known: {}); pass a path to a .toml file or set --pipelines-dir",
+        settings.pipelines_dir.display(),
+        if known.is_empty() { "none".into() } else { known.join(", ") }
+    )
+}
+
+fn list_toml(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn is_overlay(path: &Path) -> bool {
+    path.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "tiers")
+}
+
+fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
+    let cat = catalog(settings);
+    let check_plugins = cat.iter().next().is_some();
+    if !check_plugins {
+        eprintln!("warning: {}; plugin ids are not checked", cat.hint());
+    }
+    let known = |id: &str| !check_plugins || cat.contains(id);
+    let hint = cat.hint();
+    let (pipelines, overlays): (Vec<PathBuf>, Vec<PathBuf>) = if files.is_empty() {
+        (list_toml(&settings.pipelines_dir), list_toml(&settings.pipelines_dir.join("tiers")))
+    } else {
+        files.iter().cloned().partition(|p| !is_overlay(p))
+    };
+    let mut errors = 0usize;
+    let mut loaded: BTreeMap<String, Pipeline> = BTreeMap::new();
+    for path in &pipelines {
+        match pipeline::load_pipeline(path).and_then(|p| pipeline::validate(&p, &known, &hint).map(|()| p)) {
+            Ok(p) => {
+                println!("ok    {}", path.display());
+                loaded.insert(p.name().to_owned(), p);
+            }
+            Err(d) => {
+                errors += 1;
+                eprintln!("{d}");
+            }
+        }
+    }
+    for path in &overlays {
+        let overlay = match pipeline::load_overlay(path) {
+            Ok(o) => o,
+            Err(d) => {
+                errors += 1;
+                eprintln!("{d}");
+                continue;
+            }
+        };
+        let mut ok = true;
+        for name in overlay.pipelines().map(str::to_owned).collect::<Vec<_>>() {
+            let base = match loaded.get(&name) {
+                Some(p) => p.clone(),
+                None => match pipeline_path(settings, &name).map_err(|e| e.to_string()).and_then(|p| {
+                    pipeline::load_pipeline(&p).map_err(|d| d.to_string())
+                }) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        ok = false;
+                        eprintln!("{}: error: overlay patches pipeline `{name}`: {e}", path.display());
+                        continue;
+                    }
+                },
+            };
+            if let Err(d) = overlay.apply(&base).and_then(|p| pipeline::validate(&p, &known, &hint)) {
+                ok = false;
+                eprintln!("{d}");
+            }
+        }
+        if ok {
+            println!("ok    {}", path.display());
+        } else {
+            errors += 1;
+        }
+    }
+    if pipelines.is_empty() && overlays.is_empty() {
+        bail!("nothing to validate in {}", settings.pipelines_dir.display());
+    }
+    if errors > 0 {
+        eprintln!("{errors} file(s) with errors");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Loaded {
+    customer: Customer,
+    plan: pipeline::Plan,
+    run_id: String,
+    timestamp: String,
+}
+
+fn load_for_run(settings: &Settings, cat: &Catalog, args: &RunArgs) -> Result<Loaded> {
+    let customer = Customer::new(&args.customer, args.customer_id.as_deref())?;
+    let path = pipeline_path(settings, &args.pipeline)?;
+    let hint = cat.hint();
+    let known = |id: &str| cat.contains(id);
+    let mut p = pipeline::load_pipeline(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    if let Some(tier) = &args.tier {
+        anyhow::ensure!(
+            qodify_host::plugins::valid_id(tier),
+            "tier `{tier}` is not a valid tier name (lowercase letters, digits and `-`)"
+        );
+        let opath = settings.pipelines_dir.join("tiers").join(format!("{tier}.toml"));
+        anyhow::ensure!(opath.is_file(), "no tier overlay {} for tier `{tier}`", opath.display());
+        let overlay = pipeline::load_overlay(&opath).map_err(|d| anyhow::anyhow!("{d}"))?;
+        p = overlay.apply(&p).map_err(|d| anyhow::anyhow!("{d}"))?;
+    }
+    pipeline::validate(&p, &known, &hint).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let run_id = executor::new_run_id();
+    let timestamp = executor::timestamp_now();
+    let inputs = RunInputs {
+        customer_id: customer.id.clone(),
+        customer_domain: customer.domain.to_string(),
+        run_id: run_id.clone(),
+        timestamp: timestamp.clone(),
+        params: args.params.iter().cloned().collect(),
+    };
+    let plan = pipeline::resolve(&p, &inputs).with_context(|| format!("pipeline {}", path.display()))?;
+    Ok(Loaded { customer, plan, run_id, timestamp })
+}
+
+fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
+    let cat = catalog(settings);
+    let loaded = load_for_run(settings, &cat, args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&loaded.plan)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let plan = &loaded.plan;
+    println!("pipeline {} for {} ({})", plan.pipeline, loaded.customer.domain, settings.customers_root.join(loaded.customer.domain.as_str()).display());
+    println!("params:");
+    for (k, v) in &plan.params {
+        println!("  {k} = {}", serde_json::to_string(v)?);
+    }
+    let sections = [("steps", &plan.stages), ("on failure", &plan.on_failure), ("finally", &plan.finally)];
+    for (title, stages) in sections {
+        if stages.is_empty() {
+            continue;
+        }
+        println!("{title}:");
+        for stage in stages.iter() {
+            if let Some(g) = &stage.group {
+                println!("  group {g} (concurrent):");
+            }
+            for s in &stage.steps {
+                let pin = s.sha256.as_deref().map(|p| format!(" sha256={}", &p[..12.min(p.len())])).unwrap_or_default();
+                println!("  - {} [{}{}]", s.id, s.plugin, pin);
+                for m in &s.mounts {
+                    let root = match m.from {
+                        pipeline::MountRoot::Customer => "customer",
+                        pipeline::MountRoot::Work => "work",
+                    };
+                    println!(
+                        "      mount {} <- {root}:{}/ ({}{}{}){}",
+                        m.guest,
+                        m.path.display(),
+                        if m.writable { "read-write" } else { "read-only" },
+                        if m.create { ", created if missing" } else { "" },
+                        if m.optional { ", optional" } else { "" },
+                        m.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()
+                    );
+                }
+                for c in &s.commands {
+                    println!(
+                        "      command {} args [{}] env [{}]{}",
+                        c.program,
+                        c.args.join(" "),
+                        c.env.join(", "),
+                        c.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()
+                    );
+                }
+                let c = &settings.ceilings;
+                println!(
+                    "      limits memory {} timeout {}",
+                    human_bytes(s.limits.memory_bytes.unwrap_or(c.default_memory_bytes)),
+                    qodify_host::runtime::human_duration(s.limits.timeout.unwrap_or(c.default_timeout))
+                );
+            }
+        }
+    }
+    for s in &plan.skipped {
+        println!("skipped: {} ({})", s.id, s.reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCode> {
+    let cat = catalog(settings);
+    let loaded = load_for_run(settings, &cat, args)?;
+    let runtime = Runtime::new(&settings.data_dir)?;
+    let mode = if args.json {
+        ui::Mode::Json
+    } else if std::io::stderr().is_terminal() {
+        ui::Mode::Bars
+    } else {
+        ui::Mode::Plain
+    };
+    let ui = Arc::new(ui::Ui::new(mode, verbose));
+    let cancel = CancelToken::default();
+    {
+        let cancel = cancel.clone();
+        let mut pressed = false;
+        ctrlc::set_handler(move || {
+            if pressed {
+                std::process::exit(130);
+            }
+            pressed = true;
+            eprintln!("cancelling… (Ctrl-C again to quit at once)");
+            cancel.cancel();
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let outcome = executor::execute(
+        &runtime,
+        RunRequest {
+            plan: &loaded.plan,
+            customer: &loaded.customer,
+            run_id: loaded.run_id,
+            timestamp: loaded.timestamp,
+            catalog: &cat,
+            settings,
+            events: ui.clone(),
+            cancel,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::json!({ "event": "run-result", "result": outcome }));
+    }
+    Ok(match outcome.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Failed => ExitCode::from(1),
+        RunStatus::Cancelled => ExitCode::from(130),
+    })
+}
+
+fn plugins_list(settings: &Settings, json: bool) -> Result<ExitCode> {
+    let cat = catalog(settings);
+    let mut rows = Vec::new();
+    for p in cat.iter() {
+        let bytes = qodify_host::plugins::read_hashed(&p.path)?;
+        rows.push(serde_json::json!({
+            "id": p.id, "sha256": bytes.sha256, "size": bytes.bytes.len(), "path": p.path,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        eprintln!("{}", cat.hint());
+    } else {
+        println!("{:<20} {:<64} {:>9}  path", "id", "sha256", "size");
+        for r in &rows {
+            println!(
+                "{:<20} {:<64} {:>9}  {}",
+                r["id"].as_str().unwrap_or_default(),
+                r["sha256"].as_str().unwrap_or_default(),
+                human_bytes(r["size"].as_u64().unwrap_or(0)),
+                r["path"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

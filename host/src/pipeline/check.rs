@@ -1,0 +1,581 @@
+//! Semantic checks of a parsed pipeline (everything that needs no outside knowledge), collecting
+//! every error with its position; also compiles `when` conditions and limits for resolving.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use super::diag::{Diagnostic, did_you_mean, list};
+use super::expr::{self, Expr};
+use super::paths::{self, PathProblem};
+use super::resolve::Limits;
+use super::spec::{
+    Access, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountSpec, ParamSpec,
+    ParamType, StepSpec,
+};
+use super::template::{self, KNOWN_REFS, Piece, Ref};
+use super::units;
+use super::{Pipeline, Section};
+
+/// A param's type with what it needs for type checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ParamKind {
+    Bool,
+    Int,
+    String,
+    Enum(Vec<String>),
+}
+
+/// What resolving needs from a checked pipeline, per section and step index.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub(crate) sections: [Vec<CompiledStep>; 3],
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CompiledStep {
+    pub(crate) when: Option<Expr>,
+    pub(crate) limits: Limits,
+}
+
+/// Lowercase letter or digit first, then lowercase letters, digits and `-`; at most 63.
+pub(crate) fn is_id(s: &str) -> bool {
+    s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_param_name(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !s.contains("..")
+        && !s.ends_with('.')
+        && s != "true"
+        && s != "false"
+}
+
+fn is_program(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+}
+
+fn is_env_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+const ID_HINT: &str =
+    "use lowercase letters, digits and `-`, starting with a letter or digit (at most 63 chars)";
+
+pub(crate) fn param_kinds(p: &Pipeline) -> BTreeMap<String, ParamKind> {
+    p.spec
+        .params
+        .iter()
+        .map(|(name, spec)| (name.get().clone(), param_kind(spec)))
+        .collect()
+}
+
+fn param_kind(spec: &ParamSpec) -> ParamKind {
+    match spec.kind.get() {
+        ParamType::Bool => ParamKind::Bool,
+        ParamType::Int => ParamKind::Int,
+        ParamType::String => ParamKind::String,
+        ParamType::Enum => {
+            let mut values: Vec<String> = Vec::new();
+            for v in spec.values.iter().flat_map(|v| v.get().iter()) {
+                if !values.contains(v.get()) {
+                    values.push(v.get().clone());
+                }
+            }
+            ParamKind::Enum(values)
+        }
+    }
+}
+
+/// Checks a pipeline; on success returns what resolving needs.
+pub(crate) fn check(p: &Pipeline) -> Result<Compiled, Vec<Diagnostic>> {
+    let mut cx = Checker {
+        p,
+        diags: Vec::new(),
+        kinds: param_kinds(p),
+    };
+    let compiled = cx.pipeline();
+    if cx.diags.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(cx.finish())
+    }
+}
+
+pub(crate) struct Checker<'a> {
+    pub(crate) p: &'a Pipeline,
+    pub(crate) diags: Vec<(usize, usize, Diagnostic)>,
+    kinds: BTreeMap<String, ParamKind>,
+}
+
+impl<'a> Checker<'a> {
+    pub(crate) fn new(p: &'a Pipeline) -> Self {
+        Checker {
+            p,
+            diags: Vec::new(),
+            kinds: param_kinds(p),
+        }
+    }
+
+    /// The diagnostics in file order: the pipeline first, then the overlays applied to it.
+    pub(crate) fn finish(mut self) -> Vec<Diagnostic> {
+        self.diags.sort_by_key(|(src, start, _)| (*src, *start));
+        self.diags.into_iter().map(|(_, _, d)| d).collect()
+    }
+
+    fn push_span(&mut self, src: usize, span: Range<usize>, message: String, hint: String) {
+        let diag = self.p.sources[src]
+            .error(span.clone(), message)
+            .with_hint(hint);
+        self.diags.push((src, span.start, diag));
+    }
+
+    pub(crate) fn at<T>(
+        &mut self,
+        loc: &Located<T>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.push_span(loc.src(), loc.span(), message.into(), hint.into());
+    }
+
+    /// An error at `range` inside the string value at `loc`.
+    fn inside(
+        &mut self,
+        src: usize,
+        span: &Range<usize>,
+        value: &str,
+        range: Range<usize>,
+        message: String,
+        hint: String,
+    ) {
+        let inner = self.p.sources[src].inner_span(span, value, range);
+        self.push_span(src, inner, message, hint);
+    }
+
+    fn line_of<T>(&self, loc: &Located<T>) -> usize {
+        self.p.sources[loc.src()].error(loc.span(), "").line
+    }
+
+    fn pipeline(&mut self) -> Compiled {
+        let name = &self.p.spec.name;
+        if !is_id(name) {
+            self.at(
+                name,
+                format!("invalid pipeline name `{}`", name.get()),
+                ID_HINT,
+            );
+        }
+        for (name, spec) in self.p.spec.params.iter() {
+            self.param(name, spec);
+        }
+        let mut first_use: HashMap<&str, &Located<String>> = HashMap::new();
+        let mut sections: [Vec<CompiledStep>; 3] = Default::default();
+        for (section, compiled) in Section::ALL.into_iter().zip(&mut sections) {
+            let steps = self.p.section(section);
+            self.groups(steps);
+            for step in steps {
+                if let Some(first) = first_use.get(step.id.as_str()) {
+                    let line = self.line_of(first);
+                    self.at(
+                        &step.id,
+                        format!("duplicate step id `{}`", step.id.get()),
+                        format!("step ids must be unique across steps, on_failure and finally; it is first used at line {line}"),
+                    );
+                } else {
+                    first_use.insert(step.id.as_str(), &step.id);
+                }
+                compiled.push(self.step(step));
+            }
+        }
+        Compiled { sections }
+    }
+
+    fn param(&mut self, name: &Located<String>, spec: &ParamSpec) {
+        if !is_param_name(name) {
+            self.at(
+                name,
+                format!("invalid param name `{}`", name.get()),
+                "start with a letter or `_`, then use letters, digits, `_`, `-` or single dots, e.g. `include.logs`",
+            );
+        }
+        let kind = *spec.kind.get();
+        match (&spec.values, kind) {
+            (Some(values), ParamType::Bool | ParamType::Int | ParamType::String) => self.at(
+                values,
+                "`values` is only allowed on enum params",
+                "remove it, or set type = \"enum\"",
+            ),
+            (None, ParamType::Enum) => self.at(
+                &spec.kind,
+                format!("enum param `{}` has no `values`", name.get()),
+                "list them, e.g. values = [\"fast\", \"custom\"]",
+            ),
+            (Some(values), ParamType::Enum) => {
+                if values.is_empty() {
+                    self.at(
+                        values,
+                        format!("enum param `{}` has no values", name.get()),
+                        "list at least one value",
+                    );
+                }
+                for (i, value) in values.iter().enumerate() {
+                    if value.is_empty() {
+                        self.at(
+                            value,
+                            "enum values must not be empty",
+                            "remove the empty string",
+                        );
+                    } else if values[..i].iter().any(|v| v.get() == value.get()) {
+                        self.at(
+                            value,
+                            format!("value `{}` is listed twice", value.get()),
+                            "remove one of them",
+                        );
+                    }
+                }
+            }
+            (None, _) => {}
+        }
+        if let Some(default) = &spec.default
+            && let Err((message, hint)) = check_default(name, &param_kind(spec), default.get())
+        {
+            self.at(default, message, hint);
+        }
+    }
+
+    /// Groups must be contiguous: their steps run together as one stage.
+    fn groups(&mut self, steps: &[StepSpec]) {
+        let mut closed: HashMap<&str, &Located<String>> = HashMap::new();
+        let mut current: Option<&Located<String>> = None;
+        for step in steps {
+            let group = step.group.as_ref();
+            if let (Some(g), Some(c)) = (group, current)
+                && g.get() == c.get()
+            {
+                continue;
+            }
+            if let Some(c) = current.take() {
+                closed.insert(c.as_str(), c);
+            }
+            let Some(g) = group else { continue };
+            if !is_id(g) {
+                self.at(g, format!("invalid group name `{}`", g.get()), ID_HINT);
+            }
+            if let Some(first) = closed.get(g.as_str()) {
+                let line = self.line_of(first);
+                self.at(
+                    g,
+                    format!("group `{}` is split by other steps", g.get()),
+                    format!("steps of a group run together, so list them next to each other (the group starts at line {line})"),
+                );
+            }
+            current = Some(g);
+        }
+    }
+
+    fn step(&mut self, step: &StepSpec) -> CompiledStep {
+        let mut compiled = CompiledStep::default();
+        if !is_id(&step.id) {
+            self.at(
+                &step.id,
+                format!("invalid step id `{}`", step.id.get()),
+                ID_HINT,
+            );
+        }
+        if !is_id(&step.plugin) {
+            self.at(
+                &step.plugin,
+                format!("invalid plugin id `{}`", step.plugin.get()),
+                "a plugin id is the `.wasm` file stem: lowercase letters, digits and `-`",
+            );
+        }
+        if let Some(sha) = &step.sha256
+            && (sha.len() != 64 || !sha.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')))
+        {
+            self.at(
+                sha,
+                "sha256 must be 64 lowercase hex digits",
+                "compute it with `sha256sum <plugin>.wasm`",
+            );
+        }
+        if let Some(when) = &step.when {
+            compiled.when = self.when(when);
+        }
+        if let Some(config) = &step.config {
+            self.config(config);
+        }
+        let mut guests: Vec<&Located<String>> = Vec::new();
+        for mount in &step.mounts {
+            self.mount(step, mount, &mut guests);
+        }
+        for command in &step.commands {
+            self.command(command);
+        }
+        if let Some(limits) = &step.limits {
+            compiled.limits = self.limits(limits);
+        }
+        compiled
+    }
+
+    fn when(&mut self, when: &Located<String>) -> Option<Expr> {
+        let (src, span) = (when.src(), when.span());
+        let errors = match expr::parse(when) {
+            Ok(e) => {
+                let errors = expr::check(&e, &self.kinds);
+                if errors.is_empty() {
+                    return Some(e);
+                }
+                errors
+            }
+            Err(e) => vec![e],
+        };
+        for e in errors {
+            self.inside(
+                src,
+                &span,
+                when,
+                e.span,
+                e.message,
+                e.hint.unwrap_or_default(),
+            );
+        }
+        None
+    }
+
+    /// Checks the references of a templated string; returns its pieces when all are known.
+    fn template(&mut self, src: usize, span: &Range<usize>, value: &str) -> Option<Vec<Piece>> {
+        let pieces = match template::parse(value) {
+            Ok(pieces) => pieces,
+            Err(e) => {
+                self.inside(src, span, value, e.span, e.message, e.hint);
+                return None;
+            }
+        };
+        let mut ok = true;
+        for piece in &pieces {
+            let Piece::Ref(name, range) = piece else {
+                continue;
+            };
+            let (message, hint) = match Ref::parse(name) {
+                Some(Ref::Param(param)) if !self.kinds.contains_key(param) => {
+                    let known = list(self.kinds.keys());
+                    let hint = match did_you_mean(param, self.kinds.keys().map(String::as_str)) {
+                        Some(best) => {
+                            format!("did you mean `params.{best}`? known params: {known}")
+                        }
+                        None if self.kinds.is_empty() => "this pipeline has no params".to_owned(),
+                        None => format!("known params: {known}"),
+                    };
+                    (format!("unknown param `{param}` in template"), hint)
+                }
+                Some(_) => continue,
+                None => {
+                    let fixed = ["customer.id", "customer.domain", "run.id", "run.timestamp"];
+                    let hint = match did_you_mean(name, fixed) {
+                        Some(best) => format!("did you mean `{best}`? references: {KNOWN_REFS}"),
+                        None => format!("references: {KNOWN_REFS}"),
+                    };
+                    (format!("unknown template reference `{name}`"), hint)
+                }
+            };
+            ok = false;
+            self.inside(src, span, value, range.clone(), message, hint);
+        }
+        ok.then_some(pieces)
+    }
+
+    fn config(&mut self, table: &ConfigTable) {
+        for (_, value) in &table.0 {
+            self.config_value(value);
+        }
+    }
+
+    fn config_value(&mut self, value: &Located<ConfigValue>) {
+        match value.get() {
+            ConfigValue::String(s) => {
+                self.template(value.src(), &value.span(), s);
+            }
+            ConfigValue::Float(f) if !f.is_finite() => self.at(
+                value,
+                format!("config value `{f}` cannot be handed to the plugin as JSON"),
+                "use a finite number, or a string",
+            ),
+            ConfigValue::Array(items) => items.iter().for_each(|v| self.config_value(v)),
+            ConfigValue::Table(table) => self.config(table),
+            _ => {}
+        }
+    }
+
+    fn mount<'s>(
+        &mut self,
+        step: &StepSpec,
+        mount: &'s MountSpec,
+        guests: &mut Vec<&'s Located<String>>,
+    ) {
+        let guest = &mount.guest;
+        match paths::check_guest(guest) {
+            Err(problem) => self.at(guest, problem.message, problem.hint),
+            Ok(()) => {
+                if guests.iter().any(|earlier| earlier.get() == guest.get()) {
+                    self.at(
+                        guest,
+                        format!(
+                            "guest path `{}` is mounted twice in step `{}`",
+                            guest.get(),
+                            step.id.get()
+                        ),
+                        "keep one mount per guest path",
+                    );
+                } else if let Some((inner, outer)) =
+                    guests.iter().find_map(|earlier| nested(guest, earlier))
+                {
+                    self.at(
+                        guest,
+                        format!(
+                            "mount `{inner}` is nested inside mount `{outer}` of the same step"
+                        ),
+                        "mount them at separate guest paths, or keep only the outer one",
+                    );
+                }
+                guests.push(guest);
+            }
+        }
+        let path = &mount.path;
+        if let Some(pieces) = self.template(path.src(), &path.span(), path) {
+            // Refs stand for one normal component here; their values are checked again at resolve.
+            let sample = template::render(&pieces, &|_| "x".to_owned());
+            if let Err(problem) = paths::check_relative(&sample, paths::is_literal_root(path)) {
+                let folder = mount.from.folder_name();
+                let described = match problem {
+                    PathProblem::Empty => "is empty".to_owned(),
+                    ref other => other.describe(folder),
+                };
+                self.at(
+                    path,
+                    format!("mount path `{}` {described}", paths::show(path)),
+                    problem.hint(folder),
+                );
+            }
+        }
+        if let Some(create) = &mount.create
+            && *create.get()
+            && mount.access == Access::Ro
+        {
+            self.at(
+                create,
+                "`create = true` needs `access = \"rw\"`",
+                "a read-only mount cannot create its folder: set access = \"rw\", or remove `create`",
+            );
+        }
+    }
+
+    fn command(&mut self, command: &CommandSpec) {
+        let program = &command.program;
+        if !is_program(program) {
+            self.at(
+                program,
+                format!("invalid program name `{}`", program.get()),
+                "give a bare program name such as `pg_dump`: the host looks it up itself",
+            );
+        }
+        for arg in &command.args {
+            if arg.is_empty() {
+                self.at(
+                    arg,
+                    "empty argument pattern",
+                    "write a glob such as `-Fc` or `/out/*`, or remove it",
+                );
+            } else if let Err(e) = globset::Glob::new(arg) {
+                self.at(
+                    arg,
+                    format!("invalid argument pattern: {}", e.kind()),
+                    "patterns are globs: `*` matches any text, `?` one char, `[abc]` one of the chars",
+                );
+            }
+        }
+        for name in &command.env {
+            if !is_env_name(name) {
+                self.at(
+                    name,
+                    format!("invalid environment variable name `{}`", name.get()),
+                    "use uppercase letters, digits and `_`, e.g. `PGPASSWORD`",
+                );
+            }
+        }
+    }
+
+    pub(crate) fn limits(&mut self, limits: &LimitsSpec) -> Limits {
+        let mut out = Limits::default();
+        if let Some(memory) = &limits.memory {
+            match units::parse_size(memory) {
+                Ok(bytes) => out.memory_bytes = Some(bytes),
+                Err(problem) => self.at(memory, problem.message, problem.hint),
+            }
+        }
+        if let Some(timeout) = &limits.timeout {
+            match units::parse_duration(timeout) {
+                Ok(d) => out.timeout = Some(d),
+                Err(problem) => self.at(timeout, problem.message, problem.hint),
+            }
+        }
+        out
+    }
+}
+
+/// `(inner, outer)` when one guest path lies inside the other.
+fn nested<'s>(a: &'s str, b: &'s str) -> Option<(&'s str, &'s str)> {
+    if paths::guest_within(a, b) {
+        Some((a, b))
+    } else if paths::guest_within(b, a) {
+        Some((b, a))
+    } else {
+        None
+    }
+}
+
+/// Whether a default (from the pipeline or an overlay) fits the param.
+pub(crate) fn check_default(
+    name: &str,
+    kind: &ParamKind,
+    value: &toml::Value,
+) -> Result<(), (String, String)> {
+    let found = value.type_str();
+    let wrong = |expected: &str, example: &str| {
+        Err((
+            format!("default of param `{name}` must be {expected}, found {found}"),
+            format!("write e.g. default = {example}"),
+        ))
+    };
+    match (kind, value) {
+        (ParamKind::Bool, toml::Value::Boolean(_))
+        | (ParamKind::Int, toml::Value::Integer(_))
+        | (ParamKind::String, toml::Value::String(_)) => Ok(()),
+        (ParamKind::Bool, _) => wrong("a bool", "false"),
+        (ParamKind::Int, _) => wrong("an integer", "5"),
+        (ParamKind::String, _) => wrong("a string", "\"text\""),
+        (ParamKind::Enum(values), toml::Value::String(s)) if values.contains(s) => Ok(()),
+        (ParamKind::Enum(values), toml::Value::String(s)) => Err((
+            format!("default `{s}` of param `{name}` is not one of its values"),
+            match did_you_mean(s, values.iter().map(String::as_str)) {
+                Some(best) => format!("did you mean `{best}`? values: {}", list(values)),
+                None => format!("values: {}", list(values)),
+            },
+        )),
+        (ParamKind::Enum(values), _) => Err((
+            format!("default of param `{name}` must be one of its values, found {found}"),
+            format!("values: {}", list(values)),
+        )),
+    }
+}

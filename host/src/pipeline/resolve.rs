@@ -1,0 +1,450 @@
+//! Resolving a checked pipeline for one run: param values from the caller, `when` conditions
+//! evaluated, templates substituted, mount paths checked again, steps grouped into stages.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use super::check::{self, CompiledStep};
+use super::diag::{Diagnostics, list};
+use super::paths;
+use super::spec::{Access, ConfigTable, ConfigValue, MountRoot, ParamType, StepSpec};
+use super::template::{self, Ref};
+use super::units::format_duration;
+use super::{Pipeline, Section};
+
+/// What the caller gives for one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunInputs {
+    /// installer-api's customer id.
+    pub customer_id: String,
+    /// The customer's domain (already checked to be a DNS name).
+    pub customer_domain: String,
+    /// The run's id.
+    pub run_id: String,
+    /// The run's timestamp, `YYYYMMDD-HHMMSS`.
+    pub timestamp: String,
+    /// Param values as raw strings from the CLI or API (`"true"`, `"12"`, `"fast"`).
+    pub params: BTreeMap<String, String>,
+}
+
+/// A param value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// A bool param.
+    Bool(bool),
+    /// An int param.
+    Int(i64),
+    /// A string or enum param.
+    String(String),
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Bool(b) => write!(f, "{b}"),
+            ParamValue::Int(n) => write!(f, "{n}"),
+            ParamValue::String(s) => f.write_str(s),
+        }
+    }
+}
+
+impl ParamValue {
+    /// The value of a TOML default, when it has a param type.
+    pub(crate) fn from_toml(value: &toml::Value) -> Option<Self> {
+        match value {
+            toml::Value::Boolean(b) => Some(ParamValue::Bool(*b)),
+            toml::Value::Integer(n) => Some(ParamValue::Int(*n)),
+            toml::Value::String(s) => Some(ParamValue::String(s.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// A pipeline resolved for one run: what `qodify-host plan` shows and the runtime executes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// Every param's value for this run.
+    pub params: BTreeMap<String, ParamValue>,
+    /// The main stages, in order.
+    pub stages: Vec<Stage>,
+    /// Stages run when a step failed.
+    pub on_failure: Vec<Stage>,
+    /// Stages always run at the end.
+    pub finally: Vec<Stage>,
+    /// Steps left out because their `when` is false.
+    pub skipped: Vec<SkippedStep>,
+}
+
+/// Steps that run together: one step, or a contiguous group run concurrently.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// The group's name, for a group.
+    pub group: Option<String>,
+    /// The steps.
+    pub steps: Vec<PlannedStep>,
+}
+
+/// A step left out of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedStep {
+    /// The step's id.
+    pub id: String,
+    /// Why, e.g. "when `include.logs` is false".
+    pub reason: String,
+}
+
+/// One step, fully resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedStep {
+    /// The step's id.
+    pub id: String,
+    /// The plugin to run.
+    pub plugin: String,
+    /// The pinned sha256 of the plugin's `.wasm`, if any.
+    pub sha256: Option<String>,
+    /// What the step does.
+    pub description: Option<String>,
+    /// The config handed to the plugin, templated; `{}` when absent.
+    pub config: serde_json::Value,
+    /// File-system grants.
+    pub mounts: Vec<PlannedMount>,
+    /// Host programs the step may have the host run.
+    pub commands: Vec<CommandGrant>,
+    /// Memory and time limits.
+    pub limits: Limits,
+}
+
+/// A resolved mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedMount {
+    /// Absolute guest path.
+    pub guest: String,
+    /// The host folder `path` is relative to.
+    pub from: MountRoot,
+    /// Relative path with only normal components; empty means the folder itself.
+    pub path: PathBuf,
+    /// Read-write.
+    pub writable: bool,
+    /// Create the folder when it is missing.
+    pub create: bool,
+    /// Skip the step when the folder is missing.
+    pub optional: bool,
+    /// Why the step needs it.
+    pub reason: Option<String>,
+}
+
+/// A host program a step may have the host run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandGrant {
+    /// Bare program name.
+    pub program: String,
+    /// Glob patterns; every argument of a call must match one.
+    pub args: Vec<String>,
+    /// Environment variables the step may set for it.
+    pub env: Vec<String>,
+    /// Why the step needs it.
+    pub reason: Option<String>,
+}
+
+/// Per-step limits; `None` means the host's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Wall-clock time, serialized like `"1h30m"`.
+    #[serde(serialize_with = "serialize_timeout")]
+    pub timeout: Option<Duration>,
+}
+
+fn serialize_timeout<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Why a pipeline cannot be resolved for a run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResolveError {
+    /// The caller set a param the pipeline does not have.
+    #[error("unknown param `{name}` (known: {known})")]
+    UnknownParam {
+        /// The param as given.
+        name: String,
+        /// The pipeline's params, comma-separated.
+        known: String,
+    },
+    /// A param value does not parse as the param's type.
+    #[error("`{name}` expects {expected}, got `{got}`")]
+    InvalidParam {
+        /// The param.
+        name: String,
+        /// What it takes, e.g. "true or false".
+        expected: String,
+        /// The value given.
+        got: String,
+    },
+    /// A param without default was not set.
+    #[error("missing required param `{name}` ({kind}, no default): set it for this run")]
+    MissingParam {
+        /// The param.
+        name: String,
+        /// Its type.
+        kind: ParamType,
+    },
+    /// A templated mount path does not stay inside its folder.
+    #[error("mount {guest} of step {step}: path `{path}` {problem}")]
+    MountPath {
+        /// The step's id.
+        step: String,
+        /// The mount's guest path.
+        guest: String,
+        /// The path after templating.
+        path: String,
+        /// What is wrong, e.g. "leaves the customer folder".
+        problem: String,
+    },
+    /// The pipeline does not pass validation.
+    #[error("pipeline `{pipeline}` is invalid; fix it first:\n{diagnostics}")]
+    Invalid {
+        /// The pipeline's name.
+        pipeline: String,
+        /// What is wrong with it.
+        diagnostics: Diagnostics,
+    },
+}
+
+/// Resolves a pipeline for one run.
+pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
+    let compiled = check::check(p).map_err(|diags| ResolveError::Invalid {
+        pipeline: p.name().to_owned(),
+        diagnostics: Diagnostics::from_vec(diags).expect("check fails only with diagnostics"),
+    })?;
+    let params = resolve_params(p, &inputs.params)?;
+    let mut plan = Plan {
+        pipeline: p.name().to_owned(),
+        params,
+        stages: Vec::new(),
+        on_failure: Vec::new(),
+        finally: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let cx = Context {
+        inputs,
+        params: &plan.params,
+    };
+    let mut sections: [Vec<Stage>; 3] = Default::default();
+    let mut skipped = Vec::new();
+    for ((section, compiled), stages) in Section::ALL
+        .into_iter()
+        .zip(&compiled.sections)
+        .zip(&mut sections)
+    {
+        for (step, compiled) in p.section(section).iter().zip(compiled) {
+            if let Some(when) = &compiled.when
+                && !super::expr::eval(when, cx.params)
+            {
+                skipped.push(SkippedStep {
+                    id: step.id.get().clone(),
+                    reason: format!(
+                        "when `{}` is false",
+                        step.when.as_deref().map_or("", String::as_str)
+                    ),
+                });
+                continue;
+            }
+            let planned = cx.step(step, compiled)?;
+            let group = step.group.as_ref().map(|g| g.get().clone());
+            match stages.last_mut() {
+                Some(last) if group.is_some() && last.group == group => last.steps.push(planned),
+                _ => stages.push(Stage {
+                    group,
+                    steps: vec![planned],
+                }),
+            }
+        }
+    }
+    let [stages, on_failure, finally] = sections;
+    plan.stages = stages;
+    plan.on_failure = on_failure;
+    plan.finally = finally;
+    plan.skipped = skipped;
+    Ok(plan)
+}
+
+fn resolve_params(
+    p: &Pipeline,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, ParamValue>, ResolveError> {
+    if let Some(name) = given.keys().find(|name| p.param(name).is_none()) {
+        return Err(ResolveError::UnknownParam {
+            name: name.clone(),
+            known: match p.params().count() {
+                0 => "this pipeline takes no params".to_owned(),
+                _ => list(p.params().map(|(name, _)| name)),
+            },
+        });
+    }
+    let mut values = BTreeMap::new();
+    for (name, spec) in p.params() {
+        let value = match given.get(name) {
+            Some(raw) => parse_param(name, spec, raw)?,
+            None => match spec.default.as_ref().and_then(|d| ParamValue::from_toml(d)) {
+                Some(value) => value,
+                None => {
+                    return Err(ResolveError::MissingParam {
+                        name: name.to_owned(),
+                        kind: *spec.kind.get(),
+                    });
+                }
+            },
+        };
+        values.insert(name.to_owned(), value);
+    }
+    Ok(values)
+}
+
+fn parse_param(
+    name: &str,
+    spec: &super::spec::ParamSpec,
+    raw: &str,
+) -> Result<ParamValue, ResolveError> {
+    let invalid = |expected: String| ResolveError::InvalidParam {
+        name: name.to_owned(),
+        expected,
+        got: raw.to_owned(),
+    };
+    match spec.kind.get() {
+        ParamType::Bool => match raw {
+            "true" => Ok(ParamValue::Bool(true)),
+            "false" => Ok(ParamValue::Bool(false)),
+            _ => Err(invalid("true or false".to_owned())),
+        },
+        ParamType::Int => raw
+            .parse()
+            .map(ParamValue::Int)
+            .map_err(|_| invalid("an integer".to_owned())),
+        ParamType::String => Ok(ParamValue::String(raw.to_owned())),
+        ParamType::Enum => {
+            let values: Vec<&str> = spec
+                .values
+                .iter()
+                .flat_map(|v| v.get().iter().map(|v| v.as_str()))
+                .collect();
+            if values.contains(&raw) {
+                Ok(ParamValue::String(raw.to_owned()))
+            } else {
+                Err(invalid(format!("one of {}", list(values))))
+            }
+        }
+    }
+}
+
+struct Context<'a> {
+    inputs: &'a RunInputs,
+    params: &'a BTreeMap<String, ParamValue>,
+}
+
+impl Context<'_> {
+    fn value(&self, r: Ref<'_>) -> String {
+        match r {
+            Ref::CustomerId => self.inputs.customer_id.clone(),
+            Ref::CustomerDomain => self.inputs.customer_domain.clone(),
+            Ref::RunId => self.inputs.run_id.clone(),
+            Ref::RunTimestamp => self.inputs.timestamp.clone(),
+            Ref::Param(name) => self
+                .params
+                .get(name)
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Substitutes references in a string that passed the checks.
+    fn render(&self, s: &str) -> String {
+        match template::parse(s) {
+            Ok(pieces) => template::render(&pieces, &|r| self.value(r)),
+            Err(_) => s.to_owned(),
+        }
+    }
+
+    fn step(&self, step: &StepSpec, compiled: &CompiledStep) -> Result<PlannedStep, ResolveError> {
+        let mut mounts = Vec::new();
+        for mount in &step.mounts {
+            let written = mount.path.get();
+            let path = self.render(written);
+            let checked = paths::check_relative(&path, paths::is_literal_root(written)).map_err(
+                |problem| ResolveError::MountPath {
+                    step: step.id.get().clone(),
+                    guest: mount.guest.get().clone(),
+                    path: paths::show(&path),
+                    problem: problem.describe(mount.from.folder_name()),
+                },
+            )?;
+            mounts.push(PlannedMount {
+                guest: mount.guest.get().clone(),
+                from: mount.from,
+                path: checked,
+                writable: mount.access == Access::Rw,
+                create: mount.create.as_ref().is_some_and(|c| *c.get()),
+                optional: mount.optional,
+                reason: mount.reason.clone(),
+            });
+        }
+        Ok(PlannedStep {
+            id: step.id.get().clone(),
+            plugin: step.plugin.get().clone(),
+            sha256: step.sha256.as_ref().map(|s| s.get().clone()),
+            description: step.description.clone(),
+            config: match &step.config {
+                Some(table) => self.table_json(table),
+                None => serde_json::Value::Object(Default::default()),
+            },
+            mounts,
+            commands: step
+                .commands
+                .iter()
+                .map(|c| CommandGrant {
+                    program: c.program.get().clone(),
+                    args: c.args.iter().map(|a| a.get().clone()).collect(),
+                    env: c.env.iter().map(|e| e.get().clone()).collect(),
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+            limits: compiled.limits,
+        })
+    }
+
+    fn table_json(&self, table: &ConfigTable) -> serde_json::Value {
+        serde_json::Value::Object(
+            table
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), self.value_json(v.get())))
+                .collect(),
+        )
+    }
+
+    fn value_json(&self, value: &ConfigValue) -> serde_json::Value {
+        use serde_json::Value as J;
+        match value {
+            ConfigValue::String(s) => J::String(self.render(s)),
+            ConfigValue::Integer(n) => J::from(*n),
+            // Non-finite floats were rejected by the checks.
+            ConfigValue::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            ConfigValue::Boolean(b) => J::Bool(*b),
+            ConfigValue::Datetime(d) => J::String(d.clone()),
+            ConfigValue::Array(items) => {
+                J::Array(items.iter().map(|v| self.value_json(v.get())).collect())
+            }
+            ConfigValue::Table(table) => self.table_json(table),
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! The pipeline and tier-overlay file formats: serde types that keep TOML positions for
+//! diagnostics, and from which the JSON Schema for editors is derived.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A value with its byte span in the file it came from.
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    value: T,
+    span: Range<usize>,
+    /// Index of the source in the owning [`super::Pipeline`]: 0 is the pipeline file, higher
+    /// numbers are overlays applied to it.
+    src: usize,
+}
+
+impl<T> Located<T> {
+    /// The value.
+    pub fn get(&self) -> &T {
+        &self.value
+    }
+
+    /// Byte span in its source file.
+    pub fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+
+    /// Takes the value out.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    pub(crate) fn src(&self) -> usize {
+        self.src
+    }
+
+    pub(crate) fn set_src(&mut self, src: usize) {
+        self.src = src;
+    }
+}
+
+impl<T> std::ops::Deref for Located<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: PartialEq> PartialEq for Located<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = toml::Spanned::<T>::deserialize(d)?;
+        Ok(Located {
+            span: spanned.span(),
+            value: spanned.into_inner(),
+            src: 0,
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Located<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
+
+/// A TOML table read in file order, keys with positions.
+#[derive(Debug, Clone)]
+pub struct OrderedMap<V>(pub Vec<(Located<String>, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<V> OrderedMap<V> {
+    /// Looks a key up.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0.iter().find(|(k, _)| k.get() == key).map(|(_, v)| v)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+        self.0
+            .iter_mut()
+            .find(|(k, _)| k.get() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Entries in file order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Located<String>, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Keys in file order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.get().as_str())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<Located<String>, V>()? {
+                    entries.push(entry);
+                }
+                // toml hands tables over sorted by key; restore the file order.
+                entries.sort_by_key(|(k, _)| k.span.start);
+                Ok(OrderedMap(entries))
+            }
+        }
+        d.deserialize_map(MapVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<V: JsonSchema> JsonSchema for OrderedMap<V> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("Map_of_{}", V::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<V>(),
+        })
+    }
+}
+
+/// A qodify pipeline: typed params and ordered steps, each step one call of a WASM plugin with
+/// its grants.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// The pipeline's name; in a pipelines folder it must equal the file name without `.toml`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"), length(max = 63))]
+    pub name: Located<String>,
+    /// What the pipeline does, shown by `plan`.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Typed params, set per run (`--param NAME=VALUE`). Names may contain dots:
+    /// `[params."include.logs"]`.
+    #[serde(default)]
+    pub params: OrderedMap<ParamSpec>,
+    /// The steps, run in order; consecutive steps with the same `group` run concurrently.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+    /// Steps run when a step failed.
+    #[serde(default)]
+    pub on_failure: Vec<StepSpec>,
+    /// Steps always run at the end.
+    #[serde(default)]
+    pub finally: Vec<StepSpec>,
+}
+
+/// A typed param.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    /// The param's type.
+    #[serde(rename = "type")]
+    pub kind: Located<ParamType>,
+    /// The allowed values of an `enum` param (required there, non-empty, unique).
+    #[serde(default)]
+    pub values: Option<Located<Vec<Located<String>>>>,
+    /// The value used when a run does not set the param; without it the param is required.
+    #[serde(default)]
+    #[schemars(with = "Option<DefaultSchema>")]
+    pub default: Option<Located<toml::Value>>,
+    /// What the param does, shown by `--help` and `plan`.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The type of a param.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    /// `true` or `false`.
+    Bool,
+    /// Any string.
+    String,
+    /// A 64-bit signed integer.
+    Int,
+    /// One of the strings listed in `values`.
+    Enum,
+}
+
+impl ParamType {
+    /// The name used in pipeline files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::Bool => "bool",
+            ParamType::String => "string",
+            ParamType::Int => "int",
+            ParamType::Enum => "enum",
+        }
+    }
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A param default: a bool, an integer or a string, matching the param's type.
+#[allow(dead_code)] // only its schema is used
+#[derive(JsonSchema)]
+#[schemars(rename = "ParamDefault")]
+#[serde(untagged)]
+pub(crate) enum DefaultSchema {
+    Bool(bool),
+    Int(i64),
+    String(String),
+}
+
+/// One call of one plugin, with its config, grants and limits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// Unique across `steps`, `on_failure` and `finally`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"), length(max = 63))]
+    pub id: Located<String>,
+    /// The plugin to run: the `.wasm` file stem.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"))]
+    pub plugin: Located<String>,
+    /// Pin of the plugin's `.wasm` content: 64 lowercase hex digits.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<Located<String>>,
+    /// Run the step only when this condition over params holds, e.g.
+    /// `include.logs && type == 'custom'`.
+    #[serde(default)]
+    pub when: Option<Located<String>>,
+    /// Consecutive steps with the same group run concurrently; a group must be contiguous.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"))]
+    pub group: Option<Located<String>>,
+    /// What the step does, shown by `plan`.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Handed to the plugin as JSON. Strings may use `{{customer.id}}`, `{{customer.domain}}`,
+    /// `{{run.id}}`, `{{run.timestamp}}` and `{{params.NAME}}`.
+    #[serde(default)]
+    pub config: Option<ConfigTable>,
+    /// File-system grants; without any the step sees no files at all.
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    /// Host programs the step may ask the host to run.
+    #[serde(default)]
+    pub commands: Vec<CommandSpec>,
+    /// Memory and time limits.
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
+}
+
+/// A folder of the customer or of the run, mapped into the guest.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountSpec {
+    /// Absolute, normalised guest path (not `/`), e.g. `/src`.
+    #[schemars(regex(pattern = r"^(/[^/]+)+$"))]
+    pub guest: Located<String>,
+    /// Which host folder `path` is inside.
+    #[serde(default)]
+    pub from: MountRoot,
+    /// Relative path inside `from`; `""` or `"."` is its root. Templated like config strings.
+    pub path: Located<String>,
+    /// Read-only (`ro`, the default) or read-write (`rw`).
+    #[serde(default)]
+    pub access: Access,
+    /// Create the folder when it is missing (needs `access = "rw"`).
+    #[serde(default)]
+    pub create: Option<Located<bool>>,
+    /// When the host folder is missing, skip the step instead of failing.
+    #[serde(default)]
+    pub optional: bool,
+    /// Why the step needs this folder, shown by `plan`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The host folder a mount's path is relative to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MountRoot {
+    /// The customer's folder, `<customers_root>/<domain>/`.
+    #[default]
+    Customer,
+    /// The run's private work folder.
+    Work,
+}
+
+impl MountRoot {
+    /// How messages name the folder.
+    pub fn folder_name(self) -> &'static str {
+        match self {
+            MountRoot::Customer => "customer folder",
+            MountRoot::Work => "work folder",
+        }
+    }
+}
+
+/// Mount access.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Read-only.
+    #[default]
+    Ro,
+    /// Read-write.
+    Rw,
+}
+
+/// A host program the step may ask the host to run.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// Bare program name, looked up by the host, e.g. `pg_dump`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._+-]+$"))]
+    pub program: Located<String>,
+    /// Glob patterns; every argument of a call must match one of them.
+    #[serde(default)]
+    pub args: Vec<Located<String>>,
+    /// Names of environment variables the step may set for the program.
+    #[serde(default)]
+    pub env: Vec<Located<String>>,
+    /// Why the step needs this program, shown by `plan`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Per-step limits.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Memory: a number of bytes, or a string like `"512MiB"` (B, KiB, MiB, GiB, KB, MB, GB).
+    #[serde(default)]
+    pub memory: Option<Located<SizeValue>>,
+    /// Wall-clock time, e.g. `"500ms"`, `"30s"`, `"10m"`, `"1h30m"`.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^([0-9]+(h|m|s|ms))+$"))]
+    pub timeout: Option<Located<String>>,
+}
+
+impl LimitsSpec {
+    pub(crate) fn set_src(&mut self, src: usize) {
+        if let Some(m) = &mut self.memory {
+            m.set_src(src);
+        }
+        if let Some(t) = &mut self.timeout {
+            t.set_src(src);
+        }
+    }
+}
+
+/// A size as written: bytes, or a string with a unit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SizeValue {
+    /// A number of bytes.
+    Bytes(i64),
+    /// A number with a unit, e.g. `"512MiB"`.
+    Text(String),
+}
+
+impl JsonSchema for SizeValue {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": 1, "description": "A number of bytes." },
+                {
+                    "type": "string",
+                    "pattern": r"^[0-9]+ ?(B|KiB|MiB|GiB|KB|MB|GB)$",
+                    "description": "A number with a unit, e.g. \"512MiB\".",
+                },
+            ],
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of bytes or a string like \"512MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                i64::try_from(v)
+                    .map(SizeValue::Bytes)
+                    .map_err(|_| E::custom("size is too large"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A step's `config`: an arbitrary TOML table, with positions of every value so template errors
+/// can point at them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigTable(pub Vec<(String, Located<ConfigValue>)>);
+
+/// A value inside a step's `config`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigValue {
+    /// A string; templated at resolve time.
+    String(String),
+    /// An integer.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// A bool.
+    Boolean(bool),
+    /// A TOML date-time, handed to the plugin as its TOML text.
+    Datetime(String),
+    /// An array.
+    Array(Vec<Located<ConfigValue>>),
+    /// A table.
+    Table(ConfigTable),
+}
+
+impl ConfigTable {
+    pub(crate) fn set_src(&mut self, src: usize) {
+        for (_, v) in &mut self.0 {
+            v.set_src(src);
+            v.value.set_src(src);
+        }
+    }
+
+    /// Deep merge: tables merge recursively, other values replace.
+    pub(crate) fn merge(&mut self, patch: ConfigTable) {
+        for (key, value) in patch.0 {
+            match self.0.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, existing)) => match (&mut existing.value, value.value) {
+                    (ConfigValue::Table(base), ConfigValue::Table(patch)) => base.merge(patch),
+                    (_, replacement) => {
+                        *existing = Located {
+                            value: replacement,
+                            span: value.span,
+                            src: value.src,
+                        }
+                    }
+                },
+                None => self.0.push((key, value)),
+            }
+        }
+    }
+}
+
+impl ConfigValue {
+    fn set_src(&mut self, src: usize) {
+        match self {
+            ConfigValue::Array(items) => {
+                for item in items {
+                    item.set_src(src);
+                    item.value.set_src(src);
+                }
+            }
+            ConfigValue::Table(table) => table.set_src(src),
+            _ => {}
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigTable {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TableVisitor;
+        impl<'de> Visitor<'de> for TableVisitor {
+            type Value = ConfigTable;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ConfigTable, A::Error> {
+                match read_map(map)? {
+                    ConfigValue::Table(t) => Ok(t),
+                    _ => Err(de::Error::custom(
+                        "invalid type: date-time, expected a table",
+                    )),
+                }
+            }
+        }
+        d.deserialize_map(TableVisitor)
+    }
+}
+
+// toml hands date-times to `deserialize_any` as a one-entry map with this private key.
+const TOML_DATETIME_FIELD: &str = "$__toml_private_datetime";
+
+impl<'de> Deserialize<'de> for ConfigValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = ConfigValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a TOML value")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ConfigValue, E> {
+                Ok(ConfigValue::Boolean(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue::Integer(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ConfigValue, E> {
+                i64::try_from(v)
+                    .map(ConfigValue::Integer)
+                    .map_err(|_| E::custom("integer is too large"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ConfigValue, E> {
+                Ok(ConfigValue::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ConfigValue, E> {
+                Ok(ConfigValue::String(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<ConfigValue, E> {
+                Ok(ConfigValue::String(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ConfigValue, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(ConfigValue::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ConfigValue, A::Error> {
+                read_map(map)
+            }
+        }
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+fn read_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<ConfigValue, A::Error> {
+    let mut entries = Vec::new();
+    while let Some(key) = map.next_key::<String>()? {
+        if key == TOML_DATETIME_FIELD {
+            return Ok(ConfigValue::Datetime(map.next_value()?));
+        }
+        entries.push((key, map.next_value()?));
+    }
+    Ok(ConfigValue::Table(ConfigTable(entries)))
+}
+
+impl JsonSchema for ConfigTable {
+    fn schema_name() -> Cow<'static, str> {
+        "ConfigTable".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "description": "Handed to the plugin as JSON; strings are templated.",
+            "additionalProperties": true,
+        })
+    }
+}
+
+/// A tier overlay: patches param defaults, step config and step limits of named pipelines.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverlaySpec {
+    /// What the tier changes.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Patches by pipeline name: `[pipelines.backup.params.retention]`.
+    #[serde(default)]
+    pub pipelines: OrderedMap<PipelinePatch>,
+}
+
+/// The patches of one pipeline.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelinePatch {
+    /// New param defaults, by param name.
+    #[serde(default)]
+    pub params: OrderedMap<ParamPatch>,
+    /// Step patches, by step id (in `steps`, `on_failure` or `finally`).
+    #[serde(default)]
+    pub steps: OrderedMap<StepPatch>,
+}
+
+/// A param patch: only the default can change.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParamPatch {
+    /// The new default; must match the param's type.
+    #[schemars(with = "DefaultSchema")]
+    pub default: Located<toml::Value>,
+}
+
+/// A step patch.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepPatch {
+    /// Deep-merged into the step's config: tables merge recursively, other values replace.
+    #[serde(default)]
+    pub config: Option<ConfigTable>,
+    /// Replaces the limits that are set here.
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
+}

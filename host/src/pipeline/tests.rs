@@ -1,0 +1,466 @@
+//! Data-driven tests over `tests/fixtures/pipelines/` (expected outputs are reviewed files next to
+//! the fixtures; `UPDATE_EXPECT=1` rewrites them), and resolve tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const KNOWN_PLUGINS: [&str; 4] = ["archive", "manifest", "sandbox-probe", "noop"];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pipelines")
+}
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1")
+}
+
+/// `*.toml` files of a fixture folder, as paths relative to the fixtures root.
+fn toml_files(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures().join(dir))
+        .unwrap_or_else(|e| panic!("reading fixtures {dir}: {e}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .map(|path| Path::new(dir).join(path.file_name().unwrap()))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {dir}");
+    files
+}
+
+fn read(rel: &Path) -> String {
+    std::fs::read_to_string(fixtures().join(rel)).unwrap()
+}
+
+/// Compares `actual` with the expected file (or rewrites it under `UPDATE_EXPECT=1`).
+struct Expect {
+    failures: Vec<String>,
+}
+
+impl Expect {
+    fn new() -> Self {
+        Expect {
+            failures: Vec::new(),
+        }
+    }
+
+    fn file(&mut self, rel: &Path, actual: &str) {
+        let path = fixtures().join(rel);
+        if updating() {
+            std::fs::write(&path, actual).unwrap();
+            return;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(expected) if expected == actual => {}
+            Ok(expected) => self.failures.push(format!(
+                "{} differs\n--- expected\n{expected}\n--- actual\n{actual}",
+                rel.display()
+            )),
+            Err(_) => self.failures.push(format!(
+                "{} is missing (run with UPDATE_EXPECT=1 and review it)\n--- actual\n{actual}",
+                rel.display()
+            )),
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        self.failures.push(message);
+    }
+
+    fn finish(self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} fixture(s) failed:\n\n{}",
+            self.failures.len(),
+            self.failures.join("\n\n")
+        );
+    }
+}
+
+fn known_plugin(id: &str) -> bool {
+    KNOWN_PLUGINS.contains(&id)
+}
+
+const PLUGIN_HINT: &str = "known plugins: archive, manifest, noop, sandbox-probe";
+
+/// Parse, validate and check the name, as `qodify-host validate` does.
+fn load_checked(rel: &Path) -> Result<Pipeline, Diagnostics> {
+    let p = parse_pipeline(rel, &read(rel))?;
+    let mut all: Vec<Diagnostic> = Vec::new();
+    if let Err(d) = validate(&p, &known_plugin, PLUGIN_HINT) {
+        all.extend(d);
+    }
+    if let Err(d) = check_name_matches_file(&p) {
+        all.extend(d);
+    }
+    all.sort_by_key(|d| (d.line, d.col));
+    match Diagnostics::from_vec(all) {
+        Some(d) => Err(d),
+        None => Ok(p),
+    }
+}
+
+fn inputs(params: &[(&str, &str)]) -> RunInputs {
+    RunInputs {
+        customer_id: "42".to_owned(),
+        customer_domain: "shop.example.com".to_owned(),
+        run_id: "run-test".to_owned(),
+        timestamp: "20261126-101500".to_owned(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn plan_json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).unwrap() + "\n"
+}
+
+fn with_extension(rel: &Path, ext: &str) -> PathBuf {
+    rel.with_extension(ext)
+}
+
+#[test]
+fn valid_pipelines_resolve_to_their_expected_plans() {
+    let mut expect = Expect::new();
+    for rel in toml_files("valid") {
+        match load_checked(&rel).map(|p| resolve(&p, &inputs(&[]))) {
+            Ok(Ok(plan)) => expect.file(&with_extension(&rel, "plan.json"), &plan_json(&plan)),
+            Ok(Err(e)) => expect.fail(format!("{}: resolve failed: {e}", rel.display())),
+            Err(d) => expect.fail(format!("{}: expected valid, got:\n{d}", rel.display())),
+        }
+    }
+    expect.finish();
+}
+
+#[test]
+fn invalid_pipelines_report_their_expected_diagnostics() {
+    let mut expect = Expect::new();
+    for rel in toml_files("invalid") {
+        match load_checked(&rel) {
+            Ok(_) => expect.fail(format!(
+                "{}: expected errors, but it is valid",
+                rel.display()
+            )),
+            Err(d) => expect.file(&with_extension(&rel, "err"), &format!("{d}\n")),
+        }
+    }
+    expect.finish();
+}
+
+/// Applies an overlay to the `valid/` pipelines it names: a plan per pipeline, or the errors.
+fn apply_overlay(rel: &Path) -> Result<Vec<(String, Plan)>, Diagnostics> {
+    let overlay = parse_overlay(rel, &read(rel))?;
+    let exists = |name: &str| {
+        fixtures()
+            .join("valid")
+            .join(format!("{name}.toml"))
+            .is_file()
+    };
+    overlay.check_pipeline_names(&exists, "pipelines: see tests/fixtures/pipelines/valid")?;
+    let mut plans = Vec::new();
+    let mut errors: Option<Diagnostics> = None;
+    for name in overlay.pipelines() {
+        let base = load_checked(Path::new(&format!("valid/{name}.toml")))?;
+        match overlay.apply(&base) {
+            Ok(patched) => plans.push((name.to_owned(), resolve(&patched, &inputs(&[])).unwrap())),
+            Err(d) => match &mut errors {
+                Some(all) => all.extend(d),
+                None => errors = Some(d),
+            },
+        }
+    }
+    errors.map_or(Ok(plans), Err)
+}
+
+#[test]
+fn tier_overlays_patch_the_plans_of_their_pipelines() {
+    let mut expect = Expect::new();
+    for rel in toml_files("tiers") {
+        match apply_overlay(&rel) {
+            Ok(plans) => {
+                for (name, plan) in plans {
+                    expect.file(
+                        &with_extension(&rel, &format!("{name}.plan.json")),
+                        &plan_json(&plan),
+                    );
+                }
+            }
+            Err(d) => expect.fail(format!("{}: expected valid, got:\n{d}", rel.display())),
+        }
+    }
+    expect.finish();
+}
+
+#[test]
+fn invalid_tier_overlays_report_their_expected_diagnostics() {
+    let mut expect = Expect::new();
+    for rel in toml_files("tiers/invalid") {
+        match apply_overlay(&rel) {
+            Ok(_) => expect.fail(format!(
+                "{}: expected errors, but it is valid",
+                rel.display()
+            )),
+            Err(d) => expect.file(&with_extension(&rel, "err"), &format!("{d}\n")),
+        }
+    }
+    expect.finish();
+}
+
+#[test]
+fn schemas_match_their_reviewed_files() {
+    let mut expect = Expect::new();
+    for (name, schema) in [
+        ("pipeline", pipeline_schema()),
+        ("overlay", overlay_schema()),
+    ] {
+        let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        expect.file(Path::new(&format!("schema/{name}.schema.json")), &text);
+    }
+    expect.finish();
+}
+
+#[test]
+fn overlay_without_the_pipeline_changes_nothing() {
+    let base = load_checked(Path::new("valid/minimal.toml")).unwrap();
+    let overlay = parse_overlay(
+        Path::new("t.toml"),
+        "[pipelines.other.params.x]\ndefault = 1\n",
+    )
+    .unwrap();
+    let applied = overlay.apply(&base).unwrap();
+    assert_eq!(
+        resolve(&applied, &inputs(&[])).unwrap(),
+        resolve(&base, &inputs(&[])).unwrap()
+    );
+    assert_eq!(overlay.pipelines().collect::<Vec<_>>(), ["other"]);
+}
+
+const RESOLVE_SRC: &str = r#"
+name = "r"
+
+[params.type]
+type = "enum"
+values = ["fast", "custom"]
+default = "fast"
+
+[params."include.logs"]
+type = "bool"
+default = false
+
+[params.heapMB]
+type = "int"
+default = 4096
+
+[params.dir]
+type = "string"
+default = "backend"
+
+[params.backup]
+type = "string"
+
+[[steps]]
+id = "always"
+plugin = "noop"
+
+[[steps]]
+id = "logs"
+plugin = "archive"
+when = "include.logs && type == 'custom'"
+group = "g"
+
+[[steps]]
+id = "big"
+plugin = "archive"
+when = "heapMB != 4096"
+group = "g"
+
+[[steps]]
+id = "copy"
+plugin = "archive"
+group = "g"
+[[steps.mounts]]
+guest = "/src"
+path = "{{params.dir}}/{{params.backup}}"
+"#;
+
+fn resolve_src(params: &[(&str, &str)]) -> Result<Plan, ResolveError> {
+    let p = parse_pipeline(Path::new("r.toml"), RESOLVE_SRC).unwrap();
+    validate(&p, &known_plugin, "").unwrap();
+    resolve(&p, &inputs(params))
+}
+
+fn planned<'p>(plan: &'p Plan, id: &str) -> &'p PlannedStep {
+    plan.stages
+        .iter()
+        .flat_map(|s| &s.steps)
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("step {id} is not planned"))
+}
+
+fn stage_ids(stages: &[Stage]) -> Vec<Vec<&str>> {
+    stages
+        .iter()
+        .map(|s| s.steps.iter().map(|s| s.id.as_str()).collect())
+        .collect()
+}
+
+#[test]
+fn resolve_parses_param_values_by_type() {
+    let plan = resolve_src(&[
+        ("backup", "20261126-101500"),
+        ("heapMB", "-3"),
+        ("include.logs", "true"),
+    ])
+    .unwrap();
+    assert_eq!(plan.params["heapMB"], ParamValue::Int(-3));
+    assert_eq!(plan.params["include.logs"], ParamValue::Bool(true));
+    assert_eq!(plan.params["type"], ParamValue::String("fast".into()));
+    assert_eq!(
+        planned(&plan, "copy").mounts[0].path,
+        PathBuf::from("backend/20261126-101500")
+    );
+}
+
+#[test]
+fn resolve_rejects_bad_param_values_with_what_to_do() {
+    let err = |params: &[(&str, &str)]| resolve_src(params).unwrap_err().to_string();
+    assert_eq!(
+        err(&[("backup", "b"), ("x", "1")]),
+        "unknown param `x` (known: type, include.logs, heapMB, dir, backup)"
+    );
+    assert_eq!(
+        err(&[("backup", "b"), ("include.logs", "yes")]),
+        "`include.logs` expects true or false, got `yes`"
+    );
+    assert_eq!(
+        err(&[("backup", "b"), ("heapMB", "4k")]),
+        "`heapMB` expects an integer, got `4k`"
+    );
+    assert_eq!(
+        err(&[("backup", "b"), ("type", "slow")]),
+        "`type` expects one of fast, custom, got `slow`"
+    );
+    assert_eq!(
+        err(&[]),
+        "missing required param `backup` (string, no default): set it for this run"
+    );
+}
+
+#[test]
+fn a_param_value_cannot_make_a_mount_leave_its_folder() {
+    let err = |params: &[(&str, &str)]| resolve_src(params).unwrap_err();
+    assert_eq!(
+        err(&[("backup", "../../etc")]).to_string(),
+        "mount /src of step copy: path `backend/../../etc` leaves the customer folder"
+    );
+    assert!(matches!(
+        err(&[("backup", "")]),
+        ResolveError::MountPath { .. }
+    ));
+    assert!(matches!(
+        err(&[("dir", "/etc"), ("backup", "x")]),
+        ResolveError::MountPath { .. }
+    ));
+    assert!(matches!(
+        err(&[("dir", "a\\..\\..\\b"), ("backup", "x")]),
+        ResolveError::MountPath { .. }
+    ));
+    assert!(matches!(
+        err(&[("dir", "."), ("backup", "x")]),
+        ResolveError::MountPath { .. }
+    ));
+    // A param may add components, as long as each is a normal name.
+    let plan = resolve_src(&[("dir", "backend/uploads"), ("backup", "x")]).unwrap();
+    assert_eq!(
+        planned(&plan, "copy").mounts[0].path,
+        PathBuf::from("backend/uploads/x")
+    );
+}
+
+#[test]
+fn when_conditions_decide_which_steps_run() {
+    let plan = resolve_src(&[("backup", "b")]).unwrap();
+    assert_eq!(stage_ids(&plan.stages), [vec!["always"], vec!["copy"]]);
+    let skipped: Vec<(&str, &str)> = plan
+        .skipped
+        .iter()
+        .map(|s| (s.id.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("logs", "when `include.logs && type == 'custom'` is false"),
+            ("big", "when `heapMB != 4096` is false"),
+        ]
+    );
+    let plan = resolve_src(&[
+        ("backup", "b"),
+        ("include.logs", "true"),
+        ("type", "custom"),
+        ("heapMB", "1"),
+    ])
+    .unwrap();
+    assert!(plan.skipped.is_empty());
+}
+
+#[test]
+fn a_group_becomes_one_stage() {
+    let plan = resolve_src(&[
+        ("backup", "b"),
+        ("include.logs", "true"),
+        ("type", "custom"),
+        ("heapMB", "1"),
+    ])
+    .unwrap();
+    assert_eq!(
+        stage_ids(&plan.stages),
+        [vec!["always"], vec!["logs", "big", "copy"]]
+    );
+    assert_eq!(plan.stages[0].group, None);
+    assert_eq!(plan.stages[1].group.as_deref(), Some("g"));
+}
+
+#[test]
+fn resolving_an_invalid_pipeline_reports_its_diagnostics() {
+    let p = parse_pipeline(
+        Path::new("bad.toml"),
+        "name = \"bad\"\n[[steps]]\nid = \"a\"\nplugin = \"noop\"\nwhen = \"nope\"\n",
+    )
+    .unwrap();
+    let err = resolve(&p, &inputs(&[])).unwrap_err();
+    let ResolveError::Invalid { diagnostics, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!((diagnostics[0].line, diagnostics[0].col), (5, 9));
+}
+
+#[test]
+fn params_help_lists_type_default_and_values() {
+    let p = parse_pipeline(Path::new("r.toml"), RESOLVE_SRC).unwrap();
+    let help = params_help(&p);
+    assert_eq!(help[0].name, "type");
+    assert_eq!(help[0].kind, ParamType::Enum);
+    assert_eq!(help[0].values, ["fast", "custom"]);
+    assert_eq!(help[0].default, Some(ParamValue::String("fast".into())));
+    assert!(help[4].required());
+}
+
+#[test]
+fn loading_a_missing_file_is_a_diagnostic() {
+    let err = load_pipeline(Path::new("/nonexistent/backup.toml")).unwrap_err();
+    assert_eq!((err[0].line, err[0].col), (1, 1));
+    assert!(err[0].message.starts_with("cannot read pipeline file"));
+}
+
+#[test]
+fn all_steps_lists_every_section() {
+    let p = load_checked(Path::new("valid/backup.toml")).unwrap();
+    let ids: BTreeMap<&str, &str> = p
+        .all_steps()
+        .map(|s| (s.id.as_str(), s.plugin.as_str()))
+        .collect();
+    assert!(ids.len() >= p.section(Section::Steps).len() + p.section(Section::Finally).len());
+}

@@ -1,0 +1,484 @@
+//! The sandboxed step runtime: one wasmtime `Engine` per process, compiled components cached on
+//! disk and in memory, and one short-lived `Store` per step with its limits attached (memory via a
+//! `StoreLimits` limiter, wall-clock time and cancellation via epoch deadlines, WASI resource
+//! limits set explicitly).
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use wasmtime::component::{Component, HasData, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::{Step, StepPre, types};
+use crate::caps::StepHost;
+use crate::events::{Event, EventSink, LogLevel};
+use crate::plugins::PluginBytes;
+
+/// How often the epoch advances: the granularity of deadlines and cancellation.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Bytes a guest may pass to the host in one call (WASI and ours).
+const HOSTCALL_FUEL: usize = 16 << 20;
+/// Live WASI resources (files, streams) per step.
+const MAX_RESOURCES: usize = 4096;
+/// Largest `get-random-bytes` request.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
+/// Lines of a step's stdout/stderr kept in the run log.
+const MAX_STDIO_LINES: u64 = 10_000;
+
+/// Why a step did not succeed. Every variant names the step and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StepFailure {
+    /// The memory limit stopped it.
+    #[error("step {step} exceeded its {limit} memory limit")]
+    Memory {
+        /// Step id.
+        step: String,
+        /// The limit, human-readable.
+        limit: String,
+    },
+    /// The deadline stopped it.
+    #[error("step {step} ran past its {limit} time limit and was stopped")]
+    Timeout {
+        /// Step id.
+        step: String,
+        /// The limit, human-readable.
+        limit: String,
+    },
+    /// The run was cancelled.
+    #[error("step {step} was cancelled")]
+    Cancelled {
+        /// Step id.
+        step: String,
+    },
+    /// The plugin trapped (a panic, or a wasm fault).
+    #[error("step {step} crashed: {message}")]
+    Trap {
+        /// Step id.
+        step: String,
+        /// The trap, with the plugin's backtrace when there is one.
+        message: String,
+    },
+    /// The plugin returned an error.
+    #[error("step {step} failed ({kind}): {message}")]
+    Plugin {
+        /// Step id.
+        step: String,
+        /// Error kind as the plugin classified it.
+        kind: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The plugin returned something the host refuses (too many outputs, a bad artifact).
+    #[error("step {step} returned an invalid result: {message}")]
+    InvalidResult {
+        /// Step id.
+        step: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The host could not set the step up (plugin missing, grant refused, compile error).
+    #[error("step {step}: {message}")]
+    Setup {
+        /// Step id.
+        step: String,
+        /// What failed, with what to do.
+        message: String,
+    },
+}
+
+/// Formats a byte count as `512 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 || (v.fract() == 0.0) { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Formats a duration as `10m`, `1h30m`, `2.5s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d < Duration::from_secs(60) && d.subsec_millis() != 0 {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+/// Why the host interrupted a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Timeout,
+    Cancelled,
+}
+
+/// A `StoreLimits` that remembers when it refused memory, so the error names the limit instead
+/// of the misleading trap a failed allocation turns into.
+struct StepLimiter {
+    inner: StoreLimits,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for StepLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = self.inner.memory_growing(current, desired, maximum)?;
+        self.memory_refused |= !ok;
+        Ok(ok)
+    }
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// Store data of one step.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: StepLimiter,
+    stop: Option<StopReason>,
+    host: StepHost,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Our capabilities see only the [`StepHost`], never the WASI state.
+struct HostCaps;
+
+impl HasData for HostCaps {
+    type Data<'a> = &'a mut StepHost;
+}
+
+/// A step's stdout/stderr, forwarded line by line into the run log (capped).
+#[derive(Clone)]
+struct LogStream {
+    step: String,
+    events: Arc<dyn EventSink>,
+    secrets: Arc<Vec<String>>,
+    state: Arc<Mutex<(Vec<u8>, u64)>>,
+}
+
+impl LogStream {
+    fn new(step: &str, events: Arc<dyn EventSink>, secrets: Vec<String>) -> Self {
+        Self { step: step.to_owned(), events, secrets: Arc::new(secrets), state: Default::default() }
+    }
+
+    fn push(&self, bytes: &[u8], flush: bool) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (buf, lines) = &mut *st;
+        buf.extend_from_slice(bytes);
+        loop {
+            let cut = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => i,
+                None if flush && !buf.is_empty() => buf.len(),
+                None if buf.len() > 4096 => 4096,
+                None => break,
+            };
+            let line: Vec<u8> = buf.drain(..cut.min(buf.len())).collect();
+            if buf.first() == Some(&b'\n') {
+                buf.remove(0);
+            }
+            *lines += 1;
+            if *lines <= MAX_STDIO_LINES {
+                let text = String::from_utf8_lossy(&line);
+                self.events.emit(Event::StepLog {
+                    step: self.step.clone(),
+                    level: LogLevel::Info,
+                    message: crate::caps::redact(text.trim_end_matches('\r'), &self.secrets),
+                });
+            } else if *lines == MAX_STDIO_LINES + 1 {
+                self.events.emit(Event::StepLog {
+                    step: self.step.clone(),
+                    level: LogLevel::Warn,
+                    message: format!("stdout/stderr limit of {MAX_STDIO_LINES} lines reached; the rest is dropped"),
+                });
+            }
+            if buf.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for LogStream {
+    fn poll_write(self: Pin<&mut Self>, _: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.push(buf, false);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        self.push(&[], true);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What one step call needs.
+pub struct StepCall {
+    /// The step's context as the plugin will see it.
+    pub context: types::StepContext,
+    /// Capabilities (mounts, grants, events, cancellation, deadline).
+    pub host: StepHost,
+    /// Memory limit in bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+}
+
+/// The engine, linker and compiled plugins of one host process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache_dir: PathBuf,
+    compiled: Mutex<HashMap<String, StepPre<StepState>>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Creates the engine and linker; compiled plugins are cached under `<data_dir>/cache`.
+    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        config.parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        Step::add_to_linker::<StepState, HostCaps>(&mut linker, |s: &mut StepState| &mut s.host)
+            .map_err(anyhow::Error::from)?;
+
+        let cache_dir = data_dir.join("cache").join("components").join(engine_key(&engine));
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.weak();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .context("starting the epoch thread")?;
+        }
+
+        Ok(Self { engine, linker, cache_dir, compiled: Mutex::new(HashMap::new()), stop_ticker })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Compiles (or loads from the caches) a plugin and pre-links it.
+    pub fn prepare(&self, plugin: &PluginBytes) -> anyhow::Result<StepPre<StepState>> {
+        if let Some(pre) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&plugin.sha256) {
+            return Ok(pre.clone());
+        }
+        let component = self.load_component(plugin)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("the plugin needs imports the host does not provide; is it built against qodify:pipeline@0.1.0?")?;
+        let pre = StepPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the plugin does not export the qodify:pipeline step world")?;
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.sha256.clone(), pre.clone());
+        Ok(pre)
+    }
+
+    fn load_component(&self, plugin: &PluginBytes) -> anyhow::Result<Component> {
+        let cached = self.cache_dir.join(format!("{}.cwasm", plugin.sha256));
+        if cached.is_file() {
+            // SAFETY: the file is our own compiler output, written below into the host's data
+            // folder under a name keyed by the plugin's hash and this engine's compatibility;
+            // a user-supplied `.cwasm` is never loaded.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!("ignoring unusable compile cache {}: {e}", cached.display()),
+            }
+        }
+        let component = Component::new(&self.engine, &plugin.bytes)
+            .map_err(anyhow::Error::from)
+            .context("compiling the plugin (is it a wasm32-wasip2 component?)")?;
+        if let Err(e) = self.store_cache(&cached, &component) {
+            tracing::warn!("cannot write compile cache {}: {e:#}", cached.display());
+        }
+        Ok(component)
+    }
+
+    fn store_cache(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.cache_dir)?;
+        let bytes = component.serialize().map_err(anyhow::Error::from)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// Runs one step to completion in a fresh store. Returns the plugin's result and the
+    /// capabilities (whose mounts the caller uses to check artifacts).
+    pub fn call(&self, pre: &StepPre<StepState>, call: StepCall) -> Result<(types::StepResult, StepHost), StepFailure> {
+        let step = call.host.step_id.clone();
+        let setup = |message: String| StepFailure::Setup { step: step.clone(), message };
+
+        let mut wasi = WasiCtxBuilder::new();
+        let secrets = call.host.secrets.clone();
+        wasi.stdout(LogStream::new(&step, call.host.events.clone(), secrets.clone()))
+            .stderr(LogStream::new(&step, call.host.events.clone(), secrets))
+            .max_random_size(MAX_RANDOM_BYTES)
+            .allow_blocking_current_thread(true);
+        for m in call.host.mounts.iter() {
+            let perms = if m.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            wasi.preopened_dir(m.reopen_path(), &m.guest, perms)
+                .map_err(|e| setup(format!("preopening mount {}: {e}", m.guest)))?;
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+
+        let memory = usize::try_from(call.memory_bytes).unwrap_or(usize::MAX);
+        let limiter = StepLimiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(memory)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .table_elements(1_000_000)
+                .build(),
+            memory_refused: false,
+        };
+        let deadline = Instant::now() + call.timeout;
+        let mut host = call.host;
+        host.deadline = host.deadline.min(deadline);
+        let state = StepState { wasi: wasi.build(), table, limiter, stop: None, host };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let data = ctx.data_mut();
+            if data.host.cancel.is_cancelled() {
+                data.stop = Some(StopReason::Cancelled);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if Instant::now() >= deadline {
+                data.stop = Some(StopReason::Timeout);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+
+        let outcome = pre.instantiate(&mut store).and_then(|inst| inst.call_run(&mut store, &call.context));
+        let state = store.into_data();
+        let classify = |trap: wasmtime::Error| -> StepFailure {
+            match state.stop {
+                Some(StopReason::Cancelled) => return StepFailure::Cancelled { step: step.clone() },
+                Some(StopReason::Timeout) => {
+                    return StepFailure::Timeout { step: step.clone(), limit: human_duration(call.timeout) };
+                }
+                None => {}
+            }
+            if state.limiter.memory_refused {
+                return StepFailure::Memory { step: step.clone(), limit: human_bytes(call.memory_bytes) };
+            }
+            StepFailure::Trap { step: step.clone(), message: format!("{trap:?}") }
+        };
+        match outcome {
+            Ok(Ok(result)) => Ok((result, state.host)),
+            Ok(Err(e)) => {
+                if state.host.cancel.is_cancelled() {
+                    return Err(StepFailure::Cancelled { step });
+                }
+                Err(StepFailure::Plugin {
+                    step,
+                    kind: format!("{:?}", e.kind).to_lowercase(),
+                    message: state.host.redact(&e.message),
+                })
+            }
+            Err(trap) => Err(classify(trap)),
+        }
+    }
+}
+
+/// A stable key for this engine's compiled code: wasmtime's own compatibility hash (features,
+/// target, tunables) plus the wasmtime version, so a cache is never loaded by an engine that
+/// cannot run it.
+fn engine_key(engine: &Engine) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("wasmtime-48-{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humane_units() {
+        assert_eq!(human_bytes(512 << 20), "512 MiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(human_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(human_duration(Duration::from_millis(2500)), "2.5s");
+    }
+}

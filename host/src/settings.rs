@@ -1,0 +1,307 @@
+//! Host settings: `qodify-host.toml`, `QODIFY_*` environment variables and flags, in rising order
+//! of precedence, over defaults that need no file at all.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+
+/// Default customers root from the plan.
+pub const DEFAULT_CUSTOMERS_ROOT: &str = "/var/qodify/customers";
+/// Default state folder.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/qodify-host";
+/// Default listen address of `serve`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8610";
+
+/// Environment variable names (fixed: other programs set them).
+pub mod env {
+    /// Folder holding `<domain>/` folders.
+    pub const CUSTOMERS_ROOT: &str = "QODIFY_CUSTOMERS_ROOT";
+    /// State and caches.
+    pub const DATA_DIR: &str = "QODIFY_DATA_DIR";
+    /// `host:port` for `serve`.
+    pub const LISTEN: &str = "QODIFY_LISTEN";
+    /// Bearer token for the API.
+    pub const API_TOKEN: &str = "QODIFY_API_TOKEN";
+    /// Path of `qodify-host.toml`.
+    pub const CONFIG: &str = "QODIFY_CONFIG";
+}
+
+/// The most a pipeline may ask of the host per step, and what a step gets when it asks nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ceilings {
+    /// Largest memory limit a step may set.
+    pub max_memory_bytes: u64,
+    /// Memory limit of a step that sets none.
+    pub default_memory_bytes: u64,
+    /// Longest timeout a step may set.
+    pub max_timeout: Duration,
+    /// Timeout of a step that sets none.
+    pub default_timeout: Duration,
+    /// Log lines kept per step; the rest are counted and dropped.
+    pub max_log_lines: u64,
+    /// Artifacts plus outputs a step may return.
+    pub max_outputs: usize,
+}
+
+impl Default for Ceilings {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 4 << 30,
+            default_memory_bytes: 512 << 20,
+            max_timeout: Duration::from_secs(12 * 3600),
+            default_timeout: Duration::from_secs(3600),
+            max_log_lines: 20_000,
+            max_outputs: 10_000,
+        }
+    }
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Folder holding one `<domain>/` folder per customer.
+    pub customers_root: PathBuf,
+    /// State: compile cache, run work folders.
+    pub data_dir: PathBuf,
+    /// Folders searched for `<plugin-id>.wasm`, first match wins.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Folder of `<name>.toml` pipelines and `tiers/<tier>.toml` overlays.
+    pub pipelines_dir: PathBuf,
+    /// `host:port` for `serve`.
+    pub listen: String,
+    /// Bearer token for the API.
+    pub api_token: Option<String>,
+    /// Per-step ceilings.
+    pub ceilings: Ceilings,
+    /// The settings file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// `qodify-host.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    customers_root: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    plugin_dirs: Option<Vec<PathBuf>>,
+    pipelines_dir: Option<PathBuf>,
+    listen: Option<String>,
+    api_token: Option<String>,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_memory: Option<String>,
+    default_memory: Option<String>,
+    max_timeout: Option<String>,
+    default_timeout: Option<String>,
+    max_log_lines: Option<u64>,
+    max_outputs: Option<usize>,
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--customers-root`.
+    pub customers_root: Option<PathBuf>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--plugins-dir` (repeatable; replaces the defaults).
+    pub plugin_dirs: Vec<PathBuf>,
+    /// `--pipelines-dir`.
+    pub pipelines_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads settings from the file (flag, `QODIFY_CONFIG`, `./qodify-host.toml` or
+    /// `/etc/qodify/qodify-host.toml`), then the environment, then the flags.
+    pub fn load(over: &Overrides) -> Result<Self> {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let config_file = over
+            .config
+            .clone()
+            .or_else(|| env(env::CONFIG).map(PathBuf::from))
+            .or_else(|| {
+                ["qodify-host.toml", "/etc/qodify/qodify-host.toml"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|p| p.is_file())
+            });
+        let file = match &config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading settings file {}", path.display()))?;
+                toml::from_str::<FileSettings>(&text).map_err(|e| {
+                    anyhow::anyhow!("{}: invalid settings: {e}", path.display())
+                })?
+            }
+            None => FileSettings::default(),
+        };
+        let base = config_file
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let checkout = checkout_dir();
+        let customers_root = over
+            .customers_root
+            .clone()
+            .or_else(|| env(env::CUSTOMERS_ROOT).map(PathBuf::from))
+            .or(file.customers_root.map(rel))
+            .unwrap_or_else(|| DEFAULT_CUSTOMERS_ROOT.into());
+        let data_dir = over
+            .data_dir
+            .clone()
+            .or_else(|| env(env::DATA_DIR).map(PathBuf::from))
+            .or(file.data_dir.map(rel))
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let plugin_dirs = if !over.plugin_dirs.is_empty() {
+            over.plugin_dirs.clone()
+        } else if let Some(dirs) = file.plugin_dirs {
+            dirs.into_iter().map(rel).collect()
+        } else {
+            default_plugin_dirs(&data_dir)
+        };
+        let pipelines_dir = over
+            .pipelines_dir
+            .clone()
+            .or(file.pipelines_dir.map(rel))
+            .or_else(|| checkout.as_ref().map(|c| c.join("pipelines")))
+            .unwrap_or_else(|| "/etc/qodify/pipelines".into());
+        let listen = env(env::LISTEN)
+            .map(|v| v.to_string_lossy().into_owned())
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let api_token = env(env::API_TOKEN)
+            .map(|v| v.to_string_lossy().into_owned())
+            .or(file.api_token);
+
+        let mut ceilings = Ceilings::default();
+        let l = file.limits;
+        let size = |what: &str, v: Option<String>, d: u64| -> Result<u64> {
+            v.map_or(Ok(d), |v| {
+                parse_size(&v).with_context(|| format!("limits.{what} in the settings file"))
+            })
+        };
+        let dur = |what: &str, v: Option<String>, d: Duration| -> Result<Duration> {
+            v.map_or(Ok(d), |v| {
+                parse_duration(&v).with_context(|| format!("limits.{what} in the settings file"))
+            })
+        };
+        ceilings.max_memory_bytes = size("max_memory", l.max_memory, ceilings.max_memory_bytes)?;
+        ceilings.default_memory_bytes =
+            size("default_memory", l.default_memory, ceilings.default_memory_bytes)?;
+        ceilings.max_timeout = dur("max_timeout", l.max_timeout, ceilings.max_timeout)?;
+        ceilings.default_timeout = dur("default_timeout", l.default_timeout, ceilings.default_timeout)?;
+        ceilings.max_log_lines = l.max_log_lines.unwrap_or(ceilings.max_log_lines);
+        ceilings.max_outputs = l.max_outputs.unwrap_or(ceilings.max_outputs);
+        anyhow::ensure!(
+            ceilings.default_memory_bytes <= ceilings.max_memory_bytes
+                && ceilings.default_timeout <= ceilings.max_timeout,
+            "settings: default limits must not exceed the max limits"
+        );
+
+        Ok(Self {
+            customers_root,
+            data_dir,
+            plugin_dirs,
+            pipelines_dir,
+            listen,
+            api_token,
+            ceilings,
+            config_file,
+        })
+    }
+}
+
+/// The repository checkout this binary was built from, when it still exists: pipelines and plugins
+/// shipped in the repository are then found without any setting.
+pub fn checkout_dir() -> Option<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent()?;
+    (root.join("pipelines").is_dir() && root.join("wit").is_dir()).then(|| root.to_path_buf())
+}
+
+/// Plugins next to the binary (`<target>/<profile>/../plugins`, where `cargo xtask build` puts
+/// them, or `<bindir>/plugins` in an installed layout), then `<data_dir>/plugins`.
+fn default_plugin_dirs(data_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(bin) = exe.parent()
+    {
+        dirs.push(bin.join("plugins"));
+        if let Some(target) = bin.parent() {
+            dirs.push(target.join("plugins"));
+        }
+    }
+    dirs.push(data_dir.join("plugins"));
+    dirs
+}
+
+/// Parses `512MiB`, `2 GiB`, `1048576`, `10MB` into bytes.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().with_context(|| format!("`{s}` is not a size like 512MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => anyhow::bail!("unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB)"),
+    };
+    n.checked_mul(mult).with_context(|| format!("size `{s}` is too large"))
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let mut rest = s.trim();
+    anyhow::ensure!(!rest.is_empty(), "empty duration (use e.g. 30s, 10m, 1h30m)");
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        anyhow::ensure!(split > 0, "`{s}` is not a duration like 30s, 10m or 1h30m");
+        let n: u64 = rest[..split].parse()?;
+        rest = &rest[split..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => anyhow::bail!("`{s}` is not a duration like 30s, 10m or 1h30m (units: ms, s, m, h)"),
+        };
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,268 @@
+//! What a step is told when it starts (customer, run, params, mounts, earlier outputs) and its
+//! channel back to the host (progress, logs, cancellation).
+//!
+//! ```no_run
+//! # use qodify_plugin_sdk::{Context, Error};
+//! // Host calls (`info`, `progress`, `check_cancelled`) only work inside qodify-host.
+//! fn work(ctx: &Context) -> Result<(), Error> {
+//!     let with_logs = ctx.param_bool("include.logs").unwrap_or(false);
+//!     ctx.info(format!("backing up {} (logs: {with_logs})", ctx.customer_domain()));
+//!     for (i, step) in ctx.previous().iter().enumerate() {
+//!         ctx.check_cancelled()?;
+//!         ctx.progress(i as f32 * 10.0, format!("checking {}", step.step));
+//!     }
+//!     Ok(())
+//! }
+//! ```
+
+use crate::__private::bindings::qodify::pipeline::{cancellation, progress, types as wit};
+use crate::{Artifact, Error};
+
+/// The value of a pipeline param after defaults and caller values were applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamValue {
+    /// A `bool` param.
+    Bool(bool),
+    /// An `int` param.
+    Int(i64),
+    /// A `string` or `enum` param.
+    Text(String),
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Bool(b) => write!(f, "{b}"),
+            ParamValue::Int(i) => write!(f, "{i}"),
+            ParamValue::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A folder the pipeline granted to this step, as the guest sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute guest path, e.g. `/src`.
+    pub guest_path: String,
+    /// True when the step may create, write, rename and delete inside it.
+    pub writable: bool,
+}
+
+impl Mount {
+    /// True when the guest path `path` (absolute, already normalised) lies inside this mount.
+    pub fn contains(&self, path: &str) -> bool {
+        let root = self.guest_path.trim_end_matches('/');
+        root.is_empty()
+            || path == root
+            || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// What an earlier step of the same run returned (after the host checked it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutputs {
+    /// The earlier step's id.
+    pub step: String,
+    /// Its artifacts; `path` is the guest path the earlier step saw.
+    pub artifacts: Vec<Artifact>,
+    /// Its key/value outputs, in the order it returned them.
+    pub values: Vec<(String, String)>,
+}
+
+impl StepOutputs {
+    /// The value of output `key`, if the step returned it.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Everything about the current step, plus progress, logging and cancellation.
+#[derive(Debug, Clone)]
+pub struct Context {
+    customer_id: String,
+    customer_domain: String,
+    run_id: String,
+    run_timestamp: String,
+    step_id: String,
+    params: Vec<(String, ParamValue)>,
+    mounts: Vec<Mount>,
+    previous: Vec<StepOutputs>,
+}
+
+impl Context {
+    pub(crate) fn from_wit(ctx: wit::StepContext) -> Self {
+        Context {
+            customer_id: ctx.customer.id,
+            customer_domain: ctx.customer.domain,
+            run_id: ctx.run_id,
+            run_timestamp: ctx.run_timestamp,
+            step_id: ctx.step_id,
+            params: ctx
+                .params
+                .into_iter()
+                .map(|p| {
+                    let value = match p.value {
+                        wit::ParamValue::Boolean(b) => ParamValue::Bool(b),
+                        wit::ParamValue::Integer(i) => ParamValue::Int(i),
+                        wit::ParamValue::Text(s) => ParamValue::Text(s),
+                    };
+                    (p.name, value)
+                })
+                .collect(),
+            mounts: ctx
+                .mounts
+                .into_iter()
+                .map(|m| Mount { guest_path: m.guest_path, writable: m.writable })
+                .collect(),
+            previous: ctx
+                .previous
+                .into_iter()
+                .map(|s| StepOutputs {
+                    step: s.step,
+                    artifacts: s.artifacts.into_iter().map(Artifact::from_wit).collect(),
+                    values: s.outputs.into_iter().map(|o| (o.key, o.value)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// installer-api's id of the customer, e.g. `42`.
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
+    /// The customer's domain, e.g. `shop.example.com`.
+    pub fn customer_domain(&self) -> &str {
+        &self.customer_domain
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The run's start time as `YYYYMMDD-HHMMSS` (UTC).
+    pub fn run_timestamp(&self) -> &str {
+        &self.run_timestamp
+    }
+
+    /// This step's id in the pipeline, e.g. `archive-backend`.
+    pub fn step_id(&self) -> &str {
+        &self.step_id
+    }
+
+    /// All params of the run, in pipeline order.
+    pub fn params(&self) -> &[(String, ParamValue)] {
+        &self.params
+    }
+
+    /// The param `name`, whatever its type.
+    pub fn param(&self, name: &str) -> Option<&ParamValue> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// The `bool` param `name`; `None` when absent or of another type.
+    pub fn param_bool(&self, name: &str) -> Option<bool> {
+        match self.param(name)? {
+            ParamValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The `int` param `name`; `None` when absent or of another type.
+    pub fn param_int(&self, name: &str) -> Option<i64> {
+        match self.param(name)? {
+            ParamValue::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The `string` or `enum` param `name`; `None` when absent or of another type.
+    pub fn param_str(&self, name: &str) -> Option<&str> {
+        match self.param(name)? {
+            ParamValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The folders this step was granted.
+    pub fn mounts(&self) -> &[Mount] {
+        &self.mounts
+    }
+
+    /// The mount holding the absolute, normalised guest path `path` (the innermost one).
+    pub fn mount_for(&self, path: &str) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .filter(|m| m.contains(path))
+            .max_by_key(|m| m.guest_path.trim_end_matches('/').len())
+    }
+
+    /// Outputs of the steps that finished before this one, in order.
+    pub fn previous(&self) -> &[StepOutputs] {
+        &self.previous
+    }
+
+    /// The outputs of the earlier step `step_id`, if it ran.
+    pub fn previous_step(&self, step_id: &str) -> Option<&StepOutputs> {
+        self.previous.iter().find(|s| s.step == step_id)
+    }
+
+    /// Reports progress: `percent` in 0..=100 and a short message such as
+    /// `archiving backend: 120.0 MiB of 800.0 MiB`. Cheap; the host rate-limits.
+    pub fn progress(&self, percent: f32, message: impl AsRef<str>) {
+        progress::report(percent.clamp(0.0, 100.0), message.as_ref());
+    }
+
+    /// Logs a trace line.
+    pub fn trace(&self, message: impl AsRef<str>) {
+        progress::log(progress::Level::Trace, message.as_ref());
+    }
+
+    /// Logs a debug line.
+    pub fn debug(&self, message: impl AsRef<str>) {
+        progress::log(progress::Level::Debug, message.as_ref());
+    }
+
+    /// Logs an info line.
+    pub fn info(&self, message: impl AsRef<str>) {
+        progress::log(progress::Level::Info, message.as_ref());
+    }
+
+    /// Logs a warning: something odd that did not stop the step.
+    pub fn warn(&self, message: impl AsRef<str>) {
+        progress::log(progress::Level::Warn, message.as_ref());
+    }
+
+    /// Logs an error line (the step may still go on).
+    pub fn error(&self, message: impl AsRef<str>) {
+        progress::log(progress::Level::Error, message.as_ref());
+    }
+
+    /// True once the run was cancelled or the step's deadline passed.
+    pub fn is_cancelled(&self) -> bool {
+        cancellation::is_cancelled()
+    }
+
+    /// `Err(Error::cancelled())` once the run was cancelled: call it between units of work and
+    /// return with `?`.
+    pub fn check_cancelled(&self) -> Result<(), Error> {
+        if self.is_cancelled() { Err(Error::cancelled()) } else { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_contains_only_whole_components() {
+        let m = Mount { guest_path: "/src".into(), writable: false };
+        assert!(m.contains("/src"));
+        assert!(m.contains("/src/a/b"));
+        assert!(!m.contains("/srcx"));
+        assert!(!m.contains("/"));
+        let root = Mount { guest_path: "/".into(), writable: false };
+        assert!(root.contains("/anything"));
+    }
+}

@@ -1,0 +1,186 @@
+//! File metadata WASI does not give a guest: Unix modes, owners, exact symlink targets (absolute
+//! ones too) and free space, plus the changes a restore needs (mode, mtime, symlinks).
+//!
+//! Paths are guest paths inside the step's mounts; anything else fails with
+//! [`ErrorKind::PermissionDenied`](crate::ErrorKind::PermissionDenied). Nothing here follows a
+//! final symlink. Read and write file contents with `std::fs` as usual.
+//!
+//! ```no_run
+//! use qodify_plugin_sdk::{Error, fs};
+//!
+//! // Copies modes and mtimes of a folder's entries onto a restored copy of it.
+//! fn restore_modes(from: &str, to: &str) -> Result<(), Error> {
+//!     for entry in fs::list_dir(from)? {
+//!         let target = format!("{to}/{}", entry.name);
+//!         match entry.metadata.kind {
+//!             fs::FileKind::Symlink => {
+//!                 fs::symlink(entry.metadata.symlink_target.as_deref().unwrap_or(""), &target)?
+//!             }
+//!             _ => {
+//!                 fs::set_mode(&target, entry.metadata.mode)?;
+//!                 fs::set_mtime(&target, entry.metadata.mtime)?;
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+
+use std::path::Path;
+
+use crate::Error;
+use crate::__private::bindings::qodify::pipeline::files as wit;
+
+/// Kinds of file-system entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A folder.
+    Directory,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A device, FIFO or socket.
+    Other,
+}
+
+/// A modification time: seconds since the Unix epoch plus nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    /// Whole seconds since the Unix epoch (negative before 1970).
+    pub seconds: i64,
+    /// Nanoseconds part, below 1_000_000_000.
+    pub nanos: u32,
+}
+
+/// Metadata of one entry, as `lstat` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// What the entry is.
+    pub kind: FileKind,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Size in bytes (for a symlink: the length of its target).
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Owner user id.
+    pub uid: u32,
+    /// Owner group id.
+    pub gid: u32,
+    /// The link's target exactly as stored, when `kind` is [`FileKind::Symlink`].
+    pub symlink_target: Option<String>,
+}
+
+impl Metadata {
+    /// True for a regular file.
+    pub fn is_file(&self) -> bool {
+        self.kind == FileKind::File
+    }
+
+    /// True for a folder.
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileKind::Directory
+    }
+
+    /// True for a symlink.
+    pub fn is_symlink(&self) -> bool {
+        self.kind == FileKind::Symlink
+    }
+}
+
+/// One entry of a folder listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's file name (one component).
+    pub name: String,
+    /// Its metadata.
+    pub metadata: Metadata,
+}
+
+/// Space on the file system holding a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes available to the host's user.
+    pub available_bytes: u64,
+    /// Total size of the file system in bytes.
+    pub total_bytes: u64,
+}
+
+/// Metadata of `path` without following a final symlink.
+pub fn stat(path: impl AsRef<Path>) -> Result<Metadata, Error> {
+    let path = guest_path(path.as_ref())?;
+    wit::stat(path).map(Metadata::from_wit).map_err(|e| files_error("stat", path, e))
+}
+
+/// Lists a folder with every entry's metadata, sorted by name; one host call for the whole folder.
+pub fn list_dir(path: impl AsRef<Path>) -> Result<Vec<DirEntry>, Error> {
+    let path = guest_path(path.as_ref())?;
+    let entries = wit::list_dir(path).map_err(|e| files_error("listing", path, e))?;
+    Ok(entries
+        .into_iter()
+        .map(|e| DirEntry { name: e.name, metadata: Metadata::from_wit(e.metadata) })
+        .collect())
+}
+
+/// Sets the permission bits of `path` (needs a writable mount); symlinks are not followed.
+pub fn set_mode(path: impl AsRef<Path>, mode: u32) -> Result<(), Error> {
+    let path = guest_path(path.as_ref())?;
+    wit::set_mode(path, mode).map_err(|e| files_error("setting the mode of", path, e))
+}
+
+/// Sets the modification time of `path` without following a final symlink (needs a writable
+/// mount).
+pub fn set_mtime(path: impl AsRef<Path>, mtime: Timestamp) -> Result<(), Error> {
+    let path = guest_path(path.as_ref())?;
+    wit::set_mtime(path, mtime.seconds, mtime.nanos)
+        .map_err(|e| files_error("setting the mtime of", path, e))
+}
+
+/// Creates a symlink at `path` pointing to `target`, stored verbatim (needs a writable mount).
+pub fn symlink(target: &str, path: impl AsRef<Path>) -> Result<(), Error> {
+    let path = guest_path(path.as_ref())?;
+    wit::symlink(target, path).map_err(|e| files_error("creating the symlink", path, e))
+}
+
+/// Free and total space of the file system holding `path`.
+pub fn space(path: impl AsRef<Path>) -> Result<Space, Error> {
+    let path = guest_path(path.as_ref())?;
+    wit::space(path)
+        .map(|s| Space { available_bytes: s.available_bytes, total_bytes: s.total_bytes })
+        .map_err(|e| files_error("checking free space of", path, e))
+}
+
+fn guest_path(path: &Path) -> Result<&str, Error> {
+    path.to_str()
+        .ok_or_else(|| Error::invalid_config(format!("path {} is not UTF-8", path.display())))
+}
+
+fn files_error(doing: &str, path: &str, error: wit::FilesError) -> Error {
+    match error {
+        wit::FilesError::NotPermitted(m) => {
+            Error::permission_denied(format!("{doing} {path}: not permitted: {m}"))
+        }
+        wit::FilesError::NotFound(m) => Error::not_found(format!("{doing} {path}: not found: {m}")),
+        wit::FilesError::Io(m) => Error::io(format!("{doing} {path}: {m}")),
+    }
+}
+
+impl Metadata {
+    fn from_wit(m: wit::Metadata) -> Self {
+        Metadata {
+            kind: match m.kind {
+                wit::EntryKind::File => FileKind::File,
+                wit::EntryKind::Directory => FileKind::Directory,
+                wit::EntryKind::Symlink => FileKind::Symlink,
+                wit::EntryKind::Other => FileKind::Other,
+            },
+            mode: m.mode,
+            size: m.size,
+            mtime: Timestamp { seconds: m.mtime_seconds, nanos: m.mtime_nanos },
+            uid: m.uid,
+            gid: m.gid,
+            symlink_target: m.symlink_target,
+        }
+    }
+}

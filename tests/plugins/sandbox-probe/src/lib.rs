@@ -1,0 +1,1 @@
+//! Test plugin (work in progress).

@@ -1,0 +1,166 @@
+//! Project automation, run as `cargo xtask <command>`: build the host and every plugin, run all
+//! tests, run the demo, run benchmarks, scaffold a plugin.
+
+mod bench;
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+Commands:
+  build [--release]   build qodify-host and every plugin (wasm32-wasip2); plugins land in
+                      <target>/plugins/<id>.wasm, test-only plugins in <target>/test-plugins/
+  test                build, then run every test (host, plugins, end-to-end)
+  demo                make a sample customer and back it up with the shipped `backup` pipeline
+  bench               archive plugin vs native `tar -czf`, and per-step overhead (release build)
+  new-plugin <id>     scaffold plugins/<id> from the SDK template
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match args.first().map(String::as_str) {
+        Some("build") => build(rest.contains(&"--release")).map(|_| ()),
+        Some("test") => test(),
+        Some("demo") => demo::run(),
+        Some("bench") => bench::run(&rest),
+        Some("new-plugin") => new_plugin(rest.first().copied()),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n\n{HELP}"),
+    }
+}
+
+/// The workspace root (the folder holding this repository's Cargo.toml).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Cargo's target folder (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> Result<PathBuf> {
+    let out = Command::new(cargo()).args(["metadata", "--format-version", "1", "--no-deps"]).current_dir(root()).output()?;
+    anyhow::ensure!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(PathBuf::from(v["target_directory"].as_str().context("no target_directory")?))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    cmd.current_dir(root());
+    eprintln!("$ {}", format!("{cmd:?}").replace('"', ""));
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    anyhow::ensure!(status.success(), "{cmd:?} failed with {status}");
+    Ok(())
+}
+
+/// Wasm plugin crates: (package name = plugin id, is it test-only).
+fn plugin_crates() -> Result<Vec<(String, bool)>> {
+    let mut out = Vec::new();
+    for (dir, test_only) in [("plugins", false), ("tests/plugins", true)] {
+        let Ok(rd) = std::fs::read_dir(root().join(dir)) else { continue };
+        for e in rd.flatten() {
+            let manifest = e.path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+            // Only crates that build a component (the SDK is a library, not a plugin).
+            if text.contains("cdylib") {
+                out.push((e.file_name().to_string_lossy().into_owned(), test_only));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = out.map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2")).unwrap_or(false);
+    if !installed {
+        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    }
+    Ok(())
+}
+
+/// Builds the host (dev or release profile) and every plugin (always release: plugins are small
+/// and their speed is the product's speed). Returns the target folder.
+pub fn build(release: bool) -> Result<PathBuf> {
+    ensure_wasm_target()?;
+    let target = target_dir()?;
+    let plugins = plugin_crates()?;
+    let mut cmd = Command::new(cargo());
+    cmd.args(["build", "--release", "--target", "wasm32-wasip2"]);
+    for (p, _) in &plugins {
+        cmd.args(["-p", p]);
+    }
+    run(&mut cmd)?;
+    let mut cmd = Command::new(cargo());
+    cmd.args(["build", "-p", "qodify-host"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    for (p, test_only) in &plugins {
+        let built = target.join("wasm32-wasip2/release").join(format!("{}.wasm", p.replace('-', "_")));
+        let dest_dir = target.join(if *test_only { "test-plugins" } else { "plugins" });
+        std::fs::create_dir_all(&dest_dir)?;
+        let dest = dest_dir.join(format!("{p}.wasm"));
+        // Copy only on change, so the host's compile cache and file times stay stable.
+        let new = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+        if std::fs::read(&dest).ok().as_deref() != Some(&new[..]) {
+            std::fs::write(&dest, &new)?;
+        }
+    }
+    eprintln!("plugins: {}", target.join("plugins").display());
+    Ok(target)
+}
+
+fn test() -> Result<()> {
+    let target = build(false)?;
+    let plugins: Vec<String> = plugin_crates()?.into_iter().map(|(p, _)| p).collect();
+    // Plugin logic is tested natively (the SDK's imports are stubs off wasm).
+    let mut cmd = Command::new(cargo());
+    cmd.args(["test", "-p", "qodify-plugin-sdk"]);
+    for p in &plugins {
+        cmd.args(["-p", p]);
+    }
+    run(&mut cmd)?;
+    run(Command::new(cargo())
+        .args(["test", "--workspace", "--exclude", "qodify-plugin-sdk"])
+        .args(plugins.iter().flat_map(|p| ["--exclude", p.as_str()]))
+        .env("QODIFY_TEST_TARGET_DIR", &target))
+}
+
+fn new_plugin(id: Option<&str>) -> Result<()> {
+    let id = id.context("usage: cargo xtask new-plugin <id>  (lowercase letters, digits and -)")?;
+    anyhow::ensure!(
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "plugin id `{id}` must use lowercase letters, digits and `-` (it is the crate name, the folder and the .wasm name)"
+    );
+    let dir = root().join("plugins").join(id);
+    anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{id}\"\ndescription = \"qodify-host step plugin `{id}`\"\nversion.workspace = true\nedition.workspace = true\nrust-version.workspace = true\nlicense.workspace = true\npublish.workspace = true\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nqodify-plugin-sdk.workspace = true\nserde.workspace = true\n\n[lints]\nworkspace = true\n"
+        ),
+    )?;
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        format!(
+            "//! `{id}`: describe what this step does.\n\nuse qodify_plugin_sdk::prelude::*;\n\n/// The step's `config` table from the pipeline.\n#[derive(Deserialize)]\n#[serde(deny_unknown_fields)]\npub struct Config {{\n    /// A folder the pipeline mounts for this step.\n    pub source: String,\n}}\n\n/// The step.\npub struct Plugin;\n\nimpl Step for Plugin {{\n    type Config = Config;\n\n    fn run(ctx: &Context, config: Config) -> Result<Output, Error> {{\n        let entries = std::fs::read_dir(&config.source)?.count();\n        ctx.info(&format!(\"{{}} has {{entries}} entries\", config.source));\n        Ok(Output::new().value(\"entries\", entries.to_string()))\n    }}\n}}\n\nexport_step!(Plugin);\n"
+        ),
+    )?;
+    eprintln!("created {}; build it with `cargo xtask build` (→ <target>/plugins/{id}.wasm)", dir.display());
+    Ok(())
+}
