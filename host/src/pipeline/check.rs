@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
-use super::diag::{Diagnostic, did_you_mean, list};
+use super::diag::{Diagnostic, Diagnostics, did_you_mean, list};
 use super::expr::{self, Expr};
 use super::paths::{self, PathProblem};
 use super::resolve::Limits;
@@ -38,7 +38,7 @@ pub(crate) struct CompiledStep {
 }
 
 /// Lowercase letter or digit first, then lowercase letters, digits and `-`; at most 63.
-pub(crate) fn is_id(s: &str) -> bool {
+fn is_id(s: &str) -> bool {
     s.len() <= 63
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars()
@@ -98,42 +98,35 @@ fn param_kind(spec: &ParamSpec) -> ParamKind {
     }
 }
 
-/// Checks a pipeline; on success returns what resolving needs.
-pub(crate) fn check(p: &Pipeline) -> Result<Compiled, Vec<Diagnostic>> {
+/// Which plugins exist, and the hint listing them; `None` skips that check.
+pub(crate) type Plugins<'p> = Option<(&'p dyn Fn(&str) -> bool, &'p str)>;
+
+/// Checks a pipeline, reporting every error; on success returns what resolving needs.
+pub(crate) fn check(p: &Pipeline, plugins: Plugins<'_>) -> Result<Compiled, Diagnostics> {
     let mut cx = Checker {
         p,
+        plugins,
         diags: Vec::new(),
         kinds: param_kinds(p),
     };
     let compiled = cx.pipeline();
-    if cx.diags.is_empty() {
-        Ok(compiled)
-    } else {
-        Err(cx.finish())
+    // File order: the pipeline first, then the overlays applied to it.
+    cx.diags.sort_by_key(|(src, start, _)| (*src, *start));
+    match Diagnostics::from_vec(cx.diags.into_iter().map(|(_, _, d)| d).collect()) {
+        Some(diags) => Err(diags),
+        None => Ok(compiled),
     }
 }
 
-pub(crate) struct Checker<'a> {
-    pub(crate) p: &'a Pipeline,
-    pub(crate) diags: Vec<(usize, usize, Diagnostic)>,
+struct Checker<'a> {
+    p: &'a Pipeline,
+    plugins: Plugins<'a>,
+    /// (source index, byte offset, diagnostic), for sorting.
+    diags: Vec<(usize, usize, Diagnostic)>,
     kinds: BTreeMap<String, ParamKind>,
 }
 
-impl<'a> Checker<'a> {
-    pub(crate) fn new(p: &'a Pipeline) -> Self {
-        Checker {
-            p,
-            diags: Vec::new(),
-            kinds: param_kinds(p),
-        }
-    }
-
-    /// The diagnostics in file order: the pipeline first, then the overlays applied to it.
-    pub(crate) fn finish(mut self) -> Vec<Diagnostic> {
-        self.diags.sort_by_key(|(src, start, _)| (*src, *start));
-        self.diags.into_iter().map(|(_, _, d)| d).collect()
-    }
-
+impl Checker<'_> {
     fn push_span(&mut self, src: usize, span: Range<usize>, message: String, hint: String) {
         let diag = self.p.sources[src]
             .error(span.clone(), message)
@@ -141,12 +134,7 @@ impl<'a> Checker<'a> {
         self.diags.push((src, span.start, diag));
     }
 
-    pub(crate) fn at<T>(
-        &mut self,
-        loc: &Located<T>,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
+    fn at<T>(&mut self, loc: &Located<T>, message: impl Into<String>, hint: impl Into<String>) {
         self.push_span(loc.src(), loc.span(), message.into(), hint.into());
     }
 
@@ -299,6 +287,14 @@ impl<'a> Checker<'a> {
                 &step.plugin,
                 format!("invalid plugin id `{}`", step.plugin.get()),
                 "a plugin id is the `.wasm` file stem: lowercase letters, digits and `-`",
+            );
+        } else if let Some((known, hint)) = self.plugins
+            && !known(&step.plugin)
+        {
+            self.at(
+                &step.plugin,
+                format!("unknown plugin `{}`", step.plugin.get()),
+                hint,
             );
         }
         if let Some(sha) = &step.sha256
@@ -516,7 +512,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    pub(crate) fn limits(&mut self, limits: &LimitsSpec) -> Limits {
+    fn limits(&mut self, limits: &LimitsSpec) -> Limits {
         let mut out = Limits::default();
         if let Some(memory) = &limits.memory {
             match units::parse_size(memory) {

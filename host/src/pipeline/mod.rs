@@ -32,7 +32,7 @@ pub use spec::{
     SizeValue, StepPatch, StepSpec,
 };
 
-use diag::{Source, to_result};
+use diag::Source;
 
 /// A parsed pipeline, possibly with tier overlays applied.
 #[derive(Debug, Clone)]
@@ -185,21 +185,7 @@ pub fn validate(
     known_plugins: &dyn Fn(&str) -> bool,
     plugin_hint: &str,
 ) -> Result<(), Diagnostics> {
-    let mut checker = check::Checker::new(p);
-    let semantic = check::check(p).err().unwrap_or_default();
-    for step in p.all_steps() {
-        if check::is_id(&step.plugin) && !known_plugins(&step.plugin) {
-            checker.at(
-                &step.plugin,
-                format!("unknown plugin `{}`", step.plugin.get()),
-                plugin_hint,
-            );
-        }
-    }
-    let mut all = semantic;
-    all.extend(checker.finish());
-    all.sort_by_key(|d| (d.file != *p.file(), d.line, d.col));
-    to_result(all)
+    check::check(p, Some((known_plugins, plugin_hint))).map(|_| ())
 }
 
 /// Checks that the pipeline's `name` equals its file stem, as it must in a pipelines folder.

@@ -66,7 +66,7 @@ impl Overlay {
     /// result; errors in patched values point into the overlay file.
     pub fn apply(&self, p: &Pipeline) -> Result<Pipeline, Diagnostics> {
         let Some(patch) = self.spec.pipelines.get(p.name()) else {
-            check::check(p).map_err(|d| Diagnostics::from_vec(d).expect("non-empty"))?;
+            check::check(p, None)?;
             return Ok(p.clone());
         };
         let mut merged = p.clone();
@@ -74,7 +74,10 @@ impl Overlay {
         merged.sources.push(self.source.clone());
         let mut unknown = Vec::new();
         self.patch(&mut merged, patch.clone(), src, &mut unknown);
-        let checked = check::check(&merged).err().unwrap_or_default();
+        let checked = check::check(&merged, None)
+            .err()
+            .map(Diagnostics::into_vec)
+            .unwrap_or_default();
         // Pipeline-file errors first, then the overlay's in file order.
         let (mut diags, mut ours): (Vec<_>, Vec<_>) = checked
             .into_iter()

@@ -223,9 +223,9 @@ pub enum ResolveError {
 
 /// Resolves a pipeline for one run.
 pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
-    let compiled = check::check(p).map_err(|diags| ResolveError::Invalid {
+    let compiled = check::check(p, None).map_err(|diagnostics| ResolveError::Invalid {
         pipeline: p.name().to_owned(),
-        diagnostics: Diagnostics::from_vec(diags).expect("check fails only with diagnostics"),
+        diagnostics,
     })?;
     let params = resolve_params(p, &inputs.params)?;
     let mut plan = Plan {

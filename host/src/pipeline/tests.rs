@@ -464,3 +464,57 @@ fn all_steps_lists_every_section() {
         .collect();
     assert!(ids.len() >= p.section(Section::Steps).len() + p.section(Section::Finally).len());
 }
+
+#[test]
+fn overlays_stack_and_errors_point_into_the_overlay_that_caused_them() {
+    let base = load_checked(Path::new("valid/backup.toml")).unwrap();
+    let paid = parse_overlay(
+        Path::new("tiers/paid.toml"),
+        &read(Path::new("tiers/paid.toml")),
+    )
+    .unwrap();
+    let patched = paid.apply(&base).unwrap();
+    let bad = parse_overlay(
+        Path::new("late.toml"),
+        "[pipelines.backup.steps.archive-backend.limits]\ntimeout = \"1d\"\n",
+    )
+    .unwrap();
+    let err = bad.apply(&patched).unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0].file, Path::new("late.toml"));
+    assert_eq!(
+        (err[0].line, err[0].col, err[0].message.as_str()),
+        (2, 11, "unknown duration unit `d`")
+    );
+    let fine = parse_overlay(
+        Path::new("late.toml"),
+        "[pipelines.backup.steps.archive-backend.limits]\ntimeout = \"2h\"\n",
+    )
+    .unwrap();
+    let twice = fine.apply(&patched).unwrap();
+    assert_eq!(
+        twice.overlays().collect::<Vec<_>>(),
+        [Path::new("tiers/paid.toml"), Path::new("late.toml")]
+    );
+    let plan = resolve(&twice, &inputs(&[])).unwrap();
+    let step = planned(&plan, "archive-backend");
+    assert_eq!(
+        step.limits.timeout,
+        Some(std::time::Duration::from_secs(7200))
+    );
+    assert_eq!(step.config["gzip"]["level"], 9);
+}
+
+#[test]
+fn when_columns_point_inside_escaped_and_multiline_strings() {
+    let src = "name = \"w\"\n[params.t]\ntype = \"enum\"\nvalues = [\"a\"]\ndefault = \"a\"\n[[steps]]\nid = \"s\"\nplugin = \"noop\"\nwhen = \"\"\"\nt == 'b'\"\"\"\n";
+    let p = parse_pipeline(Path::new("w.toml"), src).unwrap();
+    let err = validate(&p, &known_plugin, "").unwrap_err();
+    assert_eq!((err[0].line, err[0].col), (10, 6));
+    let src = "name = \"w\"\n[params.t]\ntype = \"enum\"\nvalues = [\"a\"]\ndefault = \"a\"\n[[steps]]\nid = \"s\"\nplugin = \"noop\"\nwhen = \"t == \\\"b\\\"\"\n";
+    let p = parse_pipeline(Path::new("w.toml"), src).unwrap();
+    let err = validate(&p, &known_plugin, "").unwrap_err();
+    // Escapes make the column approximate, but it stays inside the string.
+    assert_eq!(err[0].line, 9);
+    assert!((9..=20).contains(&err[0].col), "{}", err[0]);
+}

@@ -1,1 +1,203 @@
-//! Plugin (work in progress).
+//! `archive` step plugin: writes a `.tar.gz` of a granted folder into a granted output file.
+//!
+//! Modes, owners, mtimes and symlink targets come from the host's `files` interface (WASI does not
+//! expose them); entries are sorted, excludes are anchored globs, and file data that does not
+//! compress is stored instead of deflated, which is where the time goes.
+//!
+//! Config (see [`Config`]): `source`, `output`, `name`, `exclude`, `include`, `follow_symlinks`,
+//! `level`, `prefix`. Returns the artifact `{name, output, size, sha256}` and the outputs `files`,
+//! `bytes` (input bytes) and `excluded`.
+
+pub mod gz;
+pub mod tarball;
+pub mod walk;
+
+use std::fs::File;
+
+use qodify_plugin_sdk::fs::{self, DirEntry, Metadata};
+use qodify_plugin_sdk::prelude::*;
+
+use crate::tarball::{TarOptions, write_tar_gz};
+use crate::walk::{Hooks, Tree, WalkOptions, glob_set, is_within, normalize, walk};
+
+/// The step's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Guest path of the folder to archive.
+    pub source: String,
+    /// Guest path of the `.tar.gz` to create (in a writable mount).
+    pub output: String,
+    /// Artifact name; default: the output's file name without `.tar.gz`/`.tgz`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Globs, relative to `source` and anchored at it, of entries to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// When given, only files matching one of these globs are archived.
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// Store what symlinks point to (inside the mount only) instead of the links.
+    #[serde(default)]
+    pub follow_symlinks: bool,
+    /// Deflate level 0-9.
+    #[serde(default = "default_level")]
+    pub level: u32,
+    /// Folder to put every entry under, e.g. `backend`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+fn default_level() -> u32 {
+    6
+}
+
+struct Archive;
+
+impl Step for Archive {
+    type Config = Config;
+
+    fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
+        let plan = Plan::new(config)?;
+        let mount = ctx.mount_for(&plan.walk.source).ok_or_else(|| {
+            Error::permission_denied(format!(
+                "source {} is not inside a folder granted to this step",
+                plan.walk.source
+            ))
+        })?;
+        let walk_opts = WalkOptions { boundary: mount.guest_path.clone(), ..plan.walk };
+        let mut hooks = CtxHooks(ctx);
+        let walked = walk(&GuestTree, &walk_opts, &mut hooks)?;
+
+        let file = File::create(&plan.output)
+            .with_context(|| format!("creating the archive {}", plan.output))?;
+        let written = write_tar_gz(HashingWriter::new(file), &walked, &plan.tar, &mut hooks);
+        let (writer, stats) = match written {
+            Ok(done) => done,
+            Err(e) => {
+                // A half-written archive must not look like a result.
+                let _ = std::fs::remove_file(&plan.output);
+                return Err(e);
+            }
+        };
+        let (_file, size, sha256) = writer.finish();
+        ctx.info(format!(
+            "archived {}: {} files, {:.1} MiB into {:.1} MiB ({} stored uncompressed), {} excluded",
+            plan.tar.label,
+            stats.files,
+            stats.bytes as f64 / 1048576.0,
+            size as f64 / 1048576.0,
+            stats.stored_files,
+            walked.excluded
+        ));
+        Ok(Output::new()
+            .artifact(plan.name, plan.output, size, sha256)
+            .value("files", stats.files)
+            .value("bytes", stats.bytes)
+            .value("excluded", walked.excluded))
+    }
+}
+
+export_step!(Archive);
+
+/// A checked config: what to walk and how to write.
+#[derive(Debug)]
+pub struct Plan {
+    /// Walk options; `boundary` is filled in from the step's mounts.
+    pub walk: WalkOptions,
+    /// Tar options.
+    pub tar: TarOptions,
+    /// Normalised output path.
+    pub output: String,
+    /// Artifact name.
+    pub name: String,
+}
+
+impl Plan {
+    /// Validates `config` (pure: no host calls).
+    pub fn new(config: Config) -> Result<Plan, Error> {
+        let source = normalize(&config.source).map_err(|e| e.context("source"))?;
+        let output = normalize(&config.output).map_err(|e| e.context("output"))?;
+        if config.level > 9 {
+            return Err(Error::invalid_config(format!(
+                "level {} is out of range; use 0 (store) to 9 (smallest)",
+                config.level
+            )));
+        }
+        let prefix = match config.prefix.as_deref().map(|p| p.trim_matches('/')) {
+            None | Some("") => None,
+            Some(p) if p.split('/').any(|c| c.is_empty() || c == "." || c == "..") => {
+                return Err(Error::invalid_config(format!(
+                    "prefix `{p}` must be a plain relative folder name like `backend`"
+                )));
+            }
+            Some(p) => Some(p.to_string()),
+        };
+        let include = match &config.include {
+            Some(patterns) if patterns.is_empty() => {
+                return Err(Error::invalid_config(
+                    "include is an empty list; leave it out to archive everything",
+                ));
+            }
+            Some(patterns) => glob_set("include", patterns)?,
+            None => None,
+        };
+        let file_name = output.rsplit('/').next().unwrap_or_default();
+        let name = config.name.unwrap_or_else(|| {
+            let stem = [".tar.gz", ".tgz", ".gz"]
+                .iter()
+                .find_map(|ext| file_name.strip_suffix(ext))
+                .unwrap_or(file_name);
+            stem.to_string()
+        });
+        if name.is_empty() {
+            return Err(Error::invalid_config("name is empty"));
+        }
+        let skip_path = is_within(&source, &output).then(|| output.clone());
+        Ok(Plan {
+            walk: WalkOptions {
+                boundary: source.clone(),
+                exclude: glob_set("exclude", &config.exclude)?,
+                include,
+                follow_symlinks: config.follow_symlinks,
+                skip_path,
+                source,
+            },
+            tar: TarOptions { level: config.level, prefix, label: name.clone() },
+            output,
+            name,
+        })
+    }
+}
+
+/// The step's mounts, through the host's `files` interface.
+struct GuestTree;
+
+impl Tree for GuestTree {
+    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
+        fs::list_dir(path)
+    }
+
+    fn stat(&self, path: &str) -> Result<Metadata, Error> {
+        fs::stat(path)
+    }
+}
+
+struct CtxHooks<'a>(&'a Context);
+
+impl Hooks for CtxHooks<'_> {
+    fn warn(&mut self, message: &str) {
+        self.0.warn(message);
+    }
+
+    fn progress(&mut self, percent: f32, message: &str) {
+        self.0.progress(percent, message);
+    }
+
+    fn cancelled(&mut self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,439 @@
+//! Native tests: archive a real temp tree through the same walker and writer the plugin uses
+//! (with `std::fs` standing in for the host's `files` interface), then unpack and compare.
+
+use std::collections::BTreeMap;
+use std::fs::{self as stdfs, File};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use flate2::read::GzDecoder;
+use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata, Timestamp};
+use qodify_plugin_sdk::{Error, ErrorKind};
+
+use super::*;
+use crate::tarball::TarStats;
+use crate::walk::Walk;
+
+struct StdTree;
+
+fn std_meta(path: &str) -> Result<Metadata, Error> {
+    let m = stdfs::symlink_metadata(path)?;
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        FileKind::File
+    } else if ft.is_dir() {
+        FileKind::Directory
+    } else if ft.is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::Other
+    };
+    let symlink_target = ft
+        .is_symlink()
+        .then(|| stdfs::read_link(path).map(|t| t.to_str().unwrap().to_string()))
+        .transpose()?;
+    Ok(Metadata {
+        kind,
+        mode: m.mode() & 0o7777,
+        size: m.size(),
+        mtime: Timestamp { seconds: m.mtime(), nanos: m.mtime_nsec() as u32 },
+        uid: m.uid(),
+        gid: m.gid(),
+        symlink_target,
+    })
+}
+
+impl Tree for StdTree {
+    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
+        let mut out = Vec::new();
+        for e in stdfs::read_dir(path)? {
+            let name = e?.file_name().into_string().unwrap();
+            let metadata = std_meta(&format!("{path}/{name}"))?;
+            out.push(DirEntry { name, metadata });
+        }
+        Ok(out)
+    }
+
+    fn stat(&self, path: &str) -> Result<Metadata, Error> {
+        std_meta(path)
+    }
+}
+
+#[derive(Default)]
+struct TestHooks {
+    warnings: Vec<String>,
+    reports: Vec<(f32, String)>,
+}
+
+impl Hooks for TestHooks {
+    fn warn(&mut self, message: &str) {
+        self.warnings.push(message.to_string());
+    }
+    fn progress(&mut self, percent: f32, message: &str) {
+        self.reports.push((percent, message.to_string()));
+    }
+    fn cancelled(&mut self) -> bool {
+        false
+    }
+}
+
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+fn log_text(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 100);
+    let mut i = 0u64;
+    while out.len() < len {
+        out.extend_from_slice(
+            format!("{{\"t\":{i},\"level\":\"info\",\"msg\":\"GET /api/items/{}\"}}\n", i * 7919 % 1000)
+                .as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn write(root: &Path, rel: &str, data: &[u8], mode: u32, mtime: u64) {
+    let path = root.join(rel);
+    stdfs::create_dir_all(path.parent().unwrap()).unwrap();
+    stdfs::write(&path, data).unwrap();
+    stdfs::set_permissions(&path, stdfs::Permissions::from_mode(mode)).unwrap();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
+        .unwrap();
+}
+
+fn set_dir_mtime(path: &Path, mtime: u64) {
+    File::open(path)
+        .unwrap()
+        .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(mtime))
+        .unwrap();
+}
+
+const LONG_DIR: &str =
+    "a-very-long-folder-name-that-goes-on-and-on/another-quite-long-folder-name-for-good-measure";
+
+/// A customer-like tree; returns the temp dir (tree at `<tmp>/src`).
+fn sample_tree() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src, "server.js", b"require('./src/app');\n", 0o644, 1_600_000_000);
+    write(&src, "src/app.js", &log_text(20_000), 0o640, 1_600_000_100);
+    write(&src, "bin/run.sh", b"#!/bin/sh\nexec node server.js\n", 0o755, 1_600_000_200);
+    write(&src, ".env", b"SECRET=1\n", 0o600, 1_600_000_300);
+    write(&src, "uploads/photo.jpg", &noise(3 << 20, 7), 0o644, 1_600_000_400);
+    write(&src, "logs/app.log", &log_text(1 << 20), 0o644, 1_600_000_500);
+    write(&src, "node_modules/x/index.js", b"x", 0o644, 1);
+    write(&src, "packages/a/node_modules/y/index.js", b"y", 0o644, 1);
+    write(&src, "packages/a/index.js", b"a", 0o644, 1_600_000_600);
+    write(&src, "tmp/cache.bin", b"c", 0o644, 1);
+    write(&src, "a/tmp/b", b"kept", 0o644, 1_600_000_700);
+    write(&src, &format!("{LONG_DIR}/file-with-a-long-name.json"), b"{}", 0o644, 1_600_000_800);
+    stdfs::create_dir_all(src.join("empty")).unwrap();
+    stdfs::set_permissions(src.join("empty"), stdfs::Permissions::from_mode(0o700)).unwrap();
+    symlink("src/app.js", src.join("link-rel")).unwrap();
+    symlink("/etc/hostname", src.join("link-abs")).unwrap();
+    let second = LONG_DIR.split('/').nth(1).unwrap();
+    let long_target = format!("./{LONG_DIR}/../{second}/file-with-a-long-name.json");
+    symlink(&long_target, src.join("link-long")).unwrap();
+    for (dir, t) in [("empty", 1_500_000_000), ("src", 1_500_000_100), ("uploads", 1_500_000_200)] {
+        set_dir_mtime(&src.join(dir), t);
+    }
+    tmp
+}
+
+fn src_of(tmp: &tempfile::TempDir) -> String {
+    tmp.path().join("src").to_str().unwrap().to_string()
+}
+
+fn plan_for(tmp: &tempfile::TempDir, json: serde_json::Value) -> Plan {
+    let mut json = json;
+    json["source"] = src_of(tmp).into();
+    json["output"] = tmp.path().join("out.tar.gz").to_str().unwrap().into();
+    let config: Config = serde_json::from_value(json).unwrap();
+    let mut plan = Plan::new(config).unwrap();
+    plan.walk.boundary = tmp.path().to_str().unwrap().to_string();
+    plan
+}
+
+fn archive(plan: &Plan) -> (Vec<u8>, Walk, TarStats, TestHooks) {
+    let mut hooks = TestHooks::default();
+    let walked = walk(&StdTree, &plan.walk, &mut hooks).unwrap();
+    let (bytes, stats) = write_tar_gz(Vec::new(), &walked, &plan.tar, &mut hooks).unwrap();
+    (bytes, walked, stats, hooks)
+}
+
+#[derive(Debug, PartialEq)]
+struct Unpacked {
+    kind: tar::EntryType,
+    mode: u32,
+    mtime: u64,
+    link: Option<String>,
+    data: Vec<u8>,
+}
+
+fn unpack(bytes: &[u8]) -> Vec<(String, Unpacked)> {
+    let mut archive = tar::Archive::new(GzDecoder::new(bytes));
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+        let link = entry.link_name_bytes().map(|l| String::from_utf8(l.into_owned()).unwrap());
+        let h = entry.header();
+        let (kind, mode, mtime) = (h.entry_type(), h.mode().unwrap(), h.mtime().unwrap());
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        out.push((name, Unpacked { kind, mode, mtime, link, data }));
+    }
+    out
+}
+
+#[test]
+fn archive_round_trips_names_contents_modes_mtimes_and_links() {
+    let tmp = sample_tree();
+    let src = src_of(&tmp);
+    let plan = plan_for(&tmp, serde_json::json!({ "exclude": ["**/node_modules/**", "tmp/**"] }));
+    let (bytes, walked, stats, hooks) = archive(&plan);
+    assert!(hooks.warnings.is_empty(), "{:?}", hooks.warnings);
+    let entries = unpack(&bytes);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+
+    let long_file = format!("{LONG_DIR}/file-with-a-long-name.json");
+    let long_dir_1 = format!("{}/", LONG_DIR.split('/').next().unwrap());
+    let long_dir_2 = format!("{LONG_DIR}/");
+    let expected = [
+        ".env",
+        "a/",
+        "a/tmp/",
+        "a/tmp/b",
+        long_dir_1.as_str(),
+        long_dir_2.as_str(),
+        long_file.as_str(),
+        "bin/",
+        "bin/run.sh",
+        "empty/",
+        "link-abs",
+        "link-long",
+        "link-rel",
+        "logs/",
+        "logs/app.log",
+        "packages/",
+        "packages/a/",
+        "packages/a/index.js",
+        "server.js",
+        "src/",
+        "src/app.js",
+        "uploads/",
+        "uploads/photo.jpg",
+    ];
+    assert_eq!(names, expected, "sorted, excluded paths absent, empty folder kept");
+    assert_eq!(walked.excluded, 3, "node_modules twice and tmp");
+    assert_eq!(stats.files, 9);
+
+    let by_name: BTreeMap<&str, &Unpacked> = entries.iter().map(|(n, u)| (n.as_str(), u)).collect();
+    for (name, entry) in &by_name {
+        let on_disk = format!("{src}/{}", name.trim_end_matches('/'));
+        let meta = std_meta(&on_disk).unwrap();
+        match meta.kind {
+            FileKind::File => {
+                assert_eq!(entry.kind, tar::EntryType::Regular, "{name}");
+                assert!(entry.data == stdfs::read(&on_disk).unwrap(), "content of {name}");
+            }
+            FileKind::Directory => assert_eq!(entry.kind, tar::EntryType::Directory, "{name}"),
+            FileKind::Symlink => {
+                assert_eq!(entry.kind, tar::EntryType::Symlink, "{name}");
+                assert_eq!(entry.link, meta.symlink_target, "{name}: target stored verbatim");
+            }
+            FileKind::Other => unreachable!(),
+        }
+        if meta.kind != FileKind::Symlink {
+            assert_eq!(entry.mode, meta.mode, "{name}: mode");
+            assert_eq!(entry.mtime, meta.mtime.seconds as u64, "{name}: mtime");
+        }
+    }
+    assert_eq!(by_name["empty/"].mode, 0o700);
+    assert_eq!(by_name[".env"].mode, 0o600);
+    assert_eq!(by_name["link-abs"].link.as_deref(), Some("/etc/hostname"));
+    assert!(by_name["link-long"].link.as_ref().unwrap().len() > 100);
+
+    assert_eq!(stats.stored_files, 1, "the incompressible photo is stored");
+
+    // Progress by bytes, ending at 100%.
+    let (last_percent, last_message) = hooks.reports.last().unwrap();
+    assert_eq!(*last_percent, 100.0);
+    assert!(last_message.starts_with("archiving out: "), "{last_message}");
+    assert!(last_message.ends_with(" MiB"), "{last_message}");
+}
+
+#[test]
+fn incompressible_files_are_stored_with_little_overhead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let size = 5 << 20;
+    write(&src, "a.jpg", &noise(size, 1), 0o644, 1);
+    write(&src, "b.png", &noise(100_000, 2), 0o644, 1);
+    let plan = plan_for(&tmp, serde_json::json!({}));
+    let (bytes, _, stats, _) = archive(&plan);
+    assert_eq!(stats.stored_files, 2);
+    let input = size + 100_000;
+    // 5 bytes per 64 KiB stored block, tar headers and padding, gzip framing.
+    assert!(bytes.len() > input && bytes.len() < input + input / 1000 + 4096, "{}", bytes.len());
+    assert_eq!(unpack(&bytes)[0].1.data, noise(size, 1));
+}
+
+#[test]
+fn text_is_compressed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src, "app.log", &log_text(4 << 20), 0o644, 1);
+    let plan = plan_for(&tmp, serde_json::json!({}));
+    let (bytes, _, stats, _) = archive(&plan);
+    assert_eq!(stats.stored_files, 0);
+    assert!(bytes.len() < (4 << 20) / 10, "{}", bytes.len());
+}
+
+#[test]
+fn gnu_tar_and_gzip_accept_the_archive() {
+    let tmp = sample_tree();
+    let plan = plan_for(&tmp, serde_json::json!({ "prefix": "backend" }));
+    let (bytes, ..) = archive(&plan);
+    let out = tmp.path().join("check.tar.gz");
+    stdfs::write(&out, &bytes).unwrap();
+    let gzip = std::process::Command::new("gzip").arg("-t").arg(&out).status().unwrap();
+    assert!(gzip.success(), "gzip -t");
+    let dest = tmp.path().join("extracted");
+    stdfs::create_dir(&dest).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&dest)
+        .status()
+        .unwrap();
+    assert!(untar.success(), "tar -xzf");
+    let back = dest.join("backend");
+    assert_eq!(stdfs::read(back.join("src/app.js")).unwrap(), log_text(20_000));
+    assert_eq!(stdfs::read(back.join("uploads/photo.jpg")).unwrap(), noise(3 << 20, 7));
+    assert_eq!(stdfs::read_link(back.join("link-abs")).unwrap(), Path::new("/etc/hostname"));
+    let run_sh = stdfs::metadata(back.join("bin/run.sh")).unwrap();
+    assert_eq!(run_sh.mode() & 0o7777, 0o755);
+    assert_eq!(run_sh.mtime(), 1_600_000_200);
+    let long = back.join(LONG_DIR).join("file-with-a-long-name.json");
+    assert_eq!(stdfs::read(long).unwrap(), b"{}");
+}
+
+#[test]
+fn archives_are_deterministic() {
+    let tmp = sample_tree();
+    let plan = plan_for(&tmp, serde_json::json!({}));
+    assert!(archive(&plan).0 == archive(&plan).0);
+}
+
+#[test]
+fn include_keeps_only_matching_files_and_the_folders_leading_to_them() {
+    let tmp = sample_tree();
+    let src = tmp.path().join("src");
+    write(&src, "backend/.env.production", b"A=1\n", 0o600, 1);
+    write(&src, "backend/ecosystem.config.js", b"module.exports={}\n", 0o644, 1);
+    write(&src, "backend/server.js", b"no\n", 0o644, 1);
+    let plan = plan_for(
+        &tmp,
+        serde_json::json!({ "include": [".env*", "*/.env*", "*/ecosystem.config.js"] }),
+    );
+    let (bytes, ..) = archive(&plan);
+    let names: Vec<String> = unpack(&bytes).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [".env", "backend/", "backend/.env.production", "backend/ecosystem.config.js"]
+    );
+}
+
+#[test]
+fn following_symlinks_stores_targets_inside_the_mount_only() {
+    let tmp = sample_tree();
+    let src = tmp.path().join("src");
+    stdfs::remove_file(src.join("link-abs")).unwrap();
+    // A link to a folder elsewhere in the mount, reached through `..`.
+    write(tmp.path(), "shared/uploads/a.txt", b"shared", 0o644, 1);
+    symlink("../shared/uploads", src.join("uploads-link")).unwrap();
+    let plan = plan_for(&tmp, serde_json::json!({ "follow_symlinks": true }));
+    let (bytes, ..) = archive(&plan);
+    let entries = unpack(&bytes);
+    let by_name: BTreeMap<&str, &Unpacked> = entries.iter().map(|(n, u)| (n.as_str(), u)).collect();
+    assert_eq!(by_name["link-rel"].kind, tar::EntryType::Regular);
+    assert_eq!(by_name["link-rel"].data, log_text(20_000));
+    assert_eq!(by_name["link-long"].data, b"{}");
+    assert_eq!(by_name["uploads-link/"].kind, tar::EntryType::Directory);
+    assert_eq!(by_name["uploads-link/a.txt"].data, b"shared");
+
+    // Out of the mount: a clear error, not a silent skip.
+    symlink("../../outside", src.join("escape")).unwrap();
+    let mut hooks = TestHooks::default();
+    let err = walk(&StdTree, &plan.walk, &mut hooks).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.message().contains("escape") && err.message().contains("outside"), "{err}");
+    stdfs::remove_file(src.join("escape")).unwrap();
+
+    // Absolute targets cannot be followed inside the sandbox.
+    symlink("/etc/hostname", src.join("abs")).unwrap();
+    let err = walk(&StdTree, &plan.walk, &mut hooks).unwrap_err();
+    assert!(err.message().contains("absolute"), "{err}");
+    stdfs::remove_file(src.join("abs")).unwrap();
+
+    // A link back to an ancestor would never end.
+    symlink("..", src.join("src/loop")).unwrap();
+    let err = walk(&StdTree, &plan.walk, &mut hooks).unwrap_err();
+    assert!(err.message().contains("loop"), "{err}");
+}
+
+#[test]
+fn output_inside_the_source_is_not_archived() {
+    let tmp = sample_tree();
+    let src = src_of(&tmp);
+    let config: Config = serde_json::from_value(serde_json::json!({
+        "source": src, "output": format!("{src}/self.tar.gz"),
+    }))
+    .unwrap();
+    let plan = Plan::new(config).unwrap();
+    assert_eq!(plan.name, "self");
+    write(Path::new(&src), "self.tar.gz", b"partial", 0o644, 1);
+    let (bytes, ..) = archive(&plan);
+    assert!(unpack(&bytes).iter().all(|(n, _)| n != "self.tar.gz"));
+}
+
+#[test]
+fn config_is_checked() {
+    let bad = |json: serde_json::Value| {
+        let config: Config = serde_json::from_value(json).unwrap();
+        Plan::new(config).unwrap_err()
+    };
+    let err = bad(serde_json::json!({ "source": "/s", "output": "/o.tgz", "level": 10 }));
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    let err = bad(serde_json::json!({ "source": "/s", "output": "/o.tgz", "prefix": "../x" }));
+    assert!(err.message().contains("prefix"), "{err}");
+    let err = bad(serde_json::json!({ "source": "s", "output": "/o.tgz" }));
+    assert!(err.message().starts_with("source"), "{err}");
+    let err = bad(serde_json::json!({ "source": "/s", "output": "/o.tgz", "include": [] }));
+    assert!(err.message().contains("include"), "{err}");
+    let ok: Config = serde_json::from_value(serde_json::json!({
+        "source": "/s/", "output": "/out/backend.tar.gz"
+    }))
+    .unwrap();
+    let plan = Plan::new(ok).unwrap();
+    assert_eq!((plan.name.as_str(), plan.tar.level), ("backend", 6));
+    assert!(plan.tar.prefix.is_none() && !plan.walk.follow_symlinks);
+}

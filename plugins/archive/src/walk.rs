@@ -1,0 +1,411 @@
+//! Walks the source folder into a sorted list of entries to archive, applying anchored
+//! exclude/include globs and the symlink policy. Pure over the [`Tree`] trait, so it runs natively
+//! in tests and over the host's `files` interface in the plugin.
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata};
+use qodify_plugin_sdk::{Error, ErrorKind};
+
+/// Symlinks resolved one after another before we call it a loop (Linux uses 40 too).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Where the walker gets listings and metadata; paths are absolute, `/`-separated.
+pub trait Tree {
+    /// The entries of folder `path`, any order; symlinks not followed.
+    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error>;
+    /// Metadata of `path` without following a final symlink.
+    fn stat(&self, path: &str) -> Result<Metadata, Error>;
+}
+
+/// Callbacks into the runtime: logs and cancellation (progress is the writer's).
+pub trait Hooks {
+    /// Logs a warning.
+    fn warn(&mut self, message: &str);
+    /// Reports progress.
+    fn progress(&mut self, percent: f32, message: &str);
+    /// True once the run was cancelled.
+    fn cancelled(&mut self) -> bool;
+}
+
+/// What to walk and how.
+#[derive(Debug)]
+pub struct WalkOptions {
+    /// Absolute, normalised path of the source folder.
+    pub source: String,
+    /// Symlinks may be followed only to targets inside this folder (the source's mount).
+    pub boundary: String,
+    /// Entries to leave out, matched against paths relative to `source`.
+    pub exclude: Option<GlobSet>,
+    /// When set, only files matching it (and the folders leading to them) are kept.
+    pub include: Option<GlobSet>,
+    /// Store what symlinks point to instead of the links.
+    pub follow_symlinks: bool,
+    /// A path never to archive (the output itself, when it lies inside the source).
+    pub skip_path: Option<String>,
+}
+
+/// One entry to archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path inside the archive, relative to the source, `/`-separated, no trailing slash.
+    pub name: String,
+    /// Where to read it (for files).
+    pub path: String,
+    /// Its metadata: file, directory or symlink (with its target).
+    pub meta: Metadata,
+}
+
+/// The walk's result.
+#[derive(Debug)]
+pub struct Walk {
+    /// Entries in archive order: depth first, names sorted bytewise.
+    pub entries: Vec<Entry>,
+    /// Sum of regular file sizes.
+    pub total_bytes: u64,
+    /// Entries left out by `exclude` (an excluded folder counts once).
+    pub excluded: u64,
+    /// Metadata of the source folder itself.
+    pub root: Metadata,
+}
+
+/// Builds the matcher for `exclude` or `include` patterns: anchored at the source root,
+/// `*` never crosses `/`, and `dir/**` also matches `dir` itself so the folder entry goes too.
+pub fn glob_set(field: &str, patterns: &[String]) -> Result<Option<GlobSet>, Error> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut set = GlobSetBuilder::new();
+    for raw in patterns {
+        let pattern = raw.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
+        if pattern.is_empty() {
+            return Err(Error::invalid_config(format!("{field} pattern `{raw}` is empty")));
+        }
+        set.add(glob(field, raw, pattern)?);
+        if let Some(dir) = pattern.strip_suffix("/**") {
+            set.add(glob(field, raw, dir)?);
+        }
+    }
+    set.build()
+        .map(Some)
+        .map_err(|e| Error::invalid_config(format!("{field} patterns: {e}")))
+}
+
+fn glob(field: &str, raw: &str, pattern: &str) -> Result<Glob, Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| Error::invalid_config(format!("{field} pattern `{raw}`: {e}")))
+}
+
+/// Normalises an absolute guest path lexically (`.`, `..`, doubled and trailing slashes).
+pub fn normalize(path: &str) -> Result<String, Error> {
+    if !path.starts_with('/') {
+        return Err(Error::invalid_config(format!("`{path}` is not an absolute guest path")));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(Error::invalid_config(format!("`{path}` goes above `/`")));
+                }
+            }
+            name => parts.push(name),
+        }
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+/// True when `path` is `root` or lies below it (whole components).
+pub fn is_within(root: &str, path: &str) -> bool {
+    let root = root.trim_end_matches('/');
+    root.is_empty() || path == root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/'))
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Walks `opts.source`.
+pub fn walk(tree: &impl Tree, opts: &WalkOptions, hooks: &mut impl Hooks) -> Result<Walk, Error> {
+    let source_meta = tree.stat(&opts.source).map_err(|e| e.context("reading the source"))?;
+    let (source, root) = if opts.follow_symlinks || source_meta.is_symlink() {
+        // Physical paths from here on, so relative link targets resolve as the kernel would.
+        let boundary = opts.boundary.trim_end_matches('/');
+        let rel = match opts.source.strip_prefix(boundary) {
+            Some(rel) if rel.is_empty() || rel.starts_with('/') => rel.trim_start_matches('/'),
+            _ => {
+                return Err(Error::permission_denied(format!(
+                    "source {} is outside {}",
+                    opts.source,
+                    display_root(boundary)
+                )));
+            }
+        };
+        let (real, meta) = Resolver { tree, boundary }
+            .resolve(boundary, rel)
+            .map_err(|e| e.context(format!("resolving the source {}", opts.source)))?;
+        if !meta.is_dir() {
+            return Err(Error::invalid_config(format!("source {} is not a folder", opts.source)));
+        }
+        (real, meta)
+    } else if source_meta.is_dir() {
+        (opts.source.clone(), source_meta)
+    } else {
+        return Err(Error::invalid_config(format!("source {} is not a folder", opts.source)));
+    };
+    let out = Walk { entries: Vec::new(), total_bytes: 0, excluded: 0, root };
+    let mut walker = Walker { tree, opts, hooks, out, real_dirs: Vec::new() };
+    walker.real_dirs.push(source.clone());
+    let mut entries = Vec::new();
+    walker.dir(&source, "", &mut entries)?;
+    walker.out.entries = entries;
+    Ok(walker.out)
+}
+
+struct Walker<'a, T: Tree, H: Hooks> {
+    tree: &'a T,
+    opts: &'a WalkOptions,
+    hooks: &'a mut H,
+    out: Walk,
+    /// Physical paths of the folders being walked, to catch symlink loops.
+    real_dirs: Vec<String>,
+}
+
+impl<T: Tree, H: Hooks> Walker<'_, T, H> {
+    /// Appends the entries below folder `path` (archive name `rel`) to `out`.
+    fn dir(&mut self, path: &str, rel: &str, out: &mut Vec<Entry>) -> Result<(), Error> {
+        if self.hooks.cancelled() {
+            return Err(Error::cancelled());
+        }
+        let mut listing = match self.tree.list_dir(path) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == ErrorKind::NotFound && !rel.is_empty() => {
+                self.hooks.warn(&format!("skipping {rel}: it vanished while archiving"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        listing.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        for entry in listing {
+            let child_rel = join(rel, &entry.name);
+            let child_path = join(path, &entry.name);
+            if self.opts.skip_path.as_deref() == Some(child_path.as_str()) {
+                continue;
+            }
+            if self.opts.exclude.as_ref().is_some_and(|ex| ex.is_match(&child_rel)) {
+                self.out.excluded += 1;
+                continue;
+            }
+            let (real_path, meta) = match entry.metadata.kind {
+                FileKind::Symlink if self.opts.follow_symlinks => {
+                    let target = entry.metadata.symlink_target.clone().unwrap_or_default();
+                    match self.follow(path, &target) {
+                        Ok(resolved) => resolved,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            self.hooks.warn(&format!(
+                                "skipping {child_rel}: its target `{target}` does not exist"
+                            ));
+                            continue;
+                        }
+                        Err(e) => return Err(e.context(format!("following symlink {child_rel}"))),
+                    }
+                }
+                _ => (child_path, entry.metadata),
+            };
+            self.add(real_path, child_rel, meta, out)?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, path: String, rel: String, meta: Metadata, out: &mut Vec<Entry>) -> Result<(), Error> {
+        match meta.kind {
+            FileKind::Directory => {
+                if self.real_dirs.iter().any(|d| is_within(&path, d)) {
+                    return Err(Error::invalid_config(format!(
+                        "{rel} leads back into {path}, a folder being archived (symlink loop)"
+                    )));
+                }
+                self.real_dirs.push(path.clone());
+                let mut children = Vec::new();
+                let result = self.dir(&path, &rel, &mut children);
+                self.real_dirs.pop();
+                result?;
+                // With `include`, a folder is kept only on the way to an included file.
+                if self.opts.include.is_none() || !children.is_empty() {
+                    out.push(Entry { name: rel, path, meta });
+                    out.append(&mut children);
+                }
+            }
+            FileKind::File | FileKind::Symlink => {
+                if self.opts.include.as_ref().is_some_and(|inc| !inc.is_match(&rel)) {
+                    return Ok(());
+                }
+                if meta.is_file() {
+                    self.out.total_bytes += meta.size;
+                }
+                out.push(Entry { name: rel, path, meta });
+            }
+            FileKind::Other => {
+                self.hooks.warn(&format!("skipping {rel}: not a file, folder or symlink"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a symlink found in folder `dir` (a physical path) to its final target.
+    fn follow(&self, dir: &str, target: &str) -> Result<(String, Metadata), Error> {
+        check_relative(dir, target)?;
+        Resolver { tree: self.tree, boundary: &self.opts.boundary }.resolve(dir, target)
+    }
+}
+
+/// Resolves paths component by component inside `boundary`, like `realpath` confined to a mount.
+struct Resolver<'a, T: Tree> {
+    tree: &'a T,
+    boundary: &'a str,
+}
+
+impl<T: Tree> Resolver<'_, T> {
+    /// Resolves the relative `path` from the physical folder `base` to a physical path
+    /// and the metadata of what it names, following every symlink on the way.
+    fn resolve(&self, base: &str, path: &str) -> Result<(String, Metadata), Error> {
+        let boundary = self.boundary.trim_end_matches('/');
+        if !is_within(boundary, base) {
+            return Err(Error::permission_denied(format!("{base} is outside {boundary}")));
+        }
+        let mut real = base.trim_end_matches('/').to_string();
+        let mut pending: Vec<String> = Vec::new();
+        push_components(&mut pending, path);
+        let mut hops = 0;
+        let mut meta = None;
+        while let Some(part) = pending.pop() {
+            match part.as_str() {
+                ".." => {
+                    if real.len() <= boundary.len() {
+                        return Err(Error::permission_denied(format!(
+                            "`{path}` points outside {}; only targets inside it can be followed",
+                            display_root(boundary)
+                        )));
+                    }
+                    real.truncate(real.rfind('/').unwrap_or(0));
+                    meta = None;
+                }
+                name => {
+                    let candidate = format!("{real}/{name}");
+                    let m = self.tree.stat(&candidate)?;
+                    if let Some(target) = m.symlink_target.as_deref().filter(|_| m.is_symlink()) {
+                        hops += 1;
+                        if hops > MAX_LINK_HOPS {
+                            return Err(Error::invalid_config(format!(
+                                "too many symlinks resolving `{path}` (a loop?)"
+                            )));
+                        }
+                        check_relative(&candidate, target)?;
+                        push_components(&mut pending, target);
+                        meta = None;
+                    } else {
+                        real = candidate;
+                        meta = Some(m);
+                    }
+                }
+            }
+        }
+        if real.is_empty() {
+            real.push('/');
+        }
+        let meta = match meta {
+            Some(m) => m,
+            None => self.tree.stat(&real)?,
+        };
+        Ok((real, meta))
+    }
+}
+
+/// Absolute targets are host paths: the sandbox cannot see them, so it cannot follow them.
+fn check_relative(link: &str, target: &str) -> Result<(), Error> {
+    if target.starts_with('/') {
+        return Err(Error::invalid_config(format!(
+            "{link} points to the absolute path `{target}`, which the sandbox cannot follow; make \
+             the link relative or set follow_symlinks = false to store it as a link"
+        )));
+    }
+    Ok(())
+}
+
+/// Pushes the components of the relative `path` onto a stack (last pushed = next to resolve).
+fn push_components(stack: &mut Vec<String>, path: &str) {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    stack.extend(parts.into_iter().rev().map(str::to_string));
+}
+
+fn display_root(boundary: &str) -> &str {
+    if boundary.is_empty() { "/" } else { boundary }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(patterns: &[&str]) -> GlobSet {
+        let patterns: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        glob_set("exclude", &patterns).unwrap().unwrap()
+    }
+
+    #[test]
+    fn excludes_are_anchored_at_the_source_root() {
+        let ex = set(&["tmp/**", "logs/*.log"]);
+        assert!(ex.is_match("tmp"));
+        assert!(ex.is_match("tmp/a/b"));
+        assert!(!ex.is_match("a/tmp/b"));
+        assert!(!ex.is_match("a/tmp"));
+        assert!(ex.is_match("logs/a.log"));
+        assert!(!ex.is_match("logs/old/a.log"), "`*` must not cross `/`");
+        assert!(!ex.is_match("backend/logs/a.log"));
+    }
+
+    #[test]
+    fn double_star_prefix_matches_at_any_depth_including_the_folder() {
+        let ex = set(&["**/node_modules/**"]);
+        assert!(ex.is_match("node_modules"));
+        assert!(ex.is_match("node_modules/x"));
+        assert!(ex.is_match("a/b/node_modules"));
+        assert!(ex.is_match("a/b/node_modules/c/d"));
+        assert!(!ex.is_match("a/node_modules_old"));
+        assert!(!ex.is_match("my_node_modules"));
+    }
+
+    #[test]
+    fn leading_slash_and_trailing_slash_are_tolerated() {
+        let ex = set(&["/dist/", "./.next/**"]);
+        assert!(ex.is_match("dist"));
+        assert!(ex.is_match(".next/cache"));
+        assert!(!ex.is_match("a/dist"));
+    }
+
+    #[test]
+    fn bad_pattern_is_invalid_config() {
+        let err = glob_set("exclude", &["a[".to_string()]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(err.message().contains("a["), "{err}");
+    }
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(normalize("/a/./b//c/../d/").unwrap(), "/a/b/d");
+        assert_eq!(normalize("/").unwrap(), "/");
+        assert!(normalize("/..").is_err());
+        assert!(normalize("rel").is_err());
+        assert!(is_within("/src", "/src/a"));
+        assert!(!is_within("/src", "/srcx"));
+        assert!(is_within("/", "/x"));
+    }
+}

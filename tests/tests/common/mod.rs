@@ -1,0 +1,169 @@
+//! Shared helpers for end-to-end tests: where the built binary and plugins are, a temporary
+//! host environment, and a model of file trees to compare archives with their sources.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Cargo's target folder (set by `cargo xtask test`, else derived from this test's path).
+pub fn target_dir() -> PathBuf {
+    if let Some(t) = std::env::var_os("QODIFY_TEST_TARGET_DIR") {
+        return t.into();
+    }
+    std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf()
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A temporary host: customers root, data folder, and a command builder for the real binary.
+pub struct Host {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Host {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("customers")).unwrap();
+        Self { tmp }
+    }
+
+    pub fn customers(&self) -> PathBuf {
+        self.tmp.path().join("customers")
+    }
+
+    pub fn customer(&self, domain: &str) -> PathBuf {
+        self.customers().join(domain)
+    }
+
+    /// `qodify-host` with this host's folders, the shipped pipelines and the built plugins.
+    pub fn cmd(&self) -> Command {
+        let target = target_dir();
+        let bin = target.join("debug/qodify-host");
+        assert!(bin.is_file(), "{} missing: run `cargo xtask build`", bin.display());
+        let mut c = Command::new(bin);
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("QODIFY_CUSTOMERS_ROOT", self.customers())
+            .env("QODIFY_DATA_DIR", self.tmp.path().join("data"))
+            .arg("--plugins-dir")
+            .arg(target.join("plugins"))
+            .arg("--pipelines-dir")
+            .arg(repo().join("pipelines"));
+        c
+    }
+}
+
+/// Runs and returns the output, printing it when the test fails later.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    eprintln!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// The `run-result` object of a `run --json` output.
+pub fn run_result(out: &Output) -> serde_json::Value {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "run-result")
+        .expect("no run-result line")["result"]
+        .clone()
+}
+
+/// What a tree entry is, as far as a backup must keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir { mode: u32 },
+    File { mode: u32, mtime: i64, content: Vec<u8> },
+    Symlink { target: String },
+}
+
+/// A model of a folder: relative path → entry. `skip` decides which relative paths to leave out
+/// (and not descend into).
+pub fn tree(root: &Path, skip: &dyn Fn(&str) -> bool) -> BTreeMap<String, Node> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in std::fs::read_dir(root.join(&rel)).unwrap().flatten() {
+            let r = rel.join(e.file_name());
+            let key = r.to_string_lossy().into_owned();
+            if skip(&key) {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(e.path()).unwrap();
+            let node = if md.file_type().is_symlink() {
+                Node::Symlink { target: std::fs::read_link(e.path()).unwrap().to_string_lossy().into_owned() }
+            } else if md.is_dir() {
+                stack.push(r.clone());
+                Node::Dir { mode: md.permissions().mode() & 0o7777 }
+            } else {
+                Node::File { mode: md.permissions().mode() & 0o7777, mtime: md.mtime(), content: std::fs::read(e.path()).unwrap() }
+            };
+            out.insert(key, node);
+        }
+    }
+    out
+}
+
+/// A model of a .tar.gz, read with the `tar` crate (no extraction).
+pub fn archive_tree(path: &Path) -> BTreeMap<String, Node> {
+    let file = std::fs::File::open(path).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
+    let mut out = BTreeMap::new();
+    for entry in ar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_owned();
+        let h = entry.header();
+        let mode = h.mode().unwrap() & 0o7777;
+        let node = match h.entry_type() {
+            tar::EntryType::Directory => Node::Dir { mode },
+            tar::EntryType::Symlink => {
+                Node::Symlink { target: entry.link_name().unwrap().unwrap().to_string_lossy().into_owned() }
+            }
+            tar::EntryType::Regular => {
+                let mtime = h.mtime().unwrap() as i64;
+                let mut content = Vec::new();
+                entry.read_to_end(&mut content).unwrap();
+                Node::File { mode, mtime, content }
+            }
+            other => panic!("unexpected entry type {other:?} for {path}"),
+        };
+        assert!(out.insert(path.clone(), node).is_none(), "{path} twice in the archive");
+    }
+    out
+}
+
+/// Lowercase hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+pub fn write(path: &Path, content: impl AsRef<[u8]>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
