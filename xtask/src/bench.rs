@@ -1,8 +1,174 @@
-//! `cargo xtask bench`: measures the archive plugin against native `tar -czf` on one generated
-//! tree, and the per-step overhead of the runtime.
+//! `cargo xtask bench`: the archive plugin against native `tar -czf` (GNU tar + gzip -6) on one
+//! generated tree, run by the same script back to back; and the per-step overhead of the runtime
+//! (store + instantiate from a pre-linked component + a no-op call) against spawning a native
+//! no-op process. Prints ratios. A benchmark, not a test: nothing here fails on a number.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-pub fn run(_args: &[&str]) -> Result<()> {
-    anyhow::bail!("bench is not written yet")
+use anyhow::{Context as _, Result};
+
+use crate::demo::noise;
+
+const DOMAIN: &str = "bench.example.com";
+
+struct Opts {
+    size_mib: u64,
+    runs: usize,
+}
+
+fn parse(args: &[&str]) -> Result<Opts> {
+    let mut o = Opts { size_mib: 500, runs: 3 };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--size-mib" => o.size_mib = it.next().context("--size-mib N")?.parse()?,
+            "--runs" => o.runs = it.next().context("--runs N")?.parse()?,
+            other => anyhow::bail!("unknown bench option `{other}` (use --size-mib N, --runs N)"),
+        }
+    }
+    Ok(o)
+}
+
+/// Text that compresses like logs and JSON do (about 4-6x with gzip -6).
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    let words = ["order", "customer", "product", "GET", "POST", "/api/v1/items", "200", "404", "info", "warn",
+        "\"price\":", "\"sku\":", "latency_ms", "user_id", "session", "checkout", "cart", "image/jpeg"];
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 64);
+    let mut n = 0u64;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        n += 1;
+        let w = words[(x % words.len() as u64) as usize];
+        out.extend_from_slice(format!("2026-11-{:02}T{:02}:{:02}:{:02}Z {w} id={} v={}\n", x % 28 + 1, x % 24, (x >> 8) % 60, (x >> 16) % 60, n, (x >> 24) % 100_000).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// About 40% text/JSON/log files and 60% image-like incompressible files, in nested folders.
+fn make_tree(dir: &Path, size_mib: u64) -> Result<()> {
+    let marker = dir.join(".bench-size");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(&size_mib.to_string()) {
+        return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let total = size_mib << 20;
+    let (mut text_bytes, mut bin_bytes) = (0u64, 0u64);
+    let mut i = 0u64;
+    while text_bytes + bin_bytes < total {
+        let folder = dir.join(format!("d{:02}/s{:02}", i % 23, i % 7));
+        std::fs::create_dir_all(&folder)?;
+        if text_bytes * 60 < bin_bytes * 40 {
+            let len = 20_000 + (i * 7919 % 400_000) as usize;
+            let ext = ["log", "json", "js", "html"][(i % 4) as usize];
+            std::fs::write(folder.join(format!("f{i}.{ext}")), text(len, i + 1))?;
+            text_bytes += len as u64;
+        } else {
+            let len = 50_000 + (i * 104_729 % 1_500_000) as usize;
+            std::fs::write(folder.join(format!("img{i}.jpg")), noise(len, i + 3))?;
+            bin_bytes += len as u64;
+        }
+        i += 1;
+    }
+    std::fs::write(&marker, size_mib.to_string())?;
+    eprintln!("tree: {} files, {:.0} MiB text, {:.0} MiB incompressible", i, text_bytes as f64 / 1048576.0, bin_bytes as f64 / 1048576.0);
+    Ok(())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Peak RSS (KiB) and wall time of a command, through GNU time.
+fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
+    let rss_file = std::env::temp_dir().join(format!("qodify-bench-rss-{}", std::process::id()));
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    if let Some(d) = cmd.get_current_dir() {
+        wrapped.current_dir(d);
+    }
+    wrapped.stdout(std::process::Stdio::null());
+    let start = Instant::now();
+    let status = wrapped.status()?;
+    let took = start.elapsed();
+    anyhow::ensure!(status.success(), "{cmd:?} failed with {status}");
+    let rss = std::fs::read_to_string(&rss_file).ok().and_then(|s| s.lines().last()?.trim().parse().ok()).unwrap_or(0);
+    Ok((took, rss))
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    let opts = parse(args)?;
+    let target = crate::build(true)?;
+    let bench = target.join("bench");
+    let customers = bench.join("customers");
+    let data = customers.join(DOMAIN).join("data");
+    make_tree(&data, opts.size_mib)?;
+    let out_dir = bench.join("out");
+    std::fs::create_dir_all(&out_dir)?;
+    let pipelines = bench.join("pipelines");
+    std::fs::create_dir_all(&pipelines)?;
+    std::fs::write(
+        pipelines.join("bench-archive.toml"),
+        "name = \"bench-archive\"\n[[steps]]\nid = \"archive\"\nplugin = \"archive\"\n[steps.config]\nsource = \"/src\"\noutput = \"/out/plugin.tar.gz\"\n[[steps.mounts]]\nguest = \"/src\"\npath = \"data\"\n[[steps.mounts]]\nguest = \"/out\"\npath = \"out\"\naccess = \"rw\"\ncreate = true\n[steps.limits]\ntimeout = \"2h\"\n",
+    )?;
+    let bin = target.join("release/qodify-host");
+    let host_cmd = || {
+        let mut c = Command::new(&bin);
+        c.args(["run", "bench-archive", "--customer", DOMAIN, "--json"])
+            .arg("--pipelines-dir")
+            .arg(&pipelines)
+            .arg("--plugins-dir")
+            .arg(target.join("plugins"))
+            .env("QODIFY_CUSTOMERS_ROOT", &customers)
+            .env("QODIFY_DATA_DIR", bench.join("data"));
+        c
+    };
+    // Warm-up: compiles the plugin into the cache and the tree into the page cache.
+    timed(&mut host_cmd())?;
+    let native_out = out_dir.join("native.tar.gz");
+    timed(Command::new("tar").arg("-czf").arg(&native_out).arg("-C").arg(&data).arg("."))?;
+
+    let (mut native, mut plugin, mut rss) = (Vec::new(), Vec::new(), 0);
+    for i in 0..opts.runs {
+        let (t, _) = timed(Command::new("tar").arg("-czf").arg(&native_out).arg("-C").arg(&data).arg("."))?;
+        native.push(t);
+        let (t, r) = timed(&mut host_cmd())?;
+        plugin.push(t);
+        rss = rss.max(r);
+        eprintln!("run {}: native {:.2}s, plugin {:.2}s", i + 1, native[i].as_secs_f64(), t.as_secs_f64());
+    }
+    let (n, p) = (median(native), median(plugin));
+    let native_size = std::fs::metadata(&native_out)?.len();
+    let plugin_size = std::fs::metadata(customers.join(DOMAIN).join("out/plugin.tar.gz"))?.len();
+    println!("\narchive, {} MiB tree (~40% text, ~60% incompressible), median of {} runs:", opts.size_mib, opts.runs);
+    println!("  native tar -czf        {:>8.2} s   {:>12} bytes", n.as_secs_f64(), native_size);
+    println!("  qodify-host archive    {:>8.2} s   {:>12} bytes   (whole process, incl. host re-hash)", p.as_secs_f64(), plugin_size);
+    println!("  ratio (plugin/native)  {:>8.2}×  {:>12.3}×", p.as_secs_f64() / n.as_secs_f64(), plugin_size as f64 / native_size as f64);
+    println!("  host peak RSS          {:>8.1} MiB", rss as f64 / 1024.0);
+
+    overhead(&target)?;
+    Ok(())
+}
+
+fn overhead(target: &Path) -> Result<()> {
+    let plugins: PathBuf = target.join("test-plugins");
+    crate::run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["bench", "-p", "qodify-host", "--bench", "overhead", "--"])
+            .arg(plugins.join("noop.wasm")),
+    )
 }

@@ -98,6 +98,15 @@ fn param_kind(spec: &ParamSpec) -> ParamKind {
     }
 }
 
+/// Whether a templated string may hold expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exprs {
+    /// Config strings.
+    Allowed,
+    /// Mount paths: only references.
+    NotInMountPath,
+}
+
 /// Which plugins exist, and the hint listing them; `None` skips that check.
 pub(crate) type Plugins<'p> = Option<(&'p dyn Fn(&str) -> bool, &'p str)>;
 
@@ -350,8 +359,15 @@ impl Checker<'_> {
         None
     }
 
-    /// Checks the references of a templated string; returns its pieces when all are known.
-    fn template(&mut self, src: usize, span: &Range<usize>, value: &str) -> Option<Vec<Piece>> {
+    /// Checks the pieces of a templated string (references, and expressions where `exprs`
+    /// allows them); returns the pieces when all are fine.
+    fn template(
+        &mut self,
+        src: usize,
+        span: &Range<usize>,
+        value: &str,
+        exprs: Exprs,
+    ) -> Option<Vec<Piece>> {
         let pieces = match template::parse(value) {
             Ok(pieces) => pieces,
             Err(e) => {
@@ -361,35 +377,99 @@ impl Checker<'_> {
         };
         let mut ok = true;
         for piece in &pieces {
-            let Piece::Ref(name, range) = piece else {
-                continue;
+            let errors = match piece {
+                Piece::Text(_) => continue,
+                Piece::Ref(name, range) => match self.reference(name) {
+                    Ok(()) => continue,
+                    Err((message, hint)) => vec![(range.clone(), message, hint)],
+                },
+                Piece::Expr {
+                    text,
+                    at,
+                    span: range,
+                } => match exprs {
+                    Exprs::Allowed => self.template_expr(text, *at),
+                    Exprs::NotInMountPath => vec![(
+                        range.clone(),
+                        format!(
+                            "mount paths cannot hold expressions: `{}`",
+                            &value[range.clone()]
+                        ),
+                        format!(
+                            "a mount path takes only references ({KNOWN_REFS}); to pick a folder by a condition, write one step per case with `when`"
+                        ),
+                    )],
+                },
             };
-            let (message, hint) = match Ref::parse(name) {
-                Some(Ref::Param(param)) if !self.kinds.contains_key(param) => {
-                    let known = list(self.kinds.keys());
-                    let hint = match did_you_mean(param, self.kinds.keys().map(String::as_str)) {
-                        Some(best) => {
-                            format!("did you mean `params.{best}`? known params: {known}")
-                        }
-                        None if self.kinds.is_empty() => "this pipeline has no params".to_owned(),
-                        None => format!("known params: {known}"),
-                    };
-                    (format!("unknown param `{param}` in template"), hint)
-                }
-                Some(_) => continue,
-                None => {
-                    let fixed = ["customer.id", "customer.domain", "run.id", "run.timestamp"];
-                    let hint = match did_you_mean(name, fixed) {
-                        Some(best) => format!("did you mean `{best}`? references: {KNOWN_REFS}"),
-                        None => format!("references: {KNOWN_REFS}"),
-                    };
-                    (format!("unknown template reference `{name}`"), hint)
-                }
-            };
-            ok = false;
-            self.inside(src, span, value, range.clone(), message, hint);
+            for (range, message, hint) in errors {
+                ok = false;
+                self.inside(src, span, value, range, message, hint);
+            }
         }
         ok.then_some(pieces)
+    }
+
+    /// Checks one reference (the text between the braces).
+    fn reference(&self, name: &str) -> Result<(), (String, String)> {
+        match Ref::parse(name) {
+            Some(Ref::Param(param)) if !self.kinds.contains_key(param) => {
+                let known = list(self.kinds.keys());
+                let hint = match did_you_mean(param, self.kinds.keys().map(String::as_str)) {
+                    Some(best) => format!("did you mean `params.{best}`? known params: {known}"),
+                    None if self.kinds.is_empty() => "this pipeline has no params".to_owned(),
+                    None => format!("known params: {known}"),
+                };
+                Err((format!("unknown param `{param}` in template"), hint))
+            }
+            Some(_) => Ok(()),
+            None => {
+                let fixed = ["customer.id", "customer.domain", "run.id", "run.timestamp"];
+                let hint = match did_you_mean(name, fixed) {
+                    Some(best) => format!("did you mean `{best}`? references: {KNOWN_REFS}"),
+                    None => format!("references: {KNOWN_REFS}"),
+                };
+                Err((format!("unknown template reference `{name}`"), hint))
+            }
+        }
+    }
+
+    /// Parses and type-checks an expression template like a `when` condition; the errors' spans
+    /// are shifted by `at`, where the expression starts in the string.
+    fn template_expr(&self, text: &str, at: usize) -> Vec<(Range<usize>, String, String)> {
+        let shift = |span: Range<usize>| at + span.start..at + span.end;
+        let e = match expr::parse(text) {
+            Ok(e) => e,
+            Err(e) => return vec![(shift(e.span), e.message, e.hint.unwrap_or_default())],
+        };
+        // A bare non-bool param: its value was likely meant, which a reference gives.
+        if let Expr::Param(name, span) = &e
+            && let Some(kind) = self.kinds.get(name)
+        {
+            let (is, example) = match kind {
+                ParamKind::Bool => ("", String::new()),
+                ParamKind::Int => ("an int", format!("{name} == 1")),
+                ParamKind::String => ("a string", format!("{name} == 'value'")),
+                ParamKind::Enum(values) => (
+                    "an enum",
+                    format!("{name} == '{}'", values.first().map_or("", String::as_str)),
+                ),
+            };
+            if !is.is_empty() {
+                return vec![(
+                    shift(span.clone()),
+                    format!(
+                        "`{{{{ {name} }}}}` is an expression, and param `{name}` is {is}, not a bool"
+                    ),
+                    format!(
+                        "write `{{{{params.{name}}}}}` for its value, or compare it, e.g. `{{{{ {example} }}}}`"
+                    ),
+                )];
+            }
+        }
+        expr::check(&e, &self.kinds)
+            .into_iter()
+            .map(|e| (shift(e.span), e.message, e.hint.unwrap_or_default()))
+            .collect()
     }
 
     fn config(&mut self, table: &ConfigTable) {
@@ -401,7 +481,7 @@ impl Checker<'_> {
     fn config_value(&mut self, value: &Located<ConfigValue>) {
         match value.get() {
             ConfigValue::String(s) => {
-                self.template(value.src(), &value.span(), s);
+                self.template(value.src(), &value.span(), s, Exprs::Allowed);
             }
             ConfigValue::Float(f) if !f.is_finite() => self.at(
                 value,
@@ -449,9 +529,9 @@ impl Checker<'_> {
             }
         }
         let path = &mount.path;
-        if let Some(pieces) = self.template(path.src(), &path.span(), path) {
+        if let Some(pieces) = self.template(path.src(), &path.span(), path, Exprs::NotInMountPath) {
             // Refs stand for one normal component here; their values are checked again at resolve.
-            let sample = template::render(&pieces, &|_| "x".to_owned());
+            let sample = template::render(&pieces, &|_| "x".to_owned(), &|_| false);
             if let Err(problem) = paths::check_relative(&sample, paths::is_literal_root(path)) {
                 let folder = mount.from.folder_name();
                 let described = match problem {

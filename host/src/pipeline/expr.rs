@@ -361,10 +361,19 @@ impl<'a> Checker<'a, '_> {
     fn param(&mut self, name: &str, span: &Range<usize>) -> Option<Ty<'a>> {
         let Some((key, kind)) = self.params.get_key_value(name) else {
             let known = list(self.params.keys());
-            let hint = match did_you_mean(name, self.params.keys().map(String::as_str)) {
-                Some(best) => format!("did you mean `{best}`? known params: {known}"),
-                None if self.params.is_empty() => "this pipeline has no params".to_owned(),
-                None => format!("known params: {known}"),
+            let bare = name
+                .strip_prefix("params.")
+                .filter(|b| self.params.contains_key(*b));
+            let hint = match (
+                bare,
+                did_you_mean(name, self.params.keys().map(String::as_str)),
+            ) {
+                (Some(bare), _) => {
+                    format!("conditions name params without `params.`: write `{bare}`")
+                }
+                (None, Some(best)) => format!("did you mean `{best}`? known params: {known}"),
+                (None, None) if self.params.is_empty() => "this pipeline has no params".to_owned(),
+                (None, None) => format!("known params: {known}"),
             };
             self.push(span.clone(), format!("unknown param `{name}`"), hint);
             return None;
@@ -549,6 +558,13 @@ mod tests {
                 ("include.log".into(), "unknown param `include.log`".into()),
                 ("x".into(), "unknown param `x`".into()),
             ]
+        );
+        assert_eq!(
+            errors("params.include.logs"),
+            vec![(
+                "params.include.logs".into(),
+                "unknown param `params.include.logs`".into()
+            )]
         );
         assert_eq!(
             errors("type == 'slow'"),

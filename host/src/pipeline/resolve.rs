@@ -1,5 +1,6 @@
 //! Resolving a checked pipeline for one run: param values from the caller, `when` conditions
-//! evaluated, templates substituted, mount paths checked again, steps grouped into stages.
+//! evaluated, templates substituted (typed where a config string is one template, see
+//! [`super::template`]), mount paths checked again, steps grouped into stages.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,9 +11,10 @@ use serde::{Serialize, Serializer};
 
 use super::check::{self, CompiledStep};
 use super::diag::{Diagnostics, list};
+use super::expr;
 use super::paths;
 use super::spec::{Access, ConfigTable, ConfigValue, MountRoot, ParamType, StepSpec};
-use super::template::{self, Ref};
+use super::template::{self, Piece, Ref};
 use super::units::format_duration;
 use super::{Pipeline, Section};
 
@@ -249,7 +251,7 @@ pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
     {
         for (step, compiled) in p.section(section).iter().zip(compiled) {
             if let Some(when) = &compiled.when
-                && !super::expr::eval(when, cx.params)
+                && !expr::eval(when, cx.params)
             {
                 skipped.push(SkippedStep {
                     id: step.id.get().clone(),
@@ -367,11 +369,41 @@ impl Context<'_> {
         }
     }
 
-    /// Substitutes references in a string that passed the checks.
+    /// Evaluates an expression template that passed the checks.
+    fn test(&self, text: &str) -> bool {
+        expr::parse(text).is_ok_and(|e| expr::eval(&e, self.params))
+    }
+
+    /// Substitutes the templates of a string that passed the checks.
     fn render(&self, s: &str) -> String {
         match template::parse(s) {
-            Ok(pieces) => template::render(&pieces, &|r| self.value(r)),
+            Ok(pieces) => template::render(&pieces, &|r| self.value(r), &|e| self.test(e)),
             Err(_) => s.to_owned(),
+        }
+    }
+
+    /// A config string: typed when it is exactly one `{{…}}` (an expression gives a bool,
+    /// `{{params.NAME}}` the param's value), else the rendered text.
+    fn string_json(&self, s: &str) -> serde_json::Value {
+        use serde_json::Value as J;
+        let Ok(pieces) = template::parse(s) else {
+            return J::String(s.to_owned());
+        };
+        match template::whole(&pieces) {
+            Some(Piece::Expr { text, .. }) => J::Bool(self.test(text)),
+            Some(Piece::Ref(name, _)) => match Ref::parse(name) {
+                Some(Ref::Param(param)) => match self.params.get(param) {
+                    Some(ParamValue::Bool(b)) => J::Bool(*b),
+                    Some(ParamValue::Int(n)) => J::from(*n),
+                    Some(ParamValue::String(v)) => J::String(v.clone()),
+                    None => J::String(String::new()),
+                },
+                Some(other) => J::String(self.value(other)),
+                None => J::String(String::new()),
+            },
+            _ => J::String(template::render(&pieces, &|r| self.value(r), &|e| {
+                self.test(e)
+            })),
         }
     }
 
@@ -435,7 +467,7 @@ impl Context<'_> {
     fn value_json(&self, value: &ConfigValue) -> serde_json::Value {
         use serde_json::Value as J;
         match value {
-            ConfigValue::String(s) => J::String(self.render(s)),
+            ConfigValue::String(s) => self.string_json(s),
             ConfigValue::Integer(n) => J::from(*n),
             // Non-finite floats were rejected by the checks.
             ConfigValue::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),

@@ -1,5 +1,27 @@
-//! `{{customer.id}}`-style references in config strings and mount paths: parsed with positions
-//! for validation, substituted at resolve time.
+//! Templates in config strings and mount paths: `{{…}}` pieces, parsed with positions for
+//! validation and substituted at resolve time.
+//!
+//! Between the braces (surrounding whitespace ignored) is either
+//!
+//! - a **reference**: one name whose first dot-separated part is `customer`, `run` or `params`:
+//!   `{{customer.id}}`, `{{customer.domain}}`, `{{run.id}}`, `{{run.timestamp}}`,
+//!   `{{params.NAME}}`; allowed in config strings and mount paths; or
+//! - an **expression** (config strings only): anything else, in the `when` language of
+//!   [`super::expr`] and type-checked like `when`, so it must be a bool:
+//!   `{{ type == 'custom' && include.logs }}`, `{{ !include.db }}`, `{{ include.logs }}` (a bare
+//!   name is a param of the expression language, without `params.`, and must be a bool param).
+//!   A param whose name itself starts with `customer.`, `run.` or `params.` is reached alone
+//!   only as `{{params.NAME}}` (which gives a bool param's value as a bool just the same).
+//!
+//! Typed values: when a config string is exactly one `{{…}}` (nothing before `{{` or after
+//! `}}`), its value keeps its type in the plugin's JSON config: an expression becomes `true` or
+//! `false`, `{{params.NAME}}` becomes the param's value (bool → JSON bool, int → JSON number,
+//! string and enum → JSON string), and the other references stay strings. Anywhere else a piece
+//! is rendered as text: an expression as `true`/`false`, a reference as its value. Mount paths
+//! reject expressions; their references stand for path text.
+//!
+//! Known limitation: the first `}}` closes a piece, so an expression cannot contain `}}`, even
+//! inside a quoted string.
 
 use std::ops::Range;
 
@@ -9,6 +31,13 @@ pub(crate) enum Piece {
     Text(String),
     /// The reference between the braces (trimmed), and the span of the whole `{{…}}`.
     Ref(String, Range<usize>),
+    /// An expression: its text between the braces (trimmed), where that text starts in the
+    /// string (expression error spans are relative to it), and the span of the whole `{{…}}`.
+    Expr {
+        text: String,
+        at: usize,
+        span: Range<usize>,
+    },
 }
 
 /// What a reference names.
@@ -44,6 +73,15 @@ pub(crate) struct SyntaxError {
     pub(crate) hint: String,
 }
 
+/// Whether the text between the braces is a reference (see the module docs), not an expression.
+fn is_reference(inner: &str) -> bool {
+    let head = inner.split('.').next().unwrap_or("");
+    matches!(head, "customer" | "run" | "params")
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 pub(crate) fn parse(s: &str) -> Result<Vec<Piece>, SyntaxError> {
     let mut pieces = Vec::new();
     let mut rest = 0;
@@ -58,15 +96,26 @@ pub(crate) fn parse(s: &str) -> Result<Vec<Piece>, SyntaxError> {
                 hint: format!("close it with `}}}}`; references: {KNOWN_REFS}"),
             });
         };
-        let name = s[open + 2..close].trim();
-        if name.is_empty() {
+        let raw = &s[open + 2..close];
+        let inner = raw.trim();
+        if inner.is_empty() {
             return Err(SyntaxError {
                 span: open..close + 2,
                 message: "empty template reference".to_owned(),
                 hint: format!("name one of: {KNOWN_REFS}"),
             });
         }
-        pieces.push(Piece::Ref(name.to_owned(), open..close + 2));
+        let span = open..close + 2;
+        pieces.push(if is_reference(inner) {
+            Piece::Ref(inner.to_owned(), span)
+        } else {
+            let at = open + 2 + (raw.len() - raw.trim_start().len());
+            Piece::Expr {
+                text: inner.to_owned(),
+                at,
+                span,
+            }
+        });
         rest = close + 2;
     }
     if rest < s.len() {
@@ -75,8 +124,21 @@ pub(crate) fn parse(s: &str) -> Result<Vec<Piece>, SyntaxError> {
     Ok(pieces)
 }
 
-/// Substitutes every reference with `value(ref)`; references were checked before.
-pub(crate) fn render(pieces: &[Piece], value: &dyn Fn(Ref<'_>) -> String) -> String {
+/// The piece, when the string is exactly one `{{…}}` (its value then keeps its type).
+pub(crate) fn whole(pieces: &[Piece]) -> Option<&Piece> {
+    match pieces {
+        [piece @ (Piece::Ref(..) | Piece::Expr { .. })] => Some(piece),
+        _ => None,
+    }
+}
+
+/// Renders the pieces as text: each reference as `value(ref)`, each expression as `true` or
+/// `false` from `test(text)`. Both were checked before.
+pub(crate) fn render(
+    pieces: &[Piece],
+    value: &dyn Fn(Ref<'_>) -> String,
+    test: &dyn Fn(&str) -> bool,
+) -> String {
     let mut out = String::new();
     for piece in pieces {
         match piece {
@@ -86,6 +148,7 @@ pub(crate) fn render(pieces: &[Piece], value: &dyn Fn(Ref<'_>) -> String) -> Str
                     out.push_str(&value(r));
                 }
             }
+            Piece::Expr { text, .. } => out.push_str(if test(text) { "true" } else { "false" }),
         }
     }
     out
@@ -122,13 +185,62 @@ mod tests {
     }
 
     #[test]
+    fn anything_but_a_reference_is_an_expression() {
+        let pieces = parse("{{  type == 'custom' && include.logs }}-{{!x}}").unwrap();
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Expr {
+                    text: "type == 'custom' && include.logs".into(),
+                    at: 4,
+                    span: 0..39,
+                },
+                Piece::Text("-".into()),
+                Piece::Expr {
+                    text: "!x".into(),
+                    at: 42,
+                    span: 40..46,
+                },
+            ]
+        );
+        // A bare name is a param of the expression language; the reserved prefixes make references.
+        for (src, is_ref) in [
+            ("{{ include.logs }}", false),
+            ("{{logs}}", false),
+            ("{{ customer.name }}", true),
+            ("{{run}}", true),
+            ("{{params.x}}", true),
+            ("{{ params.x && y }}", false),
+            ("{{ customers.id }}", false),
+        ] {
+            let pieces = parse(src).unwrap();
+            assert_eq!(matches!(pieces[0], Piece::Ref(..)), is_ref, "{src}");
+        }
+    }
+
+    #[test]
+    fn only_a_lone_piece_is_whole() {
+        let whole_of = |s: &str| whole(&parse(s).unwrap()).cloned();
+        assert!(matches!(whole_of("{{ a }}"), Some(Piece::Expr { .. })));
+        assert!(matches!(whole_of("{{params.n}}"), Some(Piece::Ref(..))));
+        assert_eq!(whole_of(" {{ a }}"), None);
+        assert_eq!(whole_of("{{ a }}\n"), None);
+        assert_eq!(whole_of("{{a}}{{b}}"), None);
+        assert_eq!(whole_of("text"), None);
+    }
+
+    #[test]
     fn renders_values() {
-        let pieces = parse("{{customer.domain}}-{{params.n}}").unwrap();
-        let out = render(&pieces, &|r| match r {
-            Ref::CustomerDomain => "shop.example.com".into(),
-            Ref::Param(p) => format!("<{p}>"),
-            _ => String::new(),
-        });
-        assert_eq!(out, "shop.example.com-<n>");
+        let pieces = parse("{{customer.domain}}-{{params.n}}-{{ a && b }}-{{ !a }}").unwrap();
+        let out = render(
+            &pieces,
+            &|r| match r {
+                Ref::CustomerDomain => "shop.example.com".into(),
+                Ref::Param(p) => format!("<{p}>"),
+                _ => String::new(),
+            },
+            &|text| text == "!a",
+        );
+        assert_eq!(out, "shop.example.com-<n>-false-true");
     }
 }

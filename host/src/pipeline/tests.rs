@@ -518,3 +518,53 @@ fn when_columns_point_inside_escaped_and_multiline_strings() {
     assert_eq!(err[0].line, 9);
     assert!((9..=20).contains(&err[0].col), "{}", err[0]);
 }
+
+#[test]
+fn the_shipped_backup_pipeline_keeps_what_its_params_choose() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/backup.toml");
+    let p = load_pipeline(&file).unwrap_or_else(|d| panic!("{d}"));
+    let shipped = |id: &str| matches!(id, "archive" | "manifest");
+    validate(&p, &shipped, "known plugins: archive, manifest").unwrap_or_else(|d| panic!("{d}"));
+    check_name_matches_file(&p).unwrap_or_else(|d| panic!("{d}"));
+    let keep = |params: &[(&str, &str)], logs: bool| {
+        let plan = resolve(&p, &inputs(params)).unwrap();
+        let expected = serde_json::json!({
+            "**/logs/**": logs,
+            "**/node_modules/**": false,
+            "**/.next/**": false,
+            "**/dist/**": false,
+        });
+        for id in ["archive-backend", "archive-admin", "archive-store"] {
+            assert_eq!(
+                planned(&plan, id).config["keep"],
+                expected,
+                "{id} with {params:?}"
+            );
+        }
+    };
+    keep(&[], false);
+    // The include flags count only for custom backups.
+    keep(&[("include.logs", "true")], false);
+    keep(&[("type", "custom"), ("include.logs", "true")], true);
+    keep(&[("type", "custom")], false);
+}
+
+#[test]
+fn a_lone_template_keeps_its_type_and_a_longer_string_renders_text() {
+    let src = "name = \"t\"\n[params.n]\ntype = \"int\"\ndefault = 3\n[params.on]\ntype = \"bool\"\ndefault = false\n[[steps]]\nid = \"s\"\nplugin = \"noop\"\n[steps.config]\nn = \"{{params.n}}\"\non = \"{{ on }}\"\noff = \"{{ !on && n == 3 }}\"\ntext = \"n={{params.n}} on={{ on }}\"\nspaced = \"{{ on }} \"\n";
+    let p = parse_pipeline(Path::new("t.toml"), src).unwrap();
+    validate(&p, &known_plugin, "").unwrap_or_else(|d| panic!("{d}"));
+    let config = |params: &[(&str, &str)]| {
+        planned(&resolve(&p, &inputs(params)).unwrap(), "s")
+            .config
+            .clone()
+    };
+    assert_eq!(
+        config(&[]),
+        serde_json::json!({"n": 3, "on": false, "off": true, "text": "n=3 on=false", "spaced": "false "})
+    );
+    assert_eq!(
+        config(&[("on", "true"), ("n", "-1")]),
+        serde_json::json!({"n": -1, "on": true, "off": false, "text": "n=-1 on=true", "spaced": "true "})
+    );
+}

@@ -89,9 +89,11 @@ impl<W: Write> GzWriter<W> {
     /// Ends the stream (final block, CRC-32 and size trailer) and returns the writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.flush_deflate(FlushCompress::Finish)?;
-        self.buf.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        self.buf
+            .extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
         // ISIZE is the input size modulo 2^32.
-        self.buf.extend_from_slice(&(self.input_bytes as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(self.input_bytes as u32).to_le_bytes());
         self.drain()?;
         self.out.flush()?;
         Ok(self.out)
@@ -181,11 +183,17 @@ mod tests {
         }
         let bytes = gz.finish().unwrap();
         let mut decoded = Vec::new();
-        GzDecoder::new(&bytes[..]).read_to_end(&mut decoded).unwrap();
+        GzDecoder::new(&bytes[..])
+            .read_to_end(&mut decoded)
+            .unwrap();
         assert!(decoded == expected, "decoded stream differs from the input");
         // Stored noise costs 5 bytes per 64 KiB block, not a deflate expansion.
         let noise_len = 200_000 + 10 + 70_000 + 3_000_000;
-        assert!(bytes.len() < noise_len + noise_len / 1000 + 20_000, "{}", bytes.len());
+        assert!(
+            bytes.len() < noise_len + noise_len / 1000 + 20_000,
+            "{}",
+            bytes.len()
+        );
     }
 
     #[test]
@@ -197,7 +205,9 @@ mod tests {
             }
             let bytes = gz.finish().unwrap();
             let mut decoded = Vec::new();
-            GzDecoder::new(&bytes[..]).read_to_end(&mut decoded).unwrap();
+            GzDecoder::new(&bytes[..])
+                .read_to_end(&mut decoded)
+                .unwrap();
             assert_eq!(decoded, parts.concat());
         }
     }

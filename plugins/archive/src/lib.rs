@@ -65,7 +65,10 @@ impl Step for Archive {
                 plan.walk.source
             ))
         })?;
-        let walk_opts = WalkOptions { boundary: mount.guest_path.clone(), ..plan.walk };
+        let walk_opts = WalkOptions {
+            boundary: mount.guest_path.clone(),
+            ..plan.walk
+        };
         let mut hooks = CtxHooks(ctx);
         let walked = walk(&GuestTree, &walk_opts, &mut hooks)?;
 
@@ -163,7 +166,11 @@ impl Plan {
                 skip_path,
                 source,
             },
-            tar: TarOptions { level: config.level, prefix, label: name.clone() },
+            tar: TarOptions {
+                level: config.level,
+                prefix,
+                label: name.clone(),
+            },
             output,
             name,
         })

@@ -64,13 +64,20 @@ pub fn write_tar_gz<W: Write>(
     };
     hooks.progress(0.0, &w.progress.message(0));
     if let Some(prefix) = &opts.prefix {
-        w.header(&format!("{prefix}/"), &walk.root, EntryType::Directory, 0, None)?;
+        w.header(
+            &format!("{prefix}/"),
+            &walk.root,
+            EntryType::Directory,
+            0,
+            None,
+        )?;
     }
     for entry in &walk.entries {
         if hooks.cancelled() {
             return Err(Error::cancelled());
         }
-        w.entry(entry, hooks).with_context(|| format!("archiving {}", entry.name))?;
+        w.entry(entry, hooks)
+            .with_context(|| format!("archiving {}", entry.name))?;
     }
     // Two zero blocks end a tar archive.
     w.gz.compress(&[0; 2 * BLOCK])?;
@@ -98,9 +105,13 @@ impl<W: Write> TarWriter<'_, W> {
             None => entry.name.clone(),
         };
         match entry.meta.kind {
-            FileKind::Directory => {
-                self.header(&format!("{name}/"), &entry.meta, EntryType::Directory, 0, None)
-            }
+            FileKind::Directory => self.header(
+                &format!("{name}/"),
+                &entry.meta,
+                EntryType::Directory,
+                0,
+                None,
+            ),
             FileKind::Symlink => {
                 let target = entry.meta.symlink_target.as_deref().unwrap_or_default();
                 self.header(&name, &entry.meta, EntryType::Symlink, 0, Some(target))
@@ -114,7 +125,10 @@ impl<W: Write> TarWriter<'_, W> {
         let mut file = match File::open(&entry.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                hooks.warn(&format!("skipping {}: it vanished while archiving", entry.name));
+                hooks.warn(&format!(
+                    "skipping {}: it vanished while archiving",
+                    entry.name
+                ));
                 self.progress.skip(entry.meta.size);
                 return Ok(());
             }
@@ -278,7 +292,13 @@ struct Progress {
 impl Progress {
     fn new(total: u64, label: &str) -> Self {
         let step = (total / 100).max(PROGRESS_STEP);
-        Progress { done: 0, total, step, next: step, label: label.to_string() }
+        Progress {
+            done: 0,
+            total,
+            step,
+            next: step,
+            label: label.to_string(),
+        }
     }
 
     /// Counts `n` bytes; returns a report when one is due.
@@ -288,7 +308,11 @@ impl Progress {
             return None;
         }
         self.next = self.done + self.step;
-        let percent = if self.total == 0 { 100.0 } else { self.done as f64 * 100.0 / self.total as f64 };
+        let percent = if self.total == 0 {
+            100.0
+        } else {
+            self.done as f64 * 100.0 / self.total as f64
+        };
         Some((percent.min(100.0) as f32, self.message(self.done)))
     }
 

@@ -38,7 +38,10 @@ fn std_meta(path: &str) -> Result<Metadata, Error> {
         kind,
         mode: m.mode() & 0o7777,
         size: m.size(),
-        mtime: Timestamp { seconds: m.mtime(), nanos: m.mtime_nsec() as u32 },
+        mtime: Timestamp {
+            seconds: m.mtime(),
+            nanos: m.mtime_nsec() as u32,
+        },
         uid: m.uid(),
         gid: m.gid(),
         symlink_target,
@@ -95,8 +98,11 @@ fn log_text(len: usize) -> Vec<u8> {
     let mut i = 0u64;
     while out.len() < len {
         out.extend_from_slice(
-            format!("{{\"t\":{i},\"level\":\"info\",\"msg\":\"GET /api/items/{}\"}}\n", i * 7919 % 1000)
-                .as_bytes(),
+            format!(
+                "{{\"t\":{i},\"level\":\"info\",\"msg\":\"GET /api/items/{}\"}}\n",
+                i * 7919 % 1000
+            )
+            .as_bytes(),
         );
         i += 1;
     }
@@ -131,18 +137,48 @@ const LONG_DIR: &str =
 fn sample_tree() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    write(&src, "server.js", b"require('./src/app');\n", 0o644, 1_600_000_000);
+    write(
+        &src,
+        "server.js",
+        b"require('./src/app');\n",
+        0o644,
+        1_600_000_000,
+    );
     write(&src, "src/app.js", &log_text(20_000), 0o640, 1_600_000_100);
-    write(&src, "bin/run.sh", b"#!/bin/sh\nexec node server.js\n", 0o755, 1_600_000_200);
+    write(
+        &src,
+        "bin/run.sh",
+        b"#!/bin/sh\nexec node server.js\n",
+        0o755,
+        1_600_000_200,
+    );
     write(&src, ".env", b"SECRET=1\n", 0o600, 1_600_000_300);
-    write(&src, "uploads/photo.jpg", &noise(3 << 20, 7), 0o644, 1_600_000_400);
-    write(&src, "logs/app.log", &log_text(1 << 20), 0o644, 1_600_000_500);
+    write(
+        &src,
+        "uploads/photo.jpg",
+        &noise(3 << 20, 7),
+        0o644,
+        1_600_000_400,
+    );
+    write(
+        &src,
+        "logs/app.log",
+        &log_text(1 << 20),
+        0o644,
+        1_600_000_500,
+    );
     write(&src, "node_modules/x/index.js", b"x", 0o644, 1);
     write(&src, "packages/a/node_modules/y/index.js", b"y", 0o644, 1);
     write(&src, "packages/a/index.js", b"a", 0o644, 1_600_000_600);
     write(&src, "tmp/cache.bin", b"c", 0o644, 1);
     write(&src, "a/tmp/b", b"kept", 0o644, 1_600_000_700);
-    write(&src, &format!("{LONG_DIR}/file-with-a-long-name.json"), b"{}", 0o644, 1_600_000_800);
+    write(
+        &src,
+        &format!("{LONG_DIR}/file-with-a-long-name.json"),
+        b"{}",
+        0o644,
+        1_600_000_800,
+    );
     stdfs::create_dir_all(src.join("empty")).unwrap();
     stdfs::set_permissions(src.join("empty"), stdfs::Permissions::from_mode(0o700)).unwrap();
     symlink("src/app.js", src.join("link-rel")).unwrap();
@@ -150,7 +186,11 @@ fn sample_tree() -> tempfile::TempDir {
     let second = LONG_DIR.split('/').nth(1).unwrap();
     let long_target = format!("./{LONG_DIR}/../{second}/file-with-a-long-name.json");
     symlink(&long_target, src.join("link-long")).unwrap();
-    for (dir, t) in [("empty", 1_500_000_000), ("src", 1_500_000_100), ("uploads", 1_500_000_200)] {
+    for (dir, t) in [
+        ("empty", 1_500_000_000),
+        ("src", 1_500_000_100),
+        ("uploads", 1_500_000_200),
+    ] {
         set_dir_mtime(&src.join(dir), t);
     }
     tmp
@@ -192,12 +232,23 @@ fn unpack(bytes: &[u8]) -> Vec<(String, Unpacked)> {
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
         let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
-        let link = entry.link_name_bytes().map(|l| String::from_utf8(l.into_owned()).unwrap());
+        let link = entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.into_owned()).unwrap());
         let h = entry.header();
         let (kind, mode, mtime) = (h.entry_type(), h.mode().unwrap(), h.mtime().unwrap());
         let mut data = Vec::new();
         entry.read_to_end(&mut data).unwrap();
-        out.push((name, Unpacked { kind, mode, mtime, link, data }));
+        out.push((
+            name,
+            Unpacked {
+                kind,
+                mode,
+                mtime,
+                link,
+                data,
+            },
+        ));
     }
     out
 }
@@ -206,7 +257,10 @@ fn unpack(bytes: &[u8]) -> Vec<(String, Unpacked)> {
 fn archive_round_trips_names_contents_modes_mtimes_and_links() {
     let tmp = sample_tree();
     let src = src_of(&tmp);
-    let plan = plan_for(&tmp, serde_json::json!({ "exclude": ["**/node_modules/**", "tmp/**"] }));
+    let plan = plan_for(
+        &tmp,
+        serde_json::json!({ "exclude": ["**/node_modules/**", "tmp/**"] }),
+    );
     let (bytes, walked, stats, hooks) = archive(&plan);
     assert!(hooks.warnings.is_empty(), "{:?}", hooks.warnings);
     let entries = unpack(&bytes);
@@ -240,7 +294,10 @@ fn archive_round_trips_names_contents_modes_mtimes_and_links() {
         "uploads/",
         "uploads/photo.jpg",
     ];
-    assert_eq!(names, expected, "sorted, excluded paths absent, empty folder kept");
+    assert_eq!(
+        names, expected,
+        "sorted, excluded paths absent, empty folder kept"
+    );
     assert_eq!(walked.excluded, 3, "node_modules twice and tmp");
     assert_eq!(stats.files, 9);
 
@@ -251,12 +308,18 @@ fn archive_round_trips_names_contents_modes_mtimes_and_links() {
         match meta.kind {
             FileKind::File => {
                 assert_eq!(entry.kind, tar::EntryType::Regular, "{name}");
-                assert!(entry.data == stdfs::read(&on_disk).unwrap(), "content of {name}");
+                assert!(
+                    entry.data == stdfs::read(&on_disk).unwrap(),
+                    "content of {name}"
+                );
             }
             FileKind::Directory => assert_eq!(entry.kind, tar::EntryType::Directory, "{name}"),
             FileKind::Symlink => {
                 assert_eq!(entry.kind, tar::EntryType::Symlink, "{name}");
-                assert_eq!(entry.link, meta.symlink_target, "{name}: target stored verbatim");
+                assert_eq!(
+                    entry.link, meta.symlink_target,
+                    "{name}: target stored verbatim"
+                );
             }
             FileKind::Other => unreachable!(),
         }
@@ -275,7 +338,10 @@ fn archive_round_trips_names_contents_modes_mtimes_and_links() {
     // Progress by bytes, ending at 100%.
     let (last_percent, last_message) = hooks.reports.last().unwrap();
     assert_eq!(*last_percent, 100.0);
-    assert!(last_message.starts_with("archiving out: "), "{last_message}");
+    assert!(
+        last_message.starts_with("archiving out: "),
+        "{last_message}"
+    );
     assert!(last_message.ends_with(" MiB"), "{last_message}");
 }
 
@@ -291,7 +357,11 @@ fn incompressible_files_are_stored_with_little_overhead() {
     assert_eq!(stats.stored_files, 2);
     let input = size + 100_000;
     // 5 bytes per 64 KiB stored block, tar headers and padding, gzip framing.
-    assert!(bytes.len() > input && bytes.len() < input + input / 1000 + 4096, "{}", bytes.len());
+    assert!(
+        bytes.len() > input && bytes.len() < input + input / 1000 + 4096,
+        "{}",
+        bytes.len()
+    );
     assert_eq!(unpack(&bytes)[0].1.data, noise(size, 1));
 }
 
@@ -313,7 +383,11 @@ fn gnu_tar_and_gzip_accept_the_archive() {
     let (bytes, ..) = archive(&plan);
     let out = tmp.path().join("check.tar.gz");
     stdfs::write(&out, &bytes).unwrap();
-    let gzip = std::process::Command::new("gzip").arg("-t").arg(&out).status().unwrap();
+    let gzip = std::process::Command::new("gzip")
+        .arg("-t")
+        .arg(&out)
+        .status()
+        .unwrap();
     assert!(gzip.success(), "gzip -t");
     let dest = tmp.path().join("extracted");
     stdfs::create_dir(&dest).unwrap();
@@ -326,9 +400,18 @@ fn gnu_tar_and_gzip_accept_the_archive() {
         .unwrap();
     assert!(untar.success(), "tar -xzf");
     let back = dest.join("backend");
-    assert_eq!(stdfs::read(back.join("src/app.js")).unwrap(), log_text(20_000));
-    assert_eq!(stdfs::read(back.join("uploads/photo.jpg")).unwrap(), noise(3 << 20, 7));
-    assert_eq!(stdfs::read_link(back.join("link-abs")).unwrap(), Path::new("/etc/hostname"));
+    assert_eq!(
+        stdfs::read(back.join("src/app.js")).unwrap(),
+        log_text(20_000)
+    );
+    assert_eq!(
+        stdfs::read(back.join("uploads/photo.jpg")).unwrap(),
+        noise(3 << 20, 7)
+    );
+    assert_eq!(
+        stdfs::read_link(back.join("link-abs")).unwrap(),
+        Path::new("/etc/hostname")
+    );
     let run_sh = stdfs::metadata(back.join("bin/run.sh")).unwrap();
     assert_eq!(run_sh.mode() & 0o7777, 0o755);
     assert_eq!(run_sh.mtime(), 1_600_000_200);
@@ -348,7 +431,13 @@ fn include_keeps_only_matching_files_and_the_folders_leading_to_them() {
     let tmp = sample_tree();
     let src = tmp.path().join("src");
     write(&src, "backend/.env.production", b"A=1\n", 0o600, 1);
-    write(&src, "backend/ecosystem.config.js", b"module.exports={}\n", 0o644, 1);
+    write(
+        &src,
+        "backend/ecosystem.config.js",
+        b"module.exports={}\n",
+        0o644,
+        1,
+    );
     write(&src, "backend/server.js", b"no\n", 0o644, 1);
     let plan = plan_for(
         &tmp,
@@ -358,7 +447,12 @@ fn include_keeps_only_matching_files_and_the_folders_leading_to_them() {
     let names: Vec<String> = unpack(&bytes).into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
-        [".env", "backend/", "backend/.env.production", "backend/ecosystem.config.js"]
+        [
+            ".env",
+            "backend/",
+            "backend/.env.production",
+            "backend/ecosystem.config.js"
+        ]
     );
 }
 
@@ -385,7 +479,10 @@ fn following_symlinks_stores_targets_inside_the_mount_only() {
     let mut hooks = TestHooks::default();
     let err = walk(&StdTree, &plan.walk, &mut hooks).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-    assert!(err.message().contains("escape") && err.message().contains("outside"), "{err}");
+    assert!(
+        err.message().contains("escape") && err.message().contains("outside"),
+        "{err}"
+    );
     stdfs::remove_file(src.join("escape")).unwrap();
 
     // Absolute targets cannot be followed inside the sandbox.

@@ -76,9 +76,14 @@ pub fn glob_set(field: &str, patterns: &[String]) -> Result<Option<GlobSet>, Err
     }
     let mut set = GlobSetBuilder::new();
     for raw in patterns {
-        let pattern = raw.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
+        let pattern = raw
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .trim_end_matches('/');
         if pattern.is_empty() {
-            return Err(Error::invalid_config(format!("{field} pattern `{raw}` is empty")));
+            return Err(Error::invalid_config(format!(
+                "{field} pattern `{raw}` is empty"
+            )));
         }
         set.add(glob(field, raw, pattern)?);
         if let Some(dir) = pattern.strip_suffix("/**") {
@@ -101,7 +106,9 @@ fn glob(field: &str, raw: &str, pattern: &str) -> Result<Glob, Error> {
 /// Normalises an absolute guest path lexically (`.`, `..`, doubled and trailing slashes).
 pub fn normalize(path: &str) -> Result<String, Error> {
     if !path.starts_with('/') {
-        return Err(Error::invalid_config(format!("`{path}` is not an absolute guest path")));
+        return Err(Error::invalid_config(format!(
+            "`{path}` is not an absolute guest path"
+        )));
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -136,7 +143,9 @@ fn join(dir: &str, name: &str) -> String {
 
 /// Walks `opts.source`.
 pub fn walk(tree: &impl Tree, opts: &WalkOptions, hooks: &mut impl Hooks) -> Result<Walk, Error> {
-    let source_meta = tree.stat(&opts.source).map_err(|e| e.context("reading the source"))?;
+    let source_meta = tree
+        .stat(&opts.source)
+        .map_err(|e| e.context("reading the source"))?;
     let (source, root) = if opts.follow_symlinks || source_meta.is_symlink() {
         // Physical paths from here on, so relative link targets resolve as the kernel would.
         let boundary = opts.boundary.trim_end_matches('/');
@@ -154,16 +163,33 @@ pub fn walk(tree: &impl Tree, opts: &WalkOptions, hooks: &mut impl Hooks) -> Res
             .resolve(boundary, rel)
             .map_err(|e| e.context(format!("resolving the source {}", opts.source)))?;
         if !meta.is_dir() {
-            return Err(Error::invalid_config(format!("source {} is not a folder", opts.source)));
+            return Err(Error::invalid_config(format!(
+                "source {} is not a folder",
+                opts.source
+            )));
         }
         (real, meta)
     } else if source_meta.is_dir() {
         (opts.source.clone(), source_meta)
     } else {
-        return Err(Error::invalid_config(format!("source {} is not a folder", opts.source)));
+        return Err(Error::invalid_config(format!(
+            "source {} is not a folder",
+            opts.source
+        )));
     };
-    let out = Walk { entries: Vec::new(), total_bytes: 0, excluded: 0, root };
-    let mut walker = Walker { tree, opts, hooks, out, real_dirs: Vec::new() };
+    let out = Walk {
+        entries: Vec::new(),
+        total_bytes: 0,
+        excluded: 0,
+        root,
+    };
+    let mut walker = Walker {
+        tree,
+        opts,
+        hooks,
+        out,
+        real_dirs: Vec::new(),
+    };
     walker.real_dirs.push(source.clone());
     let mut entries = Vec::new();
     walker.dir(&source, "", &mut entries)?;
@@ -189,7 +215,8 @@ impl<T: Tree, H: Hooks> Walker<'_, T, H> {
         let mut listing = match self.tree.list_dir(path) {
             Ok(listing) => listing,
             Err(e) if e.kind() == ErrorKind::NotFound && !rel.is_empty() => {
-                self.hooks.warn(&format!("skipping {rel}: it vanished while archiving"));
+                self.hooks
+                    .warn(&format!("skipping {rel}: it vanished while archiving"));
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -201,7 +228,12 @@ impl<T: Tree, H: Hooks> Walker<'_, T, H> {
             if self.opts.skip_path.as_deref() == Some(child_path.as_str()) {
                 continue;
             }
-            if self.opts.exclude.as_ref().is_some_and(|ex| ex.is_match(&child_rel)) {
+            if self
+                .opts
+                .exclude
+                .as_ref()
+                .is_some_and(|ex| ex.is_match(&child_rel))
+            {
                 self.out.excluded += 1;
                 continue;
             }
@@ -226,7 +258,13 @@ impl<T: Tree, H: Hooks> Walker<'_, T, H> {
         Ok(())
     }
 
-    fn add(&mut self, path: String, rel: String, meta: Metadata, out: &mut Vec<Entry>) -> Result<(), Error> {
+    fn add(
+        &mut self,
+        path: String,
+        rel: String,
+        meta: Metadata,
+        out: &mut Vec<Entry>,
+    ) -> Result<(), Error> {
         match meta.kind {
             FileKind::Directory => {
                 if self.real_dirs.iter().any(|d| is_within(&path, d)) {
@@ -241,21 +279,35 @@ impl<T: Tree, H: Hooks> Walker<'_, T, H> {
                 result?;
                 // With `include`, a folder is kept only on the way to an included file.
                 if self.opts.include.is_none() || !children.is_empty() {
-                    out.push(Entry { name: rel, path, meta });
+                    out.push(Entry {
+                        name: rel,
+                        path,
+                        meta,
+                    });
                     out.append(&mut children);
                 }
             }
             FileKind::File | FileKind::Symlink => {
-                if self.opts.include.as_ref().is_some_and(|inc| !inc.is_match(&rel)) {
+                if self
+                    .opts
+                    .include
+                    .as_ref()
+                    .is_some_and(|inc| !inc.is_match(&rel))
+                {
                     return Ok(());
                 }
                 if meta.is_file() {
                     self.out.total_bytes += meta.size;
                 }
-                out.push(Entry { name: rel, path, meta });
+                out.push(Entry {
+                    name: rel,
+                    path,
+                    meta,
+                });
             }
             FileKind::Other => {
-                self.hooks.warn(&format!("skipping {rel}: not a file, folder or symlink"));
+                self.hooks
+                    .warn(&format!("skipping {rel}: not a file, folder or symlink"));
             }
         }
         Ok(())
@@ -264,7 +316,11 @@ impl<T: Tree, H: Hooks> Walker<'_, T, H> {
     /// Resolves a symlink found in folder `dir` (a physical path) to its final target.
     fn follow(&self, dir: &str, target: &str) -> Result<(String, Metadata), Error> {
         check_relative(dir, target)?;
-        Resolver { tree: self.tree, boundary: &self.opts.boundary }.resolve(dir, target)
+        Resolver {
+            tree: self.tree,
+            boundary: &self.opts.boundary,
+        }
+        .resolve(dir, target)
     }
 }
 
@@ -280,7 +336,9 @@ impl<T: Tree> Resolver<'_, T> {
     fn resolve(&self, base: &str, path: &str) -> Result<(String, Metadata), Error> {
         let boundary = self.boundary.trim_end_matches('/');
         if !is_within(boundary, base) {
-            return Err(Error::permission_denied(format!("{base} is outside {boundary}")));
+            return Err(Error::permission_denied(format!(
+                "{base} is outside {boundary}"
+            )));
         }
         let mut real = base.trim_end_matches('/').to_string();
         let mut pending: Vec<String> = Vec::new();
@@ -343,7 +401,10 @@ fn check_relative(link: &str, target: &str) -> Result<(), Error> {
 
 /// Pushes the components of the relative `path` onto a stack (last pushed = next to resolve).
 fn push_components(stack: &mut Vec<String>, path: &str) {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     stack.extend(parts.into_iter().rev().map(str::to_string));
 }
 

@@ -16,8 +16,8 @@
 
 use std::time::Duration;
 
-use crate::Error;
 use crate::__private::bindings::qodify::pipeline::commands as wit;
+use crate::Error;
 
 /// How many trailing stderr lines a [`CommandOutput::check`] error quotes.
 const STDERR_TAIL_LINES: usize = 20;
@@ -128,7 +128,9 @@ impl Command {
             cwd: self.cwd.clone(),
             stdout: self.stdout.to_wit(),
             stderr: self.stderr.to_wit(),
-            timeout_ms: self.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            timeout_ms: self
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         };
         let program = &self.program;
         match wit::run(&cmd) {
@@ -138,18 +140,18 @@ impl Command {
                 stdout: out.stdout,
                 stderr: out.stderr,
             }),
-            Err(wit::CommandError::NotGranted(m)) => {
-                Err(Error::permission_denied(format!("running {program}: not granted: {m}")))
-            }
-            Err(wit::CommandError::BadPath(m)) => {
-                Err(Error::permission_denied(format!("running {program}: bad path: {m}")))
-            }
-            Err(wit::CommandError::SpawnFailed(m)) => {
-                Err(Error::command_failed(format!("running {program}: could not start: {m}")))
-            }
-            Err(wit::CommandError::TimedOut) => {
-                Err(Error::command_failed(format!("running {program}: timed out")))
-            }
+            Err(wit::CommandError::NotGranted(m)) => Err(Error::permission_denied(format!(
+                "running {program}: not granted: {m}"
+            ))),
+            Err(wit::CommandError::BadPath(m)) => Err(Error::permission_denied(format!(
+                "running {program}: bad path: {m}"
+            ))),
+            Err(wit::CommandError::SpawnFailed(m)) => Err(Error::command_failed(format!(
+                "running {program}: could not start: {m}"
+            ))),
+            Err(wit::CommandError::TimedOut) => Err(Error::command_failed(format!(
+                "running {program}: timed out"
+            ))),
             Err(wit::CommandError::Cancelled) => Err(Error::cancelled()),
         }
     }
@@ -241,7 +243,10 @@ mod tests {
         let stderr: String = (0..30).map(|i| format!("line {i}\n")).collect();
         let err = output(Some(1), &stderr).check().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::CommandFailed);
-        assert!(err.message().starts_with("pg_dump exited with code 1:\n"), "{err}");
+        assert!(
+            err.message().starts_with("pg_dump exited with code 1:\n"),
+            "{err}"
+        );
         assert!(err.message().contains("line 29") && err.message().contains("line 10"));
         assert!(!err.message().contains("line 9\n"), "{err}");
         let err = output(None, "").check().unwrap_err();

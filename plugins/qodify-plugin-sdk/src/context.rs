@@ -1,21 +1,27 @@
 //! What a step is told when it starts (customer, run, params, mounts, earlier outputs) and its
 //! channel back to the host (progress, logs, cancellation).
 //!
-//! ```no_run
-//! # use qodify_plugin_sdk::{Context, Error};
-//! // Host calls (`info`, `progress`, `check_cancelled`) only work inside qodify-host.
-//! fn work(ctx: &Context) -> Result<(), Error> {
+//! ```
+//! use qodify_plugin_sdk::{Context, Error, ParamValue};
+//!
+//! fn work(ctx: &Context) -> Result<u32, Error> {
 //!     let with_logs = ctx.param_bool("include.logs").unwrap_or(false);
 //!     ctx.info(format!("backing up {} (logs: {with_logs})", ctx.customer_domain()));
+//!     let mut artifacts = 0;
 //!     for (i, step) in ctx.previous().iter().enumerate() {
 //!         ctx.check_cancelled()?;
 //!         ctx.progress(i as f32 * 10.0, format!("checking {}", step.step));
+//!         artifacts += step.artifacts.len() as u32;
 //!     }
-//!     Ok(())
+//!     Ok(artifacts)
 //! }
+//!
+//! // Natively (unit tests) logs and progress print to stderr.
+//! let ctx = Context::builder().param("include.logs", ParamValue::Bool(true)).build();
+//! assert_eq!(work(&ctx), Ok(0));
 //! ```
 
-use crate::__private::bindings::qodify::pipeline::{cancellation, progress, types as wit};
+use crate::__private::bindings::qodify::pipeline::types as wit;
 use crate::{Artifact, Error};
 
 /// The value of a pipeline param after defaults and caller values were applied.
@@ -54,7 +60,9 @@ impl Mount {
         let root = self.guest_path.trim_end_matches('/');
         root.is_empty()
             || path == root
-            || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'))
+            || path
+                .strip_prefix(root)
+                .is_some_and(|rest| rest.starts_with('/'))
     }
 }
 
@@ -72,7 +80,10 @@ pub struct StepOutputs {
 impl StepOutputs {
     /// The value of output `key`, if the step returned it.
     pub fn value(&self, key: &str) -> Option<&str> {
-        self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -112,7 +123,10 @@ impl Context {
             mounts: ctx
                 .mounts
                 .into_iter()
-                .map(|m| Mount { guest_path: m.guest_path, writable: m.writable })
+                .map(|m| Mount {
+                    guest_path: m.guest_path,
+                    writable: m.writable,
+                })
                 .collect(),
             previous: ctx
                 .previous
@@ -211,43 +225,172 @@ impl Context {
     /// Reports progress: `percent` in 0..=100 and a short message such as
     /// `archiving backend: 120.0 MiB of 800.0 MiB`. Cheap; the host rate-limits.
     pub fn progress(&self, percent: f32, message: impl AsRef<str>) {
-        progress::report(percent.clamp(0.0, 100.0), message.as_ref());
+        host::report(percent.clamp(0.0, 100.0), message.as_ref());
     }
 
     /// Logs a trace line.
     pub fn trace(&self, message: impl AsRef<str>) {
-        progress::log(progress::Level::Trace, message.as_ref());
+        host::log(host::Level::Trace, message.as_ref());
     }
 
     /// Logs a debug line.
     pub fn debug(&self, message: impl AsRef<str>) {
-        progress::log(progress::Level::Debug, message.as_ref());
+        host::log(host::Level::Debug, message.as_ref());
     }
 
     /// Logs an info line.
     pub fn info(&self, message: impl AsRef<str>) {
-        progress::log(progress::Level::Info, message.as_ref());
+        host::log(host::Level::Info, message.as_ref());
     }
 
     /// Logs a warning: something odd that did not stop the step.
     pub fn warn(&self, message: impl AsRef<str>) {
-        progress::log(progress::Level::Warn, message.as_ref());
+        host::log(host::Level::Warn, message.as_ref());
     }
 
     /// Logs an error line (the step may still go on).
     pub fn error(&self, message: impl AsRef<str>) {
-        progress::log(progress::Level::Error, message.as_ref());
+        host::log(host::Level::Error, message.as_ref());
     }
 
     /// True once the run was cancelled or the step's deadline passed.
     pub fn is_cancelled(&self) -> bool {
-        cancellation::is_cancelled()
+        host::is_cancelled()
     }
 
     /// `Err(Error::cancelled())` once the run was cancelled: call it between units of work and
     /// return with `?`.
     pub fn check_cancelled(&self) -> Result<(), Error> {
-        if self.is_cancelled() { Err(Error::cancelled()) } else { Ok(()) }
+        if self.is_cancelled() {
+            Err(Error::cancelled())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Builds a [`Context`] for unit tests of a plugin's logic, run natively.
+///
+/// Natively, [`Context::progress`] and the log helpers print to stderr and
+/// [`Context::is_cancelled`] is `false`; [`fs`](crate::fs) and [`command`](crate::command) need the
+/// host and panic.
+///
+/// ```
+/// use qodify_plugin_sdk::{Context, ParamValue};
+///
+/// let ctx = Context::builder()
+///     .customer("42", "shop.example.com")
+///     .param("include.logs", ParamValue::Bool(true))
+///     .mount("/out", true)
+///     .build();
+/// assert_eq!(ctx.param_bool("include.logs"), Some(true));
+/// assert!(ctx.check_cancelled().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct ContextBuilder {
+    ctx: Context,
+}
+
+impl Context {
+    /// Starts a test context: customer `1`/`example.com`, run `test-run` at `20250101-000000`,
+    /// step `test-step`, no params, mounts or earlier steps.
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder {
+            ctx: Context {
+                customer_id: "1".into(),
+                customer_domain: "example.com".into(),
+                run_id: "test-run".into(),
+                run_timestamp: "20250101-000000".into(),
+                step_id: "test-step".into(),
+                params: Vec::new(),
+                mounts: Vec::new(),
+                previous: Vec::new(),
+            },
+        }
+    }
+}
+
+impl ContextBuilder {
+    /// Sets the customer's id and domain.
+    pub fn customer(mut self, id: impl Into<String>, domain: impl Into<String>) -> Self {
+        self.ctx.customer_id = id.into();
+        self.ctx.customer_domain = domain.into();
+        self
+    }
+
+    /// Sets the run's id and `YYYYMMDD-HHMMSS` timestamp.
+    pub fn run(mut self, id: impl Into<String>, timestamp: impl Into<String>) -> Self {
+        self.ctx.run_id = id.into();
+        self.ctx.run_timestamp = timestamp.into();
+        self
+    }
+
+    /// Sets the step's id.
+    pub fn step_id(mut self, id: impl Into<String>) -> Self {
+        self.ctx.step_id = id.into();
+        self
+    }
+
+    /// Adds a param.
+    pub fn param(mut self, name: impl Into<String>, value: ParamValue) -> Self {
+        self.ctx.params.push((name.into(), value));
+        self
+    }
+
+    /// Adds a mount.
+    pub fn mount(mut self, guest_path: impl Into<String>, writable: bool) -> Self {
+        self.ctx.mounts.push(Mount {
+            guest_path: guest_path.into(),
+            writable,
+        });
+        self
+    }
+
+    /// Adds an earlier step's outputs.
+    pub fn previous(mut self, outputs: StepOutputs) -> Self {
+        self.ctx.previous.push(outputs);
+        self
+    }
+
+    /// The context.
+    pub fn build(self) -> Context {
+        self.ctx
+    }
+}
+
+/// Host calls; natively (unit tests) they go to stderr instead of the unreachable import stubs.
+mod host {
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::__private::bindings::qodify::pipeline::{
+        cancellation::is_cancelled,
+        progress::{Level, log, report},
+    };
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use native::*;
+
+    #[cfg(not(target_arch = "wasm32"))]
+    mod native {
+        #[derive(Debug)]
+        pub enum Level {
+            Trace,
+            Debug,
+            Info,
+            Warn,
+            Error,
+        }
+
+        pub fn report(percent: f32, message: &str) {
+            eprintln!("[progress {percent:.1}%] {message}");
+        }
+
+        pub fn log(level: Level, message: &str) {
+            eprintln!("[{level:?}] {message}");
+        }
+
+        pub fn is_cancelled() -> bool {
+            false
+        }
     }
 }
 
@@ -257,12 +400,18 @@ mod tests {
 
     #[test]
     fn mount_contains_only_whole_components() {
-        let m = Mount { guest_path: "/src".into(), writable: false };
+        let m = Mount {
+            guest_path: "/src".into(),
+            writable: false,
+        };
         assert!(m.contains("/src"));
         assert!(m.contains("/src/a/b"));
         assert!(!m.contains("/srcx"));
         assert!(!m.contains("/"));
-        let root = Mount { guest_path: "/".into(), writable: false };
+        let root = Mount {
+            guest_path: "/".into(),
+            writable: false,
+        };
         assert!(root.contains("/anything"));
     }
 }

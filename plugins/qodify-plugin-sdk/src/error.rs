@@ -59,7 +59,10 @@ pub struct Error {
 impl Error {
     /// An error of `kind`; the message should be lowercase without a trailing period.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// The step's config is wrong.
@@ -123,7 +126,10 @@ impl Error {
             ErrorKind::Cancelled => wit::ErrorKind::Cancelled,
             ErrorKind::Internal => wit::ErrorKind::Internal,
         };
-        wit::StepError { kind, message: self.message }
+        wit::StepError {
+            kind,
+            message: self.message,
+        }
     }
 }
 
@@ -194,12 +200,18 @@ mod tests {
     #[test]
     fn io_errors_map_to_kinds() {
         use std::io::{Error as IoError, ErrorKind as Io};
-        assert_eq!(Error::from(IoError::from(Io::NotFound)).kind(), ErrorKind::NotFound);
+        assert_eq!(
+            Error::from(IoError::from(Io::NotFound)).kind(),
+            ErrorKind::NotFound
+        );
         assert_eq!(
             Error::from(IoError::from(Io::PermissionDenied)).kind(),
             ErrorKind::PermissionDenied
         );
-        assert_eq!(Error::from(IoError::from(Io::UnexpectedEof)).kind(), ErrorKind::Io);
+        assert_eq!(
+            Error::from(IoError::from(Io::UnexpectedEof)).kind(),
+            ErrorKind::Io
+        );
     }
 
     #[test]

@@ -28,8 +28,8 @@
 
 use std::path::Path;
 
-use crate::Error;
 use crate::__private::bindings::qodify::pipeline::files as wit;
+use crate::Error;
 
 /// Kinds of file-system entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,7 +110,9 @@ pub struct Space {
 /// Metadata of `path` without following a final symlink.
 pub fn stat(path: impl AsRef<Path>) -> Result<Metadata, Error> {
     let path = guest_path(path.as_ref())?;
-    wit::stat(path).map(Metadata::from_wit).map_err(|e| files_error("stat", path, e))
+    wit::stat(path)
+        .map(Metadata::from_wit)
+        .map_err(|e| files_error("stat", path, e))
 }
 
 /// Lists a folder with every entry's metadata, sorted by name; one host call for the whole folder.
@@ -119,7 +121,10 @@ pub fn list_dir(path: impl AsRef<Path>) -> Result<Vec<DirEntry>, Error> {
     let entries = wit::list_dir(path).map_err(|e| files_error("listing", path, e))?;
     Ok(entries
         .into_iter()
-        .map(|e| DirEntry { name: e.name, metadata: Metadata::from_wit(e.metadata) })
+        .map(|e| DirEntry {
+            name: e.name,
+            metadata: Metadata::from_wit(e.metadata),
+        })
         .collect())
 }
 
@@ -147,7 +152,10 @@ pub fn symlink(target: &str, path: impl AsRef<Path>) -> Result<(), Error> {
 pub fn space(path: impl AsRef<Path>) -> Result<Space, Error> {
     let path = guest_path(path.as_ref())?;
     wit::space(path)
-        .map(|s| Space { available_bytes: s.available_bytes, total_bytes: s.total_bytes })
+        .map(|s| Space {
+            available_bytes: s.available_bytes,
+            total_bytes: s.total_bytes,
+        })
         .map_err(|e| files_error("checking free space of", path, e))
 }
 
@@ -177,7 +185,10 @@ impl Metadata {
             },
             mode: m.mode,
             size: m.size,
-            mtime: Timestamp { seconds: m.mtime_seconds, nanos: m.mtime_nanos },
+            mtime: Timestamp {
+                seconds: m.mtime_seconds,
+                nanos: m.mtime_nanos,
+            },
             uid: m.uid,
             gid: m.gid,
             symlink_target: m.symlink_target,

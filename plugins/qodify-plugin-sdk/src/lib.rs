@@ -35,8 +35,9 @@
 //! ```
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm` file is the plugin.
-//! Host calls only work inside the host: natively they panic, so unit tests should exercise pure
-//! functions and leave [`Context`], [`fs`] and [`command`] calls to end-to-end tests.
+//! For native unit tests, build a [`Context`] with [`Context::builder`]: its logs and progress go
+//! to stderr. [`fs`] and [`command`] need the host (natively they panic), so keep them out of the
+//! functions you test, or cover them with end-to-end tests.
 
 #![deny(missing_docs)]
 
@@ -47,7 +48,7 @@ pub mod fs;
 mod hashing;
 mod output;
 
-pub use context::{Context, Mount, ParamValue, StepOutputs};
+pub use context::{Context, ContextBuilder, Mount, ParamValue, StepOutputs};
 pub use error::{Error, ErrorKind, ResultExt};
 pub use hashing::HashingWriter;
 pub use output::{Artifact, Output};

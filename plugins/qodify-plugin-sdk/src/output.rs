@@ -97,10 +97,20 @@ impl Output {
 
 impl Artifact {
     pub(crate) fn into_wit(self) -> wit::Artifact {
-        wit::Artifact { name: self.name, path: self.path, size: self.size, sha256: self.sha256 }
+        wit::Artifact {
+            name: self.name,
+            path: self.path,
+            size: self.size,
+            sha256: self.sha256,
+        }
     }
 
     pub(crate) fn from_wit(a: wit::Artifact) -> Self {
-        Artifact { name: a.name, path: a.path, size: a.size, sha256: a.sha256 }
+        Artifact {
+            name: a.name,
+            path: a.path,
+            size: a.size,
+            sha256: a.sha256,
+        }
     }
 }

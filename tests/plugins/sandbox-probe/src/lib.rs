@@ -1,1 +1,103 @@
-//! Test plugin (work in progress).
+//! `sandbox-probe` test plugin: tries to break out of its grants and to exhaust the host, so tests
+//! can prove the host holds. Config: `{ "mode": "escape" | "loop" | "memory-bomb" | "log-flood" |
+//! "huge-output" | "sleep-host", "data": "/data", "out": "/out" }`, `data` being a read-only mount
+//! and `out` a read-write one.
+//!
+//! In `escape` mode every attempt becomes one output whose value starts with `denied:` (and the
+//! error) or `ALLOWED:` (and what it got); `control-read` and `control-write` must be `ok…`,
+//! proving the probe itself works. The probe never panics on a failed attempt.
+
+mod escape;
+
+use qodify_plugin_sdk::prelude::*;
+
+/// The step's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    mode: Mode,
+    #[serde(default = "default_data")]
+    data: String,
+    #[serde(default = "default_out")]
+    out: String,
+}
+
+fn default_data() -> String {
+    "/data".into()
+}
+
+fn default_out() -> String {
+    "/out".into()
+}
+
+/// What to try.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    /// Every file-system, `files`, `commands`, env and stdin trick; see [`escape`].
+    Escape,
+    /// Spin forever: the host's deadline must stop it.
+    Loop,
+    /// Allocate and touch memory until the host's limit stops it.
+    MemoryBomb,
+    /// Log 10 million lines: the host must cope (rate-limit, truncate).
+    LogFlood,
+    /// Return a million 1 KiB outputs: the host must refuse them.
+    HugeOutput,
+    /// Ask the host to run `sleep 3600`, which is not granted.
+    SleepHost,
+}
+
+struct Probe;
+
+impl Step for Probe {
+    type Config = Config;
+
+    fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
+        match config.mode {
+            Mode::Escape => Ok(escape::run(&config.data, &config.out)),
+            Mode::Loop => spin(),
+            Mode::MemoryBomb => memory_bomb(),
+            Mode::LogFlood => {
+                for i in 0..10_000_000u32 {
+                    ctx.info(format!("log flood line {i}"));
+                }
+                Ok(Output::new().value("lines", 10_000_000))
+            }
+            Mode::HugeOutput => {
+                let value = "x".repeat(1024);
+                let mut out = Output::new();
+                for i in 0..1_000_000u32 {
+                    out.push_value(format!("k{i}"), &value);
+                }
+                Ok(out)
+            }
+            Mode::SleepHost => {
+                let result = Command::new("sleep").arg("3600").run();
+                Ok(Output::new().value("sleep-host", escape::report(result, |o| format!("{o:?}"))))
+            }
+        }
+    }
+}
+
+export_step!(Probe);
+
+/// An endless loop the optimiser cannot remove.
+fn spin() -> ! {
+    let mut n = 0u64;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+/// Allocates 1 MiB chunks, touching every page, and keeps them all.
+fn memory_bomb() -> ! {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        for i in (0..chunk.len()).step_by(4096) {
+            chunk[i] = i as u8 | 1;
+        }
+        kept.push(std::hint::black_box(chunk));
+    }
+}
