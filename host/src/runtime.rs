@@ -414,6 +414,7 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(HOSTCALL_FUEL);
+        store.set_max_component_handles(MAX_RESOURCES);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
             let data = ctx.data_mut();
@@ -451,12 +452,26 @@ impl Runtime {
                 }
                 Err(StepFailure::Plugin {
                     step,
-                    kind: format!("{:?}", e.kind).to_lowercase(),
+                    kind: error_kind(e.kind).to_owned(),
                     message: state.host.redact(&e.message),
                 })
             }
             Err(trap) => Err(classify(trap)),
         }
+    }
+}
+
+/// The WIT name of an error kind.
+fn error_kind(kind: types::ErrorKind) -> &'static str {
+    use types::ErrorKind as K;
+    match kind {
+        K::InvalidConfig => "invalid-config",
+        K::NotFound => "not-found",
+        K::PermissionDenied => "permission-denied",
+        K::Io => "io",
+        K::CommandFailed => "command-failed",
+        K::Cancelled => "cancelled",
+        K::Internal => "internal",
     }
 }
 

@@ -16,6 +16,11 @@ use crate::walk::{Entry, Hooks, Walk};
 const READ_BUF: usize = 1 << 20;
 /// How much of a file the probe compresses to judge it.
 const PROBE_BYTES: usize = 64 * 1024;
+/// How much of a file the cheap entropy check looks at before any deflate probe.
+const ENTROPY_SAMPLE: usize = 16 * 1024;
+/// Below this order-0 entropy (bits per byte) Huffman coding alone saves over 5%: no need for a
+/// deflate probe. Text, JSON and logs sit around 4.5-6; compressed media near 8.
+const LOW_ENTROPY_BITS: f64 = 7.5;
 /// Smaller files are compressed without probing: storing them would save little time.
 const PROBE_MIN_SIZE: u64 = 8 * 1024;
 /// Report progress at least this many bytes apart (or 1% of the total if that is more).
@@ -122,6 +127,14 @@ impl<W: Write> TarWriter<'_, W> {
     }
 
     fn file(&mut self, name: &str, entry: &Entry, hooks: &mut impl Hooks) -> Result<(), Error> {
+        // The size from the listing (no extra host call): a file that grew meanwhile is cut
+        // there, one that shrank is padded, as GNU tar does.
+        let size = entry.meta.size;
+        if size == 0 {
+            self.header(name, &entry.meta, EntryType::Regular, 0, None)?;
+            self.stats.files += 1;
+            return Ok(());
+        }
         let mut file = match File::open(&entry.path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -134,8 +147,6 @@ impl<W: Write> TarWriter<'_, W> {
             }
             Err(e) => return Err(e.into()),
         };
-        // The size now, not at listing time: a file that grew is cut, one that shrank padded.
-        let size = file.metadata().map(|m| m.len()).unwrap_or(entry.meta.size);
         self.header(name, &entry.meta, EntryType::Regular, size, None)?;
 
         let mut left = size;
@@ -177,7 +188,6 @@ impl<W: Write> TarWriter<'_, W> {
                 }
             }
         }
-        self.progress.skip(entry.meta.size.saturating_sub(size));
         self.pad(size)?;
         self.stats.files += 1;
         self.stats.bytes += size;
@@ -253,8 +263,12 @@ fn copy_truncated(field: &mut [u8], value: &str) {
     field[..n].copy_from_slice(&value.as_bytes()[..n]);
 }
 
-/// True when the start of a file shrinks by at least 5% at level 1: worth a real deflate pass.
+/// True when the start of a file is worth a real deflate pass: its bytes are skewed enough for
+/// Huffman coding to pay, or level 1 shrinks it by at least 5%.
 fn compresses(probe: &mut Compress, scratch: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    if entropy_bits(&chunk[..chunk.len().min(ENTROPY_SAMPLE)]) < LOW_ENTROPY_BITS {
+        return true;
+    }
     let sample = &chunk[..chunk.len().min(PROBE_BYTES)];
     probe.reset();
     scratch.clear();
@@ -264,6 +278,34 @@ fn compresses(probe: &mut Compress, scratch: &mut Vec<u8>, chunk: &[u8]) -> bool
         Ok(Status::StreamEnd) => scratch.len() * 100 <= sample.len() * 95,
         _ => false,
     }
+}
+
+/// Order-0 (byte frequency) entropy of `sample` in bits per byte: 8 for random data.
+fn entropy_bits(sample: &[u8]) -> f64 {
+    if sample.is_empty() {
+        return 0.0;
+    }
+    // Four tables so consecutive equal bytes do not serialise on one counter.
+    let mut counts = [[0u32; 256]; 4];
+    let mut quads = sample.chunks_exact(4);
+    for q in &mut quads {
+        counts[0][q[0] as usize] += 1;
+        counts[1][q[1] as usize] += 1;
+        counts[2][q[2] as usize] += 1;
+        counts[3][q[3] as usize] += 1;
+    }
+    for &b in quads.remainder() {
+        counts[0][b as usize] += 1;
+    }
+    let n = sample.len() as f64;
+    (0..256)
+        .map(|i| counts.iter().map(|t| t[i]).sum::<u32>())
+        .filter(|&c| c > 0)
+        .map(|c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 /// Reads until `buf` is full or the file ends.
@@ -328,5 +370,46 @@ impl Progress {
             done.min(self.total) as f64 / MIB,
             self.total as f64 / MIB
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_separates_text_from_noise() {
+        let text = b"{\"level\":\"info\",\"msg\":\"GET /api/items/42 200\"}\n".repeat(400);
+        assert!(entropy_bits(&text) < 5.0);
+        let mut seed = 9u64;
+        let noise: Vec<u8> = (0..16384)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        assert!(entropy_bits(&noise) > 7.9);
+        assert_eq!(entropy_bits(&[7; 100]), 0.0);
+    }
+
+    #[test]
+    fn probe_stores_noise_and_compresses_repeats_of_noise() {
+        let mut probe = Compress::new(Compression::new(1), false);
+        let mut scratch = Vec::new();
+        let mut seed = 3u64;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        assert!(!compresses(&mut probe, &mut scratch, &noise));
+        // High byte entropy but long repeats: deflate's matches pay off.
+        let repeated = noise[..4096].repeat(16);
+        assert!(compresses(&mut probe, &mut scratch, &repeated));
     }
 }

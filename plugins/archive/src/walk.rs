@@ -240,7 +240,7 @@ impl<T: Tree, H: Hooks> Walker<'_, T, H> {
             let (real_path, meta) = match entry.metadata.kind {
                 FileKind::Symlink if self.opts.follow_symlinks => {
                     let target = entry.metadata.symlink_target.clone().unwrap_or_default();
-                    match self.follow(path, &target) {
+                    match self.follow(path, &entry.name, &target) {
                         Ok(resolved) => resolved,
                         Err(e) if e.kind() == ErrorKind::NotFound => {
                             self.hooks.warn(&format!(
@@ -313,9 +313,9 @@ impl<T: Tree, H: Hooks> Walker<'_, T, H> {
         Ok(())
     }
 
-    /// Resolves a symlink found in folder `dir` (a physical path) to its final target.
-    fn follow(&self, dir: &str, target: &str) -> Result<(String, Metadata), Error> {
-        check_relative(dir, target)?;
+    /// Resolves the symlink `name` in folder `dir` (a physical path) to its final target.
+    fn follow(&self, dir: &str, name: &str, target: &str) -> Result<(String, Metadata), Error> {
+        check_relative(&join(dir, name), target)?;
         Resolver {
             tree: self.tree,
             boundary: &self.opts.boundary,

@@ -7,12 +7,10 @@
 //! ```
 //! use qodify_plugin_sdk::prelude::*;
 //!
-//! /// The step's `config` table from the pipeline.
 //! #[derive(Deserialize)]
 //! #[serde(deny_unknown_fields)]
 //! struct Config {
-//!     /// Guest path of the file to write, e.g. `/out/hello.txt`.
-//!     output: String,
+//!     output: String, // guest path in a writable mount, e.g. `/out/hello.txt`
 //! }
 //!
 //! struct Hello;

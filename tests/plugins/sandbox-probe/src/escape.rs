@@ -89,6 +89,10 @@ pub fn run(data: &str, out: &str) -> Output {
     let mut o = Output::new();
     let inside = format!("{data}/inside.txt");
     let original = read_text(&inside).map_err(|e| e.to_string());
+    // Leftovers of an earlier run would turn "created" attempts into "exists" failures.
+    for leftover in ["abs", "abs2", "up", "stolen.txt", "hardlink.txt"] {
+        let _ = fs::remove_file(format!("{out_dir}/{leftover}"));
+    }
 
     // Controls: these must work, or the denials below prove nothing.
     let control_read = match read_text(&format!("{data}/ok.txt")) {
@@ -152,16 +156,6 @@ pub fn run(data: &str, out: &str) -> Output {
         .open(&inside)
         .and_then(|mut f| f.write_all(b"x"));
     o.push_value("append-ro", changed_attempt(&inside, &original, append));
-    o.push_value(
-        "delete-ro",
-        report(fs::remove_file(&inside), |()| "removed".into()),
-    );
-    o.push_value(
-        "mkdir-ro",
-        report(fs::create_dir(format!("{data}/newdir")), |()| {
-            "created".into()
-        }),
-    );
     let stolen = format!("{out_dir}/stolen.txt");
     o.push_value(
         "rename-ro-to-rw",
@@ -171,6 +165,17 @@ pub fn run(data: &str, out: &str) -> Output {
     o.push_value(
         "hardlink-ro-to-rw",
         report(fs::hard_link(&inside, &hardlink), |()| "linked".into()),
+    );
+    // After rename and hardlink: if deleting works, those could not have found the file.
+    o.push_value(
+        "delete-ro",
+        report(fs::remove_file(&inside), |()| "removed".into()),
+    );
+    o.push_value(
+        "mkdir-ro",
+        report(fs::create_dir(format!("{data}/newdir")), |()| {
+            "created".into()
+        }),
     );
 
     // Symlinks created inside the writable mount, pointing out.
