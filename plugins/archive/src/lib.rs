@@ -4,7 +4,7 @@
 //! expose them); entries are sorted, excludes are anchored globs, and file data that does not
 //! compress is stored instead of deflated, which is where the time goes.
 //!
-//! Config (see [`Config`]): `source`, `output`, `name`, `exclude`, `include`, `follow_symlinks`,
+//! Config (see [`Config`]): `source`, `output`, `name`, `exclude`, `keep`, `include`, `follow_symlinks`,
 //! `level`, `prefix`. Returns the artifact `{name, output, size, sha256}` and the outputs `files`,
 //! `bytes` (input bytes) and `excluded`.
 
@@ -34,6 +34,10 @@ pub struct Config {
     /// Globs, relative to `source` and anchored at it, of entries to leave out.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Exclude patterns to drop again: `pattern = true` keeps what `pattern` would exclude.
+    /// Pipelines set the values from params, e.g. `"**/logs/**" = "{{ include.logs }}"`.
+    #[serde(default)]
+    pub keep: std::collections::BTreeMap<String, bool>,
     /// When given, only files matching one of these globs are archived.
     #[serde(default)]
     pub include: Option<Vec<String>>,
@@ -156,11 +160,25 @@ impl Plan {
         if name.is_empty() {
             return Err(Error::invalid_config("name is empty"));
         }
+        for pattern in config.keep.keys() {
+            if !config.exclude.contains(pattern) {
+                return Err(Error::invalid_config(format!(
+                    "keep names `{pattern}`, which is not one of the exclude patterns [{}]",
+                    config.exclude.join(", ")
+                )));
+            }
+        }
+        let exclude: Vec<String> = config
+            .exclude
+            .iter()
+            .filter(|p| !config.keep.get(*p).copied().unwrap_or(false))
+            .cloned()
+            .collect();
         let skip_path = is_within(&source, &output).then(|| output.clone());
         Ok(Plan {
             walk: WalkOptions {
                 boundary: source.clone(),
-                exclude: glob_set("exclude", &config.exclude)?,
+                exclude: glob_set("exclude", &exclude)?,
                 include,
                 follow_symlinks: config.follow_symlinks,
                 skip_path,
