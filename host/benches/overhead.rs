@@ -18,14 +18,20 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let wasm = std::env::args().skip(1).find(|a| a.ends_with(".wasm")).expect("usage: overhead <noop.wasm>");
+    let wasm = std::env::args()
+        .skip(1)
+        .find(|a| a.ends_with(".wasm"))
+        .expect("usage: overhead <noop.wasm>");
     let data = tempfile::tempdir().unwrap();
     let rt = Runtime::new(data.path()).unwrap();
     let bytes = read_hashed(std::path::Path::new(&wasm)).unwrap();
     let pre = rt.prepare(&bytes).unwrap();
     let call = || StepCall {
         context: types::StepContext {
-            customer: types::Customer { id: "42".into(), domain: "bench.example.com".into() },
+            customer: types::Customer {
+                id: "42".into(),
+                domain: "bench.example.com".into(),
+            },
             run_id: "bench".into(),
             run_timestamp: "20261126-000000".into(),
             step_id: "noop".into(),
@@ -71,7 +77,19 @@ fn main() {
     let (w50, w99) = (pct(&mut wasm_times, 0.5), pct(&mut wasm_times, 0.99));
     let (n50, n99) = (pct(&mut native, 0.5), pct(&mut native, 0.99));
     println!("\nper-step overhead, warm cache ({n} calls; native: 300 spawns of /bin/true):");
-    println!("  wasm step   p50 {:>8.3} ms   p99 {:>8.3} ms", w50.as_secs_f64() * 1e3, w99.as_secs_f64() * 1e3);
-    println!("  native proc p50 {:>8.3} ms   p99 {:>8.3} ms", n50.as_secs_f64() * 1e3, n99.as_secs_f64() * 1e3);
-    println!("  ratio (wasm/native) p50 {:.3}×  p99 {:.3}×", w50.as_secs_f64() / n50.as_secs_f64(), w99.as_secs_f64() / n99.as_secs_f64());
+    println!(
+        "  wasm step   p50 {:>8.3} ms   p99 {:>8.3} ms",
+        w50.as_secs_f64() * 1e3,
+        w99.as_secs_f64() * 1e3
+    );
+    println!(
+        "  native proc p50 {:>8.3} ms   p99 {:>8.3} ms",
+        n50.as_secs_f64() * 1e3,
+        n99.as_secs_f64() * 1e3
+    );
+    println!(
+        "  ratio (wasm/native) p50 {:.3}×  p99 {:.3}×",
+        w50.as_secs_f64() / n50.as_secs_f64(),
+        w99.as_secs_f64() / n99.as_secs_f64()
+    );
 }

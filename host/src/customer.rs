@@ -6,7 +6,9 @@ use std::fmt;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CustomerError {
     /// The domain is not a DNS name.
-    #[error("`{domain}` is not a valid customer domain: {why} (expected a DNS name such as shop.example.com)")]
+    #[error(
+        "`{domain}` is not a valid customer domain: {why} (expected a DNS name such as shop.example.com)"
+    )]
     BadDomain {
         /// What was given.
         domain: String,
@@ -14,7 +16,9 @@ pub enum CustomerError {
         why: &'static str,
     },
     /// The id has characters that cannot be stored or shown safely.
-    #[error("`{0}` is not a valid customer id: use 1-64 characters from a-z, A-Z, 0-9, `-` and `_`")]
+    #[error(
+        "`{0}` is not a valid customer id: use 1-64 characters from a-z, A-Z, 0-9, `-` and `_`"
+    )]
     BadId(String),
 }
 
@@ -28,7 +32,10 @@ impl Domain {
     /// `-`, not starting or ending with `-`, at least two labels, and a top-level label that is not
     /// all digits.
     pub fn parse(s: &str) -> Result<Self, CustomerError> {
-        let bad = |why| CustomerError::BadDomain { domain: s.to_owned(), why };
+        let bad = |why| CustomerError::BadDomain {
+            domain: s.to_owned(),
+            why,
+        };
         let lower = s.to_ascii_lowercase();
         if lower.is_empty() || lower.len() > 253 {
             return Err(bad("length must be 1-253 characters"));
@@ -41,14 +48,20 @@ impl Domain {
             if label.is_empty() || label.len() > 63 {
                 return Err(bad("each label must be 1-63 characters"));
             }
-            if !label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
                 return Err(bad("only letters, digits, `-` and `.` are allowed"));
             }
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(bad("a label cannot start or end with `-`"));
             }
         }
-        if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+        if labels
+            .last()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        {
             return Err(bad("the top-level label cannot be numeric"));
         }
         Ok(Self(lower))
@@ -83,7 +96,9 @@ impl Customer {
             Some(id) => {
                 let ok = !id.is_empty()
                     && id.len() <= 64
-                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                 if !ok {
                     return Err(CustomerError::BadId(id.to_owned()));
                 }
@@ -101,15 +116,31 @@ mod tests {
 
     #[test]
     fn accepts_dns_names_and_lowercases_them() {
-        assert_eq!(Domain::parse("Shop.Example.com").unwrap().as_str(), "shop.example.com");
+        assert_eq!(
+            Domain::parse("Shop.Example.com").unwrap().as_str(),
+            "shop.example.com"
+        );
         assert!(Domain::parse("a-b.c1.io").is_ok());
     }
 
     #[test]
     fn refuses_anything_that_could_name_another_folder() {
         for bad in [
-            "", ".", "..", "../etc", "a/b.com", "shop", "shop..com", "-a.com", "a-.com", "a.com.",
-            "a b.com", "a\0.com", "1.2.3.4", "/etc/passwd", "ş.com",
+            "",
+            ".",
+            "..",
+            "../etc",
+            "a/b.com",
+            "shop",
+            "shop..com",
+            "-a.com",
+            "a-.com",
+            "a.com.",
+            "a b.com",
+            "a\0.com",
+            "1.2.3.4",
+            "/etc/passwd",
+            "ş.com",
         ] {
             assert!(Domain::parse(bad).is_err(), "{bad:?} was accepted");
         }

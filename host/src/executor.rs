@@ -80,8 +80,10 @@ pub struct RunOutcome {
 /// Current UTC time as `YYYYMMDD-HHMMSS`.
 pub fn timestamp_now() -> String {
     let now = time::OffsetDateTime::now_utc();
-    now.format(time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
-        .unwrap_or_else(|_| "19700101-000000".into())
+    now.format(time::macros::format_description!(
+        "[year][month][day]-[hour][minute][second]"
+    ))
+    .unwrap_or_else(|_| "19700101-000000".into())
 }
 
 /// A fresh run id.
@@ -90,11 +92,18 @@ pub fn new_run_id() -> String {
 }
 
 fn all_steps(plan: &Plan) -> impl Iterator<Item = &PlannedStep> {
-    plan.stages.iter().chain(&plan.on_failure).chain(&plan.finally).flat_map(|s| s.steps.iter())
+    plan.stages
+        .iter()
+        .chain(&plan.on_failure)
+        .chain(&plan.finally)
+        .flat_map(|s| s.steps.iter())
 }
 
 /// Checks every step's limits against the host ceilings and returns (memory, timeout) per step.
-fn effective_limits(plan: &Plan, settings: &Settings) -> anyhow::Result<HashMap<String, (u64, Duration)>> {
+fn effective_limits(
+    plan: &Plan,
+    settings: &Settings,
+) -> anyhow::Result<HashMap<String, (u64, Duration)>> {
     let c = &settings.ceilings;
     let mut out = HashMap::new();
     for s in all_steps(plan) {
@@ -131,7 +140,9 @@ fn prepare(runtime: &Runtime, req: &RunRequest<'_>) -> anyhow::Result<Prepared> 
     let mut pres = HashMap::new();
     for s in all_steps(req.plan) {
         let (_, bytes) = req.catalog.read(&s.plugin, s.sha256.as_deref())?;
-        let pre = runtime.prepare(&bytes).with_context(|| format!("loading plugin `{}` for step {}", s.plugin, s.id))?;
+        let pre = runtime
+            .prepare(&bytes)
+            .with_context(|| format!("loading plugin `{}` for step {}", s.plugin, s.id))?;
         pres.insert(s.id.clone(), pre);
     }
     Ok(Prepared { pres, limits })
@@ -141,8 +152,14 @@ fn prepare(runtime: &Runtime, req: &RunRequest<'_>) -> anyhow::Result<Prepared> 
 /// start at all (then nothing ran).
 pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
-    let work = req.settings.data_dir.join("runs").join(&req.run_id).join("work");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating the run's work folder {}", work.display()))?;
+    let work = req
+        .settings
+        .data_dir
+        .join("runs")
+        .join(&req.run_id)
+        .join("work");
+    std::fs::create_dir_all(&work)
+        .with_context(|| format!("creating the run's work folder {}", work.display()))?;
     let outcome = execute_in(runtime, &req, &work, started);
     if let Some(run_dir) = work.parent() {
         let _ = std::fs::remove_dir_all(run_dir);
@@ -150,17 +167,34 @@ pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutc
     outcome
 }
 
-fn execute_in(runtime: &Runtime, req: &RunRequest<'_>, work: &Path, started: Instant) -> anyhow::Result<RunOutcome> {
+fn execute_in(
+    runtime: &Runtime,
+    req: &RunRequest<'_>,
+    work: &Path,
+    started: Instant,
+) -> anyhow::Result<RunOutcome> {
     let prepared = prepare(runtime, req)?;
-    let roots = Roots::open(&req.settings.customers_root, req.customer.domain.as_str(), work)?;
+    let roots = Roots::open(
+        &req.settings.customers_root,
+        req.customer.domain.as_str(),
+        work,
+    )?;
     req.events.emit(Event::RunStarted {
         run_id: req.run_id.clone(),
         pipeline: req.plan.pipeline.clone(),
         customer: req.customer.domain.to_string(),
-        steps: req.plan.stages.iter().flat_map(|s| s.steps.iter().map(|s| s.id.clone())).collect(),
+        steps: req
+            .plan
+            .stages
+            .iter()
+            .flat_map(|s| s.steps.iter().map(|s| s.id.clone()))
+            .collect(),
     });
     for skipped in &req.plan.skipped {
-        req.events.emit(Event::StepSkipped { step: skipped.id.clone(), reason: skipped.reason.clone() });
+        req.events.emit(Event::StepSkipped {
+            step: skipped.id.clone(),
+            reason: skipped.reason.clone(),
+        });
     }
 
     let mut records = Vec::new();
@@ -168,14 +202,25 @@ fn execute_in(runtime: &Runtime, req: &RunRequest<'_>, work: &Path, started: Ins
     let mut first_error: Option<String> = None;
     let mut status = RunStatus::Succeeded;
 
-    let run_stages = |stages: &[Stage], records: &mut Vec<StepRecord>, previous: &mut Vec<types::StepOutputs>, stop_on_failure: bool| -> Option<(RunStatus, String)> {
+    let run_stages = |stages: &[Stage],
+                      records: &mut Vec<StepRecord>,
+                      previous: &mut Vec<types::StepOutputs>,
+                      stop_on_failure: bool|
+     -> Option<(RunStatus, String)> {
         let mut failure = None;
         for stage in stages {
             if stop_on_failure && (failure.is_some() || req.cancel.is_cancelled()) {
                 break;
             }
             let results: Vec<StepRecord> = if stage.steps.len() == 1 {
-                vec![run_step(runtime, req, &prepared, &roots, &stage.steps[0], previous)]
+                vec![run_step(
+                    runtime,
+                    req,
+                    &prepared,
+                    &roots,
+                    &stage.steps[0],
+                    previous,
+                )]
             } else {
                 std::thread::scope(|scope| {
                     let handles: Vec<_> = stage
@@ -185,15 +230,24 @@ fn execute_in(runtime: &Runtime, req: &RunRequest<'_>, work: &Path, started: Ins
                             let previous = previous.clone();
                             let prepared = &prepared;
                             let roots = &roots;
-                            scope.spawn(move || run_step(runtime, req, prepared, roots, s, &previous))
+                            scope.spawn(move || {
+                                run_step(runtime, req, prepared, roots, s, &previous)
+                            })
                         })
                         .collect();
-                    handles.into_iter().map(|h| h.join().expect("step thread panicked")).collect()
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("step thread panicked"))
+                        .collect()
                 })
             };
             for r in results {
                 if r.status == "failed" && failure.is_none() {
-                    let st = if req.cancel.is_cancelled() { RunStatus::Cancelled } else { RunStatus::Failed };
+                    let st = if req.cancel.is_cancelled() {
+                        RunStatus::Cancelled
+                    } else {
+                        RunStatus::Failed
+                    };
                     failure = Some((st, r.error.clone().unwrap_or_default()));
                 }
                 if r.status == "succeeded" {
@@ -209,7 +263,14 @@ fn execute_in(runtime: &Runtime, req: &RunRequest<'_>, work: &Path, started: Ins
                                 sha256: a.sha256.clone(),
                             })
                             .collect(),
-                        outputs: r.outputs.iter().map(|(k, v)| types::Output { key: k.clone(), value: v.clone() }).collect(),
+                        outputs: r
+                            .outputs
+                            .iter()
+                            .map(|(k, v)| types::Output {
+                                key: k.clone(),
+                                value: v.clone(),
+                            })
+                            .collect(),
                     });
                 }
                 records.push(r);
@@ -236,7 +297,13 @@ fn execute_in(runtime: &Runtime, req: &RunRequest<'_>, work: &Path, started: Ins
         duration_ms,
         error: first_error.clone(),
     });
-    Ok(RunOutcome { run_id: req.run_id.clone(), status, steps: records, error: first_error, duration_ms })
+    Ok(RunOutcome {
+        run_id: req.run_id.clone(),
+        status,
+        steps: records,
+        error: first_error,
+        duration_ms,
+    })
 }
 
 fn param_value(v: &ParamValue) -> types::ParamValue {
@@ -267,29 +334,48 @@ fn run_step(
     };
     let fail = |mut record: StepRecord, err: String| {
         record.duration_ms = started.elapsed().as_millis() as u64;
-        req.events.emit(Event::StepFailed { step: record.id.clone(), duration_ms: record.duration_ms, error: err.clone() });
+        req.events.emit(Event::StepFailed {
+            step: record.id.clone(),
+            duration_ms: record.duration_ms,
+            error: err.clone(),
+        });
         record.error = Some(err);
         record
     };
     if req.cancel.is_cancelled() {
-        return fail(record, StepFailure::Cancelled { step: step.id.clone() }.to_string());
+        return fail(
+            record,
+            StepFailure::Cancelled {
+                step: step.id.clone(),
+            }
+            .to_string(),
+        );
     }
     let mounts = match MountTable::resolve(&step.mounts, roots) {
         Ok(Some(m)) => m,
         Ok(None) => {
             let reason = "an optional mount's folder is missing".to_owned();
-            req.events.emit(Event::StepSkipped { step: step.id.clone(), reason: reason.clone() });
+            req.events.emit(Event::StepSkipped {
+                step: step.id.clone(),
+                reason: reason.clone(),
+            });
             record.status = "skipped";
             record.error = Some(reason);
             return record;
         }
         Err(e) => return fail(record, format!("step {}: {e}", step.id)),
     };
-    req.events.emit(Event::StepStarted { step: step.id.clone(), plugin: step.plugin.clone() });
+    req.events.emit(Event::StepStarted {
+        step: step.id.clone(),
+        plugin: step.plugin.clone(),
+    });
 
     let (memory_bytes, timeout) = prepared.limits[&step.id];
     let context = types::StepContext {
-        customer: types::Customer { id: req.customer.id.clone(), domain: req.customer.domain.to_string() },
+        customer: types::Customer {
+            id: req.customer.id.clone(),
+            domain: req.customer.domain.to_string(),
+        },
         run_id: req.run_id.clone(),
         run_timestamp: req.timestamp.clone(),
         step_id: step.id.clone(),
@@ -297,10 +383,19 @@ fn run_step(
             .plan
             .params
             .iter()
-            .map(|(k, v)| types::Param { name: k.clone(), value: param_value(v) })
+            .map(|(k, v)| types::Param {
+                name: k.clone(),
+                value: param_value(v),
+            })
             .collect(),
         config: step.config.to_string(),
-        mounts: mounts.iter().map(|m| types::Mount { guest_path: m.guest.clone(), writable: m.writable }).collect(),
+        mounts: mounts
+            .iter()
+            .map(|m| types::Mount {
+                guest_path: m.guest.clone(),
+                writable: m.writable,
+            })
+            .collect(),
         previous: previous.to_vec(),
     };
     let host = StepHost {
@@ -315,7 +410,12 @@ fn run_step(
         last_progress: None,
         secrets: Vec::new(),
     };
-    let call = StepCall { context, host, memory_bytes, timeout };
+    let call = StepCall {
+        context,
+        host,
+        memory_bytes,
+        timeout,
+    };
     let (result, host) = match runtime.call(&prepared.pres[&step.id], call) {
         Ok(r) => r,
         Err(e) => return fail(record, e.to_string()),
@@ -323,10 +423,21 @@ fn run_step(
     match check_result(&result, &host, req.settings.ceilings.max_outputs) {
         Ok(artifacts) => record.artifacts = artifacts,
         Err(message) => {
-            return fail(record, StepFailure::InvalidResult { step: step.id.clone(), message }.to_string());
+            return fail(
+                record,
+                StepFailure::InvalidResult {
+                    step: step.id.clone(),
+                    message,
+                }
+                .to_string(),
+            );
         }
     }
-    record.outputs = result.outputs.iter().map(|o| (o.key.clone(), host.redact(&o.value))).collect();
+    record.outputs = result
+        .outputs
+        .iter()
+        .map(|o| (o.key.clone(), host.redact(&o.value)))
+        .collect();
     record.status = "succeeded";
     record.duration_ms = started.elapsed().as_millis() as u64;
     req.events.emit(Event::StepSucceeded {
@@ -340,26 +451,47 @@ fn run_step(
 
 /// Checks what a plugin returned: counts, and every artifact's size and sha256 against the file,
 /// which must be a regular file inside the step's mounts (never reached through a symlink).
-fn check_result(result: &types::StepResult, host: &StepHost, max_outputs: usize) -> Result<Vec<VerifiedArtifact>, String> {
+fn check_result(
+    result: &types::StepResult,
+    host: &StepHost,
+    max_outputs: usize,
+) -> Result<Vec<VerifiedArtifact>, String> {
     let n = result.artifacts.len() + result.outputs.len();
     if n > max_outputs {
-        return Err(format!("{n} artifacts and outputs, more than the limit of {max_outputs}"));
+        return Err(format!(
+            "{n} artifacts and outputs, more than the limit of {max_outputs}"
+        ));
     }
     for o in &result.outputs {
         if o.key.len() > 256 || o.value.len() > 64 * 1024 {
-            return Err(format!("output `{}` is too large (keys up to 256 bytes, values up to 64 KiB)", o.key.chars().take(64).collect::<String>()));
+            return Err(format!(
+                "output `{}` is too large (keys up to 256 bytes, values up to 64 KiB)",
+                o.key.chars().take(64).collect::<String>()
+            ));
         }
     }
     let mut out = Vec::with_capacity(result.artifacts.len());
     for a in &result.artifacts {
-        let loc = host.mounts.locate(&a.path).map_err(|e| format!("artifact `{}`: {e}", a.name))?;
-        let (dir, name) = loc.parent().map_err(|e| format!("artifact `{}` at {}: {e}", a.name, a.path))?;
-        let (size, sha) = hash_file_at(&dir, &name).map_err(|e| format!("artifact `{}` at {}: {e}", a.name, a.path))?;
+        let loc = host
+            .mounts
+            .locate(&a.path)
+            .map_err(|e| format!("artifact `{}`: {e}", a.name))?;
+        let (dir, name) = loc
+            .parent()
+            .map_err(|e| format!("artifact `{}` at {}: {e}", a.name, a.path))?;
+        let (size, sha) = hash_file_at(&dir, &name)
+            .map_err(|e| format!("artifact `{}` at {}: {e}", a.name, a.path))?;
         if size != a.size {
-            return Err(format!("artifact `{}` at {}: the plugin says {} bytes but the file has {size}", a.name, a.path, a.size));
+            return Err(format!(
+                "artifact `{}` at {}: the plugin says {} bytes but the file has {size}",
+                a.name, a.path, a.size
+            ));
         }
         if !sha.eq_ignore_ascii_case(&a.sha256) {
-            return Err(format!("artifact `{}` at {}: the plugin says sha256 {} but the file hashes to {sha}", a.name, a.path, a.sha256));
+            return Err(format!(
+                "artifact `{}` at {}: the plugin says sha256 {} but the file hashes to {sha}",
+                a.name, a.path, a.sha256
+            ));
         }
         let rel: PathBuf = loc.mount.rel.join(&loc.rel);
         out.push(VerifiedArtifact {
@@ -378,9 +510,23 @@ fn check_result(result: &types::StepResult, host: &StepHost, max_outputs: usize)
 }
 
 /// Size and sha256 of the regular file `name` in `dir`, opened without following symlinks.
-pub fn hash_file_at(dir: &cap_std::fs::Dir, name: &std::ffi::OsStr) -> std::io::Result<(u64, String)> {
-    let fd = rustix::fs::openat(dir.as_fd(), name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty())
-        .map_err(|e| if e == rustix::io::Errno::LOOP { std::io::Error::other("is a symlink; artifacts must be regular files") } else { e.into() })?;
+pub fn hash_file_at(
+    dir: &cap_std::fs::Dir,
+    name: &std::ffi::OsStr,
+) -> std::io::Result<(u64, String)> {
+    let fd = rustix::fs::openat(
+        dir.as_fd(),
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        if e == rustix::io::Errno::LOOP {
+            std::io::Error::other("is a symlink; artifacts must be regular files")
+        } else {
+            e.into()
+        }
+    })?;
     let st = rustix::fs::fstat(&fd)?;
     if st.st_mode & 0o170000 != 0o100000 {
         return Err(std::io::Error::other("not a regular file"));

@@ -26,7 +26,12 @@ use qodify_host::settings::{Overrides, Settings};
 /// wasm32-wasip2 component) that sees only the folders its step grants, inside one customer's
 /// folder (<customers-root>/<domain>/), read-only unless granted more.
 #[derive(Parser)]
-#[command(name = "qodify-host", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "qodify-host",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 #[command(after_help = "Examples:
   qodify-host validate                          check every pipeline and tier overlay
   qodify-host plan backup --customer shop.example.com --tier paid
@@ -129,7 +134,9 @@ struct RunArgs {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not KEY=VALUE (e.g. type=custom)"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE (e.g. type=custom)"))?;
     if k.is_empty() {
         return Err(format!("`{s}` has an empty key"));
     }
@@ -138,10 +145,15 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.global.verbose { "qodify_host=debug,info" } else { "warn" };
+    let filter = if cli.global.verbose {
+        "qodify_host=debug,info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("QODIFY_LOG").unwrap_or_else(|_| filter.into()),
+            tracing_subscriber::EnvFilter::try_from_env("QODIFY_LOG")
+                .unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -169,7 +181,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run_cmd(&settings, &args, cli.global.verbose),
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&settings, json),
         Command::Schema { overlay } => {
-            let schema = if overlay { pipeline::overlay_schema() } else { pipeline::pipeline_schema() };
+            let schema = if overlay {
+                pipeline::overlay_schema()
+            } else {
+                pipeline::pipeline_schema()
+            };
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -198,7 +214,11 @@ fn pipeline_path(settings: &Settings, name: &str) -> Result<PathBuf> {
     bail!(
         "no pipeline `{name}` in {} (known: {}); pass a path to a .toml file or set --pipelines-dir",
         settings.pipelines_dir.display(),
-        if known.is_empty() { "none".into() } else { known.join(", ") }
+        if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        }
     )
 }
 
@@ -215,7 +235,9 @@ fn list_toml(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn is_overlay(path: &Path) -> bool {
-    path.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "tiers")
+    path.parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "tiers")
 }
 
 fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
@@ -227,14 +249,19 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
     let known = |id: &str| !check_plugins || cat.contains(id);
     let hint = cat.hint();
     let (pipelines, overlays): (Vec<PathBuf>, Vec<PathBuf>) = if files.is_empty() {
-        (list_toml(&settings.pipelines_dir), list_toml(&settings.pipelines_dir.join("tiers")))
+        (
+            list_toml(&settings.pipelines_dir),
+            list_toml(&settings.pipelines_dir.join("tiers")),
+        )
     } else {
         files.iter().cloned().partition(|p| !is_overlay(p))
     };
     let mut errors = 0usize;
     let mut loaded: BTreeMap<String, Pipeline> = BTreeMap::new();
     for path in &pipelines {
-        match pipeline::load_pipeline(path).and_then(|p| pipeline::validate(&p, &known, &hint).map(|()| p)) {
+        match pipeline::load_pipeline(path)
+            .and_then(|p| pipeline::validate(&p, &known, &hint).map(|()| p))
+        {
             Ok(p) => {
                 println!("ok    {}", path.display());
                 loaded.insert(p.name().to_owned(), p);
@@ -258,18 +285,25 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
         for name in overlay.pipelines().map(str::to_owned).collect::<Vec<_>>() {
             let base = match loaded.get(&name) {
                 Some(p) => p.clone(),
-                None => match pipeline_path(settings, &name).map_err(|e| e.to_string()).and_then(|p| {
-                    pipeline::load_pipeline(&p).map_err(|d| d.to_string())
-                }) {
+                None => match pipeline_path(settings, &name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| pipeline::load_pipeline(&p).map_err(|d| d.to_string()))
+                {
                     Ok(p) => p,
                     Err(e) => {
                         ok = false;
-                        eprintln!("{}: error: overlay patches pipeline `{name}`: {e}", path.display());
+                        eprintln!(
+                            "{}: error: overlay patches pipeline `{name}`: {e}",
+                            path.display()
+                        );
                         continue;
                     }
                 },
             };
-            if let Err(d) = overlay.apply(&base).and_then(|p| pipeline::validate(&p, &known, &hint)) {
+            if let Err(d) = overlay
+                .apply(&base)
+                .and_then(|p| pipeline::validate(&p, &known, &hint))
+            {
                 ok = false;
                 eprintln!("{d}");
             }
@@ -281,7 +315,10 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
         }
     }
     if pipelines.is_empty() && overlays.is_empty() {
-        bail!("nothing to validate in {}", settings.pipelines_dir.display());
+        bail!(
+            "nothing to validate in {}",
+            settings.pipelines_dir.display()
+        );
     }
     if errors > 0 {
         eprintln!("{errors} file(s) with errors");
@@ -308,8 +345,15 @@ fn load_for_run(settings: &Settings, cat: &Catalog, args: &RunArgs) -> Result<Lo
             qodify_host::plugins::valid_id(tier),
             "tier `{tier}` is not a valid tier name (lowercase letters, digits and `-`)"
         );
-        let opath = settings.pipelines_dir.join("tiers").join(format!("{tier}.toml"));
-        anyhow::ensure!(opath.is_file(), "no tier overlay {} for tier `{tier}`", opath.display());
+        let opath = settings
+            .pipelines_dir
+            .join("tiers")
+            .join(format!("{tier}.toml"));
+        anyhow::ensure!(
+            opath.is_file(),
+            "no tier overlay {} for tier `{tier}`",
+            opath.display()
+        );
         let overlay = pipeline::load_overlay(&opath).map_err(|d| anyhow::anyhow!("{d}"))?;
         p = overlay.apply(&p).map_err(|d| anyhow::anyhow!("{d}"))?;
     }
@@ -323,8 +367,14 @@ fn load_for_run(settings: &Settings, cat: &Catalog, args: &RunArgs) -> Result<Lo
         timestamp: timestamp.clone(),
         params: args.params.iter().cloned().collect(),
     };
-    let plan = pipeline::resolve(&p, &inputs).with_context(|| format!("pipeline {}", path.display()))?;
-    Ok(Loaded { customer, plan, run_id, timestamp })
+    let plan =
+        pipeline::resolve(&p, &inputs).with_context(|| format!("pipeline {}", path.display()))?;
+    Ok(Loaded {
+        customer,
+        plan,
+        run_id,
+        timestamp,
+    })
 }
 
 fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
@@ -335,12 +385,24 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let plan = &loaded.plan;
-    println!("pipeline {} for {} ({})", plan.pipeline, loaded.customer.domain, settings.customers_root.join(loaded.customer.domain.as_str()).display());
+    println!(
+        "pipeline {} for {} ({})",
+        plan.pipeline,
+        loaded.customer.domain,
+        settings
+            .customers_root
+            .join(loaded.customer.domain.as_str())
+            .display()
+    );
     println!("params:");
     for (k, v) in &plan.params {
         println!("  {k} = {}", serde_json::to_string(v)?);
     }
-    let sections = [("steps", &plan.stages), ("on failure", &plan.on_failure), ("finally", &plan.finally)];
+    let sections = [
+        ("steps", &plan.stages),
+        ("on failure", &plan.on_failure),
+        ("finally", &plan.finally),
+    ];
     for (title, stages) in sections {
         if stages.is_empty() {
             continue;
@@ -351,7 +413,11 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
                 println!("  group {g} (concurrent):");
             }
             for s in &stage.steps {
-                let pin = s.sha256.as_deref().map(|p| format!(" sha256={}", &p[..12.min(p.len())])).unwrap_or_default();
+                let pin = s
+                    .sha256
+                    .as_deref()
+                    .map(|p| format!(" sha256={}", &p[..12.min(p.len())]))
+                    .unwrap_or_default();
                 println!("  - {} [{}{}]", s.id, s.plugin, pin);
                 for m in &s.mounts {
                     let root = match m.from {
@@ -362,10 +428,17 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
                         "      mount {} <- {root}:{}/ ({}{}{}){}",
                         m.guest,
                         m.path.display(),
-                        if m.writable { "read-write" } else { "read-only" },
+                        if m.writable {
+                            "read-write"
+                        } else {
+                            "read-only"
+                        },
                         if m.create { ", created if missing" } else { "" },
                         if m.optional { ", optional" } else { "" },
-                        m.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()
+                        m.reason
+                            .as_deref()
+                            .map(|r| format!(" — {r}"))
+                            .unwrap_or_default()
                     );
                 }
                 for c in &s.commands {
@@ -374,14 +447,19 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
                         c.program,
                         c.args.join(" "),
                         c.env.join(", "),
-                        c.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default()
+                        c.reason
+                            .as_deref()
+                            .map(|r| format!(" — {r}"))
+                            .unwrap_or_default()
                     );
                 }
                 let c = &settings.ceilings;
                 println!(
                     "      limits memory {} timeout {}",
                     human_bytes(s.limits.memory_bytes.unwrap_or(c.default_memory_bytes)),
-                    qodify_host::runtime::human_duration(s.limits.timeout.unwrap_or(c.default_timeout))
+                    qodify_host::runtime::human_duration(
+                        s.limits.timeout.unwrap_or(c.default_timeout)
+                    )
                 );
             }
         }
@@ -432,7 +510,10 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
         },
     )?;
     if args.json {
-        println!("{}", serde_json::json!({ "event": "run-result", "result": outcome }));
+        println!(
+            "{}",
+            serde_json::json!({ "event": "run-result", "result": outcome })
+        );
     }
     Ok(match outcome.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,

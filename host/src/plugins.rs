@@ -70,7 +70,9 @@ pub struct Catalog {
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 63
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-')
 }
 
@@ -79,8 +81,11 @@ impl Catalog {
     pub fn scan(dirs: &[PathBuf]) -> Self {
         let mut plugins = BTreeMap::new();
         for dir in dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
-            let mut found: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut found: Vec<PathBuf> =
+                entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             found.sort();
             for path in found {
                 if path.extension().is_some_and(|e| e == "wasm")
@@ -88,11 +93,17 @@ impl Catalog {
                     && valid_id(id)
                     && path.is_file()
                 {
-                    plugins.entry(id.to_owned()).or_insert(PluginFile { id: id.to_owned(), path });
+                    plugins.entry(id.to_owned()).or_insert(PluginFile {
+                        id: id.to_owned(),
+                        path,
+                    });
                 }
             }
         }
-        Self { plugins, dirs: dirs.to_vec() }
+        Self {
+            plugins,
+            dirs: dirs.to_vec(),
+        }
     }
 
     /// All plugins, by id.
@@ -110,20 +121,34 @@ impl Catalog {
         if self.plugins.is_empty() {
             format!(
                 "no plugins found in {} (build them with `cargo xtask build`, or set plugin_dirs in qodify-host.toml / --plugins-dir)",
-                self.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                self.dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         } else {
-            format!("known plugins: {}", self.plugins.keys().cloned().collect::<Vec<_>>().join(", "))
+            format!(
+                "known plugins: {}",
+                self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
         }
     }
 
     /// The plugin with this id.
     pub fn get(&self, id: &str) -> Result<&PluginFile, PluginError> {
-        self.plugins.get(id).ok_or_else(|| PluginError::Unknown { id: id.to_owned(), hint: self.hint() })
+        self.plugins.get(id).ok_or_else(|| PluginError::Unknown {
+            id: id.to_owned(),
+            hint: self.hint(),
+        })
     }
 
     /// Reads a plugin and checks its pin.
-    pub fn read(&self, id: &str, pin: Option<&str>) -> Result<(PluginFile, PluginBytes), PluginError> {
+    pub fn read(
+        &self,
+        id: &str,
+        pin: Option<&str>,
+    ) -> Result<(PluginFile, PluginBytes), PluginError> {
         let file = self.get(id)?.clone();
         let bytes = read_hashed(&file.path)?;
         if let Some(pin) = pin
@@ -142,9 +167,14 @@ impl Catalog {
 
 /// Reads a file and hashes it.
 pub fn read_hashed(path: &Path) -> Result<PluginBytes, PluginError> {
-    let io = |source| PluginError::Io { path: path.to_owned(), source };
+    let io = |source| PluginError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut bytes = Vec::new();
-    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io)?;
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io)?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     Ok(PluginBytes { bytes, sha256 })
 }

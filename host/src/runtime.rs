@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use wasmtime::component::{Component, HasData, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
+};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -104,7 +106,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 || (v.fract() == 0.0) { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 || (v.fract() == 0.0) {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// Formats a duration as `10m`, `1h30m`, `2.5s`.
@@ -137,12 +143,22 @@ struct StepLimiter {
 }
 
 impl ResourceLimiter for StepLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let ok = self.inner.memory_growing(current, desired, maximum)?;
         self.memory_refused |= !ok;
         Ok(ok)
     }
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.inner.table_growing(current, desired, maximum)
     }
     fn instances(&self) -> usize {
@@ -167,7 +183,10 @@ pub struct StepState {
 
 impl WasiView for StepState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -189,7 +208,12 @@ struct LogStream {
 
 impl LogStream {
     fn new(step: &str, events: Arc<dyn EventSink>, secrets: Vec<String>) -> Self {
-        Self { step: step.to_owned(), events, secrets: Arc::new(secrets), state: Default::default() }
+        Self {
+            step: step.to_owned(),
+            events,
+            secrets: Arc::new(secrets),
+            state: Default::default(),
+        }
     }
 
     fn push(&self, bytes: &[u8], flush: bool) {
@@ -242,7 +266,11 @@ impl StdoutStream for LogStream {
 }
 
 impl tokio::io::AsyncWrite for LogStream {
-    fn poll_write(self: Pin<&mut Self>, _: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf, false);
         Poll::Ready(Ok(buf.len()))
     }
@@ -289,14 +317,19 @@ impl Runtime {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.parallel_compilation(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
         Step::add_to_linker::<StepState, HostCaps>(&mut linker, |s: &mut StepState| &mut s.host)
             .map_err(anyhow::Error::from)?;
 
-        let cache_dir = data_dir.join("cache").join("components").join(engine_key(&engine));
+        let cache_dir = data_dir
+            .join("cache")
+            .join("components")
+            .join(engine_key(&engine));
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -316,7 +349,13 @@ impl Runtime {
                 .context("starting the epoch thread")?;
         }
 
-        Ok(Self { engine, linker, cache_dir, compiled: Mutex::new(HashMap::new()), stop_ticker })
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir,
+            compiled: Mutex::new(HashMap::new()),
+            stop_ticker,
+        })
     }
 
     /// The engine.
@@ -331,7 +370,12 @@ impl Runtime {
 
     /// Compiles (or loads from the caches) a plugin and pre-links it.
     pub fn prepare(&self, plugin: &PluginBytes) -> anyhow::Result<StepPre<StepState>> {
-        if let Some(pre) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&plugin.sha256) {
+        if let Some(pre) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&plugin.sha256)
+        {
             return Ok(pre.clone());
         }
         let component = self.load_component(plugin)?;
@@ -343,7 +387,10 @@ impl Runtime {
         let pre = StepPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the plugin does not export the qodify:pipeline step world")?;
-        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(plugin.sha256.clone(), pre.clone());
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plugin.sha256.clone(), pre.clone());
         Ok(pre)
     }
 
@@ -355,7 +402,9 @@ impl Runtime {
             // a user-supplied `.cwasm` is never loaded.
             match unsafe { Component::deserialize_file(&self.engine, &cached) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!("ignoring unusable compile cache {}: {e}", cached.display()),
+                Err(e) => {
+                    tracing::warn!("ignoring unusable compile cache {}: {e}", cached.display())
+                }
             }
         }
         let component = Component::new(&self.engine, &plugin.bytes)
@@ -378,18 +427,33 @@ impl Runtime {
 
     /// Runs one step to completion in a fresh store. Returns the plugin's result and the
     /// capabilities (whose mounts the caller uses to check artifacts).
-    pub fn call(&self, pre: &StepPre<StepState>, call: StepCall) -> Result<(types::StepResult, StepHost), StepFailure> {
+    pub fn call(
+        &self,
+        pre: &StepPre<StepState>,
+        call: StepCall,
+    ) -> Result<(types::StepResult, StepHost), StepFailure> {
         let step = call.host.step_id.clone();
-        let setup = |message: String| StepFailure::Setup { step: step.clone(), message };
+        let setup = |message: String| StepFailure::Setup {
+            step: step.clone(),
+            message,
+        };
 
         let mut wasi = WasiCtxBuilder::new();
         let secrets = call.host.secrets.clone();
-        wasi.stdout(LogStream::new(&step, call.host.events.clone(), secrets.clone()))
-            .stderr(LogStream::new(&step, call.host.events.clone(), secrets))
-            .max_random_size(MAX_RANDOM_BYTES)
-            .allow_blocking_current_thread(true);
+        wasi.stdout(LogStream::new(
+            &step,
+            call.host.events.clone(),
+            secrets.clone(),
+        ))
+        .stderr(LogStream::new(&step, call.host.events.clone(), secrets))
+        .max_random_size(MAX_RANDOM_BYTES)
+        .allow_blocking_current_thread(true);
         for m in call.host.mounts.iter() {
-            let perms = if m.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            let perms = if m.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
             wasi.preopened_dir(m.reopen_path(), &m.guest, perms)
                 .map_err(|e| setup(format!("preopening mount {}: {e}", m.guest)))?;
         }
@@ -410,7 +474,13 @@ impl Runtime {
         let deadline = Instant::now() + call.timeout;
         let mut host = call.host;
         host.deadline = host.deadline.min(deadline);
-        let state = StepState { wasi: wasi.build(), table, limiter, stop: None, host };
+        let state = StepState {
+            wasi: wasi.build(),
+            table,
+            limiter,
+            stop: None,
+            host,
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(HOSTCALL_FUEL);
@@ -429,20 +499,33 @@ impl Runtime {
             Ok(UpdateDeadline::Continue(1))
         });
 
-        let outcome = pre.instantiate(&mut store).and_then(|inst| inst.call_run(&mut store, &call.context));
+        let outcome = pre
+            .instantiate(&mut store)
+            .and_then(|inst| inst.call_run(&mut store, &call.context));
         let state = store.into_data();
         let classify = |trap: wasmtime::Error| -> StepFailure {
             match state.stop {
-                Some(StopReason::Cancelled) => return StepFailure::Cancelled { step: step.clone() },
+                Some(StopReason::Cancelled) => {
+                    return StepFailure::Cancelled { step: step.clone() };
+                }
                 Some(StopReason::Timeout) => {
-                    return StepFailure::Timeout { step: step.clone(), limit: human_duration(call.timeout) };
+                    return StepFailure::Timeout {
+                        step: step.clone(),
+                        limit: human_duration(call.timeout),
+                    };
                 }
                 None => {}
             }
             if state.limiter.memory_refused {
-                return StepFailure::Memory { step: step.clone(), limit: human_bytes(call.memory_bytes) };
+                return StepFailure::Memory {
+                    step: step.clone(),
+                    limit: human_bytes(call.memory_bytes),
+                };
             }
-            StepFailure::Trap { step: step.clone(), message: format!("{trap:?}") }
+            StepFailure::Trap {
+                step: step.clone(),
+                message: format!("{trap:?}"),
+            }
         };
         match outcome {
             Ok(Ok(result)) => Ok((result, state.host)),

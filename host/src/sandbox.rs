@@ -38,7 +38,9 @@ pub enum SandboxError {
         path: String,
     },
     /// The mount would leave its root (through a symlink, usually).
-    #[error("mount {guest}: {root}/{path} leads outside the {root} folder ({source}); grants never reach outside it")]
+    #[error(
+        "mount {guest}: {root}/{path} leads outside the {root} folder ({source}); grants never reach outside it"
+    )]
     Escape {
         /// Guest path of the mount.
         guest: String,
@@ -87,10 +89,17 @@ pub struct Roots {
 
 impl Roots {
     /// Opens `<customers_root>/<domain>` and the run's work folder.
-    pub fn open(customers_root: &Path, domain: &str, work_path: &Path) -> Result<Self, SandboxError> {
+    pub fn open(
+        customers_root: &Path,
+        domain: &str,
+        work_path: &Path,
+    ) -> Result<Self, SandboxError> {
         let customer_path = customers_root.join(domain);
-        let missing = || SandboxError::NoCustomerFolder { path: customer_path.clone() };
-        let root = Dir::open_ambient_dir(customers_root, ambient_authority()).map_err(|_| missing())?;
+        let missing = || SandboxError::NoCustomerFolder {
+            path: customer_path.clone(),
+        };
+        let root =
+            Dir::open_ambient_dir(customers_root, ambient_authority()).map_err(|_| missing())?;
         // `domain` is a validated DNS name: one normal component. cap-std refuses a `<domain>`
         // symlink that leads out of the customers root.
         let customer = root.open_dir(domain).map_err(|_| missing())?;
@@ -102,7 +111,12 @@ impl Roots {
                 source,
             }
         })?;
-        Ok(Self { customer, customer_path, work, work_path: work_path.to_path_buf() })
+        Ok(Self {
+            customer,
+            customer_path,
+            work,
+            work_path: work_path.to_path_buf(),
+        })
     }
 }
 
@@ -164,20 +178,28 @@ impl MountTable {
             let root = root_name(m.from);
             let path_str = m.path.display().to_string();
             // The loader already refuses these; checked again because grants are the boundary.
-            if m.path.components().any(|c| !matches!(c, Component::Normal(_))) {
+            if m.path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+            {
                 return Err(SandboxError::Escape {
                     guest: m.guest.clone(),
                     root,
                     path: path_str,
-                    source: std::io::Error::other("only plain folder names are allowed in grant paths"),
+                    source: std::io::Error::other(
+                        "only plain folder names are allowed in grant paths",
+                    ),
                 });
             }
             let opened = if m.path.as_os_str().is_empty() {
                 base.try_clone()
             } else {
                 match base.open_dir(&m.path) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && m.create && m.writable => {
-                        base.create_dir_all(&m.path).and_then(|()| base.open_dir(&m.path))
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound && m.create && m.writable =>
+                    {
+                        base.create_dir_all(&m.path)
+                            .and_then(|()| base.open_dir(&m.path))
                     }
                     other => other,
                 }
@@ -188,18 +210,37 @@ impl MountTable {
                     if m.optional {
                         return Ok(None);
                     }
-                    return Err(SandboxError::Missing { guest: m.guest.clone(), root, path: path_str });
+                    return Err(SandboxError::Missing {
+                        guest: m.guest.clone(),
+                        root,
+                        path: path_str,
+                    });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                    return Err(SandboxError::NotADir { guest: m.guest.clone(), root, path: path_str });
+                    return Err(SandboxError::NotADir {
+                        guest: m.guest.clone(),
+                        root,
+                        path: path_str,
+                    });
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied
-                    || e.to_string().contains("outside") =>
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::PermissionDenied
+                        || e.to_string().contains("outside") =>
                 {
-                    return Err(SandboxError::Escape { guest: m.guest.clone(), root, path: path_str, source: e });
+                    return Err(SandboxError::Escape {
+                        guest: m.guest.clone(),
+                        root,
+                        path: path_str,
+                        source: e,
+                    });
                 }
                 Err(source) => {
-                    return Err(SandboxError::Io { guest: m.guest.clone(), root, path: path_str, source });
+                    return Err(SandboxError::Io {
+                        guest: m.guest.clone(),
+                        root,
+                        path: path_str,
+                        source,
+                    });
                 }
             };
             mounts.push(Mount {

@@ -138,9 +138,8 @@ impl Settings {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading settings file {}", path.display()))?;
-                toml::from_str::<FileSettings>(&text).map_err(|e| {
-                    anyhow::anyhow!("{}: invalid settings: {e}", path.display())
-                })?
+                toml::from_str::<FileSettings>(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: invalid settings: {e}", path.display()))?
             }
             None => FileSettings::default(),
         };
@@ -198,10 +197,17 @@ impl Settings {
             })
         };
         ceilings.max_memory_bytes = size("max_memory", l.max_memory, ceilings.max_memory_bytes)?;
-        ceilings.default_memory_bytes =
-            size("default_memory", l.default_memory, ceilings.default_memory_bytes)?;
+        ceilings.default_memory_bytes = size(
+            "default_memory",
+            l.default_memory,
+            ceilings.default_memory_bytes,
+        )?;
         ceilings.max_timeout = dur("max_timeout", l.max_timeout, ceilings.max_timeout)?;
-        ceilings.default_timeout = dur("default_timeout", l.default_timeout, ceilings.default_timeout)?;
+        ceilings.default_timeout = dur(
+            "default_timeout",
+            l.default_timeout,
+            ceilings.default_timeout,
+        )?;
         ceilings.max_log_lines = l.max_log_lines.unwrap_or(ceilings.max_log_lines);
         ceilings.max_outputs = l.max_outputs.unwrap_or(ceilings.max_outputs);
         anyhow::ensure!(
@@ -252,7 +258,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().with_context(|| format!("`{s}` is not a size like 512MiB"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("`{s}` is not a size like 512MiB"))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -263,20 +271,28 @@ pub fn parse_size(s: &str) -> Result<u64> {
         "GB" => 1_000_000_000,
         other => anyhow::bail!("unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB)"),
     };
-    n.checked_mul(mult).with_context(|| format!("size `{s}` is too large"))
+    n.checked_mul(mult)
+        .with_context(|| format!("size `{s}` is too large"))
 }
 
 /// Parses `500ms`, `30s`, `10m`, `2h`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let mut rest = s.trim();
-    anyhow::ensure!(!rest.is_empty(), "empty duration (use e.g. 30s, 10m, 1h30m)");
+    anyhow::ensure!(
+        !rest.is_empty(),
+        "empty duration (use e.g. 30s, 10m, 1h30m)"
+    );
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
-        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         anyhow::ensure!(split > 0, "`{s}` is not a duration like 30s, 10m or 1h30m");
         let n: u64 = rest[..split].parse()?;
         rest = &rest[split..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         total += match unit {
@@ -284,7 +300,9 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n * 60),
             "h" => Duration::from_secs(n * 3600),
-            _ => anyhow::bail!("`{s}` is not a duration like 30s, 10m or 1h30m (units: ms, s, m, h)"),
+            _ => {
+                anyhow::bail!("`{s}` is not a duration like 30s, 10m or 1h30m (units: ms, s, m, h)")
+            }
         };
     }
     Ok(total)

@@ -34,7 +34,12 @@ impl Ui {
             Mode::Bars => ProgressDrawTarget::stderr(),
             _ => ProgressDrawTarget::hidden(),
         });
-        Self { mode, verbose, multi, bars: Mutex::new(HashMap::new()) }
+        Self {
+            mode,
+            verbose,
+            multi,
+            bars: Mutex::new(HashMap::new()),
+        }
     }
 
     fn line(&self, s: String) {
@@ -61,16 +66,26 @@ impl EventSink for Ui {
         }
         let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
         match event {
-            Event::RunStarted { run_id, pipeline, customer, steps } => {
-                self.line(format!("▶ {pipeline} for {customer} (run {run_id}, {} steps)", steps.len()));
+            Event::RunStarted {
+                run_id,
+                pipeline,
+                customer,
+                steps,
+            } => {
+                self.line(format!(
+                    "▶ {pipeline} for {customer} (run {run_id}, {} steps)",
+                    steps.len()
+                ));
             }
             Event::StepStarted { step, plugin } => {
                 if let Mode::Bars = self.mode {
                     let bar = self.multi.add(ProgressBar::new(1000));
                     bar.set_style(
-                        ProgressStyle::with_template("  {spinner} {prefix:<22} [{bar:30}] {percent:>3}% {wide_msg}")
-                            .expect("valid template")
-                            .progress_chars("=> "),
+                        ProgressStyle::with_template(
+                            "  {spinner} {prefix:<22} [{bar:30}] {percent:>3}% {wide_msg}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
                     );
                     bar.set_prefix(step.clone());
                     bar.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -79,7 +94,11 @@ impl EventSink for Ui {
                     self.line(format!("  … {step} ({plugin}) started"));
                 }
             }
-            Event::StepProgress { step, percent, message } => {
+            Event::StepProgress {
+                step,
+                percent,
+                message,
+            } => {
                 if let Some(bar) = bars.get(&step) {
                     bar.set_position((percent * 10.0) as u64);
                     bar.set_message(message);
@@ -87,7 +106,11 @@ impl EventSink for Ui {
                     self.line(format!("    {step}: {percent:.0}% {message}"));
                 }
             }
-            Event::StepLog { step, level, message } => {
+            Event::StepLog {
+                step,
+                level,
+                message,
+            } => {
                 if level >= LogLevel::Info || self.verbose {
                     let tag = match level {
                         LogLevel::Warn => "warn",
@@ -98,28 +121,59 @@ impl EventSink for Ui {
                     self.line(format!("    {step} {tag}: {message}"));
                 }
             }
-            Event::StepSkipped { step, reason } => self.line(format!("  - {step} skipped: {reason}")),
-            Event::StepSucceeded { step, duration_ms, artifacts, .. } => {
+            Event::StepSkipped { step, reason } => {
+                self.line(format!("  - {step} skipped: {reason}"))
+            }
+            Event::StepSucceeded {
+                step,
+                duration_ms,
+                artifacts,
+                ..
+            } => {
                 if let Some(bar) = bars.remove(&step) {
                     bar.finish_and_clear();
                 }
-                let arts: Vec<String> =
-                    artifacts.iter().map(|a| format!("{} ({})", a.path, human_bytes(a.size))).collect();
-                let tail = if arts.is_empty() { String::new() } else { format!(" → {}", arts.join(", ")) };
-                self.line(format!("  ✓ {step} in {:.1}s{tail}", duration_ms as f64 / 1000.0));
+                let arts: Vec<String> = artifacts
+                    .iter()
+                    .map(|a| format!("{} ({})", a.path, human_bytes(a.size)))
+                    .collect();
+                let tail = if arts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" → {}", arts.join(", "))
+                };
+                self.line(format!(
+                    "  ✓ {step} in {:.1}s{tail}",
+                    duration_ms as f64 / 1000.0
+                ));
             }
-            Event::StepFailed { step, duration_ms, error } => {
+            Event::StepFailed {
+                step,
+                duration_ms,
+                error,
+            } => {
                 if let Some(bar) = bars.remove(&step) {
                     bar.finish_and_clear();
                 }
-                self.line(format!("  ✗ {step} failed after {:.1}s: {error}", duration_ms as f64 / 1000.0));
+                self.line(format!(
+                    "  ✗ {step} failed after {:.1}s: {error}",
+                    duration_ms as f64 / 1000.0
+                ));
             }
-            Event::RunFinished { status, duration_ms, error, .. } => {
+            Event::RunFinished {
+                status,
+                duration_ms,
+                error,
+                ..
+            } => {
                 let secs = duration_ms as f64 / 1000.0;
                 match status {
                     RunStatus::Succeeded => self.line(format!("✓ succeeded in {secs:.1}s")),
                     RunStatus::Failed => {
-                        self.line(format!("✗ failed after {secs:.1}s: {}", error.unwrap_or_default()));
+                        self.line(format!(
+                            "✗ failed after {secs:.1}s: {}",
+                            error.unwrap_or_default()
+                        ));
                     }
                     RunStatus::Cancelled => self.line(format!("✗ cancelled after {secs:.1}s")),
                 }

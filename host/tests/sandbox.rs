@@ -39,7 +39,9 @@ fn fixture() -> Fixture {
     let plugin_dirs = vec![target.join("plugins"), target.join("test-plugins")];
     let catalog = Catalog::scan(&plugin_dirs);
     assert!(
-        catalog.contains("sandbox-probe") && catalog.contains("noop") && catalog.contains("archive"),
+        catalog.contains("sandbox-probe")
+            && catalog.contains("noop")
+            && catalog.contains("archive"),
         "test plugins missing in {:?}: run `cargo xtask build` first ({})",
         plugin_dirs,
         catalog.hint()
@@ -51,7 +53,10 @@ fn fixture() -> Fixture {
         pipelines_dir: root.join("pipelines"),
         listen: "127.0.0.1:0".into(),
         api_token: None,
-        ceilings: Ceilings { default_memory_bytes: 64 << 20, ..Ceilings::default() },
+        ceilings: Ceilings {
+            default_memory_bytes: 64 << 20,
+            ..Ceilings::default()
+        },
         config_file: None,
     };
     let cust = root.join("customers/shop.example.com");
@@ -61,27 +66,50 @@ fn fixture() -> Fixture {
     std::fs::write(cust.join("data/inside.txt"), "read-only content").unwrap();
     // The neighbour whose secret must stay out of reach, and host canaries.
     std::fs::create_dir_all(root.join("customers/other-customer")).unwrap();
-    std::fs::write(root.join("customers/other-customer/secret"), "neighbour secret").unwrap();
+    std::fs::write(
+        root.join("customers/other-customer/secret"),
+        "neighbour secret",
+    )
+    .unwrap();
     std::fs::write(root.join("canary.txt"), "canary").unwrap();
-    std::fs::set_permissions(root.join("canary.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(
+        root.join("canary.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(root.join("canary.txt"), cust.join("data/escape-abs")).unwrap();
-    std::os::unix::fs::symlink("../../other-customer/secret", cust.join("data/escape-rel")).unwrap();
-    Fixture { _tmp: tmp, root, settings, catalog }
+    std::os::unix::fs::symlink("../../other-customer/secret", cust.join("data/escape-rel"))
+        .unwrap();
+    Fixture {
+        _tmp: tmp,
+        root,
+        settings,
+        catalog,
+    }
 }
 
-fn run(rt: &Runtime, fx: &Fixture, toml: &str, params: &[(&str, &str)]) -> (RunOutcome, Arc<MemorySink>) {
+fn run(
+    rt: &Runtime,
+    fx: &Fixture,
+    toml: &str,
+    params: &[(&str, &str)],
+) -> (RunOutcome, Arc<MemorySink>) {
     let path = fx.root.join("pipelines/test.toml");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, toml).unwrap();
     let p = pipeline::load_pipeline(&path).unwrap_or_else(|d| panic!("{d}"));
-    pipeline::validate(&p, &|id| fx.catalog.contains(id), &fx.catalog.hint()).unwrap_or_else(|d| panic!("{d}"));
+    pipeline::validate(&p, &|id| fx.catalog.contains(id), &fx.catalog.hint())
+        .unwrap_or_else(|d| panic!("{d}"));
     let customer = Customer::new("shop.example.com", Some("42")).unwrap();
     let inputs = RunInputs {
         customer_id: "42".into(),
         customer_domain: "shop.example.com".into(),
         run_id: executor::new_run_id(),
         timestamp: executor::timestamp_now(),
-        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     let plan = pipeline::resolve(&p, &inputs).unwrap();
     let sink = Arc::new(MemorySink::default());
@@ -145,7 +173,11 @@ fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
             if md.is_dir() {
                 stack.push(p.clone());
             }
-            let content = if md.is_file() { std::fs::read(&p).unwrap() } else { Vec::new() };
+            let content = if md.is_file() {
+                std::fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
             out.push((p, content, md.permissions().mode()));
         }
     }
@@ -158,25 +190,58 @@ fn escape_attempts_all_fail_and_touch_nothing_outside_the_grants() {
     let fx = fixture();
     let rt = Runtime::new(&fx.settings.data_dir).unwrap();
     let outside_before = snapshot(&fx.root.join("customers/other-customer"));
-    let canary_before = std::fs::metadata(fx.root.join("canary.txt")).unwrap().permissions().mode();
+    let canary_before = std::fs::metadata(fx.root.join("canary.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
     let data_before = snapshot(&fx.root.join("customers/shop.example.com/data"));
 
     let (outcome, _) = run(&rt, &fx, PROBE, &[]);
     assert_eq!(outcome.status, RunStatus::Succeeded, "{:?}", outcome.error);
     let outputs = &outcome.steps[0].outputs;
-    let get = |k: &str| outputs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        outputs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     // The controls prove the probe really can read and write where it was granted.
     assert_eq!(get("control-read").as_deref(), Some("ok:hello"));
     assert_eq!(get("control-write").as_deref(), Some("ok"));
-    let attempts: Vec<_> = outputs.iter().filter(|(k, _)| !k.starts_with("control-")).collect();
-    assert!(attempts.len() >= 20, "too few attempts reported: {attempts:?}");
-    let escaped: Vec<_> = attempts.iter().filter(|(_, v)| !v.starts_with("denied")).collect();
+    let attempts: Vec<_> = outputs
+        .iter()
+        .filter(|(k, _)| !k.starts_with("control-"))
+        .collect();
+    assert!(
+        attempts.len() >= 20,
+        "too few attempts reported: {attempts:?}"
+    );
+    let escaped: Vec<_> = attempts
+        .iter()
+        .filter(|(_, v)| !v.starts_with("denied"))
+        .collect();
     assert!(escaped.is_empty(), "escapes succeeded: {escaped:#?}");
 
-    assert_eq!(snapshot(&fx.root.join("customers/other-customer")), outside_before);
-    assert_eq!(std::fs::read_to_string(fx.root.join("canary.txt")).unwrap(), "canary");
-    assert_eq!(std::fs::metadata(fx.root.join("canary.txt")).unwrap().permissions().mode(), canary_before);
-    assert_eq!(snapshot(&fx.root.join("customers/shop.example.com/data")), data_before, "read-only mount changed");
+    assert_eq!(
+        snapshot(&fx.root.join("customers/other-customer")),
+        outside_before
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.root.join("canary.txt")).unwrap(),
+        "canary"
+    );
+    assert_eq!(
+        std::fs::metadata(fx.root.join("canary.txt"))
+            .unwrap()
+            .permissions()
+            .mode(),
+        canary_before
+    );
+    assert_eq!(
+        snapshot(&fx.root.join("customers/shop.example.com/data")),
+        data_before,
+        "read-only mount changed"
+    );
     let out = fx.root.join("customers/shop.example.com/out");
     assert!(!out.join("stolen.txt").exists() && !out.join("hardlink.txt").exists());
 }
@@ -190,16 +255,26 @@ fn runaway_plugins_are_stopped_with_their_cause_and_the_host_goes_on() {
     let (outcome, _) = run(&rt, &fx, PROBE, &[("mode", "loop")]);
     assert_eq!(outcome.status, RunStatus::Failed);
     let err = outcome.error.unwrap();
-    assert!(err.contains("step probe ran past its 3s time limit"), "{err}");
+    assert!(
+        err.contains("step probe ran past its 3s time limit"),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(20));
 
     let (outcome, _) = run(&rt, &fx, PROBE, &[("mode", "memory-bomb")]);
     assert_eq!(outcome.status, RunStatus::Failed);
     let err = outcome.error.unwrap();
-    assert!(err.contains("step probe exceeded its 64 MiB memory limit"), "{err}");
+    assert!(
+        err.contains("step probe exceeded its 64 MiB memory limit"),
+        "{err}"
+    );
 
     let (outcome, _) = run(&rt, &fx, PROBE, &[("mode", "huge-output")]);
-    assert_eq!(outcome.status, RunStatus::Failed, "a million outputs must be refused");
+    assert_eq!(
+        outcome.status,
+        RunStatus::Failed,
+        "a million outputs must be refused"
+    );
 
     // A second loop proves the deadline is reset per call, not only armed once.
     let (outcome, _) = run(&rt, &fx, PROBE, &[("mode", "loop")]);
@@ -207,24 +282,38 @@ fn runaway_plugins_are_stopped_with_their_cause_and_the_host_goes_on() {
 
     let (outcome, _) = run(&rt, &fx, NOOP, &[]);
     assert_eq!(outcome.status, RunStatus::Succeeded, "{:?}", outcome.error);
-    assert_eq!(outcome.steps[0].outputs, vec![("echo".to_string(), "still serving".to_string())]);
+    assert_eq!(
+        outcome.steps[0].outputs,
+        vec![("echo".to_string(), "still serving".to_string())]
+    );
 }
 
 #[test]
 fn log_floods_are_capped() {
     let fx = fixture();
     let rt = Runtime::new(&fx.settings.data_dir).unwrap();
-    let (outcome, sink) = run(&rt, &fx, &PROBE.replace("timeout = \"3s\"", "timeout = \"60s\""), &[("mode", "log-flood")]);
+    let (outcome, sink) = run(
+        &rt,
+        &fx,
+        &PROBE.replace("timeout = \"3s\"", "timeout = \"60s\""),
+        &[("mode", "log-flood")],
+    );
     assert_eq!(outcome.status, RunStatus::Succeeded, "{:?}", outcome.error);
     let n = sink.0.lock().unwrap().len() as u64;
-    assert!(n <= fx.settings.ceilings.max_log_lines + 20, "{n} events kept");
+    assert!(
+        n <= fx.settings.ceilings.max_log_lines + 20,
+        "{n} events kept"
+    );
 }
 
 #[test]
 fn a_pinned_sha256_that_does_not_match_refuses_to_run() {
     let fx = fixture();
     let rt = Runtime::new(&fx.settings.data_dir).unwrap();
-    let pinned = NOOP.replace("plugin = \"noop\"", &format!("plugin = \"noop\"\nsha256 = \"{}\"", "ab".repeat(32)));
+    let pinned = NOOP.replace(
+        "plugin = \"noop\"",
+        &format!("plugin = \"noop\"\nsha256 = \"{}\"", "ab".repeat(32)),
+    );
     let path = fx.root.join("pipelines/test.toml");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, pinned).unwrap();
@@ -253,5 +342,8 @@ fn a_pinned_sha256_that_does_not_match_refuses_to_run() {
     )
     .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("pipeline pins abab") && msg.contains("update `sha256`"), "{msg}");
+    assert!(
+        msg.contains("pipeline pins abab") && msg.contains("update `sha256`"),
+        "{msg}"
+    );
 }

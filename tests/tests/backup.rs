@@ -15,11 +15,23 @@ const DOMAIN: &str = "shop.example.com";
 /// that must NOT be excluded (`a/tmp`, `logs.txt`, `distribution/`).
 fn make_customer(dir: &Path) {
     let b = dir.join("backend");
-    write(&b.join("package.json"), r#"{"name":"backend","version":"1.2.3"}"#);
-    write(&b.join("server.js"), "require('http').createServer().listen(4000)\n");
-    write(&b.join("scripts/start.sh"), "#!/bin/sh\nexec node server.js\n");
+    write(
+        &b.join("package.json"),
+        r#"{"name":"backend","version":"1.2.3"}"#,
+    );
+    write(
+        &b.join("server.js"),
+        "require('http').createServer().listen(4000)\n",
+    );
+    write(
+        &b.join("scripts/start.sh"),
+        "#!/bin/sh\nexec node server.js\n",
+    );
     chmod(&b.join("scripts/start.sh"), 0o755);
-    write(&b.join(".env"), "DATABASE_URL=postgres://u:secret@127.0.0.1/db\n");
+    write(
+        &b.join(".env"),
+        "DATABASE_URL=postgres://u:secret@127.0.0.1/db\n",
+    );
     chmod(&b.join(".env"), 0o600);
     write(&b.join("src/ürün-görseli ç.js"), "// unicode name\n");
     let long = "a-very-long-folder-name-that-goes-on-and-on".repeat(3);
@@ -28,8 +40,14 @@ fn make_customer(dir: &Path) {
     std::os::unix::fs::symlink("server.js", b.join("index.js")).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", b.join("abs-link")).unwrap();
     std::os::unix::fs::symlink("../admin/package.json", b.join("admin-pkg")).unwrap();
-    write(&b.join("node_modules/express/index.js"), "module.exports = 1\n");
-    write(&b.join("src/lib/node_modules/deep/x.js"), "deep dependency\n");
+    write(
+        &b.join("node_modules/express/index.js"),
+        "module.exports = 1\n",
+    );
+    write(
+        &b.join("src/lib/node_modules/deep/x.js"),
+        "deep dependency\n",
+    );
     write(&b.join("logs/app.log"), "log line\n".repeat(100));
     write(&b.join("dist/bundle.js"), "built\n");
     write(&b.join("logs.txt"), "not a logs folder\n");
@@ -49,24 +67,35 @@ fn make_customer(dir: &Path) {
     write(&s.join("public/logo.png"), noise(5000, 4));
     write(&s.join("node_modules/react/index.js"), "react\n");
 
-    write(&dir.join("ecosystem.config.js"), "module.exports = { apps: [] }\n");
+    write(
+        &dir.join("ecosystem.config.js"),
+        "module.exports = { apps: [] }\n",
+    );
 }
 
 fn is_excluded(rel: &str, logs: bool, artifacts: bool) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
-    (!artifacts && parts.iter().any(|p| ["node_modules", ".next", "dist"].contains(p)))
+    (!artifacts
+        && parts
+            .iter()
+            .any(|p| ["node_modules", ".next", "dist"].contains(p)))
         || (!logs && parts.contains(&"logs"))
 }
 
 fn backup_dir(customer: &Path) -> std::path::PathBuf {
-    let mut dirs: Vec<_> = std::fs::read_dir(customer.join("backups")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut dirs: Vec<_> = std::fs::read_dir(customer.join("backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     dirs.sort();
     assert_eq!(dirs.len(), 1, "exactly one backup expected: {dirs:?}");
     dirs.pop().unwrap()
 }
 
 fn check_manifest(dir: &Path, expected_files: &[&str]) {
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("backup.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("backup.json")).unwrap()).unwrap();
     let arts = manifest["artifacts"].as_array().unwrap();
     let mut names: Vec<&str> = arts.iter().map(|a| a["file"].as_str().unwrap()).collect();
     names.sort();
@@ -75,8 +104,16 @@ fn check_manifest(dir: &Path, expected_files: &[&str]) {
     assert_eq!(names, want);
     for a in arts {
         let file = dir.join(a["file"].as_str().unwrap());
-        assert_eq!(a["sha256"].as_str().unwrap(), sha256_file(&file), "{}", file.display());
-        assert_eq!(a["size"].as_u64().unwrap(), std::fs::metadata(&file).unwrap().len());
+        assert_eq!(
+            a["sha256"].as_str().unwrap(),
+            sha256_file(&file),
+            "{}",
+            file.display()
+        );
+        assert_eq!(
+            a["size"].as_u64().unwrap(),
+            std::fs::metadata(&file).unwrap().len()
+        );
     }
     assert_eq!(manifest["customer"]["domain"], DOMAIN);
     assert_eq!(manifest["customer"]["id"], "42");
@@ -87,35 +124,93 @@ fn fast_backup_archives_exactly_the_source_minus_excludes() {
     let host = Host::new();
     let cust = host.customer(DOMAIN);
     make_customer(&cust);
-    let out = run(host.cmd().args(["run", "backup", "--customer", DOMAIN, "--customer-id", "42", "--json"]));
+    let out = run(host.cmd().args([
+        "run",
+        "backup",
+        "--customer",
+        DOMAIN,
+        "--customer-id",
+        "42",
+        "--json",
+    ]));
     assert!(out.status.success(), "backup failed");
     let result = run_result(&out);
     assert_eq!(result["status"], "succeeded");
 
     let dir = backup_dir(&cust);
-    check_manifest(&dir, &["admin.tar.gz", "backend.tar.gz", "env-pm2.tar.gz", "store.tar.gz", "uploads.tar.gz"]);
+    check_manifest(
+        &dir,
+        &[
+            "admin.tar.gz",
+            "backend.tar.gz",
+            "env-pm2.tar.gz",
+            "store.tar.gz",
+            "uploads.tar.gz",
+        ],
+    );
 
     let backend = archive_tree(&dir.join("backend.tar.gz"));
-    let expected = tree(&cust.join("backend"), &|r| is_excluded(r, false, false) || r == "uploads" || r.starts_with("uploads/"));
-    assert_eq!(backend.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    let expected = tree(&cust.join("backend"), &|r| {
+        is_excluded(r, false, false) || r == "uploads" || r.starts_with("uploads/")
+    });
+    assert_eq!(
+        backend.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
     assert_eq!(backend, expected);
-    assert!(backend.contains_key("a/tmp/b.txt") && backend.contains_key("logs.txt") && backend.contains_key("distribution/readme.md"));
-    assert_eq!(backend["abs-link"], Node::Symlink { target: "/etc/hostname".into() });
-    assert!(matches!(backend["scripts/start.sh"], Node::File { mode: 0o755, .. }));
+    assert!(
+        backend.contains_key("a/tmp/b.txt")
+            && backend.contains_key("logs.txt")
+            && backend.contains_key("distribution/readme.md")
+    );
+    assert_eq!(
+        backend["abs-link"],
+        Node::Symlink {
+            target: "/etc/hostname".into()
+        }
+    );
+    assert!(matches!(
+        backend["scripts/start.sh"],
+        Node::File { mode: 0o755, .. }
+    ));
     assert!(matches!(backend[".env"], Node::File { mode: 0o600, .. }));
 
-    assert_eq!(archive_tree(&dir.join("uploads.tar.gz")), tree(&cust.join("backend/uploads"), &|_| false));
-    assert_eq!(archive_tree(&dir.join("admin.tar.gz")), tree(&cust.join("admin"), &|r| is_excluded(r, false, false)));
-    assert_eq!(archive_tree(&dir.join("store.tar.gz")), tree(&cust.join("store"), &|r| is_excluded(r, false, false)));
+    assert_eq!(
+        archive_tree(&dir.join("uploads.tar.gz")),
+        tree(&cust.join("backend/uploads"), &|_| false)
+    );
+    assert_eq!(
+        archive_tree(&dir.join("admin.tar.gz")),
+        tree(&cust.join("admin"), &|r| is_excluded(r, false, false))
+    );
+    assert_eq!(
+        archive_tree(&dir.join("store.tar.gz")),
+        tree(&cust.join("store"), &|r| is_excluded(r, false, false))
+    );
 
     let env = archive_tree(&dir.join("env-pm2.tar.gz"));
-    let files: Vec<&String> = env.iter().filter(|(_, n)| matches!(n, Node::File { .. })).map(|(k, _)| k).collect();
-    assert_eq!(files, ["admin/.env.local", "backend/.env", "ecosystem.config.js"]);
+    let files: Vec<&String> = env
+        .iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        files,
+        ["admin/.env.local", "backend/.env", "ecosystem.config.js"]
+    );
 
     // GNU tar and gzip accept what the plugin wrote.
     for f in ["backend.tar.gz", "uploads.tar.gz", "env-pm2.tar.gz"] {
-        let st = std::process::Command::new("tar").arg("-tzf").arg(dir.join(f)).output().unwrap();
-        assert!(st.status.success(), "GNU tar rejects {f}: {}", String::from_utf8_lossy(&st.stderr));
+        let st = std::process::Command::new("tar")
+            .arg("-tzf")
+            .arg(dir.join(f))
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "GNU tar rejects {f}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
     }
 }
 
@@ -125,15 +220,29 @@ fn custom_backup_follows_the_include_flags() {
     let cust = host.customer(DOMAIN);
     make_customer(&cust);
     let out = run(host.cmd().args([
-        "run", "backup", "--customer", DOMAIN, "--customer-id", "42", "--json",
-        "--param", "type=custom", "--param", "include.logs=true", "--param", "include.uploads=false",
-        "--param", "include.envPm2=false",
+        "run",
+        "backup",
+        "--customer",
+        DOMAIN,
+        "--customer-id",
+        "42",
+        "--json",
+        "--param",
+        "type=custom",
+        "--param",
+        "include.logs=true",
+        "--param",
+        "include.uploads=false",
+        "--param",
+        "include.envPm2=false",
     ]));
     assert!(out.status.success());
     let dir = backup_dir(&cust);
     check_manifest(&dir, &["admin.tar.gz", "backend.tar.gz", "store.tar.gz"]);
     let backend = archive_tree(&dir.join("backend.tar.gz"));
-    let expected = tree(&cust.join("backend"), &|r| is_excluded(r, true, false) || r == "uploads" || r.starts_with("uploads/"));
+    let expected = tree(&cust.join("backend"), &|r| {
+        is_excluded(r, true, false) || r == "uploads" || r.starts_with("uploads/")
+    });
     assert_eq!(backend, expected);
     assert!(backend.contains_key("logs/app.log"));
 }
@@ -142,13 +251,22 @@ fn custom_backup_follows_the_include_flags() {
 fn a_bad_param_or_customer_is_refused_before_anything_runs() {
     let host = Host::new();
     make_customer(&host.customer(DOMAIN));
-    let out = run(host.cmd().args(["run", "backup", "--customer", DOMAIN, "--param", "type=weekly"]));
+    let out = run(host.cmd().args([
+        "run",
+        "backup",
+        "--customer",
+        DOMAIN,
+        "--param",
+        "type=weekly",
+    ]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("weekly"));
     let out = run(host.cmd().args(["run", "backup", "--customer", "../etc"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid customer domain"));
-    let out = run(host.cmd().args(["run", "backup", "--customer", "missing.example.com"]));
+    let out = run(host
+        .cmd()
+        .args(["run", "backup", "--customer", "missing.example.com"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
     assert!(!host.customer(DOMAIN).join("backups").exists());

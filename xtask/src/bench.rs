@@ -19,7 +19,10 @@ struct Opts {
 }
 
 fn parse(args: &[&str]) -> Result<Opts> {
-    let mut o = Opts { size_mib: 500, runs: 3 };
+    let mut o = Opts {
+        size_mib: 500,
+        runs: 3,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
@@ -33,8 +36,26 @@ fn parse(args: &[&str]) -> Result<Opts> {
 
 /// Text that compresses like logs and JSON do (about 4-6x with gzip -6).
 fn text(len: usize, seed: u64) -> Vec<u8> {
-    let words = ["order", "customer", "product", "GET", "POST", "/api/v1/items", "200", "404", "info", "warn",
-        "\"price\":", "\"sku\":", "latency_ms", "user_id", "session", "checkout", "cart", "image/jpeg"];
+    let words = [
+        "order",
+        "customer",
+        "product",
+        "GET",
+        "POST",
+        "/api/v1/items",
+        "200",
+        "404",
+        "info",
+        "warn",
+        "\"price\":",
+        "\"sku\":",
+        "latency_ms",
+        "user_id",
+        "session",
+        "checkout",
+        "cart",
+        "image/jpeg",
+    ];
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 64);
     let mut n = 0u64;
@@ -44,7 +65,18 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
         x ^= x << 17;
         n += 1;
         let w = words[(x % words.len() as u64) as usize];
-        out.extend_from_slice(format!("2026-11-{:02}T{:02}:{:02}:{:02}Z {w} id={} v={}\n", x % 28 + 1, x % 24, (x >> 8) % 60, (x >> 16) % 60, n, (x >> 24) % 100_000).as_bytes());
+        out.extend_from_slice(
+            format!(
+                "2026-11-{:02}T{:02}:{:02}:{:02}Z {w} id={} v={}\n",
+                x % 28 + 1,
+                x % 24,
+                (x >> 8) % 60,
+                (x >> 16) % 60,
+                n,
+                (x >> 24) % 100_000
+            )
+            .as_bytes(),
+        );
     }
     out.truncate(len);
     out
@@ -78,7 +110,12 @@ fn make_tree(dir: &Path, size_mib: u64) -> Result<()> {
         i += 1;
     }
     std::fs::write(&marker, size_mib.to_string())?;
-    eprintln!("tree: {} files, {:.0} MiB text, {:.0} MiB incompressible", i, text_bytes as f64 / 1048576.0, bin_bytes as f64 / 1048576.0);
+    eprintln!(
+        "tree: {} files, {:.0} MiB text, {:.0} MiB incompressible",
+        i,
+        text_bytes as f64 / 1048576.0,
+        bin_bytes as f64 / 1048576.0
+    );
     Ok(())
 }
 
@@ -91,7 +128,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
     let rss_file = std::env::temp_dir().join(format!("qodify-bench-rss-{}", std::process::id()));
     let mut wrapped = Command::new("/usr/bin/time");
-    wrapped.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(cmd.get_program()).args(cmd.get_args());
+    wrapped
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_file)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => wrapped.env(k, v),
@@ -106,7 +149,10 @@ fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
     let status = wrapped.status()?;
     let took = start.elapsed();
     anyhow::ensure!(status.success(), "{cmd:?} failed with {status}");
-    let rss = std::fs::read_to_string(&rss_file).ok().and_then(|s| s.lines().last()?.trim().parse().ok()).unwrap_or(0);
+    let rss = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|s| s.lines().last()?.trim().parse().ok())
+        .unwrap_or(0);
     Ok((took, rss))
 }
 
@@ -140,24 +186,58 @@ pub fn run(args: &[&str]) -> Result<()> {
     // Warm-up: compiles the plugin into the cache and the tree into the page cache.
     timed(&mut host_cmd())?;
     let native_out = out_dir.join("native.tar.gz");
-    timed(Command::new("tar").arg("-czf").arg(&native_out).arg("-C").arg(&data).arg("."))?;
+    timed(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(&native_out)
+            .arg("-C")
+            .arg(&data)
+            .arg("."),
+    )?;
 
     let (mut native, mut plugin, mut rss) = (Vec::new(), Vec::new(), 0);
     for i in 0..opts.runs {
-        let (t, _) = timed(Command::new("tar").arg("-czf").arg(&native_out).arg("-C").arg(&data).arg("."))?;
+        let (t, _) = timed(
+            Command::new("tar")
+                .arg("-czf")
+                .arg(&native_out)
+                .arg("-C")
+                .arg(&data)
+                .arg("."),
+        )?;
         native.push(t);
         let (t, r) = timed(&mut host_cmd())?;
         plugin.push(t);
         rss = rss.max(r);
-        eprintln!("run {}: native {:.2}s, plugin {:.2}s", i + 1, native[i].as_secs_f64(), t.as_secs_f64());
+        eprintln!(
+            "run {}: native {:.2}s, plugin {:.2}s",
+            i + 1,
+            native[i].as_secs_f64(),
+            t.as_secs_f64()
+        );
     }
     let (n, p) = (median(native), median(plugin));
     let native_size = std::fs::metadata(&native_out)?.len();
     let plugin_size = std::fs::metadata(customers.join(DOMAIN).join("out/plugin.tar.gz"))?.len();
-    println!("\narchive, {} MiB tree (~40% text, ~60% incompressible), median of {} runs:", opts.size_mib, opts.runs);
-    println!("  native tar -czf        {:>8.2} s   {:>12} bytes", n.as_secs_f64(), native_size);
-    println!("  qodify-host archive    {:>8.2} s   {:>12} bytes   (whole process, incl. host re-hash)", p.as_secs_f64(), plugin_size);
-    println!("  ratio (plugin/native)  {:>8.2}×  {:>12.3}×", p.as_secs_f64() / n.as_secs_f64(), plugin_size as f64 / native_size as f64);
+    println!(
+        "\narchive, {} MiB tree (~40% text, ~60% incompressible), median of {} runs:",
+        opts.size_mib, opts.runs
+    );
+    println!(
+        "  native tar -czf        {:>8.2} s   {:>12} bytes",
+        n.as_secs_f64(),
+        native_size
+    );
+    println!(
+        "  qodify-host archive    {:>8.2} s   {:>12} bytes   (whole process, incl. host re-hash)",
+        p.as_secs_f64(),
+        plugin_size
+    );
+    println!(
+        "  ratio (plugin/native)  {:>8.2}×  {:>12.3}×",
+        p.as_secs_f64() / n.as_secs_f64(),
+        plugin_size as f64 / native_size as f64
+    );
     println!("  host peak RSS          {:>8.1} MiB", rss as f64 / 1024.0);
 
     overhead(&target)?;

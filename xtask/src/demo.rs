@@ -42,39 +42,95 @@ pub fn make_customer(dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(dir)?;
     }
     let b = dir.join("backend");
-    write(&b.join("package.json"), r#"{ "name": "backend", "version": "1.0.0", "main": "server.js", "scripts": { "start": "node server.js" } }"#)?;
-    write(&b.join("server.js"), "const http = require('http');\nconst port = process.env.PORT || 4000;\nhttp.createServer((req, res) => res.end('ok')).listen(port);\n")?;
+    write(
+        &b.join("package.json"),
+        r#"{ "name": "backend", "version": "1.0.0", "main": "server.js", "scripts": { "start": "node server.js" } }"#,
+    )?;
+    write(
+        &b.join("server.js"),
+        "const http = require('http');\nconst port = process.env.PORT || 4000;\nhttp.createServer((req, res) => res.end('ok')).listen(port);\n",
+    )?;
     for i in 0..20 {
-        write(&b.join(format!("src/routes/route{i}.js")), format!("module.exports = (req, res) => res.json({{ route: {i} }});\n"))?;
+        write(
+            &b.join(format!("src/routes/route{i}.js")),
+            format!("module.exports = (req, res) => res.json({{ route: {i} }});\n"),
+        )?;
     }
-    write(&b.join("prisma/schema.prisma"), "datasource db {\n  provider = \"postgresql\"\n  url      = env(\"DATABASE_URL\")\n}\n")?;
-    write(&b.join(".env"), "DATABASE_URL=postgres://shop:demo-secret@127.0.0.1:5432/demo_shop\nJWT_SECRET=demo-jwt-secret\nPORT=4000\n")?;
+    write(
+        &b.join("prisma/schema.prisma"),
+        "datasource db {\n  provider = \"postgresql\"\n  url      = env(\"DATABASE_URL\")\n}\n",
+    )?;
+    write(
+        &b.join(".env"),
+        "DATABASE_URL=postgres://shop:demo-secret@127.0.0.1:5432/demo_shop\nJWT_SECRET=demo-jwt-secret\nPORT=4000\n",
+    )?;
     chmod(&b.join(".env"), 0o600)?;
     write(&b.join(".env.production"), "NODE_ENV=production\n")?;
-    write(&b.join("scripts/start.sh"), "#!/bin/sh\nexec node server.js\n")?;
+    write(
+        &b.join("scripts/start.sh"),
+        "#!/bin/sh\nexec node server.js\n",
+    )?;
     chmod(&b.join("scripts/start.sh"), 0o755)?;
-    write(&b.join("node_modules/express/package.json"), r#"{ "name": "express", "version": "4.19.2" }"#)?;
-    write(&b.join("node_modules/express/index.js"), "module.exports = function express() {};\n".repeat(200))?;
+    write(
+        &b.join("node_modules/express/package.json"),
+        r#"{ "name": "express", "version": "4.19.2" }"#,
+    )?;
+    write(
+        &b.join("node_modules/express/index.js"),
+        "module.exports = function express() {};\n".repeat(200),
+    )?;
     write(&b.join("dist/server.js"), "compiled\n".repeat(100))?;
-    let log: String = (0..5000).map(|i| format!("2026-11-26T10:{:02}:00Z info request {i} served in {}ms\n", i % 60, i % 97)).collect();
+    let log: String = (0..5000)
+        .map(|i| {
+            format!(
+                "2026-11-26T10:{:02}:00Z info request {i} served in {}ms\n",
+                i % 60,
+                i % 97
+            )
+        })
+        .collect();
     write(&b.join("logs/app.log"), log)?;
     for i in 0..12 {
-        write(&b.join(format!("uploads/products/p{i}.jpg")), noise(64 * 1024 + i * 1000, i as u64 + 7))?;
+        write(
+            &b.join(format!("uploads/products/p{i}.jpg")),
+            noise(64 * 1024 + i * 1000, i as u64 + 7),
+        )?;
     }
     std::os::unix::fs::symlink("products/p0.jpg", b.join("uploads/featured.jpg"))?;
 
     let a = dir.join("admin");
-    write(&a.join("package.json"), r#"{ "name": "admin", "version": "1.0.0" }"#)?;
-    write(&a.join("pages/index.js"), "export default function Home() { return 'admin'; }\n")?;
-    write(&a.join(".env.local"), "NEXT_PUBLIC_API=http://127.0.0.1:4000\n")?;
+    write(
+        &a.join("package.json"),
+        r#"{ "name": "admin", "version": "1.0.0" }"#,
+    )?;
+    write(
+        &a.join("pages/index.js"),
+        "export default function Home() { return 'admin'; }\n",
+    )?;
+    write(
+        &a.join(".env.local"),
+        "NEXT_PUBLIC_API=http://127.0.0.1:4000\n",
+    )?;
     write(&a.join(".next/cache/webpack.pack"), noise(200_000, 3))?;
-    write(&a.join("node_modules/next/package.json"), r#"{ "name": "next", "version": "14.2.0" }"#)?;
+    write(
+        &a.join("node_modules/next/package.json"),
+        r#"{ "name": "next", "version": "14.2.0" }"#,
+    )?;
 
     let s = dir.join("store");
-    write(&s.join("package.json"), r#"{ "name": "store", "version": "1.0.0" }"#)?;
-    write(&s.join("pages/index.js"), "export default function Shop() { return 'store'; }\n")?;
+    write(
+        &s.join("package.json"),
+        r#"{ "name": "store", "version": "1.0.0" }"#,
+    )?;
+    write(
+        &s.join("pages/index.js"),
+        "export default function Shop() { return 'store'; }\n",
+    )?;
     write(&s.join("public/logo.png"), noise(30_000, 11))?;
-    write(&s.join(".next/server/pages/index.html"), "<html>built</html>\n")?;
+    write(
+        &s.join(".next/server/pages/index.html"),
+        "<html>built</html>\n",
+    )?;
     write(&s.join(".env"), "NEXT_PUBLIC_API=http://127.0.0.1:4000\n")?;
 
     write(
@@ -101,15 +157,25 @@ pub fn run() -> Result<()> {
     )?;
 
     let backups = customer.join("backups");
-    let mut ids: Vec<_> = std::fs::read_dir(&backups)?.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut ids: Vec<_> = std::fs::read_dir(&backups)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     ids.sort();
-    let latest = ids.last().context("the backup pipeline left no backup folder")?;
+    let latest = ids
+        .last()
+        .context("the backup pipeline left no backup folder")?;
     println!("\nbackup written to {}", latest.display());
     let mut files: Vec<_> = std::fs::read_dir(latest)?.flatten().collect();
     files.sort_by_key(|e| e.file_name());
     for f in &files {
         let len = f.metadata()?.len();
-        println!("  {:<20} {:>10} bytes", f.file_name().to_string_lossy(), len);
+        println!(
+            "  {:<20} {:>10} bytes",
+            f.file_name().to_string_lossy(),
+            len
+        );
     }
     for f in &files {
         let name = f.file_name().to_string_lossy().into_owned();

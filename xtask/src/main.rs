@@ -40,15 +40,29 @@ fn main() -> Result<()> {
 
 /// The workspace root (the folder holding this repository's Cargo.toml).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Cargo's target folder (honours CARGO_TARGET_DIR).
 pub fn target_dir() -> Result<PathBuf> {
-    let out = Command::new(cargo()).args(["metadata", "--format-version", "1", "--no-deps"]).current_dir(root()).output()?;
-    anyhow::ensure!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cargo())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok(PathBuf::from(v["target_directory"].as_str().context("no target_directory")?))
+    Ok(PathBuf::from(
+        v["target_directory"]
+            .as_str()
+            .context("no target_directory")?,
+    ))
 }
 
 fn cargo() -> String {
@@ -68,10 +82,14 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 fn plugin_crates() -> Result<Vec<(String, bool)>> {
     let mut out = Vec::new();
     for (dir, test_only) in [("plugins", false), ("tests/plugins", true)] {
-        let Ok(rd) = std::fs::read_dir(root().join(dir)) else { continue };
+        let Ok(rd) = std::fs::read_dir(root().join(dir)) else {
+            continue;
+        };
         for e in rd.flatten() {
             let manifest = e.path().join("Cargo.toml");
-            let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+            let Ok(text) = std::fs::read_to_string(&manifest) else {
+                continue;
+            };
             // Only crates that build a component (the SDK is a library, not a plugin).
             if text.contains("cdylib") {
                 out.push((e.file_name().to_string_lossy().into_owned(), test_only));
@@ -83,8 +101,12 @@ fn plugin_crates() -> Result<Vec<(String, bool)>> {
 }
 
 fn ensure_wasm_target() -> Result<()> {
-    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
-    let installed = out.map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2")).unwrap_or(false);
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    let installed = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2"))
+        .unwrap_or(false);
     if !installed {
         run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
     }
@@ -110,8 +132,14 @@ pub fn build(release: bool) -> Result<PathBuf> {
     }
     run(&mut cmd)?;
     for (p, test_only) in &plugins {
-        let built = target.join("wasm32-wasip2/release").join(format!("{}.wasm", p.replace('-', "_")));
-        let dest_dir = target.join(if *test_only { "test-plugins" } else { "plugins" });
+        let built = target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", p.replace('-', "_")));
+        let dest_dir = target.join(if *test_only {
+            "test-plugins"
+        } else {
+            "plugins"
+        });
         std::fs::create_dir_all(&dest_dir)?;
         let dest = dest_dir.join(format!("{p}.wasm"));
         // Copy only on change, so the host's compile cache and file times stay stable.
@@ -143,7 +171,10 @@ fn test() -> Result<()> {
 fn new_plugin(id: Option<&str>) -> Result<()> {
     let id = id.context("usage: cargo xtask new-plugin <id>  (lowercase letters, digits and -)")?;
     anyhow::ensure!(
-        !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
         "plugin id `{id}` must use lowercase letters, digits and `-` (it is the crate name, the folder and the .wasm name)"
     );
     let dir = root().join("plugins").join(id);
@@ -161,6 +192,9 @@ fn new_plugin(id: Option<&str>) -> Result<()> {
             "//! `{id}`: describe what this step does.\n\nuse qodify_plugin_sdk::prelude::*;\n\n/// The step's `config` table from the pipeline.\n#[derive(Deserialize)]\n#[serde(deny_unknown_fields)]\npub struct Config {{\n    /// A folder the pipeline mounts for this step.\n    pub source: String,\n}}\n\n/// The step.\npub struct Plugin;\n\nimpl Step for Plugin {{\n    type Config = Config;\n\n    fn run(ctx: &Context, config: Config) -> Result<Output, Error> {{\n        let entries = std::fs::read_dir(&config.source)?.count();\n        ctx.info(&format!(\"{{}} has {{entries}} entries\", config.source));\n        Ok(Output::new().value(\"entries\", entries.to_string()))\n    }}\n}}\n\nexport_step!(Plugin);\n"
         ),
     )?;
-    eprintln!("created {}; build it with `cargo xtask build` (→ <target>/plugins/{id}.wasm)", dir.display());
+    eprintln!(
+        "created {}; build it with `cargo xtask build` (→ <target>/plugins/{id}.wasm)",
+        dir.display()
+    );
     Ok(())
 }

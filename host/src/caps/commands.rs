@@ -17,12 +17,22 @@ use crate::events::{Event, EventSink, LogLevel};
 use crate::pipeline::CommandGrant;
 
 /// Where granted programs are looked up; the host's `PATH` is not used.
-const SEARCH_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+const SEARCH_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
 /// Captured output kept per stream.
 const MAX_CAPTURE: usize = 1 << 20;
 
 /// Checks a call against the grants; `Ok` names the grant that allows it.
-pub fn check_grant<'g>(grants: &'g [CommandGrant], cmd: &Command) -> Result<&'g CommandGrant, String> {
+pub fn check_grant<'g>(
+    grants: &'g [CommandGrant],
+    cmd: &Command,
+) -> Result<&'g CommandGrant, String> {
     let grant = grants.iter().find(|g| g.program == cmd.program).ok_or_else(|| {
         let granted: Vec<&str> = grants.iter().map(|g| g.program.as_str()).collect();
         format!(
@@ -32,7 +42,9 @@ pub fn check_grant<'g>(grants: &'g [CommandGrant], cmd: &Command) -> Result<&'g 
         )
     })?;
     for arg in &cmd.args {
-        let dotdot = Path::new(arg).components().any(|c| c == std::path::Component::ParentDir);
+        let dotdot = Path::new(arg)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
         let ok = grant.args.iter().any(|pat| {
             pat == arg
                 || (!dotdot
@@ -51,7 +63,10 @@ pub fn check_grant<'g>(grants: &'g [CommandGrant], cmd: &Command) -> Result<&'g 
     }
     for (name, _) in &cmd.env {
         if !grant.env.iter().any(|n| n == name) {
-            return Err(format!("environment variable `{name}` is not granted for `{}`", cmd.program));
+            return Err(format!(
+                "environment variable `{name}` is not granted for `{}`",
+                cmd.program
+            ));
         }
     }
     Ok(grant)
@@ -61,7 +76,10 @@ fn find_program(name: &str) -> Option<PathBuf> {
     if name.is_empty() || name.contains('/') {
         return None;
     }
-    SEARCH_PATH.iter().map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+    SEARCH_PATH
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
 }
 
 fn spawn_reader(
@@ -106,13 +124,21 @@ impl StepHost {
             OutputTarget::File(path) => {
                 let loc = self.mounts.locate(path).map_err(CommandError::BadPath)?;
                 if !loc.mount.writable {
-                    return Err(CommandError::BadPath(format!("{path}: mount {} is read-only", loc.mount.guest)));
+                    return Err(CommandError::BadPath(format!(
+                        "{path}: mount {} is read-only",
+                        loc.mount.guest
+                    )));
                 }
-                let (dir, name) = loc.parent().map_err(|e| CommandError::BadPath(format!("{path}: {e}")))?;
+                let (dir, name) = loc
+                    .parent()
+                    .map_err(|e| CommandError::BadPath(format!("{path}: {e}")))?;
                 let file = dir
                     .open_with(
                         &name,
-                        cap_std::fs::OpenOptions::new().write(true).create(true).truncate(true),
+                        cap_std::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(true),
                     )
                     .map_err(|e| CommandError::BadPath(format!("{path}: {e}")))?;
                 Stdio::from(file.into_std())
@@ -130,8 +156,9 @@ impl StepHost {
 impl Host for StepHost {
     fn run(&mut self, cmd: Command) -> Result<CommandOutput, CommandError> {
         check_grant(&self.commands, &cmd).map_err(CommandError::NotGranted)?;
-        let program = find_program(&cmd.program)
-            .ok_or_else(|| CommandError::SpawnFailed(format!("`{}` is not installed on this host", cmd.program)))?;
+        let program = find_program(&cmd.program).ok_or_else(|| {
+            CommandError::SpawnFailed(format!("`{}` is not installed on this host", cmd.program))
+        })?;
 
         // Working folder: opened inside a mount, then entered through /proc/self/fd so the child
         // lands in exactly that folder.
@@ -142,9 +169,14 @@ impl Host for StepHost {
                 .iter()
                 .next()
                 .map(|m| m.guest.clone())
-                .ok_or_else(|| CommandError::BadPath("the step has no mounts to run a command in".into()))?,
+                .ok_or_else(|| {
+                    CommandError::BadPath("the step has no mounts to run a command in".into())
+                })?,
         };
-        let loc = self.mounts.locate(&cwd_guest).map_err(CommandError::BadPath)?;
+        let loc = self
+            .mounts
+            .locate(&cwd_guest)
+            .map_err(CommandError::BadPath)?;
         let cwd_dir = if loc.rel.as_os_str().is_empty() {
             loc.mount.dir.try_clone()
         } else {
@@ -174,10 +206,22 @@ impl Host for StepHost {
 
         let readers: Vec<Option<thread::JoinHandle<Vec<u8>>>> = vec![
             child.stdout.take().map(|s| {
-                spawn_reader(s, &cmd.stdout, self.step_id.clone(), self.events.clone(), secrets.clone())
+                spawn_reader(
+                    s,
+                    &cmd.stdout,
+                    self.step_id.clone(),
+                    self.events.clone(),
+                    secrets.clone(),
+                )
             }),
             child.stderr.take().map(|s| {
-                spawn_reader(s, &cmd.stderr, self.step_id.clone(), self.events.clone(), secrets.clone())
+                spawn_reader(
+                    s,
+                    &cmd.stderr,
+                    self.step_id.clone(),
+                    self.events.clone(),
+                    secrets.clone(),
+                )
             }),
         ];
 
@@ -192,7 +236,10 @@ impl Host for StepHost {
                 Ok(None) => {}
                 Err(e) => {
                     Self::kill_group(&child);
-                    return Err(CommandError::SpawnFailed(format!("waiting for `{}`: {e}", cmd.program)));
+                    return Err(CommandError::SpawnFailed(format!(
+                        "waiting for `{}`: {e}",
+                        cmd.program
+                    )));
                 }
             }
             if self.cancel.is_cancelled() {
@@ -209,7 +256,9 @@ impl Host for StepHost {
         };
         // The group may have left grandchildren behind; they die with it.
         Self::kill_group(&child);
-        let mut captured = readers.into_iter().map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
+        let mut captured = readers
+            .into_iter()
+            .map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
         let stdout = captured.next().unwrap_or_default();
         let stderr = captured.next().unwrap_or_default();
         self.emit(Event::StepLog {
@@ -218,11 +267,18 @@ impl Host for StepHost {
             message: format!(
                 "`{}` exited with {} after {:.1}s",
                 cmd.program,
-                status.code().map_or_else(|| format!("signal {}", status.signal().unwrap_or(0)), |c| c.to_string()),
+                status.code().map_or_else(
+                    || format!("signal {}", status.signal().unwrap_or(0)),
+                    |c| c.to_string()
+                ),
                 started.elapsed().as_secs_f64()
             ),
         });
-        Ok(CommandOutput { exit_code: status.code(), stdout, stderr })
+        Ok(CommandOutput {
+            exit_code: status.code(),
+            stdout,
+            stderr,
+        })
     }
 }
 
@@ -254,8 +310,18 @@ mod tests {
     #[test]
     fn only_granted_programs_args_and_env_pass() {
         let g = grant();
-        assert!(check_grant(&g, &cmd("pg_dump", &["-Fc", "-f", "db.dump"], &["PGPASSWORD"])).is_ok());
-        assert!(check_grant(&g, &cmd("sh", &[], &[])).unwrap_err().contains("not granted"));
+        assert!(
+            check_grant(
+                &g,
+                &cmd("pg_dump", &["-Fc", "-f", "db.dump"], &["PGPASSWORD"])
+            )
+            .is_ok()
+        );
+        assert!(
+            check_grant(&g, &cmd("sh", &[], &[]))
+                .unwrap_err()
+                .contains("not granted")
+        );
         assert!(check_grant(&g, &cmd("pg_dump", &["--host=evil"], &[])).is_err());
         assert!(check_grant(&g, &cmd("pg_dump", &["../x.dump"], &[])).is_err());
         assert!(check_grant(&g, &cmd("pg_dump", &["a/b.dump"], &[])).is_err());

@@ -46,11 +46,13 @@ mod libc_mode {
 
 /// `lstat` of `name` inside `dir`, with the symlink target read verbatim.
 fn stat_at(dir: &Dir, name: &std::ffi::OsStr, path: &str) -> Result<Metadata, FilesError> {
-    let st = rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| rx(path, e))?;
+    let st = rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| rx(path, e))?;
     let mode = st.st_mode;
     let kind = kind_of(mode);
     let symlink_target = if kind == EntryKind::Symlink {
-        let target = rustix::fs::readlinkat(dir.as_fd(), name, Vec::new()).map_err(|e| rx(path, e))?;
+        let target =
+            rustix::fs::readlinkat(dir.as_fd(), name, Vec::new()).map_err(|e| rx(path, e))?;
         Some(String::from_utf8_lossy(target.as_bytes()).into_owned())
     } else {
         None
@@ -81,7 +83,9 @@ impl StepHost {
             )));
         }
         if loc.rel.as_os_str().is_empty() {
-            return Err(FilesError::NotPermitted(format!("{path}: a mount's root cannot be changed")));
+            return Err(FilesError::NotPermitted(format!(
+                "{path}: a mount's root cannot be changed"
+            )));
         }
         Ok(loc)
     }
@@ -114,7 +118,10 @@ impl Host for StepHost {
             };
             let full = format!("{}/{name_str}", path.trim_end_matches('/'));
             match stat_at(&dir, &name, &full) {
-                Ok(metadata) => out.push(DirEntry { name: name_str.to_owned(), metadata }),
+                Ok(metadata) => out.push(DirEntry {
+                    name: name_str.to_owned(),
+                    metadata,
+                }),
                 // Vanished between listing and stat: not an error for a listing.
                 Err(FilesError::NotFound(_)) => {}
                 Err(e) => return Err(e),
@@ -136,15 +143,19 @@ impl Host for StepHost {
             Mode::empty(),
         )
         .map_err(|e| match e {
-            rustix::io::Errno::LOOP => {
-                FilesError::NotPermitted(format!("{path}: is a symlink; modes of symlinks are not set"))
-            }
+            rustix::io::Errno::LOOP => FilesError::NotPermitted(format!(
+                "{path}: is a symlink; modes of symlinks are not set"
+            )),
             e => rx(&path, e),
         })?;
         let st = rustix::fs::fstat(&fd).map_err(|e| rx(&path, e))?;
         match kind_of(st.st_mode) {
             EntryKind::File | EntryKind::Directory => {}
-            _ => return Err(FilesError::NotPermitted(format!("{path}: not a file or folder"))),
+            _ => {
+                return Err(FilesError::NotPermitted(format!(
+                    "{path}: not a file or folder"
+                )));
+            }
         }
         rustix::fs::fchmod(&fd, Mode::from_bits_truncate(mode & 0o7777)).map_err(|e| rx(&path, e))
     }
@@ -153,8 +164,14 @@ impl Host for StepHost {
         let loc = self.locate_writable(&path)?;
         let (dir, name) = loc.parent().map_err(|e| io_err(&path, e))?;
         let times = Timestamps {
-            last_access: Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
-            last_modification: Timespec { tv_sec: seconds, tv_nsec: i64::from(nanos.min(999_999_999)) as _ },
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: seconds,
+                tv_nsec: i64::from(nanos.min(999_999_999)) as _,
+            },
         };
         rustix::fs::utimensat(dir.as_fd(), &name, &times, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| rx(&path, e))

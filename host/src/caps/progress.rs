@@ -26,15 +26,25 @@ fn clip(s: &str) -> String {
 impl Host for StepHost {
     fn report(&mut self, percent: f32, message: String) {
         let now = Instant::now();
-        let percent = if percent.is_finite() { percent.clamp(0.0, 100.0) } else { 0.0 };
+        let percent = if percent.is_finite() {
+            percent.clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
         if percent < 100.0
-            && self.last_progress.is_some_and(|t| now.duration_since(t) < PROGRESS_INTERVAL)
+            && self
+                .last_progress
+                .is_some_and(|t| now.duration_since(t) < PROGRESS_INTERVAL)
         {
             return;
         }
         self.last_progress = Some(now);
         let message = self.redact(&clip(&message));
-        self.emit(Event::StepProgress { step: self.step_id.clone(), percent, message });
+        self.emit(Event::StepProgress {
+            step: self.step_id.clone(),
+            percent,
+            message,
+        });
     }
 
     fn log(&mut self, level: Level, message: String) {
@@ -60,6 +70,10 @@ impl Host for StepHost {
             Level::Error => LogLevel::Error,
         };
         let message = self.redact(&clip(&message));
-        self.emit(Event::StepLog { step: self.step_id.clone(), level, message });
+        self.emit(Event::StepLog {
+            step: self.step_id.clone(),
+            level,
+            message,
+        });
     }
 }

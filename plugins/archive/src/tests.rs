@@ -548,11 +548,18 @@ fn keep_drops_exclude_patterns_set_true_and_refuses_unknown_ones() {
     let (bytes, _, _, _) = archive(&plan);
     let names: Vec<String> = unpack(&bytes).into_iter().map(|(n, _)| n).collect();
     assert!(names.iter().any(|n| n == "logs/app.log"), "{names:?}");
-    assert!(!names.iter().any(|n| n.contains("node_modules")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("node_modules")),
+        "{names:?}"
+    );
 
     let mut json = serde_json::json!({ "exclude": ["**/logs/**"], "keep": { "logs/**": true } });
     json["source"] = src_of(&tmp).into();
     json["output"] = "/out/x.tar.gz".into();
     let err = Plan::new(serde_json::from_value(json).unwrap()).unwrap_err();
-    assert!(err.message().contains("not one of the exclude patterns"), "{}", err.message());
+    assert!(
+        err.message().contains("not one of the exclude patterns"),
+        "{}",
+        err.message()
+    );
 }

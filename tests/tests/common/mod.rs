@@ -14,12 +14,20 @@ pub fn target_dir() -> PathBuf {
     if let Some(t) = std::env::var_os("QODIFY_TEST_TARGET_DIR") {
         return t.into();
     }
-    std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A temporary host: customers root, data folder, and a command builder for the real binary.
@@ -46,7 +54,11 @@ impl Host {
     pub fn cmd(&self) -> Command {
         let target = target_dir();
         let bin = target.join("debug/qodify-host");
-        assert!(bin.is_file(), "{} missing: run `cargo xtask build`", bin.display());
+        assert!(
+            bin.is_file(),
+            "{} missing: run `cargo xtask build`",
+            bin.display()
+        );
         let mut c = Command::new(bin);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -63,7 +75,11 @@ impl Host {
 /// Runs and returns the output, printing it when the test fails later.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
-    eprintln!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -80,9 +96,17 @@ pub fn run_result(out: &Output) -> serde_json::Value {
 /// What a tree entry is, as far as a backup must keep it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    Dir { mode: u32 },
-    File { mode: u32, mtime: i64, content: Vec<u8> },
-    Symlink { target: String },
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        mtime: i64,
+        content: Vec<u8>,
+    },
+    Symlink {
+        target: String,
+    },
 }
 
 /// A model of a folder: relative path → entry. `skip` decides which relative paths to leave out
@@ -99,12 +123,23 @@ pub fn tree(root: &Path, skip: &dyn Fn(&str) -> bool) -> BTreeMap<String, Node> 
             }
             let md = std::fs::symlink_metadata(e.path()).unwrap();
             let node = if md.file_type().is_symlink() {
-                Node::Symlink { target: std::fs::read_link(e.path()).unwrap().to_string_lossy().into_owned() }
+                Node::Symlink {
+                    target: std::fs::read_link(e.path())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                }
             } else if md.is_dir() {
                 stack.push(r.clone());
-                Node::Dir { mode: md.permissions().mode() & 0o7777 }
+                Node::Dir {
+                    mode: md.permissions().mode() & 0o7777,
+                }
             } else {
-                Node::File { mode: md.permissions().mode() & 0o7777, mtime: md.mtime(), content: std::fs::read(e.path()).unwrap() }
+                Node::File {
+                    mode: md.permissions().mode() & 0o7777,
+                    mtime: md.mtime(),
+                    content: std::fs::read(e.path()).unwrap(),
+                }
             };
             out.insert(key, node);
         }
@@ -119,23 +154,40 @@ pub fn archive_tree(path: &Path) -> BTreeMap<String, Node> {
     let mut out = BTreeMap::new();
     for entry in ar.entries().unwrap() {
         let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_owned();
+        let path = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_owned();
         let h = entry.header();
         let mode = h.mode().unwrap() & 0o7777;
         let node = match h.entry_type() {
             tar::EntryType::Directory => Node::Dir { mode },
-            tar::EntryType::Symlink => {
-                Node::Symlink { target: entry.link_name().unwrap().unwrap().to_string_lossy().into_owned() }
-            }
+            tar::EntryType::Symlink => Node::Symlink {
+                target: entry
+                    .link_name()
+                    .unwrap()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            },
             tar::EntryType::Regular => {
                 let mtime = h.mtime().unwrap() as i64;
                 let mut content = Vec::new();
                 entry.read_to_end(&mut content).unwrap();
-                Node::File { mode, mtime, content }
+                Node::File {
+                    mode,
+                    mtime,
+                    content,
+                }
             }
             other => panic!("unexpected entry type {other:?} for {path}"),
         };
-        assert!(out.insert(path.clone(), node).is_none(), "{path} twice in the archive");
+        assert!(
+            out.insert(path.clone(), node).is_none(),
+            "{path} twice in the archive"
+        );
     }
     out
 }
