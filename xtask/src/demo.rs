@@ -192,8 +192,8 @@ pub fn run() -> Result<()> {
             }
         }
     }
-    if let Some(m) = files.iter().find(|f| f.file_name() == "manifest.json") {
-        println!("\nmanifest.json:\n{}", std::fs::read_to_string(m.path())?);
+    if let Some(m) = files.iter().find(|f| f.file_name() == "backup.json") {
+        println!("\nbackup.json:\n{}", std::fs::read_to_string(m.path())?);
     }
     Ok(())
 }
