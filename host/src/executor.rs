@@ -545,3 +545,59 @@ pub fn hash_file_at(
     }
     Ok((size, hex::encode(hasher.finalize())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{RunInputs, parse_pipeline, resolve};
+    use crate::settings::Ceilings;
+
+    fn plan(limits: &str) -> Plan {
+        let src = format!(
+            "name = \"t\"\n[[steps]]\nid = \"a\"\nplugin = \"noop\"\n[steps.limits]\n{limits}\n"
+        );
+        let p = parse_pipeline(Path::new("t.toml"), &src).unwrap();
+        let inputs = RunInputs {
+            customer_id: "1".into(),
+            customer_domain: "a.example.com".into(),
+            run_id: "r".into(),
+            timestamp: "20260101-000000".into(),
+            params: Default::default(),
+        };
+        resolve(&p, &inputs).unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            customers_root: "/nonexistent".into(),
+            data_dir: "/nonexistent".into(),
+            plugin_dirs: vec![],
+            pipelines_dir: "/nonexistent".into(),
+            listen: String::new(),
+            api_token: None,
+            ceilings: Ceilings::default(),
+            config_file: None,
+        }
+    }
+
+    #[test]
+    fn limits_above_the_ceilings_refuse_the_run_and_defaults_fill_in() {
+        let s = settings();
+        let err = effective_limits(&plan("memory = \"64GiB\""), &s)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("step a asks for 64 GiB of memory, above the host ceiling of 4 GiB"),
+            "{err}"
+        );
+        let err = effective_limits(&plan("timeout = \"48h\""), &s)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("above the host ceiling of 12h"), "{err}");
+        let ok = effective_limits(&plan("timeout = \"5m\""), &s).unwrap();
+        assert_eq!(
+            ok["a"],
+            (s.ceilings.default_memory_bytes, Duration::from_secs(300))
+        );
+    }
+}

@@ -409,23 +409,26 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
         }
         println!("{title}:");
         for stage in stages.iter() {
-            if let Some(g) = &stage.group {
-                println!("  group {g} (concurrent):");
-            }
+            let ind = if let Some(g) = &stage.group {
+                println!("  group {g} (these steps run at the same time):");
+                "    "
+            } else {
+                "  "
+            };
             for s in &stage.steps {
                 let pin = s
                     .sha256
                     .as_deref()
                     .map(|p| format!(" sha256={}", &p[..12.min(p.len())]))
                     .unwrap_or_default();
-                println!("  - {} [{}{}]", s.id, s.plugin, pin);
+                println!("{ind}- {} [{}{}]", s.id, s.plugin, pin);
                 for m in &s.mounts {
                     let root = match m.from {
                         pipeline::MountRoot::Customer => "customer",
                         pipeline::MountRoot::Work => "work",
                     };
                     println!(
-                        "      mount {} <- {root}:{}/ ({}{}{}){}",
+                        "{ind}    mount {} <- {root}:{}/ ({}{}{}){}",
                         m.guest,
                         m.path.display(),
                         if m.writable {
@@ -443,7 +446,7 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
                 }
                 for c in &s.commands {
                     println!(
-                        "      command {} args [{}] env [{}]{}",
+                        "{ind}    command {} args [{}] env [{}]{}",
                         c.program,
                         c.args.join(" "),
                         c.env.join(", "),
@@ -455,7 +458,7 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
                 }
                 let c = &settings.ceilings;
                 println!(
-                    "      limits memory {} timeout {}",
+                    "{ind}    limits memory {} timeout {}",
                     human_bytes(s.limits.memory_bytes.unwrap_or(c.default_memory_bytes)),
                     qodify_host::runtime::human_duration(
                         s.limits.timeout.unwrap_or(c.default_timeout)

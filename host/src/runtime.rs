@@ -204,6 +204,8 @@ struct LogStream {
     events: Arc<dyn EventSink>,
     secrets: Arc<Vec<String>>,
     state: Arc<Mutex<(Vec<u8>, u64)>>,
+    /// The last lines, kept to explain a crash (a panic message is on stderr).
+    tail: Arc<Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl LogStream {
@@ -213,6 +215,7 @@ impl LogStream {
             events,
             secrets: Arc::new(secrets),
             state: Default::default(),
+            tail: Default::default(),
         }
     }
 
@@ -232,8 +235,15 @@ impl LogStream {
                 buf.remove(0);
             }
             *lines += 1;
+            let text = String::from_utf8_lossy(&line);
+            {
+                let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == 4 {
+                    tail.pop_front();
+                }
+                tail.push_back(crate::caps::redact(text.trim_end(), &self.secrets));
+            }
             if *lines <= MAX_STDIO_LINES {
-                let text = String::from_utf8_lossy(&line);
                 self.events.emit(Event::StepLog {
                     step: self.step.clone(),
                     level: LogLevel::Info,
@@ -440,14 +450,15 @@ impl Runtime {
 
         let mut wasi = WasiCtxBuilder::new();
         let secrets = call.host.secrets.clone();
-        wasi.stdout(LogStream::new(
-            &step,
-            call.host.events.clone(),
-            secrets.clone(),
-        ))
-        .stderr(LogStream::new(&step, call.host.events.clone(), secrets))
-        .max_random_size(MAX_RANDOM_BYTES)
-        .allow_blocking_current_thread(true);
+        let stderr = LogStream::new(&step, call.host.events.clone(), secrets.clone());
+        let stderr_tail = stderr.tail.clone();
+        wasi.stdout(LogStream::new(&step, call.host.events.clone(), secrets))
+            .stderr(stderr)
+            .max_random_size(MAX_RANDOM_BYTES)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .allow_blocking_current_thread(true);
         for m in call.host.mounts.iter() {
             let perms = if m.writable {
                 FsPerms::ReadWrite
@@ -522,9 +533,40 @@ impl Runtime {
                     limit: human_bytes(call.memory_bytes),
                 };
             }
+            if let Some(bt) = trap.downcast_ref::<wasmtime::WasmBacktrace>() {
+                state.host.emit(Event::StepLog {
+                    step: step.clone(),
+                    level: LogLevel::Debug,
+                    message: format!("wasm backtrace:\n{bt}"),
+                });
+            }
+            let cause = match trap.downcast_ref::<wasmtime::Trap>() {
+                Some(t) => t.to_string(),
+                None => trap.root_cause().to_string(),
+            };
+            // A Rust panic prints `panicked at file:line:col:` and the message on stderr.
+            let tail: Vec<String> = stderr_tail
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            let message = match tail.iter().position(|l| l.contains("panicked at")) {
+                Some(i) => {
+                    let at = tail[i]
+                        .split("panicked at")
+                        .nth(1)
+                        .unwrap_or_default()
+                        .trim()
+                        .trim_end_matches(':');
+                    let what = tail.get(i + 1).map(String::as_str).unwrap_or_default();
+                    format!("panicked at {at}: {what} ({cause})")
+                }
+                None => cause,
+            };
             StepFailure::Trap {
                 step: step.clone(),
-                message: format!("{trap:?}"),
+                message,
             }
         };
         match outcome {

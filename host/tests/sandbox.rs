@@ -347,3 +347,96 @@ fn a_pinned_sha256_that_does_not_match_refuses_to_run() {
         "{msg}"
     );
 }
+
+#[test]
+fn artifacts_are_rechecked_by_the_host_and_never_followed_out() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let (o, _) = run(&rt, &fx, PROBE, &[("mode", "lying-artifact")]);
+    let err = o.error.unwrap();
+    assert!(
+        err.contains("returned an invalid result") && err.contains("hashes to ba7816bf"),
+        "{err}"
+    );
+
+    let (o, _) = run(&rt, &fx, PROBE, &[("mode", "artifact-through-link")]);
+    let err = o.error.unwrap();
+    assert!(err.contains("is a symlink"), "{err}");
+
+    let (o, _) = run(&rt, &fx, PROBE, &[("mode", "artifact-outside")]);
+    let err = o.error.unwrap();
+    assert!(err.contains("outside the step's mounts"), "{err}");
+}
+
+#[test]
+fn a_panic_is_reported_as_a_crash_of_that_step() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let (o, _) = run(&rt, &fx, PROBE, &[("mode", "panic")]);
+    let err = o.error.unwrap();
+    assert!(
+        err.starts_with("step probe crashed: panicked at")
+            && err.contains("probe panicked on purpose"),
+        "{err}"
+    );
+}
+
+const COMMANDS: &str = r#"
+name = "test"
+[params.mode]
+type = "string"
+[[steps]]
+id = "probe"
+plugin = "sandbox-probe"
+[steps.config]
+mode = "{{params.mode}}"
+[[steps.mounts]]
+guest = "/out"
+path = "out"
+access = "rw"
+[[steps.commands]]
+program = "sleep"
+args = ["30"]
+reason = "prove timeouts kill the child"
+[[steps.commands]]
+program = "sh"
+args = ["-c", "echo token is $SECRET_TOKEN"]
+env = ["SECRET_TOKEN"]
+reason = "prove secrets are redacted"
+"#;
+
+#[test]
+fn granted_commands_time_out_and_their_secrets_stay_out_of_logs() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let started = Instant::now();
+    let (o, _) = run(&rt, &fx, COMMANDS, &[("mode", "sleep-granted")]);
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
+    let value = &o.steps[0].outputs[0].1;
+    assert!(
+        value.starts_with("denied") && value.contains("timed out"),
+        "{value}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "sleep 30 was not killed"
+    );
+
+    let (o, sink) = run(&rt, &fx, COMMANDS, &[("mode", "echo-secret")]);
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
+    let events = format!("{:?}", sink.0.lock().unwrap());
+    assert!(events.contains("token is ***"), "{events}");
+    assert!(!events.contains("hunter2"), "secret leaked: {events}");
+}
+
+#[test]
+fn a_grant_through_a_symlink_that_leads_out_is_refused() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let cust = fx.root.join("customers/shop.example.com");
+    std::os::unix::fs::symlink("../other-customer", cust.join("neighbour")).unwrap();
+    let toml = NOOP.to_owned() + "[[steps.mounts]]\nguest = \"/n\"\npath = \"neighbour\"\n";
+    let (o, _) = run(&rt, &fx, &toml, &[]);
+    let err = o.error.unwrap();
+    assert!(err.contains("leads outside the customer folder"), "{err}");
+}

@@ -46,6 +46,18 @@ enum Mode {
     HugeOutput,
     /// Ask the host to run `sleep 3600`, which is not granted.
     SleepHost,
+    /// Run a granted `sleep 30` with a 1 s command timeout: the host must kill it.
+    SleepGranted,
+    /// Run a granted `sh -c 'echo $SECRET_TOKEN …'` to the log: the value must be redacted.
+    EchoSecret,
+    /// Write `/out/real.txt` and claim a wrong sha256 for it.
+    LyingArtifact,
+    /// Return an artifact that is a symlink inside `/out` pointing at a real file.
+    ArtifactThroughLink,
+    /// Return an artifact outside every mount.
+    ArtifactOutside,
+    /// Panic.
+    Panic,
 }
 
 struct Probe;
@@ -72,6 +84,43 @@ impl Step for Probe {
                 }
                 Ok(out)
             }
+            Mode::SleepGranted => {
+                let result = Command::new("sleep")
+                    .arg("30")
+                    .cwd(&config.out)
+                    .timeout(std::time::Duration::from_secs(1))
+                    .run();
+                Ok(Output::new().value(
+                    "sleep-granted",
+                    escape::report(result, |o| format!("{o:?}")),
+                ))
+            }
+            Mode::EchoSecret => {
+                Command::new("sh")
+                    .args(["-c", "echo token is $SECRET_TOKEN"])
+                    .env("SECRET_TOKEN", "hunter2-very-secret")
+                    .cwd(&config.out)
+                    .run()?
+                    .check()?;
+                Ok(Output::new())
+            }
+            Mode::LyingArtifact => {
+                let path = format!("{}/real.txt", config.out);
+                std::fs::write(&path, "abc")?;
+                Ok(Output::new().artifact("real", path, 3, "0".repeat(64)))
+            }
+            Mode::ArtifactThroughLink => {
+                let real = format!("{}/real.txt", config.out);
+                std::fs::write(&real, "abc")?;
+                let link = format!("{}/link.txt", config.out);
+                fs::symlink("real.txt", &link)?;
+                let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+                Ok(Output::new().artifact("link", link, 3, sha))
+            }
+            Mode::ArtifactOutside => {
+                Ok(Output::new().artifact("passwd", "/etc/passwd", 1, "0".repeat(64)))
+            }
+            Mode::Panic => panic!("probe panicked on purpose"),
             Mode::SleepHost => {
                 let result = Command::new("sleep").arg("3600").run();
                 Ok(Output::new().value("sleep-host", escape::report(result, |o| format!("{o:?}"))))
