@@ -530,8 +530,17 @@ fn plugins_list(settings: &Settings, json: bool) -> Result<ExitCode> {
     let mut rows = Vec::new();
     for p in cat.iter() {
         let bytes = qodify_host::plugins::read_hashed(&p.path)?;
+        let imports = qodify_host::plugins::imports(&bytes.bytes).unwrap_or_default();
+        // The host interfaces it can ask for; WASI (files in its mounts, clocks, random) is always there.
+        let host: Vec<String> = imports
+            .iter()
+            .filter_map(|i| i.strip_prefix("qodify:pipeline/"))
+            .map(|i| i.split('@').next().unwrap_or(i).to_owned())
+            .filter(|i| i != "types")
+            .collect();
         rows.push(serde_json::json!({
             "id": p.id, "sha256": bytes.sha256, "size": bytes.bytes.len(), "path": p.path,
+            "host_interfaces": host, "imports": imports,
         }));
     }
     if json {
@@ -539,13 +548,21 @@ fn plugins_list(settings: &Settings, json: bool) -> Result<ExitCode> {
     } else if rows.is_empty() {
         eprintln!("{}", cat.hint());
     } else {
-        println!("{:<20} {:<64} {:>9}  path", "id", "sha256", "size");
+        println!(
+            "{:<20} {:<64} {:>9}  {:<36} path",
+            "id", "sha256", "size", "asks for"
+        );
         for r in &rows {
+            let asks: Vec<&str> = r["host_interfaces"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
             println!(
-                "{:<20} {:<64} {:>9}  {}",
+                "{:<20} {:<64} {:>9}  {:<36} {}",
                 r["id"].as_str().unwrap_or_default(),
                 r["sha256"].as_str().unwrap_or_default(),
                 human_bytes(r["size"].as_u64().unwrap_or(0)),
+                asks.join(", "),
                 r["path"].as_str().unwrap_or_default()
             );
         }

@@ -178,3 +178,65 @@ pub fn read_hashed(path: &Path) -> Result<PluginBytes, PluginError> {
     let sha256 = hex::encode(Sha256::digest(&bytes));
     Ok(PluginBytes { bytes, sha256 })
 }
+
+/// The interfaces a component imports (top level only), e.g. `qodify:pipeline/files@0.1.0` or
+/// `wasi:filesystem/types@0.2.6`: what the plugin can ask for at most, before grants narrow it.
+pub fn imports(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| format!("not a valid component: {e}"))? {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader {
+                    let import = import.map_err(|e| format!("not a valid component: {e}"))?;
+                    out.push(import.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_file_stems_of_plain_names() {
+        assert!(valid_id("archive") && valid_id("db-dump"));
+        assert!(!valid_id("Archive") && !valid_id("../x") && !valid_id("-x") && !valid_id(""));
+    }
+
+    #[test]
+    fn a_pin_mismatch_names_both_hashes_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"not really wasm").unwrap();
+        let cat = Catalog::scan(&[dir.path().to_path_buf()]);
+        let actual = read_hashed(&dir.path().join("p.wasm")).unwrap().sha256;
+        assert!(cat.read("p", Some(&actual)).is_ok());
+        let err = cat
+            .read("p", Some(&"0".repeat(64)))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&actual) && err.contains("update `sha256`"),
+            "{err}"
+        );
+        let err = cat.read("q", None).err().unwrap().to_string();
+        assert!(
+            err.contains("unknown plugin `q`; known plugins: p"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_a_component() {
+        assert!(imports(b"garbage").is_err());
+    }
+}

@@ -440,3 +440,25 @@ fn a_grant_through_a_symlink_that_leads_out_is_refused() {
     let err = o.error.unwrap();
     assert!(err.contains("leads outside the customer folder"), "{err}");
 }
+
+#[test]
+fn plugins_list_what_they_import() {
+    let fx = fixture();
+    let probe = fx.catalog.get("sandbox-probe").unwrap();
+    let bytes = qodify_host::plugins::read_hashed(&probe.path).unwrap();
+    let imports = qodify_host::plugins::imports(&bytes.bytes).unwrap();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i == "qodify:pipeline/commands@0.1.0"),
+        "{imports:?}"
+    );
+    let noop = qodify_host::plugins::read_hashed(&fx.catalog.get("noop").unwrap().path).unwrap();
+    let imports = qodify_host::plugins::imports(&noop.bytes).unwrap();
+    assert!(
+        !imports
+            .iter()
+            .any(|i| i.contains("commands") || i.contains("files")),
+        "{imports:?}"
+    );
+}
