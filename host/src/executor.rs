@@ -209,7 +209,11 @@ fn execute_in(
      -> Option<(RunStatus, String)> {
         let mut failure = None;
         for stage in stages {
-            if stop_on_failure && (failure.is_some() || req.cancel.is_cancelled()) {
+            if stop_on_failure && failure.is_some() {
+                break;
+            }
+            if stop_on_failure && req.cancel.is_cancelled() {
+                failure = Some((RunStatus::Cancelled, "the run was cancelled".to_owned()));
                 break;
             }
             let results: Vec<StepRecord> = if stage.steps.len() == 1 {

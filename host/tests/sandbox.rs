@@ -94,6 +94,16 @@ fn run(
     toml: &str,
     params: &[(&str, &str)],
 ) -> (RunOutcome, Arc<MemorySink>) {
+    run_with(rt, fx, toml, params, CancelToken::default())
+}
+
+fn run_with(
+    rt: &Runtime,
+    fx: &Fixture,
+    toml: &str,
+    params: &[(&str, &str)],
+    cancel: CancelToken,
+) -> (RunOutcome, Arc<MemorySink>) {
     let path = fx.root.join("pipelines/test.toml");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, toml).unwrap();
@@ -123,7 +133,7 @@ fn run(
             catalog: &fx.catalog,
             settings: &fx.settings,
             events: sink.clone(),
-            cancel: CancelToken::default(),
+            cancel,
         },
     )
     .unwrap();
@@ -461,4 +471,46 @@ fn plugins_list_what_they_import() {
             .any(|i| i.contains("commands") || i.contains("files")),
         "{imports:?}"
     );
+}
+
+#[test]
+fn cancelling_a_run_stops_a_spinning_step_at_once() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    // Warm the compile cache so the cancel lands while the step spins.
+    run(&rt, &fx, PROBE, &[]);
+    let cancel = CancelToken::default();
+    let trigger = cancel.clone();
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let slow = PROBE.replace("timeout = \"3s\"", "timeout = \"10m\"");
+    let (o, _) = run_with(&rt, &fx, &slow, &[("mode", "loop")], cancel);
+    timer.join().unwrap();
+    assert_eq!(
+        o.status,
+        RunStatus::Cancelled,
+        "{:?} {:?}",
+        o.error,
+        o.steps
+    );
+    assert_eq!(o.error.as_deref(), Some("step probe was cancelled"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_run_cancelled_before_its_first_step_ends_cancelled_not_succeeded() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let cancel = CancelToken::default();
+    cancel.cancel();
+    let (o, _) = run_with(&rt, &fx, NOOP, &[], cancel);
+    assert_eq!(o.status, RunStatus::Cancelled);
+    assert!(o.steps.is_empty());
 }
