@@ -77,6 +77,13 @@ pub struct RunOutcome {
     pub duration_ms: u64,
 }
 
+/// Creates a folder (and its parents) readable by the host's user only: run work folders and
+/// caches may hold customer data.
+pub fn private_dir_all(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
 /// Current UTC time as `YYYYMMDD-HHMMSS`.
 pub fn timestamp_now() -> String {
     let now = time::OffsetDateTime::now_utc();
@@ -158,7 +165,7 @@ pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutc
         .join("runs")
         .join(&req.run_id)
         .join("work");
-    std::fs::create_dir_all(&work)
+    private_dir_all(&work)
         .with_context(|| format!("creating the run's work folder {}", work.display()))?;
     let outcome = execute_in(runtime, &req, &work, started);
     if let Some(run_dir) = work.parent() {

@@ -427,7 +427,7 @@ impl Runtime {
     }
 
     fn store_cache(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.cache_dir)?;
+        crate::executor::private_dir_all(&self.cache_dir)?;
         let bytes = component.serialize().map_err(anyhow::Error::from)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         std::fs::write(&tmp, bytes)?;
