@@ -81,7 +81,10 @@ pub struct RunOutcome {
 /// caches may hold customer data.
 pub fn private_dir_all(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 /// Current UTC time as `YYYYMMDD-HHMMSS`.

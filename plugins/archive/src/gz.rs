@@ -8,7 +8,9 @@
 
 use std::io::{self, Write};
 
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{FlushCompress, Status};
+
+use crate::deflater::Deflater;
 
 /// Output is staged here and written in pieces this big: few host calls.
 const OUT_BUF: usize = 1 << 20;
@@ -18,7 +20,7 @@ const MAX_STORED: usize = 65_535;
 /// Writes a gzip stream to `W`.
 pub struct GzWriter<W: Write> {
     out: W,
-    deflate: Compress,
+    deflate: Deflater,
     crc: crc32fast::Hasher,
     input_bytes: u64,
     buf: Vec<u8>,
@@ -39,7 +41,7 @@ impl<W: Write> GzWriter<W> {
         buf.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3]);
         GzWriter {
             out,
-            deflate: Compress::new(Compression::new(level), false),
+            deflate: Deflater::new(level),
             crc: crc32fast::Hasher::new(),
             input_bytes: 0,
             buf,
@@ -56,8 +58,7 @@ impl<W: Write> GzWriter<W> {
             self.reserve()?;
             let before = self.deflate.total_in();
             self.deflate
-                .compress_vec(data, &mut self.buf, FlushCompress::None)
-                .map_err(io::Error::other)?;
+                .compress_vec(data, &mut self.buf, FlushCompress::None)?;
             data = &data[(self.deflate.total_in() - before) as usize..];
         }
         Ok(())
@@ -108,10 +109,7 @@ impl<W: Write> GzWriter<W> {
     fn flush_deflate(&mut self, flush: FlushCompress) -> io::Result<()> {
         loop {
             self.reserve()?;
-            let status = self
-                .deflate
-                .compress_vec(&[], &mut self.buf, flush)
-                .map_err(io::Error::other)?;
+            let status = self.deflate.compress_vec(&[], &mut self.buf, flush)?;
             let room_left = self.buf.len() < self.buf.capacity();
             match status {
                 Status::StreamEnd => return Ok(()),

@@ -8,6 +8,7 @@
 //! `level`, `prefix`. Returns the artifact `{name, output, size, sha256}` and the outputs `files`,
 //! `bytes` (input bytes) and `excluded`.
 
+pub mod deflater;
 pub mod gz;
 pub mod tarball;
 pub mod walk;
