@@ -148,11 +148,21 @@ struct Prepared {
 fn prepare(runtime: &Runtime, req: &RunRequest<'_>) -> anyhow::Result<Prepared> {
     let limits = effective_limits(req.plan, req.settings)?;
     let mut pres = HashMap::new();
+    // Steps sharing a plugin and pin share one read, hash and compile.
+    let mut by_plugin: HashMap<(&str, Option<&str>), StepPre<StepState>> = HashMap::new();
     for s in all_steps(req.plan) {
-        let (_, bytes) = req.catalog.read(&s.plugin, s.sha256.as_deref())?;
-        let pre = runtime
-            .prepare(&bytes)
-            .with_context(|| format!("loading plugin `{}` for step {}", s.plugin, s.id))?;
+        let key = (s.plugin.as_str(), s.sha256.as_deref());
+        let pre = match by_plugin.get(&key) {
+            Some(pre) => pre.clone(),
+            None => {
+                let (_, bytes) = req.catalog.read(&s.plugin, s.sha256.as_deref())?;
+                let pre = runtime
+                    .prepare(&bytes)
+                    .with_context(|| format!("loading plugin `{}` for step {}", s.plugin, s.id))?;
+                by_plugin.insert(key, pre.clone());
+                pre
+            }
+        };
         pres.insert(s.id.clone(), pre);
     }
     Ok(Prepared { pres, limits })
