@@ -125,6 +125,8 @@ pub enum Event {
         duration_ms: u64,
         /// The first error, when it failed.
         error: Option<String>,
+        /// The id of the backup the run completed, if it made one.
+        backup: Option<String>,
     },
 }
 

@@ -13,11 +13,12 @@ use anyhow::Context as _;
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
+use crate::backups;
 use crate::bindings::{StepPre, types};
 use crate::caps::{CancelToken, StepHost};
 use crate::customer::Customer;
 use crate::events::{Event, EventSink, RunStatus, VerifiedArtifact};
-use crate::pipeline::{ParamValue, Plan, PlannedStep, Stage};
+use crate::pipeline::{OutputKind, ParamValue, Plan, PlannedStep, Stage};
 use crate::plugins::Catalog;
 use crate::runtime::{Runtime, StepCall, StepFailure, StepState, human_bytes, human_duration};
 use crate::sandbox::{MountTable, Roots};
@@ -75,6 +76,8 @@ pub struct RunOutcome {
     pub error: Option<String>,
     /// Wall time.
     pub duration_ms: u64,
+    /// The id of the backup the run completed, if it made one.
+    pub backup: Option<String>,
 }
 
 /// Creates a folder (and its parents) readable by the host's user only: run work folders and
@@ -104,6 +107,7 @@ pub fn new_run_id() -> String {
 fn all_steps(plan: &Plan) -> impl Iterator<Item = &PlannedStep> {
     plan.stages
         .iter()
+        .chain(&plan.on_success)
         .chain(&plan.on_failure)
         .chain(&plan.finally)
         .flat_map(|s| s.steps.iter())
@@ -172,6 +176,13 @@ fn prepare(runtime: &Runtime, req: &RunRequest<'_>) -> anyhow::Result<Prepared> 
 /// start at all (then nothing ran).
 pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
+    // Held until the run ends; the kernel drops it if this process dies.
+    let _lock = crate::lock::acquire(
+        &req.settings.data_dir,
+        req.customer.domain.as_str(),
+        &req.run_id,
+        &req.plan.pipeline,
+    )?;
     let work = req
         .settings
         .data_dir
@@ -194,11 +205,25 @@ fn execute_in(
     started: Instant,
 ) -> anyhow::Result<RunOutcome> {
     let prepared = prepare(runtime, req)?;
-    let roots = Roots::open(
+    let mut roots = Roots::open(
         &req.settings.customers_root,
         req.customer.domain.as_str(),
         work,
     )?;
+    let partial = match req.plan.output {
+        Some(OutputKind::Backup) => {
+            let p = backups::begin(&roots.customer, &req.run_id, &req.timestamp)
+                .context("starting the backup folder")?;
+            let path = roots.customer_path.join(backups::BACKUPS).join(format!(
+                "{}{}",
+                backups::PARTIAL_PREFIX,
+                req.run_id
+            ));
+            roots.backup = Some((p.dir.try_clone()?, path));
+            Some(p)
+        }
+        None => None,
+    };
     req.events.emit(Event::RunStarted {
         run_id: req.run_id.clone(),
         pipeline: req.plan.pipeline.clone(),
@@ -303,10 +328,44 @@ fn execute_in(
         failure
     };
 
-    if let Some((st, err)) = run_stages(&req.plan.stages, &mut records, &mut previous, true) {
+    let mut backup_id = None;
+    let mut failure = run_stages(&req.plan.stages, &mut records, &mut previous, true);
+    if failure.is_none()
+        && let Some(p) = &partial
+    {
+        // Every artifact written into the backup folder was already re-hashed by the host.
+        let verified: Vec<VerifiedArtifact> = records
+            .iter()
+            .flat_map(|r| r.artifacts.iter().filter(|a| a.root == "backup").cloned())
+            .collect();
+        match p.finalize(&verified) {
+            Ok(_) => backup_id = Some(p.id.clone()),
+            Err(e) => {
+                failure = Some((
+                    RunStatus::Failed,
+                    format!("completing backup {}: {e:#}", p.id),
+                ))
+            }
+        }
+    }
+    if let Some((st, err)) = failure {
         status = st;
         first_error = Some(err);
         run_stages(&req.plan.on_failure, &mut records, &mut previous, false);
+    } else if let Some((st, err)) =
+        run_stages(&req.plan.on_success, &mut records, &mut previous, true)
+    {
+        status = st;
+        first_error = Some(match &backup_id {
+            Some(id) => format!("backup {id} is complete, but {err}"),
+            None => err,
+        });
+    }
+    // A backup folder that did not complete is never left behind to be mistaken for one.
+    if backup_id.is_none()
+        && let Some(p) = partial
+    {
+        p.abort();
     }
     if let Some((st, err)) = run_stages(&req.plan.finally, &mut records, &mut previous, false)
         && first_error.is_none()
@@ -320,6 +379,7 @@ fn execute_in(
         status,
         duration_ms,
         error: first_error.clone(),
+        backup: backup_id.clone(),
     });
     Ok(RunOutcome {
         run_id: req.run_id.clone(),
@@ -327,6 +387,7 @@ fn execute_in(
         steps: records,
         error: first_error,
         duration_ms,
+        backup: backup_id,
     })
 }
 
@@ -522,10 +583,7 @@ fn check_result(
             name: a.name.clone(),
             guest_path: a.path.clone(),
             path: rel.display().to_string(),
-            root: match loc.mount.root {
-                crate::pipeline::MountRoot::Customer => "customer",
-                crate::pipeline::MountRoot::Work => "work",
-            },
+            root: crate::sandbox::root_name(loc.mount.root),
             size,
             sha256: sha,
         });

@@ -1,11 +1,13 @@
 //! qodify-host: runs customer backup, restore and upgrade pipelines as sandboxed WebAssembly step
 //! plugins. See `ARCHITECTURE.md` for the bird's-eye view.
 
+pub mod backups;
 pub mod bindings;
 pub mod caps;
 pub mod customer;
 pub mod events;
 pub mod executor;
+pub mod lock;
 pub mod pipeline;
 pub mod plugins;
 pub mod runtime;

@@ -91,6 +91,9 @@ enum Command {
     /// Plugins the host can run.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Backups of one customer: list, verify, delete.
+    #[command(subcommand)]
+    Backups(BackupsCommand),
     /// Print the JSON Schema of pipeline files (or of tier overlays), for editor completion.
     ///
     /// VS Code (Even Better TOML) / taplo: save it, e.g. as pipeline.schema.json, and put
@@ -99,6 +102,35 @@ enum Command {
         /// The schema of tier overlay files instead.
         #[arg(long)]
         overlay: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupsCommand {
+    /// List complete backups, newest first (partial or damaged folders are never listed).
+    List {
+        /// The customer's domain.
+        #[arg(long, value_name = "DOMAIN")]
+        customer: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute every artifact's sha256 and size against backup.json; exit 1 on any mismatch.
+    Verify {
+        /// The customer's domain.
+        #[arg(long, value_name = "DOMAIN")]
+        customer: String,
+        /// Backup id (YYYYMMDD-HHMMSS); all backups when absent.
+        id: Option<String>,
+    },
+    /// Delete a backup (refused while it is pinned, e.g. by an upgrade that can still roll back).
+    Delete {
+        /// The customer's domain.
+        #[arg(long, value_name = "DOMAIN")]
+        customer: String,
+        /// Backup id (YYYYMMDD-HHMMSS).
+        id: String,
     },
 }
 
@@ -180,6 +212,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => plan_cmd(&settings, &args),
         Command::Run(args) => run_cmd(&settings, &args, cli.global.verbose),
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&settings, json),
+        Command::Backups(cmd) => backups_cmd(&settings, cmd),
         Command::Schema { overlay } => {
             let schema = if overlay {
                 pipeline::overlay_schema()
@@ -400,6 +433,10 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
     }
     let sections = [
         ("steps", &plan.stages),
+        (
+            "on success (after the backup is complete)",
+            &plan.on_success,
+        ),
         ("on failure", &plan.on_failure),
         ("finally", &plan.finally),
     ];
@@ -423,10 +460,7 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
                     .unwrap_or_default();
                 println!("{ind}- {} [{}{}]", s.id, s.plugin, pin);
                 for m in &s.mounts {
-                    let root = match m.from {
-                        pipeline::MountRoot::Customer => "customer",
-                        pipeline::MountRoot::Work => "work",
-                    };
+                    let root = qodify_host::sandbox::root_name(m.from);
                     println!(
                         "{ind}    mount {} <- {root}:{}/ ({}{}{}){}",
                         m.guest,
@@ -568,4 +602,100 @@ fn plugins_list(settings: &Settings, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn open_customer(settings: &Settings, domain: &str) -> Result<(Customer, cap_std::fs::Dir)> {
+    let customer = Customer::new(domain, None)?;
+    let dir =
+        qodify_host::sandbox::open_customer(&settings.customers_root, customer.domain.as_str())?;
+    Ok((customer, dir))
+}
+
+fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
+    use qodify_host::backups;
+    match cmd {
+        BackupsCommand::List { customer, json } => {
+            let (_, dir) = open_customer(settings, &customer)?;
+            let list = backups::list(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if list.is_empty() {
+                eprintln!("no backups for {customer}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<16} {:<7} {:>10} {:>8}  artifacts",
+                "id", "type", "size", "seconds"
+            );
+            for b in &list {
+                let field = |k: &str| b.manifest.rest.get(k).cloned().unwrap_or_default();
+                let kind = field("type");
+                let secs = field("stats")
+                    .get("durationSeconds")
+                    .cloned()
+                    .unwrap_or_default();
+                let files: Vec<&str> = b
+                    .manifest
+                    .artifacts
+                    .iter()
+                    .map(|a| a.file.as_str())
+                    .collect();
+                println!(
+                    "{:<16} {:<7} {:>10} {:>8}  {}{}",
+                    b.id,
+                    kind.as_str().unwrap_or("-"),
+                    human_bytes(b.size),
+                    secs.as_f64()
+                        .map(|s| format!("{s:.1}"))
+                        .unwrap_or_else(|| "-".into()),
+                    files.join(", "),
+                    b.pinned
+                        .as_deref()
+                        .map(|r| format!("  [pinned: {r}]"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupsCommand::Verify { customer, id } => {
+            let (_, dir) = open_customer(settings, &customer)?;
+            let ids: Vec<String> = match id {
+                Some(id) => vec![id],
+                None => backups::list(&dir)?.into_iter().map(|b| b.id).collect(),
+            };
+            let mut bad = 0;
+            for id in &ids {
+                let problems = backups::verify(&dir, id)?;
+                if problems.is_empty() {
+                    println!("ok    {id}");
+                } else {
+                    bad += 1;
+                    for p in problems {
+                        println!("BAD   {id}/{}: {}", p.file, p.problem);
+                    }
+                }
+            }
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        BackupsCommand::Delete { customer, id } => {
+            let (c, dir) = open_customer(settings, &customer)?;
+            let run_id = executor::new_run_id();
+            // Deleting is a task for the customer like any other: never during a run.
+            let _lock = qodify_host::lock::acquire(
+                &settings.data_dir,
+                c.domain.as_str(),
+                &run_id,
+                "backups delete",
+            )?;
+            backups::delete(&dir, &id)?;
+            println!("deleted {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -85,6 +85,18 @@ pub struct Roots {
     pub work: Dir,
     /// Its path.
     pub work_path: PathBuf,
+    /// The run's new backup folder (still hidden) when the pipeline has `output = "backup"`.
+    pub backup: Option<(Dir, PathBuf)>,
+}
+
+/// Opens `<customers_root>/<domain>` (a validated DNS name: one plain component; cap-std refuses
+/// a `<domain>` symlink that leads out of the customers root).
+pub fn open_customer(customers_root: &Path, domain: &str) -> Result<Dir, SandboxError> {
+    let missing = || SandboxError::NoCustomerFolder {
+        path: customers_root.join(domain),
+    };
+    let root = Dir::open_ambient_dir(customers_root, ambient_authority()).map_err(|_| missing())?;
+    root.open_dir(domain).map_err(|_| missing())
 }
 
 impl Roots {
@@ -95,14 +107,7 @@ impl Roots {
         work_path: &Path,
     ) -> Result<Self, SandboxError> {
         let customer_path = customers_root.join(domain);
-        let missing = || SandboxError::NoCustomerFolder {
-            path: customer_path.clone(),
-        };
-        let root =
-            Dir::open_ambient_dir(customers_root, ambient_authority()).map_err(|_| missing())?;
-        // `domain` is a validated DNS name: one normal component. cap-std refuses a `<domain>`
-        // symlink that leads out of the customers root.
-        let customer = root.open_dir(domain).map_err(|_| missing())?;
+        let customer = open_customer(customers_root, domain)?;
         let work = Dir::open_ambient_dir(work_path, ambient_authority()).map_err(|source| {
             SandboxError::Io {
                 guest: "(work folder)".into(),
@@ -116,6 +121,7 @@ impl Roots {
             customer_path,
             work,
             work_path: work_path.to_path_buf(),
+            backup: None,
         })
     }
 }
@@ -144,10 +150,12 @@ impl Mount {
     }
 }
 
-fn root_name(r: MountRoot) -> &'static str {
+/// The name of a mount root, as pipelines write it.
+pub fn root_name(r: MountRoot) -> &'static str {
     match r {
         MountRoot::Customer => "customer",
         MountRoot::Work => "work",
+        MountRoot::Backup => "backup",
     }
 }
 
@@ -174,6 +182,19 @@ impl MountTable {
             let (base, base_path) = match m.from {
                 MountRoot::Customer => (&roots.customer, &roots.customer_path),
                 MountRoot::Work => (&roots.work, &roots.work_path),
+                MountRoot::Backup => match &roots.backup {
+                    Some((dir, path)) => (dir, path),
+                    None => {
+                        return Err(SandboxError::Io {
+                            guest: m.guest.clone(),
+                            root: "backup",
+                            path: m.path.display().to_string(),
+                            source: std::io::Error::other(
+                                "the pipeline has no `output = \"backup\"`",
+                            ),
+                        });
+                    }
+                },
             };
             let root = root_name(m.from);
             let path_str = m.path.display().to_string();

@@ -9,8 +9,8 @@ use super::expr::{self, Expr};
 use super::paths::{self, PathProblem};
 use super::resolve::Limits;
 use super::spec::{
-    Access, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountSpec, ParamSpec,
-    ParamType, StepSpec,
+    Access, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot, MountSpec,
+    ParamSpec, ParamType, StepSpec,
 };
 use super::template::{self, KNOWN_REFS, Piece, Ref};
 use super::units;
@@ -28,7 +28,7 @@ pub(crate) enum ParamKind {
 /// What resolving needs from a checked pipeline, per section and step index.
 #[derive(Debug)]
 pub(crate) struct Compiled {
-    pub(crate) sections: [Vec<CompiledStep>; 3],
+    pub(crate) sections: [Vec<CompiledStep>; Section::ALL.len()],
 }
 
 #[derive(Debug, Default)]
@@ -178,7 +178,13 @@ impl Checker<'_> {
             self.param(name, spec);
         }
         let mut first_use: HashMap<&str, &Located<String>> = HashMap::new();
-        let mut sections: [Vec<CompiledStep>; 3] = Default::default();
+        let mut sections: [Vec<CompiledStep>; Section::ALL.len()] = Default::default();
+        // Name on_success only where it is used, to keep the hint short.
+        let unique_across = if self.p.spec.on_success.is_empty() {
+            "steps, on_failure and finally"
+        } else {
+            "steps, on_success, on_failure and finally"
+        };
         for (section, compiled) in Section::ALL.into_iter().zip(&mut sections) {
             let steps = self.p.section(section);
             self.groups(steps);
@@ -188,7 +194,7 @@ impl Checker<'_> {
                     self.at(
                         &step.id,
                         format!("duplicate step id `{}`", step.id.get()),
-                        format!("step ids must be unique across steps, on_failure and finally; it is first used at line {line}"),
+                        format!("step ids must be unique across {unique_across}; it is first used at line {line}"),
                     );
                 } else {
                     first_use.insert(step.id.as_str(), &step.id);
@@ -527,6 +533,16 @@ impl Checker<'_> {
                 }
                 guests.push(guest);
             }
+        }
+        if *mount.from.get() == MountRoot::Backup && self.p.spec.output.is_none() {
+            self.at(
+                &mount.from,
+                format!(
+                    "mount `{}` is from the backup folder, but the pipeline writes no backup",
+                    guest.get()
+                ),
+                "add `output = \"backup\"` at the top of the pipeline (before any table) so the run creates a new backup folder, or mount from \"customer\" or \"work\"",
+            );
         }
         let path = &mount.path;
         if let Some(pieces) = self.template(path.src(), &path.span(), path, Exprs::NotInMountPath) {

@@ -1,5 +1,14 @@
 //! Pipeline loading, pure: parse TOML → validate → apply a tier overlay → resolve for one run.
 //! No I/O beyond reading the files; every error is a [`Diagnostic`] with `file:line:col` and a hint.
+//!
+//! A pipeline has four step sections, in run order: `steps`; `on_success`, run only when every
+//! step succeeded (after the backup folder was renamed into place); `on_failure`, run after a
+//! failed step; and `finally`, always run last. Step ids are unique across all four.
+//!
+//! With `output = "backup"` ([`OutputKind::Backup`]) the run writes a new backup folder: the host
+//! creates it as a hidden partial folder, mounts reach it with `from = "backup"`
+//! ([`MountRoot::Backup`]), and the host renames it into place only when every step succeeded.
+//! `from = "backup"` without `output = "backup"` is a validation error.
 
 mod check;
 mod diag;
@@ -28,8 +37,8 @@ pub use resolve::{
 };
 pub use spec::{
     Access, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot, MountSpec,
-    OrderedMap, OverlaySpec, ParamPatch, ParamSpec, ParamType, PipelinePatch, PipelineSpec,
-    SizeValue, StepPatch, StepSpec,
+    OrderedMap, OutputKind, OverlaySpec, ParamPatch, ParamSpec, ParamType, PipelinePatch,
+    PipelineSpec, SizeValue, StepPatch, StepSpec,
 };
 
 use diag::Source;
@@ -42,12 +51,14 @@ pub struct Pipeline {
     sources: Vec<Arc<Source>>,
 }
 
-/// The three step lists of a pipeline.
+/// The four step lists of a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Section {
     /// `[[steps]]`.
     Steps,
+    /// `[[on_success]]`: run when every step succeeded, after the backup folder was finalised.
+    OnSuccess,
     /// `[[on_failure]]`.
     OnFailure,
     /// `[[finally]]`.
@@ -55,13 +66,19 @@ pub enum Section {
 }
 
 impl Section {
-    /// In run order.
-    pub const ALL: [Section; 3] = [Section::Steps, Section::OnFailure, Section::Finally];
+    /// In run order (a run takes `on_success` or `on_failure`, never both).
+    pub const ALL: [Section; 4] = [
+        Section::Steps,
+        Section::OnSuccess,
+        Section::OnFailure,
+        Section::Finally,
+    ];
 
     /// The TOML key.
     pub fn key(self) -> &'static str {
         match self {
             Section::Steps => "steps",
+            Section::OnSuccess => "on_success",
             Section::OnFailure => "on_failure",
             Section::Finally => "finally",
         }
@@ -73,9 +90,18 @@ impl PipelineSpec {
     pub fn section(&self, section: Section) -> &[StepSpec] {
         match section {
             Section::Steps => &self.steps,
+            Section::OnSuccess => &self.on_success,
             Section::OnFailure => &self.on_failure,
             Section::Finally => &self.finally,
         }
+    }
+
+    /// Every step, mutably, in [`Section::ALL`] order.
+    pub(crate) fn all_steps_mut(&mut self) -> impl Iterator<Item = &mut StepSpec> {
+        (self.steps.iter_mut())
+            .chain(self.on_success.iter_mut())
+            .chain(self.on_failure.iter_mut())
+            .chain(self.finally.iter_mut())
     }
 }
 
@@ -88,6 +114,12 @@ impl Pipeline {
     /// The pipeline's description.
     pub fn description(&self) -> Option<&str> {
         self.spec.description.as_deref()
+    }
+
+    /// What a run produces: `Some(OutputKind::Backup)` for a new backup folder, `None` for
+    /// nothing.
+    pub fn output(&self) -> Option<OutputKind> {
+        self.spec.output.as_deref().copied()
     }
 
     /// The pipeline file (as given to the loader).
@@ -120,7 +152,7 @@ impl Pipeline {
         self.spec.section(section)
     }
 
-    /// Every step: `steps`, then `on_failure`, then `finally`.
+    /// Every step: `steps`, then `on_success`, then `on_failure`, then `finally`.
     pub fn all_steps(&self) -> impl Iterator<Item = &StepSpec> {
         Section::ALL
             .into_iter()
@@ -178,7 +210,8 @@ fn read(file: &Path, what: &str) -> Result<String, Diagnostics> {
 }
 
 /// Checks everything [`parse_pipeline`] does not: names, params and defaults, `when`
-/// conditions, templates, grants, limits, groups, and that each plugin is known.
+/// conditions, templates, grants (`from = "backup"` needs `output = "backup"`), limits, groups,
+/// and that each plugin is known.
 /// `plugin_hint` is shown for unknown plugins, e.g. "known plugins: archive, manifest".
 pub fn validate(
     p: &Pipeline,

@@ -111,11 +111,7 @@ impl Overlay {
         }
         for (id, mut patch) in patch.steps.0 {
             let known: Vec<String> = p.all_steps().map(|s| s.id.get().clone()).collect();
-            let spec = &mut p.spec;
-            let step = (spec.steps.iter_mut())
-                .chain(spec.on_failure.iter_mut())
-                .chain(spec.finally.iter_mut())
-                .find(|s| s.id.get() == id.get());
+            let step = p.spec.all_steps_mut().find(|s| s.id.get() == id.get());
             let Some(step) = step else {
                 unknown.push(self.unknown(&id, "step", &name, &known));
                 continue;

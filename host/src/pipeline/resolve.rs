@@ -13,7 +13,7 @@ use super::check::{self, CompiledStep};
 use super::diag::{Diagnostics, list};
 use super::expr;
 use super::paths;
-use super::spec::{Access, ConfigTable, ConfigValue, MountRoot, ParamType, StepSpec};
+use super::spec::{Access, ConfigTable, ConfigValue, MountRoot, OutputKind, ParamType, StepSpec};
 use super::template::{self, Piece, Ref};
 use super::units::format_duration;
 use super::{Pipeline, Section};
@@ -74,8 +74,16 @@ pub struct Plan {
     pub pipeline: String,
     /// Every param's value for this run.
     pub params: BTreeMap<String, ParamValue>,
+    /// What the run produces: `"backup"` for a new backup folder (created hidden, renamed into
+    /// place when every step succeeded); omitted when the run produces none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputKind>,
     /// The main stages, in order.
     pub stages: Vec<Stage>,
+    /// Stages run when every main step succeeded, after the backup folder was finalised and
+    /// before `finally`; omitted when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<Stage>,
     /// Stages run when a step failed.
     pub on_failure: Vec<Stage>,
     /// Stages always run at the end.
@@ -233,7 +241,9 @@ pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
     let mut plan = Plan {
         pipeline: p.name().to_owned(),
         params,
+        output: p.output(),
         stages: Vec::new(),
+        on_success: Vec::new(),
         on_failure: Vec::new(),
         finally: Vec::new(),
         skipped: Vec::new(),
@@ -242,7 +252,7 @@ pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
         inputs,
         params: &plan.params,
     };
-    let mut sections: [Vec<Stage>; 3] = Default::default();
+    let mut sections: [Vec<Stage>; Section::ALL.len()] = Default::default();
     let mut skipped = Vec::new();
     for ((section, compiled), stages) in Section::ALL
         .into_iter()
@@ -273,8 +283,9 @@ pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
             }
         }
     }
-    let [stages, on_failure, finally] = sections;
+    let [stages, on_success, on_failure, finally] = sections;
     plan.stages = stages;
+    plan.on_success = on_success;
     plan.on_failure = on_failure;
     plan.finally = finally;
     plan.skipped = skipped;
@@ -422,7 +433,7 @@ impl Context<'_> {
             )?;
             mounts.push(PlannedMount {
                 guest: mount.guest.get().clone(),
-                from: mount.from,
+                from: *mount.from.get(),
                 path: checked,
                 writable: mount.access == Access::Rw,
                 create: mount.create.as_ref().is_some_and(|c| *c.get()),

@@ -165,6 +165,11 @@ pub struct PipelineSpec {
     /// What the pipeline does, shown by `plan`.
     #[serde(default)]
     pub description: Option<String>,
+    /// What the run produces. `"backup"`: a new backup folder, created hidden and renamed into
+    /// place only when every step succeeded; mounts reach it with `from = "backup"`. Absent: the
+    /// run produces no backup.
+    #[serde(default)]
+    pub output: Option<Located<OutputKind>>,
     /// Typed params, set per run (`--param NAME=VALUE`). Names may contain dots:
     /// `[params."include.logs"]`.
     #[serde(default)]
@@ -172,12 +177,25 @@ pub struct PipelineSpec {
     /// The steps, run in order; consecutive steps with the same `group` run concurrently.
     #[serde(default)]
     pub steps: Vec<StepSpec>,
+    /// Steps run when every step succeeded, after the backup folder (with `output = "backup"`)
+    /// was renamed into place; before `finally`.
+    #[serde(default)]
+    pub on_success: Vec<StepSpec>,
     /// Steps run when a step failed.
     #[serde(default)]
     pub on_failure: Vec<StepSpec>,
     /// Steps always run at the end.
     #[serde(default)]
     pub finally: Vec<StepSpec>,
+}
+
+/// What a run produces (the pipeline's `output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// A new backup folder: the host creates it hidden (partial) and renames it into place only
+    /// when every step succeeded.
+    Backup,
 }
 
 /// A typed param.
@@ -246,7 +264,7 @@ pub(crate) enum DefaultSchema {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSpec {
-    /// Unique across `steps`, `on_failure` and `finally`.
+    /// Unique across `steps`, `on_success`, `on_failure` and `finally`.
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]*$"), length(max = 63))]
     pub id: Located<String>,
     /// The plugin to run: the `.wasm` file stem.
@@ -290,8 +308,8 @@ pub struct MountSpec {
     #[schemars(regex(pattern = r"^(/[^/]+)+$"))]
     pub guest: Located<String>,
     /// Which host folder `path` is inside.
-    #[serde(default)]
-    pub from: MountRoot,
+    #[serde(default = "default_root")]
+    pub from: Located<MountRoot>,
     /// Relative path inside `from`; `""` or `"."` is its root. Templated like config strings.
     pub path: Located<String>,
     /// Read-only (`ro`, the default) or read-write (`rw`).
@@ -308,6 +326,22 @@ pub struct MountSpec {
     pub reason: Option<String>,
 }
 
+/// `from` when absent; its empty span is never reported on, as only `from = "backup"` is.
+fn default_root() -> Located<MountRoot> {
+    Located {
+        value: MountRoot::default(),
+        span: 0..0,
+        src: 0,
+    }
+}
+
+/// As the bare value; lets the schema show `from`'s default.
+impl Serialize for Located<MountRoot> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
 /// The host folder a mount's path is relative to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -317,6 +351,9 @@ pub enum MountRoot {
     Customer,
     /// The run's private work folder.
     Work,
+    /// The run's new backup folder (needs `output = "backup"`): hidden while the run's steps
+    /// write it, renamed into place when all of them succeeded.
+    Backup,
 }
 
 impl MountRoot {
@@ -325,6 +362,7 @@ impl MountRoot {
         match self {
             MountRoot::Customer => "customer folder",
             MountRoot::Work => "work folder",
+            MountRoot::Backup => "backup folder",
         }
     }
 }
@@ -610,7 +648,7 @@ pub struct PipelinePatch {
     /// New param defaults, by param name.
     #[serde(default)]
     pub params: OrderedMap<ParamPatch>,
-    /// Step patches, by step id (in `steps`, `on_failure` or `finally`).
+    /// Step patches, by step id (in `steps`, `on_success`, `on_failure` or `finally`).
     #[serde(default)]
     pub steps: OrderedMap<StepPatch>,
 }

@@ -523,8 +523,10 @@ fn when_columns_point_inside_escaped_and_multiline_strings() {
 fn the_shipped_backup_pipeline_keeps_what_its_params_choose() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/backup.toml");
     let p = load_pipeline(&file).unwrap_or_else(|d| panic!("{d}"));
-    let shipped = |id: &str| matches!(id, "archive" | "manifest");
-    validate(&p, &shipped, "known plugins: archive, manifest").unwrap_or_else(|d| panic!("{d}"));
+    // The shipped plugins are the crates under plugins/ (the SDK is none).
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let shipped = |id: &str| id != "qodify-plugin-sdk" && plugins.join(id).is_dir();
+    validate(&p, &shipped, "shipped plugins: see plugins/").unwrap_or_else(|d| panic!("{d}"));
     check_name_matches_file(&p).unwrap_or_else(|d| panic!("{d}"));
     let keep = |params: &[(&str, &str)], logs: bool| {
         let plan = resolve(&p, &inputs(params)).unwrap();
@@ -566,5 +568,89 @@ fn a_lone_template_keeps_its_type_and_a_longer_string_renders_text() {
     assert_eq!(
         config(&[("on", "true"), ("n", "-1")]),
         serde_json::json!({"n": -1, "on": true, "off": false, "text": "n=-1 on=true", "spaced": "true "})
+    );
+}
+
+#[test]
+fn output_and_on_success_are_exposed() {
+    let p = load_checked(Path::new("valid/new-backup.toml")).unwrap();
+    assert_eq!(p.output(), Some(OutputKind::Backup));
+    let ids = |s: Section| -> Vec<&str> { p.section(s).iter().map(|s| s.id.as_str()).collect() };
+    assert_eq!(ids(Section::OnSuccess), ["prune", "notify"]);
+    assert_eq!(Section::OnSuccess.key(), "on_success");
+    let all: Vec<&str> = p.all_steps().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        all,
+        [
+            "archive-backend",
+            "archive-uploads",
+            "manifest",
+            "prune",
+            "notify",
+            "report",
+            "cleanup"
+        ]
+    );
+    let plan = resolve(&p, &inputs(&[("notify", "true")])).unwrap();
+    assert_eq!(plan.output, Some(OutputKind::Backup));
+    assert_eq!(stage_ids(&plan.on_success), [vec!["prune"], vec!["notify"]]);
+    assert!(plan.skipped.is_empty());
+    let minimal = load_checked(Path::new("valid/minimal.toml")).unwrap();
+    assert_eq!(minimal.output(), None);
+    let plan = resolve(&minimal, &inputs(&[])).unwrap();
+    assert_eq!((plan.output, plan.on_success.len()), (None, 0));
+    let json = serde_json::to_value(&plan).unwrap();
+    assert!(json.get("output").is_none() && json.get("on_success").is_none());
+}
+
+#[test]
+fn on_success_step_ids_are_unique_with_the_other_sections() {
+    let src = "name = \"d\"\noutput = \"backup\"\n[[steps]]\nid = \"a\"\nplugin = \"noop\"\n[[on_success]]\nid = \"a\"\nplugin = \"noop\"\n";
+    let p = parse_pipeline(Path::new("d.toml"), src).unwrap();
+    let err = validate(&p, &known_plugin, "").unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert_eq!((err[0].line, err[0].col), (7, 6));
+    assert_eq!(
+        err[0].hint.as_deref(),
+        Some(
+            "step ids must be unique across steps, on_success, on_failure and finally; it is first used at line 4"
+        )
+    );
+}
+
+#[test]
+fn overlays_patch_on_success_steps() {
+    let base = load_checked(Path::new("valid/new-backup.toml")).unwrap();
+    let overlay = parse_overlay(
+        Path::new("t.toml"),
+        "[pipelines.new-backup.steps.prune.config]\nkeep = 30\n[pipelines.new-backup.steps.prune.limits]\ntimeout = \"5m\"\n",
+    )
+    .unwrap();
+    let plan = resolve(&overlay.apply(&base).unwrap(), &inputs(&[])).unwrap();
+    let prune = &plan.on_success[0].steps[0];
+    assert_eq!(prune.config["keep"], 30);
+    assert_eq!(prune.config["latest"], "backups/20261126-101500");
+    assert_eq!(
+        prune.limits.timeout,
+        Some(std::time::Duration::from_secs(300))
+    );
+}
+
+#[test]
+fn a_param_value_cannot_make_a_backup_mount_leave_the_backup_folder() {
+    let src = "name = \"b\"\noutput = \"backup\"\n[params.sub]\ntype = \"string\"\ndefault = \"db\"\n[[steps]]\nid = \"a\"\nplugin = \"noop\"\n[[steps.mounts]]\nguest = \"/out\"\nfrom = \"backup\"\npath = \"{{params.sub}}\"\naccess = \"rw\"\ncreate = true\n";
+    let p = parse_pipeline(Path::new("b.toml"), src).unwrap();
+    validate(&p, &known_plugin, "").unwrap_or_else(|d| panic!("{d}"));
+    let plan = resolve(&p, &inputs(&[])).unwrap();
+    let mount = &planned(&plan, "a").mounts[0];
+    assert_eq!(
+        (mount.from, mount.path.as_path()),
+        (MountRoot::Backup, Path::new("db"))
+    );
+    assert_eq!(
+        resolve(&p, &inputs(&[("sub", "..")]))
+            .unwrap_err()
+            .to_string(),
+        "mount /out of step a: path `..` leaves the backup folder"
     );
 }

@@ -1,0 +1,405 @@
+//! Backups on the local disk: the hidden partial folder a run writes into, atomic completion,
+//! listing, verification, pins and deletion. This is the one storage seam: external storage would
+//! implement the same operations.
+//!
+//! Layout (fixed): `<customer>/backups/<YYYYMMDD-HHMMSS>/` holding the artifacts and `backup.json`;
+//! folder mode 700, files 600. A run writes into `backups/.partial-<run-id>/`; only a complete
+//! folder whose manifest matches its files is renamed into place, and only such folders are
+//! listed. `backups/.pins/<id>` pins a backup (its content says why): it is never deleted.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use cap_std::fs::{Dir, Permissions, PermissionsExt as _};
+use rustix::fs::{Mode, OFlags, RenameFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::events::VerifiedArtifact;
+
+/// The backups folder inside a customer folder.
+pub const BACKUPS: &str = "backups";
+/// Prefix of a run's partial folder.
+pub const PARTIAL_PREFIX: &str = ".partial-";
+/// Prefix of a folder being deleted.
+const DELETING_PREFIX: &str = ".deleting-";
+/// The manifest's file name.
+pub const MANIFEST: &str = "backup.json";
+/// Folder of pin files.
+pub const PINS: &str = ".pins";
+
+/// Is `s` a backup id, `YYYYMMDD-HHMMSS`?
+pub fn is_backup_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 15
+        && b[8] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 8 || c.is_ascii_digit())
+}
+
+/// One artifact as `backup.json` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestArtifact {
+    /// Label (`db`, `backend`, …).
+    pub name: String,
+    /// File name inside the backup folder.
+    pub file: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex sha256.
+    pub sha256: String,
+}
+
+/// The parts of `backup.json` the host relies on; the rest is kept as it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Format version (1).
+    pub format_version: u32,
+    /// The backup id.
+    pub id: String,
+    /// The artifacts.
+    pub artifacts: Vec<ManifestArtifact>,
+    /// Every other field, as written.
+    #[serde(flatten)]
+    pub rest: BTreeMap<String, serde_json::Value>,
+}
+
+/// A complete backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backup {
+    /// Its id (folder name).
+    pub id: String,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Sum of artifact sizes.
+    pub size: u64,
+    /// Why it is pinned, when it is.
+    pub pinned: Option<String>,
+}
+
+fn io(path: &str) -> impl FnOnce(std::io::Error) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("{path}: {e}")
+}
+
+fn fsync_dir(dir: &Dir) -> std::io::Result<()> {
+    let fd = rustix::fs::openat(
+        dir.as_fd(),
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
+}
+
+/// Opens (creating it, mode 700) the customer's backups folder.
+pub fn open_backups(customer: &Dir) -> Result<Dir> {
+    match customer.create_dir(BACKUPS) {
+        Ok(()) => customer
+            .set_permissions(BACKUPS, Permissions::from_mode(0o700))
+            .map_err(io(BACKUPS))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(BACKUPS)(e)),
+    }
+    customer.open_dir(BACKUPS).map_err(io(BACKUPS))
+}
+
+/// A run's backup folder while it is being written.
+#[derive(Debug)]
+pub struct Partial {
+    /// The backups folder.
+    backups: Dir,
+    /// `.partial-<run-id>`.
+    name: String,
+    /// The id it will get (`YYYYMMDD-HHMMSS`).
+    pub id: String,
+    /// The partial folder itself.
+    pub dir: Dir,
+}
+
+/// Starts a backup: removes what crashed runs left behind (partial and half-deleted folders;
+/// the caller holds the customer's lock, so none of them is in use) and creates
+/// `backups/.partial-<run-id>/` (mode 700).
+pub fn begin(customer: &Dir, run_id: &str, id: &str) -> Result<Partial> {
+    anyhow::ensure!(
+        is_backup_id(id),
+        "`{id}` is not a backup id (YYYYMMDD-HHMMSS)"
+    );
+    let backups = open_backups(customer)?;
+    for entry in backups.entries().map_err(io(BACKUPS))? {
+        let entry = entry.map_err(io(BACKUPS))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(PARTIAL_PREFIX) || name.starts_with(DELETING_PREFIX) {
+            tracing::info!("removing {name} left behind by an interrupted run");
+            backups.remove_dir_all(&name).map_err(io(&name))?;
+        }
+    }
+    if backups.exists(id) {
+        bail!("backup {id} already exists; start the run again in a second");
+    }
+    let name = format!("{PARTIAL_PREFIX}{run_id}");
+    backups.create_dir(&name).map_err(io(&name))?;
+    backups
+        .set_permissions(&name, Permissions::from_mode(0o700))
+        .map_err(io(&name))?;
+    let dir = backups.open_dir(&name).map_err(io(&name))?;
+    Ok(Partial {
+        backups,
+        name,
+        id: id.to_owned(),
+        dir,
+    })
+}
+
+impl Partial {
+    /// Removes the partial folder (failed or cancelled run).
+    pub fn abort(self) {
+        if let Err(e) = self.backups.remove_dir_all(&self.name) {
+            tracing::warn!("cannot remove {}: {e}", self.name);
+        }
+    }
+
+    /// Completes the backup: checks `backup.json` against the files (using what the host already
+    /// hashed when steps returned them, hashing the rest), sets modes 600/700, fsyncs every file
+    /// and the folder, renames it to `backups/<id>/` without replacing anything, and fsyncs
+    /// `backups/`. On error the partial folder stays for [`Partial::abort`].
+    pub fn finalize(&self, verified: &[VerifiedArtifact]) -> Result<Manifest> {
+        let manifest = read_manifest(&self.dir).context("the run wrote no valid backup.json")?;
+        anyhow::ensure!(
+            manifest.id == self.id,
+            "backup.json names backup {}, but this run writes {}",
+            manifest.id,
+            self.id
+        );
+        let mut listed: BTreeMap<&str, &ManifestArtifact> = BTreeMap::new();
+        for a in &manifest.artifacts {
+            anyhow::ensure!(
+                !a.file.contains('/') && !a.file.starts_with('.') && a.file != MANIFEST,
+                "backup.json lists `{}`, which is not a plain artifact file name",
+                a.file
+            );
+            anyhow::ensure!(
+                listed.insert(&a.file, a).is_none(),
+                "backup.json lists `{}` twice",
+                a.file
+            );
+        }
+        let known: BTreeMap<String, (u64, &str)> = verified
+            .iter()
+            .filter_map(|v| {
+                Path::new(&v.path).file_name().map(|f| {
+                    (
+                        f.to_string_lossy().into_owned(),
+                        (v.size, v.sha256.as_str()),
+                    )
+                })
+            })
+            .collect();
+        for entry in self.dir.entries().map_err(io(&self.name))? {
+            let entry = entry.map_err(io(&self.name))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ft = entry.file_type().map_err(io(&name))?;
+            anyhow::ensure!(
+                ft.is_file(),
+                "{name} in the backup folder is not a regular file"
+            );
+            if name != MANIFEST {
+                let a = listed.remove(name.as_str()).with_context(|| {
+                    format!("{name} is in the backup folder but not in backup.json")
+                })?;
+                let (size, sha) = match known.get(&name) {
+                    Some((size, sha)) => (*size, (*sha).to_owned()),
+                    None => crate::executor::hash_file_at(&self.dir, entry.file_name().as_os_str())
+                        .map_err(io(&name))?,
+                };
+                anyhow::ensure!(
+                    size == a.size && sha.eq_ignore_ascii_case(&a.sha256),
+                    "{name}: backup.json says {} bytes, sha256 {}, but the file has {size} bytes, sha256 {sha}",
+                    a.size,
+                    a.sha256
+                );
+            }
+            self.dir
+                .set_permissions(&name, Permissions::from_mode(0o600))
+                .map_err(io(&name))?;
+            let file = self.dir.open(&name).map_err(io(&name))?;
+            file.sync_all().map_err(io(&name))?;
+        }
+        if let Some(missing) = listed.keys().next() {
+            bail!("backup.json lists {missing}, which the run did not write");
+        }
+        fsync_dir(&self.dir).map_err(io(&self.name))?;
+        rustix::fs::renameat_with(
+            self.backups.as_fd(),
+            &self.name,
+            self.backups.as_fd(),
+            &self.id,
+            RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| anyhow::anyhow!("renaming {} to {}: {e}", self.name, self.id))?;
+        fsync_dir(&self.backups).map_err(io(BACKUPS))?;
+        Ok(manifest)
+    }
+}
+
+/// Reads and parses `backup.json` in `dir`.
+pub fn read_manifest(dir: &Dir) -> Result<Manifest> {
+    let mut text = String::new();
+    dir.open(MANIFEST)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(io(MANIFEST))?;
+    let m: Manifest =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{MANIFEST}: {e}"))?;
+    anyhow::ensure!(
+        m.format_version == 1,
+        "{MANIFEST}: unknown formatVersion {}",
+        m.format_version
+    );
+    Ok(m)
+}
+
+fn pin_reason(backups: &Dir, id: &str) -> Option<String> {
+    let mut s = String::new();
+    backups
+        .open(Path::new(PINS).join(id))
+        .ok()?
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(if s.trim().is_empty() {
+        "pinned".into()
+    } else {
+        s.trim().to_owned()
+    })
+}
+
+/// The customer's complete backups, newest first. A folder is listed only when its name is a
+/// backup id, its `backup.json` parses and every artifact it lists is there with the listed size
+/// (`verify` checks the hashes too); partial, half-deleted and foreign folders never are.
+pub fn list(customer: &Dir) -> Result<Vec<Backup>> {
+    let backups = match customer.open_dir(BACKUPS) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(BACKUPS)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in backups.entries().map_err(io(BACKUPS))? {
+        let entry = entry.map_err(io(BACKUPS))?;
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !is_backup_id(&id) || !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        let Ok(dir) = backups.open_dir(&id) else {
+            continue;
+        };
+        let Ok(manifest) = read_manifest(&dir) else {
+            tracing::debug!("{id}: no valid backup.json; not listed");
+            continue;
+        };
+        let sizes_ok = manifest.artifacts.iter().all(|a| {
+            dir.symlink_metadata(&a.file)
+                .map(|m| m.is_file() && m.len() == a.size)
+                .unwrap_or(false)
+        });
+        if !sizes_ok {
+            tracing::debug!("{id}: artifacts missing or of the wrong size; not listed");
+            continue;
+        }
+        let size = manifest.artifacts.iter().map(|a| a.size).sum();
+        out.push(Backup {
+            pinned: pin_reason(&backups, &id),
+            id,
+            manifest,
+            size,
+        });
+    }
+    out.sort_by(|a, b| b.id.cmp(&a.id));
+    Ok(out)
+}
+
+/// What `verify` found wrong with one artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The artifact's file.
+    pub file: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Re-hashes every artifact of backup `id` against its manifest.
+pub fn verify(customer: &Dir, id: &str) -> Result<Vec<Problem>> {
+    anyhow::ensure!(
+        is_backup_id(id),
+        "`{id}` is not a backup id (YYYYMMDD-HHMMSS)"
+    );
+    let dir = customer
+        .open_dir(Path::new(BACKUPS).join(id))
+        .with_context(|| format!("no backup {id}"))?;
+    let manifest = read_manifest(&dir)?;
+    let mut problems = Vec::new();
+    for a in &manifest.artifacts {
+        match crate::executor::hash_file_at(&dir, std::ffi::OsStr::new(&a.file)) {
+            Ok((size, sha)) => {
+                if size != a.size {
+                    problems.push(Problem {
+                        file: a.file.clone(),
+                        problem: format!("size {size}, backup.json says {}", a.size),
+                    });
+                } else if !sha.eq_ignore_ascii_case(&a.sha256) {
+                    problems.push(Problem {
+                        file: a.file.clone(),
+                        problem: format!("sha256 {sha}, backup.json says {}", a.sha256),
+                    });
+                }
+            }
+            Err(e) => problems.push(Problem {
+                file: a.file.clone(),
+                problem: e.to_string(),
+            }),
+        }
+    }
+    Ok(problems)
+}
+
+/// Deletes backup `id`, unless it is pinned. The folder is first renamed to a hidden name, so a
+/// crash half-way never leaves a half-deleted backup listed.
+pub fn delete(customer: &Dir, id: &str) -> Result<()> {
+    anyhow::ensure!(
+        is_backup_id(id),
+        "`{id}` is not a backup id (YYYYMMDD-HHMMSS)"
+    );
+    let backups = customer
+        .open_dir(BACKUPS)
+        .with_context(|| format!("no backup {id}"))?;
+    anyhow::ensure!(backups.is_dir(id), "no backup {id}");
+    if let Some(reason) = pin_reason(&backups, id) {
+        bail!(
+            "backup {id} is pinned ({reason}) and cannot be deleted; remove backups/{PINS}/{id} first if it is no longer needed"
+        );
+    }
+    let hidden = format!("{DELETING_PREFIX}{id}");
+    backups.rename(id, &backups, &hidden).map_err(io(id))?;
+    fsync_dir(&backups).map_err(io(BACKUPS))?;
+    backups.remove_dir_all(&hidden).map_err(io(&hidden))?;
+    Ok(())
+}
+
+/// Pins backup `id` with a reason (e.g. `pre-upgrade v1.1.0`).
+pub fn pin(customer: &Dir, id: &str, reason: &str) -> Result<()> {
+    let backups = open_backups(customer)?;
+    anyhow::ensure!(backups.is_dir(id), "no backup {id}");
+    match backups.create_dir(PINS) {
+        Ok(()) | Err(_) => {}
+    }
+    let mut f = backups.create(Path::new(PINS).join(id)).map_err(io(PINS))?;
+    f.write_all(reason.as_bytes()).map_err(io(PINS))?;
+    Ok(())
+}
+
+/// The folder of backup `id`, for messages.
+pub fn display_path(customer_path: &Path, id: &str) -> PathBuf {
+    customer_path.join(BACKUPS).join(id)
+}

@@ -1,0 +1,864 @@
+//! Unpacks a `.tar.gz` into a fresh, empty folder, checking every entry before anything of it
+//! is written and refusing the whole archive on the first entry that breaks a rule.
+//!
+//! The tar crate's `unpack_in` is not used: it skips `..` entries and still succeeds, and writes
+//! symlinks with any target. Entries are read raw and GNU long names, long link names and pax
+//! records are applied here, so each of them is size-capped before it is buffered (the crate's
+//! `entries()` reads them whole, whatever size their header claims).
+//!
+//! Rules (each breach rejects the archive, naming the entry and the rule): no empty names, NUL
+//! bytes, non-UTF-8 names, absolute paths or `..` components; no hard links, devices, FIFOs,
+//! sparse or unknown entry types; no data on anything but a file; symlinks with an empty target
+//! or a relative target that leads out of the tree (alone or through other symlinks of the
+//! archive) are refused, absolute targets are kept as they are (a symlink is data until
+//! followed); nothing is written below a symlink of the archive; no path twice (folders aside);
+//! sizes and counts within the limits.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::rc::Rc;
+
+use flate2::read::MultiGzDecoder;
+use qodify_plugin_sdk::fs::Timestamp;
+use qodify_plugin_sdk::{Error, ResultExt};
+use tar::{Archive, EntryType, PaxExtensions};
+
+use crate::host::Host;
+use crate::paths::{depth, join, parent, parents};
+
+/// Reads and writes go in pieces this big.
+pub const IO_BUF: usize = 1 << 20;
+/// Longest GNU long name / long link record accepted.
+const MAX_NAME_RECORD: u64 = 64 * 1024;
+/// Longest pax record accepted.
+const MAX_PAX_RECORD: u64 = 1 << 20;
+/// Longest path accepted (Linux `PATH_MAX` minus the terminating NUL).
+const MAX_PATH_BYTES: usize = 4095;
+/// Bytes allowed after the end-of-archive marker (GNU tar pads to 10 KiB records).
+const MAX_TRAILING_BYTES: u64 = 64 << 20;
+/// Symlinks resolved one after another before a chain counts as a loop (Linux uses 40 too).
+const MAX_LINK_HOPS: usize = 40;
+/// Report progress at least this many archive bytes apart (or 1% if that is more).
+const PROGRESS_STEP: u64 = 8 << 20;
+/// Extraction fills this share of the step's progress; the swap the rest.
+pub const EXTRACT_SHARE: f32 = 95.0;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Caps on what one archive may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Entries (files, folders, symlinks).
+    pub max_entries: u64,
+    /// Sum of file sizes.
+    pub max_total_bytes: u64,
+    /// Size of one file.
+    pub max_entry_bytes: u64,
+}
+
+/// Mode and mtime a folder gets once everything below it is in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirMeta {
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: Timestamp,
+}
+
+/// What was unpacked.
+#[derive(Debug, Default)]
+pub struct Extracted {
+    /// Entries unpacked (files, folders, symlinks).
+    pub entries: u64,
+    /// Regular files unpacked.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Mode and mtime of the archive's entry for the folder itself (`./`), if it had one.
+    pub root: Option<DirMeta>,
+    /// Every folder of the tree by relative path, with the archive's mode and mtime, or `None`
+    /// when the archive had no entry for it (created on the way to a deeper entry).
+    pub dirs: BTreeMap<String, Option<DirMeta>>,
+    /// Symlinks of the archive: relative path → target.
+    pub symlinks: BTreeMap<String, String>,
+    /// Relative paths of regular files, in archive order (only when asked for).
+    pub file_list: Vec<String>,
+}
+
+/// Unpacks `archive` into the existing, empty folder `dest`. On error `dest` may hold part of
+/// the archive: the caller deletes it.
+pub fn extract(
+    host: &impl Host,
+    archive: &str,
+    dest: &str,
+    limits: Limits,
+    label: &str,
+    collect_files: bool,
+) -> Result<Extracted, Error> {
+    let file = File::open(archive).with_context(|| format!("opening the archive {archive}"))?;
+    let total = file
+        .metadata()
+        .with_context(|| format!("reading the size of {archive}"))?
+        .len();
+    let read = Rc::new(Cell::new(0u64));
+    let counting = Counting {
+        inner: file,
+        count: Rc::clone(&read),
+    };
+    let mut tar = Archive::new(MultiGzDecoder::new(BufReader::with_capacity(
+        IO_BUF, counting,
+    )));
+    let mut x = Extractor {
+        host,
+        archive,
+        dest,
+        limits,
+        collect_files,
+        buf: vec![0; IO_BUF],
+        out: Extracted::default(),
+        records: 0,
+        progress: Progress::new(total, read, label),
+    };
+    host.progress(0.0, &x.progress.message());
+    {
+        let entries = tar.entries().map_err(|e| x.damaged(e))?.raw(true);
+        let mut pending = Pending::default();
+        for entry in entries {
+            if host.cancelled() {
+                return Err(Error::cancelled());
+            }
+            let entry = entry.map_err(|e| x.damaged(e))?;
+            x.record(entry, &mut pending)?;
+            x.tick();
+        }
+        if !pending.is_empty() {
+            return Err(x.damaged(io::Error::other(
+                "it ends with a long-name or pax record that describes no entry",
+            )));
+        }
+    }
+    // Read to the end of the gzip stream so its CRC and length are checked: an archive cut
+    // at a tar block boundary would otherwise pass as complete.
+    let mut rest = tar.into_inner().take(MAX_TRAILING_BYTES + 1);
+    let trailing = io::copy(&mut rest, &mut io::sink()).map_err(|e| x.damaged(e))?;
+    if trailing > MAX_TRAILING_BYTES {
+        return Err(x.damaged(io::Error::other(
+            "more than 64 MiB of data follow the end-of-archive marker",
+        )));
+    }
+    x.check_symlinks()?;
+    host.progress(EXTRACT_SHARE, &x.progress.message());
+    Ok(x.out)
+}
+
+/// Extension records waiting for the entry they describe.
+#[derive(Default)]
+struct Pending {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.long_name.is_none() && self.long_link.is_none() && self.pax.is_none()
+    }
+}
+
+/// What a pax record says about the next entry (the keys this restore uses).
+#[derive(Default)]
+struct Pax {
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+    size: Option<u64>,
+    mtime: Option<Timestamp>,
+}
+
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+struct Extractor<'a, H: Host> {
+    host: &'a H,
+    archive: &'a str,
+    dest: &'a str,
+    limits: Limits,
+    collect_files: bool,
+    buf: Vec<u8>,
+    out: Extracted,
+    /// Raw records seen, extension records included.
+    records: u64,
+    progress: Progress,
+}
+
+impl<H: Host> Extractor<'_, H> {
+    /// Handles one raw tar record: an extension record is kept for the next entry, an entry is
+    /// checked and written.
+    fn record<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        pending: &mut Pending,
+    ) -> Result<(), Error> {
+        self.records += 1;
+        // Each entry may bring a long name, a long link and a pax record; global pax records
+        // are rare. Anything beyond is a flood of records describing nothing.
+        if self.records > self.limits.max_entries.saturating_mul(4).saturating_add(64) {
+            return Err(self.reject(
+                &lossy(&entry.header().path_bytes()),
+                &format!(
+                    "is past {} tar records, far more than max_entries ({}) needs",
+                    self.records - 1,
+                    self.limits.max_entries
+                ),
+            ));
+        }
+        let entry_type = entry.header().entry_type();
+        let slot = match entry_type {
+            EntryType::GNULongName => Some((&mut pending.long_name, MAX_NAME_RECORD, "long name")),
+            EntryType::GNULongLink => Some((&mut pending.long_link, MAX_NAME_RECORD, "long link")),
+            EntryType::XHeader => Some((&mut pending.pax, MAX_PAX_RECORD, "pax")),
+            _ => None,
+        };
+        if let Some((slot, cap, what)) = slot {
+            if slot.is_some() {
+                return Err(self.damaged(io::Error::other(format!(
+                    "two {what} records describe one entry"
+                ))));
+            }
+            *slot = Some(self.read_record(&mut entry, cap, what)?);
+            return Ok(());
+        }
+        if entry_type == EntryType::XGlobalHeader {
+            // Defaults for every later entry (charset, comments); nothing this restore uses.
+            self.read_record(&mut entry, MAX_PAX_RECORD, "global pax")?;
+            return Ok(());
+        }
+
+        let ext = std::mem::take(pending);
+        let pax = match &ext.pax {
+            Some(data) => parse_pax(data).map_err(|e| self.damaged(io::Error::other(e)))?,
+            None => Pax::default(),
+        };
+        let header = entry.header();
+        let raw_name: Vec<u8> = match (ext.long_name, &pax.path) {
+            (Some(name), _) => trim_nuls(name),
+            (None, Some(path)) => path.clone(),
+            (None, None) => header.path_bytes().into_owned(),
+        };
+        let shown = lossy(&raw_name);
+        self.out.entries += 1;
+        if self.out.entries > self.limits.max_entries {
+            return Err(self.reject(
+                &shown,
+                &format!(
+                    "is past the limit of {} entries (max_entries)",
+                    self.limits.max_entries
+                ),
+            ));
+        }
+        let (rel, trailing_slash) =
+            entry_path(&raw_name).map_err(|rule| self.reject(&shown, rule))?;
+
+        let size = header.entry_size().map_err(|e| self.damaged(e))?;
+        if let Some(pax_size) = pax.size
+            && pax_size != size
+        {
+            // Parsers that disagree on an entry's size see different archives.
+            return Err(self.reject(
+                &shown,
+                &format!("has a pax size ({pax_size}) that differs from its header ({size})"),
+            ));
+        }
+        let kind = match entry_type {
+            EntryType::Regular | EntryType::Continuous if trailing_slash && size == 0 => Kind::Dir,
+            EntryType::Regular | EntryType::Continuous => Kind::File,
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => Kind::Symlink,
+            EntryType::Link => {
+                return Err(self.reject(&shown, "is a hard link; restores never create hard links"));
+            }
+            EntryType::Char | EntryType::Block => {
+                return Err(self.reject(&shown, "is a device node; restores never create devices"));
+            }
+            EntryType::Fifo => {
+                return Err(self.reject(&shown, "is a FIFO; restores never create FIFOs"));
+            }
+            EntryType::GNUSparse => {
+                return Err(self.reject(&shown, "is a GNU sparse file, which is not supported"));
+            }
+            other => {
+                return Err(self.reject(
+                    &shown,
+                    &format!(
+                        "has the unsupported entry type `{}`",
+                        (other.as_byte() as char).escape_default()
+                    ),
+                ));
+            }
+        };
+        if !matches!(kind, Kind::File) && size > 0 {
+            return Err(self.reject(
+                &shown,
+                &format!("is not a file but carries {size} bytes of data"),
+            ));
+        }
+        // A symlink's mode means nothing on Linux; some writers leave the field empty.
+        let mode = match (header.mode(), &kind) {
+            (Ok(mode), _) => mode,
+            (Err(_), Kind::Symlink) => 0o777,
+            (Err(e), _) => return Err(self.damaged(e)),
+        };
+        let mtime = match pax.mtime {
+            Some(t) => t,
+            None => Timestamp {
+                seconds: i64::try_from(header.mtime().map_err(|e| self.damaged(e))?)
+                    .unwrap_or(i64::MAX),
+                nanos: 0,
+            },
+        };
+
+        if rel.is_empty() {
+            if !matches!(kind, Kind::Dir) {
+                return Err(self.reject(
+                    &shown,
+                    "names the restored folder itself but is not a folder",
+                ));
+            }
+            self.out.root = Some(DirMeta {
+                mode: mode & 0o1777,
+                mtime,
+            });
+            return Ok(());
+        }
+        // Never write through a symlink the archive planted (GNU tar CVE-2025-45582).
+        if let Some(link) = parents(&rel).find(|p| self.out.symlinks.contains_key(*p)) {
+            return Err(self.reject(
+                &shown,
+                &format!(
+                    "lies below `{link}`, a symlink from this archive; nothing is written \
+                     through symlinks"
+                ),
+            ));
+        }
+
+        match kind {
+            Kind::Dir => {
+                let meta = DirMeta {
+                    mode: mode & 0o1777,
+                    mtime,
+                };
+                self.make_parents(&rel, &shown)?;
+                if let Some(known) = self.out.dirs.get_mut(&rel) {
+                    *known = Some(meta);
+                    return Ok(());
+                }
+                self.make_dir(&rel, &shown)?;
+                self.out.dirs.insert(rel, Some(meta));
+            }
+            Kind::File => {
+                if size > self.limits.max_entry_bytes {
+                    return Err(self.reject(
+                        &shown,
+                        &format!(
+                            "is {size} bytes, past max_entry_bytes ({})",
+                            self.limits.max_entry_bytes
+                        ),
+                    ));
+                }
+                let total = self.out.bytes.saturating_add(size);
+                if total > self.limits.max_total_bytes {
+                    return Err(self.reject(
+                        &shown,
+                        &format!(
+                            "brings the files to {total} bytes, past max_total_bytes ({})",
+                            self.limits.max_total_bytes
+                        ),
+                    ));
+                }
+                self.make_parents(&rel, &shown)?;
+                self.write_file(&mut entry, &rel, &shown, size)?;
+                let path = join(self.dest, &rel);
+                // No setuid/setgid bits from an archive.
+                self.host.set_mode(&path, mode & 0o777)?;
+                self.host.set_mtime(&path, mtime)?;
+                self.out.files += 1;
+                self.out.bytes = total;
+                if self.collect_files {
+                    self.out.file_list.push(rel);
+                }
+            }
+            Kind::Symlink => {
+                let raw_target = match (ext.long_link, pax.linkpath) {
+                    (Some(link), _) => trim_nuls(link),
+                    (None, Some(link)) => link,
+                    (None, None) => header
+                        .link_name_bytes()
+                        .map(|l| l.into_owned())
+                        .unwrap_or_default(),
+                };
+                let target = link_target(&rel, &raw_target)
+                    .map_err(|rule| self.reject(&shown, &format!("is a symlink {rule}")))?;
+                self.make_parents(&rel, &shown)?;
+                let path = join(self.dest, &rel);
+                if fs::symlink_metadata(&path).is_ok() {
+                    return Err(self.duplicate(&shown));
+                }
+                self.host.symlink(&target, &path)?;
+                self.host.set_mtime(&path, mtime)?;
+                self.out.symlinks.insert(rel, target);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the folders leading to `rel` that do not exist yet.
+    fn make_parents(&mut self, rel: &str, shown: &str) -> Result<(), Error> {
+        for dir in parents(rel) {
+            if !self.out.dirs.contains_key(dir) {
+                self.make_dir(dir, shown)?;
+                self.out.dirs.insert(dir.to_string(), None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates one folder, private until the restore is done.
+    fn make_dir(&self, rel: &str, shown: &str) -> Result<(), Error> {
+        let path = join(self.dest, rel);
+        match fs::create_dir(&path) {
+            Ok(()) => self.host.set_mode(&path, 0o700),
+            // Not a folder we made: an earlier file or symlink of the archive.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.reject(
+                shown,
+                &format!("needs `{rel}` to be a folder, but an earlier entry is a file or symlink"),
+            )),
+            Err(e) => Err(Error::from(e).context(format!("creating {path}"))),
+        }
+    }
+
+    fn write_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        rel: &str,
+        shown: &str,
+        size: u64,
+    ) -> Result<(), Error> {
+        let path = join(self.dest, rel);
+        // `create_new` never follows a symlink and never reuses a path.
+        let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(self.duplicate(shown));
+            }
+            Err(e) => return Err(Error::from(e).context(format!("creating {path}"))),
+        };
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(IO_BUF as u64) as usize;
+            let n = read_full(entry, &mut self.buf[..want]).map_err(|e| self.damaged(e))?;
+            if n == 0 {
+                return Err(self.damaged(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("`{shown}` is cut short"),
+                )));
+            }
+            file.write_all(&self.buf[..n])
+                .with_context(|| format!("writing {path}"))?;
+            left -= n as u64;
+            self.tick();
+            if self.host.cancelled() {
+                return Err(Error::cancelled());
+            }
+        }
+        Ok(())
+    }
+
+    fn read_record<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        cap: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let size = entry.size();
+        if size > cap {
+            return Err(self.reject(
+                &lossy(&entry.header().path_bytes()),
+                &format!("is a {what} record of {size} bytes, past the limit of {cap}"),
+            ));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut data).map_err(|e| self.damaged(e))?;
+        Ok(data)
+    }
+
+    /// Resolves every relative symlink of the archive through the others: `a -> .` and
+    /// `b -> a/..` each stay inside alone, but `b` leads out.
+    fn check_symlinks(&self) -> Result<(), Error> {
+        let links = &self.out.symlinks;
+        for (link, target) in links {
+            if target.starts_with('/') {
+                continue;
+            }
+            let mut at: Vec<&str> = components(parent(link)).collect();
+            let mut pending: Vec<&str> = components(target).collect();
+            pending.reverse();
+            let mut hops = 0;
+            while let Some(part) = pending.pop() {
+                if part == ".." {
+                    if at.pop().is_none() {
+                        return Err(self.reject(
+                            link,
+                            &format!(
+                                "is a symlink to `{target}`, which leads out of the restored \
+                                 folder through other symlinks of the archive"
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                at.push(part);
+                let Some(next) = links.get(&at.join("/")) else {
+                    continue;
+                };
+                hops += 1;
+                if hops > MAX_LINK_HOPS {
+                    return Err(self.reject(
+                        link,
+                        &format!(
+                            "is a symlink to `{target}` that never resolves (a loop or a chain \
+                             of more than {MAX_LINK_HOPS} links)"
+                        ),
+                    ));
+                }
+                at.pop();
+                if next.starts_with('/') {
+                    // Continues outside like any absolute symlink: kept as data.
+                    break;
+                }
+                let len = pending.len();
+                pending.extend(components(next));
+                pending[len..].reverse();
+            }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        if let Some((percent, message)) = self.progress.due() {
+            self.host.progress(percent, &message);
+        }
+    }
+
+    fn reject(&self, entry: &str, rule: &str) -> Error {
+        Error::permission_denied(format!(
+            "archive {} was rejected and nothing was restored: entry `{entry}` {rule}; restore \
+             from another backup or inspect this archive by hand",
+            self.archive
+        ))
+    }
+
+    fn duplicate(&self, shown: &str) -> Error {
+        self.reject(
+            shown,
+            "appears twice, or collides with an earlier file, folder or symlink of the same name",
+        )
+    }
+
+    fn damaged(&self, e: io::Error) -> Error {
+        // A read error of our own (cancellation) travels through `io::Error` intact.
+        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+            return inner.clone();
+        }
+        Error::io(format!(
+            "archive {} is damaged and nothing was restored ({e}); restore from another backup",
+            self.archive
+        ))
+    }
+}
+
+/// Checks an entry's raw name; returns the normalised relative path (no `.`, no doubled or
+/// trailing slashes, `""` for the folder itself) and whether the name ended with `/`.
+fn entry_path(raw: &[u8]) -> Result<(String, bool), &'static str> {
+    if raw.is_empty() {
+        return Err("has an empty name");
+    }
+    if raw.contains(&0) {
+        return Err("has a NUL byte in its name");
+    }
+    if raw.len() > MAX_PATH_BYTES {
+        return Err("has a name longer than 4095 bytes");
+    }
+    let name = std::str::from_utf8(raw).map_err(|_| "has a name that is not UTF-8")?;
+    if name.starts_with('/') {
+        return Err("has an absolute path; entries must be relative to the restored folder");
+    }
+    let mut parts = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("has a `..` component, which would leave the restored folder"),
+            part => parts.push(part),
+        }
+    }
+    Ok((parts.join("/"), name.ends_with('/')))
+}
+
+/// Checks a symlink's raw target; relative targets must stay inside the tree when resolved from
+/// the link's folder. The error completes "is a symlink …".
+fn link_target(rel: &str, raw: &[u8]) -> Result<String, String> {
+    if raw.is_empty() {
+        return Err("with an empty target".into());
+    }
+    if raw.contains(&0) {
+        return Err("whose target has a NUL byte".into());
+    }
+    let target = std::str::from_utf8(raw).map_err(|_| "whose target is not UTF-8".to_string())?;
+    if target.starts_with('/') {
+        return Ok(target.to_string());
+    }
+    let mut at = depth(parent(rel));
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if at == 0 => {
+                return Err(format!(
+                    "to `{target}`, which leads out of the restored folder"
+                ));
+            }
+            ".." => at -= 1,
+            _ => at += 1,
+        }
+    }
+    Ok(target.to_string())
+}
+
+/// Non-empty, non-`.` components of a `/`-separated path.
+fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
+    path.split('/').filter(|p| !p.is_empty() && *p != ".")
+}
+
+fn parse_pax(data: &[u8]) -> Result<Pax, String> {
+    let mut pax = Pax::default();
+    for ext in PaxExtensions::new(data) {
+        let ext = ext.map_err(|e| format!("pax record: {e}"))?;
+        let value = ext.value_bytes();
+        match ext.key_bytes() {
+            b"path" => pax.path = Some(value.to_vec()),
+            b"linkpath" => pax.linkpath = Some(value.to_vec()),
+            b"size" => {
+                let size = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("pax record: bad size")?;
+                pax.size = Some(size);
+            }
+            b"mtime" => pax.mtime = Some(parse_pax_time(value).ok_or("pax record: bad mtime")?),
+            _ => {}
+        }
+    }
+    Ok(pax)
+}
+
+/// A pax time: `[-]seconds[.fraction]`.
+fn parse_pax_time(value: &[u8]) -> Option<Timestamp> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seconds: i64 = whole.parse().ok()?;
+    let digits = &fraction[..fraction.len().min(9)];
+    let nanos: u32 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32)
+    };
+    Some(if !negative {
+        Timestamp { seconds, nanos }
+    } else if nanos == 0 {
+        Timestamp {
+            seconds: -seconds,
+            nanos: 0,
+        }
+    } else {
+        Timestamp {
+            seconds: -seconds - 1,
+            nanos: 1_000_000_000 - nanos,
+        }
+    })
+}
+
+fn trim_nuls(mut name: Vec<u8>) -> Vec<u8> {
+    while name.last() == Some(&0) {
+        name.pop();
+    }
+    name
+}
+
+/// A name for messages: lossy UTF-8, control characters escaped, at most 200 characters.
+fn lossy(raw: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(raw)
+        .chars()
+        .flat_map(char::escape_debug)
+        .collect();
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
+/// Reads until `buf` is full or the entry ends.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Counts the bytes read from the archive file, for progress.
+struct Counting<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Progress by bytes of the archive read, every 1% or 8 MiB, whichever is more.
+struct Progress {
+    read: Rc<Cell<u64>>,
+    total: u64,
+    step: u64,
+    next: u64,
+    label: String,
+}
+
+impl Progress {
+    fn new(total: u64, read: Rc<Cell<u64>>, label: &str) -> Self {
+        let step = (total / 100).max(PROGRESS_STEP);
+        Progress {
+            read,
+            total,
+            step,
+            next: step,
+            label: label.to_string(),
+        }
+    }
+
+    fn due(&mut self) -> Option<(f32, String)> {
+        let done = self.read.get();
+        if done < self.next {
+            return None;
+        }
+        self.next = done + self.step;
+        let share = if self.total == 0 {
+            1.0
+        } else {
+            (done as f64 / self.total as f64).min(1.0)
+        };
+        Some((share as f32 * EXTRACT_SHARE, self.message()))
+    }
+
+    fn message(&self) -> String {
+        format!(
+            "restoring {}: {:.1} MiB of {:.1} MiB of the archive read",
+            self.label,
+            self.read.get().min(self.total) as f64 / MIB,
+            self.total as f64 / MIB
+        )
+    }
+}
+
+/// Relative paths of the archive's folders, deepest first (so a parent's mtime is set after
+/// everything inside it).
+pub fn deepest_first(dirs: &BTreeMap<String, Option<DirMeta>>) -> Vec<(&str, Option<DirMeta>)> {
+    let mut out: Vec<(&str, Option<DirMeta>)> = dirs
+        .iter()
+        .map(|(rel, meta)| (rel.as_str(), *meta))
+        .collect();
+    out.sort_by_key(|(rel, _)| std::cmp::Reverse(depth(rel)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_are_checked_and_normalised() {
+        assert_eq!(entry_path(b"a/b").unwrap(), ("a/b".into(), false));
+        assert_eq!(entry_path(b"./a//b/").unwrap(), ("a/b".into(), true));
+        assert_eq!(entry_path(b"./").unwrap(), ("".into(), true));
+        assert!(entry_path(b"").is_err());
+        assert!(entry_path(b"../x").is_err());
+        assert!(entry_path(b"a/../../x").is_err());
+        assert!(entry_path(b"a/..").is_err());
+        assert!(entry_path(b"/etc/passwd").is_err());
+        assert!(entry_path(b"a\0b").is_err());
+        assert!(entry_path(b"\xff").is_err());
+        assert!(entry_path(&[b'a'; 5000]).is_err());
+        // A backslash is an ordinary character on Linux.
+        assert!(entry_path(b"..\\x").is_ok());
+    }
+
+    #[test]
+    fn relative_link_targets_stay_inside() {
+        assert!(link_target("a", b"b").is_ok());
+        assert!(link_target("a/b/l", b"../../x").is_ok());
+        assert!(link_target("a/b/l", b"../../../x").is_err());
+        assert!(link_target("l", b"..").is_err());
+        assert!(link_target("a/l", b"x/../../..").is_err());
+        assert!(link_target("l", b"/etc/passwd").is_ok());
+        assert!(link_target("l", b"").is_err());
+        assert!(link_target("l", b"a\0").is_err());
+    }
+
+    #[test]
+    fn pax_times() {
+        let t = |s: &str| parse_pax_time(s.as_bytes());
+        assert_eq!(
+            t("1700000000.5"),
+            Some(Timestamp {
+                seconds: 1700000000,
+                nanos: 500_000_000
+            })
+        );
+        assert_eq!(
+            t("-1.25"),
+            Some(Timestamp {
+                seconds: -2,
+                nanos: 750_000_000
+            })
+        );
+        assert_eq!(t("12").map(|t| t.seconds), Some(12));
+        assert_eq!(t("x"), None);
+        assert_eq!(t("1.x"), None);
+    }
+
+    #[test]
+    fn names_in_messages_are_escaped_and_short() {
+        assert_eq!(lossy(b"a\nb"), "a\\nb");
+        assert!(lossy(&[b'x'; 500]).chars().count() <= 201);
+    }
+}

@@ -1,0 +1,276 @@
+//! `restore-files` step plugin: puts one archive of a backup back into a customer folder.
+//!
+//! The archive is unpacked into `<staging>/new`, a fresh, empty folder (never into the live
+//! tree: GNU tar CVE-2025-45582), checking every entry before anything of it is written; one bad
+//! entry rejects the whole archive (`permission-denied`, naming the entry and the rule) and
+//! staging is deleted. Rules are listed in [`extract`]. Folders stay 0700 while unpacking; modes
+//! (without setuid/setgid bits) and mtimes are restored through the host, folders last and
+//! deepest first; symlinks are created through the host with their targets verbatim.
+//!
+//! Then, by `mode`:
+//! - `replace` (default): `target` is renamed to `<staging>/old` and `<staging>/new` to `target`;
+//!   entries of the old folder matching `carry` that the archive does not hold are moved into
+//!   the new tree at the same path, so services still start after a files-only restore. If a
+//!   step fails, the old folder is put back. `<staging>` (old tree included) is removed only
+//!   after everything succeeded.
+//! - `overlay`: each regular file of the archive is moved over `target/<path>` (missing folders
+//!   are created); files it replaces wait in `<staging>/old` until the end, so a failure puts
+//!   them back. For the `.env` + PM2 archive, whose paths are relative to the customer folder.
+//!   It never writes through a symlink of the target; symlinks of the archive are skipped.
+//!
+//! Config (see [`Config`]):
+//! - `archive`: guest path of the `.tar.gz`, e.g. `/backup/backend.tar.gz`.
+//! - `target`: guest path of the folder to restore, e.g. `/customer/backend`, inside a
+//!   read-write mount (in replace mode below the mount's top, so it can be renamed).
+//! - `staging`: guest path of a staging folder to create, e.g. `/customer/.restore-<run-id>`; it
+//!   must not exist yet and must be in the same mount as `target` (renames are atomic there).
+//! - `mode`: `"replace"` (default) or `"overlay"`.
+//! - `carry`: anchored globs (replace mode), default
+//!   `["**/node_modules", "**/.next", "**/dist", "**/logs"]`; add `"uploads"` for the backend.
+//! - `max_entries` (default 2 000 000), `max_total_bytes` (256 GiB), `max_entry_bytes` (64 GiB).
+//!
+//! Outputs: `entries` (archive entries unpacked), `bytes` (file bytes unpacked), `carried`
+//! (entries moved over from the old folder).
+
+pub mod extract;
+pub mod host;
+pub mod paths;
+pub mod restore;
+
+use qodify_plugin_sdk::fs::{self, DirEntry, Metadata, Timestamp};
+use qodify_plugin_sdk::prelude::*;
+
+use crate::extract::Limits;
+use crate::host::Host;
+use crate::paths::{glob_set, is_within, normalize};
+pub use crate::restore::{Mode, Plan, Stats};
+
+/// The step's config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Guest path of the `.tar.gz` to restore.
+    pub archive: String,
+    /// Guest path of the folder to restore (in a read-write mount).
+    pub target: String,
+    /// Guest path of the staging folder to create; same mount as `target`, must not exist.
+    pub staging: String,
+    /// `replace` (default) or `overlay`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Globs (anchored at the target) of old entries to keep when the archive lacks them;
+    /// replace mode only. Default: `**/node_modules`, `**/.next`, `**/dist`, `**/logs`.
+    #[serde(default)]
+    pub carry: Option<Vec<String>>,
+    /// Most entries the archive may hold.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    /// Most bytes its files may add up to.
+    #[serde(default = "default_max_total_bytes")]
+    pub max_total_bytes: u64,
+    /// Most bytes one file may have.
+    #[serde(default = "default_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+}
+
+fn default_max_entries() -> u64 {
+    2_000_000
+}
+
+fn default_max_total_bytes() -> u64 {
+    256 << 30
+}
+
+fn default_max_entry_bytes() -> u64 {
+    64 << 30
+}
+
+/// The default `carry`: build output and dependencies the backups leave out.
+pub const DEFAULT_CARRY: [&str; 4] = ["**/node_modules", "**/.next", "**/dist", "**/logs"];
+
+impl Plan {
+    /// Validates `config` (pure: no host calls).
+    pub fn new(config: Config) -> Result<Plan, Error> {
+        let archive = normalize(&config.archive).map_err(|e| e.context("archive"))?;
+        let target = normalize(&config.target).map_err(|e| e.context("target"))?;
+        let staging = normalize(&config.staging).map_err(|e| e.context("staging"))?;
+        if target == "/" {
+            return Err(Error::invalid_config("target must not be `/`"));
+        }
+        if is_within(&staging, &target) {
+            return Err(Error::invalid_config(format!(
+                "target {target} lies in staging {staging}; staging must be a fresh folder beside it"
+            )));
+        }
+        if is_within(&staging, &archive) {
+            return Err(Error::invalid_config(format!(
+                "archive {archive} lies in staging {staging}, which the restore creates and deletes"
+            )));
+        }
+        if config.mode == Mode::Replace {
+            if is_within(&target, &staging) {
+                return Err(Error::invalid_config(format!(
+                    "staging {staging} lies in target {target}, which replace mode swaps out; put \
+                     it beside the target, e.g. in the customer folder"
+                )));
+            }
+            if is_within(&target, &archive) {
+                return Err(Error::invalid_config(format!(
+                    "archive {archive} lies in target {target}, which replace mode swaps out and \
+                     deletes; read it from the backup folder"
+                )));
+            }
+        }
+        let carry = match (config.mode, config.carry) {
+            (Mode::Replace, None) => {
+                let patterns: Vec<String> = DEFAULT_CARRY.iter().map(|p| p.to_string()).collect();
+                glob_set("carry", &patterns)?
+            }
+            (Mode::Replace, Some(patterns)) => glob_set("carry", &patterns)?,
+            (Mode::Overlay, None) => None,
+            (Mode::Overlay, Some(_)) => {
+                return Err(Error::invalid_config(
+                    "carry applies to mode = \"replace\" only; overlay leaves everything but the \
+                     archive's files alone",
+                ));
+            }
+        };
+        for (field, value) in [
+            ("max_entries", config.max_entries),
+            ("max_total_bytes", config.max_total_bytes),
+            ("max_entry_bytes", config.max_entry_bytes),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid_config(format!(
+                    "{field} is 0; leave it out for the default"
+                )));
+            }
+        }
+        Ok(Plan {
+            archive,
+            target,
+            staging,
+            mode: config.mode,
+            carry,
+            limits: Limits {
+                max_entries: config.max_entries,
+                max_total_bytes: config.max_total_bytes,
+                max_entry_bytes: config.max_entry_bytes,
+            },
+        })
+    }
+
+    /// Checks the paths against the step's mounts: `target` and `staging` in one writable
+    /// mount, `archive` in some mount.
+    pub fn check_mounts(&self, ctx: &Context) -> Result<(), Error> {
+        let writable = |what: &str, path: &str| {
+            let mount = ctx.mount_for(path).ok_or_else(|| {
+                Error::permission_denied(format!(
+                    "{what} {path} is not inside a folder granted to this step; add a mount with \
+                     access = \"rw\" that holds it"
+                ))
+            })?;
+            if !mount.writable {
+                return Err(Error::permission_denied(format!(
+                    "{what} {path} is in the read-only mount {}; grant it with access = \"rw\"",
+                    mount.guest_path
+                )));
+            }
+            Ok(mount.guest_path.trim_end_matches('/').to_string())
+        };
+        let target_mount = writable("target", &self.target)?;
+        let staging_mount = writable("staging", &self.staging)?;
+        if target_mount != staging_mount {
+            return Err(Error::invalid_config(format!(
+                "staging {} (mount {staging_mount}) and target {} (mount {target_mount}) are in \
+                 different mounts; put staging in the target's mount so the swap is a rename",
+                self.staging, self.target
+            )));
+        }
+        if self.mode == Mode::Replace && target_mount == self.target {
+            return Err(Error::invalid_config(format!(
+                "target {} is the top of its mount and cannot be swapped; mount the folder that \
+                 holds it (e.g. the customer folder) and point target below it",
+                self.target
+            )));
+        }
+        if ctx.mount_for(&self.archive).is_none() {
+            return Err(Error::permission_denied(format!(
+                "archive {} is not inside a folder granted to this step; mount the backup folder",
+                self.archive
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct RestoreFiles;
+
+impl Step for RestoreFiles {
+    type Config = Config;
+
+    fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
+        let plan = Plan::new(config)?;
+        plan.check_mounts(ctx)?;
+        let stats = restore::restore(&GuestHost(ctx), &plan)?;
+        ctx.info(format!(
+            "restored {} from {}: {} entries, {} files, {:.1} MiB, {} carried over",
+            plan.target,
+            plan.archive,
+            stats.entries,
+            stats.files,
+            stats.bytes as f64 / 1048576.0,
+            stats.carried
+        ));
+        Ok(Output::new()
+            .value("entries", stats.entries)
+            .value("bytes", stats.bytes)
+            .value("carried", stats.carried))
+    }
+}
+
+export_step!(RestoreFiles);
+
+/// The step's mounts, through the host's `files` interface and WASI renames.
+struct GuestHost<'a>(&'a Context);
+
+impl Host for GuestHost<'_> {
+    fn stat(&self, path: &str) -> Result<Metadata, Error> {
+        fs::stat(path)
+    }
+
+    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
+        fs::list_dir(path)
+    }
+
+    fn set_mode(&self, path: &str, mode: u32) -> Result<(), Error> {
+        fs::set_mode(path, mode)
+    }
+
+    fn set_mtime(&self, path: &str, mtime: Timestamp) -> Result<(), Error> {
+        fs::set_mtime(path, mtime)
+    }
+
+    fn symlink(&self, target: &str, path: &str) -> Result<(), Error> {
+        fs::symlink(target, path)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        std::fs::rename(from, to).with_context(|| format!("renaming {from} to {to}"))
+    }
+
+    fn warn(&self, message: &str) {
+        self.0.warn(message);
+    }
+
+    fn progress(&self, percent: f32, message: &str) {
+        self.0.progress(percent, message);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests;

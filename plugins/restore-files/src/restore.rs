@@ -1,0 +1,643 @@
+//! The restore itself: unpack into `<staging>/new`, then either swap the new tree in for the
+//! target (replace) or move its files into place (overlay). A failing step undoes what was done,
+//! so the customer keeps a working folder; staging is deleted unless it still holds something
+//! the undo could not put back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+
+use globset::GlobSet;
+use qodify_plugin_sdk::fs::{Metadata, Timestamp};
+use qodify_plugin_sdk::{Error, ResultExt};
+use serde::Deserialize;
+
+use crate::extract::{DirMeta, EXTRACT_SHARE, Extracted, Limits, deepest_first, extract};
+use crate::host::{Host, remove_tree, stat_opt};
+use crate::paths::{depth, is_within, join, parent, parents};
+
+/// How the extracted tree is put in place.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The extracted tree replaces the target folder as a whole.
+    #[default]
+    Replace,
+    /// Each extracted file is moved over the same path under the target; nothing else changes.
+    Overlay,
+}
+
+/// A checked restore: normalised paths, compiled `carry`, limits.
+#[derive(Debug)]
+pub struct Plan {
+    /// The `.tar.gz` to restore.
+    pub archive: String,
+    /// The folder to restore.
+    pub target: String,
+    /// The staging folder to create (same mount as `target`).
+    pub staging: String,
+    /// Replace or overlay.
+    pub mode: Mode,
+    /// Entries of the old target to move into the new tree (replace mode).
+    pub carry: Option<GlobSet>,
+    /// Caps on the archive.
+    pub limits: Limits,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Archive entries unpacked.
+    pub entries: u64,
+    /// Regular files among them.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Entries of the old target moved into the new tree.
+    pub carried: u64,
+}
+
+/// A failed restore; `keep_staging` when staging holds something the undo could not put back.
+struct Failure {
+    error: Error,
+    keep_staging: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Failure {
+            error,
+            keep_staging: false,
+        }
+    }
+}
+
+/// Runs the restore described by `plan`.
+pub fn restore(host: &impl Host, plan: &Plan) -> Result<Stats, Error> {
+    let current = stat_opt(host, &plan.target)?;
+    match &current {
+        Some(meta) if meta.is_dir() => {}
+        Some(meta) if meta.is_symlink() => {
+            return Err(Error::invalid_config(format!(
+                "target {} is a symlink (to `{}`), not a folder; point target at the real folder",
+                plan.target,
+                meta.symlink_target.as_deref().unwrap_or("?")
+            )));
+        }
+        Some(_) => {
+            return Err(Error::invalid_config(format!(
+                "target {} is not a folder; point target at the folder to restore",
+                plan.target
+            )));
+        }
+        None if plan.mode == Mode::Overlay => {
+            return Err(Error::not_found(format!(
+                "target {} does not exist; overlay puts files into an existing folder",
+                plan.target
+            )));
+        }
+        None => {}
+    }
+    create_staging(host, &plan.staging)?;
+    let result = match plan.mode {
+        Mode::Replace => replace(host, plan, current.as_ref()),
+        Mode::Overlay => overlay(host, plan),
+    };
+    match result {
+        Ok(stats) => {
+            cleanup(host, &plan.staging);
+            host.progress(100.0, &format!("restored {}", plan.target));
+            Ok(stats)
+        }
+        Err(failure) => {
+            if !failure.keep_staging {
+                cleanup(host, &plan.staging);
+            }
+            Err(failure.error)
+        }
+    }
+}
+
+/// Creates the staging folder and its empty `new` folder, both private.
+fn create_staging(host: &impl Host, staging: &str) -> Result<(), Error> {
+    match fs::create_dir(staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Error::invalid_config(format!(
+                "staging folder {staging} already exists; it may hold the folder of an \
+                 interrupted restore in old/: check it, move back what is needed, delete it and \
+                 run again, or give staging a fresh name such as `.restore-{{{{run.id}}}}`"
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::not_found(format!(
+                "creating the staging folder {staging}: the folder holding it does not exist"
+            )));
+        }
+        Err(e) => return Err(Error::from(e).context(format!("creating {staging}"))),
+    }
+    let made = host.set_mode(staging, 0o700).and_then(|()| {
+        let new = join(staging, "new");
+        fs::create_dir(&new).with_context(|| format!("creating {new}"))?;
+        host.set_mode(&new, 0o700)
+    });
+    if made.is_err() {
+        cleanup(host, staging);
+    }
+    made
+}
+
+/// Deletes staging; a failure only warns (the restore itself is done or already failed).
+fn cleanup(host: &impl Host, staging: &str) {
+    if let Err(e) = remove_tree(host, staging) {
+        host.warn(&format!(
+            "could not remove the staging folder {staging} ({e}); delete it by hand"
+        ));
+    }
+}
+
+/// Replace mode: unpack, set folder modes, swap, carry.
+fn replace(host: &impl Host, plan: &Plan, current: Option<&Metadata>) -> Result<Stats, Failure> {
+    let new = join(&plan.staging, "new");
+    let old = join(&plan.staging, "old");
+    let label = label(&plan.target);
+    let x = extract(host, &plan.archive, &new, plan.limits, &label, false)?;
+    let carry = match (&plan.carry, current) {
+        (Some(set), Some(_)) => plan_carry(host, set, &plan.target, &new, &x)?,
+        _ => CarryPlan::default(),
+    };
+    let root = root_meta(&x, current);
+    finish_dirs(host, &new, &x, root)?;
+    if host.cancelled() {
+        return Err(Error::cancelled().into());
+    }
+    host.progress(
+        EXTRACT_SHARE + 1.0,
+        &format!("restoring {label}: swapping the folders"),
+    );
+
+    if current.is_some() {
+        host.rename(&plan.target, &old)
+            .map_err(|e| e.context(format!("moving the current folder {} aside", plan.target)))?;
+    }
+    if let Err(e) = host.rename(&new, &plan.target) {
+        let e = e.context(format!("moving the restored folder into {}", plan.target));
+        return Err(put_back(host, &plan.target, current.is_some(), &old, e));
+    }
+    let mut moved = Vec::new();
+    if let Err(e) = carry_in(host, &plan.target, &old, &carry, &x, root, &mut moved) {
+        return Err(undo_replace(host, plan, &new, &old, &moved, e));
+    }
+    let entries = x.entries;
+    Ok(Stats {
+        entries,
+        files: x.files,
+        bytes: x.bytes,
+        carried: moved.len() as u64,
+    })
+}
+
+/// The restored folder's own mode and mtime: the archive's `./` entry, else the old folder's
+/// mode, else 0755.
+fn root_meta(x: &Extracted, current: Option<&Metadata>) -> (u32, Option<Timestamp>) {
+    match (x.root, current) {
+        (Some(root), _) => (root.mode, Some(root.mtime)),
+        (None, Some(meta)) => (meta.mode & 0o1777, None),
+        (None, None) => (0o755, None),
+    }
+}
+
+/// Gives the unpacked folders their modes and mtimes, deepest first. The top folder keeps 0700
+/// when its own mode would stop the swap (renaming a folder needs write access to it).
+fn finish_dirs(
+    host: &impl Host,
+    new: &str,
+    x: &Extracted,
+    root: (u32, Option<Timestamp>),
+) -> Result<(), Error> {
+    for (rel, meta) in deepest_first(&x.dirs) {
+        let path = join(new, rel);
+        match meta {
+            Some(meta) => {
+                host.set_mode(&path, meta.mode)?;
+                host.set_mtime(&path, meta.mtime)?;
+            }
+            None => host.set_mode(&path, 0o755)?,
+        }
+    }
+    if root.0 & 0o300 == 0o300 {
+        host.set_mode(new, root.0)?;
+    }
+    if let Some(mtime) = root.1 {
+        host.set_mtime(new, mtime)?;
+    }
+    Ok(())
+}
+
+/// Puts the old folder back after the new one could not take its place.
+fn put_back(host: &impl Host, target: &str, had_old: bool, old: &str, error: Error) -> Failure {
+    if !had_old {
+        return error.into();
+    }
+    match host.rename(old, target) {
+        Ok(()) => Failure {
+            error: Error::new(
+                error.kind(),
+                format!("{error}; the previous folder was put back, nothing changed"),
+            ),
+            keep_staging: false,
+        },
+        Err(again) => Failure {
+            error: Error::new(
+                error.kind(),
+                format!(
+                    "{error}; putting the previous folder back failed too ({again}): it is at \
+                     {old}, move it to {target} by hand"
+                ),
+            ),
+            keep_staging: true,
+        },
+    }
+}
+
+/// Undoes a swap whose carry step failed: carried entries go back to the old tree, the new tree
+/// back to staging, the old tree back to the target.
+fn undo_replace(
+    host: &impl Host,
+    plan: &Plan,
+    new: &str,
+    old: &str,
+    moved: &[String],
+    error: Error,
+) -> Failure {
+    let target = &plan.target;
+    let mut stuck = Vec::new();
+    for rel in moved.iter().rev() {
+        if let Err(e) = host.rename(&join(target, rel), &join(old, rel)) {
+            stuck.push(format!("{rel} ({e})"));
+        }
+    }
+    if !stuck.is_empty() {
+        return Failure {
+            error: Error::new(
+                error.kind(),
+                format!(
+                    "{error}; undoing it failed: {} stayed in the restored folder {target}; the \
+                     previous folder is at {old}: fix by hand",
+                    stuck.join(", ")
+                ),
+            ),
+            keep_staging: true,
+        };
+    }
+    if let Err(e) = host.rename(target, new) {
+        return Failure {
+            error: Error::new(
+                error.kind(),
+                format!(
+                    "{error}; undoing it failed ({e}): {target} holds the restored folder, the \
+                     previous one is at {old}"
+                ),
+            ),
+            keep_staging: true,
+        };
+    }
+    put_back(host, target, true, old, error)
+}
+
+/// Entries of the old folder to move into the new tree, and the folders to create for them.
+#[derive(Debug, Default)]
+struct CarryPlan {
+    /// Relative paths, sorted.
+    items: Vec<String>,
+    /// Folders the archive lacks on the way to an item, with the old folder's mode and mtime.
+    create: BTreeMap<String, DirMeta>,
+}
+
+/// Walks the current target for entries matching `carry` that the archive does not hold.
+/// Runs before the swap, while the customer still has the old folder in place.
+fn plan_carry(
+    host: &impl Host,
+    carry: &GlobSet,
+    target: &str,
+    new: &str,
+    x: &Extracted,
+) -> Result<CarryPlan, Error> {
+    let mut plan = CarryPlan::default();
+    let mut stack = vec![String::new()];
+    while let Some(dir) = stack.pop() {
+        if host.cancelled() {
+            return Err(Error::cancelled());
+        }
+        for entry in host.list_dir(&join(target, &dir))? {
+            let rel = join(&dir, &entry.name);
+            if !carry.is_match(&rel) {
+                if entry.metadata.is_dir() {
+                    stack.push(rel);
+                }
+                continue;
+            }
+            if let Some(link) = parents(&rel).find(|p| x.symlinks.contains_key(*p)) {
+                return Err(Error::permission_denied(format!(
+                    "carry: {rel} of the current folder cannot go into the restored one: `{link}` \
+                     is a symlink in the archive and nothing is written through symlinks; drop \
+                     the pattern from carry or restore another backup"
+                )));
+            }
+            // Folders on the way: in the archive, or missing (created from the old folder's
+            // mode and mtime); a file of the archive in the way stops the restore.
+            let mut missing = false;
+            for p in parents(&rel) {
+                if !missing {
+                    if x.dirs.contains_key(p) {
+                        continue;
+                    }
+                    if stat_opt(host, &join(new, p))?.is_some() {
+                        return Err(Error::io(format!(
+                            "carry: {rel} of the current folder cannot go into the restored \
+                             one: the archive has a file at `{p}`; drop the pattern from carry"
+                        )));
+                    }
+                    missing = true;
+                }
+                if !plan.create.contains_key(p) {
+                    plan.create.insert(p.to_string(), old_dir(host, target, p)?);
+                }
+            }
+            // The archive's own copy wins.
+            let in_archive = !missing
+                && (x.dirs.contains_key(&rel)
+                    || x.symlinks.contains_key(&rel)
+                    || stat_opt(host, &join(new, &rel))?.is_some());
+            if !in_archive {
+                plan.items.push(rel);
+            }
+        }
+    }
+    plan.items.sort_unstable();
+    // Folders created only for items that turned out to be in the archive are not needed.
+    let needed: BTreeSet<&str> = plan.items.iter().flat_map(|rel| parents(rel)).collect();
+    plan.create.retain(|p, _| needed.contains(p.as_str()));
+    Ok(plan)
+}
+
+fn old_dir(host: &impl Host, target: &str, rel: &str) -> Result<DirMeta, Error> {
+    let meta = host.stat(&join(target, rel))?;
+    Ok(DirMeta {
+        mode: meta.mode & 0o1777,
+        mtime: meta.mtime,
+    })
+}
+
+/// Moves the carried entries from the old tree (now in staging) into the restored target,
+/// creating missing folders, then gives every folder touched its final mode and mtime back.
+/// `moved` lists what was moved, for an undo.
+fn carry_in(
+    host: &impl Host,
+    target: &str,
+    old: &str,
+    carry: &CarryPlan,
+    x: &Extracted,
+    root: (u32, Option<Timestamp>),
+    moved: &mut Vec<String>,
+) -> Result<(), Error> {
+    if carry.items.is_empty() {
+        if root.0 & 0o300 != 0o300 {
+            host.set_mode(target, root.0)?;
+        }
+        return Ok(());
+    }
+    // Every folder a move or a mkdir changes, with the mode and mtime it must end with.
+    let mut touched: BTreeMap<String, (u32, Option<Timestamp>)> = BTreeMap::new();
+    touched.insert(String::new(), root);
+    for rel in &carry.items {
+        for p in parents(rel) {
+            let last = match (carry.create.get(p), x.dirs.get(p)) {
+                (Some(meta), _) => (meta.mode, Some(meta.mtime)),
+                (None, Some(Some(meta))) => (meta.mode, Some(meta.mtime)),
+                (None, _) => (0o755, None),
+            };
+            touched.insert(p.to_string(), last);
+        }
+    }
+    // Open up folders whose final mode keeps their owner from adding entries.
+    for (rel, (mode, _)) in &touched {
+        if mode & 0o300 != 0o300 && !carry.create.contains_key(rel) {
+            host.set_mode(&join(target, rel), 0o700)?;
+        }
+    }
+    for rel in carry.create.keys() {
+        let path = join(target, rel);
+        fs::create_dir(&path).with_context(|| format!("carry: creating {path}"))?;
+        host.set_mode(&path, 0o700)?;
+    }
+    for rel in &carry.items {
+        host.rename(&join(old, rel), &join(target, rel))
+            .map_err(|e| e.context(format!("carry: moving {rel} into the restored folder")))?;
+        moved.push(rel.clone());
+    }
+    let mut order: Vec<(&String, &(u32, Option<Timestamp>))> = touched.iter().collect();
+    order.sort_by_key(|(rel, _)| std::cmp::Reverse(depth(rel)));
+    for (rel, (mode, mtime)) in order {
+        let path = join(target, rel);
+        // Cosmetic from here on: the entries are in place.
+        let done = host
+            .set_mode(&path, *mode)
+            .and_then(|()| mtime.map_or(Ok(()), |t| host.set_mtime(&path, t)));
+        if let Err(e) = done {
+            host.warn(&format!(
+                "carry: restoring the mode and mtime of {path}: {e}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Overlay mode: unpack, then move each file over its place under the target. Replaced files go
+/// to `<staging>/old` until the end, so a failure can put them back.
+fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
+    let new = join(&plan.staging, "new");
+    let old = join(&plan.staging, "old");
+    let target = &plan.target;
+    let label = label(target);
+    let x = extract(host, &plan.archive, &new, plan.limits, &label, true)?;
+    for link in x.symlinks.keys() {
+        host.warn(&format!(
+            "skipping the symlink {link}: overlay puts back files only"
+        ));
+    }
+
+    // Check every destination before moving anything.
+    let mut known: BTreeMap<String, bool> = BTreeMap::new(); // folder → existed before
+    let mut create: Vec<String> = Vec::new();
+    let mut moves: Vec<(&str, bool)> = Vec::new(); // (file, replaces one)
+    for rel in &x.file_list {
+        let dest = join(target, rel);
+        if is_within(&plan.staging, &dest) {
+            return Err(Error::permission_denied(format!(
+                "archive {} was rejected and nothing was restored: entry `{rel}` would land in \
+                 the staging folder {}",
+                plan.archive, plan.staging
+            ))
+            .into());
+        }
+        let mut all_exist = true;
+        for p in parents(rel) {
+            if let Some(existed) = known.get(p) {
+                all_exist &= *existed;
+                continue;
+            }
+            let path = join(target, p);
+            let existed = if !all_exist {
+                false
+            } else {
+                match stat_opt(host, &path)? {
+                    None => false,
+                    Some(meta) if meta.is_dir() => true,
+                    Some(meta) if meta.is_symlink() => {
+                        return Err(Error::permission_denied(format!(
+                            "{path} is a symlink and overlay never writes through symlinks, so \
+                             {rel} cannot be restored; nothing was changed"
+                        ))
+                        .into());
+                    }
+                    Some(_) => {
+                        return Err(Error::io(format!(
+                            "{path} is a file, but the archive has {rel} below it; nothing was \
+                             changed"
+                        ))
+                        .into());
+                    }
+                }
+            };
+            if !existed {
+                create.push(p.to_string());
+            }
+            all_exist &= existed;
+            known.insert(p.to_string(), existed);
+        }
+        let replaces = all_exist
+            && match stat_opt(host, &dest)? {
+                None => false,
+                Some(meta) if meta.is_dir() => {
+                    return Err(Error::io(format!(
+                        "{dest} is a folder, but the archive has a file there; nothing was changed"
+                    ))
+                    .into());
+                }
+                Some(_) => true,
+            };
+        moves.push((rel, replaces));
+    }
+    if host.cancelled() {
+        return Err(Error::cancelled().into());
+    }
+    host.progress(
+        EXTRACT_SHARE + 1.0,
+        &format!("restoring {label}: moving files into place"),
+    );
+
+    let mut created: Vec<&str> = Vec::new();
+    let mut done: Vec<(&str, bool)> = Vec::new();
+    let applied = (|| -> Result<(), Error> {
+        for p in &create {
+            let path = join(target, p);
+            fs::create_dir(&path).with_context(|| format!("creating {path}"))?;
+            created.push(p);
+            host.set_mode(&path, 0o700)?;
+        }
+        for &(rel, replaces) in &moves {
+            let dest = join(target, rel);
+            if replaces {
+                let backup = join(&old, rel);
+                fs::create_dir_all(join(&old, parent(rel)))
+                    .with_context(|| format!("creating a folder for {backup}"))?;
+                host.rename(&dest, &backup)
+                    .map_err(|e| e.context(format!("moving {dest} aside")))?;
+            }
+            if let Err(e) = host.rename(&join(&new, rel), &dest) {
+                if replaces && host.rename(&join(&old, rel), &dest).is_err() {
+                    // Counted as done so the undo below retries putting it back.
+                    done.push((rel, true));
+                }
+                return Err(e.context(format!("moving {rel} into {target}")));
+            }
+            done.push((rel, replaces));
+        }
+        Ok(())
+    })();
+    if let Err(error) = applied {
+        return Err(undo_overlay(host, target, &old, &done, &created, error));
+    }
+    // Created folders get the archive's mode and mtime once their files are in.
+    for p in created.iter().rev() {
+        let path = join(target, p);
+        let meta = x.dirs.get(*p).copied().flatten();
+        let finished = host
+            .set_mode(&path, meta.map_or(0o755, |m| m.mode))
+            .and_then(|()| meta.map_or(Ok(()), |m| host.set_mtime(&path, m.mtime)));
+        if let Err(e) = finished {
+            host.warn(&format!("setting the mode and mtime of {path}: {e}"));
+        }
+    }
+    Ok(Stats {
+        entries: x.entries,
+        files: x.files,
+        bytes: x.bytes,
+        carried: 0,
+    })
+}
+
+/// Puts replaced files back and removes the files and folders an overlay added.
+fn undo_overlay(
+    host: &impl Host,
+    target: &str,
+    old: &str,
+    done: &[(&str, bool)],
+    created: &[&str],
+    error: Error,
+) -> Failure {
+    let mut stuck = Vec::new();
+    for &(rel, replaced) in done.iter().rev() {
+        let dest = join(target, rel);
+        let undone = if replaced {
+            host.rename(&join(old, rel), &dest)
+        } else {
+            fs::remove_file(&dest).with_context(|| format!("removing {dest}"))
+        };
+        if let Err(e) = undone {
+            stuck.push(format!("{rel} ({e})"));
+        }
+    }
+    for p in created.iter().rev() {
+        // Only empty: anything else in it was not ours.
+        let _ = fs::remove_dir(join(target, p));
+    }
+    if stuck.is_empty() {
+        return Failure {
+            error: Error::new(
+                error.kind(),
+                format!("{error}; the files moved so far were put back, nothing changed"),
+            ),
+            keep_staging: false,
+        };
+    }
+    Failure {
+        error: Error::new(
+            error.kind(),
+            format!(
+                "{error}; putting back {} failed: the previous files are in {old}, fix by hand",
+                stuck.join(", ")
+            ),
+        ),
+        keep_staging: true,
+    }
+}
+
+/// The target's folder name, for messages.
+fn label(target: &str) -> String {
+    match target.rsplit('/').next() {
+        Some(name) if !name.is_empty() => name.to_string(),
+        _ => target.to_string(),
+    }
+}

@@ -1,0 +1,1103 @@
+//! Native tests: hand-made archives (raw tar headers, so the crate's own path checks cannot
+//! stop the tricks) restored through the same code the plugin runs, with `std::fs` standing in
+//! for the host's `files` interface and renames that can be made to fail.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fs as stdfs;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+
+use filetime::FileTime;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata, Timestamp};
+use qodify_plugin_sdk::{Context, Error, ErrorKind};
+use tar::{EntryType, Header};
+
+use super::*;
+use crate::restore::restore;
+
+// ---------------------------------------------------------------------------------------------
+// A host over std::fs
+
+#[derive(Default)]
+struct StdHost {
+    /// The first rename whose destination ends with this fails.
+    fail_rename_to: RefCell<Option<String>>,
+    warnings: RefCell<Vec<String>>,
+    cancel: Cell<bool>,
+}
+
+impl StdHost {
+    fn failing_rename_to(suffix: &str) -> Self {
+        let host = StdHost::default();
+        *host.fail_rename_to.borrow_mut() = Some(suffix.to_string());
+        host
+    }
+}
+
+fn std_meta(path: &str) -> Result<Metadata, Error> {
+    let m = stdfs::symlink_metadata(path)?;
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        FileKind::File
+    } else if ft.is_dir() {
+        FileKind::Directory
+    } else if ft.is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::Other
+    };
+    let symlink_target = ft
+        .is_symlink()
+        .then(|| stdfs::read_link(path).map(|t| t.to_str().unwrap().to_string()))
+        .transpose()?;
+    Ok(Metadata {
+        kind,
+        mode: m.mode() & 0o7777,
+        size: m.size(),
+        mtime: Timestamp {
+            seconds: m.mtime(),
+            nanos: m.mtime_nsec() as u32,
+        },
+        uid: m.uid(),
+        gid: m.gid(),
+        symlink_target,
+    })
+}
+
+impl Host for StdHost {
+    fn stat(&self, path: &str) -> Result<Metadata, Error> {
+        std_meta(path)
+    }
+
+    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
+        let mut out = Vec::new();
+        for e in stdfs::read_dir(path)? {
+            let name = e?.file_name().into_string().unwrap();
+            let metadata = std_meta(&format!("{path}/{name}"))?;
+            out.push(DirEntry { name, metadata });
+        }
+        Ok(out)
+    }
+
+    fn set_mode(&self, path: &str, mode: u32) -> Result<(), Error> {
+        assert!(
+            !stdfs::symlink_metadata(path)?.is_symlink(),
+            "set_mode on the symlink {path}"
+        );
+        stdfs::set_permissions(path, stdfs::Permissions::from_mode(mode))?;
+        Ok(())
+    }
+
+    fn set_mtime(&self, path: &str, mtime: Timestamp) -> Result<(), Error> {
+        let t = FileTime::from_unix_time(mtime.seconds, mtime.nanos);
+        filetime::set_symlink_file_times(path, t, t)?;
+        Ok(())
+    }
+
+    fn symlink(&self, target: &str, path: &str) -> Result<(), Error> {
+        symlink(target, path)?;
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        let mut fail = self.fail_rename_to.borrow_mut();
+        if fail.as_deref().is_some_and(|suffix| to.ends_with(suffix)) {
+            *fail = None;
+            return Err(Error::io(format!(
+                "injected failure renaming {from} to {to}"
+            )));
+        }
+        stdfs::rename(from, to)?;
+        Ok(())
+    }
+
+    fn warn(&self, message: &str) {
+        self.warnings.borrow_mut().push(message.to_string());
+    }
+
+    fn progress(&self, _percent: f32, _message: &str) {}
+
+    fn cancelled(&self) -> bool {
+        self.cancel.get()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-made archives
+
+const MTIME: u64 = 1_700_000_000;
+
+/// A tar stream written header by header, with raw names.
+#[derive(Default)]
+struct Tar {
+    out: Vec<u8>,
+}
+
+fn header(kind: EntryType, name: &[u8], size: u64, mode: u32, mtime: u64, link: &[u8]) -> Header {
+    let mut h = Header::new_gnu();
+    let n = name.len().min(100);
+    h.as_old_mut().name[..n].copy_from_slice(&name[..n]);
+    let l = link.len().min(100);
+    h.as_old_mut().linkname[..l].copy_from_slice(&link[..l]);
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(1000);
+    h.set_gid(1000);
+    h.set_mtime(mtime);
+    h.set_size(size);
+    h.set_cksum();
+    h
+}
+
+impl Tar {
+    /// Appends one header and its data, padded to a block.
+    fn push(&mut self, h: &Header, data: &[u8]) -> &mut Self {
+        self.out.extend_from_slice(h.as_bytes());
+        self.out.extend_from_slice(data);
+        let rem = data.len() % 512;
+        if rem != 0 {
+            self.out.resize(self.out.len() + 512 - rem, 0);
+        }
+        self
+    }
+
+    /// A `././@LongLink` record carrying `value` for the next header.
+    fn long(&mut self, kind: EntryType, value: &[u8]) -> &mut Self {
+        let mut data = value.to_vec();
+        data.push(0);
+        let h = header(kind, b"././@LongLink", data.len() as u64, 0o644, 0, b"");
+        self.push(&h, &data)
+    }
+
+    /// A pax record for the next header.
+    fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        let mut data = Vec::new();
+        for (key, value) in records {
+            let rest = 3 + key.len() + value.len();
+            let mut len = rest + 1;
+            while len != rest + len.to_string().len() {
+                len = rest + len.to_string().len();
+            }
+            data.extend_from_slice(format!("{len} {key}=").as_bytes());
+            data.extend_from_slice(value);
+            data.push(b'\n');
+        }
+        let h = header(
+            EntryType::XHeader,
+            b"PaxHeaders/x",
+            data.len() as u64,
+            0o644,
+            0,
+            b"",
+        );
+        self.push(&h, &data)
+    }
+
+    /// Any entry; names and link targets over 100 bytes get GNU long records.
+    fn entry(
+        &mut self,
+        kind: EntryType,
+        name: &[u8],
+        data: &[u8],
+        mode: u32,
+        link: &[u8],
+    ) -> &mut Self {
+        if name.len() > 100 {
+            self.long(EntryType::GNULongName, name);
+        }
+        if link.len() > 100 {
+            self.long(EntryType::GNULongLink, link);
+        }
+        let h = header(kind, name, data.len() as u64, mode, MTIME, link);
+        self.push(&h, data)
+    }
+
+    fn file(&mut self, name: &str, data: &[u8], mode: u32) -> &mut Self {
+        self.entry(EntryType::Regular, name.as_bytes(), data, mode, b"")
+    }
+
+    fn dir(&mut self, name: &str, mode: u32) -> &mut Self {
+        self.entry(
+            EntryType::Directory,
+            format!("{name}/").as_bytes(),
+            b"",
+            mode,
+            b"",
+        )
+    }
+
+    fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.entry(
+            EntryType::Symlink,
+            name.as_bytes(),
+            b"",
+            0o777,
+            target.as_bytes(),
+        )
+    }
+
+    /// The gzip'd archive with its end-of-archive blocks.
+    fn gz(&self) -> Vec<u8> {
+        let mut raw = self.out.clone();
+        raw.extend_from_slice(&[0; 1024]);
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&raw).unwrap();
+        gz.finish().unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A customer folder with canaries
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: String,
+    customer: String,
+    target: String,
+    staging: String,
+    archive: String,
+}
+
+fn write(path: &str, data: &[u8]) {
+    stdfs::create_dir_all(Path::new(path).parent().unwrap()).unwrap();
+    stdfs::write(path, data).unwrap();
+}
+
+impl Env {
+    /// `<tmp>/outside/canary.txt`, `<tmp>/customer/{canary.txt, backups/, backend/…}`.
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_str().unwrap().to_string();
+        let customer = format!("{root}/customer");
+        let target = format!("{customer}/backend");
+        write(&format!("{root}/outside/canary.txt"), b"outside canary");
+        write(&format!("{customer}/canary.txt"), b"customer canary");
+        write(&format!("{target}/src/old.js"), b"old code");
+        write(&format!("{target}/package.json"), b"{\"old\":true}");
+        write(&format!("{target}/node_modules/pkg/index.js"), b"module");
+        write(&format!("{target}/uploads/a.png"), b"png");
+        write(&format!("{target}/logs/app.log"), b"log line");
+        stdfs::create_dir_all(format!("{customer}/backups")).unwrap();
+        Env {
+            staging: format!("{customer}/.restore-run1"),
+            archive: format!("{customer}/backups/backend.tar.gz"),
+            _tmp: tmp,
+            root,
+            customer,
+            target,
+        }
+    }
+
+    fn plan(&self, mode: Mode, carry: Option<&[&str]>) -> Plan {
+        let mut config = serde_json::json!({
+            "archive": self.archive,
+            "target": self.target,
+            "staging": self.staging,
+            "mode": if mode == Mode::Replace { "replace" } else { "overlay" },
+        });
+        if let Some(carry) = carry {
+            config["carry"] = serde_json::json!(carry);
+        }
+        Plan::new(serde_json::from_value(config).unwrap()).unwrap()
+    }
+
+    fn restore(&self, tar: &Tar, plan: &Plan, host: &StdHost) -> Result<Stats, Error> {
+        stdfs::write(&self.archive, tar.gz()).unwrap();
+        restore(host, plan)
+    }
+
+    /// Everything under the temp root (archive aside): kind, mode, content or link target.
+    fn snapshot(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in stdfs::read_dir(&dir).unwrap() {
+                let path = e.unwrap().path();
+                let p = path.to_str().unwrap().to_string();
+                if p == self.archive {
+                    continue;
+                }
+                let m = stdfs::symlink_metadata(&p).unwrap();
+                let rel = p[self.root.len()..].to_string();
+                let mode = m.mode() & 0o7777;
+                let what = if m.is_symlink() {
+                    format!("link -> {}", stdfs::read_link(&p).unwrap().display())
+                } else if m.is_dir() {
+                    stack.push(p.clone());
+                    format!("dir {mode:o}")
+                } else {
+                    format!(
+                        "file {mode:o} {}",
+                        String::from_utf8_lossy(&stdfs::read(&p).unwrap())
+                    )
+                };
+                out.insert(rel, what);
+            }
+        }
+        out
+    }
+}
+
+fn meta(path: &str) -> stdfs::Metadata {
+    stdfs::symlink_metadata(path).unwrap()
+}
+
+fn read(path: &str) -> String {
+    String::from_utf8(stdfs::read(path).unwrap()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rejections: each is refused as a whole and leaves no trace
+
+/// Restores `tar` (with `limits`, if given) and checks it is refused with a message naming
+/// `entry` and containing `rule`, and that nothing changed anywhere.
+fn assert_rejected(tar: &Tar, limits: Option<Limits>, entry: &str, rule: &str) {
+    let env = Env::new();
+    let before = env.snapshot();
+    let mut plan = env.plan(Mode::Replace, None);
+    if let Some(limits) = limits {
+        plan.limits = limits;
+    }
+    let err = env.restore(tar, &plan, &StdHost::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(
+        err.message().contains(&format!("entry `{entry}`")),
+        "message does not name `{entry}`: {err}"
+    );
+    assert!(
+        err.message().contains(rule),
+        "message lacks `{rule}`: {err}"
+    );
+    assert!(err.message().contains("nothing was restored"), "{err}");
+    assert_eq!(env.snapshot(), before, "the restore left traces");
+    assert!(!Path::new(&env.staging).exists());
+}
+
+fn good_start() -> Tar {
+    let mut tar = Tar::default();
+    tar.dir("src", 0o755).file("src/app.js", b"new code", 0o644);
+    tar
+}
+
+#[test]
+fn dot_dot_in_a_raw_name_is_refused() {
+    let mut tar = good_start();
+    tar.entry(EntryType::Regular, b"../evil.txt", b"x", 0o644, b"");
+    assert_rejected(&tar, None, "../evil.txt", "`..`");
+    let mut tar = good_start();
+    tar.entry(EntryType::Regular, b"src/../../evil.txt", b"x", 0o644, b"");
+    assert_rejected(&tar, None, "src/../../evil.txt", "`..`");
+}
+
+#[test]
+fn dot_dot_in_a_gnu_long_name_is_refused() {
+    let long = format!("{}/../../../evil.txt", "a".repeat(120));
+    let mut tar = good_start();
+    tar.entry(EntryType::Regular, long.as_bytes(), b"x", 0o644, b"");
+    assert_rejected(&tar, None, &long, "`..`");
+}
+
+#[test]
+fn dot_dot_in_a_pax_path_is_refused() {
+    let mut tar = good_start();
+    tar.pax(&[("path", b"../evil.txt")])
+        .file("harmless.txt", b"x", 0o644);
+    assert_rejected(&tar, None, "../evil.txt", "`..`");
+}
+
+#[test]
+fn absolute_paths_are_refused() {
+    let mut tar = good_start();
+    tar.entry(EntryType::Regular, b"/tmp/evil.txt", b"x", 0o644, b"");
+    assert_rejected(&tar, None, "/tmp/evil.txt", "absolute path");
+}
+
+#[test]
+fn empty_and_nul_names_are_refused() {
+    let mut tar = good_start();
+    tar.entry(EntryType::Regular, b"", b"x", 0o644, b"");
+    assert_rejected(&tar, None, "", "empty name");
+    let mut tar = good_start();
+    let name = format!("{}\0/../evil", "n".repeat(110));
+    tar.entry(EntryType::Regular, name.as_bytes(), b"x", 0o644, b"");
+    assert_rejected(
+        &tar,
+        None,
+        &format!("{}\\0/../evil", "n".repeat(110)),
+        "NUL",
+    );
+}
+
+#[test]
+fn hard_links_are_refused() {
+    let mut tar = good_start();
+    tar.entry(EntryType::Link, b"passwd", b"", 0o644, b"src/app.js");
+    assert_rejected(&tar, None, "passwd", "hard link");
+}
+
+#[test]
+fn devices_and_fifos_are_refused() {
+    let mut tar = good_start();
+    tar.entry(EntryType::Char, b"null", b"", 0o666, b"");
+    assert_rejected(&tar, None, "null", "device");
+    let mut tar = good_start();
+    tar.entry(EntryType::Block, b"sda", b"", 0o660, b"");
+    assert_rejected(&tar, None, "sda", "device");
+    let mut tar = good_start();
+    tar.entry(EntryType::Fifo, b"pipe", b"", 0o644, b"");
+    assert_rejected(&tar, None, "pipe", "FIFO");
+}
+
+#[test]
+fn a_huge_size_header_is_refused_before_reading() {
+    let mut tar = good_start();
+    // 1 TiB claimed, no data follows: refused on the header alone.
+    let h = header(EntryType::Regular, b"big.bin", 1 << 40, 0o644, MTIME, b"");
+    tar.push(&h, b"");
+    assert_rejected(&tar, None, "big.bin", "past max_entry_bytes");
+}
+
+#[test]
+fn total_size_and_entry_count_caps() {
+    let limits = |entries, total| Limits {
+        max_entries: entries,
+        max_total_bytes: total,
+        max_entry_bytes: 1 << 20,
+    };
+    let mut tar = good_start();
+    tar.file("a.bin", &[1; 600], 0o644)
+        .file("b.bin", &[2; 600], 0o644);
+    assert_rejected(
+        &tar,
+        Some(limits(100, 1000)),
+        "b.bin",
+        "past max_total_bytes",
+    );
+    let mut tar = good_start();
+    tar.file("a", b"", 0o644).file("b", b"", 0o644);
+    assert_rejected(&tar, Some(limits(3, 1 << 20)), "b", "limit of 3 entries");
+}
+
+#[test]
+fn a_symlink_to_the_root_then_a_file_through_it_is_refused() {
+    let evil = format!("tmp/qodify-restore-test-{}", std::process::id());
+    let mut tar = good_start();
+    tar.symlink("root", "/")
+        .file(&format!("root/{evil}"), b"pwned", 0o644);
+    assert_rejected(
+        &tar,
+        None,
+        &format!("root/{evil}"),
+        "symlink from this archive",
+    );
+    assert!(!Path::new(&format!("/{evil}")).exists());
+}
+
+#[test]
+fn a_symlink_out_then_a_file_through_it_leaves_the_canary_alone() {
+    let env = Env::new();
+    let before = env.snapshot();
+    let mut tar = good_start();
+    tar.symlink("out", &format!("{}/outside", env.root)).file(
+        "out/canary.txt",
+        b"overwritten",
+        0o644,
+    );
+    let err = env
+        .restore(&tar, &env.plan(Mode::Replace, None), &StdHost::default())
+        .unwrap_err();
+    assert!(err.message().contains("entry `out/canary.txt`"), "{err}");
+    assert_eq!(
+        read(&format!("{}/outside/canary.txt", env.root)),
+        "outside canary"
+    );
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn relative_symlinks_leading_out_are_refused() {
+    let mut tar = good_start();
+    tar.symlink("a", "../..").file("a/x", b"x", 0o644);
+    assert_rejected(&tar, None, "a", "leads out of the restored folder");
+    let mut tar = good_start();
+    tar.symlink("src/up", "../../customer/canary.txt");
+    assert_rejected(&tar, None, "src/up", "leads out");
+    // Each link stays inside on its own; `b` leads out through `a`.
+    let mut tar = good_start();
+    tar.symlink("src/here", ".").symlink("b", "src/here/../..");
+    assert_rejected(&tar, None, "b", "through other symlinks");
+    let mut tar = good_start();
+    tar.symlink("loop1", "loop2")
+        .symlink("loop2", "loop1")
+        .symlink("c", "loop1/x");
+    assert_rejected(&tar, None, "c", "loop");
+}
+
+#[test]
+fn nothing_is_written_below_an_archive_symlink() {
+    let mut tar = good_start();
+    tar.symlink("lib", "src").dir("lib/sub", 0o755);
+    assert_rejected(&tar, None, "lib/sub/", "symlink from this archive");
+    let mut tar = good_start();
+    tar.symlink("lib", "src").symlink("lib/x", "y");
+    assert_rejected(&tar, None, "lib/x", "symlink from this archive");
+}
+
+#[test]
+fn a_path_twice_is_refused() {
+    let mut tar = good_start();
+    tar.file("src/app.js", b"again", 0o644);
+    assert_rejected(&tar, None, "src/app.js", "appears twice");
+    // A file over a symlink would be written through it.
+    let mut tar = good_start();
+    tar.symlink("cfg", "/etc/passwd").file("cfg", b"x", 0o644);
+    assert_rejected(&tar, None, "cfg", "appears twice");
+    let mut tar = good_start();
+    tar.file("f", b"x", 0o644).file("f/g", b"y", 0o644);
+    assert_rejected(&tar, None, "f/g", "earlier entry is a file or symlink");
+}
+
+#[test]
+fn oversized_long_name_records_and_size_tricks_are_refused() {
+    let mut tar = good_start();
+    tar.long(EntryType::GNULongName, &vec![b'a'; 100_000])
+        .file("x", b"", 0o644);
+    assert_rejected(&tar, None, "././@LongLink", "long name record");
+    let mut tar = good_start();
+    tar.pax(&[("size", b"5")]).file("x", b"1234567890", 0o644);
+    assert_rejected(&tar, None, "x", "pax size");
+    let mut tar = good_start();
+    tar.entry(EntryType::Directory, b"d/", &[0; 10], 0o755, b"");
+    assert_rejected(&tar, None, "d/", "carries 10 bytes");
+}
+
+#[test]
+fn a_damaged_archive_changes_nothing() {
+    let env = Env::new();
+    let before = env.snapshot();
+    let mut tar = good_start();
+    tar.file("big.bin", &noise(300_000), 0o644);
+    let gz = tar.gz();
+    stdfs::write(&env.archive, &gz[..gz.len() - 100]).unwrap();
+    let err = restore(&StdHost::default(), &env.plan(Mode::Replace, None)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(err.message().contains("damaged"), "{err}");
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn cancellation_stops_between_entries_and_cleans_up() {
+    let env = Env::new();
+    let before = env.snapshot();
+    let host = StdHost::default();
+    host.cancel.set(true);
+    let err = env
+        .restore(&good_start(), &env.plan(Mode::Replace, None), &host)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn an_existing_staging_folder_is_left_alone() {
+    let env = Env::new();
+    write(
+        &format!("{}/old/keep.txt", env.staging),
+        b"from an interrupted restore",
+    );
+    let before = env.snapshot();
+    let err = env
+        .restore(
+            &good_start(),
+            &env.plan(Mode::Replace, None),
+            &StdHost::default(),
+        )
+        .unwrap_err();
+    assert!(err.message().contains("already exists"), "{err}");
+    assert_eq!(env.snapshot(), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Good archives
+
+fn noise(len: usize) -> Vec<u8> {
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_good_archive_round_trips_names_contents_modes_mtimes_and_links() {
+    let env = Env::new();
+    stdfs::remove_dir_all(&env.target).unwrap();
+    let long_dir = format!("deep/{}", "d".repeat(90));
+    let long_file = format!("{long_dir}/{}.txt", "f".repeat(80));
+    let long_target = format!("../{}", "t".repeat(150));
+    let big = noise(2_500_000);
+    let mut tar = Tar::default();
+    tar.dir("src", 0o750)
+        .file("src/app.js", b"console.log(1)", 0o644)
+        .file("src/run.sh", b"#!/bin/sh", 0o755)
+        .file("src/secret", b"s", 0o600)
+        .file("src/setuid", b"s", 0o4755)
+        .file("empty", b"", 0o644)
+        .file("big.bin", &big, 0o644)
+        .dir("deep", 0o755)
+        .dir(&long_dir, 0o700)
+        .file(&long_file, b"long name", 0o640)
+        .symlink("abs", "/var/qodify/shared/uploads")
+        .symlink("src/rel", "../empty")
+        .symlink(&format!("{long_dir}/ln"), &long_target)
+        .dir("readonly", 0o555)
+        .file("readonly/f", b"ro", 0o444)
+        // A file whose folder has no entry of its own.
+        .file("implicit/x", b"x", 0o644);
+    let stats = env
+        .restore(&tar, &env.plan(Mode::Replace, None), &StdHost::default())
+        .unwrap();
+    assert_eq!(stats.entries, 16);
+    assert_eq!(stats.files, 9);
+    assert_eq!(stats.bytes, 14 + 9 + 1 + 1 + 2_500_000 + 9 + 2 + 1);
+    let t = &env.target;
+    assert_eq!(read(&format!("{t}/src/app.js")), "console.log(1)");
+    assert!(stdfs::read(format!("{t}/big.bin")).unwrap() == big);
+    assert_eq!(read(&format!("{t}/{long_file}")), "long name");
+    let mode = |p: &str| meta(&format!("{t}/{p}")).mode() & 0o7777;
+    assert_eq!(mode("src"), 0o750);
+    assert_eq!(mode("src/run.sh"), 0o755);
+    assert_eq!(mode("src/secret"), 0o600);
+    assert_eq!(mode("src/setuid"), 0o755, "setuid bits are dropped");
+    assert_eq!(mode(&long_dir), 0o700);
+    assert_eq!(mode(&long_file), 0o640);
+    assert_eq!(mode("readonly"), 0o555);
+    assert_eq!(mode("readonly/f"), 0o444);
+    assert_eq!(mode("implicit"), 0o755);
+    for p in [
+        "src",
+        "src/app.js",
+        "big.bin",
+        &long_dir,
+        &long_file,
+        "readonly",
+        "abs",
+    ] {
+        assert_eq!(
+            meta(&format!("{t}/{p}")).mtime(),
+            MTIME as i64,
+            "mtime of {p}"
+        );
+    }
+    let link = |p: &str| stdfs::read_link(format!("{t}/{p}")).unwrap();
+    assert_eq!(link("abs").to_str(), Some("/var/qodify/shared/uploads"));
+    assert_eq!(link("src/rel").to_str(), Some("../empty"));
+    assert_eq!(
+        link(&format!("{long_dir}/ln")).to_str(),
+        Some(long_target.as_str())
+    );
+    assert!(!Path::new(&env.staging).exists());
+    assert_eq!(
+        read(&format!("{}/canary.txt", env.customer)),
+        "customer canary"
+    );
+}
+
+#[test]
+fn pax_names_and_gnu_style_dot_slash_archives_work() {
+    let env = Env::new();
+    stdfs::remove_dir_all(&env.target).unwrap();
+    let long = format!("{}/file.txt", "p".repeat(200));
+    let mut tar = Tar::default();
+    tar.entry(EntryType::Directory, b"./", b"", 0o711, b"")
+        .entry(EntryType::Directory, b"./a/", b"", 0o755, b"")
+        .entry(EntryType::Regular, b"./a/b.txt", b"b", 0o644, b"")
+        .pax(&[("path", long.as_bytes()), ("mtime", b"1600000000.25")])
+        .file("placeholder", b"pax", 0o644)
+        .pax(&[("linkpath", b"a/b.txt")])
+        .symlink("ln", "");
+    env.restore(&tar, &env.plan(Mode::Replace, None), &StdHost::default())
+        .unwrap();
+    let t = &env.target;
+    assert_eq!(
+        meta(t).mode() & 0o7777,
+        0o711,
+        "the `./` entry sets the top folder"
+    );
+    assert_eq!(read(&format!("{t}/a/b.txt")), "b");
+    assert_eq!(read(&format!("{t}/{long}")), "pax");
+    assert!(!Path::new(&format!("{t}/placeholder")).exists());
+    let m = meta(&format!("{t}/{long}"));
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 250_000_000));
+    assert_eq!(
+        stdfs::read_link(format!("{t}/ln")).unwrap().to_str(),
+        Some("a/b.txt")
+    );
+}
+
+#[test]
+fn archives_from_the_tar_crate_builder_work() {
+    let env = Env::new();
+    stdfs::remove_dir_all(&env.target).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let long = format!("{}/x.txt", "q".repeat(150));
+    let mut h = Header::new_gnu();
+    h.set_mode(0o640);
+    h.set_mtime(MTIME);
+    h.set_size(5);
+    h.set_entry_type(EntryType::Regular);
+    b.append_data(&mut h, &long, &b"hello"[..]).unwrap();
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Symlink);
+    h.set_mtime(MTIME);
+    h.set_size(0);
+    let target = format!("{}/x.txt", "q".repeat(150));
+    b.append_link(&mut h, "link", &target).unwrap();
+    let raw = b.into_inner().unwrap();
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    gz.write_all(&raw).unwrap();
+    stdfs::write(&env.archive, gz.finish().unwrap()).unwrap();
+    restore(&StdHost::default(), &env.plan(Mode::Replace, None)).unwrap();
+    assert_eq!(read(&format!("{}/{long}", env.target)), "hello");
+    assert_eq!(
+        stdfs::read_link(format!("{}/link", env.target))
+            .unwrap()
+            .to_str(),
+        Some(target.as_str())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replace: carry and a failing swap
+
+fn backend_archive() -> Tar {
+    let mut tar = Tar::default();
+    tar.dir("src", 0o755)
+        .file("src/app.js", b"new code", 0o644)
+        .file("package.json", b"{\"new\":true}", 0o644)
+        .dir("packages", 0o755)
+        .dir("packages/a", 0o555)
+        .file("packages/a/index.js", b"a", 0o644);
+    tar
+}
+
+#[test]
+fn replace_carries_build_output_and_uploads_from_the_old_folder() {
+    let env = Env::new();
+    let t = env.target.clone();
+    write(&format!("{t}/packages/a/node_modules/dep/i.js"), b"dep");
+    write(&format!("{t}/apps/web/.next/build.txt"), b"next");
+    write(&format!("{t}/apps/web/page.js"), b"old page");
+    stdfs::set_permissions(format!("{t}/apps"), stdfs::Permissions::from_mode(0o750)).unwrap();
+    let carry = [
+        "**/node_modules",
+        "**/.next",
+        "**/dist",
+        "**/logs",
+        "uploads",
+    ];
+    let stats = env
+        .restore(
+            &backend_archive(),
+            &env.plan(Mode::Replace, Some(&carry)),
+            &StdHost::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        stats.carried, 5,
+        "node_modules ×2, uploads, logs, apps/web/.next"
+    );
+    assert_eq!(read(&format!("{t}/src/app.js")), "new code");
+    assert!(
+        !Path::new(&format!("{t}/src/old.js")).exists(),
+        "old files go"
+    );
+    assert_eq!(read(&format!("{t}/node_modules/pkg/index.js")), "module");
+    assert_eq!(
+        read(&format!("{t}/packages/a/node_modules/dep/i.js")),
+        "dep"
+    );
+    assert_eq!(read(&format!("{t}/uploads/a.png")), "png");
+    assert_eq!(read(&format!("{t}/logs/app.log")), "log line");
+    assert_eq!(read(&format!("{t}/apps/web/.next/build.txt")), "next");
+    assert!(!Path::new(&format!("{t}/apps/web/page.js")).exists());
+    // Folders keep the archive's (or, when created for a carry, the old folder's) mode and mtime.
+    assert_eq!(meta(&format!("{t}/packages/a")).mode() & 0o7777, 0o555);
+    assert_eq!(meta(&format!("{t}/packages/a")).mtime(), MTIME as i64);
+    assert_eq!(meta(&format!("{t}/apps")).mode() & 0o7777, 0o750);
+    assert!(!Path::new(&env.staging).exists());
+}
+
+#[test]
+fn the_archive_copy_wins_over_carry_and_default_carry_keeps_no_uploads() {
+    let env = Env::new();
+    let t = env.target.clone();
+    let mut tar = backend_archive();
+    tar.dir("node_modules", 0o755)
+        .file("node_modules/fresh.js", b"fresh", 0o644);
+    let stats = env
+        .restore(&tar, &env.plan(Mode::Replace, None), &StdHost::default())
+        .unwrap();
+    assert_eq!(stats.carried, 1, "only logs");
+    assert_eq!(read(&format!("{t}/node_modules/fresh.js")), "fresh");
+    assert!(!Path::new(&format!("{t}/node_modules/pkg")).exists());
+    assert!(!Path::new(&format!("{t}/uploads")).exists());
+}
+
+#[test]
+fn carry_never_writes_below_an_archive_symlink() {
+    let env = Env::new();
+    let before = env.snapshot();
+    let mut tar = Tar::default();
+    tar.dir("real", 0o755).symlink("logs", "real");
+    write(&format!("{}/logs/sub/node_modules/x", env.target), b"x");
+    let before_with_sub = env.snapshot();
+    assert_ne!(before, before_with_sub);
+    let err = env
+        .restore(
+            &tar,
+            &env.plan(Mode::Replace, Some(&["**/node_modules"])),
+            &StdHost::default(),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.message().contains("symlink in the archive"), "{err}");
+    assert_eq!(env.snapshot(), before_with_sub);
+}
+
+#[test]
+fn a_failing_swap_puts_the_old_folder_back() {
+    let env = Env::new();
+    let before = env.snapshot();
+    let host = StdHost::failing_rename_to("/backend");
+    let err = env
+        .restore(&backend_archive(), &env.plan(Mode::Replace, None), &host)
+        .unwrap_err();
+    assert!(err.message().contains("put back"), "{err}");
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn a_failing_carry_puts_everything_back() {
+    let env = Env::new();
+    let before = env.snapshot();
+    // logs moves first (sorted), then node_modules fails.
+    let host = StdHost::failing_rename_to("/backend/node_modules");
+    let err = env
+        .restore(&backend_archive(), &env.plan(Mode::Replace, None), &host)
+        .unwrap_err();
+    assert!(err.message().contains("put back"), "{err}");
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn a_failing_first_rename_changes_nothing() {
+    let env = Env::new();
+    let before = env.snapshot();
+    let host = StdHost::failing_rename_to("/old");
+    let err = env
+        .restore(&backend_archive(), &env.plan(Mode::Replace, None), &host)
+        .unwrap_err();
+    assert!(err.message().contains("aside"), "{err}");
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn a_missing_target_is_created() {
+    let env = Env::new();
+    stdfs::remove_dir_all(&env.target).unwrap();
+    let stats = env
+        .restore(
+            &backend_archive(),
+            &env.plan(Mode::Replace, None),
+            &StdHost::default(),
+        )
+        .unwrap();
+    assert_eq!(stats.carried, 0);
+    assert_eq!(
+        read(&format!("{}/package.json", env.target)),
+        "{\"new\":true}"
+    );
+    assert_eq!(meta(&env.target).mode() & 0o7777, 0o755);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overlay
+
+fn env_pm2_archive() -> Tar {
+    let mut tar = Tar::default();
+    tar.dir("backend", 0o755)
+        .file("backend/.env", b"DATABASE_URL=new", 0o600)
+        .dir("admin", 0o750)
+        .file("admin/.env", b"ADMIN=new", 0o600)
+        .file("ecosystem.config.js", b"module.exports = {new: 1}", 0o644);
+    tar
+}
+
+fn overlay_env() -> (Env, Plan) {
+    let mut env = Env::new();
+    write(
+        &format!("{}/backend/.env", env.customer),
+        b"DATABASE_URL=old",
+    );
+    write(&format!("{}/ecosystem.config.js", env.customer), b"old pm2");
+    env.target = env.customer.clone();
+    let plan = env.plan(Mode::Overlay, None);
+    (env, plan)
+}
+
+#[test]
+fn overlay_moves_files_into_place_and_leaves_the_rest() {
+    let (env, plan) = overlay_env();
+    let c = &env.customer;
+    let mut tar = env_pm2_archive();
+    tar.symlink("backend/.env.link", ".env");
+    let host = StdHost::default();
+    let stats = env.restore(&tar, &plan, &host).unwrap();
+    assert_eq!((stats.files, stats.carried), (3, 0));
+    assert_eq!(read(&format!("{c}/backend/.env")), "DATABASE_URL=new");
+    assert_eq!(meta(&format!("{c}/backend/.env")).mode() & 0o7777, 0o600);
+    assert_eq!(read(&format!("{c}/admin/.env")), "ADMIN=new");
+    assert_eq!(meta(&format!("{c}/admin")).mode() & 0o7777, 0o750);
+    assert_eq!(
+        read(&format!("{c}/ecosystem.config.js")),
+        "module.exports = {new: 1}"
+    );
+    assert_eq!(read(&format!("{c}/backend/src/old.js")), "old code");
+    assert_eq!(read(&format!("{c}/canary.txt")), "customer canary");
+    assert!(!Path::new(&format!("{c}/backend/.env.link")).exists());
+    assert!(host.warnings.borrow().iter().any(|w| w.contains("symlink")));
+    assert!(!Path::new(&env.staging).exists());
+}
+
+#[test]
+fn overlay_never_writes_through_a_symlink_of_the_target() {
+    let (env, plan) = overlay_env();
+    stdfs::create_dir_all(format!("{}/elsewhere", env.root)).unwrap();
+    symlink(
+        format!("{}/elsewhere", env.root),
+        format!("{}/admin", env.customer),
+    )
+    .unwrap();
+    let before = env.snapshot();
+    let err = env
+        .restore(&env_pm2_archive(), &plan, &StdHost::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.message().contains("symlink"), "{err}");
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn a_failing_overlay_puts_the_replaced_files_back() {
+    let (env, plan) = overlay_env();
+    let before = env.snapshot();
+    // backend/.env and admin/.env move first; the PM2 file fails.
+    let host = StdHost::failing_rename_to("/customer/ecosystem.config.js");
+    let err = env.restore(&env_pm2_archive(), &plan, &host).unwrap_err();
+    assert!(err.message().contains("put back"), "{err}");
+    assert_eq!(env.snapshot(), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config and mounts
+
+fn config(json: serde_json::Value) -> Result<Plan, Error> {
+    let config: Config = qodify_plugin_sdk::__private::parse_config(&json.to_string())?;
+    Plan::new(config)
+}
+
+#[test]
+fn config_defaults_and_checks() {
+    let plan = config(serde_json::json!({
+        "archive": "/backup/backend.tar.gz",
+        "target": "/customer/backend/",
+        "staging": "/customer/.restore-1",
+    }))
+    .unwrap();
+    assert_eq!(plan.mode, Mode::Replace);
+    assert_eq!(plan.target, "/customer/backend");
+    assert!(plan.carry.as_ref().unwrap().is_match("a/node_modules"));
+    assert_eq!(plan.limits.max_entries, 2_000_000);
+    assert_eq!(plan.limits.max_total_bytes, 256 << 30);
+    assert_eq!(plan.limits.max_entry_bytes, 64 << 30);
+
+    let err = |json: serde_json::Value, needle: &str| {
+        let e = config(json).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfig, "{e}");
+        assert!(e.message().contains(needle), "{e} lacks {needle}");
+    };
+    err(
+        serde_json::json!({"archive": "/b/x.tar.gz", "target": "/c/b", "staging": "/c/s", "carri": []}),
+        "carri",
+    );
+    err(
+        serde_json::json!({"archive": "/b/x.tar.gz", "target": "/c/b", "staging": "/c/b/.s"}),
+        "lies in target",
+    );
+    err(
+        serde_json::json!({"archive": "/b/x.tar.gz", "target": "/c", "staging": "/c/.s",
+                           "mode": "overlay", "carry": ["x"]}),
+        "carry applies",
+    );
+    err(
+        serde_json::json!({"archive": "/b/x.tar.gz", "target": "/c/b", "staging": "/c/s", "mode": "merge"}),
+        "mode",
+    );
+    err(
+        serde_json::json!({"archive": "b.tar.gz", "target": "/c/b", "staging": "/c/s"}),
+        "absolute",
+    );
+    // Overlay may keep staging inside the target (the customer folder).
+    config(serde_json::json!({"archive": "/b/x.tar.gz", "target": "/c", "staging": "/c/.s", "mode": "overlay"}))
+        .unwrap();
+}
+
+#[test]
+fn mounts_are_checked() {
+    let plan = config(serde_json::json!({
+        "archive": "/backup/backend.tar.gz",
+        "target": "/customer/backend",
+        "staging": "/customer/.restore-1",
+    }))
+    .unwrap();
+    let ok = Context::builder()
+        .mount("/backup", false)
+        .mount("/customer", true)
+        .build();
+    plan.check_mounts(&ok).unwrap();
+    let read_only = Context::builder()
+        .mount("/backup", false)
+        .mount("/customer", false)
+        .build();
+    assert_eq!(
+        plan.check_mounts(&read_only).unwrap_err().kind(),
+        ErrorKind::PermissionDenied
+    );
+    let split = Context::builder()
+        .mount("/backup", false)
+        .mount("/customer", true)
+        .mount("/customer/backend", true)
+        .build();
+    assert!(
+        plan.check_mounts(&split)
+            .unwrap_err()
+            .message()
+            .contains("different mounts")
+    );
+    let no_backup = Context::builder().mount("/customer", true).build();
+    assert!(
+        plan.check_mounts(&no_backup)
+            .unwrap_err()
+            .message()
+            .contains("archive")
+    );
+}
