@@ -62,6 +62,10 @@ pub struct Config {
     /// replace mode only. Default: `**/node_modules`, `**/.next`, `**/dist`, `**/logs`.
     #[serde(default)]
     pub carry: Option<Vec<String>>,
+    /// Skip the step (with a note) when the archive is not in the backup, e.g. `admin.tar.gz`
+    /// of a customer that has no admin service.
+    #[serde(default)]
+    pub if_present: bool,
     /// Most entries the archive may hold.
     #[serde(default = "default_max_entries")]
     pub max_entries: u64,
@@ -209,7 +213,22 @@ struct RestoreFiles;
 impl Step for RestoreFiles {
     type Config = Config;
 
-    fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
+    fn run(ctx: &Context, mut config: Config) -> Result<Output, Error> {
+        if config.if_present && std::fs::symlink_metadata(&config.archive).is_err() {
+            ctx.info(format!(
+                "{} is not in this backup; nothing to restore",
+                config.archive
+            ));
+            return Ok(Output::new().value("skipped", true));
+        }
+        let resolved = resolve_symlinked_target(&config.target)?;
+        if resolved != config.target {
+            ctx.info(format!(
+                "{} is a symlink; restoring into {resolved}",
+                config.target
+            ));
+            config.target = resolved;
+        }
         let plan = Plan::new(config)?;
         plan.check_mounts(ctx)?;
         let stats = restore::restore(&GuestHost(ctx), &plan)?;
@@ -230,6 +249,61 @@ impl Step for RestoreFiles {
 }
 
 export_step!(RestoreFiles);
+
+/// The real path of `target` inside the mounts: every symlink on the way (relative ones only)
+/// is followed, like `realpath`, so the restore replaces the folder a link points at, not the
+/// link. Blue/green: `backend` -> `current/backend`, `backend/uploads` -> `../../../shared/uploads`.
+fn resolve_symlinked_target(target: &str) -> Result<String, Error> {
+    let norm = normalize(target)?;
+    let mut pending: std::collections::VecDeque<String> = norm
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = pending.pop_front() {
+        if c == ".." {
+            if resolved.pop().is_none() {
+                return Err(Error::permission_denied(format!(
+                    "target {target} leads above `/`"
+                )));
+            }
+            continue;
+        }
+        let candidate = format!(
+            "/{}",
+            resolved
+                .iter()
+                .chain([&c])
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("/")
+        );
+        let link = match fs::stat(&candidate) {
+            Ok(md) if md.is_symlink() => md.symlink_target.unwrap_or_default(),
+            _ => {
+                resolved.push(c);
+                continue;
+            }
+        };
+        links += 1;
+        if links > 40 {
+            return Err(Error::invalid_config(format!(
+                "target {target}: too many levels of symlinks"
+            )));
+        }
+        if link.starts_with('/') || link.is_empty() {
+            return Err(Error::permission_denied(format!(
+                "target {target}: {candidate} is a symlink to `{link}`; restore follows only relative links"
+            )));
+        }
+        for part in link.split('/').rev().filter(|p| !p.is_empty() && *p != ".") {
+            pending.push_front(part.to_owned());
+        }
+    }
+    Ok(format!("/{}", resolved.join("/")))
+}
 
 /// The step's mounts, through the host's `files` interface and WASI renames.
 struct GuestHost<'a>(&'a Context);

@@ -1,0 +1,283 @@
+//! Restore round trips on a real PostgreSQL server through the real binary: back up, change the
+//! data and the files, restore, compare with the original; and hostile archives that must be
+//! refused without touching anything.
+
+mod common;
+mod pg;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use pg::{TestDb, psql};
+
+const DOMAIN: &str = "shop.example.com";
+
+fn customer(host: &Host, db: &TestDb) -> PathBuf {
+    let dir = host.customer(DOMAIN);
+    let b = dir.join("backend");
+    write(
+        &b.join("package.json"),
+        r#"{"name":"backend","version":"1.0.0"}"#,
+    );
+    write(&b.join("server.js"), "// v1\n");
+    write(&b.join("src/a.js"), "a\n");
+    write(&b.join("scripts/run.sh"), "#!/bin/sh\n");
+    chmod(&b.join("scripts/run.sh"), 0o755);
+    std::os::unix::fs::symlink("server.js", b.join("index.js")).unwrap();
+    write(&b.join(".env"), format!("DATABASE_URL={}\n", db.url("pw")));
+    chmod(&b.join(".env"), 0o600);
+    write(&b.join("node_modules/dep/index.js"), "dep\n");
+    write(&b.join("uploads/p.jpg"), noise(20_000, 3));
+    write(&dir.join("admin/package.json"), r#"{"name":"admin"}"#);
+    write(&dir.join("store/package.json"), r#"{"name":"store"}"#);
+    write(&dir.join("ecosystem.config.js"), "module.exports = {}\n");
+    dir
+}
+
+fn take_backup(host: &Host) -> String {
+    let out = run(host
+        .cmd()
+        .args(["run", "backup", "--customer", DOMAIN, "--json"]));
+    assert!(out.status.success(), "backup failed");
+    run_result(&out)["backup"].as_str().unwrap().to_owned()
+}
+
+fn restore(host: &Host, id: &str, extra: &[&str]) -> std::process::Output {
+    let mut c = host.cmd();
+    c.args([
+        "run",
+        "restore",
+        "--customer",
+        DOMAIN,
+        "--json",
+        "--param",
+        &format!("backup={id}"),
+    ]);
+    for p in extra {
+        c.args(["--param", p]);
+    }
+    run(&mut c)
+}
+
+fn no_dependencies(r: &str) -> bool {
+    r.split('/').any(|c| c == "node_modules")
+}
+
+#[test]
+fn restore_gives_back_the_database_and_files_of_the_backup() {
+    let host = Host::new();
+    let db = TestDb::shop("roundtrip");
+    let dir = customer(&host, &db);
+    let before_db = db.checksums();
+    let before_backend = tree(&dir.join("backend"), &no_dependencies);
+    let id = take_backup(&host);
+
+    // Damage: rows, a sequence, files, modes, the .env.
+    psql(
+        &db.name,
+        "DELETE FROM orders WHERE id % 3 = 0; UPDATE customers SET name = 'x'; SELECT nextval('invoice_seq');",
+    );
+    assert_ne!(db.checksums(), before_db);
+    write(&dir.join("backend/server.js"), "// broken v2\n");
+    std::fs::remove_file(dir.join("backend/src/a.js")).unwrap();
+    write(&dir.join("backend/src/new.js"), "new\n");
+    chmod(&dir.join("backend/scripts/run.sh"), 0o644);
+    std::fs::remove_file(dir.join("backend/uploads/p.jpg")).unwrap();
+    write(
+        &dir.join("backend/.env"),
+        format!("DATABASE_URL={}\nBROKEN=1\n", db.url("pw")),
+    );
+
+    let out = restore(&host, &id, &[]);
+    assert!(out.status.success(), "restore failed");
+    assert_eq!(db.checksums(), before_db, "database differs after restore");
+    assert_eq!(
+        tree(&dir.join("backend"), &no_dependencies),
+        before_backend,
+        "files differ after restore"
+    );
+    // What the backup left out was carried over from the live folder.
+    assert!(dir.join("backend/node_modules/dep/index.js").is_file());
+    // Nothing of the restore is left lying around.
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn the_database_can_go_to_another_database_and_files_only_leaves_the_database_alone() {
+    let host = Host::new();
+    let db = TestDb::shop("target");
+    customer(&host, &db);
+    let before = db.checksums();
+    let id = take_backup(&host);
+    let other = TestDb::empty("other");
+    let out = restore(
+        &host,
+        &id,
+        &[
+            &format!("targetDb={}", other.name),
+            "include.services=false",
+            "include.uploads=false",
+            "include.envPm2=false",
+        ],
+    );
+    assert!(out.status.success());
+    assert_eq!(other.checksums(), before);
+
+    psql(
+        &db.name,
+        "UPDATE customers SET note = 'changed' WHERE id = 3",
+    );
+    let changed = db.checksums();
+    let out = restore(&host, &id, &["include.db=false"]);
+    assert!(out.status.success());
+    assert_eq!(
+        db.checksums(),
+        changed,
+        "a files-only restore touched the database"
+    );
+}
+
+#[test]
+fn blue_green_uploads_go_back_into_shared_uploads_and_the_link_stays() {
+    let host = Host::new();
+    let db = TestDb::empty("bg");
+    let dir = host.customer(DOMAIN);
+    let rel = dir.join("releases/v2.0.0");
+    write(&rel.join("backend/package.json"), r#"{"version":"2.0.0"}"#);
+    write(
+        &rel.join("backend/.env"),
+        format!("DATABASE_URL={}\n", db.url("pw")),
+    );
+    write(&dir.join("shared/uploads/a.jpg"), noise(5000, 8));
+    std::os::unix::fs::symlink("../../../shared/uploads", rel.join("backend/uploads")).unwrap();
+    std::os::unix::fs::symlink("releases/v2.0.0", dir.join("current")).unwrap();
+    std::os::unix::fs::symlink("current/backend", dir.join("backend")).unwrap();
+    let before = tree(&dir.join("shared/uploads"), &|_| false);
+    let id = take_backup(&host);
+    std::fs::remove_file(dir.join("shared/uploads/a.jpg")).unwrap();
+    write(&dir.join("shared/uploads/b.jpg"), "b");
+    let out = restore(&host, &id, &["include.db=false"]);
+    assert!(out.status.success());
+    assert_eq!(tree(&dir.join("shared/uploads"), &|_| false), before);
+    assert_eq!(
+        std::fs::read_link(rel.join("backend/uploads")).unwrap(),
+        Path::new("../../../shared/uploads")
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("backend")).unwrap(),
+        Path::new("current/backend")
+    );
+}
+
+/// A backup folder written by hand, with a correct backup.json, around a hostile archive.
+fn plant_backup(dir: &Path, id: &str, archive: Vec<u8>) {
+    let b = dir.join("backups").join(id);
+    write(&b.join("backend.tar.gz"), &archive);
+    let manifest = serde_json::json!({
+        "formatVersion": 1, "id": id, "customer": {"domain": DOMAIN, "id": DOMAIN},
+        "artifacts": [{"name": "backend", "file": "backend.tar.gz", "size": archive.len(), "sha256": sha256_file(&b.join("backend.tar.gz"))}],
+    });
+    write(
+        &b.join("backup.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    );
+}
+
+fn tar_gz(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    build(&mut b);
+    let raw = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn hostile_archives_are_refused_and_nothing_outside_staging_changes() {
+    let host = Host::new();
+    let db = TestDb::empty("hostile");
+    let dir = customer(&host, &db);
+    let canary = host.tmp.path().join("canary");
+    write(&canary.join("victim.txt"), "untouched");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "symlink-then-write-through",
+            tar_gz(|b| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_mode(0o777);
+                b.append_link(&mut h, "evil", &canary).unwrap();
+                let mut h = tar::Header::new_gnu();
+                h.set_size(5);
+                h.set_mode(0o644);
+                h.set_cksum();
+                b.append_data(&mut h, "evil/victim.txt", &b"pwned"[..])
+                    .unwrap();
+            }),
+        ),
+        (
+            "dotdot",
+            tar_gz(|b| {
+                let mut h = tar::Header::new_old();
+                h.as_old_mut().name[..11].copy_from_slice(b"../../x.txt");
+                h.set_size(1);
+                h.set_mode(0o644);
+                h.set_cksum();
+                b.append(&h, &b"x"[..]).unwrap();
+            }),
+        ),
+        (
+            "hard-link",
+            tar_gz(|b| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, "passwd", "/etc/passwd").unwrap();
+            }),
+        ),
+    ];
+    let before_backend = tree(&dir.join("backend"), &|_| false);
+    for (i, (what, archive)) in cases.into_iter().enumerate() {
+        let id = format!("2020010{}-000000", i + 1);
+        plant_backup(&dir, &id, archive);
+        let out = restore(
+            &host,
+            &id,
+            &[
+                "include.db=false",
+                "include.uploads=false",
+                "include.envPm2=false",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: the hostile archive was accepted"
+        );
+        let err = run_result(&out)["error"].as_str().unwrap().to_owned();
+        assert!(
+            err.starts_with("step restore-backend failed (permission-denied)"),
+            "{what}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(canary.join("victim.txt")).unwrap(),
+            "untouched",
+            "{what}"
+        );
+        assert!(
+            !host.tmp.path().join("x.txt").exists() && !dir.join("x.txt").exists(),
+            "{what}"
+        );
+        assert_eq!(
+            tree(&dir.join("backend"), &|_| false),
+            before_backend,
+            "{what}: the live folder changed"
+        );
+    }
+}
