@@ -140,6 +140,50 @@ pub fn make_customer(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+const DEMO_DB: &str = "qodify_demo_shop";
+
+fn psql(db: &str, sql: &str) -> Result<()> {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Makes the demo database on the local PostgreSQL server, if one answers.
+fn make_database() -> Result<()> {
+    psql("postgres", &format!("DROP DATABASE IF EXISTS {DEMO_DB}"))?;
+    psql("postgres", &format!("CREATE DATABASE {DEMO_DB}"))?;
+    psql(
+        DEMO_DB,
+        "CREATE TABLE products (id serial PRIMARY KEY, title text, price numeric(10,2), image bytea);
+         INSERT INTO products (title, price, image)
+           SELECT 'ürün ' || i, i * 9.90, decode(md5(i::text), 'hex') FROM generate_series(1, 500) i;
+         CREATE TABLE orders (id serial PRIMARY KEY, product_id int REFERENCES products, qty int, created timestamptz);
+         INSERT INTO orders (product_id, qty, created)
+           SELECT 1 + i % 500, 1 + i % 5, now() - i * interval '1 hour' FROM generate_series(1, 20000) i;",
+    )
+}
+
 pub fn run() -> Result<()> {
     let target = crate::build(false)?;
     let demo = target.join("demo");
@@ -148,13 +192,41 @@ pub fn run() -> Result<()> {
     make_customer(&customer)?;
     eprintln!("sample customer: {}", customer.display());
 
+    let with_db = match make_database() {
+        Ok(()) => {
+            let url = format!("postgres://postgres@127.0.0.1:5432/{DEMO_DB}");
+            write(
+                &customer.join("backend/.env"),
+                format!("DATABASE_URL={url}\nJWT_SECRET=demo-jwt-secret\nPORT=4000\n"),
+            )?;
+            chmod(&customer.join("backend/.env"), 0o600)?;
+            eprintln!("database: {DEMO_DB} on 127.0.0.1:5432 (20,000 orders, 500 products)");
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "PostgreSQL is not reachable on 127.0.0.1:5432 ({e:#}); backing up files only (include.db=false)"
+            );
+            false
+        }
+    };
+
     let bin = target.join("debug/qodify-host");
-    crate::run(
-        Command::new(&bin)
-            .args(["run", "backup", "--customer", DOMAIN, "--customer-id", "42"])
+    let host = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.args(args)
             .env("QODIFY_CUSTOMERS_ROOT", &customers)
-            .env("QODIFY_DATA_DIR", demo.join("data")),
-    )?;
+            .env("QODIFY_DATA_DIR", demo.join("data"));
+        c
+    };
+    let mut backup = host(&["run", "backup", "--customer", DOMAIN, "--customer-id", "42"]);
+    if !with_db {
+        backup.args(["--param", "type=custom", "--param", "include.db=false"]);
+    }
+    crate::run(&mut backup)?;
+    println!();
+    crate::run(&mut host(&["backups", "list", "--customer", DOMAIN]))?;
+    crate::run(&mut host(&["backups", "verify", "--customer", DOMAIN]))?;
 
     let backups = customer.join("backups");
     let mut ids: Vec<_> = std::fs::read_dir(&backups)?
