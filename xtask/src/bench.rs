@@ -16,19 +16,30 @@ const DOMAIN: &str = "bench.example.com";
 struct Opts {
     size_mib: u64,
     runs: usize,
+    archive: bool,
+    backup: bool,
+    db_rows: u64,
 }
 
 fn parse(args: &[&str]) -> Result<Opts> {
     let mut o = Opts {
         size_mib: 500,
         runs: 3,
+        archive: true,
+        backup: true,
+        db_rows: 1_200_000,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--size-mib" => o.size_mib = it.next().context("--size-mib N")?.parse()?,
             "--runs" => o.runs = it.next().context("--runs N")?.parse()?,
-            other => anyhow::bail!("unknown bench option `{other}` (use --size-mib N, --runs N)"),
+            "--db-rows" => o.db_rows = it.next().context("--db-rows N")?.parse()?,
+            "--archive-only" => o.backup = false,
+            "--backup-only" => o.archive = false,
+            other => anyhow::bail!(
+                "unknown bench option `{other}` (use --size-mib N, --runs N, --db-rows N, --archive-only, --backup-only)"
+            ),
         }
     }
     Ok(o)
@@ -159,6 +170,17 @@ fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
 pub fn run(args: &[&str]) -> Result<()> {
     let opts = parse(args)?;
     let target = crate::build(true)?;
+    if opts.archive {
+        archive(&target, &opts)?;
+        overhead(&target)?;
+    }
+    if opts.backup {
+        backup(&target, &opts)?;
+    }
+    Ok(())
+}
+
+fn archive(target: &Path, opts: &Opts) -> Result<()> {
     let bench = target.join("bench");
     let customers = bench.join("customers");
     let data = customers.join(DOMAIN).join("data");
@@ -239,8 +261,6 @@ pub fn run(args: &[&str]) -> Result<()> {
         plugin_size as f64 / native_size as f64
     );
     println!("  host peak RSS          {:>8.1} MiB", rss as f64 / 1024.0);
-
-    overhead(&target)?;
     Ok(())
 }
 
@@ -251,4 +271,188 @@ fn overhead(target: &Path) -> Result<()> {
             .args(["bench", "-p", "qodify-host", "--bench", "overhead", "--"])
             .arg(plugins.join("noop.wasm")),
     )
+}
+
+const BACKUP_DOMAIN: &str = "backup-bench.example.com";
+const BACKUP_DB: &str = "qodify_bench_backup";
+
+fn psql(db: &str, sql: &str) -> Result<String> {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A customer with `size_mib` of uploads (60% image-like, 40% text), a backend with sources and
+/// `node_modules` to exclude, and a database of `rows` orders (~200 bytes each).
+fn make_backup_customer(dir: &Path, size_mib: u64, rows: u64) -> Result<()> {
+    make_tree(&dir.join("backend/uploads"), size_mib)?;
+    for i in 0..300u64 {
+        let f = dir.join(format!("backend/src/m{}/f{i}.js", i % 17));
+        std::fs::create_dir_all(f.parent().unwrap())?;
+        std::fs::write(f, text(8_000, i + 11))?;
+    }
+    for i in 0..2000u64 {
+        let f = dir.join(format!("backend/node_modules/p{}/f{i}.js", i % 97));
+        std::fs::create_dir_all(f.parent().unwrap())?;
+        std::fs::write(f, text(20_000, i + 17))?;
+    }
+    for svc in ["admin", "store"] {
+        std::fs::create_dir_all(dir.join(svc).join("pages"))?;
+        std::fs::write(
+            dir.join(svc).join("package.json"),
+            format!("{{\"name\":\"{svc}\",\"version\":\"1.0.0\"}}"),
+        )?;
+        std::fs::write(dir.join(svc).join("pages/index.js"), text(50_000, 5))?;
+    }
+    std::fs::write(
+        dir.join("backend/package.json"),
+        r#"{"name":"backend","version":"1.0.0"}"#,
+    )?;
+    std::fs::write(
+        dir.join("backend/.env"),
+        format!("DATABASE_URL=postgres://postgres@127.0.0.1:5432/{BACKUP_DB}\n"),
+    )?;
+    std::fs::write(
+        dir.join("ecosystem.config.js"),
+        "module.exports = { apps: [] }\n",
+    )?;
+    let have = psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{BACKUP_DB}'"),
+    )?;
+    let rows_now = if have == "1" {
+        psql(BACKUP_DB, "SELECT count(*) FROM orders").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    if rows_now != rows.to_string() {
+        eprintln!("making database {BACKUP_DB} with {rows} rows…");
+        psql("postgres", &format!("DROP DATABASE IF EXISTS {BACKUP_DB}"))?;
+        psql("postgres", &format!("CREATE DATABASE {BACKUP_DB}"))?;
+        psql(
+            BACKUP_DB,
+            &format!(
+                "CREATE TABLE orders (id bigserial PRIMARY KEY, customer text, items text, total numeric(12,2), created timestamptz);
+                 INSERT INTO orders (customer, items, total, created)
+                   SELECT 'customer ' || (i % 5000), md5(i::text) || ' ' || md5((i * 7)::text) || ' ' || md5((i * 13)::text) || ' qty=' || (i % 9),
+                          (i % 100000) / 100.0, '2026-01-01'::timestamptz + i * interval '1 second'
+                   FROM generate_series(1, {rows}) i;"
+            ),
+        )?;
+    }
+    eprintln!(
+        "database size: {}",
+        psql(
+            BACKUP_DB,
+            &format!("SELECT pg_size_pretty(pg_database_size('{BACKUP_DB}'))")
+        )?
+    );
+    Ok(())
+}
+
+/// A whole fast backup through qodify-host against a plain shell script doing the same work
+/// (`pg_dump -Fc -Z9`, `tar -czf` per archive, `sha256sum`), same data, same run.
+fn backup(target: &Path, opts: &Opts) -> Result<()> {
+    if psql("postgres", "SELECT 1").is_err() {
+        eprintln!("PostgreSQL is not reachable on 127.0.0.1:5432: skipping the backup benchmark");
+        return Ok(());
+    }
+    let bench = target.join("bench-backup");
+    let customers = bench.join("customers");
+    let dir = customers.join(BACKUP_DOMAIN);
+    make_backup_customer(&dir, opts.size_mib, opts.db_rows)?;
+    let out = bench.join("script-out");
+    let script = format!(
+        r#"set -euo pipefail
+C="{c}"; O="{o}"; rm -rf "$O"; mkdir -p "$O"
+pg_dump -Fc -Z9 -f "$O/db.dump" --no-password --host=127.0.0.1 --port=5432 --username=postgres --dbname={db}
+X="--exclude=node_modules --exclude=.next --exclude=dist --exclude=logs"
+tar -czf "$O/backend.tar.gz" $X --exclude=./uploads -C "$C/backend" .
+tar -czf "$O/admin.tar.gz" $X -C "$C/admin" .
+tar -czf "$O/store.tar.gz" $X -C "$C/store" .
+tar -czf "$O/uploads.tar.gz" -C "$C/backend/uploads" .
+(cd "$C" && find . -path ./backups -prune -o \( -name '.env' -o -name '.env.*' -o -name 'ecosystem.config.*' \) -print | tar -czf "$O/env-pm2.tar.gz" -T -)
+(cd "$O" && sha256sum * > SHA256SUMS)
+"#,
+        c = dir.display(),
+        o = out.display(),
+        db = BACKUP_DB
+    );
+    let bin = target.join("release/qodify-host");
+    let host_cmd = || {
+        let mut c = Command::new(&bin);
+        c.args([
+            "run",
+            "backup",
+            "--customer",
+            BACKUP_DOMAIN,
+            "--json",
+            "--param",
+            "retention=1",
+        ])
+        .arg("--plugins-dir")
+        .arg(target.join("plugins"))
+        .env("QODIFY_CUSTOMERS_ROOT", &customers)
+        .env("QODIFY_DATA_DIR", bench.join("data"));
+        c
+    };
+    timed(&mut host_cmd())?; // warm-up: compile cache, page cache
+    let (mut plain, mut ours, mut rss) = (Vec::new(), Vec::new(), 0);
+    for i in 0..opts.runs {
+        let (t, _) = timed(Command::new("bash").arg("-c").arg(&script))?;
+        plain.push(t);
+        std::thread::sleep(Duration::from_millis(1100)); // a new backup id
+        let (t, r) = timed(&mut host_cmd())?;
+        ours.push(t);
+        rss = rss.max(r);
+        eprintln!(
+            "run {}: script {:.2}s, qodify-host {:.2}s",
+            i + 1,
+            plain[i].as_secs_f64(),
+            t.as_secs_f64()
+        );
+    }
+    let (s, q) = (median(plain), median(ours));
+    println!(
+        "\nwhole fast backup ({} MiB uploads, backend with node_modules, {} database rows), median of {}:",
+        opts.size_mib, opts.db_rows, opts.runs
+    );
+    println!(
+        "  plain script (pg_dump -Fc -Z9, tar -czf x5, sha256sum)  {:>8.2} s",
+        s.as_secs_f64()
+    );
+    println!(
+        "  qodify-host run backup                                 {:>8.2} s",
+        q.as_secs_f64()
+    );
+    println!(
+        "  ratio (qodify-host/script)                             {:>8.2}x",
+        q.as_secs_f64() / s.as_secs_f64()
+    );
+    println!(
+        "  qodify-host peak RSS                                   {:>8.1} MiB",
+        rss as f64 / 1024.0
+    );
+    Ok(())
 }
