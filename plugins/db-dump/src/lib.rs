@@ -19,8 +19,8 @@
 //! Outputs: artifact `db` (the dump) and values `pg-server-version`, `pg-dump-version` (e.g.
 //! `15.20`), `database` (the name only) and `db-bytes`.
 
-pub mod dotenv;
-pub mod url;
+pub use pg_conn::dotenv;
+pub use pg_conn::url;
 
 use std::io::Read as _;
 use std::time::Duration;

@@ -24,8 +24,8 @@
 
 // `dotenv.rs` and `url.rs` are copies of db-dump's: keep the files identical, so a backup and
 // its restore read a `.env` and a URL the same way.
-pub mod dotenv;
-pub mod url;
+pub use pg_conn::dotenv;
+pub use pg_conn::url;
 
 use std::fs::File;
 use std::io::Read;
