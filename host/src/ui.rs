@@ -164,11 +164,13 @@ impl EventSink for Ui {
                 status,
                 duration_ms,
                 error,
+                backup,
                 ..
             } => {
                 let secs = duration_ms as f64 / 1000.0;
+                let made = backup.map(|id| format!(": backup {id}")).unwrap_or_default();
                 match status {
-                    RunStatus::Succeeded => self.line(format!("✓ succeeded in {secs:.1}s")),
+                    RunStatus::Succeeded => self.line(format!("✓ succeeded in {secs:.1}s{made}")),
                     RunStatus::Failed => {
                         self.line(format!(
                             "✗ failed after {secs:.1}s: {}",
