@@ -1,6 +1,7 @@
 //! qodify-host: runs customer backup, restore and upgrade pipelines as sandboxed WebAssembly step
 //! plugins. See `ARCHITECTURE.md` for the bird's-eye view.
 
+pub mod api;
 pub mod backups;
 pub mod bindings;
 pub mod caps;
@@ -12,4 +13,6 @@ pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
 pub mod sandbox;
+pub mod service;
 pub mod settings;
+pub mod store;

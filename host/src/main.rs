@@ -88,6 +88,14 @@ enum Command {
     /// Exit code 0 only when every step succeeded; 1 when the run failed, 2 when it could not
     /// start (bad pipeline, params, customer), 130 when cancelled with Ctrl-C.
     Run(RunArgs),
+    /// Run the HTTP API and the run queue (installer-api's entry point).
+    ///
+    /// Listens on QODIFY_LISTEN (default 127.0.0.1:8610); every /api request needs
+    /// `Authorization: Bearer $QODIFY_API_TOKEN`. State (customers, runs, events, history, audit)
+    /// lives in <data-dir>/state.sqlite. Runs that were running when the host died are marked
+    /// interrupted at start and their partial output removed. Ctrl-C / SIGTERM: stop accepting,
+    /// let running runs finish for the grace period, then cancel them.
+    Serve(ServeArgs),
     /// Plugins the host can run.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -103,6 +111,19 @@ enum Command {
         #[arg(long)]
         overlay: bool,
     },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// `host:port` to listen on (overrides QODIFY_LISTEN and the settings file).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Runs executing at the same time (for different customers; one per customer always).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Seconds running runs get to finish on shutdown before they are cancelled.
+    #[arg(long, default_value_t = 30)]
+    grace: u64,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +234,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run_cmd(&settings, &args, cli.global.verbose),
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&settings, json),
         Command::Backups(cmd) => backups_cmd(&settings, cmd),
+        Command::Serve(args) => serve_cmd(settings, args),
         Command::Schema { overlay } => {
             let schema = if overlay {
                 pipeline::overlay_schema()
@@ -697,5 +719,112 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
             println!("deleted {id}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
+    use qodify_host::service::{self, AppState, EventHub};
+    use qodify_host::store::sqlite::SqliteStore;
+
+    if let Some(listen) = args.listen {
+        settings.listen = listen;
+    }
+    if settings.api_token.is_none() {
+        eprintln!("warning: QODIFY_API_TOKEN is not set: every /api request will be refused (503)");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        qodify_host::executor::private_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+        let store: Arc<dyn qodify_host::store::Store> =
+            Arc::new(SqliteStore::open(&settings.data_dir.join("state.sqlite"))?);
+        let runtime = Arc::new(Runtime::new(&settings.data_dir)?);
+        let catalog = Arc::new(catalog(&settings));
+        let host_id = service::worker::host_id(&settings);
+        let state = AppState {
+            hub: EventHub::new(store.clone()),
+            store,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            settings: Arc::new(settings.clone()),
+            catalog,
+            runtime,
+            host_id,
+            running: Default::default(),
+        };
+        let recovered = service::worker::recover(&state)?;
+        for r in &recovered {
+            eprintln!(
+                "run {} ({} for customer {}) was interrupted by the last stop",
+                r.id, r.pipeline, r.customer_id
+            );
+        }
+        tokio::spawn(service::worker::run_workers(state.clone(), args.workers));
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "listening on {} (set QODIFY_LISTEN or --listen)",
+                    settings.listen
+                )
+            })?;
+        // Tests and scripts read the real address (port 0 picks a free one) from this line.
+        println!("listening on http://{}", listener.local_addr()?);
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let shutdown_state = state.clone();
+        axum::serve(listener, qodify_host::api::router(state))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                eprintln!(
+                    "stopping: no new requests; running runs get {}s to finish",
+                    args.grace
+                );
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(args.grace);
+                loop {
+                    let n = shutdown_state.running.lock().map(|m| m.len()).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    if std::time::Instant::now() >= until {
+                        eprintln!("cancelling {n} running run(s)");
+                        for token in shutdown_state
+                            .running
+                            .lock()
+                            .map(|m| m.values().cloned().collect::<Vec<_>>())
+                            .unwrap_or_default()
+                        {
+                            token.cancel();
+                        }
+                        // Let them record `cancelled` and remove their partial output.
+                        for _ in 0..100 {
+                            if shutdown_state
+                                .running
+                                .lock()
+                                .map(|m| m.is_empty())
+                                .unwrap_or(true)
+                            {
+                                break;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            })
+            .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
 }

@@ -168,7 +168,9 @@ impl EventSink for Ui {
                 ..
             } => {
                 let secs = duration_ms as f64 / 1000.0;
-                let made = backup.map(|id| format!(": backup {id}")).unwrap_or_default();
+                let made = backup
+                    .map(|id| format!(": backup {id}"))
+                    .unwrap_or_default();
                 match status {
                     RunStatus::Succeeded => self.line(format!("✓ succeeded in {secs:.1}s{made}")),
                     RunStatus::Failed => {

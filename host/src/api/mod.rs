@@ -1,0 +1,125 @@
+//! The HTTP API of `qodify-host serve` (paths fixed by the plan, §5): customers, backups,
+//! restores, runs with their live events (SSE), the audit log, and `/healthz`. It is a function
+//! of the shared [`AppState`]: [`router`] builds it, one router per resource, all behind a bearer
+//! token; every error is an [`ApiError`] answered as `application/problem+json`.
+//!
+//! Still to come on the same shape: `POST /api/customers/{id}/upgrades`, backup downloads with
+//! signed URLs, Socket.IO, metrics and the OpenAPI document.
+
+mod audit;
+mod backups;
+mod customers;
+mod error;
+mod events;
+mod extract;
+mod restores;
+mod runs;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use sha2::{Digest as _, Sha256};
+
+use crate::service::AppState;
+
+pub use error::{ApiError, PROBLEM_JSON};
+
+/// The whole HTTP surface: `GET /healthz` (open) and `/api/*` (bearer token).
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(customers::router())
+        .merge(backups::router())
+        .merge(restores::router())
+        .merge(runs::router())
+        .merge(events::router())
+        .merge(audit::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Deny by default: without a configured token every `/api` request is refused.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state
+        .settings
+        .api_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    else {
+        return ApiError::unavailable(
+            "the API is disabled because no token is configured: set QODIFY_API_TOKEN (or api_token \
+             in qodify-host.toml) and restart qodify-host serve",
+        )
+        .into_response();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    match given {
+        Some(token) if token_matches(token, expected) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("the bearer token is wrong").into_response(),
+        None => ApiError::unauthorized("send the API token as `Authorization: Bearer <token>`")
+            .into_response(),
+    }
+}
+
+/// Compares in constant time; hashing first makes the time independent of the lengths too.
+fn token_matches(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Runs blocking work (the store: SQLite behind a std mutex; the file system) off the async
+/// threads.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal("blocking task", e))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(token_matches("t0ken", "t0ken"));
+        assert!(!token_matches("t0ke", "t0ken"));
+        assert!(!token_matches("t0kem", "t0ken"));
+        assert!(!token_matches("", "t0ken"));
+    }
+}

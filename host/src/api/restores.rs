@@ -1,0 +1,118 @@
+//! `POST /api/customers/{id}/restores` queues the shipped `restore` pipeline for one of the
+//! customer's complete backups.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::post;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::extract::{self, ApiJson, ApiPath};
+use super::{backups, blocking, customers, runs};
+use crate::service::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/customers/{id}/restores", post(create))
+}
+
+/// What to restore; the flags left out keep the pipeline's defaults (everything).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RestoreInclude {
+    db: Option<bool>,
+    services: Option<bool>,
+    uploads: Option<bool>,
+    env_pm2: Option<bool>,
+}
+
+/// Body of `POST /api/customers/{id}/restores`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateRestore {
+    /// The backup id (`YYYYMMDD-HHMMSS`).
+    backup: String,
+    #[serde(default)]
+    include: RestoreInclude,
+    /// Restore the database into this existing database instead of the customer's own.
+    target_db: Option<String>,
+    triggered_by: Option<String>,
+    /// Queue behind the customer's active run instead of answering 409.
+    #[serde(default)]
+    queue: bool,
+}
+
+/// A database name safe to hand to `pg_restore -d`: never an option, never quoted.
+fn valid_db_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateRestore>,
+) -> Result<Response, ApiError> {
+    let id = extract::customer_id(&id)?.to_owned();
+    let backup_id = extract::backup_id(&body.backup)?.to_owned();
+    let actor = extract::actor(body.triggered_by)?;
+    if let Some(db) = &body.target_db
+        && !valid_db_name(db)
+    {
+        return Err(ApiError::bad_request(
+            "targetDb must be 1-63 characters from A-Z, a-z, 0-9, `_` and `-`, not starting with `-`",
+        ));
+    }
+    let i = &body.include;
+    let flags = [
+        ("include.db", i.db),
+        ("include.services", i.services),
+        ("include.uploads", i.uploads),
+        ("include.envPm2", i.env_pm2),
+    ];
+    if flags.iter().all(|(_, f)| *f == Some(false)) {
+        return Err(ApiError::unprocessable(
+            "every include flag is false, so there is nothing to restore",
+        ));
+    }
+    if body.target_db.is_some() && i.db == Some(false) {
+        return Err(ApiError::unprocessable(
+            "targetDb is set but include.db is false; leave one of them out",
+        ));
+    }
+
+    let mut params = BTreeMap::new();
+    params.insert("backup".to_owned(), backup_id.clone());
+    for (name, flag) in flags {
+        if let Some(flag) = flag {
+            params.insert(name.to_owned(), flag.to_string());
+        }
+    }
+    if let Some(db) = body.target_db {
+        params.insert("targetDb".to_owned(), db);
+    }
+
+    {
+        let (state, id, backup_id) = (state.clone(), id.clone(), backup_id.clone());
+        blocking(move || {
+            let customer = customers::require(state.store.as_ref(), &id)?;
+            let dir = backups::open_customer_dir(&state, &customer)?;
+            let listed = crate::backups::list(&dir)
+                .map_err(|e| ApiError::internal("listing backups", format!("{e:#}")))?;
+            if listed.iter().any(|b| b.id == backup_id) {
+                Ok(())
+            } else {
+                Err(ApiError::not_found(format!(
+                    "customer {id} has no complete backup {backup_id}"
+                )))
+            }
+        })
+        .await?;
+    }
+    runs::submit(state, id, "restore", params, actor, body.queue).await
+}

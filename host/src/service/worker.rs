@@ -1,0 +1,431 @@
+//! Run workers: claim queued runs from the store (one per customer at a time, up to the global
+//! limit), execute them on blocking threads, keep their leases alive, honour cancels, and turn
+//! executor events into the plan's live events. At startup, runs this host left running are
+//! marked interrupted and their partial backup folders removed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::caps::CancelToken;
+use crate::customer::Customer;
+use crate::events::{Event, EventSink, RunStatus};
+use crate::executor::{self, RunRequest};
+use crate::pipeline::{self, RunInputs};
+use crate::store::{AuditEntry, BackupRecord, RunFinish, RunRecord, RunState};
+
+use super::hub::family;
+use super::{AppState, now};
+
+/// How long a claim lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// Stored progress events per run per second, at most (the last one always goes out).
+const PROGRESS_PER_SECOND: u32 = 4;
+
+/// Marks this host's runs that were running when it died as interrupted, removes their partial
+/// backup folders, and tells their clients.
+pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
+    let runs = state.store.recover_interrupted(&state.host_id)?;
+    for run in &runs {
+        if let Ok(Some(c)) = state.store.customer(&run.customer_id)
+            && let Ok(dir) =
+                crate::sandbox::open_customer(&state.settings.customers_root, &c.domain)
+            && let Ok(backups) = dir.open_dir(crate::backups::BACKUPS)
+        {
+            let partial = format!("{}{}", crate::backups::PARTIAL_PREFIX, run.id);
+            if backups.exists(&partial) {
+                let _ = backups.remove_dir_all(&partial);
+            }
+        }
+        let f = family(&run.pipeline);
+        state.hub.publish(
+            &run.id,
+            &run.customer_id,
+            &format!("{f}-failed"),
+            serde_json::json!({ "runId": run.id, "state": "interrupted", "error": run.error }),
+        );
+        if run.pipeline == "backup" {
+            let _ = state
+                .store
+                .record_backup(&backup_record(run, None, None, None, "interrupted"));
+        }
+        let _ = state.store.audit(&AuditEntry {
+            at: now(),
+            actor: Some("system".into()),
+            action: "run.interrupted".into(),
+            customer_id: Some(run.customer_id.clone()),
+            run_id: Some(run.id.clone()),
+            detail: serde_json::json!({ "pipeline": run.pipeline }),
+        });
+    }
+    Ok(runs)
+}
+
+/// Runs `slots` workers until the process ends.
+pub async fn run_workers(state: AppState, slots: usize) {
+    let mut handles = Vec::new();
+    for _ in 0..slots.max(1) {
+        let state = state.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                let s = state.clone();
+                let claimed =
+                    tokio::task::spawn_blocking(move || s.store.claim_next(&s.host_id, LEASE))
+                        .await;
+                match claimed {
+                    Ok(Ok(Some(run))) => {
+                        let s = state.clone();
+                        let _ = tokio::task::spawn_blocking(move || execute_claimed(&s, run)).await;
+                        // Another run may be waiting for this customer: look again at once.
+                        state.wake.notify_waiters();
+                    }
+                    Ok(Ok(None)) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), state.wake.notified())
+                            .await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!("claiming a run: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => tracing::error!("worker task: {e}"),
+                }
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+fn backup_record(
+    run: &RunRecord,
+    backup_id: Option<String>,
+    size: Option<u64>,
+    duration_ms: Option<u64>,
+    result: &str,
+) -> BackupRecord {
+    BackupRecord {
+        customer_id: run.customer_id.clone(),
+        run_id: run.id.clone(),
+        backup_id,
+        kind: run
+            .params
+            .get("type")
+            .cloned()
+            .unwrap_or_else(|| "fast".into()),
+        size,
+        duration_ms,
+        result: result.to_owned(),
+        triggered_by: run.triggered_by.clone(),
+        created_at: run.created_at.clone(),
+    }
+}
+
+/// Turns executor events into live events, with an overall percent across the run's steps.
+struct HubSink {
+    state: AppState,
+    run: RunRecord,
+    family: &'static str,
+    inner: Mutex<SinkState>,
+}
+
+struct SinkState {
+    total: usize,
+    done: usize,
+    step_percent: BTreeMap<String, f32>,
+    last_progress: Option<Instant>,
+    sent_this_second: u32,
+}
+
+impl HubSink {
+    fn progress(&self, step: Option<&str>, message: &str, force: bool) {
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let running: f32 = st.step_percent.values().sum::<f32>() / 100.0;
+        let percent = if st.total == 0 {
+            0.0
+        } else {
+            ((st.done as f32 + running) / st.total as f32 * 100.0).min(99.0)
+        };
+        let now_i = Instant::now();
+        match st.last_progress {
+            Some(t) if now_i.duration_since(t) < Duration::from_secs(1) => {
+                if st.sent_this_second >= PROGRESS_PER_SECOND && !force {
+                    return;
+                }
+                st.sent_this_second += 1;
+            }
+            _ => {
+                st.last_progress = Some(now_i);
+                st.sent_this_second = 1;
+            }
+        }
+        drop(st);
+        let _ = self
+            .state
+            .store
+            .set_progress(&self.run.id, self.run.epoch, percent, message);
+        self.state.hub.publish(
+            &self.run.id,
+            &self.run.customer_id,
+            &format!("{}-progress", self.family),
+            serde_json::json!({ "runId": self.run.id, "percent": (percent * 10.0).round() / 10.0, "step": step, "message": message }),
+        );
+    }
+}
+
+impl EventSink for HubSink {
+    fn emit(&self, event: Event) {
+        match event {
+            Event::RunStarted { steps, .. } => {
+                self.inner.lock().unwrap_or_else(|e| e.into_inner()).total = steps.len();
+                self.progress(None, "started", true);
+            }
+            Event::StepStarted { step, .. } => {
+                self.inner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .step_percent
+                    .insert(step.clone(), 0.0);
+                self.progress(Some(&step), "started", true);
+            }
+            Event::StepProgress {
+                step,
+                percent,
+                message,
+            } => {
+                self.inner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .step_percent
+                    .insert(step.clone(), percent);
+                self.progress(Some(&step), &message, false);
+            }
+            Event::StepSucceeded { step, .. } => {
+                {
+                    let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                    st.step_percent.remove(&step);
+                    st.done += 1;
+                }
+                self.progress(Some(&step), "done", true);
+            }
+            Event::StepFailed { step, error, .. } => {
+                self.inner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .step_percent
+                    .remove(&step);
+                self.progress(Some(&step), &format!("failed: {error}"), true);
+            }
+            Event::StepSkipped { .. } | Event::StepLog { .. } | Event::RunFinished { .. } => {}
+        }
+    }
+}
+
+/// Executes one claimed run to its end and records the result (fenced by the run's epoch).
+fn execute_claimed(state: &AppState, run: RunRecord) {
+    let cancel = CancelToken::default();
+    if run.cancel_requested {
+        cancel.cancel();
+    }
+    state
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(run.id.clone(), cancel.clone());
+
+    // Keep the lease alive; losing it (fenced) stops the run here.
+    let alive = Arc::new(AtomicUsize::new(1));
+    let renewer = {
+        let (state, run, cancel, alive) =
+            (state.clone(), run.clone(), cancel.clone(), alive.clone());
+        std::thread::spawn(move || {
+            while alive.load(Ordering::SeqCst) == 1 {
+                std::thread::sleep(Duration::from_millis(500));
+                if alive.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                match state
+                    .store
+                    .renew_lease(&run.id, &state.host_id, run.epoch, LEASE)
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("run {} lost its lease; stopping it", run.id);
+                        cancel.cancel();
+                        break;
+                    }
+                    Err(e) => tracing::warn!("renewing the lease of run {}: {e}", run.id),
+                }
+                if matches!(state.store.run(&run.id), Ok(Some(r)) if r.cancel_requested) {
+                    cancel.cancel();
+                }
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let result = execute(state, &run, cancel.clone());
+    alive.store(0, Ordering::SeqCst);
+    let _ = renewer.join();
+    state
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&run.id);
+
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let f = family(&run.pipeline);
+    let (finish, size) = match result {
+        Ok(outcome) => {
+            let st = match outcome.status {
+                RunStatus::Succeeded => RunState::Succeeded,
+                RunStatus::Failed => RunState::Failed,
+                RunStatus::Cancelled => RunState::Cancelled,
+            };
+            let size = outcome.backup.as_ref().map(|_| {
+                outcome
+                    .steps
+                    .iter()
+                    .flat_map(|s| s.artifacts.iter())
+                    .filter(|a| a.root == "backup")
+                    .map(|a| a.size)
+                    .sum::<u64>()
+            });
+            (
+                RunFinish {
+                    state: st,
+                    error: outcome.error,
+                    backup_id: outcome.backup,
+                },
+                size,
+            )
+        }
+        Err(e) => (
+            RunFinish {
+                state: RunState::Failed,
+                error: Some(format!("{e:#}")),
+                backup_id: None,
+            },
+            None,
+        ),
+    };
+    let finish = if cancel.is_cancelled() && finish.state == RunState::Failed {
+        RunFinish {
+            state: RunState::Cancelled,
+            ..finish
+        }
+    } else {
+        finish
+    };
+    match state.store.finish_run(&run.id, run.epoch, &finish) {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("run {} was taken over; its result is not recorded", run.id),
+        Err(e) => tracing::error!("recording the end of run {}: {e}", run.id),
+    }
+    if run.pipeline == "backup" {
+        let _ = state.store.record_backup(&backup_record(
+            &run,
+            finish.backup_id.clone(),
+            size,
+            Some(duration_ms),
+            &finish.state.to_string(),
+        ));
+    }
+    let _ = state.store.audit(&AuditEntry {
+        at: now(),
+        actor: run.triggered_by.clone(),
+        action: "run.finished".into(),
+        customer_id: Some(run.customer_id.clone()),
+        run_id: Some(run.id.clone()),
+        detail: serde_json::json!({
+            "pipeline": run.pipeline, "result": finish.state, "backupId": finish.backup_id,
+            "size": size, "durationMs": duration_ms, "error": finish.error,
+        }),
+    });
+    let (name, data) = if finish.state == RunState::Succeeded {
+        (
+            format!("{f}-completed"),
+            serde_json::json!({ "runId": run.id, "backupId": finish.backup_id, "size": size, "durationMs": duration_ms }),
+        )
+    } else {
+        (
+            format!("{f}-failed"),
+            serde_json::json!({ "runId": run.id, "state": finish.state, "error": finish.error, "durationMs": duration_ms }),
+        )
+    };
+    state.hub.publish(&run.id, &run.customer_id, &name, data);
+}
+
+fn execute(
+    state: &AppState,
+    run: &RunRecord,
+    cancel: CancelToken,
+) -> anyhow::Result<executor::RunOutcome> {
+    let c = state
+        .store
+        .customer(&run.customer_id)?
+        .ok_or_else(|| anyhow::anyhow!("customer {} is no longer registered", run.customer_id))?;
+    let customer = Customer::new(&c.domain, Some(&c.id))?;
+    let settings = &state.settings;
+    let path = settings
+        .pipelines_dir
+        .join(format!("{}.toml", run.pipeline));
+    let mut p = pipeline::load_pipeline(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    if let Some(tier) = &c.tier {
+        let overlay = settings
+            .pipelines_dir
+            .join("tiers")
+            .join(format!("{tier}.toml"));
+        if overlay.is_file() {
+            let o = pipeline::load_overlay(&overlay).map_err(|d| anyhow::anyhow!("{d}"))?;
+            p = o.apply(&p).map_err(|d| anyhow::anyhow!("{d}"))?;
+        }
+    }
+    let catalog = &state.catalog;
+    pipeline::validate(&p, &|id| catalog.contains(id), &catalog.hint())
+        .map_err(|d| anyhow::anyhow!("{d}"))?;
+    let timestamp = executor::timestamp_now();
+    let inputs = RunInputs {
+        customer_id: customer.id.clone(),
+        customer_domain: customer.domain.to_string(),
+        run_id: run.id.clone(),
+        timestamp: timestamp.clone(),
+        params: run.params.clone(),
+    };
+    let plan = pipeline::resolve(&p, &inputs)?;
+    let sink = Arc::new(HubSink {
+        state: state.clone(),
+        run: run.clone(),
+        family: family(&run.pipeline),
+        inner: Mutex::new(SinkState {
+            total: 0,
+            done: 0,
+            step_percent: BTreeMap::new(),
+            last_progress: None,
+            sent_this_second: 0,
+        }),
+    });
+    executor::execute(
+        &state.runtime,
+        RunRequest {
+            plan: &plan,
+            customer: &customer,
+            run_id: run.id.clone(),
+            timestamp,
+            catalog,
+            settings,
+            events: sink,
+            cancel,
+        },
+    )
+}
+
+/// A stable id for this host: its hostname and data folder.
+pub fn host_id(settings: &crate::settings::Settings) -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    format!("{name}:{}", settings.data_dir.display())
+}

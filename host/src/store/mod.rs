@@ -1,0 +1,288 @@
+//! The service's state: customers, runs (the queue), run events, the backups index and the audit
+//! log, behind one interface. [`sqlite::SqliteStore`] is the embedded default (one file in the
+//! data folder); a PostgreSQL store shared by several hosts can implement the same trait later,
+//! which is why runs are claimed with leases and fenced by an epoch.
+
+pub mod sqlite;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The customer already has an active (queued or running) run and the caller did not ask to
+    /// queue behind it.
+    #[error("customer {customer} already has an active run {run_id} ({pipeline}, {state})")]
+    Busy {
+        /// Customer id.
+        customer: String,
+        /// The active run.
+        run_id: String,
+        /// Its pipeline.
+        pipeline: String,
+        /// Its state.
+        state: RunState,
+    },
+    /// No such customer.
+    #[error("unknown customer {0}; register it with PUT /api/customers/{0}")]
+    UnknownCustomer(String),
+    /// A domain already belongs to another customer id.
+    #[error("domain {domain} already belongs to customer {owner}")]
+    DomainTaken {
+        /// The domain.
+        domain: String,
+        /// The customer that has it.
+        owner: String,
+    },
+    /// The database itself failed.
+    #[error("state store: {0}")]
+    Db(String),
+}
+
+/// Result of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A registered customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerRecord {
+    /// installer-api's id.
+    pub id: String,
+    /// Validated DNS domain (its folder name).
+    pub domain: String,
+    /// Tier (names a `pipelines/tiers/<tier>.toml` overlay), if any.
+    pub tier: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Waiting for its customer's turn or a free slot.
+    Queued,
+    /// Claimed by a host and running.
+    Running,
+    /// Finished, every step succeeded.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Cancelled before or while running.
+    Cancelled,
+    /// Was running when its host died; its partial output was cleaned up.
+    Interrupted,
+}
+
+impl RunState {
+    /// Queued or running.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunState::Queued | RunState::Running)
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+            RunState::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// A run to queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewRun {
+    /// Run id (UUID v7, chosen by the caller).
+    pub id: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Pipeline name (`backup`, `restore`, …).
+    pub pipeline: String,
+    /// Params as given (string values, as on the command line).
+    pub params: std::collections::BTreeMap<String, String>,
+    /// The acting user installer-api named, for history and audit.
+    pub triggered_by: Option<String>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Params.
+    pub params: std::collections::BTreeMap<String, String>,
+    /// Who triggered it.
+    pub triggered_by: Option<String>,
+    /// State.
+    pub state: RunState,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// When it started running.
+    pub started_at: Option<String>,
+    /// When it finished.
+    pub finished_at: Option<String>,
+    /// The first error.
+    pub error: Option<String>,
+    /// The backup it completed.
+    pub backup_id: Option<String>,
+    /// Cancel was asked while it ran (persisted, so a restarted host still honours it).
+    pub cancel_requested: bool,
+    /// Lease holder (host id) while running.
+    pub lease_owner: Option<String>,
+    /// Fencing token: bumped on every claim; writes with an older epoch are refused.
+    pub epoch: i64,
+    /// Latest progress, 0..=100, for `GET /api/runs/:id`.
+    pub progress: Option<f32>,
+    /// Latest progress message.
+    pub message: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinish {
+    /// Succeeded, failed or cancelled.
+    pub state: RunState,
+    /// The first error.
+    pub error: Option<String>,
+    /// The backup it completed.
+    pub backup_id: Option<String>,
+}
+
+/// Filter for listing runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this customer's runs.
+    pub customer_id: Option<String>,
+    /// At most this many, newest first (default 100, capped at 1000).
+    pub limit: Option<usize>,
+}
+
+/// One stored run event (what SSE and Socket.IO replay to late clients).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Run id.
+    pub run_id: String,
+    /// 1, 2, 3… per run.
+    pub seq: u64,
+    /// Event name, e.g. `backup-progress`.
+    pub name: String,
+    /// Payload.
+    pub data: serde_json::Value,
+    /// RFC 3339 UTC.
+    pub at: String,
+}
+
+/// One line of a customer's backup history (kept for failed runs too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Customer id.
+    pub customer_id: String,
+    /// The run that made (or tried to make) it.
+    pub run_id: String,
+    /// The backup id when it completed.
+    pub backup_id: Option<String>,
+    /// `fast` or `custom`.
+    pub kind: String,
+    /// Total bytes of its artifacts.
+    pub size: Option<u64>,
+    /// Wall time in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// `succeeded`, `failed`, `cancelled`, `interrupted`, `deleted`.
+    pub result: String,
+    /// Who triggered it.
+    pub triggered_by: Option<String>,
+    /// RFC 3339 UTC of the run's creation.
+    pub created_at: String,
+}
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Who (the acting user installer-api named, or `cli`/`system`).
+    pub actor: Option<String>,
+    /// What, e.g. `backup.requested`, `run.finished`, `backup.deleted`, `customer.registered`.
+    pub action: String,
+    /// Customer id.
+    pub customer_id: Option<String>,
+    /// Run id.
+    pub run_id: Option<String>,
+    /// Details (result, size, duration, error…).
+    pub detail: serde_json::Value,
+}
+
+/// The state store.
+pub trait Store: Send + Sync {
+    /// Registers or updates a customer (id ↔ domain, tier).
+    fn upsert_customer(
+        &self,
+        id: &str,
+        domain: &str,
+        tier: Option<&str>,
+    ) -> StoreResult<CustomerRecord>;
+    /// A customer by id.
+    fn customer(&self, id: &str) -> StoreResult<Option<CustomerRecord>>;
+
+    /// Queues a run. When the customer has an active run: `Err(Busy)` unless `queue_if_busy`.
+    /// Atomic: of many concurrent calls for one customer, at most one gets in without queueing.
+    fn enqueue_run(&self, run: &NewRun, queue_if_busy: bool) -> StoreResult<RunRecord>;
+    /// A run by id.
+    fn run(&self, id: &str) -> StoreResult<Option<RunRecord>>;
+    /// Runs, newest first.
+    fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
+    /// Claims the next runnable run: the oldest queued run of a customer with no running run,
+    /// taking customers in turn (fair). Marks it running with a lease for `owner`, bumps its epoch.
+    fn claim_next(&self, owner: &str, lease: Duration) -> StoreResult<Option<RunRecord>>;
+    /// Extends a lease; `false` when the run is no longer this owner's at this epoch (fenced).
+    fn renew_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        epoch: i64,
+        lease: Duration,
+    ) -> StoreResult<bool>;
+    /// Records progress of a running run (fenced).
+    fn set_progress(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        percent: f32,
+        message: &str,
+    ) -> StoreResult<bool>;
+    /// Ends a run (fenced: `false` and no change when the epoch is stale).
+    fn finish_run(&self, run_id: &str, epoch: i64, finish: &RunFinish) -> StoreResult<bool>;
+    /// Cancels: a queued run ends `cancelled` at once; a running one gets `cancel_requested`.
+    /// `None` when there is no such run.
+    fn request_cancel(&self, run_id: &str) -> StoreResult<Option<RunRecord>>;
+    /// Marks runs still `running` whose lease expired, or whose owner is `owner` (this host,
+    /// restarting), as `interrupted`, and returns them so their partial output can be cleaned.
+    fn recover_interrupted(&self, owner: &str) -> StoreResult<Vec<RunRecord>>;
+
+    /// Appends an event to a run; returns its sequence number.
+    fn append_event(&self, run_id: &str, name: &str, data: &serde_json::Value) -> StoreResult<u64>;
+    /// A run's events after `after_seq`, in order.
+    fn events(&self, run_id: &str, after_seq: u64) -> StoreResult<Vec<EventRecord>>;
+
+    /// Adds or updates (by run id) a line of backup history.
+    fn record_backup(&self, b: &BackupRecord) -> StoreResult<()>;
+    /// A customer's backup history, newest first.
+    fn backups(&self, customer_id: &str) -> StoreResult<Vec<BackupRecord>>;
+
+    /// Appends to the audit log.
+    fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The audit log, newest first, optionally for one customer.
+    fn audit_log(&self, customer_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+}

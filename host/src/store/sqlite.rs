@@ -1,0 +1,1366 @@
+//! The embedded [`Store`]: one SQLite file in the data folder (WAL mode), shared safely by the
+//! service's blocking threads (one connection behind a mutex) and by other processes that open
+//! the same file (SQLite's locks; every read-then-write runs in a `BEGIN IMMEDIATE`
+//! transaction, so it takes the write lock up front and waits `busy_timeout` for it instead of
+//! failing with `SQLITE_BUSY` when a deferred transaction tries to upgrade).
+//!
+//! Schema changes are numbered migrations (`migrations/NNNN_*.sql`), recorded in
+//! `PRAGMA user_version`, each applied in its own immediate transaction.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
+use time::OffsetDateTime;
+
+use super::{
+    AuditEntry, BackupRecord, CustomerRecord, EventRecord, NewRun, RunFilter, RunFinish, RunRecord,
+    RunState, Store, StoreError, StoreResult,
+};
+
+/// The migrations, in order: migration N is `MIGRATIONS[N - 1]`. Append only, never edit one that
+/// shipped.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Default and maximum page size of [`Store::runs`].
+const RUNS_DEFAULT_LIMIT: usize = 100;
+const RUNS_MAX_LIMIT: usize = 1000;
+
+/// The error of a run that was queued when it was cancelled.
+const CANCELLED_BEFORE_START: &str = "cancelled before it started";
+/// The error of a run whose host stopped while it ran.
+const INTERRUPTED: &str = "interrupted: the host stopped while it ran";
+
+/// The columns [`run_from_row`] reads, in its order.
+const RUN_COLUMNS: &str = "id, customer_id, pipeline, params_json, triggered_by, state, \
+     created_at, started_at, finished_at, error, backup_id, cancel_requested, lease_owner, \
+     epoch, progress, message";
+
+/// The SQLite state store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it, mode 0600, in a folder created 0700 when missing) the database at
+    /// `path`, switches it to WAL and applies pending migrations.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| StoreError::Db(format!("creating {}: {e}", parent.display())))?;
+        }
+        // Create it ourselves so it is private from the start (SQLite would use 0644 less the
+        // umask); its -wal and -shm files take the database file's mode.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| StoreError::Db(format!("opening {}: {e}", path.display())))?;
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Db(format!("opening {}: {e}", path.display())))?;
+        Self::setup(conn)
+    }
+
+    /// A private in-memory database (tests).
+    pub fn open_in_memory() -> StoreResult<Self> {
+        Self::setup(Connection::open_in_memory().db()?)
+    }
+
+    fn setup(mut conn: Connection) -> StoreResult<Self> {
+        // First, so that everything below waits for other connections instead of failing.
+        conn.busy_timeout(BUSY_TIMEOUT).db()?;
+        // Returns the mode now in force: `memory` for an in-memory database.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .db()?;
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            tracing::warn!(mode, "state store: SQLite refused WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").db()?;
+        conn.pragma_update(None, "foreign_keys", "ON").db()?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while the lock was held rolled its transaction back (dropping a `Transaction`
+        // rolls back), so the connection is fine to use.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Applies the migrations the database has not seen yet.
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let latest = MIGRATIONS.len() as i64;
+    let current = user_version(conn)?;
+    if current > latest {
+        return Err(StoreError::Db(format!(
+            "the database's schema version {current} is newer than this host knows ({latest}); \
+             upgrade the host"
+        )));
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS) {
+        if version <= current {
+            continue;
+        }
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        // Another process may have applied it while we waited for the lock.
+        if user_version(&tx)? >= version {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Db(format!("migration {version}: {e}")))?;
+        tx.pragma_update(None, "user_version", version).db()?;
+        tx.commit().db()?;
+    }
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> StoreResult<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .db()
+}
+
+/// `rusqlite::Result` → [`StoreResult`].
+trait Db<T> {
+    fn db(self) -> StoreResult<T>;
+}
+
+impl<T> Db<T> for rusqlite::Result<T> {
+    fn db(self) -> StoreResult<T> {
+        self.map_err(|e| StoreError::Db(e.to_string()))
+    }
+}
+
+/// Now: RFC 3339 UTC with milliseconds (fixed width, so such strings sort as times), and unix
+/// milliseconds.
+fn now() -> (String, i64) {
+    let now = OffsetDateTime::now_utc();
+    let text = now
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into());
+    let ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    (text, ms)
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Unsigned → SQLite integer (saturating: no size or duration comes near `i64::MAX`).
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn state_str(state: RunState) -> &'static str {
+    match state {
+        RunState::Queued => "queued",
+        RunState::Running => "running",
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        RunState::Cancelled => "cancelled",
+        RunState::Interrupted => "interrupted",
+    }
+}
+
+fn parse_state(s: &str) -> Option<RunState> {
+    Some(match s {
+        "queued" => RunState::Queued,
+        "running" => RunState::Running,
+        "succeeded" => RunState::Succeeded,
+        "failed" => RunState::Failed,
+        "cancelled" => RunState::Cancelled,
+        "interrupted" => RunState::Interrupted,
+        _ => return None,
+    })
+}
+
+fn conversion_error(
+    idx: usize,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown run state {0:?}")]
+struct BadState(String);
+
+fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| conversion_error(idx, e))
+}
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    let state: String = row.get(5)?;
+    let state = parse_state(&state).ok_or_else(|| conversion_error(5, BadState(state)))?;
+    let progress: Option<f64> = row.get(14)?;
+    Ok(RunRecord {
+        id: row.get(0)?,
+        customer_id: row.get(1)?,
+        pipeline: row.get(2)?,
+        params: json_column::<BTreeMap<String, String>>(row, 3)?,
+        triggered_by: row.get(4)?,
+        state,
+        created_at: row.get(6)?,
+        started_at: row.get(7)?,
+        finished_at: row.get(8)?,
+        error: row.get(9)?,
+        backup_id: row.get(10)?,
+        cancel_requested: row.get(11)?,
+        lease_owner: row.get(12)?,
+        epoch: row.get(13)?,
+        progress: progress.map(|p| p as f32),
+        message: row.get(15)?,
+    })
+}
+
+fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerRecord> {
+    Ok(CustomerRecord {
+        id: row.get(0)?,
+        domain: row.get(1)?,
+        tier: row.get(2)?,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+    })
+}
+
+fn get_customer(conn: &Connection, id: &str) -> StoreResult<Option<CustomerRecord>> {
+    conn.query_row(
+        "SELECT id, domain, tier, created_at, updated_at FROM customers WHERE id = ?1",
+        [id],
+        customer_from_row,
+    )
+    .optional()
+    .db()
+}
+
+fn get_run(conn: &Connection, id: &str) -> StoreResult<Option<RunRecord>> {
+    conn.query_row(
+        &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+        [id],
+        run_from_row,
+    )
+    .optional()
+    .db()
+}
+
+/// A run that must exist (it was just written in the same transaction).
+fn must_get_run(conn: &Connection, id: &str) -> StoreResult<RunRecord> {
+    get_run(conn, id)?.ok_or_else(|| StoreError::Db(format!("run {id} vanished")))
+}
+
+fn backup_from_row(row: &Row<'_>) -> rusqlite::Result<BackupRecord> {
+    let size: Option<i64> = row.get(4)?;
+    let duration_ms: Option<i64> = row.get(5)?;
+    Ok(BackupRecord {
+        customer_id: row.get(0)?,
+        run_id: row.get(1)?,
+        backup_id: row.get(2)?,
+        kind: row.get(3)?,
+        size: size.map(|v| u64::try_from(v).unwrap_or(0)),
+        duration_ms: duration_ms.map(|v| u64::try_from(v).unwrap_or(0)),
+        result: row.get(6)?,
+        triggered_by: row.get(7)?,
+        created_at: row.get(8)?,
+    })
+}
+
+fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        at: row.get(0)?,
+        actor: row.get(1)?,
+        action: row.get(2)?,
+        customer_id: row.get(3)?,
+        run_id: row.get(4)?,
+        detail: json_column(row, 5)?,
+    })
+}
+
+/// Every row of a query, mapped.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).db()?;
+    stmt.query_map(params, f)
+        .db()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .db()
+}
+
+fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Db(format!("encoding JSON: {e}")))
+}
+
+impl Store for SqliteStore {
+    fn upsert_customer(
+        &self,
+        id: &str,
+        domain: &str,
+        tier: Option<&str>,
+    ) -> StoreResult<CustomerRecord> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let owner: Option<String> = tx
+            .query_row(
+                "SELECT id FROM customers WHERE domain = ?1",
+                [domain],
+                |r| r.get(0),
+            )
+            .optional()
+            .db()?;
+        if let Some(owner) = owner
+            && owner != id
+        {
+            return Err(StoreError::DomainTaken {
+                domain: domain.to_owned(),
+                owner,
+            });
+        }
+        let (now, _) = now();
+        match get_customer(&tx, id)? {
+            Some(existing) => {
+                // `updated_at` tells when the registration last changed, not when it was last
+                // repeated.
+                if existing.domain != domain || existing.tier.as_deref() != tier {
+                    tx.execute(
+                        "UPDATE customers SET domain = ?2, tier = ?3, updated_at = ?4 \
+                         WHERE id = ?1",
+                        params![id, domain, tier, now],
+                    )
+                    .db()?;
+                }
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO customers (id, domain, tier, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![id, domain, tier, now],
+                )
+                .db()?;
+            }
+        }
+        let record = get_customer(&tx, id)?
+            .ok_or_else(|| StoreError::Db(format!("customer {id} vanished")))?;
+        tx.commit().db()?;
+        Ok(record)
+    }
+
+    fn customer(&self, id: &str) -> StoreResult<Option<CustomerRecord>> {
+        get_customer(&self.conn(), id)
+    }
+
+    fn enqueue_run(&self, run: &NewRun, queue_if_busy: bool) -> StoreResult<RunRecord> {
+        let params_json = to_json(&run.params)?;
+        let mut conn = self.conn();
+        // Immediate: the check for an active run and the insert must not interleave with
+        // another connection's, or two concurrent requests could both see "not busy".
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        if get_customer(&tx, &run.customer_id)?.is_none() {
+            return Err(StoreError::UnknownCustomer(run.customer_id.clone()));
+        }
+        // Name the running one if any, else the oldest queued.
+        let active: Option<(String, String, String)> = tx
+            .query_row(
+                "SELECT id, pipeline, state FROM runs \
+                 WHERE customer_id = ?1 AND state IN ('queued', 'running') \
+                 ORDER BY state = 'running' DESC, seq LIMIT 1",
+                [&run.customer_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .db()?;
+        if let Some((run_id, pipeline, state)) = active
+            && !queue_if_busy
+        {
+            return Err(StoreError::Busy {
+                customer: run.customer_id.clone(),
+                run_id,
+                pipeline,
+                state: parse_state(&state).unwrap_or(RunState::Queued),
+            });
+        }
+        let (now, _) = now();
+        tx.execute(
+            "INSERT INTO runs (id, customer_id, pipeline, params_json, triggered_by, state, \
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6)",
+            params![
+                run.id,
+                run.customer_id,
+                run.pipeline,
+                params_json,
+                run.triggered_by,
+                now
+            ],
+        )
+        .db()?;
+        let record = must_get_run(&tx, &run.id)?;
+        tx.commit().db()?;
+        Ok(record)
+    }
+
+    fn run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
+        get_run(&self.conn(), id)
+    }
+
+    fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
+        let limit = filter
+            .limit
+            .unwrap_or(RUNS_DEFAULT_LIMIT)
+            .min(RUNS_MAX_LIMIT) as i64;
+        let conn = self.conn();
+        // Two statements rather than `?1 IS NULL OR …`, which would keep SQLite off the indexes.
+        match &filter.customer_id {
+            Some(customer) => query_all(
+                &conn,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE customer_id = ?1 \
+                     ORDER BY seq DESC LIMIT ?2"
+                ),
+                params![customer, limit],
+                run_from_row,
+            ),
+            None => query_all(
+                &conn,
+                &format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY seq DESC LIMIT ?1"),
+                params![limit],
+                run_from_row,
+            ),
+        }
+    }
+
+    fn claim_next(&self, owner: &str, lease: Duration) -> StoreResult<Option<RunRecord>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        // Candidates: each customer's oldest queued run, for customers with nothing running
+        // (so a customer never has two runs at once). Among them, the customer whose last turn
+        // is the oldest (never: first) goes, then the oldest run: customers take turns, and one
+        // with a long queue cannot starve the others.
+        let next: Option<(String, String)> = tx
+            .query_row(
+                "SELECT r.id, r.customer_id FROM runs r JOIN customers c ON c.id = r.customer_id \
+                 WHERE r.state = 'queued' \
+                   AND r.seq = (SELECT MIN(q.seq) FROM runs q \
+                                WHERE q.customer_id = r.customer_id AND q.state = 'queued') \
+                   AND NOT EXISTS (SELECT 1 FROM runs x \
+                                   WHERE x.customer_id = r.customer_id AND x.state = 'running') \
+                 ORDER BY c.last_claim, r.seq LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .db()?;
+        let Some((run_id, customer_id)) = next else {
+            return Ok(None);
+        };
+        let (now, now_ms) = now();
+        let expires = now_ms.saturating_add(duration_ms(lease));
+        tx.execute(
+            "UPDATE runs SET state = 'running', started_at = ?2, lease_owner = ?3, \
+             lease_expires_at = ?4, epoch = epoch + 1 WHERE id = ?1",
+            params![run_id, now, owner, expires],
+        )
+        .db()?;
+        tx.execute(
+            "UPDATE customers SET last_claim = \
+             (SELECT COALESCE(MAX(last_claim), 0) + 1 FROM customers) WHERE id = ?1",
+            [&customer_id],
+        )
+        .db()?;
+        let record = must_get_run(&tx, &run_id)?;
+        tx.commit().db()?;
+        Ok(Some(record))
+    }
+
+    fn renew_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        epoch: i64,
+        lease: Duration,
+    ) -> StoreResult<bool> {
+        let (_, now_ms) = now();
+        let expires = now_ms.saturating_add(duration_ms(lease));
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE runs SET lease_expires_at = ?4 \
+                 WHERE id = ?1 AND lease_owner = ?2 AND epoch = ?3 AND state = 'running'",
+                params![run_id, owner, epoch, expires],
+            )
+            .db()?;
+        Ok(changed > 0)
+    }
+
+    fn set_progress(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        percent: f32,
+        message: &str,
+    ) -> StoreResult<bool> {
+        // NaN keeps the previous value.
+        let percent = (!percent.is_nan()).then(|| f64::from(percent.clamp(0.0, 100.0)));
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE runs SET progress = COALESCE(?3, progress), message = ?4 \
+                 WHERE id = ?1 AND epoch = ?2 AND state = 'running'",
+                params![run_id, epoch, percent, message],
+            )
+            .db()?;
+        Ok(changed > 0)
+    }
+
+    fn finish_run(&self, run_id: &str, epoch: i64, finish: &RunFinish) -> StoreResult<bool> {
+        if finish.state.is_active() {
+            return Err(StoreError::Db(format!(
+                "cannot finish run {run_id} as {}: not a final state",
+                finish.state
+            )));
+        }
+        let (now, _) = now();
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE runs SET state = ?3, finished_at = ?4, error = ?5, backup_id = ?6, \
+                 lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = ?1 AND epoch = ?2 AND state = 'running'",
+                params![
+                    run_id,
+                    epoch,
+                    state_str(finish.state),
+                    now,
+                    finish.error,
+                    finish.backup_id
+                ],
+            )
+            .db()?;
+        Ok(changed > 0)
+    }
+
+    fn request_cancel(&self, run_id: &str) -> StoreResult<Option<RunRecord>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let Some(run) = get_run(&tx, run_id)? else {
+            return Ok(None);
+        };
+        match run.state {
+            RunState::Queued => {
+                let (now, _) = now();
+                tx.execute(
+                    "UPDATE runs SET state = 'cancelled', finished_at = ?2, error = ?3 \
+                     WHERE id = ?1",
+                    params![run_id, now, CANCELLED_BEFORE_START],
+                )
+                .db()?;
+            }
+            RunState::Running => {
+                tx.execute(
+                    "UPDATE runs SET cancel_requested = 1 WHERE id = ?1",
+                    [run_id],
+                )
+                .db()?;
+            }
+            _ => return Ok(Some(run)),
+        }
+        let record = must_get_run(&tx, run_id)?;
+        tx.commit().db()?;
+        Ok(Some(record))
+    }
+
+    fn recover_interrupted(&self, owner: &str) -> StoreResult<Vec<RunRecord>> {
+        let (now, now_ms) = now();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        // A running run without a lease cannot be renewed by anyone: recover it too.
+        let ids: Vec<String> = query_all(
+            &tx,
+            "SELECT id FROM runs WHERE state = 'running' AND (lease_owner = ?1 \
+             OR lease_expires_at IS NULL OR lease_expires_at < ?2) ORDER BY seq",
+            params![owner, now_ms],
+            |r| r.get(0),
+        )?;
+        let mut recovered = Vec::with_capacity(ids.len());
+        for id in &ids {
+            tx.execute(
+                "UPDATE runs SET state = 'interrupted', finished_at = ?2, error = ?3, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
+                params![id, now, INTERRUPTED],
+            )
+            .db()?;
+            recovered.push(must_get_run(&tx, id)?);
+        }
+        tx.commit().db()?;
+        Ok(recovered)
+    }
+
+    fn append_event(&self, run_id: &str, name: &str, data: &serde_json::Value) -> StoreResult<u64> {
+        let data_json = to_json(data)?;
+        let (now, _) = now();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let seq: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .db()?;
+        tx.execute(
+            "INSERT INTO events (run_id, seq, name, data_json, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id, seq, name, data_json, now],
+        )
+        .db()?;
+        tx.commit().db()?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    fn events(&self, run_id: &str, after_seq: u64) -> StoreResult<Vec<EventRecord>> {
+        query_all(
+            &self.conn(),
+            "SELECT run_id, seq, name, data_json, at FROM events \
+             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            params![run_id, to_i64(after_seq)],
+            |row| {
+                let seq: i64 = row.get(1)?;
+                Ok(EventRecord {
+                    run_id: row.get(0)?,
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    name: row.get(2)?,
+                    data: json_column(row, 3)?,
+                    at: row.get(4)?,
+                })
+            },
+        )
+    }
+
+    fn record_backup(&self, b: &BackupRecord) -> StoreResult<()> {
+        // `created_ms`: SQLite's own date parser reads RFC 3339 (any fraction digits, `Z` or an
+        // offset); NULL when it cannot.
+        self.conn()
+            .execute(
+                "INSERT INTO backups (run_id, customer_id, backup_id, kind, size, duration_ms, \
+                 result, triggered_by, created_at, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+                 CAST(round((julianday(?9) - 2440587.5) * 86400000.0) AS INTEGER)) \
+                 ON CONFLICT (run_id) DO UPDATE SET customer_id = excluded.customer_id, \
+                 backup_id = excluded.backup_id, kind = excluded.kind, size = excluded.size, \
+                 duration_ms = excluded.duration_ms, result = excluded.result, \
+                 triggered_by = excluded.triggered_by, created_at = excluded.created_at, \
+                 created_ms = excluded.created_ms",
+                params![
+                    b.run_id,
+                    b.customer_id,
+                    b.backup_id,
+                    b.kind,
+                    b.size.map(to_i64),
+                    b.duration_ms.map(to_i64),
+                    b.result,
+                    b.triggered_by,
+                    b.created_at
+                ],
+            )
+            .db()?;
+        Ok(())
+    }
+
+    fn backups(&self, customer_id: &str) -> StoreResult<Vec<BackupRecord>> {
+        query_all(
+            &self.conn(),
+            "SELECT customer_id, run_id, backup_id, kind, size, duration_ms, result, \
+             triggered_by, created_at FROM backups WHERE customer_id = ?1 \
+             ORDER BY created_ms DESC, created_at DESC, run_id DESC",
+            [customer_id],
+            backup_from_row,
+        )
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let detail_json = to_json(&entry.detail)?;
+        self.conn()
+            .execute(
+                "INSERT INTO audit (at, actor, action, customer_id, run_id, detail_json) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    entry.at,
+                    entry.actor,
+                    entry.action,
+                    entry.customer_id,
+                    entry.run_id,
+                    detail_json
+                ],
+            )
+            .db()?;
+        Ok(())
+    }
+
+    fn audit_log(&self, customer_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let conn = self.conn();
+        const COLUMNS: &str = "at, actor, action, customer_id, run_id, detail_json";
+        // Two statements rather than `?1 IS NULL OR …`, which would keep SQLite off the index.
+        match customer_id {
+            Some(customer) => query_all(
+                &conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM audit WHERE customer_id = ?1 ORDER BY id DESC LIMIT ?2"
+                ),
+                params![customer, limit],
+                audit_from_row,
+            ),
+            None => query_all(
+                &conn,
+                &format!("SELECT {COLUMNS} FROM audit ORDER BY id DESC LIMIT ?1"),
+                params![limit],
+                audit_from_row,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use serde_json::json;
+
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state").join("qodify.db")).unwrap();
+        (dir, store)
+    }
+
+    fn new_run(id: &str, customer: &str) -> NewRun {
+        NewRun {
+            id: id.into(),
+            customer_id: customer.into(),
+            pipeline: "backup".into(),
+            params: BTreeMap::from([("kind".into(), "fast".into())]),
+            triggered_by: Some("alice".into()),
+        }
+    }
+
+    fn customers(store: &SqliteStore, ids: &[&str]) {
+        for id in ids {
+            store
+                .upsert_customer(id, &format!("{id}.example.com"), None)
+                .unwrap();
+        }
+    }
+
+    fn running_per_customer(store: &SqliteStore) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for run in store.runs(&RunFilter::default()).unwrap() {
+            if run.state == RunState::Running {
+                *counts.entry(run.customer_id).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    fn finished(state: RunState) -> RunFinish {
+        RunFinish {
+            state,
+            error: None,
+            backup_id: None,
+        }
+    }
+
+    #[test]
+    fn customers_upsert_and_domain_taken() {
+        let (_dir, store) = temp_store();
+        let c = store
+            .upsert_customer("c1", "one.example.com", Some("gold"))
+            .unwrap();
+        assert_eq!(c.id, "c1");
+        assert_eq!(c.domain, "one.example.com");
+        assert_eq!(c.tier.as_deref(), Some("gold"));
+        assert_eq!(c.created_at, c.updated_at);
+        assert_eq!(store.customer("c1").unwrap(), Some(c.clone()));
+        assert_eq!(store.customer("nobody").unwrap(), None);
+
+        // Repeating the same registration changes nothing.
+        assert_eq!(
+            store
+                .upsert_customer("c1", "one.example.com", Some("gold"))
+                .unwrap(),
+            c
+        );
+        std::thread::sleep(Duration::from_millis(2));
+        let moved = store
+            .upsert_customer("c1", "uno.example.com", None)
+            .unwrap();
+        assert_eq!(moved.domain, "uno.example.com");
+        assert_eq!(moved.tier, None);
+        assert_eq!(moved.created_at, c.created_at);
+        assert!(moved.updated_at > c.updated_at);
+
+        // The old domain is free again; the new one is taken, whatever its case.
+        store
+            .upsert_customer("c2", "one.example.com", None)
+            .unwrap();
+        for domain in ["uno.example.com", "UNO.Example.com"] {
+            match store.upsert_customer("c2", domain, None) {
+                Err(StoreError::DomainTaken { domain: d, owner }) => {
+                    assert_eq!(d, domain);
+                    assert_eq!(owner, "c1");
+                }
+                other => panic!("expected DomainTaken, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            store.customer("c2").unwrap().unwrap().domain,
+            "one.example.com"
+        );
+    }
+
+    #[test]
+    fn enqueue_busy_names_the_active_run_and_queue_if_busy_queues() {
+        let (_dir, store) = temp_store();
+        assert!(matches!(
+            store.enqueue_run(&new_run("r0", "ghost"), true),
+            Err(StoreError::UnknownCustomer(c)) if c == "ghost"
+        ));
+        customers(&store, &["c1", "c2"]);
+
+        let r1 = store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+        assert_eq!(r1.state, RunState::Queued);
+        assert_eq!(r1.params.get("kind").map(String::as_str), Some("fast"));
+        assert_eq!(r1.triggered_by.as_deref(), Some("alice"));
+        assert_eq!(r1.epoch, 0);
+        assert!(!r1.cancel_requested);
+        assert_eq!(store.run("r1").unwrap(), Some(r1.clone()));
+
+        match store.enqueue_run(&new_run("r2", "c1"), false) {
+            Err(StoreError::Busy {
+                customer,
+                run_id,
+                pipeline,
+                state,
+            }) => {
+                assert_eq!(customer, "c1");
+                assert_eq!(run_id, "r1");
+                assert_eq!(pipeline, "backup");
+                assert_eq!(state, RunState::Queued);
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert_eq!(store.run("r2").unwrap(), None);
+        // Another customer is not affected.
+        store.enqueue_run(&new_run("r3", "c2"), false).unwrap();
+
+        let r2 = store.enqueue_run(&new_run("r2", "c1"), true).unwrap();
+        assert_eq!(r2.state, RunState::Queued);
+
+        // Once r1 runs, Busy names it (the running one) rather than the queued r2.
+        let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
+        assert_eq!(claimed.id, "r1");
+        match store.enqueue_run(&new_run("r4", "c1"), false) {
+            Err(StoreError::Busy { run_id, state, .. }) => {
+                assert_eq!(run_id, "r1");
+                assert_eq!(state, RunState::Running);
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+
+        // Newest first, per customer or all.
+        let ids = |f: RunFilter| -> Vec<String> {
+            store.runs(&f).unwrap().into_iter().map(|r| r.id).collect()
+        };
+        assert_eq!(ids(RunFilter::default()), ["r2", "r3", "r1"]);
+        assert_eq!(
+            ids(RunFilter {
+                customer_id: Some("c1".into()),
+                limit: None
+            }),
+            ["r2", "r1"]
+        );
+        assert_eq!(
+            ids(RunFilter {
+                customer_id: None,
+                limit: Some(1)
+            }),
+            ["r2"]
+        );
+    }
+
+    #[test]
+    fn concurrent_enqueues_on_separate_handles_admit_exactly_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qodify.db");
+        customers(&SqliteStore::open(&path).unwrap(), &["c1"]);
+
+        const N: usize = 100;
+        let barrier = Arc::new(Barrier::new(N));
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let path = path.clone();
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    let store = SqliteStore::open(&path).unwrap();
+                    barrier.wait();
+                    store.enqueue_run(&new_run(&format!("r{i}"), "c1"), false)
+                })
+            })
+            .collect();
+        let mut accepted = Vec::new();
+        let mut busy = 0;
+        for handle in handles {
+            match handle.join().unwrap() {
+                Ok(run) => accepted.push(run.id),
+                Err(StoreError::Busy { .. }) => busy += 1,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(accepted.len(), 1, "accepted: {accepted:?}");
+        assert_eq!(busy, N - 1);
+        let store = SqliteStore::open(&path).unwrap();
+        let runs = store.runs(&RunFilter::default()).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].id, accepted[0]);
+    }
+
+    #[test]
+    fn claims_take_customers_in_turn_one_run_each() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["a", "b"]);
+        for id in ["a1", "a2", "a3"] {
+            store.enqueue_run(&new_run(id, "a"), true).unwrap();
+        }
+        for id in ["b1", "b2"] {
+            store.enqueue_run(&new_run(id, "b"), true).unwrap();
+        }
+
+        // Two slots: one run per customer at a time.
+        let first = store.claim_next("h", HOUR).unwrap().unwrap();
+        assert_eq!(first.id, "a1");
+        assert_eq!(first.state, RunState::Running);
+        assert_eq!(first.epoch, 1);
+        assert_eq!(first.lease_owner.as_deref(), Some("h"));
+        assert!(first.started_at.is_some());
+        let second = store.claim_next("h", HOUR).unwrap().unwrap();
+        assert_eq!(second.id, "b1");
+        assert_eq!(store.claim_next("h", HOUR).unwrap(), None);
+        assert!(running_per_customer(&store).values().all(|&n| n == 1));
+
+        // One slot from here on: a's long queue does not starve b.
+        let mut order = Vec::new();
+        assert!(
+            store
+                .finish_run("a1", 1, &finished(RunState::Succeeded))
+                .unwrap()
+        );
+        assert!(
+            store
+                .finish_run("b1", 1, &finished(RunState::Succeeded))
+                .unwrap()
+        );
+        while let Some(run) = store.claim_next("h", HOUR).unwrap() {
+            assert!(running_per_customer(&store).values().all(|&n| n == 1));
+            order.push(run.id.clone());
+            assert!(
+                store
+                    .finish_run(&run.id, run.epoch, &finished(RunState::Failed))
+                    .unwrap()
+            );
+        }
+        assert_eq!(order, ["a2", "b2", "a3"]);
+    }
+
+    #[test]
+    fn a_newcomer_is_served_before_a_long_queue() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["a", "b"]);
+        for id in ["a1", "a2", "a3"] {
+            store.enqueue_run(&new_run(id, "a"), true).unwrap();
+        }
+        store.enqueue_run(&new_run("b1", "b"), true).unwrap();
+        let mut order = Vec::new();
+        while let Some(run) = store.claim_next("h", HOUR).unwrap() {
+            order.push(run.id.clone());
+            assert!(
+                store
+                    .finish_run(&run.id, run.epoch, &finished(RunState::Succeeded))
+                    .unwrap()
+            );
+        }
+        assert_eq!(order, ["a1", "b1", "a2", "a3"]);
+    }
+
+    #[test]
+    fn stale_epochs_are_fenced() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1"]);
+        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+        let run = store.claim_next("h1", HOUR).unwrap().unwrap();
+        assert_eq!(run.epoch, 1);
+
+        let stale = RunFinish {
+            state: RunState::Failed,
+            error: Some("late".into()),
+            backup_id: None,
+        };
+        assert!(!store.finish_run("r1", 0, &stale).unwrap());
+        assert!(!store.set_progress("r1", 0, 50.0, "late").unwrap());
+        assert!(!store.renew_lease("r1", "h1", 0, HOUR).unwrap());
+        assert!(!store.renew_lease("r1", "h2", 1, HOUR).unwrap());
+        assert_eq!(store.run("r1").unwrap().unwrap(), run);
+
+        assert!(store.renew_lease("r1", "h1", 1, HOUR).unwrap());
+        assert!(store.set_progress("r1", 1, 140.0, "copying").unwrap());
+        let now = store.run("r1").unwrap().unwrap();
+        assert_eq!(now.progress, Some(100.0));
+        assert_eq!(now.message.as_deref(), Some("copying"));
+        assert!(
+            store
+                .set_progress("r1", 1, f32::NAN, "still copying")
+                .unwrap()
+        );
+        assert_eq!(store.run("r1").unwrap().unwrap().progress, Some(100.0));
+
+        assert!(matches!(
+            store.finish_run("r1", 1, &finished(RunState::Running)),
+            Err(StoreError::Db(_))
+        ));
+        let done = RunFinish {
+            state: RunState::Succeeded,
+            error: None,
+            backup_id: Some("20240101-000000".into()),
+        };
+        assert!(store.finish_run("r1", 1, &done).unwrap());
+        let after = store.run("r1").unwrap().unwrap();
+        assert_eq!(after.state, RunState::Succeeded);
+        assert_eq!(after.backup_id.as_deref(), Some("20240101-000000"));
+        assert_eq!(after.lease_owner, None);
+        assert!(after.finished_at.is_some());
+        // Finished: nothing more changes it.
+        assert!(!store.finish_run("r1", 1, &stale).unwrap());
+        assert!(!store.set_progress("r1", 1, 1.0, "x").unwrap());
+        assert!(!store.renew_lease("r1", "h1", 1, HOUR).unwrap());
+        assert_eq!(store.run("r1").unwrap().unwrap(), after);
+    }
+
+    #[test]
+    fn recover_interrupted_by_owner_and_by_expired_lease() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1", "c2", "c3", "c4"]);
+        for (run, customer) in [("r1", "c1"), ("r2", "c2"), ("r3", "c3"), ("r4", "c4")] {
+            store.enqueue_run(&new_run(run, customer), false).unwrap();
+        }
+        let r1 = store.claim_next("me", HOUR).unwrap().unwrap();
+        let r2 = store.claim_next("dead", Duration::ZERO).unwrap().unwrap();
+        let r3 = store.claim_next("alive", HOUR).unwrap().unwrap();
+        assert_eq!(
+            (r1.id.as_str(), r2.id.as_str(), r3.id.as_str()),
+            ("r1", "r2", "r3")
+        );
+        std::thread::sleep(Duration::from_millis(5));
+
+        let recovered = store.recover_interrupted("me").unwrap();
+        let ids: Vec<_> = recovered.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2"]);
+        for run in &recovered {
+            assert_eq!(run.state, RunState::Interrupted);
+            assert_eq!(run.error.as_deref(), Some(INTERRUPTED));
+            assert_eq!(run.lease_owner, None);
+            assert!(run.finished_at.is_some());
+        }
+        // The dead host's late writes are refused.
+        assert!(
+            !store
+                .finish_run("r2", r2.epoch, &finished(RunState::Succeeded))
+                .unwrap()
+        );
+        assert_eq!(store.run("r3").unwrap().unwrap().state, RunState::Running);
+        assert_eq!(store.run("r4").unwrap().unwrap().state, RunState::Queued);
+        assert!(store.recover_interrupted("me").unwrap().is_empty());
+    }
+
+    #[test]
+    fn cancel_queued_running_and_finished_runs() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1"]);
+        assert_eq!(store.request_cancel("nope").unwrap(), None);
+        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+        store.enqueue_run(&new_run("r2", "c1"), true).unwrap();
+
+        let running = store.claim_next("h", HOUR).unwrap().unwrap();
+        assert_eq!(running.id, "r1");
+
+        let queued = store.request_cancel("r2").unwrap().unwrap();
+        assert_eq!(queued.state, RunState::Cancelled);
+        assert_eq!(queued.error.as_deref(), Some(CANCELLED_BEFORE_START));
+        assert!(queued.finished_at.is_some());
+
+        let asked = store.request_cancel("r1").unwrap().unwrap();
+        assert_eq!(asked.state, RunState::Running);
+        assert!(asked.cancel_requested);
+        assert_eq!(store.run("r1").unwrap().unwrap(), asked);
+
+        assert!(
+            store
+                .finish_run("r1", 1, &finished(RunState::Cancelled))
+                .unwrap()
+        );
+        let done = store.run("r1").unwrap().unwrap();
+        assert_eq!(store.request_cancel("r1").unwrap(), Some(done.clone()));
+        assert_eq!(store.request_cancel("r2").unwrap(), Some(queued));
+        // A cancelled queued run is never claimed.
+        assert_eq!(store.claim_next("h", HOUR).unwrap(), None);
+        assert_eq!(done.state, RunState::Cancelled);
+    }
+
+    #[test]
+    fn events_are_numbered_per_run_and_filtered() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1", "c2"]);
+        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+        store.enqueue_run(&new_run("r2", "c2"), false).unwrap();
+        for i in 1..=5u64 {
+            assert_eq!(
+                store
+                    .append_event("r1", "backup-progress", &json!({ "i": i }))
+                    .unwrap(),
+                i
+            );
+        }
+        assert_eq!(
+            store
+                .append_event("r2", "run-started", &json!(null))
+                .unwrap(),
+            1
+        );
+        assert!(store.append_event("ghost", "x", &json!({})).is_err());
+
+        let all = store.events("r1", 0).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(all[2].data, json!({ "i": 3 }));
+        assert_eq!(all[2].name, "backup-progress");
+        assert_eq!(all[2].run_id, "r1");
+        let tail = store.events("r1", 3).unwrap();
+        assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(tail[..], all[3..]);
+        assert!(store.events("r1", 5).unwrap().is_empty());
+        assert!(store.events("r1", u64::MAX).unwrap().is_empty());
+        assert_eq!(store.events("r2", 0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn backups_history_newest_first_and_updated_by_run_id() {
+        let (_dir, store) = temp_store();
+        let line = |run: &str, created_at: &str, result: &str| BackupRecord {
+            customer_id: "c1".into(),
+            run_id: run.into(),
+            backup_id: None,
+            kind: "fast".into(),
+            size: None,
+            duration_ms: Some(1200),
+            result: result.into(),
+            triggered_by: Some("alice".into()),
+            created_at: created_at.into(),
+        };
+        // Fractions of varying length and offsets: ordered as times, not as text.
+        store
+            .record_backup(&line("r1", "2024-01-01T10:00:00Z", "failed"))
+            .unwrap();
+        store
+            .record_backup(&line("r2", "2024-01-01T10:00:00.5Z", "succeeded"))
+            .unwrap();
+        store
+            .record_backup(&line("r3", "2024-01-01T11:59:00+02:00", "cancelled"))
+            .unwrap();
+        store
+            .record_backup(&line("r4", "2024-01-02T00:00:00.123456789Z", "running"))
+            .unwrap();
+        let mut other = line("r5", "2030-01-01T00:00:00Z", "succeeded");
+        other.customer_id = "c2".into();
+        store.record_backup(&other).unwrap();
+
+        let mut done = line("r4", "2024-01-02T00:00:00.123456789Z", "succeeded");
+        done.backup_id = Some("20240102-000000".into());
+        done.size = Some(u64::from(u32::MAX) * 4);
+        store.record_backup(&done).unwrap();
+
+        let history = store.backups("c1").unwrap();
+        let ids: Vec<_> = history.iter().map(|b| b.run_id.as_str()).collect();
+        assert_eq!(ids, ["r4", "r2", "r1", "r3"]);
+        assert_eq!(history[0], done);
+        assert_eq!(store.backups("c2").unwrap(), [other]);
+        assert!(store.backups("c3").unwrap().is_empty());
+    }
+
+    #[test]
+    fn audit_log_newest_first() {
+        let (_dir, store) = temp_store();
+        for (i, customer) in ["c1", "c2", "c1", "c1"].iter().enumerate() {
+            store
+                .audit(&AuditEntry {
+                    at: format!("2024-01-01T00:00:0{i}Z"),
+                    actor: Some("alice".into()),
+                    action: "backup.requested".into(),
+                    customer_id: Some((*customer).into()),
+                    run_id: Some(format!("r{i}")),
+                    detail: json!({ "i": i }),
+                })
+                .unwrap();
+        }
+        store
+            .audit(&AuditEntry {
+                at: "2024-01-01T00:00:09Z".into(),
+                actor: None,
+                action: "host.started".into(),
+                customer_id: None,
+                run_id: None,
+                detail: json!({}),
+            })
+            .unwrap();
+        let runs = |entries: Vec<AuditEntry>| -> Vec<Option<String>> {
+            entries.into_iter().map(|e| e.run_id).collect()
+        };
+        let all = store.audit_log(None, 100).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[0].action, "host.started");
+        assert_eq!(all[1].detail, json!({ "i": 3 }));
+        assert_eq!(
+            runs(store.audit_log(Some("c1"), 2).unwrap()),
+            [Some("r3".to_owned()), Some("r2".to_owned())]
+        );
+        assert_eq!(
+            runs(store.audit_log(Some("c2"), 10).unwrap()),
+            [Some("r1".to_owned())]
+        );
+        assert!(store.audit_log(Some("c1"), 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_migrations_are_idempotent() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("data");
+        let path = folder.join("qodify.db");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            customers(&store, &["c1"]);
+            store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&folder), 0o700);
+
+        for _ in 0..2 {
+            let store = SqliteStore::open(&path).unwrap();
+            let conn = store.conn();
+            assert_eq!(user_version(&conn).unwrap(), MIGRATIONS.len() as i64);
+            let journal: String = conn
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .unwrap();
+            assert_eq!(journal, "wal");
+            let fk: i64 = conn
+                .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+                .unwrap();
+            assert_eq!(fk, 1);
+            drop(conn);
+            assert_eq!(store.run("r1").unwrap().unwrap().state, RunState::Queued);
+        }
+
+        // A database from a newer host is refused rather than misread.
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store
+                .conn()
+                .pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
+                .unwrap();
+        }
+        assert!(matches!(SqliteStore::open(&path), Err(StoreError::Db(_))));
+    }
+
+    #[test]
+    fn concurrent_first_opens_migrate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.db");
+        const N: usize = 16;
+        let barrier = Arc::new(Barrier::new(N));
+        let handles: Vec<_> = (0..N)
+            .map(|i| {
+                let path = path.clone();
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let store = SqliteStore::open(&path)?;
+                    store.upsert_customer(&format!("c{i}"), &format!("c{i}.example.com"), None)
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().unwrap().unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            user_version(&store.conn()).unwrap(),
+            MIGRATIONS.len() as i64
+        );
+        for i in 0..N {
+            assert!(store.customer(&format!("c{i}")).unwrap().is_some());
+        }
+    }
+
+    #[test]
+    fn in_memory_store_works() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        customers(&store, &["c1"]);
+        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+        assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r1");
+    }
+}

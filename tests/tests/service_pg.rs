@@ -1,0 +1,253 @@
+//! `qodify-host serve` through real HTTP on a loopback port, with real PostgreSQL behind the
+//! backup pipeline: register, back up, follow the live events over SSE until `backup-completed`,
+//! read the history; one active run per customer under 100 parallel POSTs; and a `kill -9` of the
+//! server in the middle of a backup.
+
+mod common;
+mod pg;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pg::TestDb;
+
+const TOKEN: &str = "test-token-123";
+const DOMAIN: &str = "shop.example.com";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(host: &Host) -> Server {
+    let mut c: Command = host.cmd();
+    let mut child = c
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+        .env("QODIFY_API_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Server { child, base }
+}
+
+fn req(method: &str, url: &str) -> ureq::Request {
+    ureq::request(method, url)
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .timeout(Duration::from_secs(30))
+}
+
+fn status_of(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
+    match r {
+        Ok(resp) => {
+            let code = resp.status();
+            let text = resp.into_string().unwrap_or_default();
+            (
+                code,
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            )
+        }
+        Err(ureq::Error::Status(code, resp)) => {
+            let text = resp.into_string().unwrap_or_default();
+            (
+                code,
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            )
+        }
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+fn customer(host: &Host, db: &TestDb, uploads_mib: usize) {
+    let dir = host.customer(DOMAIN);
+    write(
+        &dir.join("backend/package.json"),
+        r#"{"name":"backend","version":"1.0.0"}"#,
+    );
+    write(
+        &dir.join("backend/.env"),
+        format!("DATABASE_URL={}\n", db.url("pw")),
+    );
+    for i in 0..uploads_mib {
+        write(
+            &dir.join(format!("backend/uploads/f{i}.bin")),
+            noise(1 << 20, i as u64),
+        );
+    }
+}
+
+fn register(s: &Server) {
+    let (code, body) = status_of(
+        req("PUT", &format!("{}/api/customers/42", s.base))
+            .send_json(serde_json::json!({"domain": DOMAIN})),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+/// Reads the run's SSE stream to its end; returns the event names in order.
+fn follow(s: &Server, run_id: &str) -> Vec<(String, serde_json::Value)> {
+    let resp = req("GET", &format!("{}/api/runs/{run_id}/events", s.base))
+        .timeout(Duration::from_secs(120))
+        .call()
+        .unwrap();
+    let mut events = Vec::new();
+    let mut name = String::new();
+    for line in BufReader::new(resp.into_reader()).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("event:") {
+            name = n.trim().to_owned();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            events.push((
+                name.clone(),
+                serde_json::from_str(d.trim()).unwrap_or(serde_json::Value::Null),
+            ));
+        }
+    }
+    events
+}
+
+#[test]
+fn a_backup_posted_over_http_completes_with_live_events_and_history() {
+    let host = Host::new();
+    let db = TestDb::shop("svc");
+    customer(&host, &db, 2);
+    let s = serve(&host);
+    register(&s);
+
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({"type": "fast", "triggeredBy": "ayse@qodify"})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let run_id = body["runId"].as_str().unwrap().to_owned();
+    let events = follow(&s, &run_id);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"backup-progress"), "{names:?}");
+    assert_eq!(names.last().copied(), Some("backup-completed"), "{names:?}");
+    let backup_id = events.last().unwrap().1["backupId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        host.customer(DOMAIN)
+            .join("backups")
+            .join(&backup_id)
+            .join("backup.json")
+            .is_file()
+    );
+
+    // A late client gets the whole story again from the store.
+    let again = follow(&s, &run_id);
+    assert_eq!(again.len(), events.len());
+
+    let (code, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+    assert_eq!(code, 200);
+    assert_eq!(run["state"], "succeeded");
+    let (code, history) =
+        status_of(req("GET", &format!("{}/api/customers/42/backups", s.base)).call());
+    assert_eq!(code, 200, "{history}");
+    let first = &history["backups"].as_array().unwrap()[0];
+    assert_eq!(first["result"], "succeeded");
+    assert_eq!(first["backupId"], backup_id.as_str());
+    assert_eq!(first["triggeredBy"], "ayse@qodify");
+
+    // No token, no API.
+    let (code, _) = status_of(ureq::get(&format!("{}/api/customers/42", s.base)).call());
+    assert_eq!(code, 401);
+}
+
+#[test]
+fn one_active_run_per_customer_under_a_hundred_parallel_posts() {
+    let host = Host::new();
+    let db = TestDb::shop("svc100");
+    customer(&host, &db, 8);
+    let s = serve(&host);
+    register(&s);
+    let url = format!("{}/api/customers/42/backups", s.base);
+    let codes: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                scope.spawn(|| {
+                    status_of(req("POST", &url).send_json(serde_json::json!({"type": "fast"}))).0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(codes.iter().filter(|c| **c == 202).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 409).count(), 99, "{codes:?}");
+}
+
+#[test]
+fn a_killed_server_marks_the_run_interrupted_and_the_next_backup_starts_at_once() {
+    let host = Host::new();
+    let db = TestDb::shop("svckill");
+    customer(&host, &db, 128);
+    let mut s = serve(&host);
+    register(&s);
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let run_id = body["runId"].as_str().unwrap().to_owned();
+    let backups = host.customer(DOMAIN).join("backups");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let partial = std::fs::read_dir(&backups)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".partial-"))
+            })
+            .unwrap_or(false);
+        if partial {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+
+    let s = serve(&host);
+    let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+    assert_eq!(run["state"], "interrupted", "{run}");
+    let leftovers: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        leftovers.iter().all(|n| !n.starts_with(".partial-")),
+        "{leftovers:?}"
+    );
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({})),
+    );
+    assert_eq!(code, 202, "the customer is still blocked: {body}");
+    let events = follow(&s, body["runId"].as_str().unwrap());
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("backup-completed"),
+        "{events:?}"
+    );
+}
