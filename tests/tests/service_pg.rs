@@ -251,3 +251,131 @@ fn a_killed_server_marks_the_run_interrupted_and_the_next_backup_starts_at_once(
         "{events:?}"
     );
 }
+
+fn pg_dump_running(db: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", &format!("pg_dump .*--dbname={db}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn partial_exists(host: &Host) -> bool {
+    std::fs::read_dir(host.customer(DOMAIN).join("backups"))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".partial-"))
+        })
+        .unwrap_or(false)
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cancel_and_check(s: &Server, host: &Host, run_id: &str) {
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/runs/{run_id}/cancel", s.base))
+            .send_json(serde_json::json!({})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let events = follow(s, run_id);
+    let (name, data) = events.last().unwrap();
+    assert_eq!(name, "backup-failed", "{events:?}");
+    assert_eq!(data["state"], "cancelled", "{data}");
+    let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+    assert_eq!(run["state"], "cancelled");
+    assert!(
+        !partial_exists(host),
+        "a partial backup folder was left behind"
+    );
+    let listed: Vec<_> = std::fs::read_dir(host.customer(DOMAIN).join("backups"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(listed.is_empty(), "{listed:?}");
+    // The customer is free again.
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let done = follow(s, body["runId"].as_str().unwrap());
+    assert_eq!(done.last().map(|e| e.0.as_str()), Some("backup-completed"));
+}
+
+#[test]
+fn cancel_during_the_database_dump_kills_pg_dump_and_leaves_nothing() {
+    let host = Host::new();
+    let db = TestDb::shop("svccanceldump");
+    customer(&host, &db, 1);
+    // Hold a lock pg_dump must wait for, so the cancel lands while it runs.
+    let mut blocker = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-X",
+            "-q",
+            "-d",
+            &db.name,
+            "-c",
+        ])
+        .arg("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let s = serve(&host);
+    register(&s);
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let run_id = body["runId"].as_str().unwrap().to_owned();
+    wait_for("pg_dump to start", || pg_dump_running(&db.name));
+    // pg_dump is waiting for the lock: the cancel lands while it runs.
+    let (code, _) = status_of(
+        req("POST", &format!("{}/api/runs/{run_id}/cancel", s.base))
+            .send_json(serde_json::json!({})),
+    );
+    assert_eq!(code, 202);
+    wait_for("pg_dump to be killed", || !pg_dump_running(&db.name));
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    let events = follow(&s, &run_id);
+    assert_eq!(events.last().unwrap().1["state"], "cancelled", "{events:?}");
+    assert!(!partial_exists(&host));
+}
+
+#[test]
+fn cancel_during_an_archive_leaves_nothing_and_frees_the_customer() {
+    let host = Host::new();
+    let db = TestDb::empty("svccancelarch");
+    customer(&host, &db, 256);
+    let s = serve(&host);
+    register(&s);
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let run_id = body["runId"].as_str().unwrap().to_owned();
+    wait_for("the uploads archive to start", || {
+        let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+        run["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("archiving uploads"))
+    });
+    cancel_and_check(&s, &host, &run_id);
+}
