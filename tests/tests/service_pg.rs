@@ -379,3 +379,55 @@ fn cancel_during_an_archive_leaves_nothing_and_frees_the_customer() {
     });
     cancel_and_check(&s, &host, &run_id);
 }
+
+#[test]
+fn runs_of_different_customers_proceed_in_parallel_up_to_the_global_limit() {
+    let host = Host::new();
+    let s = serve(&host); // --workers 2
+    let db = TestDb::empty("svcpar");
+    let domains = ["a.example.com", "b.example.com", "c.example.com"];
+    for (i, d) in domains.iter().enumerate() {
+        let dir = host.customer(d);
+        write(
+            &dir.join("backend/.env"),
+            format!("DATABASE_URL={}\n", db.url("pw")),
+        );
+        for j in 0..48 {
+            write(
+                &dir.join(format!("backend/uploads/f{j}.bin")),
+                noise(1 << 20, (i * 100 + j) as u64),
+            );
+        }
+        let (code, body) = status_of(
+            req("PUT", &format!("{}/api/customers/c{i}", s.base))
+                .send_json(serde_json::json!({"domain": d})),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let mut ids = Vec::new();
+    for i in 0..domains.len() {
+        let (code, body) = status_of(
+            req("POST", &format!("{}/api/customers/c{i}/backups", s.base))
+                .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
+        );
+        assert_eq!(code, 202, "{body}");
+        ids.push(body["runId"].as_str().unwrap().to_owned());
+    }
+    let mut max_running = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, runs) = status_of(req("GET", &format!("{}/api/runs?limit=10", s.base)).call());
+        let runs = runs["runs"].as_array().cloned().unwrap_or_default();
+        let running = runs.iter().filter(|r| r["state"] == "running").count();
+        max_running = max_running.max(running);
+        if runs.iter().filter(|r| r["state"] == "succeeded").count() == domains.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs did not finish: {runs:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        max_running, 2,
+        "two workers: two customers at once, never three"
+    );
+}

@@ -9,6 +9,7 @@
 mod audit;
 mod backups;
 mod customers;
+pub mod downloads;
 mod error;
 mod events;
 mod extract;
@@ -29,6 +30,7 @@ pub use error::{ApiError, PROBLEM_JSON};
 
 /// The whole HTTP surface: `GET /healthz` (open) and `/api/*` (bearer token).
 pub fn router(state: AppState) -> Router {
+    let signing_keys = downloads::SigningKeys::from_env(&state.settings);
     let api = Router::new()
         .merge(customers::router())
         .merge(backups::router())
@@ -36,12 +38,14 @@ pub fn router(state: AppState) -> Router {
         .merge(runs::router())
         .merge(events::router())
         .merge(audit::router())
+        .merge(downloads::api_router(signing_keys.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api", api)
+        .merge(downloads::public_router(signing_keys))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -1,0 +1,848 @@
+//! Backup downloads: `GET /api/customers/{id}/backups/{backupId}/download` (bearer token) streams
+//! one file of a backup (`?file=`, with single-range `Range` / `If-Range` support) or the whole
+//! backup as an uncompressed tar; `POST …/download-url` issues a signed, expiring link to the same
+//! thing, served without a token by `GET /download/{id}/{backupId}`.
+//!
+//! Signing keys come from `QODIFY_SIGNING_KEYS` (`kid1:secret1,kid2:secret2`; the first signs,
+//! all verify), read when the router is built. Without it one key `k0` is derived from the API
+//! token (HMAC-SHA256 of the token over `qodify-download-v1`); with neither, signed links are
+//! refused with 503. Files are opened through cap-std inside the customer's folder, and only files
+//! the backup's `backup.json` lists (or `backup.json` itself) of a complete backup are served.
+
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use hmac::{Hmac, Mac as _};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::error::{ApiError, PROBLEM_JSON};
+use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault};
+use super::{audit, backups, blocking, customers};
+use crate::backups::{BACKUPS, MANIFEST};
+use crate::service::AppState;
+use crate::settings::Settings;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Environment variable holding the signing keys (`kid1:secret1,kid2:secret2`).
+pub const SIGNING_KEYS_ENV: &str = "QODIFY_SIGNING_KEYS";
+/// Label of the key derived from the API token.
+const DERIVED_LABEL: &[u8] = b"qodify-download-v1";
+/// Kid of the key derived from the API token.
+pub const DERIVED_KID: &str = "k0";
+/// Link lifetime when none is asked for, and the longest allowed (seconds).
+const DEFAULT_TTL: u32 = 900;
+const MAX_TTL: u32 = 86_400;
+/// The one answer to every bad signed link.
+const INVALID_LINK: &str = "invalid or expired link";
+
+/// The keys signed links are made and checked with; the first signs. Never printed.
+#[derive(Clone)]
+pub struct SigningKeys(Option<Arc<Vec<(String, Vec<u8>)>>>);
+
+impl SigningKeys {
+    /// `QODIFY_SIGNING_KEYS` when set (a malformed value disables signed links rather than
+    /// falling back), else `k0` derived from the API token, else none.
+    pub fn from_env(settings: &Settings) -> Self {
+        match std::env::var(SIGNING_KEYS_ENV) {
+            Ok(v) if !v.trim().is_empty() => match parse_keys(&v) {
+                Ok(keys) => Self(Some(Arc::new(keys))),
+                Err(e) => {
+                    tracing::error!("{SIGNING_KEYS_ENV}: {e}; signed download links are disabled");
+                    Self(None)
+                }
+            },
+            _ => Self(
+                settings
+                    .api_token
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| Arc::new(vec![(DERIVED_KID.to_owned(), derived_key(t).to_vec())])),
+            ),
+        }
+    }
+
+    fn signing(&self) -> Option<(&str, &[u8])> {
+        self.0
+            .as_ref()
+            .and_then(|k| k.first())
+            .map(|(kid, key)| (kid.as_str(), key.as_slice()))
+    }
+
+    fn get(&self, kid: &str) -> Option<&[u8]> {
+        self.0
+            .as_ref()?
+            .iter()
+            .find(|(k, _)| k == kid)
+            .map(|(_, key)| key.as_slice())
+    }
+
+    fn configured(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// Parses `kid1:secret1,kid2:secret2` (kids `[A-Za-z0-9_-]{1,32}`, unique; secrets non-empty).
+pub fn parse_keys(value: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, part) in value.split(',').map(str::trim).enumerate() {
+        let Some((kid, secret)) = part.split_once(':') else {
+            return Err(format!("entry {} is not `kid:secret`", i + 1));
+        };
+        let kid = kid.trim();
+        let kid_ok = !kid.is_empty()
+            && kid.len() <= 32
+            && kid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !kid_ok {
+            return Err(format!(
+                "entry {}: the kid must be 1-32 characters from A-Z, a-z, 0-9, `-` and `_`",
+                i + 1
+            ));
+        }
+        if secret.is_empty() {
+            return Err(format!("entry {} (kid {kid}) has an empty secret", i + 1));
+        }
+        if keys.iter().any(|(k, _)| k == kid) {
+            return Err(format!("kid {kid} is listed twice"));
+        }
+        keys.push((kid.to_owned(), secret.as_bytes().to_vec()));
+    }
+    Ok(keys)
+}
+
+/// The key `k0`: HMAC-SHA256 keyed with the API token over `qodify-download-v1`.
+pub fn derived_key(api_token: &str) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(api_token.as_bytes()).expect("HMAC takes any key");
+    mac.update(DERIVED_LABEL);
+    mac.finalize().into_bytes().into()
+}
+
+fn canonical(customer: &str, backup: &str, file: Option<&str>, exp: u64, kid: &str) -> String {
+    format!(
+        "GET\n{customer}\n{backup}\n{}\n{exp}\n{kid}",
+        file.unwrap_or("*")
+    )
+}
+
+/// The signature of a link: lowercase hex HMAC-SHA256 over
+/// `GET\n{customer}\n{backup}\n{file or *}\n{exp}\n{kid}`.
+pub fn sign(
+    key: &[u8],
+    customer: &str,
+    backup: &str,
+    file: Option<&str>,
+    exp: u64,
+    kid: &str,
+) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(canonical(customer, backup, file, exp, kid).as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The link path and query for a signed download.
+pub fn signed_path(
+    key: &[u8],
+    customer: &str,
+    backup: &str,
+    file: Option<&str>,
+    exp: u64,
+    kid: &str,
+) -> String {
+    let sig = sign(key, customer, backup, file, exp, kid);
+    let file = file
+        .map(|f| format!("file={}&", percent_encode(f)))
+        .unwrap_or_default();
+    format!("/download/{customer}/{backup}?{file}exp={exp}&kid={kid}&sig={sig}")
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(0)
+}
+
+/// Routes under `/api` (behind the bearer token).
+pub(super) fn api_router(keys: SigningKeys) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/customers/{id}/backups/{backup_id}/download",
+            get(download),
+        )
+        .route(
+            "/customers/{id}/backups/{backup_id}/download-url",
+            post(download_url),
+        )
+        .layer(Extension(keys))
+}
+
+/// The open route of signed links.
+pub(super) fn public_router(keys: SigningKeys) -> Router<AppState> {
+    Router::new()
+        .route("/download/{id}/{backup_id}", get(signed_download))
+        .layer(Extension(keys))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileQuery {
+    file: Option<String>,
+}
+
+async fn download(
+    State(state): State<AppState>,
+    ApiPath((id, backup_id)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<FileQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = extract::customer_id(&id)?.to_owned();
+    let backup_id = extract::backup_id(&backup_id)?.to_owned();
+    serve(state, id, backup_id, q.file, &headers).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UrlRequest {
+    file: Option<String>,
+    ttl_seconds: Option<u32>,
+    triggered_by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UrlResponse {
+    url: String,
+    /// RFC 3339 UTC.
+    expires_at: String,
+}
+
+async fn download_url(
+    State(state): State<AppState>,
+    Extension(keys): Extension<SigningKeys>,
+    ApiPath((id, backup_id)): ApiPath<(String, String)>,
+    JsonOrDefault(body): JsonOrDefault<UrlRequest>,
+) -> Result<Json<UrlResponse>, ApiError> {
+    let id = extract::customer_id(&id)?.to_owned();
+    let backup_id = extract::backup_id(&backup_id)?.to_owned();
+    let actor = extract::actor(body.triggered_by)?;
+    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL);
+    if !(1..=MAX_TTL).contains(&ttl) {
+        return Err(ApiError::bad_request(format!(
+            "ttlSeconds must be between 1 and {MAX_TTL}"
+        )));
+    }
+    let file = body.file;
+    if let Some(f) = &file {
+        check_file_name(f)?;
+    }
+    if !keys.configured() {
+        return Err(ApiError::unavailable(format!(
+            "signed download links are disabled: set {SIGNING_KEYS_ENV} (kid:secret,…) or an API \
+             token and restart qodify-host serve"
+        )));
+    }
+    // The link is only issued for something that can be downloaded now.
+    {
+        let (state, id, backup_id, file) =
+            (state.clone(), id.clone(), backup_id.clone(), file.clone());
+        blocking(move || prepare(&state, &id, &backup_id, file.as_deref()).map(drop)).await?;
+    }
+    let (kid, key) = keys
+        .signing()
+        .ok_or_else(|| ApiError::unavailable("signed download links are disabled"))?;
+    let exp = unix_now() + u64::from(ttl);
+    let url = signed_path(key, &id, &backup_id, file.as_deref(), exp, kid);
+    let expires_at = i64::try_from(exp)
+        .ok()
+        .and_then(|e| time::OffsetDateTime::from_unix_timestamp(e).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    audit::record(
+        state.store.as_ref(),
+        actor.as_deref(),
+        "backup.download-url",
+        Some(&id),
+        None,
+        serde_json::json!({ "backupId": backup_id, "file": file, "expiresAt": expires_at, "kid": kid }),
+    );
+    Ok(Json(UrlResponse { url, expires_at }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SignedQuery {
+    file: Option<String>,
+    exp: Option<String>,
+    kid: Option<String>,
+    sig: Option<String>,
+}
+
+async fn signed_download(
+    State(state): State<AppState>,
+    Extension(keys): Extension<SigningKeys>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<SignedQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !keys.configured() {
+        return Err(ApiError::unavailable(
+            "signed download links are disabled on this host",
+        ));
+    }
+    let (Ok(Path((id, backup_id))), Ok(Query(q))) = (path, query) else {
+        return Ok(forbidden());
+    };
+    if extract::customer_id(&id).is_err() || extract::backup_id(&backup_id).is_err() {
+        return Ok(forbidden());
+    }
+    let (Some(exp), Some(kid), Some(sig)) = (q.exp, q.kid, q.sig) else {
+        return Ok(forbidden());
+    };
+    let Some(key) = keys.get(&kid) else {
+        return Ok(forbidden());
+    };
+    // Canonical decimal only, so one link has exactly one spelling.
+    let Some(exp_n) = exp.parse::<u64>().ok().filter(|n| n.to_string() == exp) else {
+        return Ok(forbidden());
+    };
+    let Ok(sig) = hex::decode(&sig) else {
+        return Ok(forbidden());
+    };
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(canonical(&id, &backup_id, q.file.as_deref(), exp_n, &kid).as_bytes());
+    if mac.verify_slice(&sig).is_err() || exp_n <= unix_now() {
+        return Ok(forbidden());
+    }
+    serve(state, id, backup_id, q.file, &headers).await
+}
+
+fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn forbidden() -> Response {
+    problem(StatusCode::FORBIDDEN, INVALID_LINK)
+}
+
+/// A file name as `?file=` may give it: a plain name, no `/`, `..` or control characters.
+fn check_file_name(f: &str) -> Result<(), ApiError> {
+    let ok = !f.is_empty()
+        && f.len() <= 255
+        && f != "*"
+        && !f.contains('/')
+        && !f.contains('\\')
+        && !f.contains("..")
+        && !f.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "file must be the plain name of a file of the backup (no `/`, no `..`)",
+        ))
+    }
+}
+
+/// What a download serves, opened and checked.
+enum Prepared {
+    /// One file: open, its length, its ETag value (sha256, unquoted).
+    File {
+        name: String,
+        file: std::fs::File,
+        len: u64,
+        sha256: String,
+    },
+    /// `backup.json`, read (small).
+    Bytes {
+        name: String,
+        data: Vec<u8>,
+        sha256: String,
+    },
+    /// The whole backup: every file, open, with its length.
+    Tar {
+        backup_id: String,
+        files: Vec<(String, std::fs::File, u64)>,
+    },
+}
+
+fn open_in_backup(
+    customer: &cap_std::fs::Dir,
+    backup_id: &str,
+    file: &str,
+) -> Result<(std::fs::File, u64), ApiError> {
+    let path = FsPath::new(BACKUPS).join(backup_id).join(file);
+    let f = customer.open(&path).map_err(|e| {
+        tracing::info!("opening {} for a download: {e}", path.display());
+        ApiError::not_found(format!("backup {backup_id} has no file {file}"))
+    })?;
+    let meta = f
+        .metadata()
+        .map_err(|e| ApiError::internal("reading a backup file's metadata", e))?;
+    if !meta.is_file() {
+        return Err(ApiError::not_found(format!(
+            "backup {backup_id} has no file {file}"
+        )));
+    }
+    Ok((f.into_std(), meta.len()))
+}
+
+/// Checks the customer, that the backup is complete now, and the file; opens what is served.
+fn prepare(
+    state: &AppState,
+    id: &str,
+    backup_id: &str,
+    file: Option<&str>,
+) -> Result<Prepared, ApiError> {
+    if let Some(f) = file {
+        check_file_name(f)?;
+    }
+    let customer = customers::require(state.store.as_ref(), id)?;
+    let dir = backups::open_customer_dir(state, &customer)?;
+    let backup = crate::backups::list(&dir)
+        .map_err(|e| ApiError::internal("listing backups", format!("{e:#}")))?
+        .into_iter()
+        .find(|b| b.id == backup_id)
+        .ok_or_else(|| ApiError::not_found(format!("customer {id} has no backup {backup_id}")))?;
+    match file {
+        Some(MANIFEST) => {
+            let (mut f, _) = open_in_backup(&dir, backup_id, MANIFEST)?;
+            let mut data = Vec::new();
+            f.read_to_end(&mut data)
+                .map_err(|e| ApiError::internal("reading backup.json", e))?;
+            let sha256 = hex::encode(Sha256::digest(&data));
+            Ok(Prepared::Bytes {
+                name: MANIFEST.to_owned(),
+                data,
+                sha256,
+            })
+        }
+        Some(name) => {
+            let artifact = backup
+                .manifest
+                .artifacts
+                .iter()
+                .find(|a| a.file == name)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("backup {backup_id} has no file {name}"))
+                })?;
+            let (file, len) = open_in_backup(&dir, backup_id, name)?;
+            Ok(Prepared::File {
+                name: name.to_owned(),
+                file,
+                len,
+                sha256: artifact.sha256.to_ascii_lowercase(),
+            })
+        }
+        None => {
+            let mut files = Vec::new();
+            let names = std::iter::once(MANIFEST)
+                .chain(backup.manifest.artifacts.iter().map(|a| a.file.as_str()));
+            for name in names {
+                let (f, len) = open_in_backup(&dir, backup_id, name)?;
+                files.push((name.to_owned(), f, len));
+            }
+            Ok(Prepared::Tar {
+                backup_id: backup_id.to_owned(),
+                files,
+            })
+        }
+    }
+}
+
+async fn serve(
+    state: AppState,
+    id: String,
+    backup_id: String,
+    file: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let prepared = blocking(move || prepare(&state, &id, &backup_id, file.as_deref())).await?;
+    match prepared {
+        Prepared::File {
+            name,
+            file,
+            len,
+            sha256,
+        } => {
+            let etag = format!("\"{sha256}\"");
+            match range_for(headers, &etag, len) {
+                RangeAnswer::Unsatisfiable => Ok(unsatisfiable(len)),
+                RangeAnswer::Full => {
+                    let body = file_body(file, 0, len).await?;
+                    Ok(file_response(StatusCode::OK, &name, &etag, len, None, body))
+                }
+                RangeAnswer::Part(a, b) => {
+                    let body = file_body(file, a, b - a + 1).await?;
+                    Ok(file_response(
+                        StatusCode::PARTIAL_CONTENT,
+                        &name,
+                        &etag,
+                        b - a + 1,
+                        Some(format!("bytes {a}-{b}/{len}")),
+                        body,
+                    ))
+                }
+            }
+        }
+        Prepared::Bytes { name, data, sha256 } => {
+            let etag = format!("\"{sha256}\"");
+            let len = data.len() as u64;
+            match range_for(headers, &etag, len) {
+                RangeAnswer::Unsatisfiable => Ok(unsatisfiable(len)),
+                RangeAnswer::Full => Ok(file_response(
+                    StatusCode::OK,
+                    &name,
+                    &etag,
+                    len,
+                    None,
+                    Body::from(data),
+                )),
+                RangeAnswer::Part(a, b) => {
+                    let part = data[a as usize..=b as usize].to_vec();
+                    Ok(file_response(
+                        StatusCode::PARTIAL_CONTENT,
+                        &name,
+                        &etag,
+                        b - a + 1,
+                        Some(format!("bytes {a}-{b}/{len}")),
+                        Body::from(part),
+                    ))
+                }
+            }
+        }
+        Prepared::Tar { backup_id, files } => Ok(tar_response(backup_id, files)),
+    }
+}
+
+async fn file_body(file: std::fs::File, start: u64, len: u64) -> Result<Body, ApiError> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let mut file = tokio::fs::File::from_std(file);
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))
+            .await
+            .map_err(|e| ApiError::internal("seeking in a backup file", e))?;
+    }
+    Ok(Body::from_stream(
+        tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024),
+    ))
+}
+
+fn file_response(
+    status: StatusCode,
+    name: &str,
+    etag: &str,
+    len: u64,
+    content_range: Option<String>,
+    body: Body,
+) -> Response {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    common_headers(h, name);
+    if let Some(cr) = content_range.and_then(|cr| HeaderValue::from_str(&cr).ok()) {
+        h.insert(header::CONTENT_RANGE, cr);
+    }
+    res
+}
+
+fn common_headers(h: &mut HeaderMap, name: &str) {
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// `attachment; filename="…"`, with `filename*` when the name is not plain ASCII.
+fn content_disposition(name: &str) -> String {
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if plain {
+        format!("attachment; filename=\"{name}\"")
+    } else {
+        let fallback: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!(
+            "attachment; filename=\"{fallback}\"; filename*=UTF-8''{}",
+            percent_encode(name)
+        )
+    }
+}
+
+fn unsatisfiable(len: u64) -> Response {
+    let mut res = problem(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        &format!("the requested range is outside the file's {len} bytes"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+        res.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    res.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    res
+}
+
+/// What to answer to the request's `Range` / `If-Range` for a file of `len` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAnswer {
+    Full,
+    /// First and last byte, inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+fn range_for(headers: &HeaderMap, etag: &str, len: u64) -> RangeAnswer {
+    let Some(range) = headers.get(header::RANGE) else {
+        return RangeAnswer::Full;
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        // Strong comparison; a date (we send no Last-Modified) or another tag: the whole file.
+        if if_range.as_bytes() != etag.as_bytes() {
+            return RangeAnswer::Full;
+        }
+    }
+    let Ok(range) = range.to_str() else {
+        return RangeAnswer::Full;
+    };
+    parse_range(range, len)
+}
+
+/// One `bytes=` range; anything else (several ranges, other units, bad syntax) is ignored, as
+/// RFC 9110 allows, and the whole file is sent.
+fn parse_range(value: &str, len: u64) -> RangeAnswer {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Full;
+    };
+    let spec = spec.trim();
+    if spec.contains(',') {
+        return RangeAnswer::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeAnswer::Full;
+    };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        // Suffix: the last n bytes.
+        let Some(n) = num(b) else {
+            return RangeAnswer::Full;
+        };
+        if n == 0 || len == 0 {
+            return RangeAnswer::Unsatisfiable;
+        }
+        return RangeAnswer::Part(len.saturating_sub(n), len - 1);
+    }
+    let Some(first) = num(a) else {
+        return RangeAnswer::Full;
+    };
+    let last = if b.is_empty() {
+        None
+    } else {
+        match num(b) {
+            Some(last) if last >= first => Some(last),
+            _ => return RangeAnswer::Full,
+        }
+    };
+    if first >= len {
+        return RangeAnswer::Unsatisfiable;
+    }
+    RangeAnswer::Part(first, last.map_or(len - 1, |l| l.min(len - 1)))
+}
+
+/// A `Write` that hands 64 KiB chunks to the response body; fails once the client is gone.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+const CHUNK: usize = 64 * 1024;
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+fn write_tar(
+    out: &mut ChannelWriter,
+    backup_id: &str,
+    files: Vec<(String, std::fs::File, u64)>,
+) -> std::io::Result<()> {
+    let mut builder = tar::Builder::new(&mut *out);
+    for (name, mut file, len) in files {
+        file.seek(SeekFrom::Start(0))?;
+        let mtime = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(len);
+        header.set_mode(0o600);
+        header.set_mtime(mtime);
+        let mut reader = file.take(len);
+        builder.append_data(&mut header, format!("{backup_id}/{name}"), &mut reader)?;
+        if reader.limit() != 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{name} shrank while it was being sent"),
+            ));
+        }
+    }
+    builder.into_inner()?;
+    out.flush()
+}
+
+/// Streams the whole backup as an uncompressed tar built on the fly (no `Content-Length`).
+fn tar_response(backup_id: String, files: Vec<(String, std::fs::File, u64)>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let name = format!("{backup_id}.tar");
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        if let Err(e) = write_tar(&mut out, &backup_id, files) {
+            tracing::info!("streaming backup {backup_id} as a tar stopped: {e}");
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                let _ = out.tx.blocking_send(Err(e));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut res = Response::new(Body::from_stream(stream));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    common_headers(h, &name);
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeAnswer::*;
+        assert_eq!(parse_range("bytes=10-19", 100), Part(10, 19));
+        assert_eq!(parse_range("bytes=10-", 100), Part(10, 99));
+        assert_eq!(parse_range("bytes=-5", 100), Part(95, 99));
+        assert_eq!(parse_range("bytes=-500", 100), Part(0, 99));
+        assert_eq!(parse_range("bytes=90-500", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), Full);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Full);
+        assert_eq!(parse_range("items=0-1", 100), Full);
+        assert_eq!(parse_range("bytes=x-1", 100), Full);
+    }
+
+    #[test]
+    fn keys_parse() {
+        let keys = parse_keys("a:one, b-2:two:with:colons").unwrap();
+        assert_eq!(keys[0], ("a".to_owned(), b"one".to_vec()));
+        assert_eq!(keys[1], ("b-2".to_owned(), b"two:with:colons".to_vec()));
+        assert!(parse_keys("a:").is_err());
+        assert!(parse_keys("nosecret").is_err());
+        assert!(parse_keys("a:1,a:2").is_err());
+        assert!(parse_keys("bad kid:1").is_err());
+    }
+
+    #[test]
+    fn links_encode_the_file() {
+        let p = signed_path(b"k", "42", "20260101-000000", Some("a b&c"), 5, "k0");
+        assert!(p.starts_with("/download/42/20260101-000000?file=a%20b%26c&exp=5&kid=k0&sig="));
+        assert_eq!(
+            content_disposition("db.dump"),
+            "attachment; filename=\"db.dump\""
+        );
+    }
+}
