@@ -431,3 +431,88 @@ fn runs_of_different_customers_proceed_in_parallel_up_to_the_global_limit() {
         "two workers: two customers at once, never three"
     );
 }
+
+#[test]
+fn downloads_resume_with_range_and_signed_links_expire_with_any_change() {
+    let host = Host::new();
+    let db = TestDb::shop("svcdl");
+    customer(&host, &db, 3);
+    let s = serve(&host);
+    register(&s);
+    let (_, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({})),
+    );
+    let events = follow(&s, body["runId"].as_str().unwrap());
+    let id = events.last().unwrap().1["backupId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let on_disk = std::fs::read(
+        host.customer(DOMAIN)
+            .join("backups")
+            .join(&id)
+            .join("db.dump"),
+    )
+    .unwrap();
+
+    let url = format!(
+        "{}/api/customers/42/backups/{id}/download?file=db.dump",
+        s.base
+    );
+    let whole = req("GET", &url).call().unwrap();
+    let etag = whole.header("ETag").unwrap().to_owned();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut whole.into_reader(), &mut bytes).unwrap();
+    assert_eq!(bytes, on_disk);
+    // Resume from the middle.
+    let half = on_disk.len() / 2;
+    let part = req("GET", &url)
+        .set("Range", &format!("bytes={half}-"))
+        .set("If-Range", &etag)
+        .call()
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut part.into_reader(), &mut rest).unwrap();
+    assert_eq!(rest, on_disk[half..]);
+
+    // A signed link works without the token …
+    let (code, link) = status_of(
+        req(
+            "POST",
+            &format!("{}/api/customers/42/backups/{id}/download-url", s.base),
+        )
+        .send_json(serde_json::json!({"file": "db.dump", "ttlSeconds": 60})),
+    );
+    assert_eq!(code, 200, "{link}");
+    let signed = format!("{}{}", s.base, link["url"].as_str().unwrap());
+    let r = ureq::get(&signed).call().unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut r.into_reader(), &mut got).unwrap();
+    assert_eq!(got, on_disk);
+    // … and fails with any byte of it changed.
+    let last = signed.chars().last().unwrap();
+    let tampered = format!(
+        "{}{}",
+        &signed[..signed.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    assert_eq!(status_of(ureq::get(&tampered).call()).0, 403);
+    let other_file = signed.replace("file=db.dump", "file=backup.json");
+    assert_eq!(status_of(ureq::get(&other_file).call()).0, 403);
+
+    // Deleted: the link dies with the backup.
+    assert_eq!(
+        status_of(
+            req(
+                "DELETE",
+                &format!("{}/api/customers/42/backups/{id}", s.base)
+            )
+            .call()
+        )
+        .0,
+        204
+    );
+    assert_eq!(status_of(ureq::get(&signed).call()).0, 404);
+}

@@ -45,9 +45,12 @@ const MAX_TTL: u32 = 86_400;
 /// The one answer to every bad signed link.
 const INVALID_LINK: &str = "invalid or expired link";
 
+/// `(kid, secret)` pairs.
+type KeyList = Vec<(String, Vec<u8>)>;
+
 /// The keys signed links are made and checked with; the first signs. Never printed.
 #[derive(Clone)]
-pub struct SigningKeys(Option<Arc<Vec<(String, Vec<u8>)>>>);
+pub struct SigningKeys(Option<Arc<KeyList>>);
 
 impl SigningKeys {
     /// `QODIFY_SIGNING_KEYS` when set (a malformed value disables signed links rather than
@@ -92,8 +95,8 @@ impl SigningKeys {
 }
 
 /// Parses `kid1:secret1,kid2:secret2` (kids `[A-Za-z0-9_-]{1,32}`, unique; secrets non-empty).
-pub fn parse_keys(value: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
+pub fn parse_keys(value: &str) -> Result<KeyList, String> {
+    let mut keys = KeyList::new();
     for (i, part) in value.split(',').map(str::trim).enumerate() {
         let Some((kid, secret)) = part.split_once(':') else {
             return Err(format!("entry {} is not `kid:secret`", i + 1));

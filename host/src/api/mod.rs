@@ -1,10 +1,11 @@
-//! The HTTP API of `qodify-host serve` (paths fixed by the plan, §5): customers, backups,
-//! restores, runs with their live events (SSE), the audit log, and `/healthz`. It is a function
+//! The HTTP API of `qodify-host serve` (paths fixed by the plan, §5): customers, backups and their
+//! downloads (Range, signed expiring links), restores, runs with their live events (SSE), the
+//! audit log, and `/healthz`. It is a function
 //! of the shared [`AppState`]: [`router`] builds it, one router per resource, all behind a bearer
 //! token; every error is an [`ApiError`] answered as `application/problem+json`.
 //!
-//! Still to come on the same shape: `POST /api/customers/{id}/upgrades`, backup downloads with
-//! signed URLs, Socket.IO, metrics and the OpenAPI document.
+//! Still to come on the same shape: `POST /api/customers/{id}/upgrades`, Socket.IO, metrics and
+//! the OpenAPI document.
 
 mod audit;
 mod backups;

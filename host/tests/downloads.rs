@@ -1,0 +1,571 @@
+//! Backup downloads driven in-process with `oneshot`: one file (whole, `Range`, `If-Range`),
+//! the whole backup as a tar, refused names and incomplete backups, and signed expiring links
+//! (no token; tampered, expired, unknown-kid and deleted-backup links refused).
+//!
+//! The signing key is the one derived from the API token (these tests expect
+//! `QODIFY_SIGNING_KEYS` to be unset).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use http_body_util::BodyExt as _;
+use qodify_host::api;
+use qodify_host::api::downloads;
+use qodify_host::plugins::Catalog;
+use qodify_host::runtime::Runtime;
+use qodify_host::service::{AppState, EventHub};
+use qodify_host::settings::{Ceilings, Settings};
+use qodify_host::store::Store;
+use qodify_host::store::sqlite::SqliteStore;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tower::ServiceExt as _;
+
+const TOKEN: &str = "t0ken";
+const DOMAIN: &str = "shop.example.com";
+const CUSTOMER: &str = "42";
+const BACKUP: &str = "20260101-000000";
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    customers_root: PathBuf,
+    state: AppState,
+}
+
+fn env_with(token: Option<&str>) -> Env {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    let customers_root = tmp.path().join("customers");
+    let data_dir = tmp.path().join("data");
+    std::fs::create_dir_all(&customers_root).unwrap();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let settings = Settings {
+        customers_root: customers_root.clone(),
+        data_dir: data_dir.clone(),
+        plugin_dirs: Vec::new(),
+        pipelines_dir: tmp.path().join("pipelines"),
+        listen: "127.0.0.1:0".into(),
+        api_token: token.map(str::to_owned),
+        ceilings: Ceilings::default(),
+        config_file: None,
+    };
+    let state = AppState {
+        hub: EventHub::new(store.clone()),
+        store,
+        wake: Arc::new(tokio::sync::Notify::new()),
+        settings: Arc::new(settings),
+        catalog: Arc::new(Catalog::default()),
+        runtime: Arc::new(Runtime::new(&data_dir).unwrap()),
+        host_id: "test-host".into(),
+        running: Default::default(),
+    };
+    Env {
+        _tmp: tmp,
+        customers_root,
+        state,
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    bytes: Vec<u8>,
+    json: Value,
+}
+
+impl Reply {
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers
+            .get(&name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+    }
+
+    fn problem(&self, status: StatusCode) -> String {
+        let text = String::from_utf8_lossy(&self.bytes);
+        assert_eq!(self.status, status, "{text}");
+        assert_eq!(
+            self.headers[header::CONTENT_TYPE],
+            "application/problem+json",
+            "{text}"
+        );
+        assert_eq!(self.json["status"], status.as_u16(), "{text}");
+        self.json["detail"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The first file: 100 bytes, every value different so any offset is recognisable.
+fn db_bytes() -> Vec<u8> {
+    (0u8..100)
+        .map(|i| i.wrapping_mul(7).wrapping_add(3))
+        .collect()
+}
+
+fn uploads_bytes() -> Vec<u8> {
+    b"pretend uploads archive \x00\xff binary".to_vec()
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+impl Env {
+    fn app(&self) -> Router {
+        api::router(self.state.clone())
+    }
+
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let res = self.app().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = tokio::time::timeout(Duration::from_secs(20), res.into_body().collect())
+            .await
+            .expect("the response body did not end")
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            bytes,
+            json,
+        }
+    }
+
+    /// A GET with the token and extra headers.
+    async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        self.get_as(uri, Some(TOKEN), headers).await
+    }
+
+    async fn get_as(&self, uri: &str, token: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+        let mut b = Request::builder().method("GET").uri(uri);
+        if let Some(t) = token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(Body::empty()).unwrap()).await
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> Reply {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+        let body = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(b.body(body).unwrap()).await
+    }
+
+    /// Registers customer 42 and writes its complete backup `BACKUP` (two artifacts).
+    async fn with_backup(self) -> Self {
+        let r = self
+            .call(
+                "PUT",
+                &format!("/api/customers/{CUSTOMER}"),
+                Some(json!({ "domain": DOMAIN })),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let dir = self.backup_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let (db, up) = (db_bytes(), uploads_bytes());
+        std::fs::write(dir.join("db.dump"), &db).unwrap();
+        std::fs::write(dir.join("uploads.bin"), &up).unwrap();
+        let manifest = json!({
+            "formatVersion": 1,
+            "id": BACKUP,
+            "artifacts": [
+                { "name": "db", "file": "db.dump", "size": db.len(), "sha256": sha(&db) },
+                { "name": "uploads", "file": "uploads.bin", "size": up.len(), "sha256": sha(&up) },
+            ],
+        });
+        std::fs::write(dir.join("backup.json"), manifest.to_string()).unwrap();
+        self
+    }
+
+    fn backup_dir(&self) -> PathBuf {
+        self.customers_root
+            .join(DOMAIN)
+            .join("backups")
+            .join(BACKUP)
+    }
+
+    /// Asks for a signed link; returns its path and query.
+    async fn link(&self, body: Option<Value>) -> String {
+        let r = self
+            .call(
+                "POST",
+                &format!("/api/customers/{CUSTOMER}/backups/{BACKUP}/download-url"),
+                body,
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&r.bytes)
+        );
+        assert!(r.json["expiresAt"].is_string(), "{}", r.json);
+        r.json["url"].as_str().unwrap().to_owned()
+    }
+}
+
+fn file_url(file: &str) -> String {
+    format!("/api/customers/{CUSTOMER}/backups/{BACKUP}/download?file={file}")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Replaces the value of query parameter `name` in a link.
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let (path, query) = url.split_once('?').unwrap();
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k == name => format!("{k}={value}"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
+}
+
+fn param(url: &str, name: &str) -> String {
+    url.split_once('?')
+        .unwrap()
+        .1
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn one_file_whole_and_in_ranges() {
+    let env = env_with(Some(TOKEN)).with_backup().await;
+    let db = db_bytes();
+    let etag = format!("\"{}\"", sha(&db));
+
+    let r = env.get(&file_url("db.dump"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes, db);
+    assert_eq!(r.header(header::ETAG), etag);
+    assert_eq!(r.header(header::CONTENT_LENGTH), "100");
+    assert_eq!(r.header(header::ACCEPT_RANGES), "bytes");
+    assert_eq!(r.header(header::CONTENT_TYPE), "application/octet-stream");
+    assert_eq!(
+        r.header(header::CONTENT_DISPOSITION),
+        "attachment; filename=\"db.dump\""
+    );
+
+    let r = env
+        .get(&file_url("db.dump"), &[("range", "bytes=10-19")])
+        .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes, &db[10..20]);
+    assert_eq!(r.header(header::CONTENT_RANGE), "bytes 10-19/100");
+    assert_eq!(r.header(header::CONTENT_LENGTH), "10");
+
+    let r = env
+        .get(&file_url("db.dump"), &[("range", "bytes=-5")])
+        .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes, &db[95..]);
+    assert_eq!(r.header(header::CONTENT_RANGE), "bytes 95-99/100");
+
+    let r = env
+        .get(&file_url("db.dump"), &[("range", "bytes=90-")])
+        .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes, &db[90..]);
+
+    let r = env
+        .get(&file_url("db.dump"), &[("range", "bytes=100-200")])
+        .await;
+    r.problem(StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.header(header::CONTENT_RANGE), "bytes */100");
+
+    // If-Range: another file's tag gets the whole file, this one's the range.
+    let r = env
+        .get(
+            &file_url("db.dump"),
+            &[("range", "bytes=10-19"), ("if-range", "\"0000\"")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes, db);
+    let r = env
+        .get(
+            &file_url("db.dump"),
+            &[("range", "bytes=10-19"), ("if-range", &etag)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes, &db[10..20]);
+
+    // backup.json itself, tagged with its own hash.
+    let r = env.get(&file_url("backup.json"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let manifest = std::fs::read(env.backup_dir().join("backup.json")).unwrap();
+    assert_eq!(r.bytes, manifest);
+    assert_eq!(r.header(header::ETAG), format!("\"{}\"", sha(&manifest)));
+}
+
+#[tokio::test]
+async fn whole_backup_is_a_tar() {
+    let env = env_with(Some(TOKEN)).with_backup().await;
+    let r = env
+        .get(
+            &format!("/api/customers/{CUSTOMER}/backups/{BACKUP}/download"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header(header::CONTENT_TYPE), "application/x-tar");
+    assert_eq!(
+        r.header(header::CONTENT_DISPOSITION),
+        format!("attachment; filename=\"{BACKUP}.tar\"")
+    );
+    let mut archive = tar::Archive::new(r.bytes.as_slice());
+    let mut entries = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        entries.insert(path, data);
+    }
+    let names: Vec<&str> = entries.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{BACKUP}/backup.json"),
+            format!("{BACKUP}/db.dump"),
+            format!("{BACKUP}/uploads.bin"),
+        ]
+    );
+    assert_eq!(entries[&format!("{BACKUP}/db.dump")], db_bytes());
+    assert_eq!(entries[&format!("{BACKUP}/uploads.bin")], uploads_bytes());
+}
+
+#[tokio::test]
+async fn refused_files_and_backups() {
+    let env = env_with(Some(TOKEN)).with_backup().await;
+    // Needs the token.
+    let r = env.get_as(&file_url("db.dump"), None, &[]).await;
+    r.problem(StatusCode::UNAUTHORIZED);
+    // Not listed in backup.json, or not a plain name.
+    std::fs::write(env.backup_dir().join("stray"), b"x").unwrap();
+    env.get(&file_url("stray"), &[])
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    env.get(&file_url("nope.bin"), &[])
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    for bad in ["../x", "..%2Fx", "a%2Fb", "..", ""] {
+        let r = env.get(&file_url(bad), &[]).await;
+        assert!(
+            matches!(r.status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND),
+            "{bad}: {}",
+            r.status
+        );
+        assert_ne!(r.status, StatusCode::OK);
+    }
+    // Unknown backup, bad backup id, unknown customer.
+    env.get(
+        &format!("/api/customers/{CUSTOMER}/backups/20250101-000000/download"),
+        &[],
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    env.get(
+        &format!("/api/customers/{CUSTOMER}/backups/..%2F..%2Fetc/download"),
+        &[],
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST);
+    env.get(
+        &format!("/api/customers/7/backups/{BACKUP}/download?file=db.dump"),
+        &[],
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    // An incomplete backup (an artifact of the wrong size) is not served.
+    std::fs::write(env.backup_dir().join("uploads.bin"), b"short").unwrap();
+    env.get(&file_url("db.dump"), &[])
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    env.get(
+        &format!("/api/customers/{CUSTOMER}/backups/{BACKUP}/download"),
+        &[],
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn signed_links_work_without_a_token() {
+    let env = env_with(Some(TOKEN)).with_backup().await;
+    let url = env.link(Some(json!({ "file": "db.dump" }))).await;
+    assert!(
+        url.starts_with(&format!("/download/{CUSTOMER}/{BACKUP}?file=db.dump&exp=")),
+        "{url}"
+    );
+    assert_eq!(param(&url, "kid"), downloads::DERIVED_KID);
+    let exp: u64 = param(&url, "exp").parse().unwrap();
+    let now = unix_now();
+    assert!(exp > now + 800 && exp <= now + 901, "{exp} vs {now}");
+
+    let r = env.get_as(&url, None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes, db_bytes());
+    assert_eq!(r.header(header::ETAG), format!("\"{}\"", sha(&db_bytes())));
+    let r = env.get_as(&url, None, &[("range", "bytes=10-19")]).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes, &db_bytes()[10..20]);
+
+    // The whole backup, with a chosen lifetime.
+    let url = env.link(Some(json!({ "ttlSeconds": 60 }))).await;
+    assert!(!url.contains("file="), "{url}");
+    let exp: u64 = param(&url, "exp").parse().unwrap();
+    assert!(exp <= unix_now() + 60);
+    let r = env.get_as(&url, None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header(header::CONTENT_TYPE), "application/x-tar");
+    // An empty body is fine too.
+    env.link(None).await;
+
+    // Bad requests for links.
+    let base = format!("/api/customers/{CUSTOMER}/backups/{BACKUP}/download-url");
+    for body in [
+        json!({ "ttlSeconds": 0 }),
+        json!({ "ttlSeconds": 86401 }),
+        json!({ "file": "../x" }),
+        json!({ "surprise": 1 }),
+    ] {
+        env.call("POST", &base, Some(body.clone()))
+            .await
+            .problem(StatusCode::BAD_REQUEST);
+    }
+    env.call("POST", &base, Some(json!({ "file": "nope.bin" })))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    env.call(
+        "POST",
+        &format!("/api/customers/{CUSTOMER}/backups/20250101-000000/download-url"),
+        None,
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tampered_expired_and_foreign_links_are_refused() {
+    let env = env_with(Some(TOKEN)).with_backup().await;
+    let url = env.link(Some(json!({ "file": "db.dump" }))).await;
+    let refused = |r: Reply| {
+        let detail = r.problem(StatusCode::FORBIDDEN);
+        assert_eq!(detail, "invalid or expired link");
+    };
+
+    // A later expiry than signed.
+    let exp: u64 = param(&url, "exp").parse().unwrap();
+    refused(
+        env.get_as(&with_param(&url, "exp", &(exp + 1).to_string()), None, &[])
+            .await,
+    );
+    // Another file than signed.
+    refused(
+        env.get_as(&with_param(&url, "file", "uploads.bin"), None, &[])
+            .await,
+    );
+    // Every byte of the signature matters.
+    let sig = param(&url, "sig");
+    for i in 0..sig.len() {
+        let mut bad = sig.clone().into_bytes();
+        bad[i] = if bad[i] == b'0' { b'1' } else { b'0' };
+        let bad = String::from_utf8(bad).unwrap();
+        refused(env.get_as(&with_param(&url, "sig", &bad), None, &[]).await);
+    }
+    refused(
+        env.get_as(&with_param(&url, "sig", &sig[..sig.len() - 2]), None, &[])
+            .await,
+    );
+    refused(env.get_as(&with_param(&url, "sig", "zz"), None, &[]).await);
+    // An unknown kid.
+    refused(env.get_as(&with_param(&url, "kid", "k9"), None, &[]).await);
+    // Missing parts.
+    refused(
+        env.get_as(&format!("/download/{CUSTOMER}/{BACKUP}"), None, &[])
+            .await,
+    );
+    // Properly signed, but expired.
+    let key = downloads::derived_key(TOKEN);
+    let past = unix_now() - 10;
+    let expired = downloads::signed_path(&key, CUSTOMER, BACKUP, Some("db.dump"), past, "k0");
+    refused(env.get_as(&expired, None, &[]).await);
+    // The same signing function with a future expiry is accepted (the check above is the expiry).
+    let fresh = downloads::signed_path(
+        &key,
+        CUSTOMER,
+        BACKUP,
+        Some("db.dump"),
+        unix_now() + 60,
+        "k0",
+    );
+    assert_eq!(env.get_as(&fresh, None, &[]).await.status, StatusCode::OK);
+    // Signed with another key.
+    let foreign = downloads::signed_path(
+        b"not the key",
+        CUSTOMER,
+        BACKUP,
+        Some("db.dump"),
+        unix_now() + 60,
+        "k0",
+    );
+    refused(env.get_as(&foreign, None, &[]).await);
+
+    // After the backup is deleted the genuine link no longer serves it.
+    let r = env
+        .call(
+            "DELETE",
+            &format!("/api/customers/{CUSTOMER}/backups/{BACKUP}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = env.get_as(&url, None, &[]).await;
+    assert!(
+        matches!(r.status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+        "{}",
+        r.status
+    );
+}
+
+#[tokio::test]
+async fn without_any_key_links_are_unavailable() {
+    let env = env_with(None);
+    let key = downloads::derived_key(TOKEN);
+    let url = downloads::signed_path(&key, CUSTOMER, BACKUP, None, unix_now() + 60, "k0");
+    env.get_as(&url, None, &[])
+        .await
+        .problem(StatusCode::SERVICE_UNAVAILABLE);
+}
