@@ -29,9 +29,14 @@ impl Drop for Server {
 }
 
 fn serve(host: &Host) -> Server {
+    serve_with(host, &[])
+}
+
+fn serve_with(host: &Host, extra: &[&str]) -> Server {
     let mut c: Command = host.cmd();
     let mut child = c
         .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+        .args(extra)
         .env("QODIFY_API_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -515,4 +520,49 @@ fn downloads_resume_with_range_and_signed_links_expire_with_any_change() {
         204
     );
     assert_eq!(status_of(ureq::get(&signed).call()).0, 404);
+}
+
+#[test]
+fn sigterm_past_the_grace_period_cancels_running_runs_cleanly() {
+    let host = Host::new();
+    let db = TestDb::empty("svcterm");
+    customer(&host, &db, 256);
+    let mut s = serve_with(&host, &["--grace", "0"]);
+    register(&s);
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let run_id = body["runId"].as_str().unwrap().to_owned();
+    wait_for("the uploads archive to start", || {
+        let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+        run["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("archiving uploads"))
+    });
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = Instant::now();
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "serve did not exit cleanly: {status}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "shutdown took {:?}",
+        stopped.elapsed()
+    );
+
+    let s = serve(&host);
+    let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+    assert_eq!(run["state"], "cancelled", "{run}");
+    assert!(
+        !partial_exists(&host),
+        "a partial backup folder was left behind"
+    );
 }
