@@ -1112,3 +1112,28 @@ async fn store_failures_are_500_without_internals() {
         }
     }
 }
+
+#[tokio::test]
+async fn metrics_count_runs_by_state_behind_the_token() {
+    let env = env();
+    let r = env.send(request("GET", "/metrics", None, None)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    env.register("c1", "a.example.com").await;
+    let r = env
+        .call("POST", "/api/customers/c1/backups", Some(json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let r = env.call("GET", "/metrics", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text.contains("qodify_runs{state=\"queued\"} 1"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("qodify_runs{state=\"running\"} 0"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("qodify_runs_executing 0"), "{}", r.text);
+}

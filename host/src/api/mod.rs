@@ -4,8 +4,8 @@
 //! of the shared [`AppState`]: [`router`] builds it, one router per resource, all behind a bearer
 //! token; every error is an [`ApiError`] answered as `application/problem+json`.
 //!
-//! Still to come on the same shape: `POST /api/customers/{id}/upgrades`, Socket.IO, metrics and
-//! the OpenAPI document.
+//! Still to come on the same shape: `POST /api/customers/{id}/upgrades`, Socket.IO and the
+//! OpenAPI document.
 
 mod audit;
 mod backups;
@@ -43,8 +43,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Prometheus scrapes with the same bearer token (`authorization: credentials` in its config).
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(metrics)
         .nest("/api", api)
         .merge(downloads::public_router(signing_keys))
         .fallback(not_found)
@@ -54,6 +59,52 @@ pub fn router(state: AppState) -> Router {
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Prometheus text exposition: runs by state (from the store, so across restarts) and runs
+/// executing on this host now.
+async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let store = state.store.clone();
+    let counts = tokio::task::spawn_blocking(move || store.run_counts())
+        .await
+        .map_err(|e| ApiError::internal("metrics task", e))?
+        .map_err(|e| ApiError::internal("counting runs", e))?;
+    let executing = state.running.lock().map(|m| m.len()).unwrap_or(0);
+    let mut out = String::from(
+        "# HELP qodify_runs Runs in the state store, by state.\n# TYPE qodify_runs gauge\n",
+    );
+    for st in [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "interrupted",
+    ] {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s.to_string() == st)
+            .map_or(0, |(_, n)| *n);
+        out.push_str(&format!("qodify_runs{{state=\"{st}\"}} {n}\n"));
+    }
+    out.push_str("# HELP qodify_runs_executing Runs executing on this host now.\n# TYPE qodify_runs_executing gauge\n");
+    out.push_str(&format!("qodify_runs_executing {executing}\n"));
+    out.push_str(
+        "# HELP qodify_build_info The running qodify-host.\n# TYPE qodify_build_info gauge\n",
+    );
+    out.push_str(&format!(
+        "qodify_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
 }
 
 async fn not_found() -> ApiError {

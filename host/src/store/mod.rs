@@ -285,4 +285,21 @@ pub trait Store: Send + Sync {
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// The audit log, newest first, optionally for one customer.
     fn audit_log(&self, customer_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+
+    /// How many runs are in each state (for `/metrics`). The default counts the newest 1000
+    /// runs; stores should answer exactly.
+    fn run_counts(&self) -> StoreResult<Vec<(RunState, u64)>> {
+        let runs = self.runs(&RunFilter {
+            customer_id: None,
+            limit: Some(1000),
+        })?;
+        let mut counts: Vec<(RunState, u64)> = Vec::new();
+        for r in runs {
+            match counts.iter_mut().find(|(s, _)| *s == r.state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((r.state, 1)),
+            }
+        }
+        Ok(counts)
+    }
 }

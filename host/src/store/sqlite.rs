@@ -760,6 +760,26 @@ impl Store for SqliteStore {
             ),
         }
     }
+
+    fn run_counts(&self) -> StoreResult<Vec<(RunState, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT state, count(*) FROM runs GROUP BY state")
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (state, n) = row.map_err(|e| StoreError::Db(e.to_string()))?;
+            let state: RunState = serde_json::from_value(serde_json::Value::String(state))
+                .map_err(|e| StoreError::Db(e.to_string()))?;
+            out.push((state, n.max(0) as u64));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
