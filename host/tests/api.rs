@@ -11,10 +11,6 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt as _;
 use qodify_host::api;
-use qodify_host::plugins::Catalog;
-use qodify_host::runtime::Runtime;
-use qodify_host::service::{AppState, EventHub};
-use qodify_host::settings::{Ceilings, Settings};
 use qodify_host::store::sqlite::SqliteStore;
 use qodify_host::store::{
     AuditEntry, BackupRecord, CustomerRecord, EventRecord, NewRun, RunFilter, RunFinish, RunRecord,
@@ -23,50 +19,14 @@ use qodify_host::store::{
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
+mod common;
+use common::{Env, env_on};
+
 const TOKEN: &str = "t0ken";
 const DOMAIN: &str = "shop.example.com";
 
-struct Env {
-    _tmp: tempfile::TempDir,
-    customers_root: PathBuf,
-    state: AppState,
-}
-
 fn env_with(token: Option<&str>) -> Env {
     env_on(Arc::new(SqliteStore::open_in_memory().unwrap()), token)
-}
-
-fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let customers_root = tmp.path().join("customers");
-    let data_dir = tmp.path().join("data");
-    std::fs::create_dir_all(&customers_root).unwrap();
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let settings = Settings {
-        customers_root: customers_root.clone(),
-        data_dir: data_dir.clone(),
-        plugin_dirs: Vec::new(),
-        pipelines_dir: tmp.path().join("pipelines"),
-        listen: "127.0.0.1:0".into(),
-        api_token: token.map(str::to_owned),
-        ceilings: Ceilings::default(),
-        config_file: None,
-    };
-    let state = AppState {
-        hub: EventHub::new(store.clone()),
-        store,
-        wake: Arc::new(tokio::sync::Notify::new()),
-        settings: Arc::new(settings),
-        catalog: Arc::new(Catalog::default()),
-        runtime: Arc::new(Runtime::new(&data_dir).unwrap()),
-        host_id: "test-host".into(),
-        running: Default::default(),
-    };
-    Env {
-        _tmp: tmp,
-        customers_root,
-        state,
-    }
 }
 
 fn env() -> Env {

@@ -370,18 +370,7 @@ fn cancel_during_an_archive_leaves_nothing_and_frees_the_customer() {
     customer(&host, &db, 256);
     let s = serve(&host);
     register(&s);
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
-    );
-    assert_eq!(code, 202, "{body}");
-    let run_id = body["runId"].as_str().unwrap().to_owned();
-    wait_for("the uploads archive to start", || {
-        let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
-        run["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("archiving uploads"))
-    });
+    let run_id = start_files_backup_until_uploads(&s);
     cancel_and_check(&s, &host, &run_id);
 }
 
@@ -529,18 +518,7 @@ fn sigterm_past_the_grace_period_cancels_running_runs_cleanly() {
     customer(&host, &db, 256);
     let mut s = serve_with(&host, &["--grace", "0"]);
     register(&s);
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
-    );
-    assert_eq!(code, 202, "{body}");
-    let run_id = body["runId"].as_str().unwrap().to_owned();
-    wait_for("the uploads archive to start", || {
-        let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
-        run["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("archiving uploads"))
-    });
+    let run_id = start_files_backup_until_uploads(&s);
     let pid = s.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -565,4 +543,21 @@ fn sigterm_past_the_grace_period_cancels_running_runs_cleanly() {
         !partial_exists(&host),
         "a partial backup folder was left behind"
     );
+}
+
+/// Posts a files-only backup for customer 42 and waits until its uploads archive is being written.
+fn start_files_backup_until_uploads(s: &Server) -> String {
+    let (code, body) = status_of(
+        req("POST", &format!("{}/api/customers/42/backups", s.base))
+            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
+    );
+    assert_eq!(code, 202, "{body}");
+    let run_id = body["runId"].as_str().unwrap().to_owned();
+    wait_for("the uploads archive to start", || {
+        let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+        run["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("archiving uploads"))
+    });
+    run_id
 }

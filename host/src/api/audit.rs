@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::error::ApiError;
 use super::extract::{self, ApiQuery};
@@ -14,13 +14,6 @@ use crate::store::{AuditEntry, Store};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/audit", get(list))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    customer: Option<String>,
-    limit: Option<usize>,
 }
 
 /// An audit entry as the API shows it.
@@ -42,15 +35,9 @@ struct AuditList {
 
 async fn list(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<AuditQuery>,
+    ApiQuery(q): ApiQuery<extract::ListQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
-    let customer = q
-        .customer
-        .as_deref()
-        .map(extract::customer_id)
-        .transpose()?
-        .map(str::to_owned);
-    let limit = extract::limit(q.limit)?;
+    let (customer, limit) = q.checked()?;
     blocking(move || {
         let store = state.store.as_ref();
         if let Some(c) = &customer {

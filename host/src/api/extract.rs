@@ -204,3 +204,24 @@ fn shorten(s: &str) -> String {
     }
     out
 }
+
+/// `?customer=<id>&limit=<n>` of the list endpoints, checked.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    customer: Option<String>,
+    limit: Option<usize>,
+}
+
+impl ListQuery {
+    /// The validated customer id (if any) and limit.
+    pub fn checked(&self) -> Result<(Option<String>, usize), ApiError> {
+        let customer = self
+            .customer
+            .as_deref()
+            .map(customer_id)
+            .transpose()?
+            .map(str::to_owned);
+        Ok((customer, limit(self.limit)?))
+    }
+}

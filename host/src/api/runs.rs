@@ -147,13 +147,6 @@ async fn get_run(
     .await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    customer: Option<String>,
-    limit: Option<usize>,
-}
-
 #[derive(Debug, Serialize)]
 struct RunList {
     runs: Vec<RunView>,
@@ -161,15 +154,9 @@ struct RunList {
 
 async fn list(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<extract::ListQuery>,
 ) -> Result<Json<RunList>, ApiError> {
-    let customer = q
-        .customer
-        .as_deref()
-        .map(extract::customer_id)
-        .transpose()?
-        .map(str::to_owned);
-    let limit = extract::limit(q.limit)?;
+    let (customer, limit) = q.checked()?;
     blocking(move || {
         let store = state.store.as_ref();
         if let Some(c) = &customer {

@@ -4,6 +4,7 @@
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata};
+pub use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::{Error, ErrorKind};
 
 /// Symlinks resolved one after another before we call it a loop (Linux uses 40 too).
@@ -101,34 +102,6 @@ fn glob(field: &str, raw: &str, pattern: &str) -> Result<Glob, Error> {
         .backslash_escape(true)
         .build()
         .map_err(|e| Error::invalid_config(format!("{field} pattern `{raw}`: {e}")))
-}
-
-/// Normalises an absolute guest path lexically (`.`, `..`, doubled and trailing slashes).
-pub fn normalize(path: &str) -> Result<String, Error> {
-    if !path.starts_with('/') {
-        return Err(Error::invalid_config(format!(
-            "`{path}` is not an absolute guest path"
-        )));
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(Error::invalid_config(format!("`{path}` goes above `/`")));
-                }
-            }
-            name => parts.push(name),
-        }
-    }
-    Ok(format!("/{}", parts.join("/")))
-}
-
-/// True when `path` is `root` or lies below it (whole components).
-pub fn is_within(root: &str, path: &str) -> bool {
-    let root = root.trim_end_matches('/');
-    root.is_empty() || path == root || path.strip_prefix(root).is_some_and(|r| r.starts_with('/'))
 }
 
 fn join(dir: &str, name: &str) -> String {

@@ -34,6 +34,7 @@ use qodify_plugin_sdk::command::Command;
 use qodify_plugin_sdk::prelude::*;
 
 use crate::url::DbTarget;
+use qodify_plugin_sdk::path::normalize;
 
 /// Largest `.env` file read.
 const MAX_ENV_BYTES: u64 = 1 << 20;
@@ -224,28 +225,6 @@ pub fn url_from_env(text: &str, plan: &Plan) -> Result<DbTarget, Error> {
             "{variable} in {env_file} is not a usable PostgreSQL URL: {e}"
         ))
     })
-}
-
-/// Normalises an absolute guest path lexically.
-fn normalize(path: &str) -> Result<String, Error> {
-    if !path.starts_with('/') {
-        return Err(Error::invalid_config(format!(
-            "`{path}` is not an absolute guest path"
-        )));
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if parts.pop().is_none() {
-                    return Err(Error::invalid_config(format!("`{path}` goes above `/`")));
-                }
-            }
-            name => parts.push(name),
-        }
-    }
-    Ok(format!("/{}", parts.join("/")))
 }
 
 /// Replaces the password in a message, should a program echo it.

@@ -45,6 +45,7 @@ mod error;
 pub mod fs;
 mod hashing;
 mod output;
+pub mod path;
 
 pub use context::{Context, ContextBuilder, Mount, ParamValue, StepOutputs};
 pub use error::{Error, ErrorKind, ResultExt};

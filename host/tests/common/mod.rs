@@ -1,0 +1,54 @@
+//! Shared by the in-process API tests: an [`AppState`] over a given store, with a temporary
+//! customers root and data folder, and no worker running.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use qodify_host::plugins::Catalog;
+use qodify_host::runtime::Runtime;
+use qodify_host::service::{AppState, EventHub};
+use qodify_host::settings::{Ceilings, Settings};
+use qodify_host::store::Store;
+
+/// The app state of one test and the folders behind it.
+pub struct Env {
+    pub _tmp: tempfile::TempDir,
+    pub customers_root: PathBuf,
+    pub state: AppState,
+}
+
+/// A state over `store`, with `token` as the API token (none: the API refuses everything).
+pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let customers_root = tmp.path().join("customers");
+    let data_dir = tmp.path().join("data");
+    std::fs::create_dir_all(&customers_root).unwrap();
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let settings = Settings {
+        customers_root: customers_root.clone(),
+        data_dir: data_dir.clone(),
+        plugin_dirs: Vec::new(),
+        pipelines_dir: tmp.path().join("pipelines"),
+        listen: "127.0.0.1:0".into(),
+        api_token: token.map(str::to_owned),
+        ceilings: Ceilings::default(),
+        config_file: None,
+    };
+    let state = AppState {
+        hub: EventHub::new(store.clone()),
+        store,
+        wake: Arc::new(tokio::sync::Notify::new()),
+        settings: Arc::new(settings),
+        catalog: Arc::new(Catalog::default()),
+        runtime: Arc::new(Runtime::new(&data_dir).unwrap()),
+        host_id: "test-host".into(),
+        running: Default::default(),
+    };
+    Env {
+        _tmp: tmp,
+        customers_root,
+        state,
+    }
+}
