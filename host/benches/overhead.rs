@@ -44,6 +44,8 @@ fn main() {
             step_id: "noop".into(),
             mounts: MountTable::default(),
             commands: vec![],
+            http: vec![],
+            approvals: None,
             events: Arc::new(NullSink),
             cancel: CancelToken::default(),
             deadline: Instant::now() + Duration::from_secs(60),

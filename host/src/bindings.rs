@@ -5,4 +5,4 @@ wasmtime::component::bindgen!({
     world: "step",
 });
 
-pub use qodify::pipeline::{cancellation, commands, files, progress, types};
+pub use qodify::pipeline::{approvals, cancellation, commands, files, http, progress, types};

@@ -115,6 +115,35 @@ pub enum Event {
         /// What went wrong, naming the cause.
         error: String,
     },
+    /// A step waits for people to approve something (`POST /api/runs/:runId/approval`,
+    /// `qodify-host approve`).
+    ApprovalRequested {
+        /// Step id.
+        step: String,
+        /// One line for people.
+        summary: String,
+        /// Structured details (never secret values).
+        details: serde_json::Value,
+        /// When the step gives up waiting (RFC 3339).
+        expires_at: String,
+    },
+    /// Somebody decided on an approval request.
+    ApprovalDecided {
+        /// Step id.
+        step: String,
+        /// Approved or rejected.
+        approved: bool,
+        /// Who decided.
+        by: Option<String>,
+    },
+    /// The run's backup is complete (emitted before the run ends when the pipeline completes
+    /// its backup early, e.g. an upgrade's pre-upgrade backup).
+    BackupCompleted {
+        /// The backup's id.
+        backup: String,
+        /// The pin reason, when it was pinned.
+        pinned: Option<String>,
+    },
     /// The run ended.
     RunFinished {
         /// Run id.

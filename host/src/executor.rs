@@ -42,6 +42,9 @@ pub struct RunRequest<'a> {
     pub events: Arc<dyn EventSink>,
     /// The run's cancellation flag.
     pub cancel: CancelToken,
+    /// `Some(why)`: the run was interrupted by a host crash; run only its `on_failure` and
+    /// `finally` steps now (the pipeline's `recover = "on_failure"`), with `why` as its error.
+    pub recovery: Option<String>,
 }
 
 /// What happened to one step.
@@ -78,6 +81,11 @@ pub struct RunOutcome {
     pub duration_ms: u64,
     /// The id of the backup the run completed, if it made one.
     pub backup: Option<String>,
+    /// The main step that failed first, when one did.
+    pub failed_step: Option<String>,
+    /// What the `on_failure` steps undid: their `rolled-back` outputs (e.g. `code: current back
+    /// to releases/v1.0.0`), in order.
+    pub rolled_back: Vec<String>,
 }
 
 /// Creates a folder (and its parents) readable by the host's user only: run work folders and
@@ -210,6 +218,11 @@ fn execute_in(
         req.customer.domain.as_str(),
         work,
     )?;
+    if let Ok(dir) =
+        cap_std::fs::Dir::open_ambient_dir(&req.settings.releases_dir, cap_std::ambient_authority())
+    {
+        roots.releases = Some((dir, req.settings.releases_dir.clone()));
+    }
     let partial = match req.plan.output {
         Some(OutputKind::Backup) => {
             let p = backups::begin(&roots.customer, &req.run_id, &req.timestamp)
@@ -329,7 +342,23 @@ fn execute_in(
     };
 
     let mut backup_id = None;
-    let mut failure = run_stages(&req.plan.stages, &mut records, &mut previous, true);
+    // The backup completes after the stage holding `backup_complete_after`, or after the last.
+    let split = req
+        .plan
+        .backup_complete_after
+        .as_ref()
+        .and_then(|id| {
+            req.plan
+                .stages
+                .iter()
+                .position(|st| st.steps.iter().any(|s| &s.id == id))
+        })
+        .map_or(req.plan.stages.len(), |i| i + 1);
+    let (before, after) = req.plan.stages.split_at(split);
+    let mut failure = match &req.recovery {
+        Some(reason) => Some((RunStatus::Failed, reason.clone())),
+        None => run_stages(before, &mut records, &mut previous, true),
+    };
     if failure.is_none()
         && let Some(p) = &partial
     {
@@ -339,7 +368,21 @@ fn execute_in(
             .flat_map(|r| r.artifacts.iter().filter(|a| a.root == "backup").cloned())
             .collect();
         match p.finalize(&verified) {
-            Ok(_) => backup_id = Some(p.id.clone()),
+            Ok(_) => {
+                backup_id = Some(p.id.clone());
+                if let Some(reason) = &req.plan.backup_pin
+                    && let Err(e) = backups::pin(&roots.customer, &p.id, reason)
+                {
+                    failure = Some((
+                        RunStatus::Failed,
+                        format!("pinning backup {} ({reason}): {e:#}", p.id),
+                    ));
+                }
+                req.events.emit(Event::BackupCompleted {
+                    backup: p.id.clone(),
+                    pinned: req.plan.backup_pin.clone(),
+                });
+            }
             Err(e) => {
                 failure = Some((
                     RunStatus::Failed,
@@ -347,6 +390,9 @@ fn execute_in(
                 ))
             }
         }
+    }
+    if failure.is_none() && !after.is_empty() {
+        failure = run_stages(after, &mut records, &mut previous, true);
     }
     if let Some((st, err)) = failure {
         status = st;
@@ -373,6 +419,36 @@ fn execute_in(
         status = st;
         first_error = Some(err);
     }
+    let main_ids: std::collections::HashSet<&str> = req
+        .plan
+        .stages
+        .iter()
+        .flat_map(|st| st.steps.iter().map(|s| s.id.as_str()))
+        .collect();
+    let failed_step = records
+        .iter()
+        .find(|r| r.status == "failed" && main_ids.contains(r.id.as_str()))
+        .map(|r| r.id.clone());
+    let on_failure_ids: std::collections::HashSet<&str> = req
+        .plan
+        .on_failure
+        .iter()
+        .flat_map(|st| st.steps.iter().map(|s| s.id.as_str()))
+        .collect();
+    let rolled_back: Vec<String> = records
+        .iter()
+        .filter(|r| on_failure_ids.contains(r.id.as_str()))
+        .flat_map(|r| r.outputs.iter())
+        .filter(|(k, _)| k == "rolled-back")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if status != RunStatus::Succeeded && !rolled_back.is_empty() {
+        first_error = Some(format!(
+            "{}; rolled back: {}",
+            first_error.unwrap_or_default(),
+            rolled_back.join("; ")
+        ));
+    }
     let duration_ms = started.elapsed().as_millis() as u64;
     req.events.emit(Event::RunFinished {
         run_id: req.run_id.clone(),
@@ -388,6 +464,8 @@ fn execute_in(
         error: first_error,
         duration_ms,
         backup: backup_id,
+        failed_step,
+        rolled_back,
     })
 }
 
@@ -487,6 +565,11 @@ fn run_step(
         step_id: step.id.clone(),
         mounts,
         commands: step.commands.clone(),
+        http: step.http.clone(),
+        approvals: Some(crate::caps::approvals::ApprovalDesk {
+            data_dir: req.settings.data_dir.clone(),
+            run_id: req.run_id.clone(),
+        }),
         events: req.events.clone(),
         cancel: req.cancel.clone(),
         deadline: Instant::now() + timeout,
@@ -655,6 +738,7 @@ mod tests {
             data_dir: "/nonexistent".into(),
             plugin_dirs: vec![],
             pipelines_dir: "/nonexistent".into(),
+            releases_dir: "/nonexistent".into(),
             listen: String::new(),
             api_token: None,
             ceilings: Ceilings::default(),

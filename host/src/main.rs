@@ -65,6 +65,9 @@ struct GlobalArgs {
     /// Folder of <name>.toml pipelines and tiers/<tier>.toml overlays.
     #[arg(long, global = true, value_name = "DIR")]
     pipelines_dir: Option<PathBuf>,
+    /// The release catalog: releases.json and the release packages it names.
+    #[arg(long, global = true, value_name = "DIR", env = "QODIFY_RELEASES_DIR")]
+    releases_dir: Option<PathBuf>,
     /// Show debug logs of steps and the host.
     #[arg(short, long, global = true)]
     verbose: bool,
@@ -102,6 +105,22 @@ enum Command {
     /// Backups of one customer: list, verify, delete.
     #[command(subcommand)]
     Backups(BackupsCommand),
+    /// Approve (or reject) what a waiting run asks, e.g. an upgrade's `.env` merge that would
+    /// change or drop existing keys.
+    ///
+    /// The run shows what it waits for in its progress (`run` prints it; `serve` sends it as a
+    /// live event and in GET /api/runs/RUN_ID). Works for runs of `run` and of `serve` alike, as
+    /// long as this command uses the same data folder.
+    Approve {
+        /// The waiting run's id.
+        run_id: String,
+        /// Reject instead: the step fails and the run rolls back.
+        #[arg(long)]
+        reject: bool,
+        /// Who decides (recorded in the run's events).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
     /// Print the JSON Schema of pipeline files (or of tier overlays), for editor completion.
     ///
     /// VS Code (Even Better TOML) / taplo: save it, e.g. as pipeline.schema.json, and put
@@ -226,6 +245,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         data_dir: cli.global.data_dir.clone(),
         plugin_dirs: cli.global.plugin_dirs.clone(),
         pipelines_dir: cli.global.pipelines_dir.clone(),
+        releases_dir: cli.global.releases_dir.clone(),
     };
     let settings = Settings::load(&over)?;
     match cli.command {
@@ -235,6 +255,23 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&settings, json),
         Command::Backups(cmd) => backups_cmd(&settings, cmd),
         Command::Serve(args) => serve_cmd(settings, args),
+        Command::Approve { run_id, reject, by } => {
+            let by = by.or_else(|| std::env::var("USER").ok());
+            let request = qodify_host::caps::approvals::decide(
+                &settings.data_dir,
+                &run_id,
+                !reject,
+                by.as_deref(),
+            )?;
+            println!(
+                "{} `{}` (step {} of run {})",
+                if reject { "rejected" } else { "approved" },
+                request.summary,
+                request.step,
+                request.run_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema { overlay } => {
             let schema = if overlay {
                 pipeline::overlay_schema()
@@ -566,6 +603,7 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
             settings,
             events: ui.clone(),
             cancel,
+            recovery: None,
         },
     )?;
     if args.json {

@@ -87,6 +87,8 @@ pub struct Roots {
     pub work_path: PathBuf,
     /// The run's new backup folder (still hidden) when the pipeline has `output = "backup"`.
     pub backup: Option<(Dir, PathBuf)>,
+    /// The release catalog, when it exists (mounts from it are always read-only).
+    pub releases: Option<(Dir, PathBuf)>,
 }
 
 /// Opens `<customers_root>/<domain>` (a validated DNS name: one plain component; cap-std refuses
@@ -122,6 +124,7 @@ impl Roots {
             work,
             work_path: work_path.to_path_buf(),
             backup: None,
+            releases: None,
         })
     }
 }
@@ -156,6 +159,7 @@ pub fn root_name(r: MountRoot) -> &'static str {
         MountRoot::Customer => "customer",
         MountRoot::Work => "work",
         MountRoot::Backup => "backup",
+        MountRoot::Releases => "releases",
     }
 }
 
@@ -182,6 +186,16 @@ impl MountTable {
             let (base, base_path) = match m.from {
                 MountRoot::Customer => (&roots.customer, &roots.customer_path),
                 MountRoot::Work => (&roots.work, &roots.work_path),
+                MountRoot::Releases => match &roots.releases {
+                    Some((dir, path)) => (dir, path),
+                    None => {
+                        return Err(SandboxError::Missing {
+                            guest: m.guest.clone(),
+                            root: "releases",
+                            path: m.path.display().to_string(),
+                        });
+                    }
+                },
                 MountRoot::Backup => match &roots.backup {
                     Some((dir, path)) => (dir, path),
                     None => {
@@ -267,7 +281,8 @@ impl MountTable {
             mounts.push(Mount {
                 guest: m.guest.clone(),
                 dir,
-                writable: m.writable,
+                // The catalog is shared by every customer: never writable, whatever the plan says.
+                writable: m.writable && m.from != MountRoot::Releases,
                 root: m.from,
                 rel: m.path.clone(),
                 display: base_path.join(&m.path),

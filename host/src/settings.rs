@@ -26,6 +26,8 @@ pub mod env {
     pub const API_TOKEN: &str = "QODIFY_API_TOKEN";
     /// Path of `qodify-host.toml`.
     pub const CONFIG: &str = "QODIFY_CONFIG";
+    /// The release catalog folder (not one of the fixed names; `releases_dir` in the file).
+    pub const RELEASES_DIR: &str = "QODIFY_RELEASES_DIR";
 }
 
 /// The most a pipeline may ask of the host per step, and what a step gets when it asks nothing.
@@ -69,6 +71,9 @@ pub struct Settings {
     pub plugin_dirs: Vec<PathBuf>,
     /// Folder of `<name>.toml` pipelines and `tiers/<tier>.toml` overlays.
     pub pipelines_dir: PathBuf,
+    /// The release catalog: `releases.json` and the release packages it names (mounted
+    /// read-only with `from = "releases"`).
+    pub releases_dir: PathBuf,
     /// `host:port` for `serve`.
     pub listen: String,
     /// Bearer token for the API.
@@ -87,6 +92,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     plugin_dirs: Option<Vec<PathBuf>>,
     pipelines_dir: Option<PathBuf>,
+    releases_dir: Option<PathBuf>,
     listen: Option<String>,
     api_token: Option<String>,
     #[serde(default)]
@@ -117,6 +123,8 @@ pub struct Overrides {
     pub plugin_dirs: Vec<PathBuf>,
     /// `--pipelines-dir`.
     pub pipelines_dir: Option<PathBuf>,
+    /// `--releases-dir`.
+    pub releases_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -176,6 +184,13 @@ impl Settings {
             .or(file.pipelines_dir.map(rel))
             .or_else(|| checkout.as_ref().map(|c| c.join("pipelines")))
             .unwrap_or_else(|| "/etc/qodify/pipelines".into());
+        let releases_dir = over
+            .releases_dir
+            .clone()
+            .or_else(|| env(env::RELEASES_DIR).map(PathBuf::from))
+            .or(file.releases_dir.map(rel))
+            .or_else(|| checkout.as_ref().map(|c| c.join("templates")))
+            .unwrap_or_else(|| "/etc/qodify/releases".into());
         let listen = env(env::LISTEN)
             .map(|v| v.to_string_lossy().into_owned())
             .or(file.listen)
@@ -221,6 +236,7 @@ impl Settings {
             data_dir,
             plugin_dirs,
             pipelines_dir,
+            releases_dir,
             listen,
             api_token,
             ceilings,

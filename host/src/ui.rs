@@ -160,6 +160,24 @@ impl EventSink for Ui {
                     duration_ms as f64 / 1000.0
                 ));
             }
+            Event::ApprovalRequested {
+                step,
+                summary,
+                expires_at,
+                ..
+            } => self.line(format!(
+                "  ? {step} waits for approval until {expires_at}: {summary}\n    decide with `qodify-host approve <run-id>` (or --reject)"
+            )),
+            Event::ApprovalDecided { step, approved, by } => self.line(format!(
+                "  {} {step}: {} by {}",
+                if approved { "✓" } else { "✗" },
+                if approved { "approved" } else { "rejected" },
+                by.as_deref().unwrap_or("someone")
+            )),
+            Event::BackupCompleted { backup, pinned } => self.line(match pinned {
+                Some(reason) => format!("  ✓ backup {backup} complete, pinned ({reason})"),
+                None => format!("  ✓ backup {backup} complete"),
+            }),
             Event::RunFinished {
                 status,
                 duration_ms,

@@ -1036,6 +1036,9 @@ impl Store for LeakyStore {
     fn recover_interrupted(&self, owner: &str) -> StoreResult<Vec<RunRecord>> {
         self.0.recover_interrupted(owner)
     }
+    fn annotate_run(&self, run_id: &str, error: &str) -> StoreResult<()> {
+        self.0.annotate_run(run_id, error)
+    }
     fn append_event(&self, run_id: &str, name: &str, data: &Value) -> StoreResult<u64> {
         self.0.append_event(run_id, name, data)
     }

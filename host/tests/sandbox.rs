@@ -51,6 +51,7 @@ fn fixture() -> Fixture {
         data_dir: root.join("data"),
         plugin_dirs,
         pipelines_dir: root.join("pipelines"),
+        releases_dir: root.join("releases"),
         listen: "127.0.0.1:0".into(),
         api_token: None,
         ceilings: Ceilings {
@@ -134,6 +135,7 @@ fn run_with(
             settings: &fx.settings,
             events: sink.clone(),
             cancel,
+            recovery: None,
         },
     )
     .unwrap();
@@ -348,6 +350,7 @@ fn a_pinned_sha256_that_does_not_match_refuses_to_run() {
             settings: &fx.settings,
             events: Arc::new(MemorySink::default()),
             cancel: CancelToken::default(),
+            recovery: None,
         },
     )
     .unwrap_err();

@@ -186,6 +186,23 @@ impl Host for StepHost {
         rustix::fs::symlinkat(target.as_str(), dir.as_fd(), &name).map_err(|e| rx(&path, e))
     }
 
+    fn sync_dir(&mut self, path: String) -> Result<(), FilesError> {
+        let loc = self.locate(&path)?;
+        if !loc.mount.writable {
+            return Err(FilesError::NotPermitted(format!(
+                "{path}: mount {} is read-only for this step",
+                loc.mount.guest
+            )));
+        }
+        let dir = if loc.rel.as_os_str().is_empty() {
+            loc.mount.dir.try_clone()
+        } else {
+            loc.mount.dir.open_dir(&loc.rel)
+        }
+        .map_err(|e| io_err(&path, e))?;
+        rustix::fs::fsync(&dir).map_err(|e| rx(&path, e))
+    }
+
     fn space(&mut self, path: String) -> Result<FsSpace, FilesError> {
         let loc = self.locate(&path)?;
         let st = rustix::fs::fstatvfs(loc.mount.dir.as_fd()).map_err(|e| rx(&path, e))?;

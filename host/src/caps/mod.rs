@@ -1,11 +1,14 @@
 //! Host capabilities a step can use, each a small module: progress and log reporting,
-//! cancellation, file metadata inside mounts, and granted host commands. All of them work on one
+//! cancellation, file metadata inside mounts, granted host commands, granted HTTP origins and
+//! human approvals. All of them work on one
 //! [`StepHost`], built per step from its grants; a capability the step was not granted answers
 //! `not-permitted`/`not-granted`, it never falls back to something wider.
 
+pub mod approvals;
 pub mod cancellation;
 pub mod commands;
 pub mod files;
+pub mod http;
 pub mod progress;
 
 use std::sync::Arc;
@@ -13,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::events::{Event, EventSink};
-use crate::pipeline::CommandGrant;
+use crate::pipeline::{CommandGrant, HttpGrant};
 use crate::sandbox::MountTable;
 
 /// A cancellation flag shared by a run, its steps and their child processes.
@@ -39,6 +42,10 @@ pub struct StepHost {
     pub mounts: MountTable,
     /// Granted host programs.
     pub commands: Vec<CommandGrant>,
+    /// Granted HTTP origins.
+    pub http: Vec<HttpGrant>,
+    /// Where approval requests go; `None` when the run cannot wait for people.
+    pub approvals: Option<approvals::ApprovalDesk>,
     /// Where progress and logs go.
     pub events: Arc<dyn EventSink>,
     /// The run's cancellation flag.

@@ -9,8 +9,8 @@ use super::expr::{self, Expr};
 use super::paths::{self, PathProblem};
 use super::resolve::Limits;
 use super::spec::{
-    Access, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot, MountSpec,
-    ParamSpec, ParamType, StepSpec,
+    Access, BackupSpec, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot,
+    MountSpec, ParamSpec, ParamType, StepSpec,
 };
 use super::template::{self, KNOWN_REFS, Piece, Ref};
 use super::units;
@@ -177,6 +177,9 @@ impl Checker<'_> {
         for (name, spec) in self.p.spec.params.iter() {
             self.param(name, spec);
         }
+        if let Some(backup) = &self.p.spec.backup {
+            self.backup_table(backup);
+        }
         let mut first_use: HashMap<&str, &Located<String>> = HashMap::new();
         let mut sections: [Vec<CompiledStep>; Section::ALL.len()] = Default::default();
         // Name on_success only where it is used, to keep the hint short.
@@ -333,6 +336,15 @@ impl Checker<'_> {
         }
         for command in &step.commands {
             self.command(command);
+        }
+        for http in &step.http {
+            if let Err(problem) = super::HttpGrant::parse(http.origin.get()) {
+                self.at(
+                    &http.origin,
+                    format!("invalid HTTP origin `{}`: {problem}", http.origin.get()),
+                    "write e.g. `http://127.0.0.1:*` (any port of that host) or `http://127.0.0.1:3000`",
+                );
+            }
         }
         if let Some(limits) = &step.limits {
             compiled.limits = self.limits(limits);
@@ -534,6 +546,16 @@ impl Checker<'_> {
                 guests.push(guest);
             }
         }
+        if *mount.from.get() == MountRoot::Releases && mount.access == Access::Rw {
+            self.at(
+                &mount.from,
+                format!(
+                    "mount `{}` is from the release catalog, which is read-only",
+                    guest.get()
+                ),
+                "remove `access = \"rw\"`: steps read releases.json and packages, they never change them",
+            );
+        }
         if *mount.from.get() == MountRoot::Backup && self.p.spec.output.is_none() {
             self.at(
                 &mount.from,
@@ -570,6 +592,42 @@ impl Checker<'_> {
                 "`create = true` needs `access = \"rw\"`",
                 "a read-only mount cannot create its folder: set access = \"rw\", or remove `create`",
             );
+        }
+    }
+
+    fn backup_table(&mut self, backup: &BackupSpec) {
+        let located = backup.complete_after.as_ref().or(backup.pin.as_ref());
+        if self.p.spec.output.is_none()
+            && let Some(at) = located
+        {
+            self.at(
+                at,
+                "`[backup]` settings, but the pipeline writes no backup",
+                "add `output = \"backup\"` at the top of the pipeline, or remove the [backup] table",
+            );
+        }
+        if let Some(step) = &backup.complete_after
+            && !self.p.spec.steps.iter().any(|s| s.id.get() == step.get())
+        {
+            let ids: Vec<&str> = self.p.spec.steps.iter().map(|s| s.id.as_str()).collect();
+            self.at(
+                step,
+                format!(
+                    "`complete_after` names `{}`, which is not a step of `steps`",
+                    step.get()
+                ),
+                format!("name one of: {}", ids.join(", ")),
+            );
+        }
+        if let Some(pin) = &backup.pin {
+            if pin.trim().is_empty() {
+                self.at(
+                    pin,
+                    "empty pin reason",
+                    "say why the backup is kept, e.g. \"pre-upgrade {{params.targetVersion}}\"",
+                );
+            }
+            let _ = self.template(pin.src(), &pin.span(), pin, Exprs::Allowed);
         }
     }
 

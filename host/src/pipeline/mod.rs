@@ -32,13 +32,13 @@ use serde::de::DeserializeOwned;
 pub use diag::{Diagnostic, Diagnostics, Snippet};
 pub use overlay::Overlay;
 pub use resolve::{
-    CommandGrant, Limits, ParamValue, Plan, PlannedMount, PlannedStep, ResolveError, RunInputs,
-    SkippedStep, Stage, resolve,
+    CommandGrant, HttpGrant, Limits, ParamValue, Plan, PlannedMount, PlannedStep, ResolveError,
+    RunInputs, SkippedStep, Stage, resolve,
 };
 pub use spec::{
-    Access, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot, MountSpec,
-    OrderedMap, OutputKind, OverlaySpec, ParamPatch, ParamSpec, ParamType, PipelinePatch,
-    PipelineSpec, SizeValue, StepPatch, StepSpec,
+    Access, BackupSpec, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot,
+    MountSpec, OrderedMap, OutputKind, OverlaySpec, ParamPatch, ParamSpec, ParamType,
+    PipelinePatch, PipelineSpec, Recover, SizeValue, StepPatch, StepSpec,
 };
 
 use diag::Source;

@@ -90,6 +90,17 @@ pub struct Plan {
     pub finally: Vec<Stage>,
     /// Steps left out because their `when` is false.
     pub skipped: Vec<SkippedStep>,
+    /// With `output = "backup"`: complete the backup once the stage holding this step succeeded
+    /// (instead of at the end); omitted when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_complete_after: Option<String>,
+    /// With `output = "backup"`: pin the completed backup with this reason; omitted when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_pin: Option<String>,
+    /// A host crash during the run is followed by its `on_failure` and `finally` steps at the
+    /// next start of `serve`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recover_on_failure: bool,
 }
 
 /// Steps that run together: one step, or a contiguous group run concurrently.
@@ -127,6 +138,8 @@ pub struct PlannedStep {
     pub mounts: Vec<PlannedMount>,
     /// Host programs the step may have the host run.
     pub commands: Vec<CommandGrant>,
+    /// HTTP origins the step may reach.
+    pub http: Vec<HttpGrant>,
     /// Memory and time limits.
     pub limits: Limits,
 }
@@ -161,6 +174,44 @@ pub struct CommandGrant {
     pub env: Vec<String>,
     /// Why the step needs it.
     pub reason: Option<String>,
+}
+
+/// An HTTP origin a step may reach: `http`, a host, and a port (`None`: any port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpGrant {
+    /// The origin as written, e.g. `http://127.0.0.1:*`.
+    pub origin: String,
+    /// Host name or address, lowercase.
+    pub host: String,
+    /// The port; `None` when any port is granted.
+    pub port: Option<u16>,
+    /// Why the step needs it.
+    pub reason: Option<String>,
+}
+
+impl HttpGrant {
+    /// Parses `http://HOST:PORT` (PORT may be `*`); `Err` says what is wrong.
+    pub fn parse(origin: &str) -> Result<(String, Option<u16>), String> {
+        let rest = origin
+            .strip_prefix("http://")
+            .ok_or("an origin starts with `http://` (https is not supported for health checks)")?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or("an origin ends with `:PORT` or `:*`")?;
+        if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+            return Err("an origin is `http://HOST:PORT` with no path or user info".into());
+        }
+        let port = match port {
+            "*" => None,
+            p => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or("the port is a number from 1 to 65535, or `*`")?,
+            ),
+        };
+        Ok((host.to_ascii_lowercase(), port))
+    }
 }
 
 /// Per-step limits; `None` means the host's default.
@@ -247,11 +298,18 @@ pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
         on_failure: Vec::new(),
         finally: Vec::new(),
         skipped: Vec::new(),
+        backup_complete_after: None,
+        backup_pin: None,
+        recover_on_failure: p.spec.recover.is_some(),
     };
     let cx = Context {
         inputs,
         params: &plan.params,
     };
+    if let Some(backup) = &p.spec.backup {
+        plan.backup_complete_after = backup.complete_after.as_ref().map(|s| s.get().clone());
+        plan.backup_pin = backup.pin.as_ref().map(|s| cx.render(s.get()));
+    }
     let mut sections: [Vec<Stage>; Section::ALL.len()] = Default::default();
     let mut skipped = Vec::new();
     for ((section, compiled), stages) in Section::ALL
@@ -459,6 +517,19 @@ impl Context<'_> {
                     args: c.args.iter().map(|a| a.get().clone()).collect(),
                     env: c.env.iter().map(|e| e.get().clone()).collect(),
                     reason: c.reason.clone(),
+                })
+                .collect(),
+            http: step
+                .http
+                .iter()
+                .filter_map(|h| {
+                    let (host, port) = HttpGrant::parse(h.origin.get()).ok()?;
+                    Some(HttpGrant {
+                        origin: h.origin.get().clone(),
+                        host,
+                        port,
+                        reason: h.reason.clone(),
+                    })
                 })
                 .collect(),
             limits: compiled.limits,

@@ -170,6 +170,15 @@ pub struct PipelineSpec {
     /// run produces no backup.
     #[serde(default)]
     pub output: Option<Located<OutputKind>>,
+    /// What a host crash in the middle of a run of this pipeline leaves to do. `"on_failure"`: the
+    /// next start of `qodify-host serve` runs the `on_failure` and `finally` steps of the
+    /// interrupted run (e.g. an upgrade's rollback) before the customer's next run. Absent: the
+    /// run is only marked interrupted and its partial backup removed.
+    #[serde(default)]
+    pub recover: Option<Located<Recover>>,
+    /// With `output = "backup"`: when the backup is complete and whether it is pinned.
+    #[serde(default)]
+    pub backup: Option<BackupSpec>,
     /// Typed params, set per run (`--param NAME=VALUE`). Names may contain dots:
     /// `[params."include.logs"]`.
     #[serde(default)]
@@ -196,6 +205,29 @@ pub enum OutputKind {
     /// A new backup folder: the host creates it hidden (partial) and renames it into place only
     /// when every step succeeded.
     Backup,
+}
+
+/// What to do with a run that a host crash interrupted (the pipeline's `recover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Recover {
+    /// Run the interrupted run's `on_failure` and `finally` steps when the host starts again.
+    OnFailure,
+}
+
+/// The `[backup]` table of a pipeline with `output = "backup"`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSpec {
+    /// Complete the backup (check, rename into place) as soon as the stage holding this step
+    /// succeeded, instead of after the last step: later steps (an upgrade) may fail without
+    /// losing it. Must name a step of `steps`.
+    #[serde(default)]
+    pub complete_after: Option<Located<String>>,
+    /// Pin the completed backup with this reason (templated like config strings), so retention
+    /// and `DELETE` keep it until the pin is removed, e.g. `"pre-upgrade {{params.targetVersion}}"`.
+    #[serde(default)]
+    pub pin: Option<Located<String>>,
 }
 
 /// A typed param.
@@ -295,6 +327,9 @@ pub struct StepSpec {
     /// Host programs the step may ask the host to run.
     #[serde(default)]
     pub commands: Vec<CommandSpec>,
+    /// HTTP origins the step may send requests to (health checks); none by default.
+    #[serde(default)]
+    pub http: Vec<HttpSpec>,
     /// Memory and time limits.
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
@@ -354,6 +389,9 @@ pub enum MountRoot {
     /// The run's new backup folder (needs `output = "backup"`): hidden while the run's steps
     /// write it, renamed into place when all of them succeeded.
     Backup,
+    /// The release catalog (`releases_dir` in the settings): `releases.json` and the release
+    /// packages it names. Always read-only.
+    Releases,
 }
 
 impl MountRoot {
@@ -363,6 +401,7 @@ impl MountRoot {
             MountRoot::Customer => "customer folder",
             MountRoot::Work => "work folder",
             MountRoot::Backup => "backup folder",
+            MountRoot::Releases => "release catalog",
         }
     }
 }
@@ -392,6 +431,19 @@ pub struct CommandSpec {
     #[serde(default)]
     pub env: Vec<Located<String>>,
     /// Why the step needs this program, shown by `plan`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An HTTP origin the step may reach.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    /// `http://HOST:PORT`, where PORT may be `*` (any port of that host), e.g.
+    /// `http://127.0.0.1:*`. Only `http` is supported; no path, no user info.
+    #[schemars(regex(pattern = r"^http://[A-Za-z0-9.\[\]:-]+:([0-9]{1,5}|\*)$"))]
+    pub origin: Located<String>,
+    /// Why the step needs it, shown by `plan`.
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -39,12 +39,21 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
             }
         }
         let f = family(&run.pipeline);
-        state.hub.publish(
-            &run.id,
-            &run.customer_id,
-            &format!("{f}-failed"),
-            serde_json::json!({ "runId": run.id, "state": "interrupted", "error": run.error }),
-        );
+        let mut payload =
+            serde_json::json!({ "runId": run.id, "state": "interrupted", "error": run.error });
+        if let Some(outcome) = finish_interrupted(state, run) {
+            payload["error"] = outcome.error.clone().into();
+            payload["failedStep"] = outcome.failed_step.clone().into();
+            payload["rolledBack"] = outcome.rolled_back.clone().into();
+            payload["recovery"] = serde_json::json!(outcome.status);
+            let _ = state.store.annotate_run(
+                &run.id,
+                outcome.error.as_deref().unwrap_or("interrupted; recovered"),
+            );
+        }
+        state
+            .hub
+            .publish(&run.id, &run.customer_id, &format!("{f}-failed"), payload);
         if run.pipeline == "backup" {
             let _ = state
                 .store
@@ -60,6 +69,45 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
         });
     }
     Ok(runs)
+}
+
+/// For a pipeline with `recover = "on_failure"` (an upgrade), runs the interrupted run's
+/// `on_failure` and `finally` steps now, before any worker starts: the customer is rolled back
+/// (or the upgrade finished by its journal) instead of left half-way. `None`: nothing to do.
+fn finish_interrupted(state: &AppState, run: &RunRecord) -> Option<executor::RunOutcome> {
+    let (_, plan) = load_plan(state, run, &executor::timestamp_now())
+        .inspect_err(|e| {
+            tracing::warn!(
+                "cannot load the pipeline of interrupted run {}: {e:#}",
+                run.id
+            )
+        })
+        .ok()?;
+    if !plan.recover_on_failure {
+        return None;
+    }
+    tracing::info!(
+        "run {} ({}) was interrupted by a host stop: running its on_failure steps",
+        run.id,
+        run.pipeline
+    );
+    let reason = format!(
+        "the host stopped during the run ({})",
+        run.error.as_deref().unwrap_or("crash or kill")
+    );
+    match execute(state, run, CancelToken::default(), Some(reason)) {
+        Ok(outcome) => Some(outcome),
+        Err(e) => {
+            tracing::error!("recovering interrupted run {}: {e:#}", run.id);
+            let _ = state.store.annotate_run(
+                &run.id,
+                &format!(
+                    "interrupted, and its recovery could not run: {e:#}; see docs/upgrades.md"
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// Runs `slots` workers until the process ends.
@@ -217,6 +265,36 @@ impl EventSink for HubSink {
                     .remove(&step);
                 self.progress(Some(&step), &format!("failed: {error}"), true);
             }
+            Event::ApprovalRequested {
+                step,
+                summary,
+                details,
+                expires_at,
+            } => {
+                self.state.hub.publish(
+                    &self.run.id,
+                    &self.run.customer_id,
+                    &format!("{}-progress", self.family),
+                    serde_json::json!({
+                        "runId": self.run.id,
+                        "step": step,
+                        "message": format!("waiting for approval: {summary}"),
+                        "approval": { "summary": summary, "details": details, "expiresAt": expires_at },
+                    }),
+                );
+            }
+            Event::ApprovalDecided { step, approved, by } => {
+                let what = if approved { "approved" } else { "rejected" };
+                let by = by.unwrap_or_else(|| "someone".into());
+                self.progress(Some(&step), &format!("{what} by {by}"), true);
+            }
+            Event::BackupCompleted { backup, pinned } => {
+                let msg = match pinned {
+                    Some(reason) => format!("backup {backup} complete, pinned ({reason})"),
+                    None => format!("backup {backup} complete"),
+                };
+                self.progress(None, &msg, true);
+            }
             Event::StepSkipped { .. } | Event::StepLog { .. } | Event::RunFinished { .. } => {}
         }
     }
@@ -265,7 +343,7 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
     };
 
     let started = Instant::now();
-    let result = execute(state, &run, cancel.clone());
+    let result = execute(state, &run, cancel.clone(), None);
     alive.store(0, Ordering::SeqCst);
     let _ = renewer.join();
     state
@@ -276,8 +354,12 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
 
     let duration_ms = started.elapsed().as_millis() as u64;
     let f = family(&run.pipeline);
+    let mut failed_step = None;
+    let mut rolled_back = Vec::new();
     let (finish, size) = match result {
         Ok(outcome) => {
+            failed_step = outcome.failed_step.clone();
+            rolled_back = outcome.rolled_back.clone();
             let st = match outcome.status {
                 RunStatus::Succeeded => RunState::Succeeded,
                 RunStatus::Failed => RunState::Failed,
@@ -351,17 +433,22 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
     } else {
         (
             format!("{f}-failed"),
-            serde_json::json!({ "runId": run.id, "state": finish.state, "error": finish.error, "durationMs": duration_ms }),
+            serde_json::json!({
+                "runId": run.id, "state": finish.state, "error": finish.error,
+                "durationMs": duration_ms, "failedStep": failed_step, "rolledBack": rolled_back,
+                "backupId": finish.backup_id,
+            }),
         )
     };
     state.hub.publish(&run.id, &run.customer_id, &name, data);
 }
 
-fn execute(
+/// Loads, overlays, validates and resolves the pipeline of `run` for its customer.
+fn load_plan(
     state: &AppState,
     run: &RunRecord,
-    cancel: CancelToken,
-) -> anyhow::Result<executor::RunOutcome> {
+    timestamp: &str,
+) -> anyhow::Result<(Customer, pipeline::Plan)> {
     let c = state
         .store
         .customer(&run.customer_id)?
@@ -385,15 +472,27 @@ fn execute(
     let catalog = &state.catalog;
     pipeline::validate(&p, &|id| catalog.contains(id), &catalog.hint())
         .map_err(|d| anyhow::anyhow!("{d}"))?;
-    let timestamp = executor::timestamp_now();
     let inputs = RunInputs {
         customer_id: customer.id.clone(),
         customer_domain: customer.domain.to_string(),
         run_id: run.id.clone(),
-        timestamp: timestamp.clone(),
+        timestamp: timestamp.to_owned(),
         params: run.params.clone(),
     };
     let plan = pipeline::resolve(&p, &inputs)?;
+    Ok((customer, plan))
+}
+
+fn execute(
+    state: &AppState,
+    run: &RunRecord,
+    cancel: CancelToken,
+    recovery: Option<String>,
+) -> anyhow::Result<executor::RunOutcome> {
+    let timestamp = executor::timestamp_now();
+    let (customer, plan) = load_plan(state, run, &timestamp)?;
+    let settings = &state.settings;
+    let catalog = &state.catalog;
     let sink = Arc::new(HubSink {
         state: state.clone(),
         run: run.clone(),
@@ -417,6 +516,7 @@ fn execute(
             settings,
             events: sink,
             cancel,
+            recovery,
         },
     )
 }

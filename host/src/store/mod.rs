@@ -270,6 +270,8 @@ pub trait Store: Send + Sync {
     /// Marks runs still `running` whose lease expired, or whose owner is `owner` (this host,
     /// restarting), as `interrupted`, and returns them so their partial output can be cleaned.
     fn recover_interrupted(&self, owner: &str) -> StoreResult<Vec<RunRecord>>;
+    /// Replaces the error text of an interrupted run (what its recovery did).
+    fn annotate_run(&self, run_id: &str, error: &str) -> StoreResult<()>;
 
     /// Appends an event to a run; returns its sequence number.
     fn append_event(&self, run_id: &str, name: &str, data: &serde_json::Value) -> StoreResult<u64>;

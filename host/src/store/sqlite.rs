@@ -636,6 +636,16 @@ impl Store for SqliteStore {
         Ok(recovered)
     }
 
+    fn annotate_run(&self, run_id: &str, error: &str) -> StoreResult<()> {
+        self.conn()
+            .execute(
+                "UPDATE runs SET error = ?2 WHERE id = ?1 AND state = 'interrupted'",
+                params![run_id, error],
+            )
+            .db()?;
+        Ok(())
+    }
+
     fn append_event(&self, run_id: &str, name: &str, data: &serde_json::Value) -> StoreResult<u64> {
         let data_json = to_json(data)?;
         let (now, _) = now();

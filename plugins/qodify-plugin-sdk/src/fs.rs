@@ -159,6 +159,13 @@ pub fn space(path: impl AsRef<Path>) -> Result<Space, Error> {
         .map_err(|e| files_error("checking free space of", path, e))
 }
 
+/// Flushes a folder's entries to disk, so a rename or symlink made in it is durable (needs a
+/// writable mount).
+pub fn sync_dir(path: impl AsRef<Path>) -> Result<(), Error> {
+    let path = guest_path(path.as_ref())?;
+    wit::sync_dir(path).map_err(|e| files_error("syncing", path, e))
+}
+
 fn guest_path(path: &Path) -> Result<&str, Error> {
     path.to_str()
         .ok_or_else(|| Error::invalid_config(format!("path {} is not UTF-8", path.display())))

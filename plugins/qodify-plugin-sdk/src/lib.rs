@@ -39,11 +39,13 @@
 
 #![deny(missing_docs)]
 
+pub mod approval;
 pub mod command;
 mod context;
 mod error;
 pub mod fs;
 mod hashing;
+pub mod http;
 mod output;
 pub mod path;
 
