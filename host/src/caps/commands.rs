@@ -155,7 +155,9 @@ impl StepHost {
 
 impl Host for StepHost {
     fn run(&mut self, cmd: Command) -> Result<CommandOutput, CommandError> {
-        check_grant(&self.commands, &cmd).map_err(CommandError::NotGranted)?;
+        let grant = check_grant(&self.commands, &cmd)
+            .map_err(CommandError::NotGranted)?
+            .clone();
         let program = find_program(&cmd.program).ok_or_else(|| {
             CommandError::SpawnFailed(format!("`{}` is not installed on this host", cmd.program))
         })?;
@@ -187,11 +189,17 @@ impl Host for StepHost {
         let mut secrets = self.secrets.clone();
         secrets.extend(cmd.env.iter().map(|(_, v)| v.clone()));
 
+        let inherited: Vec<(String, std::ffi::OsString)> = grant
+            .inherit
+            .iter()
+            .filter_map(|name| Some((name.clone(), std::env::var_os(name)?)))
+            .collect();
         let mut proc = std::process::Command::new(&program);
         proc.args(&cmd.args)
             .env_clear()
             .env("PATH", SEARCH_PATH.join(":"))
             .env("LANG", "C.UTF-8")
+            .envs(inherited)
             .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(format!("/proc/self/fd/{}", cwd_dir.as_raw_fd()))
             .stdin(Stdio::null())
@@ -291,6 +299,7 @@ mod tests {
             program: "pg_dump".into(),
             args: vec!["-Fc".into(), "-f".into(), "*.dump".into()],
             env: vec!["PGPASSWORD".into()],
+            inherit: vec![],
             reason: None,
         }]
     }

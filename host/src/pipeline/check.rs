@@ -655,7 +655,7 @@ impl Checker<'_> {
                 );
             }
         }
-        for name in &command.env {
+        for name in command.env.iter().chain(&command.inherit) {
             if !is_env_name(name) {
                 self.at(
                     name,

@@ -172,6 +172,9 @@ pub struct CommandGrant {
     pub args: Vec<String>,
     /// Environment variables the step may set for it.
     pub env: Vec<String>,
+    /// Host environment variables passed through unchanged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inherit: Vec<String>,
     /// Why the step needs it.
     pub reason: Option<String>,
 }
@@ -516,6 +519,7 @@ impl Context<'_> {
                     program: c.program.get().clone(),
                     args: c.args.iter().map(|a| a.get().clone()).collect(),
                     env: c.env.iter().map(|e| e.get().clone()).collect(),
+                    inherit: c.inherit.iter().map(|e| e.get().clone()).collect(),
                     reason: c.reason.clone(),
                 })
                 .collect(),

@@ -430,6 +430,10 @@ pub struct CommandSpec {
     /// Names of environment variables the step may set for the program.
     #[serde(default)]
     pub env: Vec<Located<String>>,
+    /// Names of the host's own environment variables passed to the program unchanged when set
+    /// (e.g. `PM2_HOME`, so `pm2` talks to the host's PM2 daemon). The step never sees them.
+    #[serde(default)]
+    pub inherit: Vec<Located<String>>,
     /// Why the step needs this program, shown by `plan`.
     #[serde(default)]
     pub reason: Option<String>,
