@@ -1,0 +1,137 @@
+//! PM2 through the host's command grants. Lessons (tests/fixtures/upgrade/PM2-NOTES.md):
+//! - never run `pm2` with its working folder inside `current`: PM2 would store the resolved
+//!   release path and keep running the old release after every reload (pm2#1663); callers pass a
+//!   `cwd` outside it (the customer folder);
+//! - `pm2 jlist` shows the path PM2 was given, not what runs: the release a process runs is read
+//!   from `readlink /proc/<pid>/cwd`;
+//! - a reload that exits 0 says nothing about health;
+//! - on a cold `PM2_HOME` the first command prints a banner before any JSON, so `jlist` output is
+//!   parsed from its last line that is a JSON list.
+//!
+//! Grants the steps need (with `inherit = ["PM2_HOME"]` so the host's PM2 daemon is used):
+//! `pm2` with `jlist`, `ping`, `reload`, `restart`, `start`, `delete`, `--only`, `--update-env`,
+//! `--name`, `--no-autorestart`, app names and script paths; `readlink` with `/proc/*/cwd`.
+
+use std::time::Duration;
+
+use qodify_plugin_sdk::Error;
+use qodify_plugin_sdk::command::{Command, Stdio};
+use serde::Deserialize;
+
+/// How long one pm2 command may take (a reload whose worker crashes takes ~3.5 s).
+const PM2_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One app of `pm2 jlist`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// `name`.
+    pub name: String,
+    /// `pid` (0 when not running).
+    pub pid: u32,
+    /// `pm2_env.status`: `online`, `stopped`, `errored`, …
+    pub status: String,
+    /// `pm2_env.pm_cwd`: the working folder PM2 was given.
+    pub cwd: String,
+    /// `pm2_env.pm_exec_path`: the script PM2 was given.
+    pub exec_path: String,
+}
+
+#[derive(Deserialize)]
+struct RawApp {
+    name: String,
+    #[serde(default)]
+    pid: u32,
+    #[serde(default)]
+    pm2_env: RawEnv,
+}
+
+#[derive(Deserialize, Default)]
+struct RawEnv {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    pm_cwd: String,
+    #[serde(default)]
+    pm_exec_path: String,
+}
+
+/// Runs `pm2 <args>` with its working folder `cwd` (a guest path outside `current`) and extra
+/// environment `env`; returns stdout. A non-zero exit is an error quoting stderr.
+pub fn run(cwd: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String, Error> {
+    let mut cmd = Command::new("pm2")
+        .args(args.iter().copied())
+        .cwd(cwd)
+        .stdout(Stdio::Capture)
+        .timeout(PM2_TIMEOUT);
+    for (k, v) in env {
+        cmd = cmd.env(*k, *v);
+    }
+    let out = cmd.run()?.check()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Parses `pm2 jlist` output (anything before the first `[` is a banner).
+pub fn parse_jlist(stdout: &str) -> Result<Vec<App>, Error> {
+    // The list is one line; banner lines such as `[PM2] Spawning…` also start with `[`.
+    let line = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with("[{") || *l == "[]")
+        .ok_or_else(|| Error::command_failed("`pm2 jlist` printed no JSON list"))?;
+    let raw: Vec<RawApp> = serde_json::from_str(line).map_err(|e| {
+        Error::command_failed(format!("`pm2 jlist` output is not a JSON list: {e}"))
+    })?;
+    Ok(raw
+        .into_iter()
+        .map(|r| App {
+            name: r.name,
+            pid: r.pid,
+            status: r.pm2_env.status,
+            cwd: r.pm2_env.pm_cwd,
+            exec_path: r.pm2_env.pm_exec_path,
+        })
+        .collect())
+}
+
+/// `pm2 jlist`.
+pub fn jlist(cwd: &str) -> Result<Vec<App>, Error> {
+    parse_jlist(&run(cwd, &["jlist"], &[])?)
+}
+
+/// The real working folder of process `pid` (`readlink /proc/<pid>/cwd`), a host path.
+pub fn process_cwd(cwd: &str, pid: u32) -> Result<String, Error> {
+    let out = Command::new("readlink")
+        .arg(format!("/proc/{pid}/cwd"))
+        .cwd(cwd)
+        .stdout(Stdio::Capture)
+        .timeout(Duration::from_secs(10))
+        .run()?
+        .check()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// `pm2 delete <name>`; an app that does not exist is not an error.
+pub fn delete_if_present(cwd: &str, name: &str) -> Result<(), Error> {
+    let present = jlist(cwd)?.iter().any(|a| a.name == name);
+    if present {
+        run(cwd, &["delete", name], &[])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jlist_after_a_banner() {
+        let out = "                        -------------\n[PM2] Spawning PM2 daemon\n[{\"name\":\"a\",\"pid\":12,\"pm2_env\":{\"status\":\"online\",\"pm_cwd\":\"/c/current/backend\",\"pm_exec_path\":\"/c/current/backend/server.js\"}},{\"name\":\"b\"}]\n";
+        let apps = parse_jlist(out).unwrap();
+        assert_eq!(apps.len(), 2);
+        assert_eq!(apps[0].pid, 12);
+        assert_eq!(apps[0].cwd, "/c/current/backend");
+        assert_eq!(apps[1].status, "");
+        assert!(parse_jlist("no json").is_err());
+    }
+}
