@@ -11,6 +11,7 @@ pub mod executor;
 pub mod lock;
 pub mod pipeline;
 pub mod plugins;
+pub mod releases;
 pub mod runtime;
 pub mod sandbox;
 pub mod service;

@@ -17,6 +17,7 @@ use qodify_host::events::RunStatus;
 use qodify_host::executor::{self, RunRequest};
 use qodify_host::pipeline::{self, Pipeline, RunInputs};
 use qodify_host::plugins::Catalog;
+use qodify_host::releases;
 use qodify_host::runtime::{Runtime, human_bytes};
 use qodify_host::settings::{Overrides, Settings};
 
@@ -33,7 +34,7 @@ use qodify_host::settings::{Overrides, Settings};
     max_term_width = 100
 )]
 #[command(after_help = "Examples:
-  qodify-host validate                          check every pipeline and tier overlay
+  qodify-host validate                          check every pipeline, tier overlay and releases.json
   qodify-host plan backup --customer shop.example.com --tier paid
   qodify-host run backup --customer shop.example.com --param type=custom --param include.logs=true
   qodify-host plugins list
@@ -75,12 +76,14 @@ struct GlobalArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check pipelines and tier overlays; errors are reported as file:line:col.
+    /// Check pipelines, tier overlays and the release catalog; errors are reported as
+    /// file:line:col.
     ///
-    /// With no FILES, checks every pipeline in the pipelines folder and every overlay in its
-    /// tiers/ folder (each overlay against the pipelines it patches).
+    /// With no FILES, checks every pipeline in the pipelines folder, every overlay in its
+    /// tiers/ folder (each overlay against the pipelines it patches) and releases.json in the
+    /// releases folder (its schema, versions, ranges, and each package's sha256).
     Validate {
-        /// Pipeline or overlay files (overlays are files under a `tiers` folder).
+        /// Pipeline, overlay (a file under a `tiers` folder) or releases.json files.
         files: Vec<PathBuf>,
     },
     /// Show what a run would do: the pipeline after the tier overlay and params, with each
@@ -346,7 +349,29 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
             list_toml(&settings.pipelines_dir.join("tiers")),
         )
     } else {
-        files.iter().cloned().partition(|p| !is_overlay(p))
+        files
+            .iter()
+            .filter(|p| !releases::is_catalog(p))
+            .cloned()
+            .partition(|p| !is_overlay(p))
+    };
+    let catalogs: Vec<PathBuf> = if files.is_empty() {
+        let path = settings.releases_dir.join(releases::FILE_NAME);
+        if path.is_file() {
+            vec![path]
+        } else {
+            eprintln!(
+                "warning: no release catalog {}; upgrades cannot run until there is one",
+                path.display()
+            );
+            Vec::new()
+        }
+    } else {
+        files
+            .iter()
+            .filter(|p| releases::is_catalog(p))
+            .cloned()
+            .collect()
     };
     let mut errors = 0usize;
     let mut loaded: BTreeMap<String, Pipeline> = BTreeMap::new();
@@ -406,7 +431,16 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
             errors += 1;
         }
     }
-    if pipelines.is_empty() && overlays.is_empty() {
+    for path in &catalogs {
+        match releases::check_file(path) {
+            Ok(()) => println!("ok    {}", path.display()),
+            Err(d) => {
+                errors += 1;
+                eprintln!("{d}");
+            }
+        }
+    }
+    if pipelines.is_empty() && overlays.is_empty() && catalogs.is_empty() {
         bail!(
             "nothing to validate in {}",
             settings.pipelines_dir.display()

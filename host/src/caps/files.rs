@@ -200,7 +200,15 @@ impl Host for StepHost {
             loc.mount.dir.open_dir(&loc.rel)
         }
         .map_err(|e| io_err(&path, e))?;
-        rustix::fs::fsync(&dir).map_err(|e| rx(&path, e))
+        // cap-std opens folders `O_PATH`, which cannot be fsynced: open `.` for reading.
+        let fd = rustix::fs::openat(
+            dir.as_fd(),
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| rx(&path, e))?;
+        rustix::fs::fsync(&fd).map_err(|e| rx(&path, e))
     }
 
     fn space(&mut self, path: String) -> Result<FsSpace, FilesError> {

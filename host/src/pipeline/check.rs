@@ -410,11 +410,11 @@ impl Checker<'_> {
                     Exprs::NotInMountPath => vec![(
                         range.clone(),
                         format!(
-                            "mount paths cannot hold expressions: `{}`",
+                            "mount paths and command patterns cannot hold expressions: `{}`",
                             &value[range.clone()]
                         ),
                         format!(
-                            "a mount path takes only references ({KNOWN_REFS}); to pick a folder by a condition, write one step per case with `when`"
+                            "they take only references ({KNOWN_REFS}); to pick by a condition, write one step per case with `when`"
                         ),
                     )],
                 },
@@ -641,13 +641,27 @@ impl Checker<'_> {
             );
         }
         for arg in &command.args {
+            // `{{customer.domain}}` and other references may appear in patterns; the glob is
+            // checked on a sample value (the real one is checked again when a call is matched).
+            let sample;
+            let pattern: &str = if arg.contains("{{") {
+                match self.template(arg.src(), &arg.span(), arg, Exprs::NotInMountPath) {
+                    Some(pieces) => {
+                        sample = template::render(&pieces, &|_| "x".to_owned(), &|_| false);
+                        &sample
+                    }
+                    None => continue,
+                }
+            } else {
+                arg
+            };
             if arg.is_empty() {
                 self.at(
                     arg,
                     "empty argument pattern",
                     "write a glob such as `-Fc` or `/out/*`, or remove it",
                 );
-            } else if let Err(e) = globset::Glob::new(arg) {
+            } else if let Err(e) = globset::Glob::new(pattern) {
                 self.at(
                     arg,
                     format!("invalid argument pattern: {}", e.kind()),

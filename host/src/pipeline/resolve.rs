@@ -517,7 +517,7 @@ impl Context<'_> {
                 .iter()
                 .map(|c| CommandGrant {
                     program: c.program.get().clone(),
-                    args: c.args.iter().map(|a| a.get().clone()).collect(),
+                    args: c.args.iter().map(|a| self.render(a.get())).collect(),
                     env: c.env.iter().map(|e| e.get().clone()).collect(),
                     inherit: c.inherit.iter().map(|e| e.get().clone()).collect(),
                     reason: c.reason.clone(),

@@ -1,7 +1,9 @@
 //! Shared by the blue/green plugins (`layout-migrate`, `release-check`, `release-unpack`,
 //! `env-merge`, `health-check`, `symlink-swap`, `upgrade-rollback`, `release-finish`): the
 //! names of the layout, the upgrade journal that makes rollback possible after a crash, the
-//! marker each release folder carries, the release catalog (`releases.json`) and PM2 helpers.
+//! marker each release folder carries, the release catalog (`releases.json`), PM2 helpers, the
+//! atomic swap of `current` with the PM2 reload and check that follow it ([`swap`]), and release
+//! removal that never follows the uploads link ([`tree`]).
 //!
 //! Layout of a customer folder `C` after `migrate-layout` (plan §3.2):
 //!
@@ -16,7 +18,10 @@
 //! ```
 
 pub mod catalog;
+pub mod fsops;
 pub mod journal;
 pub mod layout;
 pub mod marker;
 pub mod pm2;
+pub mod swap;
+pub mod tree;

@@ -41,6 +41,17 @@ pub struct Marker {
     pub pre_upgrade_backup: Option<String>,
 }
 
+/// What [`Marker::inspect`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkerFile {
+    /// No marker: a release being unpacked, or one a crash left.
+    Missing,
+    /// A marker that does not parse (the text says why).
+    Damaged(String),
+    /// A marker.
+    Valid(Marker),
+}
+
 impl Marker {
     /// Reads the marker of the release folder `release_dir` (a guest path).
     pub fn read(release_dir: &str) -> Result<Option<Marker>, Error> {
@@ -48,6 +59,20 @@ impl Marker {
         match std::fs::read(&path) {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {path}: {e}"))),
+        }
+    }
+
+    /// Reads the marker of `release_dir` and tells a missing marker from a damaged one (which
+    /// [`Marker::read`] reports alike as `None`): cleanup never deletes what it cannot read.
+    pub fn inspect(release_dir: &str) -> Result<MarkerFile, Error> {
+        let path = format!("{}/{FILE}", release_dir.trim_end_matches('/'));
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(match serde_json::from_slice(&bytes) {
+                Ok(m) => MarkerFile::Valid(m),
+                Err(e) => MarkerFile::Damaged(format!("{path}: {e}")),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MarkerFile::Missing),
             Err(e) => Err(Error::io(format!("reading {path}: {e}"))),
         }
     }
