@@ -173,14 +173,31 @@ impl From<BackupRecord> for HistoryView {
     }
 }
 
-/// A customer's backup history, newest first.
+/// A customer's backup history, newest first, one page.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = BackupHistory)]
+#[serde(rename_all = "camelCase")]
 struct History {
     /// The customer id.
     customer: String,
-    /// Every backup run, failed ones too.
+    /// Backup runs, failed ones too, newest first (at most `limit`).
     backups: Vec<HistoryView>,
+    /// When more lines follow: pass it as `?before=` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<String>,
+}
+
+/// `?limit=&before=` of the history.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// At most this many lines (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// Start after this run's line: the `nextBefore` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9-]{1,64}$")]
+    before: Option<String>,
 }
 
 /// The customer's backup history, newest first, as the store keeps it (failed runs too).
@@ -189,7 +206,7 @@ struct History {
     path = "/customers/{id}/backups",
     tag = "backups",
     operation_id = "listBackups",
-    params(CustomerPath),
+    params(CustomerPath, HistoryQuery),
     responses(
         (status = 200, description = "The history.", body = History),
         (status = 400, description = "The id is not a customer id.", body = ApiProblem, content_type = PROBLEM_JSON),
@@ -199,16 +216,24 @@ struct History {
 async fn history(
     State(state): State<AppState>,
     ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<History>, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
+    let limit = extract::limit(q.limit)?;
+    let before = q.before.as_deref().map(extract::run_id).transpose()?;
     blocking(move || {
         let store = state.store.as_ref();
         customers::require(store, &id)?;
-        // Newest first, as the store keeps it.
-        let backups = store.backups(&id)?;
+        // Newest first, as the store keeps it; one more line tells whether a next page exists.
+        let mut backups = store.backups(&id, limit + 1, before.as_deref())?;
+        let next_before = (backups.len() > limit).then(|| {
+            backups.truncate(limit);
+            backups.last().map(|b| b.run_id.clone())
+        });
         Ok(Json(History {
             customer: id,
             backups: backups.into_iter().map(HistoryView::from).collect(),
+            next_before: next_before.flatten(),
         }))
     })
     .await
@@ -299,7 +324,7 @@ async fn remove(
         }
         crate::backups::delete(&dir, &backup_id)
             .map_err(|e| ApiError::internal("deleting a backup", format!("{e:#}")))?;
-        match store.backups(&id) {
+        match store.backups(&id, usize::MAX, None) {
             Ok(rows) => {
                 for row in rows
                     .into_iter()
