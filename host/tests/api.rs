@@ -645,6 +645,8 @@ async fn a_queued_run_is_cancelled_and_a_finished_one_refuses() {
 
 #[tokio::test]
 async fn backup_history_comes_from_the_store_newest_first() {
+    const R1: &str = "0190f1c2-7a3b-7c4d-8e5f-000000000001";
+    const R2: &str = "0190f1c2-7a3b-7c4d-8e5f-000000000002";
     let env = env();
     env.register("c1", DOMAIN).await;
     let empty = env.call("GET", "/api/customers/c1/backups", None).await;
@@ -658,12 +660,17 @@ async fn backup_history_comes_from_the_store_newest_first() {
 
     for (run, backup, result, at) in [
         (
-            "r1",
+            "0190f1c2-7a3b-7c4d-8e5f-000000000001",
             Some("20260101-120000"),
             "succeeded",
             "2026-01-01T12:00:00Z",
         ),
-        ("r2", None, "failed", "2026-01-02T12:00:00Z"),
+        (
+            "0190f1c2-7a3b-7c4d-8e5f-000000000002",
+            None,
+            "failed",
+            "2026-01-02T12:00:00Z",
+        ),
     ] {
         env.state
             .store
@@ -685,16 +692,39 @@ async fn backup_history_comes_from_the_store_newest_first() {
     assert_eq!(r.json["customer"], "c1");
     let rows = r.json["backups"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0]["runId"], "r2");
+    assert_eq!(rows[0]["runId"], R2);
     assert_eq!(rows[0]["result"], "failed");
     assert_eq!(rows[0]["backupId"], Value::Null);
-    assert_eq!(rows[1]["runId"], "r1");
+    assert_eq!(rows[1]["runId"], R1);
     assert_eq!(rows[1]["backupId"], "20260101-120000");
     assert_eq!(rows[1]["date"], "2026-01-01T12:00:00Z");
     assert_eq!(rows[1]["type"], "fast");
     assert_eq!(rows[1]["size"], 1234);
     assert_eq!(rows[1]["durationMs"], 5000);
     assert_eq!(rows[1]["triggeredBy"], "ayse");
+    assert!(r.json.get("nextBefore").is_none(), "{}", r.text);
+
+    // Pages: `nextBefore` leads to the next one, and the last page has none.
+    let first = env
+        .call("GET", "/api/customers/c1/backups?limit=1", None)
+        .await;
+    assert_eq!(first.json["backups"][0]["runId"], R2);
+    assert_eq!(first.json["nextBefore"], R2);
+    let second = env
+        .call(
+            "GET",
+            &format!("/api/customers/c1/backups?limit=1&before={R2}"),
+            None,
+        )
+        .await;
+    assert_eq!(second.json["backups"][0]["runId"], R1);
+    assert!(second.json.get("nextBefore").is_none(), "{}", second.text);
+    for bad in ["limit=0", "limit=1001", "before=r2", "page=2"] {
+        let r = env
+            .call("GET", &format!("/api/customers/c1/backups?{bad}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
 }
 
 #[tokio::test]
@@ -1048,7 +1078,12 @@ impl Store for LeakyStore {
     fn record_backup(&self, b: &BackupRecord) -> StoreResult<()> {
         self.0.record_backup(b)
     }
-    fn backups(&self, _customer_id: &str) -> StoreResult<Vec<BackupRecord>> {
+    fn backups(
+        &self,
+        _customer_id: &str,
+        _limit: usize,
+        _before: Option<&str>,
+    ) -> StoreResult<Vec<BackupRecord>> {
         Err(StoreError::Db(SECRET_ERROR.into()))
     }
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {

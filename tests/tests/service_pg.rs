@@ -7,7 +7,7 @@ mod common;
 mod pg;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,42 +16,12 @@ use pg::TestDb;
 const TOKEN: &str = "test-token-123";
 const DOMAIN: &str = "shop.example.com";
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(host: &Host) -> Server {
     serve_with(host, &[])
 }
 
 fn serve_with(host: &Host, extra: &[&str]) -> Server {
-    let mut c: Command = host.cmd();
-    let mut child = c
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-        .args(extra)
-        .env("QODIFY_API_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Server { child, base }
+    host.serve(TOKEN, extra)
 }
 
 fn req(method: &str, url: &str) -> ureq::Request {

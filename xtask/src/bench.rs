@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the archive plugin against native `tar -czf` (GNU tar + gzip -6) on one
-//! generated tree, run by the same script back to back; and the per-step overhead of the runtime
+//! generated tree, run by the same script back to back; the per-step overhead of the runtime
 //! (store + instantiate from a pre-linked component + a no-op call) against spawning a native
-//! no-op process. Prints ratios. A benchmark, not a test: nothing here fails on a number.
+//! no-op process; a whole backup against a plain script; and the HTTP API under load
+//! ([`crate::bench_api`]). Prints ratios. A benchmark, not a test: nothing here fails on a number.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +19,19 @@ struct Opts {
     runs: usize,
     archive: bool,
     backup: bool,
+    api: bool,
     db_rows: u64,
+    api_opts: crate::bench_api::Opts,
+}
+
+const OPTIONS: &str = "--size-mib N, --runs N, --db-rows N, --clients N, --duration-secs N, \
+    --poll-ms N, --workers N, --history-runs N, --samples N, --archive-only, --backup-only, --api-only";
+
+/// The number after `flag`.
+fn num(flag: &str, it: &mut std::slice::Iter<'_, &str>) -> Result<u64> {
+    let v = it.next().with_context(|| format!("{flag} N"))?;
+    v.parse()
+        .with_context(|| format!("{flag} takes a whole number, not `{v}`"))
 }
 
 fn parse(args: &[&str]) -> Result<Opts> {
@@ -27,21 +40,40 @@ fn parse(args: &[&str]) -> Result<Opts> {
         runs: 3,
         archive: true,
         backup: true,
+        api: true,
         db_rows: 1_200_000,
+        api_opts: Default::default(),
     };
+    // `--X-only` flags pick benchmarks; several of them run each one picked.
+    let mut only: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        let api = &mut o.api_opts;
         match *a {
-            "--size-mib" => o.size_mib = it.next().context("--size-mib N")?.parse()?,
-            "--runs" => o.runs = it.next().context("--runs N")?.parse()?,
-            "--db-rows" => o.db_rows = it.next().context("--db-rows N")?.parse()?,
-            "--archive-only" => o.backup = false,
-            "--backup-only" => o.archive = false,
-            other => anyhow::bail!(
-                "unknown bench option `{other}` (use --size-mib N, --runs N, --db-rows N, --archive-only, --backup-only)"
-            ),
+            "--size-mib" => o.size_mib = num(a, &mut it)?,
+            "--runs" => o.runs = num(a, &mut it)? as usize,
+            "--db-rows" => o.db_rows = num(a, &mut it)?,
+            "--clients" => api.clients = num(a, &mut it)? as usize,
+            "--duration-secs" => api.duration = Duration::from_secs(num(a, &mut it)?),
+            "--poll-ms" => api.poll = Duration::from_millis(num(a, &mut it)?),
+            "--workers" => api.workers = num(a, &mut it)? as usize,
+            "--history-runs" => api.history_runs = num(a, &mut it)? as usize,
+            "--samples" => api.samples = num(a, &mut it)? as usize,
+            "--archive-only" => only.push("archive"),
+            "--backup-only" => only.push("backup"),
+            "--api-only" => only.push("api"),
+            other => anyhow::bail!("unknown bench option `{other}` (use {OPTIONS})"),
         }
     }
+    if !only.is_empty() {
+        o.archive = only.contains(&"archive");
+        o.backup = only.contains(&"backup");
+        o.api = only.contains(&"api");
+    }
+    anyhow::ensure!(
+        o.api_opts.clients > 0 && o.api_opts.samples > 0 && o.api_opts.duration > Duration::ZERO,
+        "--clients, --samples and --duration-secs must be at least 1"
+    );
     Ok(o)
 }
 
@@ -176,6 +208,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     if opts.backup {
         backup(&target, &opts)?;
+    }
+    if opts.api {
+        crate::bench_api::run(&target, &opts.api_opts)?;
     }
     Ok(())
 }

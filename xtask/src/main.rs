@@ -2,6 +2,7 @@
 //! tests, run the demo, run benchmarks, scaffold a plugin.
 
 mod bench;
+mod bench_api;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,11 @@ Commands:
                       <target>/plugins/<id>.wasm, test-only plugins in <target>/test-plugins/
   test                build, then run every test (host, plugins, end-to-end)
   demo                make a sample customer and back it up with the shipped `backup` pipeline
-  bench               archive plugin vs native `tar -czf`, and per-step overhead (release build)
+  bench               archive plugin vs native `tar -czf`, per-step overhead, a whole backup vs a
+                      plain script, and the HTTP API under load (release build); pick some with
+                      --archive-only, --backup-only, --api-only. API options: --clients N (200),
+                      --duration-secs N (30), --poll-ms N (100), --workers N (4),
+                      --history-runs N (1000), --samples N (500)
   new-plugin <id>     scaffold plugins/<id> from the SDK template
 ";
 

@@ -4,53 +4,73 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
-use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault};
+use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
+use super::extract::{self, ApiPath, ApiQuery, BackupPath, CustomerPath, JsonOrDefault};
+use super::runs::Submitted;
 use super::{audit, blocking, customers, runs};
 use crate::service::AppState;
 use crate::store::{BackupRecord, CustomerRecord};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/customers/{id}/backups", get(history).post(create))
-        .route("/customers/{id}/backups/{backup_id}", delete(remove))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(history, create))
+        .routes(routes!(remove))
 }
 
 /// `fast`: the plan's recommended set; `custom`: chosen with the include flags.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum BackupType {
+    /// The recommended set: database, uploads, `.env` files and PM2 config; no logs or build
+    /// artifacts.
     #[default]
     Fast,
+    /// What the include flags choose.
     Custom,
 }
 
 /// Include flags of a backup; the ones left out keep the pipeline's defaults.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct BackupInclude {
+    /// Dump the database (default true).
     db: Option<bool>,
+    /// Archive the uploads (default true).
     uploads: Option<bool>,
+    /// Archive every `.env*` file and the PM2 ecosystem file(s) (default true).
     env_pm2: Option<bool>,
+    /// Keep `logs/` folders in the service archives (default false).
     logs: Option<bool>,
+    /// Keep `node_modules/`, `.next/` and `dist/` in the service archives (default false).
     artifacts: Option<bool>,
 }
 
 /// Body of `POST /api/customers/{id}/backups` (may be empty: a fast backup).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateBackup {
+    /// `fast` (default) or `custom`.
     #[serde(rename = "type", default)]
     kind: BackupType,
+    /// With `custom`: what to include.
     #[serde(default)]
     include: BackupInclude,
+    /// Who asked (a user name or id), for the history and the audit log.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "ayse@qodify.com"
+    )]
     triggered_by: Option<String>,
     /// Queue behind the customer's active run instead of answering 409.
     #[serde(default)]
@@ -80,9 +100,27 @@ fn backup_params(req: &CreateBackup) -> BTreeMap<String, String> {
     params
 }
 
+/// Queues a backup of the customer (the shipped `backup` pipeline).
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/backups",
+    tag = "backups",
+    operation_id = "createBackup",
+    params(CustomerPath),
+    request_body(content = Option<CreateBackup>, description = "May be left out: a fast backup."),
+    responses(
+        (status = 202, description = "Queued; follow it at `runUrl` and `eventsUrl`.", body = Submitted,
+         headers(("Location" = String, description = "The run's URL."))),
+        (status = 400, description = "A bad id or body.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The customer has an active run (named in `activeRunId`) and `queue` was not set.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
     JsonOrDefault(body): JsonOrDefault<CreateBackup>,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
@@ -92,22 +130,31 @@ async fn create(
 }
 
 /// One line of backup history as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = BackupHistoryEntry)]
 struct HistoryView {
     /// When the run was created (RFC 3339 UTC).
+    #[schema(format = DateTime)]
     date: String,
     /// `fast` or `custom`.
     #[serde(rename = "type")]
     kind: String,
     /// Bytes, when it completed.
+    #[schema(required = true)]
     size: Option<u64>,
     /// Wall time in milliseconds.
+    #[schema(required = true)]
     duration_ms: Option<u64>,
     /// `succeeded`, `failed`, `cancelled`, `interrupted` or `deleted`.
     result: String,
+    /// Who asked for it.
+    #[schema(required = true)]
     triggered_by: Option<String>,
+    /// The run that made (or tried to make) it.
     run_id: String,
+    /// The backup id, once it completed.
+    #[schema(required = true)]
     backup_id: Option<String>,
 }
 
@@ -126,33 +173,83 @@ impl From<BackupRecord> for HistoryView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A customer's backup history, newest first, one page.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = BackupHistory)]
+#[serde(rename_all = "camelCase")]
 struct History {
+    /// The customer id.
     customer: String,
+    /// Backup runs, failed ones too, newest first (at most `limit`).
     backups: Vec<HistoryView>,
+    /// When more lines follow: pass it as `?before=` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<String>,
 }
 
+/// `?limit=&before=` of the history.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// At most this many lines (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// Start after this run's line: the `nextBefore` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9-]{1,64}$")]
+    before: Option<String>,
+}
+
+/// The customer's backup history, newest first, as the store keeps it (failed runs too).
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/backups",
+    tag = "backups",
+    operation_id = "listBackups",
+    params(CustomerPath, HistoryQuery),
+    responses(
+        (status = 200, description = "The history.", body = History),
+        (status = 400, description = "The id is not a customer id.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn history(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<History>, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
+    let limit = extract::limit(q.limit)?;
+    let before = q.before.as_deref().map(extract::run_id).transpose()?;
     blocking(move || {
         let store = state.store.as_ref();
         customers::require(store, &id)?;
-        // Newest first, as the store keeps it.
-        let backups = store.backups(&id)?;
+        // Newest first, as the store keeps it; one more line tells whether a next page exists.
+        let mut backups = store.backups(&id, limit + 1, before.as_deref())?;
+        let next_before = (backups.len() > limit).then(|| {
+            backups.truncate(limit);
+            backups.last().map(|b| b.run_id.clone())
+        });
         Ok(Json(History {
             customer: id,
             backups: backups.into_iter().map(HistoryView::from).collect(),
+            next_before: next_before.flatten(),
         }))
     })
     .await
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `?triggeredBy=` of a delete.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DeleteQuery {
+    /// Who asked (a user name or id), for the audit log.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     triggered_by: Option<String>,
 }
 
@@ -170,9 +267,23 @@ pub(super) fn open_customer_dir(
     })
 }
 
+/// Deletes one backup folder (refused while the backup is pinned or the customer busy).
+#[utoipa::path(
+    delete,
+    path = "/customers/{id}/backups/{backupId}",
+    tag = "backups",
+    operation_id = "deleteBackup",
+    params(BackupPath, DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "A bad id or query.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer or backup.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The backup is pinned (`pinned` says why), or the customer has an active run.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn remove(
     State(state): State<AppState>,
-    ApiPath((id, backup_id)): ApiPath<(String, String)>,
+    ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
@@ -209,11 +320,11 @@ async fn remove(
             return Err(ApiError::conflict(format!(
                 "backup {backup_id} is pinned ({reason}) and cannot be deleted"
             ))
-            .with("pinned", reason));
+            .with_pinned(reason));
         }
         crate::backups::delete(&dir, &backup_id)
             .map_err(|e| ApiError::internal("deleting a backup", format!("{e:#}")))?;
-        match store.backups(&id) {
+        match store.backups(&id, usize::MAX, None) {
             Ok(rows) => {
                 for row in rows
                     .into_iter()

@@ -18,14 +18,17 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::{ApiError, PROBLEM_JSON};
-use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault};
+use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
+use super::extract::{self, ApiPath, ApiQuery, BackupPath, JsonOrDefault};
+use super::openapi::Binary;
 use super::{audit, backups, blocking, customers};
 use crate::backups::{BACKUPS, MANIFEST};
 use crate::service::AppState;
@@ -186,35 +189,72 @@ fn unix_now() -> u64 {
 }
 
 /// Routes under `/api` (behind the bearer token).
-pub(super) fn api_router(keys: SigningKeys) -> Router<AppState> {
-    Router::new()
-        .route(
-            "/customers/{id}/backups/{backup_id}/download",
-            get(download),
-        )
-        .route(
-            "/customers/{id}/backups/{backup_id}/download-url",
-            post(download_url),
-        )
+pub(super) fn api_router(keys: SigningKeys) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(download))
+        .routes(routes!(download_url))
         .layer(Extension(keys))
 }
 
 /// The open route of signed links.
-pub(super) fn public_router(keys: SigningKeys) -> Router<AppState> {
-    Router::new()
-        .route("/download/{id}/{backup_id}", get(signed_download))
+pub(super) fn public_router(keys: SigningKeys) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signed_download))
         .layer(Extension(keys))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `?file=` of a download.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FileQuery {
+    /// One file of the backup (`backup.json` or a file it lists, e.g. `db.dump`); left out, the
+    /// whole backup as a tar.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$",
+        example = "db.dump"
+    )]
     file: Option<String>,
 }
 
+/// Downloads one file of a complete backup (single-range `Range` and `If-Range` supported;
+/// the `ETag` is the file's sha256), or the whole backup as an uncompressed tar.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/backups/{backupId}/download",
+    tag = "downloads",
+    operation_id = "downloadBackup",
+    params(
+        BackupPath,
+        FileQuery,
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range, e.g. `bytes=1048576-` (with `?file=` only)."),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "The `ETag` the range belongs to; another one gets the whole file."),
+    ),
+    responses(
+        (status = 200, description = "The file (`application/octet-stream`) or, without `?file=`, the whole backup as a tar.",
+         content(
+            (Binary = "application/octet-stream"),
+            (Binary = "application/x-tar"),
+         ),
+         headers(
+            ("ETag" = String, description = "The file's sha256, quoted (files only)."),
+            ("Content-Disposition" = String, description = "`attachment` with the file name."),
+         )),
+        (status = 206, description = "The requested range of the file.", body = Binary, content_type = "application/octet-stream",
+         headers(
+            ("Content-Range" = String, description = "`bytes first-last/length`."),
+            ("ETag" = String, description = "The file's sha256, quoted."),
+         )),
+        (status = 400, description = "A bad id or file name.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer, complete backup or file.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 416, description = "The range starts past the end of the file.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn download(
     State(state): State<AppState>,
-    ApiPath((id, backup_id)): ApiPath<(String, String)>,
+    ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     ApiQuery(q): ApiQuery<FileQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -223,26 +263,87 @@ async fn download(
     serve(state, id, backup_id, q.file, &headers).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Body of `POST …/download-url` (may be empty: the whole backup, 15 minutes).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = DownloadUrlRequest)]
 struct UrlRequest {
+    /// One file of the backup; left out, the whole backup as a tar.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$",
+        example = "uploads.tar.gz"
+    )]
     file: Option<String>,
+    /// How long the link works (default 900).
+    #[serde(default, deserialize_with = "whole_seconds")]
+    #[schema(minimum = 1, maximum = 86400, example = 900)]
     ttl_seconds: Option<u32>,
+    /// Who asked (a user name or id), for the audit log.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "ayse@qodify.com"
+    )]
     triggered_by: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// `ttlSeconds` as a whole number: `900.0` is as good as `900` (JSON and its schemas do not tell
+/// them apart).
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(f))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|v| u32::try_from(v).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "ttlSeconds must be a whole number of seconds, not {n}"
+            ))
+        })
+}
+
+/// A signed, expiring download link.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DownloadUrl)]
 struct UrlResponse {
+    /// Path and query of the link, relative to the host (`/download/…`); no token needed.
     url: String,
     /// RFC 3339 UTC.
+    #[schema(format = DateTime)]
     expires_at: String,
 }
 
+/// Issues a signed, expiring link to a download, for a browser (no token needed to use it).
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/backups/{backupId}/download-url",
+    tag = "downloads",
+    operation_id = "createDownloadUrl",
+    params(BackupPath),
+    request_body(content = Option<UrlRequest>, description = "May be left out: the whole backup, for 15 minutes."),
+    responses(
+        (status = 200, description = "The link.", body = UrlResponse),
+        (status = 400, description = "A bad id, file name, `ttlSeconds` or body.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer, complete backup or file.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 503, description = "No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`).", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn download_url(
     State(state): State<AppState>,
     Extension(keys): Extension<SigningKeys>,
-    ApiPath((id, backup_id)): ApiPath<(String, String)>,
+    ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     JsonOrDefault(body): JsonOrDefault<UrlRequest>,
 ) -> Result<Json<UrlResponse>, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
@@ -294,14 +395,59 @@ async fn download_url(
     Ok(Json(UrlResponse { url, expires_at }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The query of a signed link, as `POST …/download-url` issued it.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SignedQuery {
+    /// The file the link is for; left out, the whole backup.
     file: Option<String>,
+    /// Expiry, seconds since the Unix epoch.
+    #[param(required = true)]
     exp: Option<String>,
+    /// The signing key's id.
+    #[param(required = true)]
     kid: Option<String>,
+    /// Lowercase hex HMAC-SHA256 of the link.
+    #[param(required = true)]
     sig: Option<String>,
 }
 
+/// A signed link's download: the same answers as the download under `/api`, without a token.
+/// Every bad, altered or expired link gets the same 403.
+#[utoipa::path(
+    get,
+    path = "/download/{id}/{backupId}",
+    tag = "downloads",
+    operation_id = "signedDownload",
+    // Open: no token.
+    security(()),
+    params(
+        BackupPath,
+        SignedQuery,
+        ("Range" = Option<String>, Header, nullable = false, description = "One byte range, e.g. `bytes=1048576-` (links to one file only)."),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "The `ETag` the range belongs to; another one gets the whole file."),
+    ),
+    responses(
+        (status = 200, description = "The file (`application/octet-stream`) or the whole backup as a tar.",
+         content(
+            (Binary = "application/octet-stream"),
+            (Binary = "application/x-tar"),
+         ),
+         headers(
+            ("ETag" = String, description = "The file's sha256, quoted (files only)."),
+            ("Content-Disposition" = String, description = "`attachment` with the file name."),
+         )),
+        (status = 206, description = "The requested range of the file.", body = Binary, content_type = "application/octet-stream",
+         headers(
+            ("Content-Range" = String, description = "`bytes first-last/length`."),
+            ("ETag" = String, description = "The file's sha256, quoted."),
+         )),
+        (status = 403, description = "Invalid or expired link.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "The backup or file is gone.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 416, description = "The range starts past the end of the file.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Signed links are disabled on this host (no signing key).", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn signed_download(
     State(state): State<AppState>,
     Extension(keys): Extension<SigningKeys>,

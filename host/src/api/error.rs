@@ -3,9 +3,10 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::store::{RunRecord, StoreError};
+use crate::store::{RunRecord, RunState, StoreError};
 
 /// Media type of error bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -15,16 +16,60 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    detail: String,
-    extra: Map<String, Value>,
+    // Boxed: every handler returns `Result<_, ApiError>`, so the error stays small.
+    body: Box<ApiProblem>,
+}
+
+/// The body of every error answer (RFC 9457 problem details); `ApiProblem` in the OpenAPI
+/// document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiProblem {
+    /// Always `about:blank`: the status code says what kind of problem it is.
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    pub kind: String,
+    /// The status code's reason phrase.
+    #[schema(example = "Not Found")]
+    pub title: String,
+    /// The HTTP status code.
+    #[schema(example = 404)]
+    pub status: u16,
+    /// What went wrong and what to do next, for people.
+    #[schema(example = "unknown customer 42; register it with PUT /api/customers/42")]
+    pub detail: String,
+    /// 409 for a busy customer: its active run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub active_run_id: Option<String>,
+    /// 409 for a busy customer: the active run's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub active_run_state: Option<RunState>,
+    /// 409 for a pinned backup: why it is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub pinned: Option<String>,
+    /// 409 for cancelling a finished run: the state it finished in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub state: Option<RunState>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Self {
             status,
-            detail: detail.into(),
-            extra: Map::new(),
+            body: Box::new(ApiProblem {
+                kind: "about:blank".to_owned(),
+                title: status.canonical_reason().unwrap_or("Error").to_owned(),
+                status: status.as_u16(),
+                detail: detail.into(),
+                active_run_id: None,
+                active_run_state: None,
+                pinned: None,
+                state: None,
+            }),
         }
     }
 
@@ -89,28 +134,35 @@ impl ApiError {
 
     /// 409 for a customer that already has an active run, naming it in the detail and in
     /// `activeRunId` / `activeRunState`.
-    pub fn busy(customer: &str, run_id: &str, pipeline: &str, state: &str) -> Self {
+    pub fn busy(customer: &str, run_id: &str, pipeline: &str, state: RunState) -> Self {
         Self::conflict(format!(
             "customer {customer} already has an active run {run_id} ({pipeline}, {state}); wait for it to \
              finish, cancel it with POST /api/runs/{run_id}/cancel, or send \"queue\": true to queue behind it"
         ))
-        .with("activeRunId", run_id)
-        .with("activeRunState", state)
+        .with_active_run(run_id, state)
     }
 
     /// [`ApiError::busy`] for an active run record.
     pub fn busy_with(run: &RunRecord) -> Self {
-        Self::busy(
-            &run.customer_id,
-            &run.id,
-            &run.pipeline,
-            &run.state.to_string(),
-        )
+        Self::busy(&run.customer_id, &run.id, &run.pipeline, run.state)
     }
 
-    /// Adds a field to the problem body.
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
+    /// Names the active run in the problem body (`activeRunId`, `activeRunState`).
+    pub fn with_active_run(mut self, run_id: &str, state: RunState) -> Self {
+        self.body.active_run_id = Some(run_id.to_owned());
+        self.body.active_run_state = Some(state);
+        self
+    }
+
+    /// Says why a backup is pinned (`pinned`).
+    pub fn with_pinned(mut self, reason: impl Into<String>) -> Self {
+        self.body.pinned = Some(reason.into());
+        self
+    }
+
+    /// Names the state a run is in (`state`).
+    pub fn with_state(mut self, state: RunState) -> Self {
+        self.body.state = Some(state);
         self
     }
 
@@ -121,7 +173,7 @@ impl ApiError {
 
     /// The detail text.
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.body.detail
     }
 }
 
@@ -133,7 +185,7 @@ impl From<StoreError> for ApiError {
                 run_id,
                 pipeline,
                 state,
-            } => Self::busy(&customer, &run_id, &pipeline, &state.to_string()),
+            } => Self::busy(&customer, &run_id, &pipeline, state),
             StoreError::UnknownCustomer(id) => Self::not_found(format!(
                 "unknown customer {id}; register it with PUT /api/customers/{id}"
             )),
@@ -145,18 +197,8 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert("type".into(), json!("about:blank"));
-        body.insert(
-            "title".into(),
-            json!(self.status.canonical_reason().unwrap_or("Error")),
-        );
-        body.insert("status".into(), json!(self.status.as_u16()));
-        body.insert("detail".into(), json!(self.detail));
-        for (k, v) in self.extra {
-            body.entry(k).or_insert(v);
-        }
-        let mut response = (self.status, Value::Object(body).to_string()).into_response();
+        let body = serde_json::to_string(&self.body).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -11,20 +11,21 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::blocking;
-use super::error::ApiError;
-use super::extract::{self, ApiPath, ApiQuery};
+use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
+use super::extract::{self, ApiPath, ApiQuery, RunPath};
 use crate::service::{AppState, LiveEvent};
 use crate::store::Store;
 
@@ -34,8 +35,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// cancelled while queued, or a host that died); such a stream ends one period after.
 const POLL: Duration = Duration::from_secs(2);
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/runs/{run_id}/events", get(events))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
 /// Is this the last event of a run?
@@ -43,9 +44,33 @@ pub(super) fn is_terminal(name: &str) -> bool {
     name.ends_with("-completed") || name.ends_with("-failed")
 }
 
-#[derive(Debug, Deserialize)]
+/// One event of a run's stream as SSE frames it: the schema of `text/event-stream`, one event.
+#[derive(ToSchema)]
+#[schema(as = RunEvent)]
+struct RunEvent {
+    /// The event's per-run sequence number; send the last one back as `Last-Event-ID` to resume.
+    /// (An event the store could not keep is sent live without one.)
+    #[schema(pattern = "^[0-9]+$", nullable = false)]
+    id: Option<String>,
+    /// `backup-progress`, `backup-completed`, `backup-failed`, `restore-progress`,
+    /// `restore-completed` or `restore-failed`; the stream ends after a `*-completed` or
+    /// `*-failed` one.
+    #[schema(example = "backup-progress")]
+    event: String,
+    /// The payload, JSON: `{runId, percent, step, message}` for progress, `{runId, backupId,
+    /// size, durationMs}` when completed, `{runId, state, error, durationMs}` when failed.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+/// `?after=<seq>` of the event stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
+    /// Replay only the events after this sequence number (what `Last-Event-ID` says, for
+    /// clients that cannot set headers).
+    #[param(minimum = 0)]
     after: Option<u64>,
 }
 
@@ -153,24 +178,48 @@ impl Follow {
 }
 
 fn to_sse(item: Item) -> Event {
+    let frame = RunEvent {
+        id: (item.seq != 0).then(|| item.seq.to_string()),
+        event: item.name,
+        data: item.data.to_string(),
+    };
     let mut event = Event::default();
-    if item.seq != 0 {
-        event = event.id(item.seq.to_string());
+    if let Some(id) = frame.id {
+        event = event.id(id);
     }
     // Names come from the host; a line break would break the SSE framing (and axum panics on it).
-    if !item.name.contains(['\n', '\r']) {
-        event = event.event(item.name);
+    if !frame.event.contains(['\n', '\r']) {
+        event = event.event(frame.event);
     }
-    event.data(item.data.to_string())
+    event.data(frame.data)
 }
 
+/// Follows a run's events (Server-Sent Events): first the stored ones after `Last-Event-ID` (or
+/// `?after=`), then live ones, until the run's `*-completed` or `*-failed` event.
+#[utoipa::path(
+    get,
+    path = "/runs/{runId}/events",
+    tag = "runs",
+    operation_id = "runEvents",
+    params(
+        RunPath,
+        EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume after this event (the `id` of the last one received)."),
+    ),
+    responses(
+        (status = 200, description = "An SSE stream: `id` is the event's per-run sequence number, `event` its name (`backup-progress`, `backup-completed`, `backup-failed`, `restore-…`), `data` its JSON payload.",
+         content_type = "text/event-stream", body = RunEvent),
+        (status = 400, description = "A bad run id, query or `Last-Event-ID`.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such run.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn events(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(RunPath { run_id }): ApiPath<RunPath>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let run_id = extract::run_id(&id)?;
+    let run_id = extract::run_id(&run_id)?;
     let after = match headers.get("last-event-id") {
         Some(v) => v
             .to_str()

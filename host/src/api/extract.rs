@@ -6,7 +6,9 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
 
 use super::error::ApiError;
 
@@ -14,7 +16,7 @@ use super::error::ApiError;
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
-/// A JSON body that may be left out (an empty body means `T::default()`).
+/// A JSON body that may be left out (an empty body or `null` means `T::default()`).
 #[derive(Debug)]
 pub struct JsonOrDefault<T>(pub T);
 
@@ -70,9 +72,13 @@ async fn read_json<T: DeserializeOwned, S: Send + Sync>(
             "the body must be JSON: send Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {e}"));
+    if allow_empty {
+        // `null` is as good as no body.
+        serde_json::from_slice::<Option<T>>(&bytes).map_err(invalid)
+    } else {
+        serde_json::from_slice(&bytes).map(Some).map_err(invalid)
+    }
 }
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -113,7 +119,9 @@ where
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(v)| Self(v))
-            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::bad_request(format!("invalid path: {}", shorten(&e.body_text(), 300)))
+            })
     }
 }
 
@@ -128,7 +136,9 @@ where
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| Self(v))
-            .map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::bad_request(format!("invalid query: {}", shorten(&e.body_text(), 300)))
+            })
     }
 }
 
@@ -144,7 +154,7 @@ pub fn customer_id(id: &str) -> Result<&str, ApiError> {
     } else {
         Err(ApiError::bad_request(format!(
             "`{}` is not a customer id: use 1-64 characters from A-Z, a-z, 0-9, `-` and `_`",
-            shorten(id)
+            shorten(id, 80)
         )))
     }
 }
@@ -156,7 +166,7 @@ pub fn run_id(id: &str) -> Result<String, ApiError> {
         .map_err(|_| {
             ApiError::bad_request(format!(
                 "`{}` is not a run id (a UUID such as 0190f1c2-7a3b-7c4d-8e5f-0123456789ab)",
-                shorten(id)
+                shorten(id, 80)
             ))
         })
 }
@@ -168,7 +178,7 @@ pub fn backup_id(id: &str) -> Result<&str, ApiError> {
     } else {
         Err(ApiError::bad_request(format!(
             "`{}` is not a backup id (YYYYMMDD-HHMMSS, e.g. 20261126-101500)",
-            shorten(id)
+            shorten(id, 80)
         )))
     }
 }
@@ -195,21 +205,58 @@ pub fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-/// Echoes at most 80 characters of a rejected value, with control characters escaped.
-fn shorten(s: &str) -> String {
-    let cut: String = s.chars().take(80).collect();
+/// Echoes at most `max` characters of a rejected value, with control characters escaped.
+fn shorten(s: &str, max: usize) -> String {
+    let cut: String = s.chars().take(max).collect();
     let mut out = cut.escape_debug().to_string();
-    if s.chars().count() > 80 {
+    if s.chars().count() > max {
         out.push('…');
     }
     out
 }
 
+/// `{id}`: a customer.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CustomerPath {
+    /// installer-api's customer id: 1-64 characters from `A-Z`, `a-z`, `0-9`, `-` and `_`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "42")]
+    pub id: String,
+}
+
+/// `{id}` and `{backupId}`: one backup of a customer.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPath {
+    /// installer-api's customer id: 1-64 characters from `A-Z`, `a-z`, `0-9`, `-` and `_`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "42")]
+    pub id: String,
+    /// The backup id, its folder name: `YYYYMMDD-HHMMSS` (UTC).
+    #[param(pattern = "^[0-9]{8}-[0-9]{6}$", example = "20261126-101500")]
+    pub backup_id: String,
+}
+
+/// `{runId}`: a run.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPath {
+    /// The run id (a UUID).
+    #[param(format = Uuid, example = "0190f1c2-7a3b-7c4d-8e5f-0123456789ab")]
+    pub run_id: String,
+}
+
 /// `?customer=<id>&limit=<n>` of the list endpoints, checked.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only this customer's entries.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "42")]
     customer: Option<String>,
+    /// At most this many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

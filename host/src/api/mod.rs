@@ -1,11 +1,13 @@
 //! The HTTP API of `qodify-host serve` (paths fixed by the plan, §5): customers, backups and their
 //! downloads (Range, signed expiring links), restores, runs with their live events (SSE), the
-//! audit log, and `/healthz`. It is a function
+//! audit log, `/healthz`, `/metrics`, and its OpenAPI document at `/openapi.json`. It is a function
 //! of the shared [`AppState`]: [`router`] builds it, one router per resource, all behind a bearer
-//! token; every error is an [`ApiError`] answered as `application/problem+json`.
+//! token; every error is an [`ApiError`] answered as `application/problem+json`. Every route is
+//! registered from its handler's `#[utoipa::path]`, so the document lists exactly what is served.
+//! Live events also go out over Socket.IO at `/socket.io` (`socketio`; a layer, so not in the
+//! document).
 //!
-//! Still to come on the same shape: `POST /api/customers/{id}/upgrades`, Socket.IO and the
-//! OpenAPI document.
+//! Still to come on the same shape: `POST /api/customers/{id}/upgrades`.
 
 mod audit;
 mod backups;
@@ -14,25 +16,42 @@ pub mod downloads;
 mod error;
 mod events;
 mod extract;
+mod openapi;
 mod restores;
 mod runs;
+mod socketio;
 
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use sha2::{Digest as _, Sha256};
+use utoipa::{OpenApi as _, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::service::AppState;
 
-pub use error::{ApiError, PROBLEM_JSON};
+pub use error::{ApiError, ApiProblem, PROBLEM_JSON};
 
-/// The whole HTTP surface: `GET /healthz` (open) and `/api/*` (bearer token).
+/// The whole HTTP surface: `GET /healthz` and `GET /openapi.json` (open), `/api/*` and
+/// `/metrics` (bearer token), signed `/download/…` links (open, checked by signature).
 pub fn router(state: AppState) -> Router {
+    let (router, doc) = routes(&state).split_for_parts();
+    router
+        .layer(Extension(openapi::Served::new(doc)))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Answers `/socket.io/` (live events; its own token check) and passes the rest on.
+        .layer(socketio::layer(&state))
+        .with_state(state)
+}
+
+/// Every route with its OpenAPI operation; [`router`] and `/openapi.json` are both made from it.
+fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let signing_keys = downloads::SigningKeys::from_env(&state.settings);
-    let api = Router::new()
+    let api = OpenApiRouter::new()
         .merge(customers::router())
         .merge(backups::router())
         .merge(restores::router())
@@ -40,29 +59,70 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(audit::router())
         .merge(downloads::api_router(signing_keys.clone()))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .fallback(not_found);
+    // Unknown paths and methods under /api answer only with a token, like the routes.
+    let api = method_not_allowed_fallback(api);
     // Prometheus scrapes with the same bearer token (`authorization: credentials` in its config).
-    let metrics = Router::new()
-        .route("/metrics", get(metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .merge(metrics)
-        .nest("/api", api)
+    let metrics = OpenApiRouter::new().routes(routes!(metrics));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi::openapi_json))
+        .merge(behind_token(metrics, state))
+        .nest("/api", behind_token(api, state))
         .merge(downloads::public_router(signing_keys))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Puts `routes` behind the bearer token, and says so in their OpenAPI operations.
+fn behind_token(routes: OpenApiRouter<AppState>, state: &AppState) -> OpenApiRouter<AppState> {
+    let mut routes = routes.layer(middleware::from_fn_with_state(state.clone(), require_token));
+    openapi::require_bearer(routes.get_openapi_mut());
+    routes
+}
+
+/// [`Router::method_not_allowed_fallback`], which `OpenApiRouter` lacks.
+fn method_not_allowed_fallback(routes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    let (router, doc) = routes.split_for_parts();
+    let mut routes = OpenApiRouter::from(router.method_not_allowed_fallback(method_not_allowed));
+    *routes.get_openapi_mut() = doc;
+    routes
+}
+
+/// The answer of `/healthz`.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Liveness: answers while the process serves HTTP (no token).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    operation_id = "healthz",
+    // Open: no token.
+    security(()),
+    responses((status = 200, description = "The host is up.", body = Health)),
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Prometheus text exposition: runs by state (from the store, so across restarts) and runs
 /// executing on this host now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    operation_id = "metrics",
+    responses((
+        status = 200,
+        description = "Prometheus text format: `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_build_info`.",
+        body = String,
+        content_type = "text/plain",
+    )),
+)]
 async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
     let store = state.store.clone();
@@ -146,7 +206,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 /// Compares in constant time; hashing first makes the time independent of the lengths too.
-fn token_matches(given: &str, expected: &str) -> bool {
+pub(crate) fn token_matches(given: &str, expected: &str) -> bool {
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
     a.iter()

@@ -3,41 +3,57 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::post;
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
-use super::extract::{self, ApiJson, ApiPath};
+use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
+use super::extract::{self, ApiJson, ApiPath, CustomerPath};
+use super::runs::Submitted;
 use super::{backups, blocking, customers, runs};
 use crate::service::AppState;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/customers/{id}/restores", post(create))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create))
 }
 
 /// What to restore; the flags left out keep the pipeline's defaults (everything).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RestoreInclude {
+    /// The database, from `db.dump` (default true).
     db: Option<bool>,
+    /// backend, admin and store, from their archives (default true).
     services: Option<bool>,
+    /// The uploads (default true).
     uploads: Option<bool>,
+    /// The `.env` files and PM2 ecosystem file(s) (default true).
     env_pm2: Option<bool>,
 }
 
 /// Body of `POST /api/customers/{id}/restores`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateRestore {
     /// The backup id (`YYYYMMDD-HHMMSS`).
+    #[schema(pattern = "^[0-9]{8}-[0-9]{6}$", example = "20261126-101500")]
     backup: String,
+    /// What to restore.
     #[serde(default)]
     include: RestoreInclude,
     /// Restore the database into this existing database instead of the customer's own.
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$")]
     target_db: Option<String>,
+    /// Who asked (a user name or id), for the history and the audit log.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "ayse@qodify.com"
+    )]
     triggered_by: Option<String>,
     /// Queue behind the customer's active run instead of answering 409.
     #[serde(default)]
@@ -53,9 +69,28 @@ fn valid_db_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Queues a restore of one of the customer's complete backups (the shipped `restore` pipeline).
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/restores",
+    tag = "restores",
+    operation_id = "createRestore",
+    params(CustomerPath),
+    request_body = CreateRestore,
+    responses(
+        (status = 202, description = "Queued; follow it at `runUrl` and `eventsUrl`.", body = Submitted,
+         headers(("Location" = String, description = "The run's URL."))),
+        (status = 400, description = "A bad id or body.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer, or no such complete backup.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The customer has an active run (named in `activeRunId`) and `queue` was not set.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 422, description = "Nothing to restore (every include flag false), or `targetDb` with `include.db` false.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
     ApiJson(body): ApiJson<CreateRestore>,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();

@@ -4,44 +4,70 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
-use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault};
+use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
+use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault, ListQuery, RunPath};
 use super::{blocking, customers};
 use crate::service::{AppState, hub};
 use crate::store::{NewRun, RunFilter, RunRecord, RunState, Store, StoreResult};
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/runs", get(list))
-        .route("/runs/{run_id}", get(get_run))
-        .route("/runs/{run_id}/cancel", post(cancel))
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_run))
+        .routes(routes!(cancel))
 }
 
 /// A run as the API shows it (no lease or fencing internals).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Run)]
 pub(super) struct RunView {
+    /// The run id (a UUID).
+    #[schema(format = Uuid)]
     id: String,
+    /// The customer id.
     customer_id: String,
+    /// `backup` or `restore`.
     pipeline: String,
+    /// The pipeline params the request turned into.
     params: BTreeMap<String, String>,
     state: RunState,
+    /// RFC 3339 UTC.
+    #[schema(format = DateTime)]
     created_at: String,
+    /// When it started running.
+    #[schema(format = DateTime, required = true)]
     started_at: Option<String>,
+    /// When it finished.
+    #[schema(format = DateTime, required = true)]
     finished_at: Option<String>,
+    /// The first error.
+    #[schema(required = true)]
     error: Option<String>,
+    /// The backup it completed (backups).
+    #[schema(required = true)]
     backup_id: Option<String>,
+    /// Latest progress, 0-100.
+    #[schema(minimum = 0, maximum = 100, required = true)]
     progress: Option<f32>,
+    /// Latest progress message.
+    #[schema(required = true)]
     message: Option<String>,
+    /// Who asked for it.
+    #[schema(required = true)]
     triggered_by: Option<String>,
+    /// A cancel was asked while it ran.
     cancel_requested: bool,
+    /// Its live events (SSE).
     events_url: String,
 }
 
@@ -72,14 +98,22 @@ fn events_url(run_id: &str) -> String {
 }
 
 /// The answer to a submitted run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Submitted {
+#[schema(as = RunSubmitted)]
+pub(super) struct Submitted {
+    /// The run id (a UUID).
+    #[schema(format = Uuid)]
     run_id: String,
+    /// The customer id.
     customer: String,
+    /// `backup` or `restore`.
     pipeline: String,
+    /// `queued` (or already `running`).
     state: RunState,
+    /// `GET` it for the run's state.
     run_url: String,
+    /// `GET` it for the run's live events (SSE).
     events_url: String,
 }
 
@@ -135,11 +169,24 @@ fn unknown_run(id: &str) -> ApiError {
     ApiError::not_found(format!("no run {id}"))
 }
 
+/// Reads a run: its state, progress, message, error and backup id.
+#[utoipa::path(
+    get,
+    path = "/runs/{runId}",
+    tag = "runs",
+    operation_id = "getRun",
+    params(RunPath),
+    responses(
+        (status = 200, description = "The run.", body = RunView),
+        (status = 400, description = "The id is not a run id.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such run.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn get_run(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(RunPath { run_id }): ApiPath<RunPath>,
 ) -> Result<Json<RunView>, ApiError> {
-    let id = extract::run_id(&id)?;
+    let id = extract::run_id(&run_id)?;
     blocking(move || match state.store.run(&id)? {
         Some(r) => Ok(Json(r.into())),
         None => Err(unknown_run(&id)),
@@ -147,14 +194,29 @@ async fn get_run(
     .await
 }
 
-#[derive(Debug, Serialize)]
+/// Runs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 struct RunList {
+    /// The runs.
     runs: Vec<RunView>,
 }
 
+/// Lists runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/runs",
+    tag = "runs",
+    operation_id = "listRuns",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The runs.", body = RunList),
+        (status = 400, description = "A bad query.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<extract::ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<RunList>, ApiError> {
     let (customer, limit) = q.checked()?;
     blocking(move || {
@@ -173,18 +235,44 @@ async fn list(
     .await
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Body of `POST /api/runs/{runId}/cancel` (may be empty).
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = CancelRun)]
 struct CancelBody {
+    /// Who asked (a user name or id), for the audit log.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "ayse@qodify.com"
+    )]
     triggered_by: Option<String>,
 }
 
+/// Cancels a run: a queued one at once, a running one is stopped.
+#[utoipa::path(
+    post,
+    path = "/runs/{runId}/cancel",
+    tag = "runs",
+    operation_id = "cancelRun",
+    params(RunPath),
+    request_body(content = Option<CancelBody>, description = "May be left out."),
+    responses(
+        (status = 202, description = "Cancelled (a queued run) or being stopped (a running one).", body = RunView),
+        (status = 400, description = "A bad id or body.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such run.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The run already finished (`state` says how).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn cancel(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(RunPath { run_id }): ApiPath<RunPath>,
     JsonOrDefault(body): JsonOrDefault<CancelBody>,
 ) -> Result<Response, ApiError> {
-    let id = extract::run_id(&id)?;
+    let id = extract::run_id(&run_id)?;
     let actor = extract::actor(body.triggered_by)?;
     blocking(move || {
         let before = state.store.run(&id)?.ok_or_else(|| unknown_run(&id))?;
@@ -193,7 +281,7 @@ async fn cancel(
                 "run {id} already {}; only queued or running runs can be cancelled",
                 before.state
             ))
-            .with("state", before.state.to_string()));
+            .with_state(before.state));
         }
         let record = state
             .cancel(&id, actor.as_deref())?

@@ -4,7 +4,6 @@
 //! marked interrupted and their partial backup folders removed.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +116,12 @@ pub async fn run_workers(state: AppState, slots: usize) {
         let state = state.clone();
         handles.push(tokio::spawn(async move {
             loop {
+                // Registered before looking, so a run queued between the look and the wait
+                // still wakes this worker (`notify_waiters` keeps no permit).
+                let wake = state.wake.clone();
+                let notified = wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
                 let s = state.clone();
                 let claimed =
                     tokio::task::spawn_blocking(move || s.store.claim_next(&s.host_id, LEASE))
@@ -129,8 +134,7 @@ pub async fn run_workers(state: AppState, slots: usize) {
                         state.wake.notify_waiters();
                     }
                     Ok(Ok(None)) => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), state.wake.notified())
-                            .await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
                     }
                     Ok(Err(e)) => {
                         tracing::error!("claiming a run: {e}");
@@ -312,17 +316,15 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
         .unwrap_or_else(|e| e.into_inner())
         .insert(run.id.clone(), cancel.clone());
 
-    // Keep the lease alive; losing it (fenced) stops the run here.
-    let alive = Arc::new(AtomicUsize::new(1));
+    // Keep the lease alive; losing it (fenced) stops the run here. The end of the run wakes the
+    // renewer at once (dropping `done`), so a short run does not wait out a renewal period.
+    let (done, ended) = std::sync::mpsc::channel::<()>();
     let renewer = {
-        let (state, run, cancel, alive) =
-            (state.clone(), run.clone(), cancel.clone(), alive.clone());
+        let (state, run, cancel) = (state.clone(), run.clone(), cancel.clone());
         std::thread::spawn(move || {
-            while alive.load(Ordering::SeqCst) == 1 {
-                std::thread::sleep(Duration::from_millis(500));
-                if alive.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                ended.recv_timeout(Duration::from_millis(500))
+            {
                 match state
                     .store
                     .renew_lease(&run.id, &state.host_id, run.epoch, LEASE)
@@ -344,7 +346,7 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
 
     let started = Instant::now();
     let result = execute(state, &run, cancel.clone(), None);
-    alive.store(0, Ordering::SeqCst);
+    drop(done);
     let _ = renewer.join();
     state
         .running

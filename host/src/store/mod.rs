@@ -60,7 +60,7 @@ pub struct CustomerRecord {
 }
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// Waiting for its customer's turn or a free slot.
@@ -280,8 +280,14 @@ pub trait Store: Send + Sync {
 
     /// Adds or updates (by run id) a line of backup history.
     fn record_backup(&self, b: &BackupRecord) -> StoreResult<()>;
-    /// A customer's backup history, newest first.
-    fn backups(&self, customer_id: &str) -> StoreResult<Vec<BackupRecord>>;
+    /// A customer's backup history, newest first: at most `limit` lines, starting after the line
+    /// of run `before` (a page cursor) when given.
+    fn backups(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<Vec<BackupRecord>>;
 
     /// Appends to the audit log.
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;

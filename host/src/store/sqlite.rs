@@ -23,7 +23,10 @@ use super::{
 
 /// The migrations, in order: migration N is `MIGRATIONS[N - 1]`. Append only, never edit one that
 /// shipped.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_history_indexes.sql"),
+];
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -718,13 +721,24 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn backups(&self, customer_id: &str) -> StoreResult<Vec<BackupRecord>> {
+    fn backups(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> StoreResult<Vec<BackupRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The cursor row's sort key; rows strictly after it in the listing order follow.
+        // An unknown cursor run gives an empty page rather than the first one again.
         query_all(
             &self.conn(),
             "SELECT customer_id, run_id, backup_id, kind, size, duration_ms, result, \
              triggered_by, created_at FROM backups WHERE customer_id = ?1 \
-             ORDER BY created_ms DESC, created_at DESC, run_id DESC",
-            [customer_id],
+             AND (?3 IS NULL OR (IFNULL(created_ms, -1), created_at, run_id) < \
+                  (SELECT IFNULL(created_ms, -1), created_at, run_id FROM backups \
+                   WHERE customer_id = ?1 AND run_id = ?3)) \
+             ORDER BY IFNULL(created_ms, -1) DESC, created_at DESC, run_id DESC LIMIT ?2",
+            params![customer_id, limit, before],
             backup_from_row,
         )
     }
@@ -1262,12 +1276,25 @@ mod tests {
         done.size = Some(u64::from(u32::MAX) * 4);
         store.record_backup(&done).unwrap();
 
-        let history = store.backups("c1").unwrap();
+        let history = store.backups("c1", 100, None).unwrap();
         let ids: Vec<_> = history.iter().map(|b| b.run_id.as_str()).collect();
         assert_eq!(ids, ["r4", "r2", "r1", "r3"]);
         assert_eq!(history[0], done);
-        assert_eq!(store.backups("c2").unwrap(), [other]);
-        assert!(store.backups("c3").unwrap().is_empty());
+        assert_eq!(store.backups("c2", 100, None).unwrap(), [other]);
+        assert!(store.backups("c3", 100, None).unwrap().is_empty());
+        // Pages follow each other without gaps or repeats; an unknown cursor gives nothing.
+        let page = |before| {
+            store
+                .backups("c1", 2, before)
+                .unwrap()
+                .into_iter()
+                .map(|b| b.run_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(page(None), ["r4", "r2"]);
+        assert_eq!(page(Some("r2")), ["r1", "r3"]);
+        assert!(page(Some("r3")).is_empty());
+        assert!(page(Some("nope")).is_empty());
     }
 
     #[test]

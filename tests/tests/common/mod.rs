@@ -4,10 +4,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead as _, BufReader, Read};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Cargo's target folder (set by `cargo xtask test`, else derived from this test's path).
 pub fn target_dir() -> PathBuf {
@@ -69,6 +69,46 @@ impl Host {
             .arg("--pipelines-dir")
             .arg(repo().join("pipelines"));
         c
+    }
+}
+
+/// `qodify-host serve` running on a free loopback port; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Host {
+    /// Starts `qodify-host serve` (2 workers, API token `token`, plus `extra` flags) and waits
+    /// until it listens.
+    pub fn serve(&self, token: &str, extra: &[&str]) -> Server {
+        let mut child = self
+            .cmd()
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+            .args(extra)
+            .env("QODIFY_API_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, base }
     }
 }
 

@@ -1,0 +1,173 @@
+//! The OpenAPI 3.1 document of the API, served open at `GET /openapi.json` so installer-api can
+//! generate its client. It is made by the same `OpenApiRouter` as the router: every route is
+//! registered from its handler's `#[utoipa::path]`, so a route cannot be served undocumented.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::ComponentsBuilder;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, ResponseBuilder, Schema};
+use utoipa::{OpenApi, PartialSchema, ToSchema};
+
+use super::error::{ApiProblem, PROBLEM_JSON};
+
+/// Name of the bearer security scheme.
+pub const BEARER: &str = "bearer";
+
+/// What the document says before the routes add their paths.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "qodify-host",
+        description = "Runs Qodify backup and restore pipelines for customers: register a \
+            customer, queue backups and restores, follow runs live (SSE), read the history and \
+            the audit log, download backups. Every `/api` route and `/metrics` need \
+            `Authorization: Bearer <QODIFY_API_TOKEN>`; errors are `application/problem+json` \
+            (`ApiProblem`).",
+    ),
+    servers((url = "/", description = "The host that serves this document.")),
+    components(schemas(ApiProblem)),
+    tags(
+        (name = "customers", description = "installer-api's customers: id, domain (folder), tier."),
+        (name = "backups", description = "Queue backups, read the history, delete a backup."),
+        (name = "restores", description = "Queue a restore of a complete backup."),
+        (name = "runs", description = "Runs of pipelines: state, cancellation, live events."),
+        (name = "downloads", description = "Backup files and signed, expiring links to them."),
+        (name = "audit", description = "Who triggered what."),
+        (name = "service", description = "Health, metrics and this document."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// A response body of raw bytes (`type: string, format: binary`).
+pub struct Binary;
+
+impl PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
+
+/// Marks every operation of `doc` as needing the bearer token, with the answers the token check
+/// gives (401 without or with a wrong token, 503 when the host has none configured). Called
+/// where the check is layered on, so the document says it exactly where the router does it.
+pub(super) fn require_bearer(doc: &mut Document) {
+    let components = doc
+        .components
+        .get_or_insert_with(|| ComponentsBuilder::new().build());
+    components.security_schemes.insert(
+        BEARER.to_owned(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("The host's API token (QODIFY_API_TOKEN)."))
+                .build(),
+        ),
+    );
+    for_each_operation(doc, |op| {
+        op.security
+            .get_or_insert_with(Vec::new)
+            .push(SecurityRequirement::new::<_, _, &str>(BEARER, []));
+        add_problem(op, 401, "No bearer token, or a wrong one.");
+        add_problem(
+            op,
+            503,
+            "The API is disabled: the host has no API token configured.",
+        );
+    });
+}
+
+/// Adds the 500 answer (a reference into the host log, never the cause) to every operation that
+/// has problem answers already.
+fn add_internal_errors(doc: &mut Document) {
+    for_each_operation(doc, |op| {
+        let has_problems = op.responses.responses.values().any(|r| match r {
+            RefOr::T(r) => r.content.contains_key(PROBLEM_JSON),
+            RefOr::Ref(_) => false,
+        });
+        if has_problems {
+            add_problem(
+                op,
+                500,
+                "Internal error; `detail` has a reference to the host log.",
+            );
+        }
+    });
+}
+
+fn for_each_operation(doc: &mut Document, mut f: impl FnMut(&mut Operation)) {
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            f(op);
+        }
+    }
+}
+
+fn add_problem(op: &mut Operation, status: u16, description: &str) {
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            Content::new(Some(Ref::from_schema_name(ApiProblem::name()))),
+        )
+        .build();
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert(RefOr::T(response));
+}
+
+/// The finished document, rendered once.
+#[derive(Clone)]
+pub struct Served(Bytes);
+
+impl Served {
+    /// Finishes the document the routes made and renders it.
+    pub(super) fn new(mut doc: Document) -> Self {
+        add_internal_errors(&mut doc);
+        let json = doc
+            .to_pretty_json()
+            .expect("an OpenAPI document always serialises");
+        Self(Bytes::from(json + "\n"))
+    }
+}
+
+/// This document (OpenAPI 3.1), for generating clients.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    operation_id = "openapi",
+    // Open: no token.
+    security(()),
+    responses((status = 200, description = "The OpenAPI document of this API.", body = Object)),
+)]
+pub(super) async fn openapi_json(Extension(doc): Extension<Served>) -> Response {
+    let mut response = doc.0.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
