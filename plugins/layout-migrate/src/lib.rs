@@ -151,7 +151,9 @@ impl Step for Migrate {
         match config.mode {
             Mode::Migrate => {
                 let result = migrate(ctx, &config, &c);
-                if let Err(e) = &result {
+                if let Err(e) = &result
+                    && read_journal(&c).is_ok_and(|j| j.is_some())
+                {
                     // Put everything back at once; the on_failure step finds nothing left to do.
                     ctx.error(format!("migration failed: {}; reverting", e.message()));
                     if let Err(r) = revert(ctx, &config, &c) {
@@ -397,7 +399,7 @@ fn handover(c: &str, app: &App, ecosystem: &str, script_dir: &str) -> Result<(),
 fn revert(ctx: &Context, config: &Config, c: &str) -> Result<Output, Error> {
     let Some(mut j) = read_journal(c)? else {
         ctx.info("no migration journal: nothing to revert");
-        return Ok(Output::new().value("rolled-back", "nothing: no layout migration in progress"));
+        return Ok(Output::new().value("revert", "nothing: no layout migration in progress"));
     };
     let release = format!("{c}/{RELEASES}/{}", j.version);
     let mut undone = Vec::new();

@@ -13,7 +13,7 @@
 //! Postgres versions from an earlier step's `pg-server-version` / `pg-dump-version` outputs
 //! (`db-dump`).
 //!
-//! Config (see [`Config`]): `output` (guest path of `backup.json`), `type` (`fast`|`custom`),
+//! Config (see [`Config`]): `output` (guest path of `backup.json`), `type` (`fast`|`custom`|`pre-upgrade`),
 //! `include` {`db`, `uploads`, `envPm2`, `logs`, `artifacts`} (what the run included),
 //! `customer_dir` (guest path of a read-only mount of the customer folder; without it `versions`
 //! and `paths` are left out), `started` (the run timestamp `YYYYMMDD-HHMMSS`; default the run's).
@@ -69,6 +69,10 @@ pub enum BackupType {
     Fast,
     /// Chosen with the include flags.
     Custom,
+    /// The fast set, taken by an upgrade before it changes anything (kept while the upgrade can
+    /// be rolled back).
+    #[serde(rename = "pre-upgrade")]
+    PreUpgrade,
 }
 
 /// `include` flags (plan §5).

@@ -18,6 +18,10 @@ pub struct Catalog {
     pub schema: Option<String>,
     /// The releases.
     pub releases: Vec<Release>,
+    /// Versions customers may run that have no package here, each with a note (they may appear
+    /// in `upgradeFrom`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_versions: BTreeMap<String, String>,
 }
 
 /// One release.

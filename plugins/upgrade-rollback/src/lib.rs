@@ -3,7 +3,8 @@
 //! outputs of earlier steps, when the host restarts after a crash (`recover = "on_failure"`):
 //! everything it needs comes from the journal, and every part is idempotent.
 //!
-//! No journal: nothing to undo (`rolled-back` = `nothing: no upgrade in progress`). Otherwise,
+//! No journal, or (without `any_run`) a journal of another run: nothing to undo (output `rollback`
+//! says so; no `rolled-back`). Otherwise,
 //! in this order:
 //! 1. PM2 candidate apps `<candidates_prefix>-*-candidate` left by the health check are deleted.
 //! 2. Code: when the journal says `swapped` or `current` points at the new release, `current`
@@ -83,6 +84,11 @@ pub struct Config {
     /// Pause between checks, in milliseconds.
     #[serde(default = "default_interval")]
     pub verify_interval_ms: u64,
+    /// Roll back a journal of any run (the `upgrade-rollback` pipeline ops run by hand after a
+    /// crash of `qodify-host run`). Default: only this run's own upgrade, so a refused upgrade
+    /// never rolls back another one still in progress.
+    #[serde(default)]
+    pub any_run: bool,
 }
 
 fn default_customer() -> String {
@@ -275,12 +281,20 @@ impl Step for UpgradeRollback {
     type Config = Config;
 
     fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
+        let any_run = config.any_run;
         let plan = Plan::new(config)?;
         let Some(journal) = Journal::read(&plan.releases)? else {
             ctx.info("no upgrade journal: nothing to roll back");
-            return Ok(Output::new().value("rolled-back", "nothing: no upgrade in progress"));
+            return Ok(Output::new().value("rollback", "nothing: no upgrade in progress"));
         };
         if journal.run != ctx.run_id() {
+            if !any_run {
+                ctx.info(format!(
+                    "the journal belongs to run {} ({} → {}), not this run: left alone",
+                    journal.run, journal.from, journal.to
+                ));
+                return Ok(Output::new().value("rollback", "nothing: this run changed nothing"));
+            }
             ctx.warn(format!(
                 "the journal belongs to run {}, not this run: rolling back that upgrade ({} → {})",
                 journal.run, journal.from, journal.to

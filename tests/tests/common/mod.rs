@@ -52,6 +52,12 @@ impl Host {
 
     /// `qodify-host` with this host's folders, the shipped pipelines and the built plugins.
     pub fn cmd(&self) -> Command {
+        self.cmd_with_pipelines(&repo().join("pipelines"))
+    }
+
+    /// `qodify-host` with this host's folders, the pipelines of `pipelines` and the built
+    /// plugins.
+    pub fn cmd_with_pipelines(&self, pipelines: &Path) -> Command {
         let target = target_dir();
         let bin = target.join("debug/qodify-host");
         assert!(
@@ -67,7 +73,7 @@ impl Host {
             .arg("--plugins-dir")
             .arg(target.join("plugins"))
             .arg("--pipelines-dir")
-            .arg(repo().join("pipelines"));
+            .arg(pipelines);
         c
     }
 }

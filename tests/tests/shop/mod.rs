@@ -103,11 +103,71 @@ impl Shop {
         self.host.customer(&self.domain)
     }
 
-    /// `qodify-host` for this shop, talking to its PM2 daemon.
+    /// `qodify-host` for this shop, talking to its PM2 daemon, with the shipped pipelines plus
+    /// the fixture tier (tests/fixtures/upgrade/tiers) and this shop's release catalog.
     pub fn qodify(&self) -> Command {
-        let mut c = self.host.cmd();
-        c.env("PM2_HOME", self.pm2_home.path());
+        let pipelines = self.host.tmp.path().join("pipelines");
+        if !pipelines.exists() {
+            std::fs::create_dir_all(pipelines.join("tiers")).unwrap();
+            for e in std::fs::read_dir(repo().join("pipelines"))
+                .unwrap()
+                .flatten()
+            {
+                if e.path().extension().is_some_and(|x| x == "toml") {
+                    std::fs::copy(e.path(), pipelines.join(e.file_name())).unwrap();
+                }
+            }
+            std::fs::copy(
+                repo().join("tests/fixtures/upgrade/tiers/fixture.toml"),
+                pipelines.join("tiers/fixture.toml"),
+            )
+            .unwrap();
+        }
+        let mut c = self.host.cmd_with_pipelines(&pipelines);
+        c.env("PM2_HOME", self.pm2_home.path())
+            .env("HOME", self.host.tmp.path())
+            .env("QODIFY_RELEASES_DIR", self.catalog());
         c
+    }
+
+    /// The release catalog folder of this shop (filled by [`Shop::add_release`]).
+    pub fn catalog(&self) -> PathBuf {
+        self.host.tmp.path().join("catalog")
+    }
+
+    /// Packs release `version` (`1.0.0`, `1.1.0`) with fixture switches (`FAIL_BUILD`,
+    /// `admin:FAIL_HEALTH`, `FAIL_HEALTH_ON_PORT=<port>`, …) and lists it in releases.json as
+    /// `v<version>`, upgradable from `v1.0.0`.
+    pub fn add_release(&self, version: &str, switches: &[String]) {
+        let packages = self.catalog().join("packages");
+        std::fs::create_dir_all(&packages).unwrap();
+        let file = format!("v{version}.tar.gz");
+        let out = Command::new("bash")
+            .arg(repo().join("tests/fixtures/upgrade/make-release.sh"))
+            .arg(version)
+            .arg(packages.join(&file))
+            .args(switches)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "make-release.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let path = self.catalog().join("releases.json");
+        let mut catalog: serde_json::Value = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({ "releases": [] }));
+        let releases = catalog["releases"].as_array_mut().unwrap();
+        releases.retain(|r| r["version"] != format!("v{version}"));
+        releases.push(serde_json::json!({
+            "version": format!("v{version}"),
+            "package": { "path": format!("packages/{file}"), "sha256": sha },
+            "compat": { "node": ">=18", "postgres": ">=13", "upgradeFrom": ["v1.0.0"] },
+        }));
+        std::fs::write(path, serde_json::to_vec_pretty(&catalog).unwrap()).unwrap();
     }
 
     /// `pm2 <args>` against this shop's daemon, from the customer folder (never from inside

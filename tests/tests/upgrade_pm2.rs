@@ -1,0 +1,196 @@
+//! End to end: `upgrade` on a real shop (three Node.js apps under a real PM2 daemon, a real
+//! PostgreSQL database), after `migrate-layout`. A successful upgrade v1.0.0 → v1.1.0 (new
+//! `.env` key added, old values kept, migration applied, every PM2 app running v1.1.0's code,
+//! the pre-upgrade backup complete and pinned), and failures injected at each step, after which
+//! the shop serves v1.0.0 again from v1.0.0's real path, with the database as before.
+
+mod common;
+mod pg;
+mod shop;
+
+use common::run;
+use pg::psql;
+use shop::{Poller, SERVICES, Shop, link, pm2_available};
+
+/// A serving shop in the blue/green layout on v1.0.0, with v1.1.0 in its catalog (`switches`
+/// break it on purpose). `None` when pm2 is missing outside CI.
+fn shop(tag: &str, switches: impl Fn(&Shop) -> Vec<String>) -> Option<Shop> {
+    if !pm2_available() {
+        return None;
+    }
+    let shop = Shop::new(tag);
+    shop.start();
+    let out = run(shop
+        .qodify()
+        .args(["run", "migrate-layout", "--customer", &shop.domain]));
+    assert!(out.status.success(), "migrate-layout failed");
+    shop.add_release("1.0.0", &[]);
+    let s = switches(&shop);
+    shop.add_release("1.1.0", &s);
+    Some(shop)
+}
+
+fn upgrade(shop: &Shop) -> (std::process::Output, serde_json::Value) {
+    let out = run(shop.qodify().args([
+        "run",
+        "upgrade",
+        "--customer",
+        &shop.domain,
+        "--tier",
+        "fixture",
+        "--json",
+        "--param",
+        "targetVersion=v1.1.0",
+        "--param",
+        "heapMB=512",
+    ]));
+    let result = common::run_result(&out);
+    (out, result)
+}
+
+/// The shop is on v1.0.0 as before: current, the real cwd of every app, what they answer, the
+/// database (only migration 001), no journal, no v1.1.0 left.
+fn assert_on_v1_0_0(shop: &Shop) {
+    let c = shop.dir();
+    assert_eq!(link(&c.join("current")), "releases/v1.0.0");
+    for svc in SERVICES {
+        shop.wait_ok(svc, "/version");
+    }
+    assert_eq!(shop.versions(), ["1.0.0", "1.0.0", "1.0.0"]);
+    shop.wait_ok("backend", "/health");
+    for (name, _, real) in shop.app_cwds() {
+        let svc = name.rsplit('-').next().unwrap();
+        assert!(
+            real.ends_with(format!("releases/v1.0.0/{svc}")),
+            "{name} runs {}",
+            real.display()
+        );
+    }
+    assert_eq!(
+        psql(
+            &shop.db.name,
+            "SELECT string_agg(name, ',' ORDER BY name) FROM _migrations"
+        ),
+        "001_init.sql"
+    );
+    assert!(!c.join("releases/.upgrade.json").exists());
+    assert!(!c.join("releases/v1.1.0").exists());
+}
+
+#[test]
+fn an_upgrade_moves_the_shop_to_the_new_release_and_keeps_its_backup() {
+    let Some(shop) = shop("upgradeok", |_| vec![]) else {
+        return;
+    };
+    let c = shop.dir();
+    let poller = Poller::start(&shop.ports, "/version");
+    let (out, result) = upgrade(&shop);
+    let polled = poller.stop();
+    assert!(out.status.success(), "upgrade failed: {result}");
+    eprintln!(
+        "upgrade: polls ok {} failed {}; longest outage {:?}",
+        polled.ok, polled.failed, polled.longest_outage
+    );
+
+    assert_eq!(link(&c.join("current")), "releases/v1.1.0");
+    assert_eq!(shop.versions(), ["1.1.0", "1.1.0", "1.1.0"]);
+    for (name, _, real) in shop.app_cwds() {
+        let svc = name.rsplit('-').next().unwrap();
+        assert!(
+            real.ends_with(format!("releases/v1.1.0/{svc}")),
+            "{name}: {}",
+            real.display()
+        );
+    }
+    shop.wait_ok("backend", "/health");
+    let (_, up) = shop.get("backend", "/uploads/hello.txt");
+    assert_eq!(up.trim(), "hello from upgradeok.shop.test uploads");
+
+    // .env: the new key added, the old values kept.
+    let old = std::fs::read_to_string(c.join("releases/v1.0.0/backend/.env")).unwrap();
+    let new = std::fs::read_to_string(c.join("releases/v1.1.0/backend/.env")).unwrap();
+    for line in old.lines().filter(|l| l.contains('=')) {
+        assert!(new.contains(line), "{line} kept");
+    }
+    assert!(new.contains("FEATURE_REVIEWS="), "{new}");
+    // The migration ran; the build saw heapMB.
+    assert_eq!(
+        psql(
+            &shop.db.name,
+            "SELECT string_agg(name, ',' ORDER BY name) FROM _migrations"
+        ),
+        "001_init.sql,002_reviews.sql"
+    );
+    let build = std::fs::read_to_string(c.join("releases/v1.1.0/backend/dist/build.json")).unwrap();
+    assert!(build.contains("--max-old-space-size=512"), "{build}");
+
+    // The pre-upgrade backup is complete, typed and pinned; the journal is gone.
+    let backup = result["backup"].as_str().expect("a backup id").to_owned();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(c.join("backups").join(&backup).join("backup.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["type"], "pre-upgrade");
+    let pin = std::fs::read_to_string(c.join("backups/.pins").join(&backup)).unwrap();
+    assert!(pin.contains("pre-upgrade to v1.1.0"), "{pin}");
+    assert!(!c.join("releases/.upgrade.json").exists());
+    let marker = std::fs::read_to_string(c.join("releases/v1.1.0/.qodify-release.json")).unwrap();
+    assert!(marker.contains("\"succeeded\""), "{marker}");
+}
+
+/// Runs an upgrade whose v1.1.0 breaks as `switches` say, and checks the rollback.
+fn fails_and_rolls_back(tag: &str, switches: impl Fn(&Shop) -> Vec<String>, step: &str) -> String {
+    let Some(shop) = shop(tag, switches) else {
+        return String::new();
+    };
+    let (out, result) = upgrade(&shop);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the upgrade must fail: {result}"
+    );
+    let error = result["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains(&format!("step {step} failed")),
+        "the error names step {step}: {error}"
+    );
+    assert!(error.contains("rolled back"), "{error}");
+    assert_on_v1_0_0(&shop);
+    // The pre-upgrade backup survives the failed upgrade.
+    assert!(result["backup"].is_string(), "{result}");
+    error
+}
+
+#[test]
+fn a_failing_build_rolls_back() {
+    fails_and_rolls_back("upgbuild", |_| vec!["admin:FAIL_BUILD".into()], "build");
+}
+
+#[test]
+fn a_failing_migration_rolls_back_code_and_database() {
+    let error = fails_and_rolls_back("upgmigr", |_| vec!["FAIL_MIGRATION".into()], "migrate");
+    assert!(error.contains("database: restored"), "{error}");
+}
+
+#[test]
+fn an_unhealthy_candidate_never_goes_live() {
+    fails_and_rolls_back(
+        "upghealth",
+        |_| vec!["FAIL_HEALTH".into()],
+        "health-candidate",
+    );
+}
+
+#[test]
+fn unhealthy_on_the_live_port_after_the_swap_rolls_back() {
+    let error = fails_and_rolls_back(
+        "upglive",
+        |shop| vec![format!("FAIL_HEALTH_ON_PORT={}", shop.port("backend"))],
+        "health-live",
+    );
+    assert!(
+        error.contains("code: current back to releases/v1.0.0"),
+        "{error}"
+    );
+    assert!(error.contains("database: restored"), "{error}");
+}
