@@ -825,7 +825,13 @@ fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
             host_id,
             running: Default::default(),
         };
-        let recovered = service::worker::recover(&state)?;
+        // Recovery may run steps (an upgrade's rollback): blocking work, off the async threads.
+        let recovered = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || service::worker::recover(&state))
+                .await
+                .context("recovering interrupted runs")??
+        };
         for r in &recovered {
             eprintln!(
                 "run {} ({} for customer {}) was interrupted by the last stop",

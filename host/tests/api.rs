@@ -1135,3 +1135,62 @@ async fn metrics_count_runs_by_state_behind_the_token() {
     );
     assert!(r.text.contains("qodify_runs_executing 0"), "{}", r.text);
 }
+
+#[tokio::test]
+async fn upgrades_and_approvals_refuse_bad_input_with_4xx() {
+    let env = env();
+    env.register("c1", DOMAIN).await;
+    let uri = "/api/customers/c1/upgrades";
+    env.call(
+        "POST",
+        "/api/customers/nobody/upgrades",
+        Some(json!({ "targetVersion": "v1.1.0" })),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    for body in [
+        json!({ "targetVersion": "../v1" }),
+        json!({ "targetVersion": ".hidden" }),
+        json!({ "targetVersion": "" }),
+        json!({ "targetVersion": 11 }),
+        json!({ "targetVersion": "v1.1.0", "heapMB": 12 }),
+        json!({ "targetVersion": "v1.1.0", "heapMb": 512 }),
+        json!({}),
+    ] {
+        let r = env.call("POST", uri, Some(body.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+    }
+    let r = env
+        .call(
+            "POST",
+            uri,
+            Some(json!({ "targetVersion": "v1.1.0", "heapMB": 512, "skipTypeCheck": true })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let run_id = r.json["runId"].as_str().unwrap().to_owned();
+    assert_eq!(r.json["pipeline"], "upgrade");
+
+    // Approval: unknown runs 404, a run that waits for nothing 409, bad bodies 400.
+    let unknown = "0190f1c2-7a3b-7c4d-8e5f-0123456789ab";
+    env.call(
+        "POST",
+        &format!("/api/runs/{unknown}/approval"),
+        Some(json!({ "approve": true })),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND);
+    env.call(
+        "POST",
+        &format!("/api/runs/{run_id}/approval"),
+        Some(json!({ "approve": true })),
+    )
+    .await
+    .problem(StatusCode::CONFLICT);
+    for body in [json!({}), json!({ "approve": "yes" })] {
+        let r = env
+            .call("POST", &format!("/api/runs/{run_id}/approval"), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    }
+}

@@ -194,3 +194,152 @@ fn unhealthy_on_the_live_port_after_the_swap_rolls_back() {
     );
     assert!(error.contains("database: restored"), "{error}");
 }
+
+/// `kill -9` of `serve` right after the swap: the next start rolls the upgrade back before
+/// anything else, and the run says so.
+#[test]
+fn a_host_killed_right_after_the_swap_rolls_back_at_its_next_start() {
+    let Some(shop) = shop("upgcrash", |_| vec![]) else {
+        return;
+    };
+    let token = "crash-token";
+    let req = |s: &common::Server, method: &str, path: &str| {
+        ureq::request(method, &format!("{}{path}", s.base))
+            .set("Authorization", &format!("Bearer {token}"))
+    };
+    let server = common::serve_cmd(shop.qodify(), token, &[]);
+    req(&server, "PUT", "/api/customers/c1")
+        .send_json(serde_json::json!({ "domain": shop.domain, "tier": "fixture" }))
+        .unwrap();
+    let posted: serde_json::Value = req(&server, "POST", "/api/customers/c1/upgrades")
+        .send_json(serde_json::json!({ "targetVersion": "v1.1.0", "heapMB": 512 }))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let run_id = posted["runId"].as_str().unwrap().to_owned();
+
+    // Kill the host the moment `current` moves to the new release.
+    let current = shop.dir().join("current");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while link(&current) != "releases/v1.1.0" {
+        assert!(std::time::Instant::now() < until, "the swap never happened");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut server = server;
+    let pid = server.child.id();
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = server.child.wait();
+    assert!(
+        shop.dir().join("releases/.upgrade.json").exists(),
+        "killed mid-upgrade"
+    );
+
+    // The next start finishes the rollback before it serves anything else.
+    let server = common::serve_cmd(shop.qodify(), token, &[]);
+    let run: serde_json::Value = req(&server, "GET", &format!("/api/runs/{run_id}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(run["state"], "interrupted", "{run}");
+    let error = run["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the host stopped during the run"), "{error}");
+    assert!(
+        error.contains("code: current back to releases/v1.0.0"),
+        "{error}"
+    );
+    assert!(error.contains("database: restored"), "{error}");
+    assert_on_v1_0_0(&shop);
+
+    // The customer is free: a backup starts at once.
+    let backup = req(&server, "POST", "/api/customers/c1/backups").send_json(serde_json::json!({}));
+    assert_eq!(backup.unwrap().status(), 202);
+}
+
+/// A release that changes an existing `.env` value waits for approval through the API, shows
+/// what it waits for in `GET /api/runs/:runId` (key names only), refuses an overlapping backup,
+/// and goes on once approved.
+#[test]
+fn an_env_change_waits_for_approval_through_the_api() {
+    let Some(shop) = shop("upgapprove", |_| vec![]) else {
+        return;
+    };
+    // The same v1.1.0, but it sets APP_NAME on purpose.
+    shop.add_release_with(
+        "1.1.0",
+        &[],
+        serde_json::json!({ "env": { "backend": { "set": { "APP_NAME": "renamed-shop" } } } }),
+    );
+    let token = "approve-token";
+    let req = |s: &common::Server, method: &str, path: &str| {
+        ureq::request(method, &format!("{}{path}", s.base))
+            .set("Authorization", &format!("Bearer {token}"))
+    };
+    let server = common::serve_cmd(shop.qodify(), token, &[]);
+    req(&server, "PUT", "/api/customers/c1")
+        .send_json(serde_json::json!({ "domain": shop.domain, "tier": "fixture" }))
+        .unwrap();
+    let posted: serde_json::Value = req(&server, "POST", "/api/customers/c1/upgrades")
+        .send_json(serde_json::json!({ "targetVersion": "v1.1.0", "triggeredBy": "ayse" }))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let run_id = posted["runId"].as_str().unwrap().to_owned();
+    let get = || -> serde_json::Value {
+        req(&server, "GET", &format!("/api/runs/{run_id}"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let approval = loop {
+        let run = get();
+        if !run["approval"].is_null() {
+            break run["approval"].clone();
+        }
+        assert_eq!(run["state"], "running", "{run}");
+        assert!(std::time::Instant::now() < until, "never asked: {run}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let shown = approval.to_string();
+    assert!(shown.contains("APP_NAME"), "{shown}");
+    assert!(
+        !shown.contains("renamed-shop"),
+        "values never shown: {shown}"
+    );
+    // Nothing switched while waiting, and a backup cannot overlap the upgrade.
+    assert_eq!(link(&shop.dir().join("current")), "releases/v1.0.0");
+    match req(&server, "POST", "/api/customers/c1/backups").send_json(serde_json::json!({})) {
+        Err(ureq::Error::Status(409, r)) => {
+            let problem: serde_json::Value = r.into_json().unwrap();
+            assert_eq!(problem["activeRunId"], run_id.as_str(), "{problem}");
+        }
+        other => panic!("a backup during the upgrade: {other:?}"),
+    }
+
+    let decided = req(&server, "POST", &format!("/api/runs/{run_id}/approval"))
+        .send_json(serde_json::json!({ "approve": true, "by": "ayse" }))
+        .unwrap();
+    assert_eq!(decided.status(), 200);
+    // A second decision finds nothing waiting.
+    let again = req(&server, "POST", &format!("/api/runs/{run_id}/approval"))
+        .send_json(serde_json::json!({ "approve": true }));
+    assert!(matches!(again, Err(ureq::Error::Status(409, _))));
+
+    let run = loop {
+        let run = get();
+        if run["state"] != "running" && run["state"] != "queued" {
+            break run;
+        }
+        assert!(std::time::Instant::now() < until, "never ended: {run}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(shop.versions(), ["1.1.0", "1.1.0", "1.1.0"]);
+    let env = std::fs::read_to_string(shop.dir().join("releases/v1.1.0/backend/.env")).unwrap();
+    assert!(env.contains("APP_NAME=renamed-shop"), "{env}");
+}

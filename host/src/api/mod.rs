@@ -1,13 +1,12 @@
 //! The HTTP API of `qodify-host serve` (paths fixed by the plan, §5): customers, backups and their
 //! downloads (Range, signed expiring links), restores, runs with their live events (SSE), the
-//! audit log, `/healthz`, `/metrics`, and its OpenAPI document at `/openapi.json`. It is a function
+//! audit log, upgrades and approvals, `/healthz`, `/metrics`, and its OpenAPI document at
+//! `/openapi.json`. It is a function
 //! of the shared [`AppState`]: [`router`] builds it, one router per resource, all behind a bearer
 //! token; every error is an [`ApiError`] answered as `application/problem+json`. Every route is
 //! registered from its handler's `#[utoipa::path]`, so the document lists exactly what is served.
 //! Live events also go out over Socket.IO at `/socket.io` (`socketio`; a layer, so not in the
 //! document).
-//!
-//! Still to come on the same shape: `POST /api/customers/{id}/upgrades`.
 
 mod audit;
 mod backups;
@@ -20,6 +19,7 @@ mod openapi;
 mod restores;
 mod runs;
 mod socketio;
+mod upgrades;
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -55,6 +55,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(customers::router())
         .merge(backups::router())
         .merge(restores::router())
+        .merge(upgrades::router())
         .merge(runs::router())
         .merge(events::router())
         .merge(audit::router())

@@ -23,8 +23,9 @@ pub const BEARER: &str = "bearer";
 #[openapi(
     info(
         title = "qodify-host",
-        description = "Runs Qodify backup and restore pipelines for customers: register a \
-            customer, queue backups and restores, follow runs live (SSE), read the history and \
+        description = "Runs Qodify backup, restore and upgrade pipelines for customers: register a \
+            customer, queue backups, restores and blue/green upgrades, approve what an upgrade \
+            asks, follow runs live (SSE), read the history and \
             the audit log, download backups. Every `/api` route and `/metrics` need \
             `Authorization: Bearer <QODIFY_API_TOKEN>`; errors are `application/problem+json` \
             (`ApiProblem`).",
@@ -35,6 +36,7 @@ pub const BEARER: &str = "bearer";
         (name = "customers", description = "installer-api's customers: id, domain (folder), tier."),
         (name = "backups", description = "Queue backups, read the history, delete a backup."),
         (name = "restores", description = "Queue a restore of a complete backup."),
+        (name = "upgrades", description = "Queue a blue/green upgrade to another release."),
         (name = "runs", description = "Runs of pipelines: state, cancellation, live events."),
         (name = "downloads", description = "Backup files and signed, expiring links to them."),
         (name = "audit", description = "Who triggered what."),

@@ -36,7 +36,7 @@ pub(super) struct RunView {
     id: String,
     /// The customer id.
     customer_id: String,
-    /// `backup` or `restore`.
+    /// `backup`, `restore` or `upgrade`.
     pipeline: String,
     /// The pipeline params the request turned into.
     params: BTreeMap<String, String>,
@@ -69,6 +69,28 @@ pub(super) struct RunView {
     cancel_requested: bool,
     /// Its live events (SSE).
     events_url: String,
+    /// What the run waits for people to decide (`POST /api/runs/{runId}/approval`), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalView>,
+}
+
+/// A run's pending approval request.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ApprovalView {
+    /// The step that asks.
+    step: String,
+    /// One line for people.
+    summary: String,
+    /// Structured details (key names, never secret values).
+    #[schema(value_type = Object)]
+    details: serde_json::Value,
+    /// When it was asked.
+    #[schema(format = DateTime)]
+    requested_at: String,
+    /// When the step gives up (and the run fails and rolls back).
+    #[schema(format = DateTime)]
+    expires_at: String,
 }
 
 impl From<RunRecord> for RunView {
@@ -89,6 +111,7 @@ impl From<RunRecord> for RunView {
             message: r.message,
             triggered_by: r.triggered_by,
             cancel_requested: r.cancel_requested,
+            approval: None,
         }
     }
 }
@@ -188,7 +211,23 @@ async fn get_run(
 ) -> Result<Json<RunView>, ApiError> {
     let id = extract::run_id(&run_id)?;
     blocking(move || match state.store.run(&id)? {
-        Some(r) => Ok(Json(r.into())),
+        Some(r) => {
+            let running = r.state == RunState::Running;
+            let mut view = RunView::from(r);
+            if running {
+                view.approval =
+                    crate::caps::approvals::pending(&state.settings.data_dir, &id).map(|p| {
+                        ApprovalView {
+                            step: p.step,
+                            summary: p.summary,
+                            details: p.details,
+                            requested_at: p.requested_at,
+                            expires_at: p.expires_at,
+                        }
+                    });
+            }
+            Ok(Json(view))
+        }
         None => Err(unknown_run(&id)),
     })
     .await

@@ -58,6 +58,9 @@ pub enum DecideError {
         "run {0} is not waiting for an approval (it never asked, it was already decided, or it timed out)"
     )]
     NotWaiting(String),
+    /// Someone decided already; the run has not picked it up yet.
+    #[error("run {0} was already decided; the decision is being applied")]
+    AlreadyDecided(String),
     /// The run id is not a run id.
     #[error("`{0}` is not a run id")]
     BadRunId(String),
@@ -116,6 +119,9 @@ pub fn decide(
         at: rfc3339(time::OffsetDateTime::now_utc()),
     };
     let d = dir(data_dir);
+    if d.join(format!("{run_id}.decision.json")).exists() {
+        return Err(DecideError::AlreadyDecided(run_id.to_owned()));
+    }
     let tmp = d.join(format!(".{run_id}.decision.tmp"));
     std::fs::write(&tmp, serde_json::to_vec(&decision).unwrap_or_default()).map_err(io)?;
     std::fs::rename(&tmp, d.join(format!("{run_id}.decision.json"))).map_err(io)?;

@@ -96,26 +96,31 @@ impl Host {
     /// Starts `qodify-host serve` (2 workers, API token `token`, plus `extra` flags) and waits
     /// until it listens.
     pub fn serve(&self, token: &str, extra: &[&str]) -> Server {
-        let mut child = self
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-            .args(extra)
-            .env("QODIFY_API_TOKEN", token)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { child, base }
+        serve_cmd(self.cmd(), token, extra)
     }
+}
+
+/// Starts `cmd serve` (2 workers, API token `token`, plus `extra` flags) and waits until it
+/// listens.
+pub fn serve_cmd(mut cmd: Command, token: &str, extra: &[&str]) -> Server {
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
+        .args(extra)
+        .env("QODIFY_API_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Server { child, base }
 }
 
 /// Runs and returns the output, printing it when the test fails later.

@@ -139,6 +139,11 @@ impl Shop {
     /// `admin:FAIL_HEALTH`, `FAIL_HEALTH_ON_PORT=<port>`, …) and lists it in releases.json as
     /// `v<version>`, upgradable from `v1.0.0`.
     pub fn add_release(&self, version: &str, switches: &[String]) {
+        self.add_release_with(version, switches, serde_json::json!({}));
+    }
+
+    /// [`Shop::add_release`], with `extra` fields merged into its catalog entry (e.g. `env`).
+    pub fn add_release_with(&self, version: &str, switches: &[String], extra: serde_json::Value) {
         let packages = self.catalog().join("packages");
         std::fs::create_dir_all(&packages).unwrap();
         let file = format!("v{version}.tar.gz");
@@ -162,11 +167,17 @@ impl Shop {
             .unwrap_or_else(|| serde_json::json!({ "releases": [] }));
         let releases = catalog["releases"].as_array_mut().unwrap();
         releases.retain(|r| r["version"] != format!("v{version}"));
-        releases.push(serde_json::json!({
+        let mut entry = serde_json::json!({
             "version": format!("v{version}"),
             "package": { "path": format!("packages/{file}"), "sha256": sha },
             "compat": { "node": ">=18", "postgres": ">=13", "upgradeFrom": ["v1.0.0"] },
-        }));
+        });
+        if let Some(extra) = extra.as_object() {
+            for (k, v) in extra {
+                entry[k] = v.clone();
+            }
+        }
+        releases.push(entry);
         std::fs::write(path, serde_json::to_vec_pretty(&catalog).unwrap()).unwrap();
     }
 

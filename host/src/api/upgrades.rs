@@ -1,0 +1,207 @@
+//! `POST /api/customers/{id}/upgrades` queues the shipped `upgrade` pipeline (blue/green, with a
+//! pre-upgrade backup and automatic rollback: docs/upgrades.md), and
+//! `POST /api/runs/{runId}/approval` decides what a waiting run asks (an upgrade's `.env`
+//! changes).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
+use super::extract::{self, ApiJson, ApiPath, CustomerPath, RunPath};
+use super::runs::Submitted;
+use super::{audit, blocking, customers, runs};
+use crate::caps::approvals::{self, DecideError, PendingApproval};
+use crate::service::AppState;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(approve))
+}
+
+/// Body of `POST /api/customers/{id}/upgrades`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateUpgrade {
+    /// The release to upgrade to, as named in the release catalog (releases.json).
+    #[schema(pattern = "^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,63}$", example = "v1.1.0")]
+    target_version: String,
+    /// The build's Node.js heap in MiB (`--max-old-space-size`); default 4096.
+    #[serde(rename = "heapMB")]
+    #[schema(minimum = 256, maximum = 65536)]
+    heap_mb: Option<u32>,
+    /// Skip the type check in the build; default false.
+    skip_type_check: Option<bool>,
+    /// Who asked (a user name or id), for the history and the audit log.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "ayse@qodify.com"
+    )]
+    triggered_by: Option<String>,
+    /// Queue behind the customer's active run instead of answering 409.
+    #[serde(default)]
+    queue: bool,
+}
+
+/// A release folder name (upgrade_kit::layout::is_version_name).
+fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && !v.starts_with('.')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+}
+
+/// Queues an upgrade of the customer to another release (the shipped `upgrade` pipeline).
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/upgrades",
+    tag = "upgrades",
+    operation_id = "createUpgrade",
+    params(CustomerPath),
+    request_body = CreateUpgrade,
+    responses(
+        (status = 202, description = "Queued; follow it at `runUrl` and `eventsUrl` (`upgrade-progress`, `upgrade-completed`, `upgrade-failed` with `failedStep` and `rolledBack`).", body = Submitted,
+         headers(("Location" = String, description = "The run's URL."))),
+        (status = 400, description = "A bad id or body.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The customer has an active run (named in `activeRunId`) and `queue` was not set.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn create(
+    State(state): State<AppState>,
+    ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
+    ApiJson(body): ApiJson<CreateUpgrade>,
+) -> Result<Response, ApiError> {
+    let id = extract::customer_id(&id)?.to_owned();
+    let actor = extract::actor(body.triggered_by)?;
+    if !valid_version(&body.target_version) {
+        return Err(ApiError::bad_request(
+            "targetVersion must be a release name from releases.json: 1-64 characters from A-Z, a-z, 0-9, `.`, `_`, `+` and `-`, not starting with `.`",
+        ));
+    }
+    if let Some(heap) = body.heap_mb
+        && !(256..=65536).contains(&heap)
+    {
+        return Err(ApiError::bad_request(
+            "heapMB must be between 256 and 65536",
+        ));
+    }
+    let mut params = BTreeMap::new();
+    params.insert("targetVersion".to_owned(), body.target_version);
+    if let Some(heap) = body.heap_mb {
+        params.insert("heapMB".to_owned(), heap.to_string());
+    }
+    if let Some(skip) = body.skip_type_check {
+        params.insert("skipTypeCheck".to_owned(), skip.to_string());
+    }
+    {
+        let (state, id) = (state.clone(), id.clone());
+        blocking(move || customers::require(state.store.as_ref(), &id).map(|_| ())).await?;
+    }
+    runs::submit(state, id, "upgrade", params, actor, body.queue).await
+}
+
+/// Body of `POST /api/runs/{runId}/approval`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Decide {
+    /// Approve (`true`) or reject (`false`: the step fails and the upgrade rolls back).
+    approve: bool,
+    /// Who decides, for the run's events and the audit log.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "ayse@qodify.com"
+    )]
+    by: Option<String>,
+}
+
+/// What was decided.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Decided {
+    /// The run.
+    run_id: String,
+    /// The step that asked.
+    step: String,
+    /// What it asked.
+    summary: String,
+    /// The decision.
+    approved: bool,
+}
+
+/// Decides what a waiting run asks (e.g. an upgrade's `.env` changes); the run goes on at once.
+#[utoipa::path(
+    post,
+    path = "/runs/{runId}/approval",
+    tag = "runs",
+    operation_id = "decideApproval",
+    params(RunPath),
+    request_body = Decide,
+    responses(
+        (status = 200, description = "Decided; the run continues (or, rejected, fails and rolls back).", body = Decided),
+        (status = 400, description = "A bad id or body.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such run.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The run is not waiting for an approval.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn approve(
+    State(state): State<AppState>,
+    ApiPath(RunPath { run_id }): ApiPath<RunPath>,
+    ApiJson(body): ApiJson<Decide>,
+) -> Result<Json<Decided>, ApiError> {
+    let run_id = extract::run_id(&run_id)?;
+    let by = extract::actor(body.by)?;
+    blocking(move || {
+        let store = state.store.as_ref();
+        let run = store
+            .run(&run_id)?
+            .ok_or_else(|| ApiError::not_found(format!("no run {run_id}")))?;
+        let request: PendingApproval = approvals::decide(
+            &state.settings.data_dir,
+            &run_id,
+            body.approve,
+            by.as_deref(),
+        )
+        .map_err(|e| match e {
+            DecideError::NotWaiting(_) | DecideError::AlreadyDecided(_) => {
+                ApiError::conflict(e.to_string())
+            }
+            DecideError::BadRunId(_) => ApiError::bad_request(e.to_string()),
+            DecideError::Io { .. } => ApiError::internal("deciding an approval", e),
+        })?;
+        audit::record(
+            store,
+            by.as_deref(),
+            if body.approve {
+                "run.approved"
+            } else {
+                "run.rejected"
+            },
+            Some(&run.customer_id),
+            Some(&run_id),
+            serde_json::json!({ "step": request.step, "summary": request.summary }),
+        );
+        Ok(Json(Decided {
+            run_id,
+            step: request.step,
+            summary: request.summary,
+            approved: body.approve,
+        }))
+    })
+    .await
+}
