@@ -33,7 +33,7 @@
 //! Outputs per service: `<svc>.added`, `<svc>.changed`, `<svc>.removed`, `<svc>.extra` (key
 //! names, comma-separated, empty when none); and `approval`: `approved` or `not-needed`.
 
-pub mod duration;
+use upgrade_kit::duration;
 pub mod envfile;
 pub mod merge;
 

@@ -41,7 +41,7 @@
 //! Outputs: `<svc>.port` (the port checked) and `<svc>.<path>` (the last status) per check.
 
 pub mod checks;
-pub mod duration;
+use upgrade_kit::duration;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

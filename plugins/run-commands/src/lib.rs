@@ -27,7 +27,7 @@
 //!
 //! Outputs: `commands` (how many ran) and, per command `N` (from 1), `N.label` and `N.seconds`.
 
-pub mod duration;
+use upgrade_kit::duration;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod catalog;
+pub mod duration;
 pub mod fsops;
 pub mod journal;
 pub mod layout;

@@ -1,5 +1,5 @@
 //! Durations as pipelines write them (`"500ms"`, `"30s"`, `"15m"`, `"1h30m"`): the same rules as
-//! the host's step limits, so one spelling works everywhere. Kept identical in `env-merge`,
+//! the host's step limits, so one spelling works everywhere. Shared by `env-merge`,
 //! `run-commands` and `health-check`.
 
 use std::time::Duration;
