@@ -6,12 +6,12 @@ use std::io::Read as _;
 
 use qodify_plugin_sdk::{Error, ResultExt as _};
 use sha2::{Digest as _, Sha256};
+use tar_extract::extract::{Extracted, IO_BUF, deepest_first, extract};
+use tar_extract::host::{Host, remove_tree, stat_opt};
+use tar_extract::paths::join;
 use upgrade_kit::layout;
 use upgrade_kit::marker::{Marker, Status};
 
-use crate::extract::{Extracted, IO_BUF, deepest_first, extract};
-use crate::host::{Host, remove_tree, stat_opt};
-use crate::paths::join;
 use crate::{Plan, STAGING_PREFIX};
 
 /// Hashing the package fills the progress up to here.
@@ -24,7 +24,7 @@ pub const EXTRACT_TO: f32 = 90.0;
 const HASH_PROGRESS_STEP: u64 = 16 << 20;
 const MIB: f64 = 1048576.0;
 
-/// What [`install`] needs beyond restore-files' [`Host`].
+/// What [`install`] needs beyond the extractor's [`Host`].
 pub trait Ops: Host {
     /// Flushes a folder's entries to disk.
     fn sync_dir(&self, path: &str) -> Result<(), Error>;

@@ -7,11 +7,12 @@
 //!    `from`, or what `current` points at) is refused; a folder whose marker does not say
 //!    `succeeded` is the leftover of a failed attempt and is replaced; a succeeded older release
 //!    is replaced too, with a log line.
-//! 3. Unpacks the package with restore-files' strict extractor (every entry checked, one bad
-//!    entry rejects the whole package) into a fresh staging folder beside the releases, checks
-//!    that `backend/`, `admin/` and `store/` are at its top and that it carries no
-//!    `backend/uploads`, links `backend/uploads -> ../../../shared/uploads`, sets the folders'
-//!    modes and writes the marker `{status: installing, from, run, at, preUpgradeBackup}`.
+//! 3. Unpacks the package with the strict extractor of [`tar_extract`], shared with
+//!    restore-files (every entry checked, one bad entry rejects the whole package), into a fresh
+//!    staging folder beside the releases, checks that `backend/`, `admin/` and `store/` are at
+//!    its top and that it carries no `backend/uploads`, links
+//!    `backend/uploads -> ../../../shared/uploads`, sets the folders' modes and writes the
+//!    marker `{status: installing, from, run, at, preUpgradeBackup}`.
 //! 4. Sets `unpacked = true` in the journal, moves an existing folder aside, renames staging to
 //!    `releases/<version>`, fsyncs `releases/` and deletes what was moved aside.
 //!
@@ -33,28 +34,19 @@
 //! No host commands. Outputs: `version`, `entries`, `files`, `bytes`, `sha256`, `replaced`
 //! (`none`, `leftover` or `older-release`).
 
-// The strict extractor of restore-files, compiled in from its source. Depending on the
-// restore-files crate would link its `run` export next to ours (duplicate symbol); once the
-// extractor is a library crate of its own, these three lines become a dependency.
-#[path = "../../restore-files/src/extract.rs"]
-pub mod extract;
-#[path = "../../restore-files/src/host.rs"]
-pub mod host;
-#[path = "../../restore-files/src/paths.rs"]
-pub mod paths;
-
 pub mod install;
 
 use qodify_plugin_sdk::fs::{DirEntry, Metadata, Timestamp};
 use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::prelude::*;
+use tar_extract::extract::{EXTRACT_SHARE, Limits};
+use tar_extract::host::Host;
+use tar_extract::paths;
 use upgrade_kit::catalog::Catalog;
 use upgrade_kit::journal::Journal;
 use upgrade_kit::layout;
 use upgrade_kit::marker::Marker;
 
-use crate::extract::{EXTRACT_SHARE, Limits};
-use crate::host::Host;
 use crate::install::{Existing, Install, Ops};
 
 /// The step's config.

@@ -3,7 +3,8 @@
 //! The archive is unpacked into `<staging>/new`, a fresh, empty folder (never into the live
 //! tree: GNU tar CVE-2025-45582), checking every entry before anything of it is written; one bad
 //! entry rejects the whole archive (`permission-denied`, naming the entry and the rule) and
-//! staging is deleted. Rules are listed in [`extract`]. Folders stay 0700 while unpacking; modes
+//! staging is deleted. Rules are listed in [`tar_extract::extract`], the strict extractor this
+//! plugin shares with `release-unpack`. Folders stay 0700 while unpacking; modes
 //! (without setuid/setgid bits) and mtimes are restored through the host, folders last and
 //! deepest first; symlinks are created through the host with their targets verbatim.
 //!
@@ -32,17 +33,16 @@
 //! Outputs: `entries` (archive entries unpacked), `bytes` (file bytes unpacked), `carried`
 //! (entries moved over from the old folder).
 
-pub mod extract;
-pub mod host;
-pub mod paths;
+pub mod carry;
 pub mod restore;
 
 use qodify_plugin_sdk::fs::{self, DirEntry, Metadata, Timestamp};
+use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::prelude::*;
+use tar_extract::extract::Limits;
+use tar_extract::host::Host;
 
-use crate::extract::Limits;
-use crate::host::Host;
-use crate::paths::{glob_set, is_within, normalize};
+use crate::carry::glob_set;
 pub use crate::restore::{Mode, Plan, Stats};
 
 /// The step's config.

@@ -9,12 +9,12 @@ use std::io;
 
 use globset::GlobSet;
 use qodify_plugin_sdk::fs::{Metadata, Timestamp};
+use qodify_plugin_sdk::path::is_within;
 use qodify_plugin_sdk::{Error, ResultExt};
 use serde::Deserialize;
-
-use crate::extract::{DirMeta, EXTRACT_SHARE, Extracted, Limits, deepest_first, extract};
-use crate::host::{Host, remove_tree, stat_opt};
-use crate::paths::{depth, is_within, join, parent, parents};
+use tar_extract::extract::{DirMeta, EXTRACT_SHARE, Extracted, Limits, deepest_first, extract};
+use tar_extract::host::{Host, remove_tree, stat_opt};
+use tar_extract::paths::{depth, join, parent, parents};
 
 /// How the extracted tree is put in place.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]

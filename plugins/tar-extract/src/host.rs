@@ -1,6 +1,7 @@
-//! What restoring needs beyond `std::fs`: the host's `files` calls (modes, mtimes, symlinks,
-//! listings with metadata), renames, logs, progress and cancellation. The plugin implements it
-//! over the host; tests implement it over `std::fs` and inject failures.
+//! What unpacking (and the plugins' work around it) needs beyond `std::fs`: the host's `files`
+//! calls (modes, mtimes, symlinks, listings with metadata), renames, logs, progress and
+//! cancellation. Each plugin implements it over the host; native tests implement it over
+//! `std::fs` and inject failures.
 
 use std::fs;
 

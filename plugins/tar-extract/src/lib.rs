@@ -1,0 +1,11 @@
+//! Shared by `restore-files` and `release-unpack`: unpacking an untrusted `.tar.gz` into a fresh,
+//! empty folder with every entry checked before anything of it is written ([`extract`]), the
+//! host calls that needs beyond `std::fs` ([`host::Host`], which native tests implement over
+//! `std::fs`), and the relative-path helpers both use ([`paths`]).
+//!
+//! A library, not a plugin: a plugin crate cannot depend on another plugin crate, whose `run`
+//! export would clash with its own at link time.
+
+pub mod extract;
+pub mod host;
+pub mod paths;
