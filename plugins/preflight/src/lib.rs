@@ -7,8 +7,8 @@
 //!   the database dump of the newest earlier backup that has one (from its `backup.json`).
 //! - Space: fails (`io`) when the free space where `backups` lives is below estimate × `margin`.
 //! - `backups` must be a real folder, not a symlink.
-//! - Retention: the same rules as the `retention` plugin (its `backups` module is compiled in
-//!   here); one warning per backup it will delete once this run's backup exists.
+//! - Retention: the same rules as the `retention` plugin (the [`backup_list`] library both
+//!   share); one warning per backup it will delete once this run's backup exists.
 //! - ETA: estimate ÷ the median write rate (`stats.totalBytes / stats.durationSeconds`) of the
 //!   newest five earlier backups that record one; none without history.
 //!
@@ -19,17 +19,15 @@
 //! 5), `margin` (default 1.2). Outputs: `estimate-bytes`, `free-bytes`, `eta-seconds` (when
 //! known). No host commands.
 
-#[path = "../../retention/src/backups.rs"]
-pub mod backups;
 pub mod walk;
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
+use backup_list::{Backup, Listed, decide, is_backup_id, may_be_backup, pin_reason, scan};
 use qodify_plugin_sdk::fs::{self, DirEntry, Metadata};
 use qodify_plugin_sdk::prelude::*;
 
-use crate::backups::{Backup, Listed, decide, may_be_backup, pin_reason, scan};
 use crate::walk::{Hooks, Tree, glob_set, measure, resolve_source};
 
 /// Earlier backups whose write rate makes the ETA.
@@ -416,7 +414,7 @@ fn read_pins(ctx: &Context, dir: &str) -> BTreeMap<String, String> {
     };
     entries
         .into_iter()
-        .filter(|e| backups::is_backup_id(&e.name))
+        .filter(|e| is_backup_id(&e.name))
         .map(|e| {
             let text = read_limited(&format!("{dir}/{}", e.name), MAX_PIN_BYTES);
             let reason = text.map_or_else(|| "pin file unreadable".to_string(), |t| pin_reason(&t));
@@ -456,7 +454,7 @@ impl Hooks for CtxHooks<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backups::parse_summary;
+    use backup_list::parse_summary;
 
     fn plan(json: &str) -> Result<Plan, Error> {
         Plan::new(serde_json::from_str(json).map_err(|e| Error::invalid_config(e.to_string()))?)

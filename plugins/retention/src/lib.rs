@@ -13,17 +13,14 @@
 //! (default false: only log). Outputs: `kept` and `deleted` (comma-separated ids, newest first);
 //! with `dry_run`, `deleted` is empty and `would-delete` lists what would go.
 //!
-//! The rules live in [`backups`], pure and unit-tested.
-
-pub mod backups;
+//! The rules live in [`backup_list`], pure and unit-tested, shared with `preflight`.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
+use backup_list::{Listed, decide, is_backup_id, may_be_backup, pin_reason, scan};
 use qodify_plugin_sdk::fs;
 use qodify_plugin_sdk::prelude::*;
-
-use crate::backups::{Listed, decide, may_be_backup, pin_reason, scan};
 
 /// A `backup.json` above this size is not one we wrote: treat the folder as not a backup.
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;
@@ -80,7 +77,7 @@ impl Plan {
             )));
         }
         if let Some(current) = &config.current
-            && !backups::is_backup_id(current)
+            && !is_backup_id(current)
         {
             return Err(Error::invalid_config(format!(
                 "current `{current}` is not a backup id (YYYYMMDD-HHMMSS); pass {{{{run.timestamp}}}}"
@@ -230,7 +227,7 @@ fn read_pins(dir: &str) -> Result<BTreeMap<String, String>, Error> {
     };
     let mut pins = BTreeMap::new();
     for entry in entries {
-        if !backups::is_backup_id(&entry.name) {
+        if !is_backup_id(&entry.name) {
             continue;
         }
         let path = format!("{dir}/{}", entry.name);

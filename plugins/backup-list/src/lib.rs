@@ -1,6 +1,10 @@
-//! Which entries of a customer's `backups` folder are successful backups, and which of them
-//! retention keeps. Pure (no host calls), so the rules are unit-tested natively. The `preflight`
-//! plugin compiles this same file, so its retention warning follows exactly these rules.
+//! Shared by the `retention` and `preflight` plugins: which entries of a customer's `backups`
+//! folder are successful backups ([`scan`]), what their `backup.json` says ([`Summary`]), and
+//! which of them retention keeps ([`decide`]). Preflight's retention warning uses the very rules
+//! retention deletes by. Pure (no host calls), so the rules are unit-tested natively.
+//!
+//! A library, not a plugin: a plugin crate cannot depend on another plugin crate, whose `run`
+//! export would clash with its own at link time.
 
 use std::collections::BTreeMap;
 
@@ -30,22 +34,22 @@ pub fn may_be_backup(name: &str, is_dir: bool) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
     /// The listed artifacts.
-    pub artifacts: Vec<SummaryArtifact>,
+    artifacts: Vec<SummaryArtifact>,
     /// `stats.totalBytes`, when present.
-    pub total_bytes: Option<u64>,
+    total_bytes: Option<u64>,
     /// `stats.durationSeconds`, when present.
-    pub duration_seconds: Option<f64>,
+    duration_seconds: Option<f64>,
 }
 
 /// One artifact of a [`Summary`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SummaryArtifact {
+struct SummaryArtifact {
     /// Its label, e.g. `db` (empty when absent).
-    pub name: String,
+    name: String,
     /// Its path relative to the backup folder, e.g. `db.dump`.
-    pub file: String,
+    file: String,
     /// Its size in bytes.
-    pub size: u64,
+    size: u64,
 }
 
 impl Summary {
