@@ -6,13 +6,24 @@ use std::io::Read as _;
 
 use qodify_plugin_sdk::{Error, ResultExt as _};
 use sha2::{Digest as _, Sha256};
-use tar_extract::extract::{Extracted, IO_BUF, deepest_first, extract};
+use tar_extract::extract::{Extracted, IO_BUF, Wording, deepest_first, extract};
 use tar_extract::host::{Host, remove_tree, stat_opt};
 use tar_extract::paths::join;
 use upgrade_kit::layout;
 use upgrade_kit::marker::{Marker, Status};
 
 use crate::{Plan, STAGING_PREFIX};
+
+/// How the extractor's messages speak of a release install. The package's sha256 matched the
+/// catalog before extraction, so a bad archive is the package as built: rebuilding is the fix.
+const WORDING: Wording = Wording {
+    doing: "unpacking",
+    done: "unpacked",
+    folder: "the release folder",
+    jobs: "release installs",
+    if_rejected: "rebuild the release package, or inspect it by hand",
+    if_damaged: "rebuild the release package and put its new sha256 in releases.json",
+};
 
 /// Hashing the package fills the progress up to here.
 pub const HASH_TO: f32 = 30.0;
@@ -271,7 +282,15 @@ pub fn install(host: &impl Ops, job: &Install<'_>) -> Result<Done, Error> {
 fn unpack_and_swap(host: &impl Ops, job: &Install<'_>, aside: &str) -> Result<Done, Error> {
     let plan = job.plan;
     let label = format!("{} ({})", plan.version, file_name(job.package));
-    let x = extract(host, job.package, &plan.staging, plan.limits, &label, false)?;
+    let x = extract(
+        host,
+        job.package,
+        &plan.staging,
+        plan.limits,
+        &WORDING,
+        &label,
+        false,
+    )?;
     check_top(&x, &plan.version)?;
     let uploads = join(&plan.staging, "backend/uploads");
     if stat_opt(host, &uploads)?.is_some() {

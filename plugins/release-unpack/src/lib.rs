@@ -390,13 +390,9 @@ impl Host for GuestHost<'_> {
     }
 
     fn progress(&self, percent: f32, message: &str) {
-        // The extractor reports 0..=EXTRACT_SHARE as "restoring …"; here it is one phase.
+        // The extractor reports 0..=EXTRACT_SHARE; here it is one phase of the step.
         let percent = install::EXTRACT_FROM
             + (install::EXTRACT_TO - install::EXTRACT_FROM) * (percent / EXTRACT_SHARE).min(1.0);
-        let message = match message.strip_prefix("restoring ") {
-            Some(rest) => format!("unpacking {rest}"),
-            None => message.to_owned(),
-        };
         self.ctx.progress(percent, message);
     }
 

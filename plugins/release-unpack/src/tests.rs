@@ -25,6 +25,8 @@ struct StdHost {
     unpacked: Cell<bool>,
     warnings: RefCell<Vec<String>>,
     infos: RefCell<Vec<String>>,
+    /// The extractor's progress lines.
+    progress: RefCell<Vec<String>>,
 }
 
 fn std_meta(path: &str) -> Result<Metadata, Error> {
@@ -102,7 +104,9 @@ impl Host for StdHost {
         self.warnings.borrow_mut().push(message.to_owned());
     }
 
-    fn progress(&self, _percent: f32, _message: &str) {}
+    fn progress(&self, _percent: f32, message: &str) {
+        self.progress.borrow_mut().push(message.to_owned());
+    }
 
     fn cancelled(&self) -> bool {
         false
@@ -439,6 +443,15 @@ fn a_package_becomes_a_release_folder_with_marker_and_uploads_link() {
         assert_eq!(mode & 0o777, 0o755, "{dir}");
     }
     assert!(host.warnings.borrow().is_empty());
+    // The extractor speaks of unpacking a release, not of a restore.
+    let progress = host.progress.borrow();
+    assert!(!progress.is_empty());
+    for line in progress.iter() {
+        assert!(
+            line.starts_with("unpacking v1.1.0 (v1.1.0.tar.gz): "),
+            "{line}"
+        );
+    }
 }
 
 #[test]
@@ -499,7 +512,12 @@ fn bad_packages_leave_nothing_behind() {
             "has no store/ folder at its top (its top holds: admin, backend)",
         ),
         (uploads, "carries backend/uploads"),
-        (escape, "../evil"),
+        (
+            escape,
+            "archive {pkg} was rejected and nothing was unpacked: entry `../evil` has a `..` \
+             component, which would leave the release folder; rebuild the release package, or \
+             inspect it by hand",
+        ),
     ] {
         let w = World::new();
         let pkg = w.path("cat/packages/v1.1.0.tar.gz");
@@ -508,7 +526,9 @@ fn bad_packages_leave_nothing_behind() {
         stdfs::create_dir_all(w.path("c/releases/v1.1.0/backend")).unwrap();
         let host = StdHost::default();
         let err = w.unpack(&host, &pkg).unwrap_err();
-        assert!(err.message().contains(needle), "{needle}: {err}");
+        let needle = needle.replace("{pkg}", &pkg);
+        assert!(err.message().contains(&needle), "{needle}: {err}");
+        assert!(!err.message().contains("restor"), "{err}");
         assert_eq!(
             w.releases(),
             ["v1.0.0", "v1.1.0"],

@@ -12,9 +12,21 @@ use qodify_plugin_sdk::fs::{Metadata, Timestamp};
 use qodify_plugin_sdk::path::is_within;
 use qodify_plugin_sdk::{Error, ResultExt};
 use serde::Deserialize;
-use tar_extract::extract::{DirMeta, EXTRACT_SHARE, Extracted, Limits, deepest_first, extract};
+use tar_extract::extract::{
+    DirMeta, EXTRACT_SHARE, Extracted, Limits, Wording, deepest_first, extract,
+};
 use tar_extract::host::{Host, remove_tree, stat_opt};
 use tar_extract::paths::{depth, join, parent, parents};
+
+/// How the extractor's messages speak of a restore.
+const WORDING: Wording = Wording {
+    doing: "restoring",
+    done: "restored",
+    folder: "the restored folder",
+    jobs: "restores",
+    if_rejected: "restore from another backup or inspect this archive by hand",
+    if_damaged: "restore from another backup",
+};
 
 /// How the extracted tree is put in place.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,7 +173,15 @@ fn replace(host: &impl Host, plan: &Plan, current: Option<&Metadata>) -> Result<
     let new = join(&plan.staging, "new");
     let old = join(&plan.staging, "old");
     let label = label(&plan.target);
-    let x = extract(host, &plan.archive, &new, plan.limits, &label, false)?;
+    let x = extract(
+        host,
+        &plan.archive,
+        &new,
+        plan.limits,
+        &WORDING,
+        &label,
+        false,
+    )?;
     let carry = match (&plan.carry, current) {
         (Some(set), Some(_)) => plan_carry(host, set, &plan.target, &new, &x)?,
         _ => CarryPlan::default(),
@@ -460,7 +480,15 @@ fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
     let old = join(&plan.staging, "old");
     let target = &plan.target;
     let label = label(target);
-    let x = extract(host, &plan.archive, &new, plan.limits, &label, true)?;
+    let x = extract(
+        host,
+        &plan.archive,
+        &new,
+        plan.limits,
+        &WORDING,
+        &label,
+        true,
+    )?;
     for link in x.symlinks.keys() {
         host.warn(&format!(
             "skipping the symlink {link}: overlay puts back files only"

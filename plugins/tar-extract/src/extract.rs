@@ -13,6 +13,9 @@
 //! archive) are refused, absolute targets are kept as they are (a symlink is data until
 //! followed); nothing is written below a symlink of the archive; no path twice (folders aside);
 //! sizes and counts within the limits.
+//!
+//! It serves restores and release installs alike, so its messages take the caller's words
+//! ([`Wording`]) instead of naming a job of their own.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -45,6 +48,53 @@ const PROGRESS_STEP: u64 = 8 << 20;
 /// Extraction fills this share of the step's progress; the swap the rest.
 pub const EXTRACT_SHARE: f32 = 95.0;
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// The caller's words in the extractor's messages, so each plugin speaks of its own job: a
+/// restore says `restoring` and `nothing was restored`, a release install `unpacking` and
+/// `nothing was unpacked`. Each field completes a fixed sentence; the examples are
+/// restore-files' words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wording {
+    /// Starts each progress line: `restoring` (`restoring backend: 1.0 MiB of 4.0 MiB of the
+    /// archive read`).
+    pub doing: &'static str,
+    /// Ends `nothing was …` in errors: `restored`.
+    pub done: &'static str,
+    /// The destination as the rules name it: `the restored folder`.
+    pub folder: &'static str,
+    /// Who never creates hard links, devices or FIFOs: `restores`.
+    pub jobs: &'static str,
+    /// The next step after an archive that breaks a rule: `restore from another backup or
+    /// inspect this archive by hand`.
+    pub if_rejected: &'static str,
+    /// The next step after a damaged archive: `restore from another backup`.
+    pub if_damaged: &'static str,
+}
+
+impl Wording {
+    fn rejected(&self, archive: &str, entry: &str, rule: &str) -> Error {
+        Error::permission_denied(format!(
+            "archive {archive} was rejected and nothing was {}: entry `{entry}` {rule}; {}",
+            self.done, self.if_rejected
+        ))
+    }
+
+    fn damaged(&self, archive: &str, e: &io::Error) -> Error {
+        Error::io(format!(
+            "archive {archive} is damaged and nothing was {} ({e}); {}",
+            self.done, self.if_damaged
+        ))
+    }
+
+    fn progress(&self, label: &str, read: u64, total: u64) -> String {
+        format!(
+            "{} {label}: {:.1} MiB of {:.1} MiB of the archive read",
+            self.doing,
+            read.min(total) as f64 / MIB,
+            total as f64 / MIB
+        )
+    }
+}
 
 /// Caps on what one archive may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,12 +137,14 @@ pub struct Extracted {
 }
 
 /// Unpacks `archive` into the existing, empty folder `dest`. On error `dest` may hold part of
-/// the archive: the caller deletes it.
+/// the archive: the caller deletes it. Messages speak the caller's `wording`; progress lines
+/// name the archive by `label`.
 pub fn extract(
     host: &impl Host,
     archive: &str,
     dest: &str,
     limits: Limits,
+    wording: &Wording,
     label: &str,
     collect_files: bool,
 ) -> Result<Extracted, Error> {
@@ -114,11 +166,12 @@ pub fn extract(
         archive,
         dest,
         limits,
+        wording,
         collect_files,
         buf: vec![0; IO_BUF],
         out: Extracted::default(),
         records: 0,
-        progress: Progress::new(total, read, label),
+        progress: Progress::new(total, read, wording, label),
     };
     host.progress(0.0, &x.progress.message());
     {
@@ -166,7 +219,7 @@ impl Pending {
     }
 }
 
-/// What a pax record says about the next entry (the keys this restore uses).
+/// What a pax record says about the next entry (the keys the extractor uses).
 #[derive(Default)]
 struct Pax {
     path: Option<Vec<u8>>,
@@ -186,6 +239,7 @@ struct Extractor<'a, H: Host> {
     archive: &'a str,
     dest: &'a str,
     limits: Limits,
+    wording: &'a Wording,
     collect_files: bool,
     buf: Vec<u8>,
     out: Extracted,
@@ -232,7 +286,7 @@ impl<H: Host> Extractor<'_, H> {
             return Ok(());
         }
         if entry_type == EntryType::XGlobalHeader {
-            // Defaults for every later entry (charset, comments); nothing this restore uses.
+            // Defaults for every later entry (charset, comments); nothing the extractor uses.
             self.read_record(&mut entry, MAX_PAX_RECORD, "global pax")?;
             return Ok(());
         }
@@ -259,8 +313,8 @@ impl<H: Host> Extractor<'_, H> {
                 ),
             ));
         }
-        let (rel, trailing_slash) =
-            entry_path(&raw_name).map_err(|rule| self.reject(&shown, rule))?;
+        let (rel, trailing_slash) = entry_path(&raw_name, self.wording.folder)
+            .map_err(|rule| self.reject(&shown, &rule))?;
 
         let size = header.entry_size().map_err(|e| self.damaged(e))?;
         if let Some(pax_size) = pax.size
@@ -278,13 +332,22 @@ impl<H: Host> Extractor<'_, H> {
             EntryType::Directory => Kind::Dir,
             EntryType::Symlink => Kind::Symlink,
             EntryType::Link => {
-                return Err(self.reject(&shown, "is a hard link; restores never create hard links"));
+                let jobs = self.wording.jobs;
+                return Err(self.reject(
+                    &shown,
+                    &format!("is a hard link; {jobs} never create hard links"),
+                ));
             }
             EntryType::Char | EntryType::Block => {
-                return Err(self.reject(&shown, "is a device node; restores never create devices"));
+                let jobs = self.wording.jobs;
+                return Err(self.reject(
+                    &shown,
+                    &format!("is a device node; {jobs} never create devices"),
+                ));
             }
             EntryType::Fifo => {
-                return Err(self.reject(&shown, "is a FIFO; restores never create FIFOs"));
+                let jobs = self.wording.jobs;
+                return Err(self.reject(&shown, &format!("is a FIFO; {jobs} never create FIFOs")));
             }
             EntryType::GNUSparse => {
                 return Err(self.reject(&shown, "is a GNU sparse file, which is not supported"));
@@ -324,7 +387,7 @@ impl<H: Host> Extractor<'_, H> {
             if !matches!(kind, Kind::Dir) {
                 return Err(self.reject(
                     &shown,
-                    "names the restored folder itself but is not a folder",
+                    &format!("names {} itself but is not a folder", self.wording.folder),
                 ));
             }
             self.out.root = Some(DirMeta {
@@ -399,7 +462,7 @@ impl<H: Host> Extractor<'_, H> {
                         .map(|l| l.into_owned())
                         .unwrap_or_default(),
                 };
-                let target = link_target(&rel, &raw_target)
+                let target = link_target(&rel, &raw_target, self.wording.folder)
                     .map_err(|rule| self.reject(&shown, &format!("is a symlink {rule}")))?;
                 self.make_parents(&rel, &shown)?;
                 let path = join(self.dest, &rel);
@@ -425,7 +488,7 @@ impl<H: Host> Extractor<'_, H> {
         Ok(())
     }
 
-    /// Creates one folder, private until the restore is done.
+    /// Creates one folder, private until the caller has finished the tree.
     fn make_dir(&self, rel: &str, shown: &str) -> Result<(), Error> {
         let path = join(self.dest, rel);
         match fs::create_dir(&path) {
@@ -512,8 +575,9 @@ impl<H: Host> Extractor<'_, H> {
                         return Err(self.reject(
                             link,
                             &format!(
-                                "is a symlink to `{target}`, which leads out of the restored \
-                                 folder through other symlinks of the archive"
+                                "is a symlink to `{target}`, which leads out of {} through \
+                                 other symlinks of the archive",
+                                self.wording.folder
                             ),
                         ));
                     }
@@ -553,11 +617,7 @@ impl<H: Host> Extractor<'_, H> {
     }
 
     fn reject(&self, entry: &str, rule: &str) -> Error {
-        Error::permission_denied(format!(
-            "archive {} was rejected and nothing was restored: entry `{entry}` {rule}; restore \
-             from another backup or inspect this archive by hand",
-            self.archive
-        ))
+        self.wording.rejected(self.archive, entry, rule)
     }
 
     fn duplicate(&self, shown: &str) -> Error {
@@ -572,34 +632,36 @@ impl<H: Host> Extractor<'_, H> {
         if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
             return inner.clone();
         }
-        Error::io(format!(
-            "archive {} is damaged and nothing was restored ({e}); restore from another backup",
-            self.archive
-        ))
+        self.wording.damaged(self.archive, &e)
     }
 }
 
 /// Checks an entry's raw name; returns the normalised relative path (no `.`, no doubled or
-/// trailing slashes, `""` for the folder itself) and whether the name ended with `/`.
-fn entry_path(raw: &[u8]) -> Result<(String, bool), &'static str> {
+/// trailing slashes, `""` for the folder itself) and whether the name ended with `/`. `folder`
+/// is how the rules name the destination ([`Wording::folder`]).
+fn entry_path(raw: &[u8], folder: &str) -> Result<(String, bool), String> {
     if raw.is_empty() {
-        return Err("has an empty name");
+        return Err("has an empty name".into());
     }
     if raw.contains(&0) {
-        return Err("has a NUL byte in its name");
+        return Err("has a NUL byte in its name".into());
     }
     if raw.len() > MAX_PATH_BYTES {
-        return Err("has a name longer than 4095 bytes");
+        return Err("has a name longer than 4095 bytes".into());
     }
     let name = std::str::from_utf8(raw).map_err(|_| "has a name that is not UTF-8")?;
     if name.starts_with('/') {
-        return Err("has an absolute path; entries must be relative to the restored folder");
+        return Err(format!(
+            "has an absolute path; entries must be relative to {folder}"
+        ));
     }
     let mut parts = Vec::new();
     for part in name.split('/') {
         match part {
             "" | "." => {}
-            ".." => return Err("has a `..` component, which would leave the restored folder"),
+            ".." => {
+                return Err(format!("has a `..` component, which would leave {folder}"));
+            }
             part => parts.push(part),
         }
     }
@@ -607,8 +669,8 @@ fn entry_path(raw: &[u8]) -> Result<(String, bool), &'static str> {
 }
 
 /// Checks a symlink's raw target; relative targets must stay inside the tree when resolved from
-/// the link's folder. The error completes "is a symlink …".
-fn link_target(rel: &str, raw: &[u8]) -> Result<String, String> {
+/// the link's folder. The error completes "is a symlink …"; `folder` names the destination.
+fn link_target(rel: &str, raw: &[u8], folder: &str) -> Result<String, String> {
     if raw.is_empty() {
         return Err("with an empty target".into());
     }
@@ -624,9 +686,7 @@ fn link_target(rel: &str, raw: &[u8]) -> Result<String, String> {
         match part {
             "" | "." => {}
             ".." if at == 0 => {
-                return Err(format!(
-                    "to `{target}`, which leads out of the restored folder"
-                ));
+                return Err(format!("to `{target}`, which leads out of {folder}"));
             }
             ".." => at -= 1,
             _ => at += 1,
@@ -751,17 +811,19 @@ struct Progress {
     total: u64,
     step: u64,
     next: u64,
+    wording: Wording,
     label: String,
 }
 
 impl Progress {
-    fn new(total: u64, read: Rc<Cell<u64>>, label: &str) -> Self {
+    fn new(total: u64, read: Rc<Cell<u64>>, wording: &Wording, label: &str) -> Self {
         let step = (total / 100).max(PROGRESS_STEP);
         Progress {
             read,
             total,
             step,
             next: step,
+            wording: *wording,
             label: label.to_string(),
         }
     }
@@ -781,12 +843,8 @@ impl Progress {
     }
 
     fn message(&self) -> String {
-        format!(
-            "restoring {}: {:.1} MiB of {:.1} MiB of the archive read",
-            self.label,
-            self.read.get().min(self.total) as f64 / MIB,
-            self.total as f64 / MIB
-        )
+        self.wording
+            .progress(&self.label, self.read.get(), self.total)
     }
 }
 
@@ -805,33 +863,44 @@ pub fn deepest_first(dirs: &BTreeMap<String, Option<DirMeta>>) -> Vec<(&str, Opt
 mod tests {
     use super::*;
 
+    /// Words no real caller uses, so a message that ignores them shows.
+    const WORDS: Wording = Wording {
+        doing: "fetching",
+        done: "fetched",
+        folder: "the fetch folder",
+        jobs: "fetches",
+        if_rejected: "ask for another archive",
+        if_damaged: "fetch it again",
+    };
+    const F: &str = WORDS.folder;
+
     #[test]
     fn entry_paths_are_checked_and_normalised() {
-        assert_eq!(entry_path(b"a/b").unwrap(), ("a/b".into(), false));
-        assert_eq!(entry_path(b"./a//b/").unwrap(), ("a/b".into(), true));
-        assert_eq!(entry_path(b"./").unwrap(), ("".into(), true));
-        assert!(entry_path(b"").is_err());
-        assert!(entry_path(b"../x").is_err());
-        assert!(entry_path(b"a/../../x").is_err());
-        assert!(entry_path(b"a/..").is_err());
-        assert!(entry_path(b"/etc/passwd").is_err());
-        assert!(entry_path(b"a\0b").is_err());
-        assert!(entry_path(b"\xff").is_err());
-        assert!(entry_path(&[b'a'; 5000]).is_err());
+        assert_eq!(entry_path(b"a/b", F).unwrap(), ("a/b".into(), false));
+        assert_eq!(entry_path(b"./a//b/", F).unwrap(), ("a/b".into(), true));
+        assert_eq!(entry_path(b"./", F).unwrap(), ("".into(), true));
+        assert!(entry_path(b"", F).is_err());
+        assert!(entry_path(b"../x", F).is_err());
+        assert!(entry_path(b"a/../../x", F).is_err());
+        assert!(entry_path(b"a/..", F).is_err());
+        assert!(entry_path(b"/etc/passwd", F).is_err());
+        assert!(entry_path(b"a\0b", F).is_err());
+        assert!(entry_path(b"\xff", F).is_err());
+        assert!(entry_path(&[b'a'; 5000], F).is_err());
         // A backslash is an ordinary character on Linux.
-        assert!(entry_path(b"..\\x").is_ok());
+        assert!(entry_path(b"..\\x", F).is_ok());
     }
 
     #[test]
     fn relative_link_targets_stay_inside() {
-        assert!(link_target("a", b"b").is_ok());
-        assert!(link_target("a/b/l", b"../../x").is_ok());
-        assert!(link_target("a/b/l", b"../../../x").is_err());
-        assert!(link_target("l", b"..").is_err());
-        assert!(link_target("a/l", b"x/../../..").is_err());
-        assert!(link_target("l", b"/etc/passwd").is_ok());
-        assert!(link_target("l", b"").is_err());
-        assert!(link_target("l", b"a\0").is_err());
+        assert!(link_target("a", b"b", F).is_ok());
+        assert!(link_target("a/b/l", b"../../x", F).is_ok());
+        assert!(link_target("a/b/l", b"../../../x", F).is_err());
+        assert!(link_target("l", b"..", F).is_err());
+        assert!(link_target("a/l", b"x/../../..", F).is_err());
+        assert!(link_target("l", b"/etc/passwd", F).is_ok());
+        assert!(link_target("l", b"", F).is_err());
+        assert!(link_target("l", b"a\0", F).is_err());
     }
 
     #[test]
@@ -860,5 +929,38 @@ mod tests {
     fn names_in_messages_are_escaped_and_short() {
         assert_eq!(lossy(b"a\nb"), "a\\nb");
         assert!(lossy(&[b'x'; 500]).chars().count() <= 201);
+    }
+
+    #[test]
+    fn messages_speak_the_callers_words() {
+        let rejected = WORDS.rejected("/in/a.tar.gz", "x", "has an empty name");
+        assert_eq!(
+            rejected.kind(),
+            qodify_plugin_sdk::ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            rejected.message(),
+            "archive /in/a.tar.gz was rejected and nothing was fetched: entry `x` has an empty \
+             name; ask for another archive"
+        );
+        let damaged = WORDS.damaged("/in/a.tar.gz", &io::Error::other("bad gzip header"));
+        assert_eq!(damaged.kind(), qodify_plugin_sdk::ErrorKind::Io);
+        assert_eq!(
+            damaged.message(),
+            "archive /in/a.tar.gz is damaged and nothing was fetched (bad gzip header); fetch it \
+             again"
+        );
+        assert_eq!(
+            WORDS.progress("app", 3 << 20, 2 << 20),
+            "fetching app: 2.0 MiB of 2.0 MiB of the archive read"
+        );
+        assert_eq!(
+            entry_path(b"../x", WORDS.folder).unwrap_err(),
+            "has a `..` component, which would leave the fetch folder"
+        );
+        assert_eq!(
+            link_target("l", b"..", WORDS.folder).unwrap_err(),
+            "to `..`, which leads out of the fetch folder"
+        );
     }
 }

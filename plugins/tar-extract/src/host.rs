@@ -40,7 +40,7 @@ pub fn stat_opt(host: &impl Host, path: &str) -> Result<Option<Metadata>, Error>
 }
 
 /// Deletes `path` and everything below it without following symlinks. Folders whose mode keeps
-/// their owner out (a restored `0555`, say) are opened up first. Iterative: archives can nest
+/// their owner out (an unpacked `0555`, say) are opened up first. Iterative: archives can nest
 /// deeper than a guest stack likes.
 pub fn remove_tree(host: &impl Host, path: &str) -> Result<(), Error> {
     let Some(meta) = stat_opt(host, path)? else {
