@@ -31,7 +31,18 @@ fn shop(tag: &str, switches: impl Fn(&Shop) -> Vec<String>) -> Option<Shop> {
 }
 
 fn upgrade(shop: &Shop) -> (std::process::Output, serde_json::Value) {
-    let out = run(shop.qodify().args([
+    upgrade_to(shop, "v1.1.0", &[])
+}
+
+/// `run upgrade --json` to `version` with the fixture tier, heapMB=512 and `params`.
+fn upgrade_to(
+    shop: &Shop,
+    version: &str,
+    params: &[&str],
+) -> (std::process::Output, serde_json::Value) {
+    let target = format!("targetVersion={version}");
+    let mut cmd = shop.qodify();
+    cmd.args([
         "run",
         "upgrade",
         "--customer",
@@ -40,10 +51,14 @@ fn upgrade(shop: &Shop) -> (std::process::Output, serde_json::Value) {
         "fixture",
         "--json",
         "--param",
-        "targetVersion=v1.1.0",
+        &target,
         "--param",
         "heapMB=512",
-    ]));
+    ]);
+    for p in params {
+        cmd.args(["--param", p]);
+    }
+    let out = run(&mut cmd);
     let result = common::run_result(&out);
     (out, result)
 }
@@ -342,4 +357,147 @@ fn an_env_change_waits_for_approval_through_the_api() {
     assert_eq!(shop.versions(), ["1.1.0", "1.1.0", "1.1.0"]);
     let env = std::fs::read_to_string(shop.dir().join("releases/v1.1.0/backend/.env")).unwrap();
     assert!(env.contains("APP_NAME=renamed-shop"), "{env}");
+}
+
+/// The outputs of step `step` in a `run --json` output, as `name=value` lines.
+fn step_outputs(out: &std::process::Output, step: &str) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "step-succeeded" && v["step"] == step)
+        .map(|v| v["outputs"].to_string())
+        .unwrap_or_default()
+}
+
+/// The release folders of the shop, sorted.
+fn releases(shop: &Shop) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(shop.dir().join("releases"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The pinned backups of the shop, sorted.
+fn pins(shop: &Shop) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(shop.dir().join("backups/.pins"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Cleanup after a mix of good and failed upgrades, keeping 2 releases: a failed release is
+/// removed by its rollback and never pushes a good one out; the newest good releases stay (the
+/// live one and its rollback target); a pre-upgrade backup loses its pin once its upgrade can no
+/// longer be rolled back, and no backup is ever deleted.
+#[test]
+fn cleanup_keeps_the_right_releases_after_good_and_failed_upgrades() {
+    if !pm2_available() {
+        return;
+    }
+    let shop = Shop::new("upgclean");
+    shop.start();
+    let out = run(shop
+        .qodify()
+        .args(["run", "migrate-layout", "--customer", &shop.domain]));
+    assert!(out.status.success(), "migrate-layout failed");
+    let from = |versions: &[&str]| serde_json::json!({ "compat": { "node": ">=18", "postgres": ">=13", "upgradeFrom": versions } });
+    shop.add_release("1.0.0", &[]);
+    shop.add_release("1.1.0", &[]);
+    shop.add_release_with("1.2.0", &["admin:FAIL_BUILD".into()], from(&["v1.1.0"]));
+    shop.add_release_with("1.2.1", &[], from(&["v1.1.0"]));
+    let live_fail = format!("FAIL_HEALTH_ON_PORT={}", shop.port("backend"));
+    shop.add_release_with("1.3.0", &[live_fail], from(&["v1.2.1"]));
+    shop.add_release_with("1.3.1", &[], from(&["v1.2.1"]));
+    let keep = ["keepReleases=2"];
+    let mut backups = Vec::new();
+
+    // 1. Good: v1.0.0 -> v1.1.0. Both stay: the live release and its rollback target.
+    let (out, result) = upgrade_to(&shop, "v1.1.0", &keep);
+    assert!(out.status.success(), "{result}");
+    backups.push(result["backup"].as_str().unwrap().to_owned());
+    assert_eq!(releases(&shop), ["v1.0.0", "v1.1.0"]);
+    assert_eq!(pins(&shop), backups[..1]);
+
+    // 2. Failed at the build: v1.2.0 is removed by the rollback; nothing else changes, and the
+    //    failed upgrade's backup is kept.
+    let (out, result) = upgrade_to(&shop, "v1.2.0", &keep);
+    assert_eq!(out.status.code(), Some(1), "{result}");
+    backups.push(result["backup"].as_str().unwrap().to_owned());
+    assert_eq!(link(&shop.dir().join("current")), "releases/v1.1.0");
+    assert_eq!(releases(&shop), ["v1.0.0", "v1.1.0"]);
+
+    // 3. Good: v1.1.0 -> v1.2.1. Three good releases, keep 2: v1.0.0 goes. The pins of
+    //    upgrades that can no longer be rolled back go (to v1.1.0: its v1.0.0 is gone; to
+    //    v1.2.0: it failed); the new one stays.
+    let (out, result) = upgrade_to(&shop, "v1.2.1", &keep);
+    assert!(out.status.success(), "{result}");
+    backups.push(result["backup"].as_str().unwrap().to_owned());
+    assert_eq!(releases(&shop), ["v1.1.0", "v1.2.1"]);
+    assert_eq!(pins(&shop), backups[2..3]);
+    let finish = step_outputs(&out, "finish");
+    assert!(finish.contains("v1.0.0"), "finish outputs: {finish}");
+
+    // 4. Failed on the live ports after the swap: back on v1.2.1, v1.3.0 removed.
+    let (out, result) = upgrade_to(&shop, "v1.3.0", &keep);
+    assert_eq!(out.status.code(), Some(1), "{result}");
+    let error = result["error"].as_str().unwrap_or_default();
+    assert!(error.contains("step health-live failed"), "{error}");
+    // The second database restore of this shop: the first one (step 2) must have left `public`
+    // as initdb makes it, or this restore fails (pg_restore never creates `public`).
+    assert!(error.contains("database: restored"), "{error}");
+    backups.push(result["backup"].as_str().unwrap().to_owned());
+    assert_eq!(link(&shop.dir().join("current")), "releases/v1.2.1");
+    assert_eq!(releases(&shop), ["v1.1.0", "v1.2.1"]);
+
+    // 5. Good: v1.2.1 -> v1.3.1. The failed v1.3.0 did not count: v1.3.1 and v1.2.1 stay,
+    //    v1.1.0 goes.
+    let (out, result) = upgrade_to(&shop, "v1.3.1", &keep);
+    assert!(out.status.success(), "{result}");
+    backups.push(result["backup"].as_str().unwrap().to_owned());
+    assert_eq!(releases(&shop), ["v1.2.1", "v1.3.1"]);
+    assert_eq!(pins(&shop), backups[4..5]);
+    assert_eq!(link(&shop.dir().join("current")), "releases/v1.3.1");
+    assert_eq!(shop.versions(), ["1.3.1", "1.3.1", "1.3.1"]);
+    for (name, _, real) in shop.app_cwds() {
+        let svc = name.rsplit('-').next().unwrap();
+        assert!(
+            real.ends_with(format!("releases/v1.3.1/{svc}")),
+            "{name}: {}",
+            real.display()
+        );
+    }
+    let marker =
+        std::fs::read_to_string(shop.dir().join("releases/v1.3.1/.qodify-release.json")).unwrap();
+    assert!(
+        marker.contains("\"v1.2.1\""),
+        "rolls back to v1.2.1: {marker}"
+    );
+
+    // Unpinned is not deleted: every pre-upgrade backup is still there and listed.
+    for b in &backups {
+        assert!(
+            shop.dir()
+                .join("backups")
+                .join(b)
+                .join("backup.json")
+                .is_file(),
+            "backup {b} kept"
+        );
+    }
+    let listed = run(shop
+        .qodify()
+        .args(["backups", "list", "--customer", &shop.domain, "--json"]));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for b in &backups {
+        assert!(listed.contains(b.as_str()), "{b} listed: {listed}");
+    }
 }

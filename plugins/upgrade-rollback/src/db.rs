@@ -15,6 +15,29 @@ const MAX_ENV_BYTES: u64 = 1 << 20;
 pub const DUMP: &str = "db.dump";
 /// The SQL script written into the work folder.
 pub const SCRIPT: &str = "restore-db.sql";
+/// The script that creates `public` again, written into the work folder, run before [`SCRIPT`].
+pub const PUBLIC_SCRIPT: &str = "restore-public.sql";
+
+/// `public` as initdb makes it (owner and privileges differ from PostgreSQL 15 on). pg_restore
+/// never creates `public` ("initdb creates it"), even when the dump lists it, so after dropping
+/// it the rollback must create it, and as the default: a schema created plainly would be owned
+/// by whoever ran the rollback and dumped as such, and the next restore would trip over it.
+/// The dump's own `COMMENT`/`ACL` entries for `public`, if it had any, run afterwards.
+pub const PUBLIC_SQL: &str = "\
+-- Written by qodify-host's upgrade-rollback: `public` was dropped, pg_restore never creates it.
+DO $qodify$
+BEGIN
+  IF current_setting('server_version_num')::int >= 150000 THEN
+    CREATE SCHEMA public AUTHORIZATION pg_database_owner;
+    GRANT USAGE ON SCHEMA public TO PUBLIC;
+  ELSE
+    CREATE SCHEMA public;
+    GRANT ALL ON SCHEMA public TO PUBLIC;
+  END IF;
+  COMMENT ON SCHEMA public IS 'standard public schema';
+END
+$qodify$;
+";
 
 /// `db` in the step's config.
 #[derive(Debug, Clone, Deserialize)]
@@ -145,8 +168,9 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// psql's arguments: drop the dump's schemas and `public`, create `public` unless the dump
-/// does, run the script; one transaction, stop at the first error. No secrets.
+/// psql's arguments: drop the dump's schemas and `public`, create `public` again
+/// ([`PUBLIC_SCRIPT`]), run the dump's script; one transaction, stop at the first error. No
+/// secrets.
 pub fn psql_args(url: &DbTarget, database: &str, schemas: &[String]) -> Vec<String> {
     let mut args: Vec<String> = ["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "--no-password"]
         .iter()
@@ -170,12 +194,10 @@ pub fn psql_args(url: &DbTarget, database: &str, schemas: &[String]) -> Vec<Stri
             quote_ident(schema)
         ));
     }
-    if !schemas.iter().any(|s| s == "public") {
-        args.push("-c".into());
-        args.push("CREATE SCHEMA public".into());
+    for script in [PUBLIC_SCRIPT, SCRIPT] {
+        args.push("-f".into());
+        args.push(script.into());
     }
-    args.push("-f".into());
-    args.push(SCRIPT.into());
     args
 }
 
@@ -271,6 +293,9 @@ pub fn restore(ctx: &Context, plan: &DbPlan, id: &str, env_file: &str) -> Result
         .map_err(|e| e.context(format!("reading the table of contents of {dump}")))?;
     let schemas = toc_schemas(&toc.stdout_text());
     let script = format!("{}/{SCRIPT}", plan.work);
+    let public_script = format!("{}/{PUBLIC_SCRIPT}", plan.work);
+    std::fs::write(&public_script, PUBLIC_SQL)
+        .map_err(|e| Error::io(format!("writing {public_script}: {e}")))?;
     Command::new("pg_restore")
         .args(["--clean", "--if-exists", "--no-owner", "--file=-", DUMP])
         .cwd(dir)
@@ -287,6 +312,7 @@ pub fn restore(ctx: &Context, plan: &DbPlan, id: &str, env_file: &str) -> Result
     }
     let result = cmd.run().and_then(|o| o.check());
     let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_file(&public_script);
     result.map_err(|e| {
         Error::new(
             e.kind(),

@@ -15,7 +15,8 @@
 //!    points and which app is wrong.
 //! 3. Database, when migrations started: tier policy `keep` leaves it as migrated; `restore`
 //!    (default) puts the pre-upgrade backup's `db.dump` back in **one transaction**: the schemas
-//!    the dump holds (and `public`) are dropped with everything in them, then the dump's SQL
+//!    the dump holds (and `public`) are dropped with everything in them, `public` is created
+//!    again as initdb makes it (pg_restore never creates it), then the dump's SQL
 //!    (`pg_restore --clean --if-exists --no-owner --file=-`, written to the work folder) runs,
 //!    all inside `psql --single-transaction`. A plain `pg_restore --clean` cannot do this: it
 //!    fails on objects the migrations added that depend on restored ones (a new table with a
@@ -40,8 +41,8 @@
 //! `--only`, `ecosystem.config.js`, the app names, `*-candidate`); `readlink` (`/proc/*/cwd`);
 //! `pg_restore` (`--list`, `--clean`, `--if-exists`, `--no-owner`, `--file=-`, `db.dump`);
 //! `psql` (`-X`, `-q`, `-1`, `-v`, `ON_ERROR_STOP=1`, `--no-password`, `--host=*`, `--port=*`,
-//! `--username=*`, `--dbname=*`, `-c`, `DROP SCHEMA IF EXISTS * CASCADE`, `CREATE SCHEMA public`,
-//! `-f`, `restore-db.sql`; env `PGPASSWORD`, `PGSSLMODE`).
+//! `--username=*`, `--dbname=*`, `-c`, `DROP SCHEMA IF EXISTS * CASCADE`, `-f`,
+//! `restore-public.sql`, `restore-db.sql`; env `PGPASSWORD`, `PGSSLMODE`).
 //!
 //! Outputs: one `rolled-back` per thing undone, in order (the host lists them with the run's
 //! error), e.g. `code: current back to releases/v1.0.0, PM2 apps verified on it`,
