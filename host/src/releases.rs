@@ -84,6 +84,20 @@ fn validator() -> &'static jsonschema::Validator {
     })
 }
 
+/// A release version name as the catalog's schema defines it (`$defs/version`): also the name of
+/// the release folder, so the API refuses anything else before it queues an upgrade.
+pub fn is_version_name(v: &str) -> bool {
+    static VERSION: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VERSION
+        .get_or_init(|| {
+            let def = schema()
+                .pointer("/$defs/version")
+                .expect("templates/releases.schema.json defines $defs/version");
+            jsonschema::draft202012::new(def).expect("$defs/version compiles")
+        })
+        .is_valid(&Value::String(v.to_owned()))
+}
+
 fn schema() -> &'static Value {
     static SCHEMA_VALUE: OnceLock<Value> = OnceLock::new();
     SCHEMA_VALUE.get_or_init(|| {

@@ -52,15 +52,6 @@ struct CreateUpgrade {
     queue: bool,
 }
 
-/// A release folder name (upgrade_kit::layout::is_version_name).
-fn valid_version(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 64
-        && !v.starts_with('.')
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
-}
-
 /// Queues an upgrade of the customer to another release (the shipped `upgrade` pipeline).
 #[utoipa::path(
     post,
@@ -86,7 +77,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
     let actor = extract::actor(body.triggered_by)?;
-    if !valid_version(&body.target_version) {
+    if !crate::releases::is_version_name(&body.target_version) {
         return Err(ApiError::bad_request(
             "targetVersion must be a release name from releases.json: 1-64 characters from A-Z, a-z, 0-9, `.`, `_`, `+` and `-`, not starting with `.`",
         ));

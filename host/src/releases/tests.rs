@@ -113,6 +113,31 @@ fn missing_fields_are_named() {
 }
 
 #[test]
+fn version_names_follow_the_schema() {
+    for good in [
+        "v1.1.0",
+        "1.0.0",
+        "v2.0.0-rc.1+build_7",
+        "V",
+        &"x".repeat(64),
+    ] {
+        assert!(super::is_version_name(good), "{good}");
+    }
+    for bad in [
+        "",
+        ".hidden",
+        "v1/1",
+        "v1 0",
+        "..",
+        "v1\n",
+        "v1.0.0\u{0}",
+        &"x".repeat(65),
+    ] {
+        assert!(!super::is_version_name(bad), "{bad:?}");
+    }
+}
+
+#[test]
 fn versions_hashes_and_paths_must_have_their_shape() {
     for (from, to, needle) in [
         (
