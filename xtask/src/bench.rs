@@ -2,7 +2,9 @@
 //! generated tree, run by the same script back to back; the per-step overhead of the runtime
 //! (store + instantiate from a pre-linked component + a no-op call) against spawning a native
 //! no-op process; a whole backup against a plain script; and the HTTP API under load
-//! ([`crate::bench_api`]). Prints ratios. A benchmark, not a test: nothing here fails on a number.
+//! ([`crate::bench_api`]); the downtime of a layout migration and of an upgrade's swap on real
+//! PM2 apps against plain scripts ([`crate::bench_upgrade`]). Prints ratios. A benchmark, not a
+//! test: nothing here fails on a number.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,12 +22,16 @@ struct Opts {
     archive: bool,
     backup: bool,
     api: bool,
+    upgrade: bool,
+    /// PM2 exec modes the upgrade benchmark runs in.
+    pm2_modes: Vec<&'static str>,
     db_rows: u64,
     api_opts: crate::bench_api::Opts,
 }
 
 const OPTIONS: &str = "--size-mib N, --runs N, --db-rows N, --clients N, --duration-secs N, \
-    --poll-ms N, --workers N, --history-runs N, --samples N, --archive-only, --backup-only, --api-only";
+    --poll-ms N, --workers N, --history-runs N, --samples N, --pm2-mode cluster|fork|both, \
+    --archive-only, --backup-only, --api-only, --upgrade-only";
 
 /// The number after `flag`.
 fn num(flag: &str, it: &mut std::slice::Iter<'_, &str>) -> Result<u64> {
@@ -41,6 +47,8 @@ fn parse(args: &[&str]) -> Result<Opts> {
         archive: true,
         backup: true,
         api: true,
+        upgrade: true,
+        pm2_modes: vec!["cluster", "fork"],
         db_rows: 1_200_000,
         api_opts: Default::default(),
     };
@@ -62,6 +70,18 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--archive-only" => only.push("archive"),
             "--backup-only" => only.push("backup"),
             "--api-only" => only.push("api"),
+            "--upgrade-only" => only.push("upgrade"),
+            "--pm2-mode" => {
+                o.pm2_modes = match it.next().copied() {
+                    Some("cluster") => vec!["cluster"],
+                    Some("fork") => vec!["fork"],
+                    Some("both") => vec!["cluster", "fork"],
+                    other => anyhow::bail!(
+                        "--pm2-mode takes cluster, fork or both, not `{}`",
+                        other.unwrap_or("")
+                    ),
+                }
+            }
             other => anyhow::bail!("unknown bench option `{other}` (use {OPTIONS})"),
         }
     }
@@ -69,6 +89,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         o.archive = only.contains(&"archive");
         o.backup = only.contains(&"backup");
         o.api = only.contains(&"api");
+        o.upgrade = only.contains(&"upgrade");
     }
     anyhow::ensure!(
         o.api_opts.clients > 0 && o.api_opts.samples > 0 && o.api_opts.duration > Duration::ZERO,
@@ -211,6 +232,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     if opts.api {
         crate::bench_api::run(&target, &opts.api_opts)?;
+    }
+    if opts.upgrade {
+        crate::bench_upgrade::run(&target, opts.runs, &opts.pm2_modes)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_upgrade;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -19,10 +20,13 @@ Commands:
   test                build, then run every test (host, plugins, end-to-end)
   demo                make a sample customer and back it up with the shipped `backup` pipeline
   bench               archive plugin vs native `tar -czf`, per-step overhead, a whole backup vs a
-                      plain script, and the HTTP API under load (release build); pick some with
-                      --archive-only, --backup-only, --api-only. API options: --clients N (200),
-                      --duration-secs N (30), --poll-ms N (100), --workers N (4),
-                      --history-runs N (1000), --samples N (500)
+                      plain script, the HTTP API under load, and the downtime of a layout
+                      migration and of an upgrade's swap on real PM2 apps vs plain scripts
+                      (release build); pick some with --archive-only, --backup-only, --api-only,
+                      --upgrade-only. --runs N (3) for archive, backup and upgrade. API options:
+                      --clients N (200), --duration-secs N (30), --poll-ms N (100), --workers N
+                      (4), --history-runs N (1000), --samples N (500). Upgrade options:
+                      --pm2-mode cluster|fork|both (both); needs pm2, node and PostgreSQL
   new-plugin <id>     scaffold plugins/<id> from the SDK template
 ";
 
