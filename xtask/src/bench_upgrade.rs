@@ -19,60 +19,100 @@ use anyhow::{Context as _, Result};
 /// How often the poller asks each port.
 const POLL: Duration = Duration::from_millis(10);
 
-/// What the poller saw while one piece of work ran.
+/// What one client saw while one piece of work ran.
 #[derive(Debug, Clone, Default)]
 struct Polled {
     ok: u64,
     failed: u64,
-    /// The longest stretch of failed requests on one port, first failure to next success.
+    /// The longest stretch without answers on one port: from the start of the first failed
+    /// request (a hung request counts from when it was sent) to the next success.
     longest_outage: Duration,
+    /// The first few distinct failures (status or transport error), to tell a refused
+    /// connection from a hung one.
+    errors: Vec<String>,
 }
 
-/// Polls `GET /version` on ports every [`POLL`] until stopped.
+impl Polled {
+    fn add(&mut self, other: &Polled) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.longest_outage = self.longest_outage.max(other.longest_outage);
+        for e in &other.errors {
+            if self.errors.len() < 3 && !self.errors.contains(e) {
+                self.errors.push(e.clone());
+            }
+        }
+    }
+}
+
+/// Two clients polling `GET /version` on every port every [`POLL`] until stopped: one keeps
+/// its connections alive (as browsers and proxies do), one opens a new connection per request.
+/// They fail differently when an old process goes away.
 struct Poller {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<Polled>,
+    handles: [JoinHandle<Polled>; 2],
+}
+
+/// Polls until `stop`, with or without keep-alive.
+fn poll(ports: [u16; 3], keep_alive: bool, stop: Arc<AtomicBool>) -> Polled {
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2));
+    if !keep_alive {
+        agent = agent.max_idle_connections(0);
+    }
+    let agent = agent.build();
+    let mut seen = Polled::default();
+    let mut down_since = [None::<Instant>; 3];
+    while !stop.load(Ordering::SeqCst) {
+        for (i, port) in ports.iter().enumerate() {
+            let sent = Instant::now();
+            let error = match agent
+                .get(&format!("http://127.0.0.1:{port}/version"))
+                .call()
+            {
+                Ok(r) if r.status() == 200 => None,
+                Ok(r) => Some(format!("status {}", r.status())),
+                Err(ureq::Error::Status(code, _)) => Some(format!("status {code}")),
+                Err(e) => Some(e.to_string().replace(&port.to_string(), "<port>")),
+            };
+            match error {
+                Some(e) => {
+                    seen.failed += 1;
+                    down_since[i].get_or_insert(sent);
+                    if seen.errors.len() < 3 && !seen.errors.contains(&e) {
+                        seen.errors.push(e);
+                    }
+                }
+                None => {
+                    seen.ok += 1;
+                    if let Some(t) = down_since[i].take() {
+                        seen.longest_outage = seen.longest_outage.max(t.elapsed());
+                    }
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+    for t in down_since.into_iter().flatten() {
+        seen.longest_outage = seen.longest_outage.max(t.elapsed());
+    }
+    seen
 }
 
 impl Poller {
     fn start(ports: [u16; 3]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let agent = ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(2))
-                .build();
-            let mut seen = Polled::default();
-            let mut down_since = [None::<Instant>; 3];
-            while !flag.load(Ordering::SeqCst) {
-                for (i, port) in ports.iter().enumerate() {
-                    let ok = agent
-                        .get(&format!("http://127.0.0.1:{port}/version"))
-                        .call()
-                        .is_ok_and(|r| r.status() == 200);
-                    if ok {
-                        seen.ok += 1;
-                        if let Some(t) = down_since[i].take() {
-                            seen.longest_outage = seen.longest_outage.max(t.elapsed());
-                        }
-                    } else {
-                        seen.failed += 1;
-                        down_since[i].get_or_insert_with(Instant::now);
-                    }
-                }
-                std::thread::sleep(POLL);
-            }
-            for t in down_since.into_iter().flatten() {
-                seen.longest_outage = seen.longest_outage.max(t.elapsed());
-            }
-            seen
+        let handles = [true, false].map(|keep_alive| {
+            let stop = stop.clone();
+            std::thread::spawn(move || poll(ports, keep_alive, stop))
         });
-        Poller { stop, handle }
+        Poller { stop, handles }
     }
 
-    fn stop(self) -> Polled {
+    /// Stops both clients: (keep-alive, new connections).
+    fn stop(self) -> [Polled; 2] {
         self.stop.store(true, Ordering::SeqCst);
-        self.handle.join().expect("the poller thread panicked")
+        self.handles
+            .map(|h| h.join().expect("the poller thread panicked"))
     }
 }
 
@@ -80,7 +120,8 @@ impl Poller {
 #[derive(Debug, Clone, Default)]
 struct Sample {
     wall: Duration,
-    polled: Polled,
+    /// What the keep-alive client and the new-connection client saw; `None` when not polled.
+    polled: Option<[Polled; 2]>,
 }
 
 /// The samples of one row of the table.
@@ -93,27 +134,34 @@ impl Row {
         v.sort();
         v.get(v.len() / 2).copied().unwrap_or_default()
     }
-    fn polls(&self) -> (u64, u64) {
-        self.0.iter().fold((0, 0), |(ok, failed), s| {
-            (ok + s.polled.ok, failed + s.polled.failed)
-        })
+
+    /// Both clients' figures over every sample.
+    fn polled(&self) -> [Polled; 2] {
+        let mut total = [Polled::default(), Polled::default()];
+        for p in self.0.iter().filter_map(|s| s.polled.as_ref()) {
+            total[0].add(&p[0]);
+            total[1].add(&p[1]);
+        }
+        total
     }
-    fn longest(&self) -> Duration {
-        self.0
-            .iter()
-            .map(|s| s.polled.longest_outage)
-            .max()
-            .unwrap_or_default()
-    }
+
     fn print(&self, label: &str) {
-        let (ok, failed) = self.polls();
+        let [keep, fresh] = self.polled();
         println!(
-            "  {label:<52} {:>8.2} s {:>7} {:>7} {:>9.0} ms",
+            "  {label:<50} {:>6.2} s {:>6} {:>5} {:>7.0} ms {:>6} {:>5} {:>7.0} ms",
             self.median_wall().as_secs_f64(),
-            ok + failed,
-            failed,
-            self.longest().as_secs_f64() * 1000.0
+            keep.ok + keep.failed,
+            keep.failed,
+            keep.longest_outage.as_secs_f64() * 1000.0,
+            fresh.ok + fresh.failed,
+            fresh.failed,
+            fresh.longest_outage.as_secs_f64() * 1000.0
         );
+        for (client, p) in [("keep-alive", &keep), ("new conn.", &fresh)] {
+            for e in &p.errors {
+                println!("      {client} failure: {e}");
+            }
+        }
     }
 }
 
@@ -312,7 +360,7 @@ impl Shop {
         let started = Instant::now();
         let out = cmd.output();
         let wall = started.elapsed();
-        let polled = poller.stop();
+        let polled = Some(poller.stop());
         let out = ok(out?, what)?;
         Ok((Sample { wall, polled }, out))
     }
@@ -450,7 +498,7 @@ fn bench_mode(target: &Path, runs: usize, mode: &'static str) -> Result<()> {
         let swap = step_duration(&out, "swap").context("no swap step in the upgrade's events")?;
         swap_host.0.push(Sample {
             wall: swap,
-            polled: Polled::default(),
+            polled: None,
         });
         upgrade.0.push(s);
 
@@ -482,28 +530,36 @@ fn bench_mode(target: &Path, runs: usize, mode: &'static str) -> Result<()> {
         POLL.as_millis()
     );
     println!(
-        "  {:<52} {:>10} {:>7} {:>7} {:>12}",
-        "", "wall", "polls", "failed", "longest out"
+        "  {:<50} {:>8} {:>25} {:>25}",
+        "", "", "keep-alive client", "new connection each"
     );
-    layout_script_row.print("layout: plain script (mv, ln -s, pm2 delete + start)");
+    println!(
+        "  {:<50} {:>8} {:>6} {:>5} {:>10} {:>6} {:>5} {:>10}",
+        "", "wall", "polls", "fail", "longest", "polls", "fail", "longest"
+    );
+    layout_script_row.print("layout: plain script (mv, ln -s, pm2 delete+start)");
     layout_host.print("layout: qodify-host run migrate-layout");
     swap_script_row.print("swap: plain script (ln -s + mv -T, pm2 reload)");
     println!(
-        "  {:<52} {:>8.2} s   (polled with the whole upgrade, below)",
-        "swap: qodify-host symlink-swap step (+ process check)",
+        "  {:<50} {:>6.2} s   (polled with the whole upgrade, next line)",
+        "swap: qodify-host symlink-swap step",
         swap_host.median_wall().as_secs_f64()
     );
     upgrade.print("whole upgrade: qodify-host run upgrade");
     let ratio = |a: &Row, b: &Row| a.median_wall().as_secs_f64() / b.median_wall().as_secs_f64();
+    let failed = |r: &Row| {
+        let [k, f] = r.polled();
+        format!("{}+{}", k.failed, f.failed)
+    };
     println!(
-        "  ratios (qodify-host/script): layout wall {:.2}x, failed polls {} vs {}; swap wall {:.2}x, \
-         failed polls {} (whole upgrade) vs {}",
+        "  qodify-host/script: layout wall {:.2}x, failed polls {} vs {}; swap wall {:.2}x, \
+         failed polls {} (whole upgrade) vs {} (keep-alive+new)",
         ratio(&layout_host, &layout_script_row),
-        layout_host.polls().1,
-        layout_script_row.polls().1,
+        failed(&layout_host),
+        failed(&layout_script_row),
         ratio(&swap_host, &swap_script_row),
-        upgrade.polls().1,
-        swap_script_row.polls().1,
+        failed(&upgrade),
+        failed(&swap_script_row),
     );
     Ok(())
 }

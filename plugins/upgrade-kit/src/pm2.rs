@@ -34,6 +34,16 @@ pub struct App {
     pub cwd: String,
     /// `pm2_env.pm_exec_path`: the script PM2 was given.
     pub exec_path: String,
+    /// `pm2_env.exec_mode`: `cluster_mode` or `fork_mode`.
+    pub exec_mode: String,
+}
+
+impl App {
+    /// True when PM2 runs the app in fork mode, where `pm2 reload` is a stop, then a start: the
+    /// port answers nothing while the app starts (cluster mode reloads without a gap).
+    pub fn is_fork_mode(&self) -> bool {
+        self.exec_mode == "fork_mode"
+    }
 }
 
 #[derive(Deserialize)]
@@ -53,6 +63,8 @@ struct RawEnv {
     pm_cwd: String,
     #[serde(default)]
     pm_exec_path: String,
+    #[serde(default)]
+    exec_mode: String,
 }
 
 /// Runs `pm2 <args>` with its working folder `cwd` (a guest path outside `current`) and extra
@@ -90,6 +102,7 @@ pub fn parse_jlist(stdout: &str) -> Result<Vec<App>, Error> {
             status: r.pm2_env.status,
             cwd: r.pm2_env.pm_cwd,
             exec_path: r.pm2_env.pm_exec_path,
+            exec_mode: r.pm2_env.exec_mode,
         })
         .collect())
 }
@@ -126,12 +139,14 @@ mod tests {
 
     #[test]
     fn jlist_after_a_banner() {
-        let out = "                        -------------\n[PM2] Spawning PM2 daemon\n[{\"name\":\"a\",\"pid\":12,\"pm2_env\":{\"status\":\"online\",\"pm_cwd\":\"/c/current/backend\",\"pm_exec_path\":\"/c/current/backend/server.js\"}},{\"name\":\"b\"}]\n";
+        let out = "                        -------------\n[PM2] Spawning PM2 daemon\n[{\"name\":\"a\",\"pid\":12,\"pm2_env\":{\"status\":\"online\",\"pm_cwd\":\"/c/current/backend\",\"pm_exec_path\":\"/c/current/backend/server.js\",\"exec_mode\":\"fork_mode\"}},{\"name\":\"b\"}]\n";
         let apps = parse_jlist(out).unwrap();
         assert_eq!(apps.len(), 2);
         assert_eq!(apps[0].pid, 12);
         assert_eq!(apps[0].cwd, "/c/current/backend");
+        assert!(apps[0].is_fork_mode());
         assert_eq!(apps[1].status, "");
+        assert!(!apps[1].is_fork_mode());
         assert!(parse_jlist("no json").is_err());
     }
 }

@@ -270,6 +270,10 @@ pub trait Pm2 {
     fn pause(&self, interval: Duration) -> Result<(), Error>;
     /// Reports what is being done.
     fn note(&self, message: &str);
+    /// Reports something people should change.
+    fn warn(&self, message: &str) {
+        self.note(message);
+    }
 }
 
 /// [`Pm2`] over the host's command grants (`pm2` with `PM2_HOME` inherited, `readlink`).
@@ -323,6 +327,10 @@ impl Pm2 for HostPm2<'_> {
 
     fn note(&self, message: &str) {
         self.ctx.info(message);
+    }
+
+    fn warn(&self, message: &str) {
+        self.ctx.warn(message);
     }
 }
 
@@ -387,7 +395,16 @@ pub fn reload_and_verify_with(
             });
             continue;
         }
-        let result = if list.iter().any(|a| a.name == app.name) {
+        let known = list.iter().find(|a| a.name == app.name);
+        if known.is_some_and(pm2::App::is_fork_mode) {
+            pm2.warn(&format!(
+                "{} runs in PM2 fork mode: `pm2 reload` stops it, then starts it, so its port \
+                 answers nothing while it starts; cluster mode (exec_mode: 'cluster', \
+                 instances: 1) reloads without a gap",
+                app.name
+            ));
+        }
+        let result = if known.is_some() {
             pm2.note(&format!("pm2 reload {}", app.name));
             pm2.reload(&app.name)
         } else {
@@ -666,6 +683,8 @@ mod tests {
         slow: BTreeSet<String>,
         calls: RefCell<Vec<String>>,
         next_pid: RefCell<u32>,
+        fork: BTreeSet<String>,
+        warnings: RefCell<Vec<String>>,
     }
 
     impl FakePm2 {
@@ -678,6 +697,8 @@ mod tests {
                 slow: BTreeSet::new(),
                 calls: RefCell::new(Vec::new()),
                 next_pid: RefCell::new(100),
+                fork: BTreeSet::new(),
+                warnings: RefCell::new(Vec::new()),
             }
         }
         fn running(self, name: &str, cwd: &str) -> Self {
@@ -721,6 +742,12 @@ mod tests {
                     status: status.clone(),
                     cwd: String::new(),
                     exec_path: String::new(),
+                    exec_mode: if self.fork.contains(name) {
+                        "fork_mode"
+                    } else {
+                        "cluster_mode"
+                    }
+                    .into(),
                 })
                 .collect())
         }
@@ -767,6 +794,9 @@ mod tests {
             Ok(())
         }
         fn note(&self, _: &str) {}
+        fn warn(&self, message: &str) {
+            self.warnings.borrow_mut().push(message.into());
+        }
     }
 
     fn live() -> LiveApps {
@@ -787,6 +817,22 @@ mod tests {
         assert_eq!(
             *pm2.calls.borrow(),
             ["reload shop.test-backend", "reload shop.test-admin"]
+        );
+    }
+
+    #[test]
+    fn a_fork_mode_app_is_reloaded_with_a_warning() {
+        let mut pm2 = FakePm2::new("v2")
+            .running("shop.test-backend", "/srv/shop/releases/v1/backend")
+            .running("shop.test-admin", "/srv/shop/releases/v1/admin");
+        pm2.fork.insert("shop.test-admin".into());
+        reload_and_verify_with(&pm2, &live(), "v2").unwrap();
+        let warnings = pm2.warnings.borrow();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("shop.test-admin runs in PM2 fork mode"),
+            "{}",
+            warnings[0]
         );
     }
 

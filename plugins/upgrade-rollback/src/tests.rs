@@ -148,6 +148,7 @@ fn only_this_customer_s_candidates_are_deleted() {
         status: "online".into(),
         cwd: String::new(),
         exec_path: String::new(),
+        exec_mode: "cluster_mode".into(),
     };
     let list = [
         app("shop.test-backend"),

@@ -303,7 +303,8 @@ pub struct Poller {
 pub struct Polled {
     pub ok: u64,
     pub failed: u64,
-    /// The longest stretch of failed requests on one port, first failure to next success.
+    /// The longest stretch without answers on one port, from the start of the first failed
+    /// request to the next success.
     pub longest_outage: Duration,
 }
 
@@ -317,6 +318,7 @@ impl Poller {
             let mut down_since: Vec<Option<Instant>> = vec![None; ports.len()];
             while !flag.load(Ordering::SeqCst) {
                 for (i, port) in ports.iter().enumerate() {
+                    let sent = Instant::now();
                     let (status, _) = get(*port, &path);
                     if status == 200 {
                         seen.ok += 1;
@@ -325,7 +327,8 @@ impl Poller {
                         }
                     } else {
                         seen.failed += 1;
-                        down_since[i].get_or_insert_with(Instant::now);
+                        // A hung request counts from when it was sent.
+                        down_since[i].get_or_insert(sent);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(10));
