@@ -15,11 +15,12 @@ pub mod walk;
 
 use std::fs::File;
 
+use glob_rules::glob_set;
 use qodify_plugin_sdk::fs::{self, DirEntry, Metadata};
 use qodify_plugin_sdk::prelude::*;
 
 use crate::tarball::{TarOptions, write_tar_gz};
-use crate::walk::{Hooks, Tree, WalkOptions, glob_set, is_within, normalize, walk};
+use crate::walk::{Hooks, Tree, WalkOptions, is_within, normalize, walk};
 
 /// The step's config.
 #[derive(Debug, Deserialize)]

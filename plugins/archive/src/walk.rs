@@ -1,8 +1,8 @@
-//! Walks the source folder into a sorted list of entries to archive, applying anchored
-//! exclude/include globs and the symlink policy. Pure over the [`Tree`] trait, so it runs natively
+//! Walks the source folder into a sorted list of entries to archive, applying the anchored
+//! exclude/include globs (built by [`glob_rules`]) and the symlink policy. Pure over the [`Tree`] trait, so it runs natively
 //! in tests and over the host's `files` interface in the plugin.
 
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use glob_rules::GlobSet;
 use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata};
 pub use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::{Error, ErrorKind};
@@ -67,41 +67,6 @@ pub struct Walk {
     pub excluded: u64,
     /// Metadata of the source folder itself.
     pub root: Metadata,
-}
-
-/// Builds the matcher for `exclude` or `include` patterns: anchored at the source root,
-/// `*` never crosses `/`, and `dir/**` also matches `dir` itself so the folder entry goes too.
-pub fn glob_set(field: &str, patterns: &[String]) -> Result<Option<GlobSet>, Error> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut set = GlobSetBuilder::new();
-    for raw in patterns {
-        let pattern = raw
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .trim_end_matches('/');
-        if pattern.is_empty() {
-            return Err(Error::invalid_config(format!(
-                "{field} pattern `{raw}` is empty"
-            )));
-        }
-        set.add(glob(field, raw, pattern)?);
-        if let Some(dir) = pattern.strip_suffix("/**") {
-            set.add(glob(field, raw, dir)?);
-        }
-    }
-    set.build()
-        .map(Some)
-        .map_err(|e| Error::invalid_config(format!("{field} patterns: {e}")))
-}
-
-fn glob(field: &str, raw: &str, pattern: &str) -> Result<Glob, Error> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map_err(|e| Error::invalid_config(format!("{field} pattern `{raw}`: {e}")))
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -388,49 +353,6 @@ fn display_root(boundary: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn set(patterns: &[&str]) -> GlobSet {
-        let patterns: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
-        glob_set("exclude", &patterns).unwrap().unwrap()
-    }
-
-    #[test]
-    fn excludes_are_anchored_at_the_source_root() {
-        let ex = set(&["tmp/**", "logs/*.log"]);
-        assert!(ex.is_match("tmp"));
-        assert!(ex.is_match("tmp/a/b"));
-        assert!(!ex.is_match("a/tmp/b"));
-        assert!(!ex.is_match("a/tmp"));
-        assert!(ex.is_match("logs/a.log"));
-        assert!(!ex.is_match("logs/old/a.log"), "`*` must not cross `/`");
-        assert!(!ex.is_match("backend/logs/a.log"));
-    }
-
-    #[test]
-    fn double_star_prefix_matches_at_any_depth_including_the_folder() {
-        let ex = set(&["**/node_modules/**"]);
-        assert!(ex.is_match("node_modules"));
-        assert!(ex.is_match("node_modules/x"));
-        assert!(ex.is_match("a/b/node_modules"));
-        assert!(ex.is_match("a/b/node_modules/c/d"));
-        assert!(!ex.is_match("a/node_modules_old"));
-        assert!(!ex.is_match("my_node_modules"));
-    }
-
-    #[test]
-    fn leading_slash_and_trailing_slash_are_tolerated() {
-        let ex = set(&["/dist/", "./.next/**"]);
-        assert!(ex.is_match("dist"));
-        assert!(ex.is_match(".next/cache"));
-        assert!(!ex.is_match("a/dist"));
-    }
-
-    #[test]
-    fn bad_pattern_is_invalid_config() {
-        let err = glob_set("exclude", &["a[".to_string()]).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
-        assert!(err.message().contains("a["), "{err}");
-    }
 
     #[test]
     fn normalize_paths() {

@@ -2,9 +2,10 @@
 //! backup's size, fails when the disk holding the backups lacks room for it, warns which backups
 //! retention will delete after this run, and estimates how long the backup will take.
 //!
-//! - Estimate: the sizes of the files under `sources` (minus `exclude`; symlinks inside are not
-//!   followed, a source that is itself a symlink is, within the customer folder) plus the size of
-//!   the database dump of the newest earlier backup that has one (from its `backup.json`).
+//! - Estimate: the sizes of the files under `sources` (minus `exclude`, by the archive plugin's
+//!   glob rules: the [`glob_rules`] library both share; symlinks inside are not followed, a
+//!   source that is itself a symlink is, within the customer folder) plus the size of the
+//!   database dump of the newest earlier backup that has one (from its `backup.json`).
 //! - Space: fails (`io`) when the free space where `backups` lives is below estimate × `margin`.
 //! - `backups` must be a real folder, not a symlink.
 //! - Retention: the same rules as the `retention` plugin (the [`backup_list`] library both
@@ -25,10 +26,11 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 
 use backup_list::{Backup, Listed, decide, is_backup_id, may_be_backup, pin_reason, scan};
+use glob_rules::{GlobSet, glob_set};
 use qodify_plugin_sdk::fs::{self, DirEntry, Metadata};
 use qodify_plugin_sdk::prelude::*;
 
-use crate::walk::{Hooks, Tree, glob_set, measure, resolve_source};
+use crate::walk::{Hooks, Tree, measure, resolve_source};
 
 /// Earlier backups whose write rate makes the ETA.
 const ETA_HISTORY: usize = 5;
@@ -87,7 +89,7 @@ pub struct Plan {
     /// Source folders, relative, normalised.
     pub sources: Vec<String>,
     /// The exclude matcher.
-    pub exclude: Option<globset::GlobSet>,
+    pub exclude: Option<GlobSet>,
     /// Retention's N.
     pub keep: usize,
     /// The margin.
@@ -140,7 +142,7 @@ impl Plan {
             customer,
             backups,
             sources,
-            exclude: glob_set(&config.exclude)?,
+            exclude: glob_set("exclude", &config.exclude)?,
             keep: usize::try_from(config.keep).unwrap_or(usize::MAX),
             margin: config.margin,
         })

@@ -2,7 +2,7 @@
 //! Pure over the [`Tree`] trait: the host's `files` interface in the plugin (one `list_dir` per
 //! folder), `std::fs` in tests.
 
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use glob_rules::GlobSet;
 use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata};
 use qodify_plugin_sdk::{Error, ErrorKind};
 
@@ -32,41 +32,6 @@ pub struct Sized {
     pub files: u64,
     /// Entries left out by the excludes (an excluded folder counts once).
     pub excluded: u64,
-}
-
-/// The exclude matcher, with the archive plugin's rules: anchored at the source root, `*` never
-/// crosses `/`, and `dir/**` also matches `dir` itself.
-pub fn glob_set(patterns: &[String]) -> Result<Option<GlobSet>, Error> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut set = GlobSetBuilder::new();
-    for raw in patterns {
-        let pattern = raw
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .trim_end_matches('/');
-        if pattern.is_empty() {
-            return Err(Error::invalid_config(format!(
-                "exclude pattern `{raw}` is empty"
-            )));
-        }
-        set.add(glob(raw, pattern)?);
-        if let Some(dir) = pattern.strip_suffix("/**") {
-            set.add(glob(raw, dir)?);
-        }
-    }
-    set.build()
-        .map(Some)
-        .map_err(|e| Error::invalid_config(format!("exclude patterns: {e}")))
-}
-
-fn glob(raw: &str, pattern: &str) -> Result<Glob, Error> {
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map_err(|e| Error::invalid_config(format!("exclude pattern `{raw}`: {e}")))
 }
 
 /// Resolves a source folder at `path`: when it is itself a symlink (e.g. `backend/uploads ->
@@ -266,7 +231,7 @@ pub mod tests {
         write(&c.join("shared/uploads/img.png"), 400);
         std::os::unix::fs::symlink("../shared/uploads", c.join("backend/uploads")).unwrap();
         std::os::unix::fs::symlink("/etc", c.join("backend/etc")).unwrap();
-        let ex = glob_set(&default_excludes()).unwrap();
+        let ex = glob_rules::glob_set("exclude", &default_excludes()).unwrap();
         let root = c.join("backend");
         let sized = measure(&NativeTree, root.to_str().unwrap(), ex.as_ref(), &mut Never).unwrap();
         assert_eq!(
@@ -279,20 +244,6 @@ pub mod tests {
         );
         let all = measure(&NativeTree, root.to_str().unwrap(), None, &mut Never).unwrap();
         assert_eq!(all.bytes, 123 + 5000 + 7000 + 9000);
-    }
-
-    #[test]
-    fn excludes_are_anchored() {
-        let ex = glob_set(&["uploads/**".to_string(), "*.log".to_string()])
-            .unwrap()
-            .unwrap();
-        assert!(ex.is_match("uploads"));
-        assert!(ex.is_match("uploads/a/b"));
-        assert!(!ex.is_match("src/uploads"));
-        assert!(ex.is_match("a.log"));
-        assert!(!ex.is_match("logs/a.log"));
-        assert!(glob_set(&["".to_string()]).is_err());
-        assert!(glob_set(&["a[".to_string()]).is_err());
     }
 
     #[test]

@@ -26,23 +26,23 @@
 //! - `staging`: guest path of a staging folder to create, e.g. `/customer/.restore-<run-id>`; it
 //!   must not exist yet and must be in the same mount as `target` (renames are atomic there).
 //! - `mode`: `"replace"` (default) or `"overlay"`.
-//! - `carry`: anchored globs (replace mode), default
-//!   `["**/node_modules", "**/.next", "**/dist", "**/logs"]`; add `"uploads"` for the backend.
+//! - `carry`: anchored globs (replace mode; the archive plugin's rules, from [`glob_rules`]),
+//!   default `["**/node_modules", "**/.next", "**/dist", "**/logs"]`; add `"uploads"` for the
+//!   backend.
 //! - `max_entries` (default 2 000 000), `max_total_bytes` (256 GiB), `max_entry_bytes` (64 GiB).
 //!
 //! Outputs: `entries` (archive entries unpacked), `bytes` (file bytes unpacked), `carried`
 //! (entries moved over from the old folder).
 
-pub mod carry;
 pub mod restore;
 
+use glob_rules::glob_set;
 use qodify_plugin_sdk::fs::{self, DirEntry, Metadata, Timestamp};
 use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::prelude::*;
 use tar_extract::extract::Limits;
 use tar_extract::host::Host;
 
-use crate::carry::glob_set;
 pub use crate::restore::{Mode, Plan, Stats};
 
 /// The step's config.

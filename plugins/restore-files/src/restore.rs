@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 
-use globset::GlobSet;
+use glob_rules::GlobSet;
 use qodify_plugin_sdk::fs::{Metadata, Timestamp};
 use qodify_plugin_sdk::path::is_within;
 use qodify_plugin_sdk::{Error, ResultExt};
