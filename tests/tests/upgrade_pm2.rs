@@ -359,13 +359,17 @@ fn an_env_change_waits_for_approval_through_the_api() {
     assert!(env.contains("APP_NAME=renamed-shop"), "{env}");
 }
 
-/// The outputs of step `step` in a `run --json` output, as `name=value` lines.
-fn step_outputs(out: &std::process::Output, step: &str) -> String {
+/// Output `name` of step `step` in a `run --json` output ("" when absent).
+fn step_output(out: &std::process::Output, step: &str, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["event"] == "step-succeeded" && v["step"] == step)
-        .map(|v| v["outputs"].to_string())
+        .and_then(|v| {
+            v["outputs"].as_array()?.iter().find_map(|pair| {
+                (pair[0] == name).then(|| pair[1].as_str().unwrap_or_default().to_owned())
+            })
+        })
         .unwrap_or_default()
 }
 
@@ -443,8 +447,14 @@ fn cleanup_keeps_the_right_releases_after_good_and_failed_upgrades() {
     backups.push(result["backup"].as_str().unwrap().to_owned());
     assert_eq!(releases(&shop), ["v1.1.0", "v1.2.1"]);
     assert_eq!(pins(&shop), backups[2..3]);
-    let finish = step_outputs(&out, "finish");
-    assert!(finish.contains("v1.0.0"), "finish outputs: {finish}");
+    assert_eq!(step_output(&out, "finish", "removed"), "v1.0.0");
+    assert_eq!(step_output(&out, "finish", "kept"), "v1.2.1,v1.1.0");
+    let mut unpinned: Vec<String> = step_output(&out, "finish", "unpinned")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    unpinned.sort();
+    assert_eq!(unpinned, backups[..2]);
 
     // 4. Failed on the live ports after the swap: back on v1.2.1, v1.3.0 removed.
     let (out, result) = upgrade_to(&shop, "v1.3.0", &keep);
@@ -464,6 +474,8 @@ fn cleanup_keeps_the_right_releases_after_good_and_failed_upgrades() {
     assert!(out.status.success(), "{result}");
     backups.push(result["backup"].as_str().unwrap().to_owned());
     assert_eq!(releases(&shop), ["v1.2.1", "v1.3.1"]);
+    assert_eq!(step_output(&out, "finish", "removed"), "v1.1.0");
+    assert_eq!(step_output(&out, "finish", "kept"), "v1.3.1,v1.2.1");
     assert_eq!(pins(&shop), backups[4..5]);
     assert_eq!(link(&shop.dir().join("current")), "releases/v1.3.1");
     assert_eq!(shop.versions(), ["1.3.1", "1.3.1", "1.3.1"]);
