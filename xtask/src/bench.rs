@@ -25,12 +25,15 @@ struct Opts {
     upgrade: bool,
     /// PM2 exec modes the upgrade benchmark runs in.
     pm2_modes: Vec<&'static str>,
+    /// The PM2 daemon's cluster scheduling policies the cluster-mode runs use.
+    cluster_scheds: Vec<&'static str>,
     db_rows: u64,
     api_opts: crate::bench_api::Opts,
 }
 
 const OPTIONS: &str = "--size-mib N, --runs N, --db-rows N, --clients N, --duration-secs N, \
     --poll-ms N, --workers N, --history-runs N, --samples N, --pm2-mode cluster|fork|both, \
+    --cluster-sched rr|none|both, \
     --archive-only, --backup-only, --api-only, --upgrade-only";
 
 /// The number after `flag`.
@@ -49,6 +52,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         api: true,
         upgrade: true,
         pm2_modes: vec!["cluster", "fork"],
+        cluster_scheds: vec!["rr", "none"],
         db_rows: 1_200_000,
         api_opts: Default::default(),
     };
@@ -71,6 +75,17 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--backup-only" => only.push("backup"),
             "--api-only" => only.push("api"),
             "--upgrade-only" => only.push("upgrade"),
+            "--cluster-sched" => {
+                o.cluster_scheds = match it.next().copied() {
+                    Some("rr") => vec!["rr"],
+                    Some("none") => vec!["none"],
+                    Some("both") => vec!["rr", "none"],
+                    other => anyhow::bail!(
+                        "--cluster-sched takes rr, none or both, not `{}`",
+                        other.unwrap_or("")
+                    ),
+                }
+            }
             "--pm2-mode" => {
                 o.pm2_modes = match it.next().copied() {
                     Some("cluster") => vec!["cluster"],
@@ -234,7 +249,7 @@ pub fn run(args: &[&str]) -> Result<()> {
         crate::bench_api::run(&target, &opts.api_opts)?;
     }
     if opts.upgrade {
-        crate::bench_upgrade::run(&target, opts.runs, &opts.pm2_modes)?;
+        crate::bench_upgrade::run(&target, opts.runs, &opts.pm2_modes, &opts.cluster_scheds)?;
     }
     Ok(())
 }

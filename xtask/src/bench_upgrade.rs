@@ -173,6 +173,8 @@ struct Bench {
     plugins: PathBuf,
     pm2_home: PathBuf,
     mode: &'static str,
+    /// `NODE_CLUSTER_SCHED_POLICY` of the PM2 daemon (`rr` is Node's default on Linux).
+    sched: &'static str,
     databases: Vec<String>,
 }
 
@@ -219,11 +221,14 @@ impl Bench {
         self.dir.join("customers")
     }
 
+    /// `pm2` against the bench's daemon; the first call starts the daemon, with the
+    /// scheduling policy its cluster master will use.
     fn pm2(&self, args: &[&str]) -> Command {
         let mut c = Command::new("pm2");
         c.args(args)
             .current_dir(&self.dir)
-            .env("PM2_HOME", &self.pm2_home);
+            .env("PM2_HOME", &self.pm2_home)
+            .env("NODE_CLUSTER_SCHED_POLICY", self.sched);
         c
     }
 
@@ -409,7 +414,15 @@ fn step_duration(out: &Output, step: &str) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-pub fn run(target: &Path, runs: usize, modes: &[&'static str]) -> Result<()> {
+/// Runs the benchmark for each PM2 mode; cluster mode once per scheduling policy in `scheds`
+/// (how the PM2 daemon's cluster master hands connections to workers: `rr`, Node's default, or
+/// `none`, the kernel).
+pub fn run(
+    target: &Path,
+    runs: usize,
+    modes: &[&'static str],
+    scheds: &[&'static str],
+) -> Result<()> {
     for tool in ["pm2", "node", "npm", "psql", "createdb"] {
         if !on_path(tool) {
             eprintln!("`{tool}` is not on PATH: skipping the upgrade benchmark");
@@ -417,13 +430,17 @@ pub fn run(target: &Path, runs: usize, modes: &[&'static str]) -> Result<()> {
         }
     }
     for mode in modes {
-        bench_mode(target, runs, mode)?;
+        // The policy only matters to cluster mode: fork-mode apps own their port.
+        let scheds: &[&'static str] = if *mode == "cluster" { scheds } else { &["rr"] };
+        for sched in scheds {
+            bench_mode(target, runs, mode, sched)?;
+        }
     }
     Ok(())
 }
 
-fn bench_mode(target: &Path, runs: usize, mode: &'static str) -> Result<()> {
-    let dir = target.join(format!("bench-upgrade-{mode}"));
+fn bench_mode(target: &Path, runs: usize, mode: &'static str, sched: &'static str) -> Result<()> {
+    let dir = target.join(format!("bench-upgrade-{mode}-{sched}"));
     let pm2_home = dir.join("pm2");
     if dir.exists() {
         // A daemon left by an interrupted earlier bench.
@@ -441,6 +458,7 @@ fn bench_mode(target: &Path, runs: usize, mode: &'static str) -> Result<()> {
         plugins: target.join("plugins"),
         pm2_home,
         mode,
+        sched,
         databases: Vec::new(),
     };
     bench.pipelines()?;
@@ -524,9 +542,14 @@ fn bench_mode(target: &Path, runs: usize, mode: &'static str) -> Result<()> {
         );
     }
 
+    let policy = if mode == "cluster" {
+        format!(", NODE_CLUSTER_SCHED_POLICY={sched}")
+    } else {
+        String::new()
+    };
     println!(
-        "\ndowntime, upgrade fixture shop (3 Node.js apps, PM2 {mode} mode, 1 instance each; every \
-         port polled every {} ms), {runs} run(s), wall = median:",
+        "\ndowntime, upgrade fixture shop (3 Node.js apps, PM2 {mode} mode{policy}, 1 instance \
+         each; every port polled every {} ms), {runs} run(s), wall = median:",
         POLL.as_millis()
     );
     println!(

@@ -26,7 +26,9 @@ Commands:
                       --upgrade-only. --runs N (3) for archive, backup and upgrade. API options:
                       --clients N (200), --duration-secs N (30), --poll-ms N (100), --workers N
                       (4), --history-runs N (1000), --samples N (500). Upgrade options:
-                      --pm2-mode cluster|fork|both (both); needs pm2, node and PostgreSQL
+                      --pm2-mode cluster|fork|both (both), --cluster-sched rr|none|both (both:
+                      the PM2 daemon's NODE_CLUSTER_SCHED_POLICY in cluster mode); needs pm2,
+                      node and PostgreSQL
   new-plugin <id>     scaffold plugins/<id> from the SDK template
 ";
 
