@@ -43,6 +43,24 @@ fn num(flag: &str, it: &mut std::slice::Iter<'_, &str>) -> Result<u64> {
         .with_context(|| format!("{flag} takes a whole number, not `{v}`"))
 }
 
+/// The value after `flag`: one of `choices`, or `both` for the two of them.
+fn one_or_both(
+    flag: &str,
+    it: &mut std::slice::Iter<'_, &str>,
+    choices: [&'static str; 2],
+) -> Result<Vec<&'static str>> {
+    match it.next().copied() {
+        Some("both") => Ok(choices.to_vec()),
+        Some(v) if choices.contains(&v) => Ok(choices.into_iter().filter(|c| *c == v).collect()),
+        other => anyhow::bail!(
+            "{flag} takes {}, {} or both, not `{}`",
+            choices[0],
+            choices[1],
+            other.unwrap_or("")
+        ),
+    }
+}
+
 fn parse(args: &[&str]) -> Result<Opts> {
     let mut o = Opts {
         size_mib: 500,
@@ -75,28 +93,8 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--backup-only" => only.push("backup"),
             "--api-only" => only.push("api"),
             "--upgrade-only" => only.push("upgrade"),
-            "--cluster-sched" => {
-                o.cluster_scheds = match it.next().copied() {
-                    Some("rr") => vec!["rr"],
-                    Some("none") => vec!["none"],
-                    Some("both") => vec!["rr", "none"],
-                    other => anyhow::bail!(
-                        "--cluster-sched takes rr, none or both, not `{}`",
-                        other.unwrap_or("")
-                    ),
-                }
-            }
-            "--pm2-mode" => {
-                o.pm2_modes = match it.next().copied() {
-                    Some("cluster") => vec!["cluster"],
-                    Some("fork") => vec!["fork"],
-                    Some("both") => vec!["cluster", "fork"],
-                    other => anyhow::bail!(
-                        "--pm2-mode takes cluster, fork or both, not `{}`",
-                        other.unwrap_or("")
-                    ),
-                }
-            }
+            "--cluster-sched" => o.cluster_scheds = one_or_both(a, &mut it, ["rr", "none"])?,
+            "--pm2-mode" => o.pm2_modes = one_or_both(a, &mut it, ["cluster", "fork"])?,
             other => anyhow::bail!("unknown bench option `{other}` (use {OPTIONS})"),
         }
     }
@@ -107,8 +105,11 @@ fn parse(args: &[&str]) -> Result<Opts> {
         o.upgrade = only.contains(&"upgrade");
     }
     anyhow::ensure!(
-        o.api_opts.clients > 0 && o.api_opts.samples > 0 && o.api_opts.duration > Duration::ZERO,
-        "--clients, --samples and --duration-secs must be at least 1"
+        o.runs > 0
+            && o.api_opts.clients > 0
+            && o.api_opts.samples > 0
+            && o.api_opts.duration > Duration::ZERO,
+        "--runs, --clients, --samples and --duration-secs must be at least 1"
     );
     Ok(o)
 }

@@ -410,7 +410,7 @@ fn step_duration(out: &Output, step: &str) -> Option<Duration> {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["event"] == "step-succeeded" && v["step"] == step)
-        .and_then(|v| v["duration_ms"].as_u64().or(v["durationMs"].as_u64()))
+        .and_then(|v| v["duration_ms"].as_u64())
         .map(Duration::from_millis)
 }
 
