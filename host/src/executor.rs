@@ -528,6 +528,12 @@ fn run_step(
         }
         Err(e) => return fail(record, format!("step {}: {e}", step.id)),
     };
+    let confinement = crate::confine::Confinement::new(req.settings.commands.confinement);
+    if !step.commands.is_empty()
+        && let Err(e) = confinement.check()
+    {
+        return fail(record, format!("step {}: {e}", step.id));
+    }
     req.events.emit(Event::StepStarted {
         step: step.id.clone(),
         plugin: step.plugin.clone(),
@@ -577,6 +583,13 @@ fn run_step(
         log_lines: 0,
         last_progress: None,
         secrets: Vec::new(),
+        confinement,
+        work: roots
+            .work
+            .try_clone()
+            .ok()
+            .map(|d| (d, roots.work_path.clone())),
+        host_paths: req.settings.commands.host_paths.clone(),
     };
     let call = StepCall {
         context,
@@ -743,6 +756,7 @@ mod tests {
             api_token: None,
             ceilings: Ceilings::default(),
             config_file: None,
+            commands: Default::default(),
         }
     }
 

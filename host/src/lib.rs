@@ -5,6 +5,7 @@ pub mod api;
 pub mod backups;
 pub mod bindings;
 pub mod caps;
+pub mod confine;
 pub mod customer;
 pub mod events;
 pub mod executor;

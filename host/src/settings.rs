@@ -1,6 +1,7 @@
 //! Host settings: `qodify-host.toml`, `QODIFY_*` environment variables and flags, in rising order
 //! of precedence, over defaults that need no file at all.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -82,6 +83,49 @@ pub struct Settings {
     pub ceilings: Ceilings,
     /// The settings file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// How granted host programs run.
+    pub commands: CommandSettings,
+}
+
+/// `[commands]`: how the programs steps are granted run on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSettings {
+    /// `confinement`: `landlock` (the default) or `off`.
+    pub confinement: crate::confine::Mode,
+    /// `host_paths`: host folders a program may change besides the step's mounts, by program
+    /// name. By default `pm2` gets its daemon's home (`$PM2_HOME`, else `~/.pm2`): the CLI talks
+    /// to the daemon through sockets and files there.
+    pub host_paths: BTreeMap<String, Vec<PathBuf>>,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        Self {
+            confinement: crate::confine::Mode::default(),
+            host_paths: Self::defaults(),
+        }
+    }
+}
+
+impl CommandSettings {
+    fn defaults() -> BTreeMap<String, Vec<PathBuf>> {
+        let pm2_home = std::env::var_os("PM2_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pm2")));
+        pm2_home
+            .map(|p| ("pm2".to_owned(), vec![p]))
+            .into_iter()
+            .collect()
+    }
+}
+
+/// `[commands]` in the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCommands {
+    confinement: Option<crate::confine::Mode>,
+    host_paths: Option<BTreeMap<String, Vec<PathBuf>>>,
 }
 
 /// `qodify-host.toml`.
@@ -97,6 +141,8 @@ struct FileSettings {
     api_token: Option<String>,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    commands: FileCommands,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +277,22 @@ impl Settings {
             "settings: default limits must not exceed the max limits"
         );
 
+        let mut host_paths = CommandSettings::defaults();
+        for (program, paths) in file.commands.host_paths.unwrap_or_default() {
+            for p in &paths {
+                anyhow::ensure!(
+                    p.is_absolute(),
+                    "commands.host_paths.{program} in the settings file: `{}` is not an absolute path",
+                    p.display()
+                );
+            }
+            host_paths.insert(program, paths);
+        }
+        let commands = CommandSettings {
+            confinement: file.commands.confinement.unwrap_or_default(),
+            host_paths,
+        };
+
         Ok(Self {
             customers_root,
             data_dir,
@@ -241,6 +303,7 @@ impl Settings {
             api_token,
             ceilings,
             config_file,
+            commands,
         })
     }
 }

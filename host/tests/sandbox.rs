@@ -59,6 +59,7 @@ fn fixture() -> Fixture {
             ..Ceilings::default()
         },
         config_file: None,
+        commands: Default::default(),
     };
     let cust = root.join("customers/shop.example.com");
     std::fs::create_dir_all(cust.join("data/sub")).unwrap();

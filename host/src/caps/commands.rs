@@ -1,6 +1,8 @@
 //! `commands`: host programs a step may have run, limited to its `commands` grants. The child
-//! gets an explicit environment (nothing inherited), a working folder inside a mount, its own
-//! process group (killed whole on timeout or cancel), and its exit status is always reported.
+//! gets an explicit environment (nothing inherited), a private `HOME` and `TMPDIR`, a working
+//! folder inside a mount, its own process group (killed whole on timeout or cancel), and runs in
+//! a Landlock domain built from the step's grants ([`crate::confine`]); its exit status is
+//! always reported.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -11,8 +13,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
 use super::{StepHost, redact};
 use crate::bindings::commands::{Command, CommandError, CommandOutput, Host, OutputTarget};
+use crate::confine::Policy;
 use crate::events::{Event, EventSink, LogLevel};
 use crate::pipeline::CommandGrant;
 
@@ -42,22 +47,19 @@ pub fn check_grant<'g>(
         )
     })?;
     for arg in &cmd.args {
-        let dotdot = Path::new(arg)
-            .components()
-            .any(|c| c == std::path::Component::ParentDir);
-        let ok = grant.args.iter().any(|pat| {
-            pat == arg
-                || (!dotdot
-                    && globset::GlobBuilder::new(pat)
-                        .literal_separator(true)
-                        .build()
-                        .is_ok_and(|g| g.compile_matcher().is_match(arg)))
-        });
+        let ok = grant.args.iter().any(|pat| arg_matches(pat, arg));
         if !ok {
             return Err(format!(
-                "argument `{arg}` of `{}` matches none of the granted patterns [{}]",
+                "argument `{arg}` of `{}` matches none of the granted patterns [{}]{}",
                 cmd.program,
-                grant.args.join(", ")
+                grant.args.join(", "),
+                if has_dotdot(arg) {
+                    " (an argument with a `..` component only matches a pattern written exactly like it)"
+                } else if arg.starts_with('-') {
+                    " (an option only matches a pattern that starts with the same `-` text)"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -70,6 +72,36 @@ pub fn check_grant<'g>(
         }
     }
     Ok(grant)
+}
+
+/// True when `arg` has a `..` component anywhere, also inside an option value
+/// (`--directory=../..`, `-C..`, `a,../b`).
+fn has_dotdot(arg: &str) -> bool {
+    arg.split(['/', '=', ',', ':'])
+        .any(|part| part == ".." || part.ends_with("..") && part.starts_with('-'))
+}
+
+/// Whether `arg` is allowed by `pat`. A pattern written exactly like the argument always matches;
+/// a glob never matches an argument with a `..` component, and never lets a wildcard stand for
+/// a leading `-` (so `*.tar` cannot admit `--to-command=sh`): an option matches only a pattern
+/// that starts with the same literal text up to its first wildcard.
+pub fn arg_matches(pat: &str, arg: &str) -> bool {
+    if pat == arg {
+        return true;
+    }
+    if has_dotdot(arg) {
+        return false;
+    }
+    if arg.starts_with('-') {
+        let literal = pat.split(['*', '?', '[', '{']).next().unwrap_or("");
+        if !literal.starts_with('-') || !arg.starts_with(literal) {
+            return false;
+        }
+    }
+    globset::GlobBuilder::new(pat)
+        .literal_separator(true)
+        .build()
+        .is_ok_and(|g| g.compile_matcher().is_match(arg))
 }
 
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -116,7 +148,83 @@ fn spawn_reader(
     })
 }
 
+/// Refuses arguments that name a symbolic link in the working folder (also as an option's
+/// value, `--file=x`): a step may have planted it to steer the program's output or input
+/// somewhere else, even inside its own grants.
+fn refuse_links(cwd: &cap_std::fs::Dir, args: &[String]) -> Result<(), CommandError> {
+    for arg in args {
+        let value = match arg.split_once('=') {
+            Some((opt, v)) if opt.starts_with('-') => v,
+            _ => arg.as_str(),
+        };
+        if value.is_empty() || value.starts_with('/') || value.contains('\0') {
+            continue;
+        }
+        let path = Path::new(value);
+        // Every prefix, not only the last component: `out/db.dump` with `out` a link counts too.
+        let mut prefix = PathBuf::new();
+        for c in path.components() {
+            let std::path::Component::Normal(c) = c else {
+                break;
+            };
+            prefix.push(c);
+            match cwd.symlink_metadata(&prefix) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(CommandError::BadPath(format!(
+                        "argument `{arg}` goes through the symbolic link `{}` in the working folder; \
+                         granted programs never act through links (use the real file name)",
+                        prefix.display()
+                    )));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Says what a failed start means; a refusal from inside the child is the confinement's.
+fn spawn_error(program: &str, e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => {
+            format!("starting `{program}`: the kernel did not enforce the Landlock ruleset")
+        }
+        _ => format!("starting `{program}`: {e}"),
+    }
+}
+
 impl StepHost {
+    /// The step's private `HOME` and `TMPDIR` inside the run's work folder, created on first use
+    /// (mode 700): what a program keeps there (npm's cache, shell history) stays with the run.
+    fn private_dirs(
+        &self,
+    ) -> Result<(cap_std::fs::Dir, PathBuf, cap_std::fs::Dir, PathBuf), CommandError> {
+        let Some((work, work_path)) = &self.work else {
+            return Err(CommandError::SpawnFailed(
+                "the step has no work folder for the program's private HOME".into(),
+            ));
+        };
+        let base = Path::new(".commands").join(&self.step_id);
+        let open = |name: &str| -> Result<(cap_std::fs::Dir, PathBuf), CommandError> {
+            let rel = base.join(name);
+            let fail = |e: std::io::Error| {
+                CommandError::SpawnFailed(format!(
+                    "creating {}: {e}",
+                    work_path.join(&rel).display()
+                ))
+            };
+            let mut b = cap_std::fs::DirBuilder::new();
+            b.recursive(true);
+            cap_std::fs::DirBuilderExt::mode(&mut b, 0o700);
+            work.create_dir_with(&rel, &b).map_err(fail)?;
+            Ok((work.open_dir(&rel).map_err(fail)?, work_path.join(&rel)))
+        };
+        let (home, home_path) = open("home")?;
+        let (tmp, tmp_path) = open("tmp")?;
+        Ok((home, home_path, tmp, tmp_path))
+    }
+
     fn output_stdio(&self, target: &OutputTarget) -> Result<Stdio, CommandError> {
         Ok(match target {
             OutputTarget::Log | OutputTarget::Capture => Stdio::piped(),
@@ -132,14 +240,25 @@ impl StepHost {
                 let (dir, name) = loc
                     .parent()
                     .map_err(|e| CommandError::BadPath(format!("{path}: {e}")))?;
+                // Never through a planted link, never blocking on a FIFO: a regular file or nothing.
+                let mut opts = cap_std::fs::OpenOptions::new();
+                opts.write(true).create(true);
+                cap_std::fs::OpenOptionsExt::custom_flags(
+                    &mut opts,
+                    libc::O_NOFOLLOW | libc::O_NONBLOCK,
+                );
                 let file = dir
-                    .open_with(
-                        &name,
-                        cap_std::fs::OpenOptions::new()
-                            .write(true)
-                            .create(true)
-                            .truncate(true),
-                    )
+                    .open_with(&name, &opts)
+                    .map_err(|e| CommandError::BadPath(format!("{path}: {e}")))?;
+                let meta = file
+                    .metadata()
+                    .map_err(|e| CommandError::BadPath(format!("{path}: {e}")))?;
+                if !meta.is_file() {
+                    return Err(CommandError::BadPath(format!(
+                        "{path} is not a regular file; command output goes only into regular files"
+                    )));
+                }
+                file.set_len(0)
                     .map_err(|e| CommandError::BadPath(format!("{path}: {e}")))?;
                 Stdio::from(file.into_std())
             }
@@ -189,6 +308,36 @@ impl Host for StepHost {
         let mut secrets = self.secrets.clone();
         secrets.extend(cmd.env.iter().map(|(_, v)| v.clone()));
 
+        refuse_links(&cwd_dir, &cmd.args)?;
+        let (home, home_path, tmp, tmp_path) = self.private_dirs()?;
+        let host_write: Vec<PathBuf> = self
+            .host_paths
+            .get(&cmd.program)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.is_dir())
+            .cloned()
+            .collect();
+        let mut policy = Policy {
+            host_write,
+            connect: grant.net.iter().map(|n| n.port).collect(),
+            bind: grant.bind.iter().map(|n| n.port).collect(),
+            ..Default::default()
+        };
+        for m in self.mounts.iter() {
+            if m.writable {
+                policy.write.push(m.dir.as_fd());
+            } else {
+                policy.read.push(m.dir.as_fd());
+            }
+        }
+        policy.write.push(home.as_fd());
+        policy.write.push(tmp.as_fd());
+        let confined = self
+            .confinement
+            .prepare(&policy)
+            .map_err(|e| CommandError::SpawnFailed(format!("`{}`: {e}", cmd.program)))?;
+
         let inherited: Vec<(String, std::ffi::OsString)> = grant
             .inherit
             .iter()
@@ -201,16 +350,21 @@ impl Host for StepHost {
             .env("LANG", "C.UTF-8")
             .envs(inherited)
             .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Last, so neither an inherited nor a granted variable can point them elsewhere.
+            .env("HOME", &home_path)
+            .env("TMPDIR", &tmp_path)
             .current_dir(format!("/proc/self/fd/{}", cwd_dir.as_raw_fd()))
             .stdin(Stdio::null())
             .stdout(self.output_stdio(&cmd.stdout)?)
             .stderr(self.output_stdio(&cmd.stderr)?)
             .process_group(0);
+        confined.install(&mut proc);
         let started = Instant::now();
         let mut child = proc
             .spawn()
-            .map_err(|e| CommandError::SpawnFailed(format!("starting `{}`: {e}", cmd.program)))?;
-        drop(cwd_dir);
+            .map_err(|e| CommandError::SpawnFailed(spawn_error(&cmd.program, &e)))?;
+        drop(policy);
+        drop((cwd_dir, home, tmp));
 
         let readers: Vec<Option<thread::JoinHandle<Vec<u8>>>> = vec![
             child.stdout.take().map(|s| {
@@ -300,6 +454,8 @@ mod tests {
             args: vec!["-Fc".into(), "-f".into(), "*.dump".into()],
             env: vec!["PGPASSWORD".into()],
             inherit: vec![],
+            net: vec![],
+            bind: vec![],
             reason: None,
         }]
     }
@@ -335,5 +491,41 @@ mod tests {
         assert!(check_grant(&g, &cmd("pg_dump", &["../x.dump"], &[])).is_err());
         assert!(check_grant(&g, &cmd("pg_dump", &["a/b.dump"], &[])).is_err());
         assert!(check_grant(&g, &cmd("pg_dump", &[], &["LD_PRELOAD"])).is_err());
+    }
+
+    #[test]
+    fn dotdot_inside_an_option_value_never_matches_a_glob() {
+        for (pat, arg) in [
+            ("--directory=*", "--directory=.."),
+            ("--directory=*", "--directory=../x"),
+            ("-C*", "-C.."),
+            ("-C*", "-C../.."),
+            ("--file=*", "--file=a/../b"),
+            ("*", "a,../b"),
+        ] {
+            assert!(!arg_matches(pat, arg), "`{pat}` matched `{arg}`");
+        }
+        // Written exactly like that in the pipeline, it is what the pipeline's author meant.
+        assert!(arg_matches("--directory=..", "--directory=.."));
+        assert!(arg_matches("--directory=*", "--directory=backend"));
+        assert!(arg_matches("*", "a..b"));
+    }
+
+    #[test]
+    fn a_wildcard_never_stands_for_a_leading_dash() {
+        for (pat, arg) in [
+            ("*.tar", "--to-command=sh -c id;.tar"),
+            ("*", "--to-command=sh"),
+            ("?f", "-f"),
+            ("[-a]x", "-x"),
+            ("--host=*", "--hostaddr=1"),
+            ("-f*", "--file=x"),
+        ] {
+            assert!(!arg_matches(pat, arg), "`{pat}` matched `{arg}`");
+        }
+        assert!(arg_matches("*.tar", "backend.tar"));
+        assert!(arg_matches("--host=*", "--host=127.0.0.1"));
+        assert!(arg_matches("-f*", "-fx"));
+        assert!(arg_matches("-", "-"));
     }
 }

@@ -60,6 +60,13 @@ pub struct StepHost {
     pub last_progress: Option<Instant>,
     /// Strings never to show in logs, events or errors (e.g. env values given to commands).
     pub secrets: Vec<String>,
+    /// How granted programs are confined on this host.
+    pub confinement: crate::confine::Confinement,
+    /// The run's work folder (open, and its path): programs get a private `HOME` and `TMPDIR`
+    /// under it.
+    pub work: Option<(cap_std::fs::Dir, std::path::PathBuf)>,
+    /// Host folders a program may change besides the mounts, by program (host settings).
+    pub host_paths: std::collections::BTreeMap<String, Vec<std::path::PathBuf>>,
 }
 
 impl StepHost {

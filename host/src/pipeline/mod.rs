@@ -32,8 +32,8 @@ use serde::de::DeserializeOwned;
 pub use diag::{Diagnostic, Diagnostics, Snippet};
 pub use overlay::Overlay;
 pub use resolve::{
-    CommandGrant, HttpGrant, Limits, ParamValue, Plan, PlannedMount, PlannedStep, ResolveError,
-    RunInputs, SkippedStep, Stage, resolve,
+    CommandGrant, HttpGrant, Limits, NetGrant, ParamValue, Plan, PlannedMount, PlannedStep,
+    ResolveError, RunInputs, SkippedStep, Stage, resolve,
 };
 pub use spec::{
     Access, BackupSpec, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot,

@@ -175,8 +175,101 @@ pub struct CommandGrant {
     /// Host environment variables passed through unchanged.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inherit: Vec<String>,
+    /// TCP destinations the program may connect to (Landlock filters the port only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<NetGrant>,
+    /// TCP ports the program may bind (listen on).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bind: Vec<NetGrant>,
     /// Why the step needs it.
     pub reason: Option<String>,
+}
+
+/// A TCP endpoint a granted program may reach (`net`) or listen on (`bind`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetGrant {
+    /// Host name or address as written (lowercase); informative for `bind`.
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+impl NetGrant {
+    /// Parses `HOST:PORT`: HOST a DNS name, an IPv4 address or `[IPv6]` (kept as written,
+    /// lowercase), PORT a number from 1 to 65535; `Err` says what is wrong.
+    pub fn parse(grant: &str) -> Result<NetGrant, String> {
+        if grant.contains("{{") {
+            return Err("`net` and `bind` take no templates".into());
+        }
+        let (host, port) = grant.rsplit_once(':').ok_or("a grant ends with `:PORT`")?;
+        if port == "*" {
+            return Err("Landlock grants single ports, so `*` is not allowed".into());
+        }
+        let port = Some(port)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|p| *p != 0)
+            .ok_or("the port is a number from 1 to 65535")?;
+        let host = host.to_ascii_lowercase();
+        check_net_host(&host, port)?;
+        Ok(NetGrant { host, port })
+    }
+}
+
+impl fmt::Display for NetGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// A DNS name, an IPv4 address, or an IPv6 address in brackets (already lowercase).
+fn check_net_host(host: &str, port: u16) -> Result<(), String> {
+    if let Some(inner) = host.strip_prefix('[') {
+        let Some(address) = inner.strip_suffix(']') else {
+            return Err(format!("the `[` is not closed: `{host}]:{port}`"));
+        };
+        return address
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| {
+                format!(
+                    "`{address}` is not an IPv6 address (a name or IPv4 address takes no `[…]`)"
+                )
+            });
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "an IPv6 address goes in brackets: `[{host}]:{port}`"
+        ));
+    }
+    if host.is_empty() {
+        return Err("the host is missing before `:PORT`".into());
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    // A name whose last label is all digits is meant as an IPv4 address (no top-level domain is
+    // numeric).
+    if labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return host
+            .parse::<std::net::Ipv4Addr>()
+            .map(|_| ())
+            .map_err(|_| format!("`{host}` is not an IPv4 address"));
+    }
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if host.len() > 253 || !labels.iter().all(|l| label_ok(l)) {
+        return Err(format!(
+            "`{host}` is not a DNS name (labels of letters, digits and `-`, joined by `.`)"
+        ));
+    }
+    Ok(())
 }
 
 /// An HTTP origin a step may reach: `http`, a host, and a port (`None`: any port).
@@ -520,6 +613,17 @@ impl Context<'_> {
                     args: c.args.iter().map(|a| self.render(a.get())).collect(),
                     env: c.env.iter().map(|e| e.get().clone()).collect(),
                     inherit: c.inherit.iter().map(|e| e.get().clone()).collect(),
+                    // Checked before resolving: every value parses.
+                    net: c
+                        .net
+                        .iter()
+                        .filter_map(|n| NetGrant::parse(n).ok())
+                        .collect(),
+                    bind: c
+                        .bind
+                        .iter()
+                        .filter_map(|b| NetGrant::parse(b).ok())
+                        .collect(),
                     reason: c.reason.clone(),
                 })
                 .collect(),

@@ -36,6 +36,7 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         api_token: token.map(str::to_owned),
         ceilings: Ceilings::default(),
         config_file: None,
+        commands: Default::default(),
     };
     let state = AppState {
         hub: EventHub::new(store.clone()),

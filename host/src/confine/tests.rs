@@ -1,0 +1,208 @@
+//! Confinement against real programs (`sh`, `cat`, bash's `/dev/tcp`) on this kernel. Every test
+//! first checks that the same command succeeds unconfined, so a denial is the domain's doing.
+
+use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+
+/// The kernel's Landlock, or `None` outside CI when it has none (CI must have it).
+fn landlock() -> Option<Confinement> {
+    let c = Confinement::new(Mode::Landlock);
+    if c.enforced() {
+        return Some(c);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs a kernel with Landlock: {}",
+        c.describe()
+    );
+    None
+}
+
+fn sh(script: &str) -> Command {
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", script]);
+    c
+}
+
+/// Runs `script` confined by `policy`; true when it exited 0.
+fn confined(c: &Confinement, policy: &Policy<'_>, script: &str) -> bool {
+    let mut cmd = sh(script);
+    c.prepare(policy).unwrap().install(&mut cmd);
+    cmd.status().unwrap().success()
+}
+
+fn plain(script: &str) -> bool {
+    sh(script).status().unwrap().success()
+}
+
+#[test]
+fn a_program_reads_and_writes_only_inside_its_grants() {
+    let Some(c) = landlock() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let (ro, rw, other) = (
+        t.path().join("ro"),
+        t.path().join("rw"),
+        t.path().join("other"),
+    );
+    for d in [&ro, &rw, &other] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(ro.join("in.txt"), "in").unwrap();
+    std::fs::write(other.join("secret.env"), "DB_PASSWORD=x").unwrap();
+    let (ro_dir, rw_dir) = (
+        std::fs::File::open(&ro).unwrap(),
+        std::fs::File::open(&rw).unwrap(),
+    );
+    let policy = Policy {
+        read: vec![ro_dir.as_fd()],
+        write: vec![rw_dir.as_fd()],
+        ..Default::default()
+    };
+    let p = |p: &Path| p.display().to_string();
+    let read_ro = format!("cat {}/in.txt", p(&ro));
+    let copy = format!("cp {}/in.txt {}/out.txt", p(&ro), p(&rw));
+    assert!(confined(&c, &policy, &read_ro));
+    assert!(confined(&c, &policy, &copy));
+    assert_eq!(std::fs::read_to_string(rw.join("out.txt")).unwrap(), "in");
+
+    let read_other = format!("cat {}/secret.env", p(&other));
+    let write_ro = format!("echo x > {}/new.txt", p(&ro));
+    let write_tmp = format!("echo x > {}/x.txt", std::env::temp_dir().display());
+    assert!(plain(&read_other));
+    assert!(
+        !confined(&c, &policy, &read_other),
+        "read outside the grants"
+    );
+    assert!(
+        !confined(&c, &policy, &write_ro),
+        "wrote into a read-only mount"
+    );
+    assert!(!ro.join("new.txt").exists());
+    assert!(
+        !confined(&c, &policy, &write_tmp),
+        "wrote into the host's /tmp"
+    );
+    assert!(!confined(&c, &policy, "ls /root"), "listed /root");
+}
+
+#[test]
+fn a_symlink_planted_in_a_writable_mount_leads_nowhere() {
+    let Some(c) = landlock() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let (rw, other) = (t.path().join("rw"), t.path().join("other"));
+    std::fs::create_dir(&rw).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    let target = other.join("state.sqlite");
+    std::fs::write(&target, "host state").unwrap();
+    std::os::unix::fs::symlink(&target, rw.join("db.dump")).unwrap();
+    std::os::unix::fs::symlink("../other/state.sqlite", rw.join("rel.dump")).unwrap();
+    let before = std::fs::metadata(&target).unwrap();
+    let rw_dir = std::fs::File::open(&rw).unwrap();
+    let policy = Policy {
+        write: vec![rw_dir.as_fd()],
+        ..Default::default()
+    };
+    for name in ["db.dump", "rel.dump"] {
+        let script = format!("cd {} && echo pwned > {name}", rw.display());
+        assert!(!confined(&c, &policy, &script), "wrote through {name}");
+        let read = format!("cat {}/{name}", rw.display());
+        assert!(!confined(&c, &policy, &read), "read through {name}");
+    }
+    let after = std::fs::metadata(&target).unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "host state");
+    assert_eq!(before.modified().unwrap(), after.modified().unwrap());
+}
+
+#[test]
+fn tcp_connect_and_bind_only_on_granted_ports() {
+    let Some(c) = landlock() else { return };
+    let granted = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (gp, op) = (
+        granted.local_addr().unwrap().port(),
+        other.local_addr().unwrap().port(),
+    );
+    let policy = Policy {
+        connect: vec![gp],
+        ..Default::default()
+    };
+    let connect = |port: u16| {
+        let mut cmd = Command::new("/bin/bash");
+        cmd.args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")]);
+        cmd
+    };
+    assert!(connect(op).status().unwrap().success());
+    let run = |port: u16| {
+        let mut cmd = connect(port);
+        c.prepare(&policy).unwrap().install(&mut cmd);
+        cmd.status().unwrap().success()
+    };
+    assert!(run(gp), "the granted port was refused");
+    assert!(!run(op), "connected to a port that was not granted");
+    // No bind grant: a program cannot listen (python3 is on every machine of ours; skip if not).
+    let listen = "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()";
+    if Command::new("python3")
+        .arg("-c")
+        .arg(listen)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", listen]);
+        c.prepare(&policy).unwrap().install(&mut cmd);
+        assert!(
+            !cmd.status().unwrap().success(),
+            "bound a port without a bind grant"
+        );
+    }
+}
+
+#[test]
+fn a_confined_program_cannot_signal_the_host() {
+    let Some(c) = landlock() else { return };
+    if !matches!(c.support, Support::Landlock(v) if v >= 6) {
+        return;
+    }
+    let kill = format!("kill -0 {}", std::process::id());
+    assert!(plain(&kill));
+    assert!(!confined(&c, &Policy::default(), &kill));
+}
+
+#[test]
+fn limits_apply_confined_or_not() {
+    let off = Confinement {
+        mode: Mode::Off,
+        support: support(),
+    };
+    let policy = Policy {
+        max_file_size: Some(4096),
+        ..Default::default()
+    };
+    let t = tempfile::tempdir().unwrap();
+    let big = format!("head -c 8192 /dev/zero > {}/big", t.path().display());
+    assert!(!confined(&off, &policy, &big), "wrote past RLIMIT_FSIZE");
+    assert!(confined(&off, &policy, "test \"$(ulimit -c)\" = 0"));
+}
+
+#[test]
+fn without_landlock_a_step_is_refused_unless_confinement_is_off() {
+    for support in [Support::NotEnabled, Support::NotImplemented] {
+        let c = Confinement {
+            mode: Mode::Landlock,
+            support,
+        };
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("commands.confinement = \"off\""), "{err}");
+        assert!(c.prepare(&Policy::default()).is_err());
+        let off = Confinement {
+            mode: Mode::Off,
+            support,
+        };
+        assert!(off.check().is_ok());
+        assert!(off.describe().starts_with("WARNING"));
+    }
+}
