@@ -182,7 +182,8 @@ pub struct Policy<'a> {
     /// Folders it may read and change (read-write mounts, its private home and temp folder).
     pub write: Vec<BorrowedFd<'a>>,
     /// Host folders it may read and change, named by path (e.g. the PM2 daemon's home for
-    /// `pm2`); from the host's settings, never from a pipeline.
+    /// `pm2`); from the host's settings, never from a pipeline. Creating sockets and executing
+    /// stay denied there.
     pub host_write: Vec<PathBuf>,
     /// TCP ports it may connect to.
     pub connect: Vec<u16>,
@@ -246,7 +247,7 @@ fn build(abi: ABI, policy: &Policy<'_>) -> Result<RulesetCreated, ConfineError> 
     };
     for rule in system(SYSTEM_EXEC, read_exec)
         .into_iter()
-        .chain(system(SYSTEM_READ, read.into()))
+        .chain(system(SYSTEM_READ, read))
         .chain(system(DEVICES_READ, AccessFs::ReadFile.into()))
         .chain(system(DEVICES_RW, file_rw))
     {
@@ -255,7 +256,12 @@ fn build(abi: ABI, policy: &Policy<'_>) -> Result<RulesetCreated, ConfineError> 
     for path in &policy.host_write {
         let fd = PathFd::new(path)
             .map_err(|e| ConfineError::Ruleset(format!("host folder {}: {e}", path.display())))?;
-        created = created.add_rule(PathBeneath::new(fd, all)).map_err(err)?;
+        // No sockets, no execute: a client may use its daemon's folder (locks, logs), but it
+        // cannot start a daemon of its own there, which would live on inside this domain.
+        let access = all & !(AccessFs::MakeSock | AccessFs::Execute);
+        created = created
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(err)?;
     }
     // Execute inside mounts too: npm scripts run `node_modules/.bin/*` (scripts with a `#!`
     // line), and whatever runs stays in this same domain.
@@ -337,7 +343,7 @@ fn set_limits(max_file_size: Option<u64>) -> std::io::Result<()> {
     };
     // SAFETY: a plain syscall writing into a stack value.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } == 0 {
-        let hard = (cur.rlim_max as u64).min(MAX_OPEN_FILES);
+        let hard = cur.rlim_max.min(MAX_OPEN_FILES);
         set(libc::RLIMIT_NOFILE, hard, hard)?;
     }
     if let Some(max) = max_file_size {

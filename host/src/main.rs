@@ -572,11 +572,21 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
                     );
                 }
                 for c in &s.commands {
+                    // Shown only when granted: most programs get no network at all.
+                    let endpoints = |key: &str, grants: &[pipeline::NetGrant]| {
+                        if grants.is_empty() {
+                            return String::new();
+                        }
+                        let list: Vec<String> = grants.iter().map(ToString::to_string).collect();
+                        format!(" {key} [{}]", list.join(", "))
+                    };
                     println!(
-                        "{ind}    command {} args [{}] env [{}]{}",
+                        "{ind}    command {} args [{}] env [{}]{}{}{}",
                         c.program,
                         c.args.join(" "),
                         c.env.join(", "),
+                        endpoints("net", &c.net),
+                        endpoints("bind", &c.bind),
                         c.reason
                             .as_deref()
                             .map(|r| format!(" — {r}"))

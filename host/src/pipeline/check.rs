@@ -669,6 +669,26 @@ impl Checker<'_> {
                 );
             }
         }
+        for (key, grants, example) in [
+            (
+                "net",
+                &command.net,
+                "`127.0.0.1:5432`, `db.internal:5432` or `[::1]:5432`",
+            ),
+            ("bind", &command.bind, "`127.0.0.1:3000` or `[::1]:3000`"),
+        ] {
+            for grant in grants {
+                if let Err(problem) = super::NetGrant::parse(grant) {
+                    self.at(
+                        grant,
+                        format!("invalid `{key}` grant `{}`: {problem}", grant.get()),
+                        format!(
+                            "write `HOST:PORT` with one literal port per entry, e.g. {example}"
+                        ),
+                    );
+                }
+            }
+        }
         for name in command.env.iter().chain(&command.inherit) {
             if !is_env_name(name) {
                 self.at(

@@ -238,9 +238,10 @@ fn check_net_host(host: &str, port: u16) -> Result<(), String> {
             });
     }
     if host.contains(':') {
-        return Err(format!(
-            "an IPv6 address goes in brackets: `[{host}]:{port}`"
-        ));
+        return Err(match host.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("an IPv6 address goes in brackets: `[{host}]:{port}`"),
+            Err(_) => "an IPv6 address goes in brackets, then `:PORT`, e.g. `[::1]:5432`".into(),
+        });
     }
     if host.is_empty() {
         return Err("the host is missing before `:PORT`".into());

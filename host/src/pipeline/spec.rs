@@ -434,6 +434,21 @@ pub struct CommandSpec {
     /// (e.g. `PM2_HOME`, so `pm2` talks to the host's PM2 daemon). The step never sees them.
     #[serde(default)]
     pub inherit: Vec<Located<String>>,
+    /// TCP destinations the program may connect to, as `HOST:PORT`: a DNS name, an IPv4 address
+    /// or `[IPv6]`, and a port from 1 to 65535 (no `*`), e.g. `127.0.0.1:5432`. Without `net` the
+    /// program cannot open any TCP connection. The program runs in a Landlock domain, which
+    /// filters ports, not addresses: the kernel enforces only the port, and the host part
+    /// documents the destination (and helps check the program's arguments). UDP (DNS) and unix
+    /// sockets are not filtered.
+    #[serde(default)]
+    #[schemars(inner(regex(pattern = r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")))]
+    pub net: Vec<Located<String>>,
+    /// Addresses the program may listen on over TCP, as `HOST:PORT` like `net`, e.g.
+    /// `127.0.0.1:3000`. Without `bind` the program cannot bind any TCP port. Landlock filters
+    /// ports, not addresses: the kernel enforces only the port, the host part is documentation.
+    #[serde(default)]
+    #[schemars(inner(regex(pattern = r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")))]
+    pub bind: Vec<Located<String>>,
     /// Why the step needs this program, shown by `plan`.
     #[serde(default)]
     pub reason: Option<String>,

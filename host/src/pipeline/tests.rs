@@ -654,3 +654,60 @@ fn a_param_value_cannot_make_a_backup_mount_leave_the_backup_folder() {
         "mount /out of step a: path `..` leaves the backup folder"
     );
 }
+
+#[test]
+fn net_grants_parse_host_and_one_literal_port() {
+    let ok = |s: &str| NetGrant::parse(s).map(|g| (g.host, g.port));
+    assert_eq!(ok("DB.Internal:5432"), Ok(("db.internal".into(), 5432)));
+    assert_eq!(ok("localhost:80"), Ok(("localhost".into(), 80)));
+    assert_eq!(ok("10.0.0.1:65535"), Ok(("10.0.0.1".into(), 65535)));
+    assert_eq!(ok("[::1]:1"), Ok(("[::1]".into(), 1)));
+    assert_eq!(ok("[FE80::1]:3000"), Ok(("[fe80::1]".into(), 3000)));
+    for bad in [
+        "db",
+        "db:",
+        ":5432",
+        "db:*",
+        "db:0",
+        "db:65536",
+        "db:+80",
+        "db:80 ",
+        "::1:5432",
+        "::1",
+        "[::1]",
+        "[::1:5432",
+        "[db]:5432",
+        "999.1.1.1:5432",
+        "db_host:5432",
+        "-db:5432",
+        "db..internal:5432",
+        "{{customer.domain}}:5432",
+        "db:{{params.port}}",
+    ] {
+        assert!(NetGrant::parse(bad).is_err(), "{bad} was accepted");
+    }
+    assert_eq!(
+        NetGrant::parse("::1:5432").unwrap_err(),
+        "an IPv6 address goes in brackets: `[::1]:5432`"
+    );
+}
+
+#[test]
+fn overlays_keep_the_network_grants_of_the_steps_they_patch() {
+    let base = load_checked(Path::new("valid/network.toml")).unwrap();
+    let overlay = parse_overlay(
+        Path::new("t.toml"),
+        "[pipelines.network.steps.start-app.limits]\ntimeout = \"5m\"\n",
+    )
+    .unwrap();
+    let before = resolve(&base, &inputs(&[])).unwrap();
+    let after = resolve(&overlay.apply(&base).unwrap(), &inputs(&[])).unwrap();
+    let grants = |plan: &Plan| {
+        let node = planned(plan, "start-app").commands[1].clone();
+        (node.net, node.bind)
+    };
+    assert_eq!(grants(&after), grants(&before));
+    let (net, bind) = grants(&after);
+    assert_eq!(net[0].to_string(), "127.0.0.1:5432");
+    assert_eq!(bind[1].to_string(), "[::]:3000");
+}
