@@ -7,7 +7,7 @@
 //! mounts, its private home), so nothing is resolved by path between the check and the exec. The
 //! child only calls `landlock_restrict_self` and `setrlimit`, which allocate nothing.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -291,34 +291,55 @@ fn build(abi: ABI, policy: &Policy<'_>) -> Result<RulesetCreated, ConfineError> 
 }
 
 impl Prepared {
-    /// Makes `cmd`'s child enter the domain (and take the limits) right before `exec`.
-    pub fn install(self, cmd: &mut std::process::Command) {
+    /// Makes `cmd`'s child enter the domain (and take the limits) right before `exec`, and
+    /// puts a supervisor between the host and the program ([`supervise`]). The returned
+    /// [`Lifeline`] is the host's end: dropping it (timeout, cancel) makes the supervisor kill
+    /// the program and everything it started.
+    pub fn install(self, cmd: &mut std::process::Command) -> std::io::Result<Lifeline> {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let lifeline = read.as_raw_fd();
+        let confine = self.ruleset.is_some();
         let mut ruleset = self.ruleset;
         let max_file_size = self.max_file_size;
         // SAFETY: the closure runs in the forked child before exec; it only makes syscalls
-        // (prctl, landlock_restrict_self, setrlimit, close) and allocates nothing on success.
+        // (prctl, landlock_restrict_self, setrlimit, fork, poll, kill, close) and allocates
+        // nothing on success.
         unsafe {
             cmd.pre_exec(move || {
+                let _keep_open_until_fork = &read;
                 set_limits(max_file_size)?;
-                match ruleset.take() {
-                    Some(r) => {
-                        let status = r
-                            .restrict_self()
-                            .map_err(|_| std::io::Error::from_raw_os_error(libc::EPERM))?;
-                        if status.ruleset == RulesetStatus::NotEnforced {
-                            return Err(std::io::Error::from_raw_os_error(libc::ENOSYS));
-                        }
+                if confine {
+                    // A second spawn of the same Command finds no ruleset: refuse it rather
+                    // than run unconfined.
+                    let r = ruleset
+                        .take()
+                        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EPERM))?;
+                    let status = r
+                        .restrict_self()
+                        .map_err(|_| std::io::Error::from_raw_os_error(libc::EPERM))?;
+                    if status.ruleset == RulesetStatus::NotEnforced {
+                        return Err(std::io::Error::from_raw_os_error(libc::ENOSYS));
                     }
-                    None => {
-                        // Confinement off: still no privilege gain through setuid programs.
-                        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
+                } else if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    // Confinement off: still no privilege gain through setuid programs.
+                    return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                supervise::split(lifeline)
             });
         }
+        Ok(Lifeline(Some(write)))
+    }
+}
+
+/// The host's end of a supervised program: dropping (or [`Lifeline::cut`]) it tells the
+/// supervisor to kill the program and all it left behind.
+#[derive(Debug)]
+pub struct Lifeline(Option<std::os::fd::OwnedFd>);
+
+impl Lifeline {
+    /// Lets go now.
+    pub fn cut(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -352,5 +373,6 @@ fn set_limits(max_file_size: Option<u64>) -> std::io::Result<()> {
     Ok(())
 }
 
+mod supervise;
 #[cfg(test)]
 mod tests;

@@ -265,6 +265,21 @@ impl StepHost {
         })
     }
 
+    /// Stops a running program: the supervisor kills it and everything it started (also
+    /// `setsid` daemons); should the supervisor not answer, its process group is killed.
+    fn stop(child: &mut Child, lifeline: &mut crate::confine::Lifeline) {
+        lifeline.cut();
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Self::kill_group(child);
+        let _ = child.wait();
+    }
+
     fn kill_group(child: &Child) {
         if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
@@ -358,11 +373,15 @@ impl Host for StepHost {
             .stdout(self.output_stdio(&cmd.stdout)?)
             .stderr(self.output_stdio(&cmd.stderr)?)
             .process_group(0);
-        confined.install(&mut proc);
+        let mut lifeline = confined
+            .install(&mut proc)
+            .map_err(|e| CommandError::SpawnFailed(format!("`{}`: {e}", cmd.program)))?;
         let started = Instant::now();
-        let mut child = proc
-            .spawn()
-            .map_err(|e| CommandError::SpawnFailed(spawn_error(&cmd.program, &e)))?;
+        let spawned = proc.spawn();
+        // The lifeline's read end lives in `proc`: gone now, so only the supervisor holds it.
+        drop(proc);
+        let mut child =
+            spawned.map_err(|e| CommandError::SpawnFailed(spawn_error(&cmd.program, &e)))?;
         drop(policy);
         drop((cwd_dir, home, tmp));
 
@@ -397,7 +416,7 @@ impl Host for StepHost {
                 Ok(Some(status)) => break status,
                 Ok(None) => {}
                 Err(e) => {
-                    Self::kill_group(&child);
+                    Self::stop(&mut child, &mut lifeline);
                     return Err(CommandError::SpawnFailed(format!(
                         "waiting for `{}`: {e}",
                         cmd.program
@@ -405,13 +424,11 @@ impl Host for StepHost {
                 }
             }
             if self.cancel.is_cancelled() {
-                Self::kill_group(&child);
-                let _ = child.wait();
+                Self::stop(&mut child, &mut lifeline);
                 return Err(CommandError::Cancelled);
             }
             if Instant::now() >= until {
-                Self::kill_group(&child);
-                let _ = child.wait();
+                Self::stop(&mut child, &mut lifeline);
                 return Err(CommandError::TimedOut);
             }
             thread::sleep(Duration::from_millis(10));

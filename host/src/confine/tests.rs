@@ -31,7 +31,7 @@ fn sh(script: &str) -> Command {
 /// Runs `script` confined by `policy`; true when it exited 0.
 fn confined(c: &Confinement, policy: &Policy<'_>, script: &str) -> bool {
     let mut cmd = sh(script);
-    c.prepare(policy).unwrap().install(&mut cmd);
+    let _lifeline = c.prepare(policy).unwrap().install(&mut cmd).unwrap();
     cmd.status().unwrap().success()
 }
 
@@ -138,7 +138,7 @@ fn tcp_connect_and_bind_only_on_granted_ports() {
     assert!(connect(op).status().unwrap().success());
     let run = |port: u16| {
         let mut cmd = connect(port);
-        c.prepare(&policy).unwrap().install(&mut cmd);
+        let _lifeline = c.prepare(&policy).unwrap().install(&mut cmd).unwrap();
         cmd.status().unwrap().success()
     };
     assert!(run(gp), "the granted port was refused");
@@ -153,7 +153,7 @@ fn tcp_connect_and_bind_only_on_granted_ports() {
     {
         let mut cmd = Command::new("python3");
         cmd.args(["-c", listen]);
-        c.prepare(&policy).unwrap().install(&mut cmd);
+        let _lifeline = c.prepare(&policy).unwrap().install(&mut cmd).unwrap();
         assert!(
             !cmd.status().unwrap().success(),
             "bound a port without a bind grant"
@@ -204,5 +204,127 @@ fn without_landlock_a_step_is_refused_unless_confinement_is_off() {
         };
         assert!(off.check().is_ok());
         assert!(off.describe().starts_with("WARNING"));
+    }
+}
+
+/// Processes whose command line is exactly `argv`.
+fn running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+/// A `sleep` nobody else runs: a duration made from this process's id and a counter.
+fn unique_sleep() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}.{}{}",
+        300 + N.fetch_add(1, Ordering::SeqCst),
+        std::process::id(),
+        7
+    )
+}
+
+fn both_modes() -> Vec<Confinement> {
+    let mut modes = vec![Confinement {
+        mode: Mode::Off,
+        support: support(),
+    }];
+    modes.extend(landlock());
+    modes
+}
+
+#[test]
+fn a_setsid_daemon_does_not_outlive_its_command_nor_hold_its_output() {
+    for c in both_modes() {
+        let secs = unique_sleep();
+        // The daemon keeps stdout open: without the supervisor, `output()` would wait 300 s.
+        let mut cmd = sh(&format!("setsid sleep {secs} & echo started"));
+        let _lifeline = c
+            .prepare(&Policy::default())
+            .unwrap()
+            .install(&mut cmd)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{:?}", c.mode);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the daemon held the output"
+        );
+        assert!(
+            running(&["sleep", &secs]).is_empty(),
+            "the daemon outlived its command"
+        );
+    }
+}
+
+#[test]
+fn cutting_the_lifeline_kills_the_program_and_all_it_started() {
+    for c in both_modes() {
+        let secs = unique_sleep();
+        let mut cmd = sh(&format!("setsid sleep {secs} & sleep {secs}"));
+        cmd.stdout(std::process::Stdio::null());
+        let mut lifeline = c
+            .prepare(&Policy::default())
+            .unwrap()
+            .install(&mut cmd)
+            .unwrap();
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while running(&["sleep", &secs]).len() < 2 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            running(&["sleep", &secs]).len(),
+            2,
+            "both sleeps should run"
+        );
+        lifeline.cut();
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert!(
+            running(&["sleep", &secs]).is_empty(),
+            "{:?} left a sleep behind",
+            c.mode
+        );
+    }
+}
+
+#[test]
+fn the_program_exit_status_comes_through_the_supervisor() {
+    use std::os::unix::process::ExitStatusExt;
+    for c in both_modes() {
+        let mut cmd = sh("exit 7");
+        let _l = c
+            .prepare(&Policy::default())
+            .unwrap()
+            .install(&mut cmd)
+            .unwrap();
+        assert_eq!(cmd.status().unwrap().code(), Some(7));
+        let mut cmd = sh("kill -TERM $$");
+        let _l = c
+            .prepare(&Policy::default())
+            .unwrap()
+            .install(&mut cmd)
+            .unwrap();
+        assert_eq!(cmd.status().unwrap().signal(), Some(libc::SIGTERM));
+        let mut cmd = Command::new("/nonexistent/program");
+        let _l = c
+            .prepare(&Policy::default())
+            .unwrap()
+            .install(&mut cmd)
+            .unwrap();
+        assert_eq!(
+            cmd.status().unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
     }
 }
