@@ -520,6 +520,8 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
             .join(loaded.customer.domain.as_str())
             .display()
     );
+    let confinement = qodify_host::confine::Confinement::new(settings.commands.confinement);
+    println!("commands: {}", confinement.describe());
     println!("params:");
     for (k, v) in &plan.params {
         println!("  {k} = {}", serde_json::to_string(v)?);
@@ -814,6 +816,8 @@ fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
     if settings.api_token.is_none() {
         eprintln!("warning: QODIFY_API_TOKEN is not set: every /api request will be refused (503)");
     }
+    let confinement = qodify_host::confine::Confinement::new(settings.commands.confinement);
+    eprintln!("commands: {}", confinement.describe());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -119,7 +119,7 @@ async fn healthz() -> Json<Health> {
     operation_id = "metrics",
     responses((
         status = 200,
-        description = "Prometheus text format: `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_build_info`.",
+        description = "Prometheus text format: `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused).",
         body = String,
         content_type = "text/plain",
     )),
@@ -151,6 +151,19 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
     }
     out.push_str("# HELP qodify_runs_executing Runs executing on this host now.\n# TYPE qodify_runs_executing gauge\n");
     out.push_str(&format!("qodify_runs_executing {executing}\n"));
+    let confinement = crate::confine::Confinement::new(state.settings.commands.confinement);
+    out.push_str(&format!(
+        "# HELP qodify_commands_confined 1 when granted programs run confined. {}\n# TYPE qodify_commands_confined gauge\n",
+        confinement.describe()
+    ));
+    out.push_str(&format!(
+        "qodify_commands_confined{{mode=\"{}\"}} {}\n",
+        match confinement.mode {
+            crate::confine::Mode::Landlock => "landlock",
+            crate::confine::Mode::Off => "off",
+        },
+        u8::from(confinement.enforced())
+    ));
     out.push_str(
         "# HELP qodify_build_info The running qodify-host.\n# TYPE qodify_build_info gauge\n",
     );
