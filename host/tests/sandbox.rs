@@ -464,7 +464,7 @@ fn plugins_list_what_they_import() {
     assert!(
         imports
             .iter()
-            .any(|i| i == "qodify:pipeline/commands@0.1.0"),
+            .any(|i| i == "qodify:pipeline/commands@0.1.1"),
         "{imports:?}"
     );
     let noop = qodify_host::plugins::read_hashed(&fx.catalog.get("noop").unwrap().path).unwrap();
@@ -517,4 +517,288 @@ fn a_run_cancelled_before_its_first_step_ends_cancelled_not_succeeded() {
     let (o, _) = run_with(&rt, &fx, NOOP, &[], cancel);
     assert_eq!(o.status, RunStatus::Cancelled);
     assert!(o.steps.is_empty());
+}
+
+/// Content, mode and mtime of a file, to prove it was not touched.
+fn fingerprint(path: &Path) -> (Vec<u8>, u32, std::time::SystemTime) {
+    let md = std::fs::symlink_metadata(path).unwrap();
+    (
+        std::fs::read(path).unwrap(),
+        md.permissions().mode(),
+        md.modified().unwrap(),
+    )
+}
+
+fn postgres_up() -> bool {
+    let up = std::process::Command::new("pg_isready")
+        .args(["-q", "-h", "127.0.0.1", "-p", "5432"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        up || std::env::var_os("CI").is_none(),
+        "CI needs PostgreSQL on 127.0.0.1:5432"
+    );
+    up
+}
+
+/// A hostile step plants links to another customer's `.env`, the host's state file and a canary,
+/// then runs the granted program shapes of the shipped pipelines on them, with argument patterns
+/// as broad as a careless pipeline could write. The host refuses arguments through links; what
+/// gets past that (absolute paths, scripts) meets the Landlock domain. Nothing outside changes.
+#[test]
+fn granted_programs_cannot_reach_outside_the_grants_through_links_or_paths() {
+    let fx = fixture();
+    if !qodify_host::confine::Confinement::new(Default::default()).enforced() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs Landlock");
+        return;
+    }
+    let root = &fx.root;
+    let env = root.join("customers/other-customer/backend/.env");
+    std::fs::create_dir_all(env.parent().unwrap()).unwrap();
+    std::fs::write(&env, "DATABASE_URL=postgres://shop:s3cret@db/shop\n").unwrap();
+    let state = fx.settings.data_dir.join("state.sqlite");
+    std::fs::create_dir_all(&fx.settings.data_dir).unwrap();
+    std::fs::write(&state, "host state").unwrap();
+    let canary = root.join("canary.txt");
+    let targets = [&env, &state, &canary];
+    let before: Vec<_> = targets.iter().map(|p| fingerprint(p)).collect();
+    let (env_s, state_s, canary_s) = (
+        env.display().to_string(),
+        state.display().to_string(),
+        canary.display().to_string(),
+    );
+    let other = root.join("customers/other-customer").display().to_string();
+    let pg = postgres_up();
+    let conn = [
+        "--no-password",
+        "--host=127.0.0.1",
+        "--port=5432",
+        "--username=postgres",
+        "--dbname=postgres",
+    ];
+    // (argv, what the refusal must say)
+    let mut cases: Vec<(Vec<String>, &str)> = Vec::new();
+    let mut case = |argv: &[&str], why: &'static str| {
+        cases.push((argv.iter().map(|s| s.to_string()).collect(), why));
+    };
+    case(&["pg_dump", "-Fc", "-f", "state"], "symbolic link");
+    case(&["pg_dump", "-Fc", "--file=abs-env"], "symbolic link");
+    case(&["pg_restore", "--list", "rel-env"], "symbolic link");
+    case(&["psql", "-f", "canary"], "symbolic link");
+    case(&["cp", "-rL", "dir-other", "stolen"], "symbolic link");
+    case(
+        &["tar", "-cf", "x.tar", "-C", &other, "."],
+        "Permission denied",
+    );
+    case(&["cp", &env_s, "stolen.env"], "Permission denied");
+    case(&["cp", "ok.txt", &canary_s], "Permission denied");
+    case(&["sh", "-c", "cat abs-env"], "Permission denied");
+    case(&["sh", "-c", "cat rel-env"], "Permission denied");
+    case(&["sh", "-c", "echo pwned > state"], "Permission denied");
+    case(&["sh", "-c", "echo pwned >> canary"], "Permission denied");
+    case(&["pg_restore", "--list", &env_s], "Permission denied");
+    if pg {
+        let mut dump = vec!["pg_dump", "-Fc", "-f", &state_s];
+        dump.extend(conn);
+        case(&dump, "Permission denied");
+        let mut psql = vec!["psql", "-X", "-f", &env_s];
+        psql.extend(conn);
+        case(&psql, "Permission denied");
+        // Another port (Redis listens there) is closed to it: it cannot talk elsewhere.
+        let mut wrong_port = vec!["psql", "-X", "-c", "SELECT 1"];
+        wrong_port.extend(conn);
+        wrong_port[6] = "--port=6379";
+        case(&wrong_port, "Permission denied");
+    }
+    std::fs::write(root.join("customers/shop.example.com/out/ok.txt"), "ok").unwrap();
+    let quote = |v: &[String]| {
+        v.iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let commands = cases
+        .iter()
+        .map(|(argv, _)| format!("[{}]", quote(argv)))
+        .collect::<Vec<_>>()
+        .join(",\n  ");
+    let grant = |program: &str, net: bool| {
+        format!(
+            "[[steps.commands]]\nprogram = \"{program}\"\nargs = [\"*\", \"/**\", \"-*\", \"cat *\", \"echo *\"]\n{}reason = \"a careless grant\"\n",
+            if net {
+                "net = [\"127.0.0.1:5432\"]\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let toml = format!(
+        r#"
+name = "test"
+[[steps]]
+id = "probe"
+plugin = "sandbox-probe"
+[steps.config]
+mode = "native"
+out = "/out"
+links = [["abs-env", "{env_s}"], ["rel-env", "../../other-customer/backend/.env"], ["state", "{state_s}"], ["canary", "{canary_s}"], ["dir-other", "{other}"]]
+commands = [
+  {commands}
+]
+[[steps.mounts]]
+guest = "/out"
+path = "out"
+access = "rw"
+{}{}{}{}{}{}
+[steps.limits]
+timeout = "2m"
+"#,
+        grant("pg_dump", true),
+        grant("pg_restore", true),
+        grant("psql", true),
+        grant("tar", false),
+        grant("cp", false),
+        grant("sh", false),
+    );
+    let (o, _) = run(&rt_for(&fx), &fx, &toml, &[]);
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
+    let outputs: std::collections::HashMap<_, _> = o.steps[0].outputs.iter().cloned().collect();
+    for name in ["abs-env", "rel-env", "state", "canary", "dir-other"] {
+        assert_eq!(
+            outputs[&format!("link-{name}")],
+            "ALLOWED:planted",
+            "{name}"
+        );
+    }
+    for (i, (argv, why)) in cases.iter().enumerate() {
+        let got = &outputs[&format!("cmd-{i}")];
+        assert!(
+            (got.starts_with("denied:")
+                || (got.starts_with("exit ") && !got.starts_with("exit 0:")))
+                && got.contains(why),
+            "{argv:?} was not refused for `{why}`: {got}"
+        );
+    }
+    let after: Vec<_> = targets.iter().map(|p| fingerprint(p)).collect();
+    assert_eq!(before, after, "a target outside the grants changed");
+    let out = root.join("customers/shop.example.com/out");
+    assert!(!out.join("stolen.env").exists() && !out.join("stolen").exists());
+}
+
+fn rt_for(fx: &Fixture) -> Runtime {
+    Runtime::new(&fx.settings.data_dir).unwrap()
+}
+
+fn tool(name: &str) -> bool {
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "CI needs `{name}`"
+    );
+    found
+}
+
+/// A real `npm ci` of a release whose dependency's `postinstall` acts like a compromised package
+/// (tests/fixtures/hostile-npm): reading another customer's `.env`, writing the host user's
+/// `~/.ssh/authorized_keys` and the data folder, connecting to a port nobody granted. Each is
+/// denied by the Landlock domain, and the install of the release itself succeeds.
+#[test]
+fn a_hostile_postinstall_script_is_confined_to_the_release_it_installs() {
+    let fx = fixture();
+    if !qodify_host::confine::Confinement::new(Default::default()).enforced() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs Landlock");
+        return;
+    }
+    if !tool("npm") || !tool("node") {
+        return;
+    }
+    let root = &fx.root;
+    let fixture_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hostile-npm");
+    let app = root.join("customers/shop.example.com/releases/v9/backend");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::copy(
+        fixture_dir.join("app/package.json"),
+        app.join("package.json"),
+    )
+    .unwrap();
+    // Set-up, not under test: pack the dependency and lock it, offline.
+    let packed = std::process::Command::new("npm")
+        .args(["pack", "--silent", "--pack-destination"])
+        .arg(&app)
+        .current_dir(fixture_dir.join("evil"))
+        .output()
+        .unwrap();
+    assert!(packed.status.success(), "{packed:?}");
+    let locked = std::process::Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--offline",
+            "--no-audit",
+            "--no-fund",
+        ])
+        .current_dir(&app)
+        .output()
+        .unwrap();
+    assert!(locked.status.success(), "{locked:?}");
+
+    let env = root.join("customers/other-customer/backend/.env");
+    std::fs::create_dir_all(env.parent().unwrap()).unwrap();
+    std::fs::write(&env, "DATABASE_URL=postgres://shop:s3cret@db/shop\n").unwrap();
+    let state = fx.settings.data_dir.join("state.sqlite");
+    std::fs::create_dir_all(&fx.settings.data_dir).unwrap();
+    std::fs::write(&state, "host state").unwrap();
+    let (env_before, state_before) = (fingerprint(&env), fingerprint(&state));
+    let targets = serde_json::json!({
+        "otherEnv": env,
+        "dataDir": fx.settings.data_dir,
+        "state": state,
+        "customersRoot": root.join("customers"),
+        "port": 5432,
+    });
+    std::fs::write(app.join("targets.json"), targets.to_string()).unwrap();
+
+    let toml = r#"
+name = "test"
+[[steps]]
+id = "install"
+plugin = "run-commands"
+[[steps.config.commands]]
+label = "npm ci"
+program = "npm"
+args = ["ci", "--no-audit", "--no-fund"]
+cwd = "/releases/v9/backend"
+[[steps.mounts]]
+guest = "/releases"
+path = "releases"
+access = "rw"
+[[steps.commands]]
+program = "npm"
+args = ["ci", "--no-audit", "--no-fund"]
+reason = "install the release's locked dependencies"
+[steps.limits]
+timeout = "5m"
+"#;
+    let (o, _) = run(&rt_for(&fx), &fx, toml, &[]);
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
+    assert!(app.join("node_modules/evil/postinstall.js").is_file());
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(app.join("results.json")).unwrap()).unwrap();
+    for attempt in [
+        "read-other-env",
+        "append-other-env",
+        "write-data-dir",
+        "append-state",
+        "ssh-authorized-keys",
+        "list-customers",
+        "connect",
+    ] {
+        assert_eq!(results[attempt], "EACCES", "{attempt}: {results}");
+    }
+    assert_eq!(fingerprint(&env), env_before);
+    assert_eq!(fingerprint(&state), state_before);
+    assert!(!fx.settings.data_dir.join("pwned").exists());
 }

@@ -1,7 +1,12 @@
 //! `sandbox-probe` test plugin: tries to break out of its grants and to exhaust the host, so tests
 //! can prove the host holds. Config: `{ "mode": "escape" | "loop" | "memory-bomb" | "log-flood" |
-//! "huge-output" | "sleep-host", "data": "/data", "out": "/out" }`, `data` being a read-only mount
-//! and `out` a read-write one.
+//! "huge-output" | "sleep-host" | "native", "data": "/data", "out": "/out" }`, `data` being a
+//! read-only mount and `out` a read-write one.
+//!
+//! In `native` mode the probe plants the symlinks of `links` in `out` (absolute and `../`
+//! targets), then has the host run each of `commands` (its granted programs, aimed at those
+//! links or at host paths) with `out` as the working folder; output `cmd-<i>` is `denied:` and
+//! the host's refusal, or `exit <code>:` and the program's stderr.
 //!
 //! In `escape` mode every attempt becomes one output whose value starts with `denied:` (and the
 //! error) or `ALLOWED:` (and what it got); `control-read` and `control-write` must be `ok…`,
@@ -20,6 +25,12 @@ struct Config {
     data: String,
     #[serde(default = "default_out")]
     out: String,
+    /// `native`: links to plant in `out`, `[name, target]`.
+    #[serde(default)]
+    links: Vec<(String, String)>,
+    /// `native`: programs to run, `[program, arg…]`.
+    #[serde(default)]
+    commands: Vec<Vec<String>>,
 }
 
 fn default_data() -> String {
@@ -58,6 +69,8 @@ enum Mode {
     ArtifactOutside,
     /// Panic.
     Panic,
+    /// Plant links, then run granted programs through them.
+    Native,
 }
 
 struct Probe;
@@ -121,6 +134,38 @@ impl Step for Probe {
                 Ok(Output::new().artifact("passwd", "/etc/passwd", 1, "0".repeat(64)))
             }
             Mode::Panic => panic!("probe panicked on purpose"),
+            Mode::Native => {
+                let mut out = Output::new();
+                for (name, target) in &config.links {
+                    let planted = fs::symlink(target, format!("{}/{name}", config.out));
+                    out.push_value(
+                        format!("link-{name}"),
+                        escape::report(planted, |()| "planted".into()),
+                    );
+                }
+                for (i, argv) in config.commands.iter().enumerate() {
+                    let Some((program, args)) = argv.split_first() else {
+                        continue;
+                    };
+                    let result = Command::new(program.as_str())
+                        .args(args.iter().map(String::as_str))
+                        .cwd(&config.out)
+                        .capture_stdout()
+                        .stderr(Stdio::Capture)
+                        .timeout(std::time::Duration::from_secs(60))
+                        .run();
+                    let shown = match result {
+                        Ok(o) => format!(
+                            "exit {}:{}",
+                            o.exit_code.map_or("signal".into(), |c| c.to_string()),
+                            o.stderr_text().replace('\n', "\\n")
+                        ),
+                        Err(e) => format!("denied:{e}"),
+                    };
+                    out.push_value(format!("cmd-{i}"), shown);
+                }
+                Ok(out)
+            }
             Mode::SleepHost => {
                 let result = Command::new("sleep").arg("3600").run();
                 Ok(Output::new().value("sleep-host", escape::report(result, |o| format!("{o:?}"))))
