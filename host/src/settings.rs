@@ -401,4 +401,35 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("soon").is_err());
     }
+
+    #[test]
+    fn the_commands_table_sets_confinement_and_host_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("qodify-host.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Settings::load(&Overrides {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+        };
+        let s = load(
+            "[commands]\nconfinement = \"off\"\n[commands.host_paths]\npm2 = [\"/srv/pm2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.commands.confinement, crate::confine::Mode::Off);
+        assert_eq!(
+            s.commands.host_paths["pm2"],
+            vec![PathBuf::from("/srv/pm2")]
+        );
+        let s = load("").unwrap();
+        assert_eq!(s.commands.confinement, crate::confine::Mode::Landlock);
+        let err = load("[commands.host_paths]\npm2 = [\"relative\"]\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not an absolute path"),
+            "{err:#}"
+        );
+        let err = load("[commands]\nconfinement = \"maybe\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("unknown variant"), "{err:#}");
+    }
 }
