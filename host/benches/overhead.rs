@@ -1,6 +1,9 @@
 //! Per-step overhead with a warm cache: a fresh `Store` + instantiate from the pre-linked
 //! component + a no-op `run` call, p50/p99 over many calls, against spawning a native no-op
-//! process (`/bin/true`), the cheapest way to isolate a native step. Run by `cargo xtask bench`.
+//! process (`/bin/true`), the cheapest way to isolate a native step. Then what confinement adds
+//! to starting a granted program: 1000 starts of `/bin/true` plain, under the supervisor alone
+//! (`commands.confinement = "off"`) and in a Landlock domain, interleaved so that drift in the
+//! machine's load hits all three alike. Run by `cargo xtask bench`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,5 +99,77 @@ fn main() {
         "  ratio (wasm/native) p50 {:.3}×  p99 {:.3}×",
         w50.as_secs_f64() / n50.as_secs_f64(),
         w99.as_secs_f64() / n99.as_secs_f64()
+    );
+
+    confinement();
+}
+
+/// p50/p99 of starting `/bin/true` plain, supervised and confined.
+fn confinement() {
+    use qodify_host::confine::{Confinement, Mode, Policy};
+    let landlock = Confinement::new(Mode::Landlock);
+    let off = Confinement {
+        mode: Mode::Off,
+        ..landlock
+    };
+    // A policy like a backup step's: two mounts and a private home and temp folder.
+    let dirs = tempfile::tempdir().unwrap();
+    let folders: Vec<std::fs::File> = ["ro", "rw", "home", "tmp"]
+        .iter()
+        .map(|n| {
+            std::fs::create_dir(dirs.path().join(n)).unwrap();
+            std::fs::File::open(dirs.path().join(n)).unwrap()
+        })
+        .collect();
+    use std::os::fd::AsFd;
+    let policy = Policy {
+        read: vec![folders[0].as_fd()],
+        write: folders[1..].iter().map(|f| f.as_fd()).collect(),
+        connect: vec![5432],
+        ..Default::default()
+    };
+    let start = |c: Option<&Confinement>| {
+        let t = Instant::now();
+        let mut cmd = std::process::Command::new("/bin/true");
+        let _lifeline = c.map(|c| c.prepare(&policy).unwrap().install(&mut cmd).unwrap());
+        assert!(cmd.status().unwrap().success());
+        t.elapsed()
+    };
+    let n = 1000;
+    let (mut plain, mut supervised, mut confined) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..20 {
+        start(None);
+        start(Some(&off));
+    }
+    for _ in 0..n {
+        plain.push(start(None));
+        supervised.push(start(Some(&off)));
+        if landlock.enforced() {
+            confined.push(start(Some(&landlock)));
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (p50, p99) = (pct(&mut plain, 0.5), pct(&mut plain, 0.99));
+    println!("\nstarting a granted program ({n} starts of /bin/true each, interleaved):");
+    println!("  plain       p50 {:>8.3} ms   p99 {:>8.3} ms", ms(p50), ms(p99));
+    let (s50, s99) = (pct(&mut supervised, 0.5), pct(&mut supervised, 0.99));
+    println!(
+        "  supervised  p50 {:>8.3} ms   p99 {:>8.3} ms   p50 ratio {:.2}×  (+{:.3} ms)",
+        ms(s50),
+        ms(s99),
+        ms(s50) / ms(p50),
+        ms(s50) - ms(p50)
+    );
+    if confined.is_empty() {
+        println!("  confined    (this kernel has no Landlock: {})", landlock.describe());
+        return;
+    }
+    let (c50, c99) = (pct(&mut confined, 0.5), pct(&mut confined, 0.99));
+    println!(
+        "  confined    p50 {:>8.3} ms   p99 {:>8.3} ms   p50 ratio {:.2}×  (+{:.3} ms)",
+        ms(c50),
+        ms(c99),
+        ms(c50) / ms(p50),
+        ms(c50) - ms(p50)
     );
 }
