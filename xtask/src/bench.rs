@@ -475,8 +475,14 @@ tar -czf "$O/uploads.tar.gz" -C "$C/backend/uploads" .
         db = BACKUP_DB
     );
     let bin = target.join("release/qodify-host");
-    let host_cmd = || {
+    // The same backup with granted programs unconfined, to measure what confinement costs.
+    let unconfined = bench.join("unconfined.toml");
+    std::fs::write(&unconfined, "[commands]\nconfinement = \"off\"\n")?;
+    let host_cmd_with = |confined: bool| {
         let mut c = Command::new(&bin);
+        if !confined {
+            c.env("QODIFY_CONFIG", &unconfined);
+        }
         c.args([
             "run",
             "backup",
@@ -492,8 +498,9 @@ tar -czf "$O/uploads.tar.gz" -C "$C/backend/uploads" .
         .env("QODIFY_DATA_DIR", bench.join("data"));
         c
     };
+    let host_cmd = || host_cmd_with(true);
     timed(&mut host_cmd())?; // warm-up: compile cache, page cache
-    let (mut plain, mut ours, mut rss) = (Vec::new(), Vec::new(), 0);
+    let (mut plain, mut ours, mut open, mut rss) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for i in 0..opts.runs {
         let (t, _) = timed(Command::new("bash").arg("-c").arg(&script))?;
         plain.push(t);
@@ -501,14 +508,18 @@ tar -czf "$O/uploads.tar.gz" -C "$C/backend/uploads" .
         let (t, r) = timed(&mut host_cmd())?;
         ours.push(t);
         rss = rss.max(r);
+        std::thread::sleep(Duration::from_millis(1100));
+        let (u, _) = timed(&mut host_cmd_with(false))?;
+        open.push(u);
         eprintln!(
-            "run {}: script {:.2}s, qodify-host {:.2}s",
+            "run {}: script {:.2}s, qodify-host {:.2}s, unconfined {:.2}s",
             i + 1,
             plain[i].as_secs_f64(),
-            t.as_secs_f64()
+            t.as_secs_f64(),
+            u.as_secs_f64()
         );
     }
-    let (s, q) = (median(plain), median(ours));
+    let (s, q, u) = (median(plain), median(ours), median(open));
     println!(
         "\nwhole fast backup ({} MiB uploads, backend with node_modules, {} database rows), median of {}:",
         opts.size_mib, opts.db_rows, opts.runs
@@ -524,6 +535,14 @@ tar -czf "$O/uploads.tar.gz" -C "$C/backend/uploads" .
     println!(
         "  ratio (qodify-host/script)                             {:>8.2}x",
         q.as_secs_f64() / s.as_secs_f64()
+    );
+    println!(
+        "  qodify-host, commands.confinement = \"off\"              {:>8.2} s",
+        u.as_secs_f64()
+    );
+    println!(
+        "  ratio (confined/unconfined)                            {:>8.2}x",
+        q.as_secs_f64() / u.as_secs_f64()
     );
     println!(
         "  qodify-host peak RSS                                   {:>8.1} MiB",
