@@ -151,7 +151,11 @@ fn confinement() {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let (p50, p99) = (pct(&mut plain, 0.5), pct(&mut plain, 0.99));
     println!("\nstarting a granted program ({n} starts of /bin/true each, interleaved):");
-    println!("  plain       p50 {:>8.3} ms   p99 {:>8.3} ms", ms(p50), ms(p99));
+    println!(
+        "  plain       p50 {:>8.3} ms   p99 {:>8.3} ms",
+        ms(p50),
+        ms(p99)
+    );
     let (s50, s99) = (pct(&mut supervised, 0.5), pct(&mut supervised, 0.99));
     println!(
         "  supervised  p50 {:>8.3} ms   p99 {:>8.3} ms   p50 ratio {:.2}×  (+{:.3} ms)",
@@ -161,7 +165,10 @@ fn confinement() {
         ms(s50) - ms(p50)
     );
     if confined.is_empty() {
-        println!("  confined    (this kernel has no Landlock: {})", landlock.describe());
+        println!(
+            "  confined    (this kernel has no Landlock: {})",
+            landlock.describe()
+        );
         return;
     }
     let (c50, c99) = (pct(&mut confined, 0.5), pct(&mut confined, 0.99));

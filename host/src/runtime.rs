@@ -393,7 +393,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
-            .context("the plugin needs imports the host does not provide; is it built against qodify:pipeline@0.1.0?")?;
+            .context("the plugin needs imports the host does not provide; is it built against qodify:pipeline@0.1.x?")?;
         let pre = StepPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("the plugin does not export the qodify:pipeline step world")?;

@@ -1,5 +1,6 @@
 //! Grant resolution: turns a step's planned mounts into folders opened inside the customer's (or
-//! the run's work) folder, and maps guest paths back onto them.
+//! the run's work) folder, and maps guest paths (and host paths the kernel reports, such as a
+//! process's working folder) back onto them.
 //!
 //! Every folder is opened with cap-std relative to a root that was opened once, so `..`, absolute
 //! paths and symlinks that lead out of the root are refused by construction. wasmtime-wasi is then
@@ -150,6 +151,13 @@ impl Mount {
     /// A path through which the OS reopens exactly this open folder (Linux `/proc/self/fd`).
     pub fn reopen_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
+    }
+
+    /// Where this open folder is now, as the kernel names it: absolute, every symlink resolved
+    /// (also those in the customers root). For comparing with other paths the kernel reports;
+    /// never used to open anything.
+    pub fn canonical_path(&self) -> std::io::Result<PathBuf> {
+        std::fs::read_link(self.reopen_path())
     }
 }
 
@@ -322,9 +330,44 @@ impl MountTable {
         }
         Err(format!("`{guest}` is outside the step's mounts"))
     }
+
+    /// Maps a canonical host path (one the kernel reports, such as `/proc/<pid>/cwd`) onto the
+    /// mount whose folder holds it, by whole components against each mount's
+    /// [`Mount::canonical_path`]. When host folders of two mounts nest, the inner one wins.
+    /// Compares names only: a caller that must be sure the path is the same folder checks the
+    /// inode through the mount.
+    pub fn locate_host(&self, host: &Path) -> Option<Located<'_>> {
+        let mut best: Option<(usize, Located<'_>)> = None;
+        for m in &self.mounts {
+            let Ok(base) = m.canonical_path() else {
+                continue;
+            };
+            let Ok(rel) = host.strip_prefix(&base) else {
+                continue;
+            };
+            let depth = base.components().count();
+            if best.as_ref().is_none_or(|(d, _)| depth > *d) {
+                let rel = rel.to_path_buf();
+                best = Some((depth, Located { mount: m, rel }));
+            }
+        }
+        best.map(|(_, loc)| loc)
+    }
 }
 
 impl Located<'_> {
+    /// The guest path of this location (`/customer/releases/v1`); `None` when the path inside
+    /// the mount is not UTF-8 and cannot be told to a guest.
+    pub fn guest_path(&self) -> Option<String> {
+        let rel = self.rel.to_str()?;
+        let base = self.mount.guest.trim_end_matches('/');
+        Some(if rel.is_empty() {
+            self.mount.guest.clone()
+        } else {
+            format!("{base}/{rel}")
+        })
+    }
+
     /// Opens the folder holding the entry and returns it with the entry's name; for the mount's
     /// root, the root itself and `.`. Symlinks inside the mount are followed only while they stay
     /// inside it.

@@ -148,9 +148,10 @@ fn spawn_reader(
     })
 }
 
-/// Refuses arguments that name a symbolic link in the working folder (also as an option's
-/// value, `--file=x`): a step may have planted it to steer the program's output or input
-/// somewhere else, even inside its own grants.
+/// Refuses arguments (or an option's value, `--file=x`) that name a symbolic link in the working
+/// folder, or go through a folder link that leads out of the mount: a step may have planted it to
+/// steer the program's output or input somewhere else, even inside its own grants. Folder links
+/// that stay inside the mount (`current/backend/server.js` in the blue/green layout) are fine.
 fn refuse_links(cwd: &cap_std::fs::Dir, args: &[String]) -> Result<(), CommandError> {
     for arg in args {
         let value = match arg.split_once('=') {
@@ -161,24 +162,29 @@ fn refuse_links(cwd: &cap_std::fs::Dir, args: &[String]) -> Result<(), CommandEr
             continue;
         }
         let path = Path::new(value);
-        // Every prefix, not only the last component: `out/db.dump` with `out` a link counts too.
-        let mut prefix = PathBuf::new();
-        for c in path.components() {
-            let std::path::Component::Normal(c) = c else {
-                break;
-            };
-            prefix.push(c);
-            match cwd.symlink_metadata(&prefix) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(CommandError::BadPath(format!(
-                        "argument `{arg}` goes through the symbolic link `{}` in the working folder; \
-                         granted programs never act through links (use the real file name)",
-                        prefix.display()
-                    )));
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
+        let refuse = |why: String| {
+            Err(CommandError::BadPath(format!(
+                "argument `{arg}` {why}; granted programs never act through links a step could plant (use the real file name)"
+            )))
+        };
+        // The entry itself: never a link.
+        if let Ok(m) = cwd.symlink_metadata(path)
+            && m.file_type().is_symlink()
+        {
+            return refuse(format!(
+                "is a symbolic link in the working folder (`{value}`)"
+            ));
+        }
+        // Its folders: cap-std follows links only while they stay inside the mount.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Err(e) = cwd.metadata(parent)
+            && e.kind() != std::io::ErrorKind::NotFound
+            && e.kind() != std::io::ErrorKind::NotADirectory
+        {
+            return refuse(format!(
+                "goes through `{}`, which leads out of the mount ({e})",
+                parent.display()
+            ));
         }
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! `files`: what WASI does not tell a guest (modes, owners, exact symlink targets, free space), for
 //! paths inside the step's mounts only. Nothing here follows a final symlink, and every folder on
-//! the way is opened with cap-std, which refuses to leave the mount.
+//! the way is opened with cap-std, which refuses to leave the mount. `process-cwd` answers for a
+//! process what confined programs may not ask (`/proc/<pid>/cwd`), only with a guest path.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -10,7 +11,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use super::StepHost;
 use crate::bindings::files::{DirEntry, EntryKind, FilesError, FsSpace, Host, Metadata};
-use crate::sandbox::Located;
+use crate::sandbox::{Located, MountTable};
 
 fn io_err(path: &str, e: io::Error) -> FilesError {
     match e.kind() {
@@ -66,6 +67,49 @@ fn stat_at(dir: &Dir, name: &std::ffi::OsStr, path: &str) -> Result<Metadata, Fi
         uid: st.st_uid,
         gid: st.st_gid,
         symlink_target,
+    })
+}
+
+/// The working folder of process `pid` as a guest path, when it is a folder inside one of the
+/// `mounts`. The kernel's name for it is mapped onto the mount holding it, then the guest path is
+/// opened through that mount and must be the very folder the process has (same device and
+/// inode): a deleted folder, a path renamed in between or a look-alike name is refused. Every
+/// refusal says only that the folder is outside the mounts; no host path is ever returned.
+pub fn process_cwd(mounts: &MountTable, pid: u32) -> Result<String, FilesError> {
+    let proc_cwd = format!("/proc/{pid}/cwd");
+    let outside = || {
+        FilesError::NotPermitted(format!(
+            "process {pid} runs in a folder outside the step's mounts (or in a deleted one); \
+             its path is not shown"
+        ))
+    };
+    let unreadable = |e: io::Error| match e.kind() {
+        // pid 0, a pid never used, a process that exited (also a zombie).
+        io::ErrorKind::NotFound => {
+            FilesError::NotFound(format!("process {pid} does not exist (it may have exited)"))
+        }
+        _ => FilesError::Io(format!(
+            "process {pid}: the host cannot read its working folder: {e}"
+        )),
+    };
+    // The host is not confined, so it may read any process's link of its own user.
+    let host_path = std::fs::read_link(&proc_cwd).map_err(unreadable)?;
+    let process_dir = rustix::fs::stat(proc_cwd.as_str()).map_err(|e| unreadable(e.into()))?;
+    let loc = mounts.locate_host(&host_path).ok_or_else(outside)?;
+    let dir = if loc.rel.as_os_str().is_empty() {
+        loc.mount.dir.try_clone()
+    } else {
+        loc.mount.dir.open_dir(&loc.rel)
+    }
+    .map_err(|_| outside())?;
+    let found = rustix::fs::fstat(dir.as_fd()).map_err(|_| outside())?;
+    if (found.st_dev, found.st_ino) != (process_dir.st_dev, process_dir.st_ino) {
+        return Err(outside());
+    }
+    loc.guest_path().ok_or_else(|| {
+        FilesError::Io(format!(
+            "process {pid}: its working folder's name is not valid UTF-8 and cannot be handled"
+        ))
     })
 }
 
@@ -211,6 +255,10 @@ impl Host for StepHost {
         rustix::fs::fsync(&fd).map_err(|e| rx(&path, e))
     }
 
+    fn process_cwd(&mut self, pid: u32) -> Result<String, FilesError> {
+        process_cwd(&self.mounts, pid)
+    }
+
     fn space(&mut self, path: String) -> Result<FsSpace, FilesError> {
         let loc = self.locate(&path)?;
         let st = rustix::fs::fstatvfs(loc.mount.dir.as_fd()).map_err(|e| rx(&path, e))?;
@@ -218,5 +266,165 @@ impl Host for StepHost {
             available_bytes: st.f_bavail.saturating_mul(st.f_frsize),
             total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::{Child, Command};
+
+    use super::*;
+    use crate::pipeline::{MountRoot, PlannedMount};
+    use crate::sandbox::Roots;
+
+    /// A `sleep` working in `dir`, killed and reaped when dropped.
+    struct Sleeper(Child);
+
+    impl Sleeper {
+        fn in_dir(dir: &Path) -> Self {
+            let child = Command::new("sleep")
+                .arg("60")
+                .current_dir(dir)
+                .spawn()
+                .expect("spawning sleep");
+            Sleeper(child)
+        }
+
+        fn pid(&self) -> u32 {
+            self.0.id()
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Customers under `<tmp>/real`, reached through the symlink `<tmp>/customers` (so the
+    /// kernel's names differ from the configured root), and the customer `shop.test` open.
+    fn fixture() -> (tempfile::TempDir, Roots) {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        for dir in [
+            "shop.test/releases/v1/backend",
+            "shop.test/backups/b1",
+            "other.test/releases/v1/backend",
+        ] {
+            std::fs::create_dir_all(real.join(dir)).unwrap();
+        }
+        std::fs::create_dir(tmp.path().join("work")).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("customers")).unwrap();
+        let roots = Roots::open(
+            &tmp.path().join("customers"),
+            "shop.test",
+            &tmp.path().join("work"),
+        )
+        .unwrap();
+        (tmp, roots)
+    }
+
+    fn mounts(roots: &Roots, grants: &[(&str, &str)]) -> MountTable {
+        let planned: Vec<PlannedMount> = grants
+            .iter()
+            .map(|(guest, path)| PlannedMount {
+                guest: (*guest).into(),
+                from: MountRoot::Customer,
+                path: (*path).into(),
+                writable: false,
+                create: false,
+                optional: false,
+                reason: None,
+            })
+            .collect();
+        MountTable::resolve(&planned, roots).unwrap().unwrap()
+    }
+
+    /// The error for `pid`, checked to name no host path.
+    fn refusal(mounts: &MountTable, pid: u32, tmp: &Path) -> FilesError {
+        let err = process_cwd(mounts, pid).unwrap_err();
+        let text = format!("{err:?}");
+        let real = tmp.canonicalize().unwrap();
+        for host in [tmp, real.as_path()] {
+            assert!(
+                !text.contains(host.to_str().unwrap()),
+                "host path leaked: {text}"
+            );
+        }
+        err
+    }
+
+    #[test]
+    fn a_process_working_in_a_mount_is_told_its_guest_path() {
+        let (tmp, roots) = fixture();
+        let customer = tmp.path().join("customers/shop.test");
+        let table = mounts(&roots, &[("/customer", ""), ("/backups", "backups")]);
+        for (dir, guest) in [
+            ("releases/v1/backend", "/customer/releases/v1/backend"),
+            ("", "/customer"),
+            // The host folders nest: the inner mount answers.
+            ("backups/b1", "/backups/b1"),
+        ] {
+            let p = Sleeper::in_dir(&customer.join(dir));
+            assert_eq!(process_cwd(&table, p.pid()).unwrap(), guest, "{dir}");
+        }
+    }
+
+    #[test]
+    fn a_process_working_outside_the_mounts_is_refused_without_its_path() {
+        let (tmp, roots) = fixture();
+        let table = mounts(&roots, &[("/releases", "releases")]);
+        for dir in [
+            "customers/other.test/releases/v1/backend",
+            "customers/shop.test",
+            "customers/shop.test/backups",
+            "work",
+            "",
+        ] {
+            let p = Sleeper::in_dir(&tmp.path().join(dir));
+            assert!(
+                matches!(refusal(&table, p.pid(), tmp.path()), FilesError::NotPermitted(m) if m.contains("outside the step's mounts")),
+                "{dir}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deleted_working_folder_is_refused_even_when_its_name_is_back() {
+        let (tmp, roots) = fixture();
+        let table = mounts(&roots, &[("/customer", "")]);
+        let dir = tmp.path().join("customers/shop.test/releases/v0");
+        std::fs::create_dir(&dir).unwrap();
+        let p = Sleeper::in_dir(&dir);
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(matches!(
+            refusal(&table, p.pid(), tmp.path()),
+            FilesError::NotPermitted(_)
+        ));
+        // Neither a new folder of the same name nor one named as the kernel shows a deleted
+        // folder (`v0 (deleted)`) is the one the process works in.
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(dir.with_file_name("v0 (deleted)")).unwrap();
+        assert!(matches!(
+            refusal(&table, p.pid(), tmp.path()),
+            FilesError::NotPermitted(_)
+        ));
+    }
+
+    #[test]
+    fn a_process_that_does_not_exist_is_not_found() {
+        let (tmp, roots) = fixture();
+        let table = mounts(&roots, &[("/customer", "")]);
+        for pid in [0, u32::MAX, i32::MAX as u32] {
+            assert!(
+                matches!(
+                    refusal(&table, pid, tmp.path()),
+                    FilesError::NotFound(m) if m.contains("does not exist")
+                ),
+                "{pid}"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! File metadata WASI does not give a guest: Unix modes, owners, exact symlink targets (absolute
-//! ones too) and free space, plus the changes a restore needs (mode, mtime, symlinks).
+//! ones too) and free space, plus the changes a restore needs (mode, mtime, symlinks), and which
+//! mounted folder a process works in ([`process_cwd`]).
 //!
 //! Paths are guest paths inside the step's mounts; anything else fails with
 //! [`ErrorKind::PermissionDenied`](crate::ErrorKind::PermissionDenied). Nothing here follows a
@@ -164,6 +165,35 @@ pub fn space(path: impl AsRef<Path>) -> Result<Space, Error> {
 pub fn sync_dir(path: impl AsRef<Path>) -> Result<(), Error> {
     let path = guest_path(path.as_ref())?;
     wit::sync_dir(path).map_err(|e| files_error("syncing", path, e))
+}
+
+/// The working folder of process `pid` as a guest path, when it is a folder inside one of the
+/// step's mounts: e.g. `/customer/releases/v1.1.0/backend` when the customer folder is mounted at
+/// `/customer`. Symlinks are resolved (a process started in `/customer/current/backend` shows the
+/// release folder `current` pointed at), so this tells which folder a process really runs in.
+///
+/// Errors: [`ErrorKind::PermissionDenied`](crate::ErrorKind::PermissionDenied) when the folder
+/// is outside every mount or was deleted (the host never says where it is);
+/// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when there is no process `pid`.
+///
+/// ```no_run
+/// use qodify_plugin_sdk::{Error, ErrorKind, fs};
+///
+/// // True when process `pid` runs in `/customer/releases/v2/backend`.
+/// fn runs_v2_backend(pid: u32) -> Result<bool, Error> {
+///     match fs::process_cwd(pid) {
+///         Ok(cwd) => Ok(cwd == "/customer/releases/v2/backend"),
+///         Err(e) if e.kind() == ErrorKind::PermissionDenied => Ok(false),
+///         Err(e) => Err(e),
+///     }
+/// }
+/// ```
+pub fn process_cwd(pid: u32) -> Result<String, Error> {
+    wit::process_cwd(pid).map_err(|e| match e {
+        wit::FilesError::NotPermitted(m) => Error::permission_denied(m),
+        wit::FilesError::NotFound(m) => Error::not_found(m),
+        wit::FilesError::Io(m) => Error::io(m),
+    })
 }
 
 fn guest_path(path: &Path) -> Result<&str, Error> {

@@ -10,9 +10,10 @@
 //! 3. Makes `current.swap-<run id>` → `releases/<target>` and renames it over `current`: one
 //!    atomic `rename`, never `ln -sfn` (capistrano#1097); then syncs the customer folder.
 //! 4. One app at a time: `pm2 reload <app>` (cluster mode: no dropped requests), then checks it:
-//!    `pm2 jlist` → each process `online` → `readlink /proc/<pid>/cwd` must end with
-//!    `/releases/<target>/<service>`. An app still running another folder (PM2 cached a resolved
-//!    path, pm2#1663) is deleted and started again from the ecosystem file, then checked again;
+//!    `pm2 jlist` → each process `online` → its working folder, which the host tells as a guest
+//!    path (`files.process-cwd`), must be exactly `<customer>/releases/<target>/<service>`. An
+//!    app still running another folder (PM2 cached a resolved path, pm2#1663, or a folder outside
+//!    the mounts) is deleted and started again from the ecosystem file, then checked again;
 //!    `errored` or `stopped` end the checks at once. All of it lives in [`upgrade_kit::swap`],
 //!    which the rollback reuses.
 //!
@@ -33,10 +34,11 @@
 //!
 //! Grants: a read-write mount of the customer folder (`path = ""`); `pm2` with `inherit =
 //! ["PM2_HOME"]` and the arguments `jlist`, `reload`, `delete`, `start`, `--only`,
-//! `ecosystem.config.js` and the app names; `readlink` with `/proc/*/cwd`.
+//! `ecosystem.config.js` and the app names. No `readlink`: the host answers which folder a
+//! process runs in.
 //!
 //! Outputs: `previous` and `current` (versions), and `cwd.<app>` per app (the real folder its
-//! processes run in, a host path).
+//! processes run in, a guest path such as `/customer/releases/v1.1.0/backend`).
 
 use std::time::Duration;
 

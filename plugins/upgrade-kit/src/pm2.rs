@@ -2,15 +2,16 @@
 //! - never run `pm2` with its working folder inside `current`: PM2 would store the resolved
 //!   release path and keep running the old release after every reload (pm2#1663); callers pass a
 //!   `cwd` outside it (the customer folder);
-//! - `pm2 jlist` shows the path PM2 was given, not what runs: the release a process runs is read
-//!   from `readlink /proc/<pid>/cwd`;
+//! - `pm2 jlist` shows the path PM2 was given, not what runs: the release a process runs is asked
+//!   of the host ([`fs::process_cwd`](qodify_plugin_sdk::fs::process_cwd): its working folder as a
+//!   guest path, so no `readlink` grant and no access to other processes is needed);
 //! - a reload that exits 0 says nothing about health;
 //! - on a cold `PM2_HOME` the first command prints a banner before any JSON, so `jlist` output is
 //!   parsed from its last line that is a JSON list.
 //!
 //! Grants the steps need (with `inherit = ["PM2_HOME"]` so the host's PM2 daemon is used):
 //! `pm2` with `jlist`, `ping`, `reload`, `restart`, `start`, `delete`, `--only`, `--update-env`,
-//! `--name`, `--no-autorestart`, app names and script paths; `readlink` with `/proc/*/cwd`.
+//! `--name`, `--no-autorestart`, app names and script paths.
 
 use std::time::Duration;
 
@@ -110,18 +111,6 @@ pub fn parse_jlist(stdout: &str) -> Result<Vec<App>, Error> {
 /// `pm2 jlist`.
 pub fn jlist(cwd: &str) -> Result<Vec<App>, Error> {
     parse_jlist(&run(cwd, &["jlist"], &[])?)
-}
-
-/// The real working folder of process `pid` (`readlink /proc/<pid>/cwd`), a host path.
-pub fn process_cwd(cwd: &str, pid: u32) -> Result<String, Error> {
-    let out = Command::new("readlink")
-        .arg(format!("/proc/{pid}/cwd"))
-        .cwd(cwd)
-        .stdout(Stdio::Capture)
-        .timeout(Duration::from_secs(10))
-        .run()?
-        .check()?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// `pm2 delete <name>`; an app that does not exist is not an error.

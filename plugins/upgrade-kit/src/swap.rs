@@ -9,10 +9,12 @@
 //! left alone; the others get `pm2 reload <app>` (zero downtime in cluster mode, PM2-NOTES §c; an
 //! app PM2 does not know is started from the ecosystem file) and are then checked from the
 //! process itself, since a reload that exits 0 proves nothing (PM2-NOTES §b, §5):
-//! `pm2 jlist` → every process of the app `online` with a pid → `readlink /proc/<pid>/cwd` ends
-//! with `/releases/<version>/<service>`. An app that runs another folder was started with a
-//! resolved path (pm2#1663) and gets `pm2 delete` + `pm2 start <ecosystem> --only <app>` once,
-//! then is checked again. Checks repeat while an app is starting; `errored` or `stopped` end
+//! `pm2 jlist` → every process of the app `online` with a pid → the host's answer for the pid's
+//! working folder ([`fs::process_cwd`](qodify_plugin_sdk::fs::process_cwd), a guest path: the
+//! step needs no `readlink` grant and no access to other processes) is exactly
+//! `<customer>/releases/<version>/<service>`. An app that runs another folder (or one outside the
+//! step's mounts, which the host does not name) was started with a resolved path (pm2#1663) and
+//! gets `pm2 delete` + `pm2 start <ecosystem> --only <app>` once, then is checked again. Checks repeat while an app is starting; `errored` or `stopped` end
 //! them at once. The first app that fails stops the whole call, so the apps after it keep their
 //! old release. `pm2` always runs with the customer folder as its working folder, never one
 //! inside `current`.
@@ -35,7 +37,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use qodify_plugin_sdk::fs::FileKind;
-use qodify_plugin_sdk::{Context, Error};
+use qodify_plugin_sdk::{Context, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use crate::fsops::Fs;
@@ -247,8 +249,8 @@ pub struct Verified {
     pub app: String,
     /// The pids of its processes.
     pub pids: Vec<u32>,
-    /// The real working folder of its processes (a host path ending with
-    /// `/releases/<version>/<service>`).
+    /// The real working folder of its processes, a guest path:
+    /// `<customer>/releases/<version>/<service>`.
     pub cwd: String,
     /// True when it had to be deleted and started again from the ecosystem file.
     pub restarted: bool,
@@ -258,7 +260,8 @@ pub struct Verified {
 pub trait Pm2 {
     /// `pm2 jlist`.
     fn jlist(&self) -> Result<Vec<pm2::App>, Error>;
-    /// `readlink /proc/<pid>/cwd`.
+    /// The real working folder of process `pid` as a guest path; a `PermissionDenied` error when
+    /// it is outside the step's mounts (see [`fs::process_cwd`](qodify_plugin_sdk::fs::process_cwd)).
     fn process_cwd(&self, pid: u32) -> Result<String, Error>;
     /// `pm2 reload <app>`.
     fn reload(&self, app: &str) -> Result<(), Error>;
@@ -276,7 +279,8 @@ pub trait Pm2 {
     }
 }
 
-/// [`Pm2`] over the host's command grants (`pm2` with `PM2_HOME` inherited, `readlink`).
+/// [`Pm2`] over the host: `pm2` through the command grants (with `PM2_HOME` inherited), process
+/// working folders through the host's `files` interface.
 pub struct HostPm2<'a> {
     ctx: &'a Context,
     cwd: String,
@@ -300,7 +304,7 @@ impl Pm2 for HostPm2<'_> {
     }
 
     fn process_cwd(&self, pid: u32) -> Result<String, Error> {
-        pm2::process_cwd(&self.cwd, pid)
+        qodify_plugin_sdk::fs::process_cwd(pid)
     }
 
     fn reload(&self, app: &str) -> Result<(), Error> {
@@ -368,7 +372,7 @@ pub fn check_with(
     Ok(live
         .apps
         .iter()
-        .map(|app| (app.name.clone(), app_state(pm2, &list, app, version)))
+        .map(|app| (app.name.clone(), app_state(pm2, &list, live, app, version)))
         .collect())
 }
 
@@ -385,7 +389,7 @@ pub fn reload_and_verify_with(
     for (i, app) in live.apps.iter().enumerate() {
         // Already there (e.g. the apps a failed swap never reached, when rolling back): a reload
         // would only cost fork-mode apps a moment of downtime.
-        if let AppState::Runs { pids, cwd } = app_state(pm2, &list, app, version) {
+        if let AppState::Runs { pids, cwd } = app_state(pm2, &list, live, app, version) {
             pm2.note(&format!("{} already runs {cwd}", app.name));
             verified.push(Verified {
                 app: app.name.clone(),
@@ -459,7 +463,7 @@ fn verify_apps(
         let mut done = Vec::new();
         last.clear();
         for app in apps {
-            let state = app_state(pm2, &list, app, version);
+            let state = app_state(pm2, &list, live, app, version);
             match state {
                 AppState::Runs { pids, cwd } => done.push(Verified {
                     app: app.name.clone(),
@@ -467,7 +471,7 @@ fn verify_apps(
                     cwd,
                     restarted: restarted.contains(&app.name),
                 }),
-                AppState::WrongRelease { .. } | AppState::Missing
+                AppState::WrongRelease { .. } | AppState::OutsideMounts | AppState::Missing
                     if !restarted.contains(&app.name) =>
                 {
                     pm2.note(&format!(
@@ -534,6 +538,9 @@ pub enum AppState {
         /// Its real working folder.
         cwd: String,
     },
+    /// A process runs in a folder outside the step's mounts, or in a deleted one (an old release
+    /// removed while it ran); the host does not say where.
+    OutsideMounts,
     /// Its working folder could not be read (it may have just exited).
     Unreadable {
         /// Why.
@@ -559,18 +566,32 @@ impl AppState {
             AppState::WrongRelease { cwd } => {
                 format!("runs {cwd}, not releases/{version}/{service}")
             }
+            AppState::OutsideMounts => format!(
+                "runs a folder outside the step's mounts (or a deleted one), not \
+                 releases/{version}/{service}"
+            ),
             AppState::Unreadable { error } => format!("working folder unreadable: {error}"),
         }
     }
 }
 
-/// True when a process's real working folder is the release's service folder.
-pub fn runs_release(cwd: &str, version: &str, service: &str) -> bool {
-    cwd.trim_end_matches('/')
-        .ends_with(&format!("/{}/{version}/{service}", layout::RELEASES))
+/// True when a process's real working folder `cwd` (a guest path) is exactly the release's
+/// service folder `<customer>/releases/<version>/<service>`, compared by whole components.
+pub fn runs_release(cwd: &str, customer: &str, version: &str, service: &str) -> bool {
+    fn components(path: &str) -> impl Iterator<Item = &str> {
+        path.split('/').filter(|c| !c.is_empty())
+    }
+    let expected = format!("{customer}/{}/{version}/{service}", layout::RELEASES);
+    cwd.starts_with('/') && components(cwd).eq(components(&expected))
 }
 
-fn app_state(pm2: &impl Pm2, list: &[pm2::App], app: &AppSpec, version: &str) -> AppState {
+fn app_state(
+    pm2: &impl Pm2,
+    list: &[pm2::App],
+    live: &LiveApps,
+    app: &AppSpec,
+    version: &str,
+) -> AppState {
     let procs: Vec<&pm2::App> = list.iter().filter(|a| a.name == app.name).collect();
     if procs.is_empty() {
         return AppState::Missing;
@@ -583,8 +604,9 @@ fn app_state(pm2: &impl Pm2, list: &[pm2::App], app: &AppSpec, version: &str) ->
     let mut cwd = String::new();
     for p in &procs {
         match pm2.process_cwd(p.pid) {
-            Ok(c) if runs_release(&c, version, &app.service) => cwd = c,
+            Ok(c) if runs_release(&c, &live.customer, version, &app.service) => cwd = c,
             Ok(c) => return AppState::WrongRelease { cwd: c },
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => return AppState::OutsideMounts,
             Err(e) => {
                 return AppState::Unreadable {
                     error: e.to_string(),
@@ -648,29 +670,26 @@ mod tests {
     }
 
     #[test]
-    fn release_cwd_match_is_by_whole_components() {
-        assert!(runs_release("/c/shop/releases/v2/backend", "v2", "backend"));
-        assert!(runs_release(
-            "/c/shop/releases/v2/backend/",
-            "v2",
-            "backend"
-        ));
-        assert!(!runs_release(
-            "/c/shop/releases/v1/backend",
-            "v2",
-            "backend"
-        ));
-        assert!(!runs_release(
-            "/c/shop/releases/xv2/backend",
-            "v2",
-            "backend"
-        ));
-        assert!(!runs_release("/c/shop/current/backend", "v2", "backend"));
-        assert!(!runs_release(
-            "/c/shop/releases/v2/backend (deleted)",
-            "v2",
-            "backend"
-        ));
+    fn release_cwd_match_is_exact_by_whole_components() {
+        let runs = |cwd| runs_release(cwd, "/customer", "v2", "backend");
+        assert!(runs("/customer/releases/v2/backend"));
+        assert!(runs("/customer/releases/v2/backend/"));
+        for other in [
+            "/customer/releases/v1/backend",
+            "/customer/releases/xv2/backend",
+            "/customer/releases/v2/backendx",
+            "/customer/releases/v2/backend/sub",
+            "/customer/current/backend",
+            "/customer/releases/v2/backend (deleted)",
+            // Another mount (or another customer) holding a folder of the same names.
+            "/other/customer/releases/v2/backend",
+            "/work/releases/v2/backend",
+            "/customerx/releases/v2/backend",
+            "customer/releases/v2/backend",
+            "",
+        ] {
+            assert!(!runs(other), "{other}");
+        }
     }
 
     /// A fake PM2: apps with a pid and the folder each runs; `cached` apps keep their folder on
@@ -684,6 +703,8 @@ mod tests {
         calls: RefCell<Vec<String>>,
         next_pid: RefCell<u32>,
         fork: BTreeSet<String>,
+        /// Apps the ecosystem file starts from a folder outside the customer's.
+        elsewhere: BTreeSet<String>,
         warnings: RefCell<Vec<String>>,
     }
 
@@ -698,6 +719,7 @@ mod tests {
                 calls: RefCell::new(Vec::new()),
                 next_pid: RefCell::new(100),
                 fork: BTreeSet::new(),
+                elsewhere: BTreeSet::new(),
                 warnings: RefCell::new(Vec::new()),
             }
         }
@@ -715,7 +737,11 @@ mod tests {
         }
         fn launch(&self, name: &str) {
             let service = name.rsplit('-').next().unwrap();
-            let cwd = format!("/srv/shop/releases/{}/{service}", self.current);
+            let cwd = if self.elsewhere.contains(name) {
+                format!("/srv/copy/{service}")
+            } else {
+                format!("/customer/releases/{}/{service}", self.current)
+            };
             let status = if self.crash.contains(name) {
                 "errored"
             } else if self.slow.contains(name) {
@@ -751,13 +777,22 @@ mod tests {
                 })
                 .collect())
         }
+        /// As the host answers with `/customer` mounted: a guest path inside the mount, else a
+        /// refusal that names no path.
         fn process_cwd(&self, pid: u32) -> Result<String, Error> {
-            self.procs
-                .borrow()
+            let procs = self.procs.borrow();
+            let cwd = procs
                 .iter()
                 .find(|p| p.1 == pid)
-                .map(|p| p.3.clone())
-                .ok_or_else(|| Error::command_failed("readlink exited with code 1"))
+                .map(|p| p.3.as_str())
+                .ok_or_else(|| Error::not_found(format!("process {pid} does not exist")))?;
+            if cwd == "/customer" || cwd.starts_with("/customer/") {
+                Ok(cwd.to_owned())
+            } else {
+                Err(Error::permission_denied(format!(
+                    "process {pid} runs in a folder outside the step's mounts"
+                )))
+            }
         }
         fn reload(&self, app: &str) -> Result<(), Error> {
             self.calls.borrow_mut().push(format!("reload {app}"));
@@ -808,11 +843,11 @@ mod tests {
     #[test]
     fn reload_then_verify_from_the_process() {
         let pm2 = FakePm2::new("v2")
-            .running("shop.test-backend", "/srv/shop/releases/v1/backend")
-            .running("shop.test-admin", "/srv/shop/releases/v1/admin");
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/customer/releases/v1/admin");
         let v = reload_and_verify_with(&pm2, &live(), "v2").unwrap();
         assert_eq!(v.len(), 2);
-        assert_eq!(v[0].cwd, "/srv/shop/releases/v2/backend");
+        assert_eq!(v[0].cwd, "/customer/releases/v2/backend");
         assert!(!v[0].restarted);
         assert_eq!(
             *pm2.calls.borrow(),
@@ -823,8 +858,8 @@ mod tests {
     #[test]
     fn a_fork_mode_app_is_reloaded_with_a_warning() {
         let mut pm2 = FakePm2::new("v2")
-            .running("shop.test-backend", "/srv/shop/releases/v1/backend")
-            .running("shop.test-admin", "/srv/shop/releases/v1/admin");
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/customer/releases/v1/admin");
         pm2.fork.insert("shop.test-admin".into());
         reload_and_verify_with(&pm2, &live(), "v2").unwrap();
         let warnings = pm2.warnings.borrow();
@@ -839,8 +874,8 @@ mod tests {
     #[test]
     fn an_app_on_a_cached_path_is_deleted_and_started_again() {
         let pm2 = FakePm2::new("v2")
-            .running("shop.test-backend", "/srv/shop/releases/v1/backend")
-            .running("shop.test-admin", "/srv/shop/releases/v1/admin");
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/customer/releases/v1/admin");
         pm2.cached.borrow_mut().insert("shop.test-admin".into());
         let v = reload_and_verify_with(&pm2, &live(), "v2").unwrap();
         assert!(v[1].restarted && v[1].cwd.ends_with("releases/v2/admin"));
@@ -857,10 +892,48 @@ mod tests {
     }
 
     #[test]
+    fn an_app_outside_the_mounts_is_deleted_and_started_again() {
+        // PM2 runs it from a folder the step cannot see; the host does not say which.
+        let pm2 = FakePm2::new("v2")
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/srv/copy/admin");
+        pm2.cached.borrow_mut().insert("shop.test-admin".into());
+        assert_eq!(
+            check_with(&pm2, &live(), "v2").unwrap()[1].1,
+            AppState::OutsideMounts
+        );
+        let v = reload_and_verify_with(&pm2, &live(), "v2").unwrap();
+        assert!(v[1].restarted);
+        assert_eq!(v[1].cwd, "/customer/releases/v2/admin");
+        assert!(
+            pm2.calls
+                .borrow()
+                .contains(&"delete shop.test-admin".to_string())
+        );
+    }
+
+    #[test]
+    fn an_app_that_stays_outside_the_mounts_fails_without_a_path() {
+        let mut pm2 = FakePm2::new("v1")
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/srv/copy/admin");
+        // Started again, it still runs elsewhere.
+        pm2.elsewhere.insert("shop.test-admin".into());
+        let e = verify_with(&pm2, &live(), "v1").unwrap_err();
+        assert!(
+            e.message().contains(
+                "shop.test-admin: runs a folder outside the step's mounts (or a deleted one), \
+                 not releases/v1/admin"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn apps_already_on_the_release_are_not_reloaded() {
         let pm2 = FakePm2::new("v1")
-            .running("shop.test-backend", "/srv/shop/releases/v2/backend")
-            .running("shop.test-admin", "/srv/shop/releases/v1/admin");
+            .running("shop.test-backend", "/customer/releases/v2/backend")
+            .running("shop.test-admin", "/customer/releases/v1/admin");
         let v = reload_and_verify_with(&pm2, &live(), "v1").unwrap();
         assert_eq!(v.len(), 2);
         assert_eq!(*pm2.calls.borrow(), ["reload shop.test-backend"]);
@@ -869,8 +942,8 @@ mod tests {
     #[test]
     fn an_app_still_launching_is_waited_for() {
         let mut pm2 = FakePm2::new("v2")
-            .running("shop.test-backend", "/srv/shop/releases/v1/backend")
-            .running("shop.test-admin", "/srv/shop/releases/v1/admin");
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/customer/releases/v1/admin");
         pm2.slow.insert("shop.test-admin".into());
         let v = reload_and_verify_with(&pm2, &live(), "v2").unwrap();
         assert_eq!(v[1].pids, [900]);
@@ -879,7 +952,7 @@ mod tests {
 
     #[test]
     fn a_missing_app_is_started_from_the_ecosystem() {
-        let pm2 = FakePm2::new("v2").running("shop.test-backend", "/srv/shop/releases/v1/backend");
+        let pm2 = FakePm2::new("v2").running("shop.test-backend", "/customer/releases/v1/backend");
         let v = reload_and_verify_with(&pm2, &live(), "v2").unwrap();
         assert_eq!(v.len(), 2);
         assert!(
@@ -892,8 +965,8 @@ mod tests {
     #[test]
     fn a_crashing_release_fails_verification_with_the_state_of_each_app() {
         let mut pm2 = FakePm2::new("v2")
-            .running("shop.test-backend", "/srv/shop/releases/v1/backend")
-            .running("shop.test-admin", "/srv/shop/releases/v1/admin");
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/customer/releases/v1/admin");
         pm2.crash.insert("shop.test-backend".into());
         let e = reload_and_verify_with(&pm2, &live(), "v2").unwrap_err();
         assert!(
@@ -915,14 +988,14 @@ mod tests {
     #[test]
     fn check_only_looks() {
         let pm2 = FakePm2::new("v1")
-            .running("shop.test-backend", "/srv/shop/releases/v1/backend")
-            .running("shop.test-admin", "/srv/shop/releases/v0/admin");
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/customer/releases/v0/admin");
         let states = check_with(&pm2, &live(), "v1").unwrap();
         assert!(matches!(states[0].1, AppState::Runs { .. }));
         assert_eq!(
             states[1].1,
             AppState::WrongRelease {
-                cwd: "/srv/shop/releases/v0/admin".into()
+                cwd: "/customer/releases/v0/admin".into()
             }
         );
         assert!(pm2.calls.borrow().is_empty());
@@ -931,12 +1004,12 @@ mod tests {
     #[test]
     fn an_app_that_stays_on_the_wrong_release_fails_after_one_restart() {
         let pm2 = FakePm2::new("v1")
-            .running("shop.test-backend", "/srv/shop/releases/v1/backend")
-            .running("shop.test-admin", "/srv/shop/releases/v1/admin");
+            .running("shop.test-backend", "/customer/releases/v1/backend")
+            .running("shop.test-admin", "/customer/releases/v1/admin");
         let e = verify_with(&pm2, &live(), "v2").unwrap_err();
         assert!(
             e.message()
-                .contains("runs /srv/shop/releases/v1/admin, not releases/v2/admin"),
+                .contains("runs /customer/releases/v1/admin, not releases/v2/admin"),
             "{e}"
         );
         let deletes = pm2

@@ -38,11 +38,12 @@
 //!
 //! Grants: mounts `/customer` (rw, `path = ""`), `/backups` (ro, `path = "backups"`), `/work`
 //! (rw, `from = "work"`); `pm2` (`inherit = ["PM2_HOME"]`; `jlist`, `reload`, `delete`, `start`,
-//! `--only`, `ecosystem.config.js`, the app names, `*-candidate`); `readlink` (`/proc/*/cwd`);
-//! `pg_restore` (`--list`, `--clean`, `--if-exists`, `--no-owner`, `--file=-`, `db.dump`);
-//! `psql` (`-X`, `-q`, `-1`, `-v`, `ON_ERROR_STOP=1`, `--no-password`, `--host=*`, `--port=*`,
-//! `--username=*`, `--dbname=*`, `-c`, `DROP SCHEMA IF EXISTS * CASCADE`, `-f`,
-//! `restore-public.sql`, `restore-db.sql`; env `PGPASSWORD`, `PGSSLMODE`).
+//! `--only`, `ecosystem.config.js`, the app names, `*-candidate`); `pg_restore` (`--list`,
+//! `--clean`, `--if-exists`, `--no-owner`, `--file=-`, `db.dump`); `psql` (`-X`, `-q`, `-1`,
+//! `-v`, `ON_ERROR_STOP=1`, `--no-password`, `--host=*`, `--port=*`, `--username=*`,
+//! `--dbname=*`, `-c`, `DROP SCHEMA IF EXISTS * CASCADE`, `-f`, `restore-public.sql`,
+//! `restore-db.sql`; env `PGPASSWORD`, `PGSSLMODE`). No `readlink`: the host answers which
+//! folder an app process runs in.
 //!
 //! Outputs: one `rolled-back` per thing undone, in order (the host lists them with the run's
 //! error), e.g. `code: current back to releases/v1.0.0, PM2 apps verified on it`,
