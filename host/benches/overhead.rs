@@ -149,34 +149,26 @@ fn confinement() {
         }
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (p50, p99) = (pct(&mut plain, 0.5), pct(&mut plain, 0.99));
+    let base = pct(&mut plain.clone(), 0.5);
+    let row = |name: &str, v: &mut Vec<Duration>| {
+        let (p50, p99) = (pct(v, 0.5), pct(v, 0.99));
+        println!(
+            "  {name:<11} p50 {:>8.3} ms   p99 {:>8.3} ms   p50 ratio {:.2}×  (+{:.3} ms)",
+            ms(p50),
+            ms(p99),
+            ms(p50) / ms(base),
+            ms(p50) - ms(base)
+        );
+    };
     println!("\nstarting a granted program ({n} starts of /bin/true each, interleaved):");
-    println!(
-        "  plain       p50 {:>8.3} ms   p99 {:>8.3} ms",
-        ms(p50),
-        ms(p99)
-    );
-    let (s50, s99) = (pct(&mut supervised, 0.5), pct(&mut supervised, 0.99));
-    println!(
-        "  supervised  p50 {:>8.3} ms   p99 {:>8.3} ms   p50 ratio {:.2}×  (+{:.3} ms)",
-        ms(s50),
-        ms(s99),
-        ms(s50) / ms(p50),
-        ms(s50) - ms(p50)
-    );
+    row("plain", &mut plain);
+    row("supervised", &mut supervised);
     if confined.is_empty() {
         println!(
             "  confined    (this kernel has no Landlock: {})",
             landlock.describe()
         );
-        return;
+    } else {
+        row("confined", &mut confined);
     }
-    let (c50, c99) = (pct(&mut confined, 0.5), pct(&mut confined, 0.99));
-    println!(
-        "  confined    p50 {:>8.3} ms   p99 {:>8.3} ms   p50 ratio {:.2}×  (+{:.3} ms)",
-        ms(c50),
-        ms(c99),
-        ms(c50) / ms(p50),
-        ms(c50) - ms(p50)
-    );
 }

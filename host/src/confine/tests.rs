@@ -22,6 +22,11 @@ fn landlock() -> Option<Confinement> {
     None
 }
 
+/// Makes `cmd` start confined by `policy`; the program lives while the lifeline does.
+fn enter(c: &Confinement, policy: &Policy<'_>, cmd: &mut Command) -> Lifeline {
+    c.prepare(policy).unwrap().install(cmd).unwrap()
+}
+
 fn sh(script: &str) -> Command {
     let mut c = Command::new("/bin/sh");
     c.args(["-c", script]);
@@ -31,7 +36,7 @@ fn sh(script: &str) -> Command {
 /// Runs `script` confined by `policy`; true when it exited 0.
 fn confined(c: &Confinement, policy: &Policy<'_>, script: &str) -> bool {
     let mut cmd = sh(script);
-    let _lifeline = c.prepare(policy).unwrap().install(&mut cmd).unwrap();
+    let _lifeline = enter(c, policy, &mut cmd);
     cmd.status().unwrap().success()
 }
 
@@ -138,7 +143,7 @@ fn tcp_connect_and_bind_only_on_granted_ports() {
     assert!(connect(op).status().unwrap().success());
     let run = |port: u16| {
         let mut cmd = connect(port);
-        let _lifeline = c.prepare(&policy).unwrap().install(&mut cmd).unwrap();
+        let _lifeline = enter(&c, &policy, &mut cmd);
         cmd.status().unwrap().success()
     };
     assert!(run(gp), "the granted port was refused");
@@ -153,7 +158,7 @@ fn tcp_connect_and_bind_only_on_granted_ports() {
     {
         let mut cmd = Command::new("python3");
         cmd.args(["-c", listen]);
-        let _lifeline = c.prepare(&policy).unwrap().install(&mut cmd).unwrap();
+        let _lifeline = enter(&c, &policy, &mut cmd);
         assert!(
             !cmd.status().unwrap().success(),
             "bound a port without a bind grant"
@@ -245,11 +250,7 @@ fn a_setsid_daemon_does_not_outlive_its_command_nor_hold_its_output() {
         let secs = unique_sleep();
         // The daemon keeps stdout open: without the supervisor, `output()` would wait 300 s.
         let mut cmd = sh(&format!("setsid sleep {secs} & echo started"));
-        let _lifeline = c
-            .prepare(&Policy::default())
-            .unwrap()
-            .install(&mut cmd)
-            .unwrap();
+        let _lifeline = enter(&c, &Policy::default(), &mut cmd);
         let started = std::time::Instant::now();
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{:?}", c.mode);
@@ -271,11 +272,7 @@ fn cutting_the_lifeline_kills_the_program_and_all_it_started() {
         let secs = unique_sleep();
         let mut cmd = sh(&format!("setsid sleep {secs} & sleep {secs}"));
         cmd.stdout(std::process::Stdio::null());
-        let mut lifeline = c
-            .prepare(&Policy::default())
-            .unwrap()
-            .install(&mut cmd)
-            .unwrap();
+        let mut lifeline = enter(&c, &Policy::default(), &mut cmd);
         let mut child = cmd.spawn().unwrap();
         drop(cmd);
         let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -303,25 +300,13 @@ fn the_program_exit_status_comes_through_the_supervisor() {
     use std::os::unix::process::ExitStatusExt;
     for c in both_modes() {
         let mut cmd = sh("exit 7");
-        let _l = c
-            .prepare(&Policy::default())
-            .unwrap()
-            .install(&mut cmd)
-            .unwrap();
+        let _l = enter(&c, &Policy::default(), &mut cmd);
         assert_eq!(cmd.status().unwrap().code(), Some(7));
         let mut cmd = sh("kill -TERM $$");
-        let _l = c
-            .prepare(&Policy::default())
-            .unwrap()
-            .install(&mut cmd)
-            .unwrap();
+        let _l = enter(&c, &Policy::default(), &mut cmd);
         assert_eq!(cmd.status().unwrap().signal(), Some(libc::SIGTERM));
         let mut cmd = Command::new("/nonexistent/program");
-        let _l = c
-            .prepare(&Policy::default())
-            .unwrap()
-            .install(&mut cmd)
-            .unwrap();
+        let _l = enter(&c, &Policy::default(), &mut cmd);
         assert_eq!(
             cmd.status().unwrap_err().kind(),
             std::io::ErrorKind::NotFound
