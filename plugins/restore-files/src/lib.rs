@@ -34,6 +34,7 @@
 //! Outputs: `entries` (archive entries unpacked), `bytes` (file bytes unpacked), `carried`
 //! (entries moved over from the old folder).
 
+pub mod journal;
 pub mod restore;
 
 use glob_rules::glob_set;
@@ -49,12 +50,27 @@ pub use crate::restore::{Mode, Plan, Stats};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `restore` (default), or `undo` / `commit` over the run's staging folders.
+    #[serde(default)]
+    pub action: Action,
     /// Guest path of the `.tar.gz` to restore.
+    #[serde(default)]
     pub archive: String,
     /// Guest path of the folder to restore (in a read-write mount).
+    #[serde(default)]
     pub target: String,
     /// Guest path of the staging folder to create; same mount as `target`, must not exist.
+    #[serde(default)]
     pub staging: String,
+    /// Keep staging (old tree and journal) after success, for a later `commit` or `undo` step.
+    #[serde(default)]
+    pub keep: bool,
+    /// `undo`/`commit`: guest path of the folder holding the staging folders.
+    #[serde(default)]
+    pub root: String,
+    /// `undo`/`commit`: the staging folders' name prefix, e.g. `.restore-{{run.id}}-`.
+    #[serde(default)]
+    pub prefix: String,
     /// `replace` (default) or `overlay`.
     #[serde(default)]
     pub mode: Mode,
@@ -89,12 +105,41 @@ fn default_max_entry_bytes() -> u64 {
     64 << 30
 }
 
+/// What the step does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Restore one archive.
+    #[default]
+    Restore,
+    /// Put back everything the run's restore steps changed (from their journals).
+    Undo,
+    /// Remove the run's staging folders after the whole run succeeded.
+    Commit,
+}
+
 /// The default `carry`: build output and dependencies the backups leave out.
 pub const DEFAULT_CARRY: [&str; 4] = ["**/node_modules", "**/.next", "**/dist", "**/logs"];
 
 impl Plan {
     /// Validates `config` (pure: no host calls).
     pub fn new(config: Config) -> Result<Plan, Error> {
+        for (field, value) in [
+            ("archive", &config.archive),
+            ("target", &config.target),
+            ("staging", &config.staging),
+        ] {
+            if value.is_empty() {
+                return Err(Error::invalid_config(format!(
+                    "{field} is missing; a restore needs archive, target and staging"
+                )));
+            }
+        }
+        if !config.root.is_empty() || !config.prefix.is_empty() {
+            return Err(Error::invalid_config(
+                "root and prefix are for action = \"undo\" or \"commit\"",
+            ));
+        }
         let archive = normalize(&config.archive).map_err(|e| e.context("archive"))?;
         let target = normalize(&config.target).map_err(|e| e.context("target"))?;
         let staging = normalize(&config.staging).map_err(|e| e.context("staging"))?;
@@ -161,6 +206,7 @@ impl Plan {
                 max_total_bytes: config.max_total_bytes,
                 max_entry_bytes: config.max_entry_bytes,
             },
+            keep: config.keep,
         })
     }
 
@@ -214,6 +260,9 @@ impl Step for RestoreFiles {
     type Config = Config;
 
     fn run(ctx: &Context, mut config: Config) -> Result<Output, Error> {
+        if config.action != Action::Restore {
+            return journal_step(ctx, &config);
+        }
         if config.if_present && std::fs::symlink_metadata(&config.archive).is_err() {
             ctx.info(format!(
                 "{} is not in this backup; nothing to restore",
@@ -249,6 +298,46 @@ impl Step for RestoreFiles {
 }
 
 export_step!(RestoreFiles);
+
+/// `undo` / `commit`: over every `<root>/<prefix>*` staging folder of the run.
+fn journal_step(ctx: &Context, config: &Config) -> Result<Output, Error> {
+    let root = normalize(&config.root).map_err(|e| e.context("root"))?;
+    let prefix = &config.prefix;
+    if prefix.len() < 3 || prefix.contains('/') {
+        return Err(Error::invalid_config(format!(
+            "prefix `{prefix}` must name the run's staging folders, e.g. `.restore-{{{{run.id}}}}-`"
+        )));
+    }
+    if !config.archive.is_empty() || !config.target.is_empty() || !config.staging.is_empty() {
+        return Err(Error::invalid_config(
+            "archive, target and staging are for action = \"restore\"; undo and commit take root and prefix",
+        ));
+    }
+    let host = GuestHost(ctx);
+    let outcome = match config.action {
+        Action::Undo => journal::undo(&host, &root, prefix)?,
+        _ => journal::commit(&host, &root, prefix)?,
+    };
+    let verb = match config.action {
+        Action::Undo => "put back",
+        _ => "committed",
+    };
+    match outcome.folders.len() {
+        0 => ctx.info(format!(
+            "nothing to {}",
+            if config.action == Action::Undo {
+                "put back"
+            } else {
+                "commit"
+            }
+        )),
+        n => ctx.info(format!(
+            "{verb} {n} restore step(s): {}",
+            outcome.folders.join(", ")
+        )),
+    }
+    Ok(Output::new().value("folders", outcome.folders.len()))
+}
 
 /// The real path of `target` inside the mounts: every symlink on the way (relative ones only)
 /// is followed, like `realpath`, so the restore replaces the folder a link points at, not the
@@ -343,6 +432,10 @@ impl Host for GuestHost<'_> {
 
     fn cancelled(&self) -> bool {
         self.0.is_cancelled()
+    }
+
+    fn sync_dir(&self, path: &str) -> Result<(), Error> {
+        fs::sync_dir(path)
     }
 }
 

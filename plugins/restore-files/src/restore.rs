@@ -18,6 +18,8 @@ use tar_extract::extract::{
 use tar_extract::host::{Host, remove_tree, stat_opt};
 use tar_extract::paths::{depth, join, parent, parents};
 
+use crate::journal::{self, Journal, Move};
+
 /// How the extractor's messages speak of a restore.
 const WORDING: Wording = Wording {
     doing: "restoring",
@@ -54,6 +56,9 @@ pub struct Plan {
     pub carry: Option<GlobSet>,
     /// Caps on the archive.
     pub limits: Limits,
+    /// Keep staging (the old tree and the journal) after success, for the run's `commit` or
+    /// `undo` step.
+    pub keep: bool,
 }
 
 /// What a restore did.
@@ -117,7 +122,9 @@ pub fn restore(host: &impl Host, plan: &Plan) -> Result<Stats, Error> {
     };
     match result {
         Ok(stats) => {
-            cleanup(host, &plan.staging);
+            if !plan.keep {
+                cleanup(host, &plan.staging);
+            }
             host.progress(100.0, &format!("restored {}", plan.target));
             Ok(stats)
         }
@@ -196,6 +203,16 @@ fn replace(host: &impl Host, plan: &Plan, current: Option<&Metadata>) -> Result<
         &format!("restoring {label}: swapping the folders"),
     );
 
+    journal::write(
+        host,
+        &plan.staging,
+        &Journal::Replace {
+            target: plan.target.clone(),
+            had_old: current.is_some(),
+            carry: carry.items.clone(),
+            at: journal::now(),
+        },
+    )?;
     if current.is_some() {
         host.rename(&plan.target, &old)
             .map_err(|e| e.context(format!("moving the current folder {} aside", plan.target)))?;
@@ -565,6 +582,22 @@ fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
         &format!("restoring {label}: moving files into place"),
     );
 
+    journal::write(
+        host,
+        &plan.staging,
+        &Journal::Overlay {
+            target: target.clone(),
+            moves: moves
+                .iter()
+                .map(|&(rel, replaces)| Move {
+                    rel: rel.to_string(),
+                    replaces,
+                })
+                .collect(),
+            created: create.clone(),
+            at: journal::now(),
+        },
+    )?;
     let mut created: Vec<&str> = Vec::new();
     let mut done: Vec<(&str, bool)> = Vec::new();
     let applied = (|| -> Result<(), Error> {

@@ -1116,3 +1116,167 @@ fn mounts_are_checked() {
             .contains("archive")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The journal: a run's restores undone (or committed) from the disk alone
+
+use crate::journal::{self, Journal};
+
+/// A restore plan for `staging` with `keep`, from a JSON config like the pipeline's.
+fn kept(config: serde_json::Value) -> Plan {
+    let mut config = config;
+    config["keep"] = serde_json::json!(true);
+    Plan::new(serde_json::from_value(config).unwrap()).unwrap()
+}
+
+/// The customer folder's entries starting with `prefix`.
+fn stagings_left(env: &Env, prefix: &str) -> Vec<String> {
+    stdfs::read_dir(&env.customer)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn a_runs_kept_restores_are_undone_newest_first_back_to_the_exact_previous_tree() {
+    let env = Env::new();
+    let c = env.customer.clone();
+    write(&format!("{c}/ecosystem.config.js"), b"old pm2");
+    let before = env.snapshot();
+    let host = StdHost::default();
+    // Step 1: the backend replaced, node_modules and logs carried over.
+    let backend = kept(serde_json::json!({
+        "archive": env.archive, "target": env.target, "staging": format!("{c}/.restore-run1-backend"),
+    }));
+    env.restore(&backend_archive(), &backend, &host).unwrap();
+    assert!(Path::new(&format!("{c}/.restore-run1-backend/old/src/old.js")).exists());
+    // Step 2: .env files put over the customer folder: one new file, one replaced.
+    let overlay = kept(serde_json::json!({
+        "archive": env.archive, "target": c, "staging": format!("{c}/.restore-run1-env"),
+        "mode": "overlay",
+    }));
+    env.restore(&env_pm2_archive(), &overlay, &host).unwrap();
+    assert_eq!(read(&format!("{c}/backend/.env")), "DATABASE_URL=new");
+    assert_ne!(env.snapshot(), before);
+
+    // Another run's staging folder is not touched.
+    write(&format!("{c}/.restore-run2-backend/journal.json"), b"{}");
+    let outcome = journal::undo(&host, &c, ".restore-run1-").unwrap();
+    assert_eq!(outcome.folders.len(), 2, "{outcome:?}");
+    stdfs::remove_dir_all(format!("{c}/.restore-run2-backend")).unwrap();
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "undo must give back the previous tree exactly"
+    );
+    // Undoing again finds nothing to do.
+    assert_eq!(
+        journal::undo(&host, &c, ".restore-run1-")
+            .unwrap()
+            .folders
+            .len(),
+        0
+    );
+}
+
+#[test]
+fn commit_removes_the_kept_old_trees_and_keeps_the_restore() {
+    let env = Env::new();
+    let c = env.customer.clone();
+    let host = StdHost::default();
+    let backend = kept(serde_json::json!({
+        "archive": env.archive, "target": env.target, "staging": format!("{c}/.restore-run1-backend"),
+    }));
+    env.restore(&backend_archive(), &backend, &host).unwrap();
+    let restored = env.snapshot();
+    let outcome = journal::commit(&host, &c, ".restore-run1-").unwrap();
+    assert_eq!(outcome.folders.len(), 1);
+    assert!(stagings_left(&env, ".restore-run1-").is_empty());
+    let after = env.snapshot();
+    assert_eq!(
+        restored
+            .into_iter()
+            .filter(|(k, _)| !k.contains(".restore-run1-"))
+            .collect::<BTreeMap<_, _>>(),
+        after
+    );
+    assert_eq!(read(&format!("{}/src/app.js", env.target)), "new code");
+}
+
+#[test]
+fn a_swap_cut_between_its_two_renames_is_undone() {
+    // What a kill -9 between `target -> old` and `new -> target` leaves behind.
+    let env = Env::new();
+    let c = env.customer.clone();
+    let before = env.snapshot();
+    let host = StdHost::default();
+    let staging = format!("{c}/.restore-run1-backend");
+    stdfs::create_dir_all(format!("{staging}/new/src")).unwrap();
+    write(&format!("{staging}/new/src/app.js"), b"new code");
+    journal::write(
+        &host,
+        &staging,
+        &Journal::Replace {
+            target: env.target.clone(),
+            had_old: true,
+            carry: vec!["logs".into(), "node_modules".into()],
+            at: journal::now(),
+        },
+    )
+    .unwrap();
+    stdfs::rename(&env.target, format!("{staging}/old")).unwrap();
+    assert!(!Path::new(&env.target).exists());
+    journal::undo(&host, &c, ".restore-run1-").unwrap();
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn an_overlay_cut_half_way_is_undone() {
+    let (env, plan) = overlay_env();
+    let c = env.customer.clone();
+    let before = env.snapshot();
+    let host = StdHost::default();
+    let mut plan = plan;
+    plan.keep = true;
+    env.restore(&env_pm2_archive(), &plan, &host).unwrap();
+    // Make it look as if the host died before the last move (ecosystem.config.js, sorted last
+    // after admin/.env and backend/.env): the file back to new/, the previous one back in place.
+    let staging = &env.staging;
+    stdfs::rename(
+        format!("{c}/ecosystem.config.js"),
+        format!("{staging}/new/ecosystem.config.js"),
+    )
+    .unwrap();
+    stdfs::rename(
+        format!("{staging}/old/ecosystem.config.js"),
+        format!("{c}/ecosystem.config.js"),
+    )
+    .unwrap();
+    journal::undo(&host, &c, ".restore-run1").unwrap();
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn a_folder_with_another_steps_pending_journal_is_left_and_reported() {
+    let env = Env::new();
+    let c = env.customer.clone();
+    let host = StdHost::default();
+    let backend = kept(serde_json::json!({
+        "archive": env.archive, "target": env.target, "staging": format!("{c}/.restore-run1-backend"),
+    }));
+    let before = env.snapshot();
+    env.restore(&backend_archive(), &backend, &host).unwrap();
+    write(
+        &format!("{c}/.restore-run1-db/journal.json"),
+        br#"{"mode":"db","state":"started"}"#,
+    );
+    let err = journal::undo(&host, &c, ".restore-run1-").unwrap_err();
+    assert!(err.message().contains(".restore-run1-db"), "{err}");
+    assert_eq!(
+        stagings_left(&env, ".restore-run1-"),
+        vec![".restore-run1-db"]
+    );
+    stdfs::remove_dir_all(format!("{c}/.restore-run1-db")).unwrap();
+    assert_eq!(env.snapshot(), before, "the backend was still put back");
+}

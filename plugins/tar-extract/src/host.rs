@@ -28,6 +28,10 @@ pub trait Host {
     fn progress(&self, percent: f32, message: &str);
     /// True once the run was cancelled.
     fn cancelled(&self) -> bool;
+    /// Makes the entries of folder `path` durable (a journal renamed into it). Natively a no-op.
+    fn sync_dir(&self, _path: &str) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Metadata of `path`, or `None` when nothing is there.
