@@ -281,3 +281,193 @@ fn hostile_archives_are_refused_and_nothing_outside_staging_changes() {
         );
     }
 }
+
+/// Damages the database and the files after a backup: the state a restore starts from.
+fn damage(db: &TestDb, dir: &Path) {
+    psql(
+        &db.name,
+        "DELETE FROM orders WHERE id % 3 = 0; UPDATE customers SET name = 'x'; SELECT nextval('invoice_seq');",
+    );
+    write(
+        &dir.join("backend/server.js"),
+        "// v2, written after the backup\n",
+    );
+    write(&dir.join("backend/src/new.js"), "new\n");
+    write(&dir.join("admin/package.json"), r#"{"name":"admin","v":2}"#);
+    write(
+        &dir.join("ecosystem.config.js"),
+        "module.exports = {v: 2}\n",
+    );
+}
+
+/// Everything of the customer folder but its backups.
+fn customer_tree(dir: &Path) -> std::collections::BTreeMap<String, Node> {
+    tree(dir, &|r| r.starts_with("backups"))
+}
+
+fn restore_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".restore"))
+        .collect()
+}
+
+/// Replaces one archive of a backup and fixes its sha256 and size in backup.json, so `verify`
+/// passes and the failure comes from the restore step itself.
+fn replace_archive(dir: &Path, id: &str, file: &str, archive: Vec<u8>) {
+    let b = dir.join("backups").join(id);
+    write(&b.join(file), &archive);
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("backup.json")).unwrap()).unwrap();
+    for a in manifest["artifacts"].as_array_mut().unwrap() {
+        if a["file"] == file {
+            a["size"] = archive.len().into();
+            a["sha256"] = sha256_file(&b.join(file)).into();
+        }
+    }
+    write(
+        &b.join("backup.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    );
+}
+
+#[test]
+fn a_restore_that_fails_half_way_puts_the_database_and_the_files_back() {
+    let host = Host::new();
+    let db = TestDb::shop("undo");
+    let dir = customer(&host, &db);
+    let id = take_backup(&host);
+    damage(&db, &dir);
+    let before_db = db.checksums();
+    let before = customer_tree(&dir);
+    // The store archive, restored after the database, the backend and the admin, is refused.
+    let hostile = tar_gz(|b| {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..11].copy_from_slice(b"../../x.txt");
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+    });
+    replace_archive(&dir, &id, "store.tar.gz", hostile);
+
+    let out = restore(&host, &id, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let result = run_result(&out);
+    let err = result["error"].as_str().unwrap();
+    assert!(err.starts_with("step restore-store failed"), "{err}");
+    let stderr = String::from_utf8_lossy(&out.stdout);
+    for step in [
+        "db-restore",
+        "restore-backend",
+        "restore-admin",
+        "undo-files",
+        "undo-db",
+    ] {
+        assert!(
+            stderr.contains(&format!("\"{step}\"")),
+            "{step} did not run"
+        );
+    }
+    assert_eq!(db.checksums(), before_db, "the database was not put back");
+    assert_eq!(customer_tree(&dir), before, "the files were not put back");
+    assert!(
+        restore_leftovers(&dir).is_empty(),
+        "{:?}",
+        restore_leftovers(&dir)
+    );
+}
+
+fn pg_restore_running(db: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", &format!("pg_restore .*--dbname={db}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_host_killed_mid_restore_leaves_the_database_whole_and_the_next_start_puts_everything_back() {
+    const TOKEN: &str = "restore-kill-token";
+    let host = Host::new();
+    let db = TestDb::shop("killrestore");
+    // Enough rows for pg_restore to be caught in the middle.
+    psql(
+        &db.name,
+        "CREATE TABLE big AS SELECT g, md5(g::text) AS m FROM generate_series(1, 1500000) g;
+         CREATE INDEX big_m ON big (m);",
+    );
+    let dir = customer(&host, &db);
+    let id = take_backup(&host);
+    damage(&db, &dir);
+    psql(&db.name, "DELETE FROM big WHERE g % 2 = 0");
+    let big = || psql(&db.name, "SELECT count(*) FROM big");
+    let (before_db, before_big) = (db.checksums(), big());
+    let before = customer_tree(&dir);
+
+    let call = |s: &Server, method: &str, path: &str| {
+        ureq::request(method, &format!("{}{path}", s.base))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .timeout(std::time::Duration::from_secs(30))
+    };
+    let mut s = host.serve(TOKEN, &[]);
+    call(&s, "PUT", "/api/customers/42")
+        .send_json(serde_json::json!({"domain": DOMAIN}))
+        .unwrap();
+    let body: serde_json::Value = call(&s, "POST", "/api/customers/42/restores")
+        .send_json(serde_json::json!({"backup": id}))
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let run_id = body["runId"].as_str().unwrap().to_owned();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !pg_restore_running(&db.name) {
+        assert!(
+            std::time::Instant::now() < until,
+            "pg_restore never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    s.child.kill().unwrap(); // SIGKILL
+    s.child.wait().unwrap();
+    // Nothing the host started outlives it, and the half-done transaction is gone with it.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while pg_restore_running(&db.name) {
+        assert!(
+            std::time::Instant::now() < until,
+            "pg_restore outlived the host"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        db.checksums(),
+        before_db,
+        "a killed restore changed the database"
+    );
+    assert_eq!(big(), before_big);
+    assert!(
+        dir.join(format!(".restore-{run_id}-db/journal.json"))
+            .is_file(),
+        "the database journal is what tells the next start to put the database back"
+    );
+
+    // The next start runs the restore's undo before it serves anything.
+    let s = host.serve(TOKEN, &[]);
+    let run: serde_json::Value = call(&s, "GET", &format!("/api/runs/{run_id}"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(run["state"], "interrupted", "{run}");
+    assert_eq!(db.checksums(), before_db, "{run}");
+    assert_eq!(big(), before_big);
+    assert_eq!(customer_tree(&dir), before);
+    assert!(
+        restore_leftovers(&dir).is_empty(),
+        "{:?}",
+        restore_leftovers(&dir)
+    );
+}

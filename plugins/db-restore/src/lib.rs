@@ -53,7 +53,26 @@ pub struct Config {
     /// Database to restore into instead of the URL's (must exist); empty: the URL's.
     #[serde(default)]
     pub target_db: String,
+    /// Restore in one transaction (`--single-transaction`): the database ends either exactly
+    /// as the dump or unchanged, also when pg_restore is killed. Default true.
+    #[serde(default = "default_true")]
+    pub single_transaction: bool,
+    /// Guest path of a journal file written (durably) before pg_restore starts, saying the
+    /// run is changing the database; the run's `undo` step reads it.
+    #[serde(default)]
+    pub journal: Option<String>,
+    /// Undo mode: restore `dump` (the run's safety dump) only when `journal` exists, i.e. when
+    /// this run started changing the database; then remove the journal.
+    #[serde(default)]
+    pub undo: bool,
 }
+
+fn default_true() -> bool {
+    true
+}
+
+/// What `journal` holds; `restore-files`' undo leaves a folder holding it alone.
+pub const JOURNAL_TEXT: &str = r#"{"mode":"db","state":"started"}"#;
 
 fn default_variable() -> String {
     "DATABASE_URL".into()
@@ -74,6 +93,12 @@ pub struct Plan {
     pub variable: String,
     /// Database override; empty: the URL's.
     pub target_db: String,
+    /// `--single-transaction`.
+    pub single_transaction: bool,
+    /// Normalised guest path of the journal file, when set.
+    pub journal: Option<String>,
+    /// Undo mode.
+    pub undo: bool,
 }
 
 impl Plan {
@@ -118,6 +143,16 @@ impl Plan {
                  for the database of {variable}"
             )));
         }
+        let journal = config
+            .journal
+            .as_deref()
+            .map(|j| normalize(j).map_err(|e| e.context("journal")))
+            .transpose()?;
+        if config.undo && journal.is_none() {
+            return Err(Error::invalid_config(
+                "undo needs journal: the file that says this run changed the database",
+            ));
+        }
         Ok(Plan {
             dump,
             dump_dir,
@@ -125,6 +160,9 @@ impl Plan {
             env_file,
             variable,
             target_db,
+            single_transaction: config.single_transaction,
+            journal,
+            undo: config.undo,
         })
     }
 
@@ -147,7 +185,15 @@ impl Plan {
 }
 
 /// pg_restore's arguments (no secrets: the password goes in the environment).
-pub fn pg_restore_args(url: &DbTarget, database: &str, dump_file: &str) -> Vec<String> {
+pub fn pg_restore_args(plan: &Plan, url: &DbTarget, database: &str) -> Vec<String> {
+    let mut args = restore_args(url, database, &plan.dump_file);
+    if plan.single_transaction {
+        args.insert(0, "--single-transaction".into());
+    }
+    args
+}
+
+fn restore_args(url: &DbTarget, database: &str, dump_file: &str) -> Vec<String> {
     vec![
         "--clean".into(),
         "--if-exists".into(),
@@ -242,6 +288,17 @@ impl Step for DbRestore {
 
     fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
         let plan = Plan::new(config)?;
+        if plan.undo {
+            let journal = plan.journal.as_deref().unwrap_or_default();
+            if std::fs::symlink_metadata(journal).is_err() {
+                ctx.info("this run did not change the database; nothing to put back");
+                return Ok(Output::new().value("skipped", true));
+            }
+            ctx.info(format!(
+                "this run started changing the database: putting it back from {}",
+                plan.dump
+            ));
+        }
         let url = read_url(&plan)?;
         for name in &url.ignored_params {
             ctx.debug(format!("ignoring the URL parameter `{name}`"));
@@ -269,20 +326,53 @@ impl Step for DbRestore {
         ));
         ctx.progress(0.0, format!("restoring database {database}"));
         let mut cmd = Command::new("pg_restore")
-            .args(pg_restore_args(&url, &database, &plan.dump_file))
+            .args(pg_restore_args(&plan, &url, &database))
             .cwd(plan.dump_dir.clone());
         for (name, value) in pg_restore_env(&url) {
             cmd = cmd.env(name, value);
         }
-        cmd.run()
+        if let (Some(journal), false) = (&plan.journal, plan.undo) {
+            write_journal(journal)?;
+        }
+        let restored = cmd
+            .run()
             .and_then(|out| out.check())
-            .map_err(|e| Error::new(e.kind(), redact(e.message(), &url)))?;
+            .map_err(|e| Error::new(e.kind(), redact(e.message(), &url)));
+        if let Some(journal) = &plan.journal
+            && (plan.undo == restored.is_ok())
+            && (plan.single_transaction || plan.undo)
+        {
+            // Undo done, or a failed single-transaction restore: the database is as before.
+            remove_journal(journal)?;
+        }
+        restored?;
         ctx.progress(100.0, format!("restored database {database}"));
         Ok(Output::new().value("database", database))
     }
 }
 
 export_step!(DbRestore);
+
+/// Writes the journal durably before the database is touched.
+fn write_journal(path: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut file = File::create(path).with_context(|| format!("writing the journal {path}"))?;
+    file.write_all(JOURNAL_TEXT.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing the journal {path}"))?;
+    if let Some((dir, _)) = path.rsplit_once('/') {
+        qodify_plugin_sdk::fs::sync_dir(if dir.is_empty() { "/" } else { dir })?;
+    }
+    Ok(())
+}
+
+fn remove_journal(path: &str) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::from(e).context(format!("removing the journal {path}"))),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -359,10 +449,11 @@ mod tests {
         let env = "DATABASE_URL=postgresql://shop:hunter2@db:6432/shop_prod?sslmode=require\n";
         let url = url_from_env(env, &p).unwrap();
         let db = p.database(&url).unwrap();
-        let args = pg_restore_args(&url, db, &p.dump_file);
+        let args = pg_restore_args(&p, &url, db);
         assert_eq!(
             args,
             [
+                "--single-transaction",
                 "--clean",
                 "--if-exists",
                 "--no-owner",
@@ -387,6 +478,24 @@ mod tests {
     }
 
     #[test]
+    fn single_transaction_is_the_default_and_undo_needs_a_journal() {
+        let p = plan(serde_json::json!({
+            "dump": "/b/db.dump", "env_file": "/e", "single_transaction": false
+        }))
+        .unwrap();
+        let url = url::parse("postgres://u:p@h/shop").unwrap();
+        assert!(!pg_restore_args(&p, &url, "shop").contains(&"--single-transaction".to_string()));
+        let err = plan(serde_json::json!({"dump": "/b/db.dump", "env_file": "/e", "undo": true}))
+            .unwrap_err();
+        assert!(err.message().contains("journal"), "{err}");
+        let p = plan(serde_json::json!({
+            "dump": "/s/safety.dump", "env_file": "/e", "undo": true, "journal": "/s/journal.json"
+        }))
+        .unwrap();
+        assert_eq!(p.journal.as_deref(), Some("/s/journal.json"));
+    }
+
+    #[test]
     fn target_db_overrides_the_url_database() {
         let p = plan(serde_json::json!({
             "dump": "/backup/db.dump", "env_file": "/backend/.env", "target_db": "shop_restore"
@@ -394,7 +503,7 @@ mod tests {
         .unwrap();
         let url = url::parse("postgres://u:p@h/shop").unwrap();
         assert_eq!(p.database(&url).unwrap(), "shop_restore");
-        let args = pg_restore_args(&url, p.database(&url).unwrap(), &p.dump_file);
+        let args = pg_restore_args(&p, &url, p.database(&url).unwrap());
         assert!(args.contains(&"--dbname=shop_restore".to_string()));
     }
 

@@ -35,10 +35,9 @@ pub const EXTRACT_TO: f32 = 90.0;
 const HASH_PROGRESS_STEP: u64 = 16 << 20;
 const MIB: f64 = 1048576.0;
 
-/// What [`install`] needs beyond the extractor's [`Host`].
+/// What [`install`] needs beyond the extractor's [`Host`] (whose `sync_dir` makes renames
+/// durable).
 pub trait Ops: Host {
-    /// Flushes a folder's entries to disk.
-    fn sync_dir(&self, path: &str) -> Result<(), Error>;
     /// Records `unpacked = true` in the upgrade journal.
     fn mark_unpacked(&self) -> Result<(), Error>;
     /// Reports progress as it is (no remapping).

@@ -399,13 +399,13 @@ impl Host for GuestHost<'_> {
     fn cancelled(&self) -> bool {
         self.ctx.is_cancelled()
     }
-}
 
-impl Ops for GuestHost<'_> {
     fn sync_dir(&self, path: &str) -> Result<(), Error> {
         fs::sync_dir(path)
     }
+}
 
+impl Ops for GuestHost<'_> {
     fn mark_unpacked(&self) -> Result<(), Error> {
         Journal::update(&self.releases, |j| j.unpacked = true).map(|_| ())
     }

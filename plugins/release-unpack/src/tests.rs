@@ -114,10 +114,6 @@ impl Host for StdHost {
 }
 
 impl Ops for StdHost {
-    fn sync_dir(&self, _path: &str) -> Result<(), Error> {
-        Ok(())
-    }
-
     fn mark_unpacked(&self) -> Result<(), Error> {
         self.unpacked.set(true);
         Ok(())

@@ -125,6 +125,8 @@ pub struct Outcome {
     /// Staging folders whose changes were put back (undo) or whose old trees were removed
     /// (commit).
     pub folders: Vec<String>,
+    /// Folders left in place because another step's journal is in them (undo).
+    pub pending: Vec<String>,
 }
 
 /// The staging folders of `root` whose names start with `prefix`, with their journals, newest
@@ -153,8 +155,9 @@ fn stagings(
 }
 
 /// Puts back what the run's restore steps changed, newest first, and removes their staging
-/// folders. A folder holding another step's journal is left alone and reported, so its own
-/// undo step can run first.
+/// folders. A folder holding another step's journal (the database's) is left for that step's
+/// own undo and listed in `pending`; once that undo removed its journal, the next `undo`
+/// removes the folder.
 pub fn undo(host: &impl Host, root: &str, prefix: &str) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
     let mut problems = Vec::new();
@@ -174,10 +177,7 @@ pub fn undo(host: &impl Host, root: &str, prefix: &str) -> Result<Outcome, Error
                 ..
             }) => undo_overlay(host, &staging, target, moves, created),
             Some(Journal::Other) => {
-                problems.push(format!(
-                    "{staging} holds another step's journal (its undo did not finish); it was \
-                     left in place"
-                ));
+                outcome.pending.push(staging);
                 continue;
             }
         };
