@@ -2,7 +2,7 @@
 //!
 //! The connection comes from the service's `.env` (`DATABASE_URL` by default, read by
 //! [`dotenv::lookup`] and parsed by [`url::parse`]); the host runs
-//! `pg_restore --clean --if-exists --no-owner --no-password --host=H --port=P --username=U
+//! `pg_restore --single-transaction --clean --if-exists --no-owner --no-password --host=H --port=P --username=U
 //! --dbname=D <file>` in the dump's folder, with `PGPASSWORD` (and `PGSSLMODE` when the URL sets
 //! `sslmode`) in its environment, and the exit status is checked: any failure is a
 //! `command-failed` error quoting the end of pg_restore's stderr. The password and the raw URL
@@ -14,8 +14,14 @@
 //! - `variable`: the variable to read, default `DATABASE_URL`.
 //! - `target_db`: restore into this database (it must exist) instead of the URL's; default `""`
 //!   (the URL's). A plain identifier, `[A-Za-z0-9_]+`.
+//! - `single_transaction` (default true): `--single-transaction`, so the database ends exactly as
+//!   the dump or unchanged, also when pg_restore is killed.
+//! - `journal`: a file written (synced) before pg_restore starts, saying this run changes the
+//!   database; removed again when a single-transaction restore fails (nothing changed).
+//! - `undo` (needs `journal`): restore `dump` (the run's safety dump) only when `journal` exists,
+//!   then remove it; otherwise skip ("this run did not change the database").
 //!
-//! Grants the step needs: program `pg_restore` with the argument patterns `--clean`,
+//! Grants the step needs: program `pg_restore` with the argument patterns `--single-transaction`, `--clean`,
 //! `--if-exists`, `--no-owner`, `--no-password`, `--host=*`, `--port=*`, `--username=*`,
 //! `--dbname=*`, `*.dump` (a socket folder as host needs its own literal pattern, e.g.
 //! `--host=/var/run/postgresql`: `*` does not cross `/`), and env `PGPASSWORD`, `PGSSLMODE`.

@@ -30,9 +30,19 @@
 //!   default `["**/node_modules", "**/.next", "**/dist", "**/logs"]`; add `"uploads"` for the
 //!   backend.
 //! - `max_entries` (default 2 000 000), `max_total_bytes` (256 GiB), `max_entry_bytes` (64 GiB).
+//! - `keep` (default false): leave staging (the old tree and `journal.json`) after success, for
+//!   the run's `commit` or `undo` step, so a later failure can still put this folder back.
+//! - `action`: `"restore"` (default, the above), or `"undo"` / `"commit"` with `root` (the
+//!   folder holding the staging folders, e.g. `/customer`) and `prefix` (their names' start,
+//!   e.g. `.restore-{{run.id}}-`): undo puts back everything the run's restore steps changed, from
+//!   their journals (see [`journal`]); commit removes the staging folders.
+//!
+//! Before moving anything in the live tree, every restore writes `<staging>/journal.json`
+//! (synced), so what it did can be undone from the disk alone, also after a crash.
 //!
 //! Outputs: `entries` (archive entries unpacked), `bytes` (file bytes unpacked), `carried`
-//! (entries moved over from the old folder).
+//! (entries moved over from the old folder); for undo/commit `folders` (staging folders handled)
+//! and `pending` (left for the database's own undo).
 
 pub mod journal;
 pub mod restore;
