@@ -741,6 +741,7 @@ mod tests {
             run_id: "r".into(),
             timestamp: "20260101-000000".into(),
             params: Default::default(),
+            database: Default::default(),
         };
         resolve(&p, &inputs).unwrap()
     }
@@ -757,6 +758,7 @@ mod tests {
             ceilings: Ceilings::default(),
             config_file: None,
             commands: Default::default(),
+            grants: Default::default(),
         }
     }
 

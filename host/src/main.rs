@@ -376,9 +376,11 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
     let mut errors = 0usize;
     let mut loaded: BTreeMap<String, Pipeline> = BTreeMap::new();
     for path in &pipelines {
-        match pipeline::load_pipeline(path)
-            .and_then(|p| pipeline::validate(&p, &known, &hint).map(|()| p))
-        {
+        match pipeline::load_pipeline(path).and_then(|p| {
+            pipeline::validate(&p, &known, &hint)
+                .and_then(|()| pipeline::check_ceilings(&p, &settings.grants))
+                .map(|()| p)
+        }) {
             Ok(p) => {
                 println!("ok    {}", path.display());
                 loaded.insert(p.name().to_owned(), p);
@@ -417,10 +419,10 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
                     }
                 },
             };
-            if let Err(d) = overlay
-                .apply(&base)
-                .and_then(|p| pipeline::validate(&p, &known, &hint))
-            {
+            if let Err(d) = overlay.apply(&base).and_then(|p| {
+                pipeline::validate(&p, &known, &hint)
+                    .and_then(|()| pipeline::check_ceilings(&p, &settings.grants))
+            }) {
                 ok = false;
                 eprintln!("{d}");
             }
@@ -484,6 +486,7 @@ fn load_for_run(settings: &Settings, cat: &Catalog, args: &RunArgs) -> Result<Lo
         p = overlay.apply(&p).map_err(|d| anyhow::anyhow!("{d}"))?;
     }
     pipeline::validate(&p, &known, &hint).map_err(|d| anyhow::anyhow!("{d}"))?;
+    pipeline::check_ceilings(&p, &settings.grants).map_err(|d| anyhow::anyhow!("{d}"))?;
     let run_id = executor::new_run_id();
     let timestamp = executor::timestamp_now();
     let inputs = RunInputs {
@@ -492,6 +495,9 @@ fn load_for_run(settings: &Settings, cat: &Catalog, args: &RunArgs) -> Result<Lo
         run_id: run_id.clone(),
         timestamp: timestamp.clone(),
         params: args.params.iter().cloned().collect(),
+        database: qodify_host::customer::database(
+            &settings.customers_root.join(customer.domain.as_str()),
+        ),
     };
     let plan =
         pipeline::resolve(&p, &inputs).with_context(|| format!("pipeline {}", path.display()))?;

@@ -85,6 +85,8 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// How granted host programs run.
     pub commands: CommandSettings,
+    /// `[grants]`: what any pipeline may grant on this host.
+    pub grants: crate::pipeline::GrantCeilings,
 }
 
 /// `[commands]`: how the programs steps are granted run on this host.
@@ -128,6 +130,16 @@ struct FileCommands {
     host_paths: Option<BTreeMap<String, Vec<PathBuf>>>,
 }
 
+/// `[grants]` in the settings file; a key left out keeps its default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGrants {
+    programs: Option<Vec<String>>,
+    connect_ports: Option<Vec<u16>>,
+    bind_ports: Option<Vec<u16>>,
+    http: Option<Vec<String>>,
+}
+
 /// `qodify-host.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +155,8 @@ struct FileSettings {
     limits: FileLimits,
     #[serde(default)]
     commands: FileCommands,
+    #[serde(default)]
+    grants: FileGrants,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,12 +196,15 @@ impl Settings {
             .config
             .clone()
             .or_else(|| env(env::CONFIG).map(PathBuf::from))
+            .map(Ok)
             .or_else(|| {
                 ["qodify-host.toml", "/etc/qodify/qodify-host.toml"]
                     .iter()
                     .map(PathBuf::from)
                     .find(|p| p.is_file())
-            });
+                    .map(|p| trusted_implicit(&p).map(|()| p))
+            })
+            .transpose()?;
         let file = match &config_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -292,6 +309,23 @@ impl Settings {
             confinement: file.commands.confinement.unwrap_or_default(),
             host_paths,
         };
+        let mut grants = crate::pipeline::GrantCeilings::default();
+        let g = file.grants;
+        if let Some(path) = &config_file
+            && (g.programs.is_some()
+                || g.connect_ports.is_some()
+                || g.bind_ports.is_some()
+                || g.http.is_some())
+        {
+            grants.origin = path.display().to_string();
+        }
+        grants.programs = g.programs.unwrap_or(grants.programs);
+        grants.connect_ports = g.connect_ports.unwrap_or(grants.connect_ports);
+        grants.bind_ports = g.bind_ports.unwrap_or(grants.bind_ports);
+        grants.http = g.http.unwrap_or(grants.http);
+        grants
+            .check()
+            .map_err(|e| anyhow::anyhow!("settings file: {e}"))?;
 
         Ok(Self {
             customers_root,
@@ -304,8 +338,42 @@ impl Settings {
             ceilings,
             config_file,
             commands,
+            grants,
         })
     }
+}
+
+/// A settings file found without being named (`./qodify-host.toml`) is read only when nobody but
+/// its owner (this user or root) can change it or its folder: otherwise whoever can write the
+/// working folder would choose the host's data dir, grants and confinement.
+fn trusted_implicit(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    for (what, p) in [("it", path), ("its folder", dir)] {
+        let m = std::fs::metadata(p).with_context(|| format!("reading {}", p.display()))?;
+        let sticky_dir = m.is_dir() && m.mode() & 0o1000 != 0;
+        let others_write = m.mode() & 0o022 != 0 && !sticky_dir;
+        let foreign = m.uid() != me && m.uid() != 0;
+        if others_write || foreign {
+            anyhow::bail!(
+                "refusing to read {} implicitly: {what} can be changed by users other than {} (mode {:o}, owner uid {}); \
+                 make it writable only by its owner, or name the settings file with --config or QODIFY_CONFIG",
+                path.display(),
+                if me == 0 {
+                    "root".to_owned()
+                } else {
+                    format!("uid {me}")
+                },
+                m.mode() & 0o7777,
+                m.uid()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The repository checkout this binary was built from, when it still exists: pipelines and plugins

@@ -60,6 +60,7 @@ fn fixture() -> Fixture {
         },
         config_file: None,
         commands: Default::default(),
+        grants: Default::default(),
     };
     let cust = root.join("customers/shop.example.com");
     std::fs::create_dir_all(cust.join("data/sub")).unwrap();
@@ -122,6 +123,7 @@ fn run_with(
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        database: Default::default(),
     };
     let plan = pipeline::resolve(&p, &inputs).unwrap();
     let sink = Arc::new(MemorySink::default());
@@ -337,6 +339,7 @@ fn a_pinned_sha256_that_does_not_match_refuses_to_run() {
         run_id: executor::new_run_id(),
         timestamp: executor::timestamp_now(),
         params: Default::default(),
+        database: Default::default(),
     };
     let plan = pipeline::resolve(&p, &inputs).unwrap();
     let customer = Customer::new("shop.example.com", None).unwrap();

@@ -12,7 +12,7 @@ use super::spec::{
     Access, BackupSpec, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot,
     MountSpec, ParamSpec, ParamType, StepSpec,
 };
-use super::template::{self, KNOWN_REFS, Piece, Ref};
+use super::template::{self, DB_REFS, KNOWN_REFS, Piece, Ref};
 use super::units;
 use super::{Pipeline, Section};
 
@@ -105,6 +105,8 @@ enum Exprs {
     Allowed,
     /// Mount paths: only references.
     NotInMountPath,
+    /// Command argument patterns: only references, also the customer's database.
+    CommandArg,
 }
 
 /// Which plugins exist, and the hint listing them; `None` skips that check.
@@ -397,7 +399,7 @@ impl Checker<'_> {
         for piece in &pieces {
             let errors = match piece {
                 Piece::Text(_) => continue,
-                Piece::Ref(name, range) => match self.reference(name) {
+                Piece::Ref(name, range) => match self.reference(name, exprs == Exprs::CommandArg) {
                     Ok(()) => continue,
                     Err((message, hint)) => vec![(range.clone(), message, hint)],
                 },
@@ -407,7 +409,7 @@ impl Checker<'_> {
                     span: range,
                 } => match exprs {
                     Exprs::Allowed => self.template_expr(text, *at),
-                    Exprs::NotInMountPath => vec![(
+                    Exprs::NotInMountPath | Exprs::CommandArg => vec![(
                         range.clone(),
                         format!(
                             "mount paths and command patterns cannot hold expressions: `{}`",
@@ -428,8 +430,12 @@ impl Checker<'_> {
     }
 
     /// Checks one reference (the text between the braces).
-    fn reference(&self, name: &str) -> Result<(), (String, String)> {
+    fn reference(&self, name: &str, db_ok: bool) -> Result<(), (String, String)> {
         match Ref::parse(name) {
+            Some(Ref::CustomerDb(_)) if !db_ok => Err((
+                format!("`{name}` is only allowed in command argument patterns"),
+                "the host fills it in from the customer's DATABASE_URL to fix a command's argument, e.g. `--host={{customer.db.host}}`".to_owned(),
+            )),
             Some(Ref::Param(param)) if !self.kinds.contains_key(param) => {
                 let known = list(self.kinds.keys());
                 let hint = match did_you_mean(param, self.kinds.keys().map(String::as_str)) {
@@ -441,10 +447,24 @@ impl Checker<'_> {
             }
             Some(_) => Ok(()),
             None => {
-                let fixed = ["customer.id", "customer.domain", "run.id", "run.timestamp"];
+                let fixed = [
+                    "customer.id",
+                    "customer.domain",
+                    "run.id",
+                    "run.timestamp",
+                    "customer.db.host",
+                    "customer.db.port",
+                    "customer.db.name",
+                    "customer.db.user",
+                ];
+                let refs = if db_ok {
+                    format!("{KNOWN_REFS}, {DB_REFS}")
+                } else {
+                    KNOWN_REFS.to_owned()
+                };
                 let hint = match did_you_mean(name, fixed) {
-                    Some(best) => format!("did you mean `{best}`? references: {KNOWN_REFS}"),
-                    None => format!("references: {KNOWN_REFS}"),
+                    Some(best) => format!("did you mean `{best}`? references: {refs}"),
+                    None => format!("references: {refs}"),
                 };
                 Err((format!("unknown template reference `{name}`"), hint))
             }
@@ -645,7 +665,7 @@ impl Checker<'_> {
             // checked on a sample value (the real one is checked again when a call is matched).
             let sample;
             let pattern: &str = if arg.contains("{{") {
-                match self.template(arg.src(), &arg.span(), arg, Exprs::NotInMountPath) {
+                match self.template(arg.src(), &arg.span(), arg, Exprs::CommandArg) {
                     Some(pieces) => {
                         sample = template::render(&pieces, &|_| "x".to_owned(), &|_| false);
                         &sample

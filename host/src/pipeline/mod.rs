@@ -10,6 +10,7 @@
 //! ([`MountRoot::Backup`]), and the host renames it into place only when every step succeeded.
 //! `from = "backup"` without `output = "backup"` is a validation error.
 
+mod ceilings;
 mod check;
 mod diag;
 mod expr;
@@ -29,17 +30,19 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use ceilings::{GrantCeilings, check_ceilings};
 pub use diag::{Diagnostic, Diagnostics, Snippet};
 pub use overlay::Overlay;
 pub use resolve::{
-    CommandGrant, HttpGrant, Limits, NetGrant, ParamValue, Plan, PlannedMount, PlannedStep,
-    ResolveError, RunInputs, SkippedStep, Stage, resolve,
+    CommandGrant, CustomerDb, DbFacts, HttpGrant, Limits, NetGrant, ParamValue, Plan, PlannedMount,
+    PlannedStep, ResolveError, RunInputs, SkippedStep, Stage, resolve,
 };
 pub use spec::{
     Access, BackupSpec, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot,
     MountSpec, OrderedMap, OutputKind, OverlaySpec, ParamPatch, ParamSpec, ParamType,
     PipelinePatch, PipelineSpec, Recover, SizeValue, StepPatch, StepSpec,
 };
+pub use template::DbField;
 
 use diag::Source;
 

@@ -14,7 +14,7 @@ use super::diag::{Diagnostics, list};
 use super::expr;
 use super::paths;
 use super::spec::{Access, ConfigTable, ConfigValue, MountRoot, OutputKind, ParamType, StepSpec};
-use super::template::{self, Piece, Ref};
+use super::template::{self, DbField, Piece, Ref};
 use super::units::format_duration;
 use super::{Pipeline, Section};
 
@@ -31,6 +31,34 @@ pub struct RunInputs {
     pub timestamp: String,
     /// Param values as raw strings from the CLI or API (`"true"`, `"12"`, `"fast"`).
     pub params: BTreeMap<String, String>,
+    /// The customer's database as the host read it (for `{{customer.db.*}}` in command
+    /// patterns); only needed when an active step uses it.
+    pub database: CustomerDb,
+}
+
+/// The customer's database, as the host derived it from the customer's `.env`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CustomerDb {
+    /// Not looked up (a caller that never needs it).
+    #[default]
+    NotRead,
+    /// Read and parsed.
+    Known(DbFacts),
+    /// Looked up, but not usable; the text says why (never the URL or the password).
+    Unavailable(String),
+}
+
+/// What a command pattern may fix about the customer's database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbFacts {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub name: String,
+    /// User name.
+    pub user: String,
 }
 
 /// A param value.
@@ -369,6 +397,20 @@ pub enum ResolveError {
         /// What is wrong, e.g. "leaves the customer folder".
         problem: String,
     },
+    /// A command pattern of an active step needs the customer's database, which is not known.
+    #[error(
+        "step {step}: `{{{{{reference}}}}}` in a `{program}` grant needs the customer's database: {problem}"
+    )]
+    CustomerDb {
+        /// The step's id.
+        step: String,
+        /// The program whose grant uses it.
+        program: String,
+        /// The reference, e.g. `customer.db.host`.
+        reference: String,
+        /// Why it is not known, and what to do.
+        problem: String,
+    },
     /// The pipeline does not pass validation.
     #[error("pipeline `{pipeline}` is invalid; fix it first:\n{diagnostics}")]
     Invalid {
@@ -532,6 +574,56 @@ impl Context<'_> {
                 .get(name)
                 .map(ToString::to_string)
                 .unwrap_or_default(),
+            // Checked: only in command patterns, which go through `arg_pattern`.
+            Ref::CustomerDb(_) => String::new(),
+        }
+    }
+
+    /// A command argument pattern with its references filled in. A reference stands for a fixed
+    /// text, never a glob: glob characters in its value are escaped.
+    fn arg_pattern(&self, step: &str, program: &str, s: &str) -> Result<String, ResolveError> {
+        let Ok(pieces) = template::parse(s) else {
+            return Ok(s.to_owned());
+        };
+        let missing = std::cell::RefCell::new(None);
+        let text = template::render(
+            &pieces,
+            &|r| match r {
+                Ref::CustomerDb(field) => match &self.inputs.database {
+                    CustomerDb::Known(db) => globset::escape(&match field {
+                        DbField::Host => db.host.clone(),
+                        DbField::Port => db.port.to_string(),
+                        DbField::Name => db.name.clone(),
+                        DbField::User => db.user.clone(),
+                    }),
+                    CustomerDb::NotRead => {
+                        missing.borrow_mut().get_or_insert_with(|| {
+                            (
+                                field,
+                                "the caller did not read the customer's settings".to_owned(),
+                            )
+                        });
+                        String::new()
+                    }
+                    CustomerDb::Unavailable(why) => {
+                        missing
+                            .borrow_mut()
+                            .get_or_insert_with(|| (field, why.clone()));
+                        String::new()
+                    }
+                },
+                other => globset::escape(&self.value(other)),
+            },
+            &|e| self.test(e),
+        );
+        match missing.into_inner() {
+            None => Ok(text),
+            Some((field, problem)) => Err(ResolveError::CustomerDb {
+                step: step.to_owned(),
+                program: program.to_owned(),
+                reference: field.reference().to_owned(),
+                problem,
+            }),
         }
     }
 
@@ -609,25 +701,31 @@ impl Context<'_> {
             commands: step
                 .commands
                 .iter()
-                .map(|c| CommandGrant {
-                    program: c.program.get().clone(),
-                    args: c.args.iter().map(|a| self.render(a.get())).collect(),
-                    env: c.env.iter().map(|e| e.get().clone()).collect(),
-                    inherit: c.inherit.iter().map(|e| e.get().clone()).collect(),
-                    // Checked before resolving: every value parses.
-                    net: c
-                        .net
-                        .iter()
-                        .filter_map(|n| NetGrant::parse(n).ok())
-                        .collect(),
-                    bind: c
-                        .bind
-                        .iter()
-                        .filter_map(|b| NetGrant::parse(b).ok())
-                        .collect(),
-                    reason: c.reason.clone(),
+                .map(|c| -> Result<CommandGrant, ResolveError> {
+                    Ok(CommandGrant {
+                        program: c.program.get().clone(),
+                        args: c
+                            .args
+                            .iter()
+                            .map(|a| self.arg_pattern(step.id.get(), c.program.get(), a.get()))
+                            .collect::<Result<_, _>>()?,
+                        env: c.env.iter().map(|e| e.get().clone()).collect(),
+                        inherit: c.inherit.iter().map(|e| e.get().clone()).collect(),
+                        // Checked before resolving: every value parses.
+                        net: c
+                            .net
+                            .iter()
+                            .filter_map(|n| NetGrant::parse(n).ok())
+                            .collect(),
+                        bind: c
+                            .bind
+                            .iter()
+                            .filter_map(|b| NetGrant::parse(b).ok())
+                            .collect(),
+                        reason: c.reason.clone(),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, _>>()?,
             http: step
                 .http
                 .iter()

@@ -5,7 +5,10 @@
 //!
 //! - a **reference**: one name whose first dot-separated part is `customer`, `run` or `params`:
 //!   `{{customer.id}}`, `{{customer.domain}}`, `{{run.id}}`, `{{run.timestamp}}`,
-//!   `{{params.NAME}}`; allowed in config strings and mount paths; or
+//!   `{{params.NAME}}`; allowed in config strings and mount paths; in command argument patterns
+//!   also the customer's database, as the host reads it from the customer's own `.env`
+//!   ([`crate::customer::database`]): `{{customer.db.host}}`, `{{customer.db.port}}`,
+//!   `{{customer.db.name}}`, `{{customer.db.user}}` (never the password); or
 //! - an **expression** (config strings only): anything else, in the `when` language of
 //!   [`super::expr`] and type-checked like `when`, so it must be a bool:
 //!   `{{ type == 'custom' && include.logs }}`, `{{ !include.db }}`, `{{ include.logs }}` (a bare
@@ -48,10 +51,41 @@ pub(crate) enum Ref<'a> {
     RunId,
     RunTimestamp,
     Param(&'a str),
+    /// A value of the customer's database, derived by the host (command patterns only).
+    CustomerDb(DbField),
+}
+
+/// A field of the customer's database that a command pattern may fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbField {
+    /// `customer.db.host`.
+    Host,
+    /// `customer.db.port`.
+    Port,
+    /// `customer.db.name`.
+    Name,
+    /// `customer.db.user`.
+    User,
+}
+
+impl DbField {
+    /// The reference naming it.
+    pub fn reference(self) -> &'static str {
+        match self {
+            DbField::Host => "customer.db.host",
+            DbField::Port => "customer.db.port",
+            DbField::Name => "customer.db.name",
+            DbField::User => "customer.db.user",
+        }
+    }
 }
 
 pub(crate) const KNOWN_REFS: &str =
     "customer.id, customer.domain, run.id, run.timestamp, params.<name>";
+
+/// What command argument patterns may reference besides [`KNOWN_REFS`].
+pub(crate) const DB_REFS: &str =
+    "customer.db.host, customer.db.port, customer.db.name, customer.db.user";
 
 impl<'a> Ref<'a> {
     pub(crate) fn parse(name: &'a str) -> Option<Self> {
@@ -60,6 +94,10 @@ impl<'a> Ref<'a> {
             "customer.domain" => Some(Ref::CustomerDomain),
             "run.id" => Some(Ref::RunId),
             "run.timestamp" => Some(Ref::RunTimestamp),
+            "customer.db.host" => Some(Ref::CustomerDb(DbField::Host)),
+            "customer.db.port" => Some(Ref::CustomerDb(DbField::Port)),
+            "customer.db.name" => Some(Ref::CustomerDb(DbField::Name)),
+            "customer.db.user" => Some(Ref::CustomerDb(DbField::User)),
             _ => name.strip_prefix("params.").map(Ref::Param),
         }
     }

@@ -111,6 +111,12 @@ fn inputs(params: &[(&str, &str)]) -> RunInputs {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        database: CustomerDb::Known(DbFacts {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            name: "shop".into(),
+            user: "shop".into(),
+        }),
     }
 }
 
@@ -710,4 +716,120 @@ fn overlays_keep_the_network_grants_of_the_steps_they_patch() {
     let (net, bind) = grants(&after);
     assert_eq!(net[0].to_string(), "127.0.0.1:5432");
     assert_eq!(bind[1].to_string(), "[::]:3000");
+}
+
+#[test]
+fn grants_past_the_host_ceilings_are_refused_at_their_place() {
+    let mut expect = Expect::new();
+    for rel in toml_files("ceilings") {
+        let p = load_checked(&rel).unwrap_or_else(|d| panic!("{d}"));
+        match check_ceilings(&p, &GrantCeilings::default()) {
+            Ok(()) => expect.fail(format!("{} passed the ceilings", rel.display())),
+            Err(d) => expect.file(&rel.with_extension("err"), &format!("{d}\n")),
+        }
+    }
+    expect.finish();
+    // Raised in the settings, the same grants pass.
+    let p = load_checked(Path::new("ceilings/too-much.toml")).unwrap();
+    let wide = GrantCeilings {
+        programs: vec!["pg_dump".into(), "sh".into()],
+        connect_ports: vec![5432, 6379],
+        bind_ports: vec![3000],
+        http: vec!["http://10.0.0.1:80".into(), "http://127.0.0.1:*".into()],
+        origin: "qodify-host.toml".into(),
+    };
+    check_ceilings(&p, &wide).unwrap();
+}
+
+#[test]
+fn the_shipped_pipelines_stay_inside_the_default_ceilings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let p = load_pipeline(&path).unwrap_or_else(|d| panic!("{d}"));
+        check_ceilings(&p, &GrantCeilings::default()).unwrap_or_else(|d| panic!("{d}"));
+    }
+}
+
+fn db_pipeline(extra: &str) -> Pipeline {
+    let src = format!(
+        r#"
+name = "t"
+[params.dump]
+type = "bool"
+default = true
+[params.target]
+type = "string"
+default = ""
+[[steps]]
+id = "dump"
+plugin = "noop"
+when = "dump"
+[[steps.commands]]
+program = "pg_dump"
+args = ["--host={{{{customer.db.host}}}}", "--port={{{{ customer.db.port }}}}", "--username={{{{customer.db.user}}}}", "--dbname={{{{customer.db.name}}}}", "--other={{{{params.target}}}}"]
+{extra}
+"#
+    );
+    parse_pipeline(Path::new("t.toml"), &src).unwrap_or_else(|d| panic!("{d}"))
+}
+
+#[test]
+fn customer_db_references_fix_command_arguments_to_the_customers_database() {
+    let p = db_pipeline("");
+    validate(&p, &known_plugin, PLUGIN_HINT).unwrap();
+    let mut inputs = inputs(&[("target", "x*")]);
+    inputs.database = CustomerDb::Known(DbFacts {
+        host: "127.0.0.1".into(),
+        port: 5433,
+        name: "shop[1]*".into(),
+        user: "shop".into(),
+    });
+    let plan = resolve(&p, &inputs).unwrap();
+    let args = &plan.stages[0].steps[0].commands[0].args;
+    assert_eq!(
+        args,
+        &[
+            "--host=127.0.0.1",
+            "--port=5433",
+            "--username=shop",
+            // Glob characters in a value are escaped: it stands for itself only.
+            "--dbname=shop[[]1[]][*]",
+            "--other=x[*]",
+        ]
+    );
+
+    // Unknown: a step that needs it cannot be planned, and says why.
+    inputs.database = CustomerDb::Unavailable("backend/.env sets no DATABASE_URL".into());
+    let err = resolve(&p, &inputs).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "step dump: `{{customer.db.host}}` in a `pg_dump` grant needs the customer's database: backend/.env sets no DATABASE_URL"
+    );
+    // A step skipped by `when` does not need it.
+    inputs.params.insert("dump".into(), "false".into());
+    resolve(&p, &inputs).unwrap();
+}
+
+#[test]
+fn customer_db_references_are_only_for_command_patterns() {
+    let p = db_pipeline("[steps.config]\nhost = \"{{customer.db.host}}\"\n");
+    let err = validate(&p, &known_plugin, PLUGIN_HINT)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`customer.db.host` is only allowed in command argument patterns"),
+        "{err}"
+    );
+    let p = db_pipeline("[steps.config]\nhost = \"{{customer.db.password}}\"\n");
+    let err = validate(&p, &known_plugin, PLUGIN_HINT)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown template reference `customer.db.password`"),
+        "{err}"
+    );
 }

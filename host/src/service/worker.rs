@@ -474,12 +474,16 @@ fn load_plan(
     let catalog = &state.catalog;
     pipeline::validate(&p, &|id| catalog.contains(id), &catalog.hint())
         .map_err(|d| anyhow::anyhow!("{d}"))?;
+    pipeline::check_ceilings(&p, &state.settings.grants).map_err(|d| anyhow::anyhow!("{d}"))?;
     let inputs = RunInputs {
         customer_id: customer.id.clone(),
         customer_domain: customer.domain.to_string(),
         run_id: run.id.clone(),
         timestamp: timestamp.to_owned(),
         params: run.params.clone(),
+        database: crate::customer::database(
+            &state.settings.customers_root.join(customer.domain.as_str()),
+        ),
     };
     let plan = pipeline::resolve(&p, &inputs)?;
     Ok((customer, plan))

@@ -37,6 +37,7 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         ceilings: Ceilings::default(),
         config_file: None,
         commands: Default::default(),
+        grants: Default::default(),
     };
     let state = AppState {
         hub: EventHub::new(store.clone()),

@@ -22,9 +22,10 @@
 //!   then remove it; otherwise skip ("this run did not change the database").
 //!
 //! Grants the step needs: program `pg_restore` with the argument patterns `--single-transaction`, `--clean`,
-//! `--if-exists`, `--no-owner`, `--no-password`, `--host=*`, `--port=*`, `--username=*`,
-//! `--dbname=*`, `*.dump` (a socket folder as host needs its own literal pattern, e.g.
-//! `--host=/var/run/postgresql`: `*` does not cross `/`), and env `PGPASSWORD`, `PGSSLMODE`.
+//! `--if-exists`, `--no-owner`, `--no-password`, `--host={{customer.db.host}}`,
+//! `--port={{customer.db.port}}`, `--username={{customer.db.user}}`,
+//! `--dbname={{customer.db.name}}` (the host fills them in from the customer's `DATABASE_URL`;
+//! `--dbname={{params.targetDb}}` for another database), `db.dump`, and env `PGPASSWORD`, `PGSSLMODE`.
 //!
 //! Output: `database` (the name restored into).
 

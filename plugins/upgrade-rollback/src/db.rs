@@ -168,10 +168,31 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// psql's arguments: drop the dump's schemas and `public`, create `public` again
-/// ([`PUBLIC_SCRIPT`]), run the dump's script; one transaction, stop at the first error. No
-/// secrets.
-pub fn psql_args(url: &DbTarget, database: &str, schemas: &[String]) -> Vec<String> {
+/// The first script psql runs ([`PUBLIC_SCRIPT`]): drop `public` and the dump's schemas, then
+/// create `public` again ([`PUBLIC_SQL`]). In a file, not in `-c` arguments: the step's grant
+/// then names fixed arguments only, never SQL text a pattern would have to admit.
+pub fn drop_and_public_sql(schemas: &[String]) -> String {
+    let mut drop: Vec<&str> = vec!["public"];
+    drop.extend(
+        schemas
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != "public"),
+    );
+    let mut out = String::new();
+    for schema in drop {
+        out.push_str(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE;\n",
+            quote_ident(schema)
+        ));
+    }
+    out.push_str(PUBLIC_SQL);
+    out
+}
+
+/// psql's arguments: run [`PUBLIC_SCRIPT`] (drops the schemas, creates `public` again), then
+/// the dump's script; one transaction, stop at the first error. No secrets.
+pub fn psql_args(url: &DbTarget, database: &str) -> Vec<String> {
     let mut args: Vec<String> = ["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "--no-password"]
         .iter()
         .map(|s| (*s).to_string())
@@ -180,20 +201,6 @@ pub fn psql_args(url: &DbTarget, database: &str, schemas: &[String]) -> Vec<Stri
     args.push(format!("--port={}", url.port));
     args.push(format!("--username={}", url.user));
     args.push(format!("--dbname={database}"));
-    let mut drop: Vec<&str> = vec!["public"];
-    drop.extend(
-        schemas
-            .iter()
-            .map(String::as_str)
-            .filter(|s| *s != "public"),
-    );
-    for schema in drop {
-        args.push("-c".into());
-        args.push(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            quote_ident(schema)
-        ));
-    }
     for script in [PUBLIC_SCRIPT, SCRIPT] {
         args.push("-f".into());
         args.push(script.into());
@@ -294,7 +301,7 @@ pub fn restore(ctx: &Context, plan: &DbPlan, id: &str, env_file: &str) -> Result
     let schemas = toc_schemas(&toc.stdout_text());
     let script = format!("{}/{SCRIPT}", plan.work);
     let public_script = format!("{}/{PUBLIC_SCRIPT}", plan.work);
-    std::fs::write(&public_script, PUBLIC_SQL)
+    std::fs::write(&public_script, drop_and_public_sql(&schemas))
         .map_err(|e| Error::io(format!("writing {public_script}: {e}")))?;
     Command::new("pg_restore")
         .args(["--clean", "--if-exists", "--no-owner", "--file=-", DUMP])
@@ -304,7 +311,7 @@ pub fn restore(ctx: &Context, plan: &DbPlan, id: &str, env_file: &str) -> Result
         .check()
         .map_err(|e| e.context(format!("turning {dump} into SQL")))?;
     let mut cmd = Command::new("psql")
-        .args(psql_args(&url, &database, &schemas))
+        .args(psql_args(&url, &database))
         .cwd(plan.work.clone())
         .stdout(Stdio::Discard);
     for (name, value) in pg_env(&url) {

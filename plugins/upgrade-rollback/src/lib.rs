@@ -40,8 +40,8 @@
 //! (rw, `from = "work"`); `pm2` (`inherit = ["PM2_HOME"]`; `jlist`, `reload`, `delete`, `start`,
 //! `--only`, `ecosystem.config.js`, the app names, `*-candidate`); `pg_restore` (`--list`,
 //! `--clean`, `--if-exists`, `--no-owner`, `--file=-`, `db.dump`); `psql` (`-X`, `-q`, `-1`,
-//! `-v`, `ON_ERROR_STOP=1`, `--no-password`, `--host=*`, `--port=*`, `--username=*`,
-//! `--dbname=*`, `-c`, `DROP SCHEMA IF EXISTS * CASCADE`, `-f`, `restore-public.sql`,
+//! `-v`, `ON_ERROR_STOP=1`, `--no-password`, `--host={{customer.db.host}}`,
+//! `--port={{customer.db.port}}`, `--username={{customer.db.user}}`, `--dbname={{customer.db.name}}`, `-f`, `restore-public.sql`,
 //! `restore-db.sql`; env `PGPASSWORD`, `PGSSLMODE`). No `readlink`: the host answers which
 //! folder an app process runs in.
 //!

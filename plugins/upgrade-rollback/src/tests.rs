@@ -197,7 +197,7 @@ fn schemas_come_from_the_table_of_contents() {
 fn psql_runs_one_transaction_that_drops_then_restores() {
     let url =
         pg_conn::url::parse("postgres://shop:hunter2@db:6432/shop_prod?sslmode=require").unwrap();
-    let args = psql_args(&url, "shop_prod", &["shop".to_string()]);
+    let args = psql_args(&url, "shop_prod");
     assert_eq!(
         args,
         [
@@ -211,10 +211,6 @@ fn psql_runs_one_transaction_that_drops_then_restores() {
             "--port=6432",
             "--username=shop",
             "--dbname=shop_prod",
-            "-c",
-            "DROP SCHEMA IF EXISTS \"public\" CASCADE",
-            "-c",
-            "DROP SCHEMA IF EXISTS \"shop\" CASCADE",
             "-f",
             "restore-public.sql",
             "-f",
@@ -222,22 +218,19 @@ fn psql_runs_one_transaction_that_drops_then_restores() {
         ]
     );
     assert!(!args.iter().any(|a| a.contains("hunter2")));
-    // A dump that lists `public` (its owner or privileges were not initdb's) still gets it
-    // created first: pg_restore never creates `public`.
-    let with_public = psql_args(&url, "shop_prod", &["public".to_string()]);
-    assert!(with_public.ends_with(&[
-        "-f".to_string(),
-        "restore-public.sql".to_string(),
-        "-f".to_string(),
-        "restore-db.sql".to_string()
-    ]));
-    assert_eq!(
-        with_public
-            .iter()
-            .filter(|a| a.starts_with("DROP SCHEMA"))
-            .count(),
-        1
+    let sql = drop_and_public_sql(&["shop".to_string()]);
+    assert!(
+        sql.starts_with(
+            "DROP SCHEMA IF EXISTS \"public\" CASCADE;\nDROP SCHEMA IF EXISTS \"shop\" CASCADE;\n"
+        ),
+        "{sql}"
     );
+    assert!(sql.ends_with(PUBLIC_SQL));
+    // A dump that lists `public` (its owner or privileges were not initdb's) still gets it
+    // dropped once and created first: pg_restore never creates `public`.
+    let with_public = drop_and_public_sql(&["public".to_string()]);
+    assert_eq!(with_public.matches("DROP SCHEMA").count(), 1);
+    assert!(with_public.contains("CREATE SCHEMA public"));
     assert_eq!(
         pg_env(&url),
         [
