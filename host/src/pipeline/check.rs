@@ -447,22 +447,16 @@ impl Checker<'_> {
             }
             Some(_) => Ok(()),
             None => {
-                let fixed = [
-                    "customer.id",
-                    "customer.domain",
-                    "run.id",
-                    "run.timestamp",
-                    "customer.db.host",
-                    "customer.db.port",
-                    "customer.db.name",
-                    "customer.db.user",
-                ];
+                let mut fixed = vec!["customer.id", "customer.domain", "run.id", "run.timestamp"];
+                if db_ok {
+                    fixed.extend(DB_REFS.split(", "));
+                }
                 let refs = if db_ok {
                     format!("{KNOWN_REFS}, {DB_REFS}")
                 } else {
                     KNOWN_REFS.to_owned()
                 };
-                let hint = match did_you_mean(name, fixed) {
+                let hint = match did_you_mean(name, fixed.iter().copied()) {
                     Some(best) => format!("did you mean `{best}`? references: {refs}"),
                     None => format!("references: {refs}"),
                 };
