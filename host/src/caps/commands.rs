@@ -163,14 +163,45 @@ fn read_line_capped(
     Ok(any.then_some(cut))
 }
 
+/// The step's log-line budget as a program's output readers share it.
+#[derive(Clone)]
+struct LogBudget {
+    /// Lines the step may still log.
+    left: u64,
+    /// Lines the program's streams sent to the log so far (kept or not).
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    /// The step's limit, for the marker.
+    max: u64,
+}
+
+impl LogBudget {
+    /// Whether the next line may go to the log; the first one refused gets a marker instead.
+    fn take(&self, step: &str, events: &dyn EventSink) -> bool {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n == self.left + 1 {
+            events.emit(Event::StepLog {
+                step: step.to_owned(),
+                level: LogLevel::Warn,
+                message: format!(
+                    "log limit of {} lines reached; further lines of this step are dropped (the program's output is still read to its end)",
+                    self.max
+                ),
+            });
+        }
+        n <= self.left
+    }
+}
+
 /// Drains one output stream to its end, whatever it holds: the program never blocks on a full
-/// pipe because the host stopped reading (invalid UTF-8, an endless line, too much output).
+/// pipe because the host stopped reading (invalid UTF-8, an endless line, too much output, the
+/// step's log limit reached).
 fn spawn_reader(
     stream: impl Read + Send + 'static,
     target: &OutputTarget,
     step: String,
     events: Arc<dyn EventSink>,
     secrets: Vec<String>,
+    budget: LogBudget,
 ) -> thread::JoinHandle<Drained> {
     let log = matches!(target, OutputTarget::Log);
     thread::spawn(move || {
@@ -179,6 +210,9 @@ fn spawn_reader(
             let mut reader = BufReader::with_capacity(64 * 1024, stream);
             let mut line = Vec::new();
             while let Ok(Some(cut)) = read_line_capped(&mut reader, &mut line, MAX_LOG_LINE) {
+                if !budget.take(&step, events.as_ref()) {
+                    continue;
+                }
                 let mut message = redact(&String::from_utf8_lossy(&line), &secrets);
                 if cut > 0 {
                     message.push_str(&format!("… [{cut} bytes cut]"));
@@ -458,6 +492,11 @@ impl Host for StepHost {
         drop(policy);
         drop((cwd_dir, home, tmp));
 
+        let budget = LogBudget {
+            left: self.max_log_lines.saturating_sub(self.log_lines),
+            sent: Default::default(),
+            max: self.max_log_lines,
+        };
         let readers: Vec<Option<thread::JoinHandle<Drained>>> = vec![
             child.stdout.take().map(|s| {
                 spawn_reader(
@@ -466,6 +505,7 @@ impl Host for StepHost {
                     self.step_id.clone(),
                     self.events.clone(),
                     secrets.clone(),
+                    budget.clone(),
                 )
             }),
             child.stderr.take().map(|s| {
@@ -475,6 +515,7 @@ impl Host for StepHost {
                     self.step_id.clone(),
                     self.events.clone(),
                     secrets.clone(),
+                    budget.clone(),
                 )
             }),
         ];
@@ -513,6 +554,9 @@ impl Host for StepHost {
             .map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
         let stdout = drained.next().unwrap_or_default();
         let stderr = drained.next().unwrap_or_default();
+        self.log_lines = self
+            .log_lines
+            .saturating_add(budget.sent.load(std::sync::atomic::Ordering::Relaxed));
         self.emit(Event::StepLog {
             step: self.step_id.clone(),
             level: LogLevel::Debug,
@@ -629,40 +673,16 @@ mod tests {
         assert!(arg_matches("-", "-"));
     }
 
-    /// A step host over a real customer folder (mounted read-write at `/data`), allowed to run
-    /// `sh -c <script>` for exactly `scripts`; confined when the kernel can.
+    /// A step host allowed to run `sh -c <script>` for exactly `scripts`.
     fn step_host(
         t: &tempfile::TempDir,
         scripts: &[&str],
     ) -> (StepHost, Arc<crate::events::MemorySink>) {
-        use crate::confine::{Confinement, Mode};
-        use crate::pipeline::{MountRoot, PlannedMount};
-        use crate::sandbox::{MountTable, Roots};
-        let (customers, work) = (t.path().join("customers"), t.path().join("work"));
-        std::fs::create_dir_all(customers.join("shop.example.com")).unwrap();
-        std::fs::create_dir_all(&work).unwrap();
-        let roots = Roots::open(&customers, "shop.example.com", &work).unwrap();
-        let planned = [PlannedMount {
-            guest: "/data".into(),
-            from: MountRoot::Customer,
-            path: PathBuf::new(),
-            writable: true,
-            create: false,
-            optional: false,
-            reason: None,
-        }];
-        let mounts = MountTable::resolve(&planned, &roots).unwrap().unwrap();
         let mut args = vec!["-c".to_owned()];
         args.extend(scripts.iter().map(|s| s.to_string()));
-        let confinement = match Confinement::new(Mode::Landlock) {
-            c if c.enforced() => c,
-            _ => Confinement::new(Mode::Off),
-        };
-        let sink = Arc::new(crate::events::MemorySink::default());
-        let host = StepHost {
-            step_id: "probe".into(),
-            mounts,
-            commands: vec![CommandGrant {
+        super::super::test_host(
+            t,
+            vec![CommandGrant {
                 program: "sh".into(),
                 args,
                 env: vec!["TOKEN".into()],
@@ -671,20 +691,7 @@ mod tests {
                 bind: vec![],
                 reason: None,
             }],
-            http: vec![],
-            approvals: None,
-            events: sink.clone(),
-            cancel: super::super::CancelToken::default(),
-            deadline: Instant::now() + Duration::from_secs(120),
-            max_log_lines: 1_000_000,
-            log_lines: 0,
-            last_progress: None,
-            secrets: Vec::new(),
-            confinement,
-            work: Some((roots.work.try_clone().unwrap(), roots.work_path.clone())),
-            host_paths: Default::default(),
-        };
-        (host, sink)
+        )
     }
 
     fn sh(script: &str, stdout: OutputTarget) -> Command {
@@ -795,5 +802,38 @@ mod tests {
         host.log(Level::Info, "later: s3cr3t-value".into());
         let lines = logged(&sink);
         assert_eq!(lines, ["token is ***", "later: ***"]);
+    }
+
+    #[test]
+    fn a_program_s_log_lines_count_against_the_step_s_limit() {
+        use crate::bindings::progress::{Host as _, Level};
+        let t = tempfile::tempdir().unwrap();
+        let script = "yes line | head -n 5000; yes err | head -n 5000 >&2; echo end";
+        let (mut host, sink) = step_host(&t, &[script]);
+        host.max_log_lines = 100;
+        host.log(Level::Info, "from the plugin".into());
+        let mut cmd = sh(script, OutputTarget::Log);
+        cmd.stderr = OutputTarget::Log;
+        let out = host.run(cmd).unwrap();
+        assert_eq!(out.exit_code, Some(0), "the output was not read to its end");
+        assert_eq!(logged(&sink).len(), 100);
+        host.log(Level::Info, "dropped".into());
+        let warnings: Vec<String> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::StepLog {
+                    level: LogLevel::Warn,
+                    message,
+                    ..
+                } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("log limit of 100 lines reached"));
+        assert_eq!(logged(&sink).len(), 100);
     }
 }
