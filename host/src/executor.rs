@@ -186,7 +186,7 @@ pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutc
     let started = Instant::now();
     // Held until the run ends; the kernel drops it if this process dies.
     let _lock = crate::lock::acquire(
-        &req.settings.data_dir,
+        &req.settings.customers_root,
         req.customer.domain.as_str(),
         &req.run_id,
         &req.plan.pipeline,

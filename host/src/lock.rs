@@ -1,12 +1,19 @@
-//! One active run per customer on this machine: an exclusive `flock` on
-//! `<data_dir>/locks/<domain>.lock`. The kernel drops the lock when its holder exits, however it
-//! exits, so a crash never leaves a lock that blocks the customer's next run.
+//! Exclusive `flock`s the kernel drops when their holder exits, however it exits, so a crash
+//! never leaves a lock that blocks anything:
+//! - one active run per customer: `<customers_root>/.qodify-locks/<domain>.lock`, next to the
+//!   customers themselves, so runs from every data dir (a `serve`, a CLI `run` with another
+//!   `--data-dir`) exclude each other;
+//! - one `serve` per data dir: `<data_dir>/serve.lock`, taken before `serve` touches anything.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
+
+/// The folder in the customers root that holds the customers' locks. Its name is no DNS name,
+/// so it is never taken for a customer.
+pub const LOCKS_DIR: &str = ".qodify-locks";
 
 /// The customer already has an active run.
 #[derive(Debug, thiserror::Error)]
@@ -20,53 +27,101 @@ pub struct Busy {
     pub holder: String,
 }
 
+/// Another `serve` runs on this data dir.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another qodify-host serve ({holder}) is using {}; stop it first or use another --data-dir",
+    data_dir.display()
+)]
+pub struct ServeBusy {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Who holds it (`pid N`), as the holder wrote it.
+    pub holder: String,
+}
+
 /// Held for the whole run; released on drop or process exit.
 #[derive(Debug)]
 pub struct CustomerLock {
     _file: File,
 }
 
-/// Takes the customer's lock without waiting.
-pub fn acquire(
-    data_dir: &Path,
-    domain: &str,
-    run_id: &str,
-    pipeline: &str,
-) -> anyhow::Result<CustomerLock> {
-    let dir = data_dir.join("locks");
-    crate::executor::private_dir_all(&dir)?;
-    let path = dir.join(format!("{domain}.lock"));
+/// Held for as long as `serve` runs.
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: File,
+}
+
+/// Takes the exclusive lock on `path` without waiting and writes `holder` into it.
+/// `Ok(Err(holder))`: somebody else holds it, and this is what they wrote.
+fn try_lock(path: &Path, holder: &str) -> std::io::Result<Result<File, String>> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)?;
+        .open(path)?;
     if let Err(e) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
         if e == rustix::io::Errno::WOULDBLOCK {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(Busy {
-                domain: domain.to_owned(),
-                holder: if holder.is_empty() {
-                    "holder unknown".into()
-                } else {
-                    holder.to_owned()
-                },
-            }
-            .into());
+            let mut held_by = String::new();
+            let _ = file.read_to_string(&mut held_by);
+            let held_by = held_by.trim();
+            return Ok(Err(if held_by.is_empty() {
+                "holder unknown".into()
+            } else {
+                held_by.to_owned()
+            }));
         }
-        return Err(std::io::Error::from(e).into());
+        return Err(e.into());
     }
     file.set_len(0)?;
     file.rewind()?;
-    write!(
-        file,
+    file.write_all(holder.as_bytes())?;
+    Ok(Ok(file))
+}
+
+/// Takes the customer's lock without waiting.
+pub fn acquire(
+    customers_root: &Path,
+    domain: &str,
+    run_id: &str,
+    pipeline: &str,
+) -> anyhow::Result<CustomerLock> {
+    use anyhow::Context as _;
+    let dir = customers_root.join(LOCKS_DIR);
+    crate::executor::private_dir_all(&dir)
+        .with_context(|| format!("creating the customers' lock folder {}", dir.display()))?;
+    let path = dir.join(format!("{domain}.lock"));
+    let holder = format!(
         "pid {} run {run_id} pipeline {pipeline}",
         std::process::id()
-    )?;
-    Ok(CustomerLock { _file: file })
+    );
+    match try_lock(&path, &holder).with_context(|| format!("locking {}", path.display()))? {
+        Ok(file) => Ok(CustomerLock { _file: file }),
+        Err(holder) => Err(Busy {
+            domain: domain.to_owned(),
+            holder,
+        }
+        .into()),
+    }
+}
+
+/// Takes `<data_dir>/serve.lock` without waiting: the first thing `serve` does, before it opens
+/// the store or recovers anything, so a second `serve` on the same data dir never marks the
+/// first one's runs interrupted nor removes their partial backups.
+pub fn serve(data_dir: &Path) -> anyhow::Result<ServeLock> {
+    use anyhow::Context as _;
+    let path = data_dir.join("serve.lock");
+    match try_lock(&path, &format!("pid {}", std::process::id()))
+        .with_context(|| format!("locking {}", path.display()))?
+    {
+        Ok(file) => Ok(ServeLock { _file: file }),
+        Err(holder) => Err(ServeBusy {
+            data_dir: data_dir.to_owned(),
+            holder,
+        }
+        .into()),
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +143,40 @@ mod tests {
         let _other = acquire(dir.path(), "b.example.com", "r3", "backup").unwrap();
         drop(first);
         acquire(dir.path(), "a.example.com", "r4", "backup").unwrap();
+    }
+
+    #[test]
+    fn the_customer_lock_lives_with_the_customers_not_the_data_dir() {
+        // Two hosts (a `serve` and a CLI `run`) with their own data dirs, one customers root.
+        let customers = tempfile::tempdir().unwrap();
+        let first = acquire(customers.path(), "a.example.com", "r1", "backup").unwrap();
+        let second = acquire(customers.path(), "a.example.com", "r2", "restore");
+        let busy = second.unwrap_err();
+        assert!(busy.downcast_ref::<Busy>().is_some(), "{busy}");
+        assert!(
+            customers
+                .path()
+                .join(".qodify-locks/a.example.com.lock")
+                .is_file()
+        );
+        // The lock folder can never be taken for a customer.
+        assert!(crate::customer::Domain::parse(LOCKS_DIR).is_err());
+        drop(first);
+    }
+
+    #[test]
+    fn a_second_serve_on_one_data_dir_is_refused_naming_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = serve(dir.path()).unwrap();
+        let err = serve(dir.path()).unwrap_err();
+        let busy = err.downcast_ref::<ServeBusy>().expect("ServeBusy");
+        assert_eq!(busy.holder, format!("pid {}", std::process::id()));
+        assert!(
+            err.to_string()
+                .contains("stop it first or use another --data-dir"),
+            "{err}"
+        );
+        drop(first);
+        serve(dir.path()).unwrap();
     }
 }

@@ -98,8 +98,9 @@ enum Command {
     ///
     /// Listens on QODIFY_LISTEN (default 127.0.0.1:8610); every /api request needs
     /// `Authorization: Bearer $QODIFY_API_TOKEN`. State (customers, runs, events, history, audit)
-    /// lives in <data-dir>/state.sqlite. Runs that were running when the host died are marked
-    /// interrupted at start and their partial output removed. Ctrl-C / SIGTERM: stop accepting,
+    /// lives in <data-dir>/state.sqlite. One serve per data dir: a second one exits at once
+    /// (<data-dir>/serve.lock), before it touches anything. Runs that were running when the host
+    /// died are marked interrupted at start and their partial output removed. Ctrl-C / SIGTERM: stop accepting,
     /// let running runs finish for the grace period, then cancel them.
     Serve(ServeArgs),
     /// Plugins the host can run.
@@ -800,7 +801,7 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
             let run_id = executor::new_run_id();
             // Deleting is a task for the customer like any other: never during a run.
             let _lock = qodify_host::lock::acquire(
-                &settings.data_dir,
+                &settings.customers_root,
                 c.domain.as_str(),
                 &run_id,
                 "backups delete",
@@ -830,6 +831,9 @@ fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
     rt.block_on(async move {
         qodify_host::executor::private_dir_all(&settings.data_dir)
             .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+        // Before the store is opened or anything recovered: a second serve on this data dir
+        // would otherwise take the first one's runs for interrupted and remove their output.
+        let _serve_lock = qodify_host::lock::serve(&settings.data_dir)?;
         let store: Arc<dyn qodify_host::store::Store> =
             Arc::new(SqliteStore::open(&settings.data_dir.join("state.sqlite"))?);
         let runtime = Arc::new(Runtime::new(&settings.data_dir)?);

@@ -299,7 +299,7 @@ async fn remove(
         // Like a run, deleting takes the customer's lock, so no run starts half-way through.
         let lock_id = uuid::Uuid::now_v7().to_string();
         let _lock = crate::lock::acquire(
-            &state.settings.data_dir,
+            &state.settings.customers_root,
             &customer.domain,
             &lock_id,
             "backups delete",

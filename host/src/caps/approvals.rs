@@ -7,18 +7,104 @@
 //! - `<data_dir>/approvals/<run-id>.decision.json`: the answer (written by [`decide`]).
 //!
 //! The waiting step polls for the answer, removes both files, and reports it as an event.
+//!
+//! A run asks one question at a time (steps of a concurrent group would otherwise overwrite each
+//! other's request), and what a plugin asks is clipped: people read it, the API serves it, and
+//! the store keeps it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::StepHost;
+use super::{StepHost, clip, redact};
 use crate::bindings::approvals::{ApprovalError, Host};
 use crate::events::Event;
 
 /// How often a waiting step looks for the answer.
 const POLL: Duration = Duration::from_millis(200);
+/// Longest summary kept.
+pub const MAX_SUMMARY: usize = 1024;
+/// Longest text kept of one string (or key) inside the details.
+pub const MAX_DETAIL_TEXT: usize = 4096;
+/// Items kept of one list (or keys of one object) inside the details.
+pub const MAX_DETAIL_ITEMS: usize = 1000;
+/// Largest details kept, as JSON text; larger ones are replaced by their clipped text.
+pub const MAX_DETAILS: usize = 64 << 10;
+
+/// The requests waiting in this process, by request file, with the step that asks.
+static WAITING: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+
+/// A run's place at the desk, given back when its step stops waiting.
+struct Waiting(PathBuf);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
+
+/// What a plugin asks people, clipped and with every secret redacted: strings and keys to
+/// [`MAX_DETAIL_TEXT`], lists and objects to [`MAX_DETAIL_ITEMS`] (each cut counted), the whole to
+/// [`MAX_DETAILS`].
+fn clip_details(details: &str, secrets: &[String]) -> serde_json::Value {
+    use serde_json::Value;
+    fn walk(v: Value, secrets: &[String]) -> Value {
+        let text = |s: &str| clip(&redact(s, secrets), MAX_DETAIL_TEXT);
+        match v {
+            Value::String(s) => Value::String(text(&s)),
+            Value::Array(items) => {
+                let n = items.len();
+                let mut out: Vec<Value> = items
+                    .into_iter()
+                    .take(MAX_DETAIL_ITEMS)
+                    .map(|v| walk(v, secrets))
+                    .collect();
+                if n > MAX_DETAIL_ITEMS {
+                    out.push(Value::String(format!(
+                        "… ({} more items cut)",
+                        n - MAX_DETAIL_ITEMS
+                    )));
+                }
+                Value::Array(out)
+            }
+            Value::Object(map) => {
+                let n = map.len();
+                let mut out: serde_json::Map<String, Value> = map
+                    .into_iter()
+                    .take(MAX_DETAIL_ITEMS)
+                    .map(|(k, v)| (text(&k), walk(v, secrets)))
+                    .collect();
+                if n > MAX_DETAIL_ITEMS {
+                    out.insert(
+                        "…".into(),
+                        Value::String(format!("{} more keys cut", n - MAX_DETAIL_ITEMS)),
+                    );
+                }
+                Value::Object(out)
+            }
+            other => other,
+        }
+    }
+    let value = match serde_json::from_str::<Value>(details) {
+        Ok(v) => walk(v, secrets),
+        Err(_) => Value::String(redact(details, secrets)),
+    };
+    let text = match &value {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    if text.len() > MAX_DETAILS {
+        Value::String(clip(&text, MAX_DETAILS))
+    } else {
+        value
+    }
+}
 
 /// A request waiting for a decision.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -161,16 +247,29 @@ impl Host for StepHost {
             // Runs without a desk (none today) cannot wait for anyone: treat as no answer.
             return Err(ApprovalError::TimedOut);
         };
+        let _waiting = {
+            let mut waiting = WAITING.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(step) = waiting.get(&desk.request_path()) {
+                self.emit(Event::StepLog {
+                    step: self.step_id.clone(),
+                    level: crate::events::LogLevel::Error,
+                    message: format!(
+                        "approval request refused: step {step} of this run is already waiting for a decision, and a run asks one question at a time; run the steps that ask one after another"
+                    ),
+                });
+                return Err(ApprovalError::TimedOut);
+            }
+            waiting.insert(desk.request_path(), self.step_id.clone());
+            Waiting(desk.request_path())
+        };
         let left = self.deadline.saturating_duration_since(Instant::now());
         let wait = Duration::from_millis(timeout_ms).min(left);
         let now = time::OffsetDateTime::now_utc();
-        let details: serde_json::Value =
-            serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details));
         let request = PendingApproval {
             run_id: desk.run_id.clone(),
             step: self.step_id.clone(),
-            summary: self.redact(&summary),
-            details,
+            summary: clip(&self.redact(&summary), MAX_SUMMARY),
+            details: clip_details(&details, &self.secrets),
             requested_at: rfc3339(now),
             expires_at: rfc3339(now + wait),
         };
@@ -259,5 +358,109 @@ mod tests {
             serde_json::from_slice(&std::fs::read(d.join("r1.decision.json")).unwrap()).unwrap();
         assert!(!decision.approved);
         assert_eq!(decision.by.as_deref(), Some("ops"));
+    }
+
+    fn events(sink: &crate::events::MemorySink) -> Vec<Event> {
+        sink.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_run_asks_one_question_at_a_time() {
+        let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut a, _) = crate::caps::test_host(&ta, vec![]);
+        let (mut b, b_events) = crate::caps::test_host(&tb, vec![]);
+        a.step_id = "merge-backend".into();
+        b.step_id = "merge-admin".into();
+        b.approvals = a.approvals.clone();
+        let data_dir = ta.path().join("data");
+        let first = std::thread::spawn(move || a.request("first".into(), "{}".into(), 20_000));
+        let until = Instant::now() + Duration::from_secs(10);
+        while pending(&data_dir, "run-1").is_none() {
+            assert!(Instant::now() < until, "the first request never appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A step of the same run asking meanwhile (a concurrent group) is refused at once, and
+        // the first request stays as it was.
+        let started = Instant::now();
+        assert!(matches!(
+            b.request("second".into(), "{}".into(), 5_000),
+            Err(ApprovalError::TimedOut)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(events(&b_events).iter().any(|e| matches!(e,
+            Event::StepLog { message, .. }
+                if message.contains("step merge-backend of this run is already waiting for a decision"))));
+        assert_eq!(pending(&data_dir, "run-1").unwrap().summary, "first");
+        decide(&data_dir, "run-1", true, Some("ops")).unwrap();
+        assert!(matches!(first.join().unwrap(), Ok(true)));
+        // Once it was answered, the next question may come.
+        assert!(matches!(
+            b.request("second".into(), "{}".into(), 0),
+            Err(ApprovalError::TimedOut)
+        ));
+        let refusals = events(&b_events)
+            .iter()
+            .filter(|e| matches!(e, Event::StepLog { message, .. } if message.contains("refused")))
+            .count();
+        assert_eq!(refusals, 1);
+        assert!(
+            events(&b_events).iter().any(
+                |e| matches!(e, Event::ApprovalRequested { summary, .. } if summary == "second")
+            )
+        );
+    }
+
+    #[test]
+    fn approval_texts_are_clipped_counted_and_redacted() {
+        let t = tempfile::tempdir().unwrap();
+        let (mut host, sink) = crate::caps::test_host(&t, vec![]);
+        host.secrets.push("hunter2-password".into());
+        let summary = format!(
+            "change DB_PASSWORD=hunter2-password {}",
+            "s".repeat(100_000)
+        );
+        let keys: serde_json::Map<String, serde_json::Value> = (0..5000)
+            .map(|i| (format!("KEY_{i:05}"), "v".repeat(10_000).into()))
+            .collect();
+        let details = serde_json::json!({
+            "changed": keys,
+            "removed": (0..3000).map(|i| format!("OLD_{i}")).collect::<Vec<_>>(),
+            "note": "was hunter2-password",
+        });
+        let _ = host.request(summary, details.to_string(), 0);
+        let (summary, details) = events(&sink)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::ApprovalRequested {
+                    summary, details, ..
+                } => Some((summary, details)),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            summary.starts_with("change DB_PASSWORD=*** sss"),
+            "{summary}"
+        );
+        assert!(summary.len() <= MAX_SUMMARY + 32, "{}", summary.len());
+        assert!(summary.ends_with(" bytes cut)"), "{summary}");
+        // Over 64 KiB even after each item was clipped: the whole is cut, marked.
+        let text = details.as_str().expect("clipped to text");
+        assert!(text.len() <= MAX_DETAILS + 32);
+        assert!(text.ends_with(" bytes cut)"));
+        assert!(!text.contains("hunter2"));
+
+        // Smaller details keep their shape; long lists and texts are cut and counted.
+        let details = serde_json::json!({
+            "removed": (0..1500).map(|i| format!("K{i}")).collect::<Vec<_>>(),
+            "why": "x".repeat(5000),
+        });
+        let got = clip_details(&details.to_string(), &[]);
+        let removed = got["removed"].as_array().unwrap();
+        assert_eq!(removed.len(), MAX_DETAIL_ITEMS + 1);
+        assert_eq!(removed[MAX_DETAIL_ITEMS], "… (500 more items cut)");
+        assert_eq!(
+            got["why"],
+            format!("{}… (904 bytes cut)", "x".repeat(MAX_DETAIL_TEXT))
+        );
     }
 }

@@ -30,8 +30,11 @@ const SEARCH_PATH: &[&str] = &[
     "/sbin",
     "/bin",
 ];
-/// Captured output kept per stream.
-const MAX_CAPTURE: usize = 1 << 20;
+/// Captured output returned per stream: large enough for `pm2 jlist` of a big shop whole. More
+/// fails the call (naming this cap), never a silently cut result.
+pub const MAX_CAPTURE: usize = 16 << 20;
+/// Longest line a program's output adds to the run log; the rest of the line is dropped, marked.
+pub const MAX_LOG_LINE: usize = 16 << 10;
 
 /// Checks a call against the grants; `Ok` names the grant that allows it.
 pub fn check_grant<'g>(
@@ -114,37 +117,129 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// What a reader thread drained from one output stream.
+#[derive(Debug, Default)]
+struct Drained {
+    /// The captured bytes (capture mode), at most [`MAX_CAPTURE`].
+    bytes: Vec<u8>,
+    /// Bytes read past the capture cap: the program's output was whole only if this is 0.
+    over: u64,
+}
+
+/// Reads one line (without its `\n` or `\r\n`) into `line`, keeping at most `cap` bytes of it
+/// and counting the rest, so a line without end never grows the host. `None` at end of stream.
+fn read_line_capped(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Option<u64>> {
+    line.clear();
+    let (mut cut, mut any) = (0u64, false);
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        any = true;
+        let (piece, used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let take = cap.saturating_sub(line.len()).min(piece.len());
+        line.extend_from_slice(&piece[..take]);
+        cut += (piece.len() - take) as u64;
+        r.consume(used);
+        if done {
+            break;
+        }
+    }
+    if line.last() == Some(&b'\r') && cut == 0 {
+        line.pop();
+    }
+    Ok(any.then_some(cut))
+}
+
+/// The step's log-line budget as a program's output readers share it.
+#[derive(Clone)]
+struct LogBudget {
+    /// Lines the step may still log.
+    left: u64,
+    /// Lines the program's streams sent to the log so far (kept or not).
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    /// The step's limit, for the marker.
+    max: u64,
+}
+
+impl LogBudget {
+    /// Whether the next line may go to the log; the first one refused gets a marker instead.
+    fn take(&self, step: &str, events: &dyn EventSink) -> bool {
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n == self.left + 1 {
+            events.emit(Event::StepLog {
+                step: step.to_owned(),
+                level: LogLevel::Warn,
+                message: format!(
+                    "log limit of {} lines reached; further lines of this step are dropped (the program's output is still read to its end)",
+                    self.max
+                ),
+            });
+        }
+        n <= self.left
+    }
+}
+
+/// Drains one output stream to its end, whatever it holds: the program never blocks on a full
+/// pipe because the host stopped reading (invalid UTF-8, an endless line, too much output, the
+/// step's log limit reached).
 fn spawn_reader(
     stream: impl Read + Send + 'static,
     target: &OutputTarget,
     step: String,
     events: Arc<dyn EventSink>,
     secrets: Vec<String>,
-) -> thread::JoinHandle<Vec<u8>> {
+    budget: LogBudget,
+) -> thread::JoinHandle<Drained> {
     let log = matches!(target, OutputTarget::Log);
     thread::spawn(move || {
-        let mut captured = Vec::new();
+        let mut drained = Drained::default();
         if log {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
+            let mut reader = BufReader::with_capacity(64 * 1024, stream);
+            let mut line = Vec::new();
+            while let Ok(Some(cut)) = read_line_capped(&mut reader, &mut line, MAX_LOG_LINE) {
+                if !budget.take(&step, events.as_ref()) {
+                    continue;
+                }
+                let mut message = redact(&String::from_utf8_lossy(&line), &secrets);
+                if cut > 0 {
+                    message.push_str(&format!("… [{cut} bytes cut]"));
+                }
                 events.emit(Event::StepLog {
                     step: step.clone(),
                     level: LogLevel::Info,
-                    message: redact(&line, &secrets),
+                    message,
                 });
             }
         } else {
             let mut stream = stream;
-            let mut buf = [0u8; 64 * 1024];
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let room = MAX_CAPTURE.saturating_sub(captured.len());
-                captured.extend_from_slice(&buf[..n.min(room)]);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let room = MAX_CAPTURE.saturating_sub(drained.bytes.len());
+                let take = n.min(room);
+                drained.bytes.extend_from_slice(&buf[..take]);
+                drained.over += (n - take) as u64;
             }
         }
-        captured
+        drained
     })
 }
 
@@ -295,6 +390,13 @@ impl StepHost {
 
 impl Host for StepHost {
     fn run(&mut self, cmd: Command) -> Result<CommandOutput, CommandError> {
+        // Values handed to a program stay secret for the rest of the step: a guest that later logs
+        // them (or an error that quotes them) shows `***`.
+        for (_, value) in &cmd.env {
+            if !self.secrets.contains(value) {
+                self.secrets.push(value.clone());
+            }
+        }
         let grant = check_grant(&self.commands, &cmd)
             .map_err(CommandError::NotGranted)?
             .clone();
@@ -326,8 +428,7 @@ impl Host for StepHost {
         }
         .map_err(|e| CommandError::BadPath(format!("{cwd_guest}: {e}")))?;
 
-        let mut secrets = self.secrets.clone();
-        secrets.extend(cmd.env.iter().map(|(_, v)| v.clone()));
+        let secrets = self.secrets.clone();
 
         refuse_links(&cwd_dir, &cmd.args)?;
         let (home, home_path, tmp, tmp_path) = self.private_dirs()?;
@@ -391,7 +492,12 @@ impl Host for StepHost {
         drop(policy);
         drop((cwd_dir, home, tmp));
 
-        let readers: Vec<Option<thread::JoinHandle<Vec<u8>>>> = vec![
+        let budget = LogBudget {
+            left: self.max_log_lines.saturating_sub(self.log_lines),
+            sent: Default::default(),
+            max: self.max_log_lines,
+        };
+        let readers: Vec<Option<thread::JoinHandle<Drained>>> = vec![
             child.stdout.take().map(|s| {
                 spawn_reader(
                     s,
@@ -399,6 +505,7 @@ impl Host for StepHost {
                     self.step_id.clone(),
                     self.events.clone(),
                     secrets.clone(),
+                    budget.clone(),
                 )
             }),
             child.stderr.take().map(|s| {
@@ -408,6 +515,7 @@ impl Host for StepHost {
                     self.step_id.clone(),
                     self.events.clone(),
                     secrets.clone(),
+                    budget.clone(),
                 )
             }),
         ];
@@ -441,11 +549,14 @@ impl Host for StepHost {
         };
         // The group may have left grandchildren behind; they die with it.
         Self::kill_group(&child);
-        let mut captured = readers
+        let mut drained = readers
             .into_iter()
             .map(|r| r.and_then(|h| h.join().ok()).unwrap_or_default());
-        let stdout = captured.next().unwrap_or_default();
-        let stderr = captured.next().unwrap_or_default();
+        let stdout = drained.next().unwrap_or_default();
+        let stderr = drained.next().unwrap_or_default();
+        self.log_lines = self
+            .log_lines
+            .saturating_add(budget.sent.load(std::sync::atomic::Ordering::Relaxed));
         self.emit(Event::StepLog {
             step: self.step_id.clone(),
             level: LogLevel::Debug,
@@ -459,10 +570,20 @@ impl Host for StepHost {
                 started.elapsed().as_secs_f64()
             ),
         });
+        for (name, out) in [("stdout", &stdout), ("stderr", &stderr)] {
+            if out.over > 0 {
+                return Err(CommandError::SpawnFailed(format!(
+                    "{name} of `{}` exceeded the {} MiB capture cap ({} bytes); send it to a file instead (output target `file`)",
+                    cmd.program,
+                    MAX_CAPTURE >> 20,
+                    out.bytes.len() as u64 + out.over
+                )));
+            }
+        }
         Ok(CommandOutput {
             exit_code: status.code(),
-            stdout,
-            stderr,
+            stdout: stdout.bytes,
+            stderr: stderr.bytes,
         })
     }
 }
@@ -550,5 +671,169 @@ mod tests {
         assert!(arg_matches("--host=*", "--host=127.0.0.1"));
         assert!(arg_matches("-f*", "-fx"));
         assert!(arg_matches("-", "-"));
+    }
+
+    /// A step host allowed to run `sh -c <script>` for exactly `scripts`.
+    fn step_host(
+        t: &tempfile::TempDir,
+        scripts: &[&str],
+    ) -> (StepHost, Arc<crate::events::MemorySink>) {
+        let mut args = vec!["-c".to_owned()];
+        args.extend(scripts.iter().map(|s| s.to_string()));
+        super::super::test_host(
+            t,
+            vec![CommandGrant {
+                program: "sh".into(),
+                args,
+                env: vec!["TOKEN".into()],
+                inherit: vec![],
+                net: vec![],
+                bind: vec![],
+                reason: None,
+            }],
+        )
+    }
+
+    fn sh(script: &str, stdout: OutputTarget) -> Command {
+        Command {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![],
+            cwd: Some("/data".into()),
+            stdout,
+            stderr: OutputTarget::Discard,
+            timeout_ms: None,
+        }
+    }
+
+    fn logged(sink: &crate::events::MemorySink) -> Vec<String> {
+        sink.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::StepLog {
+                    level: LogLevel::Info,
+                    message,
+                    ..
+                } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn five_mib_of_output_are_captured_byte_exact() {
+        let t = tempfile::tempdir().unwrap();
+        let script = "head -c 5242880 /dev/urandom | tee out.bin";
+        let (mut host, _) = step_host(&t, &[script]);
+        let out = host.run(sh(script, OutputTarget::Capture)).unwrap();
+        assert_eq!(out.exit_code, Some(0));
+        let written = std::fs::read(t.path().join("customers/shop.example.com/out.bin")).unwrap();
+        assert_eq!(written.len(), 5 << 20);
+        assert!(
+            out.stdout == written,
+            "captured output differs from what was written"
+        );
+    }
+
+    #[test]
+    fn output_past_the_capture_cap_fails_naming_the_cap_and_the_program_still_ends() {
+        let t = tempfile::tempdir().unwrap();
+        let script = "head -c 20971520 /dev/zero; echo done > end.txt";
+        let (mut host, _) = step_host(&t, &[script]);
+        let started = Instant::now();
+        let err = match host.run(sh(script, OutputTarget::Capture)) {
+            Err(CommandError::SpawnFailed(e)) => e,
+            other => panic!("expected a capture-cap error, got {other:?}"),
+        };
+        assert!(
+            err.contains("stdout of `sh` exceeded the 16 MiB capture cap (20971520 bytes)")
+                && err.contains("send it to a file"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        // It ran to its end: the host kept draining past the cap.
+        let end = t.path().join("customers/shop.example.com/end.txt");
+        assert_eq!(std::fs::read_to_string(end).unwrap(), "done\n");
+    }
+
+    #[test]
+    fn invalid_utf8_in_logged_output_does_not_stop_the_log() {
+        let t = tempfile::tempdir().unwrap();
+        // Far more than a pipe holds after the bad line: a reader that stopped would hang it.
+        let script = r"printf 'a\n\377\376 bad\nb\n'; yes line | head -n 100000; echo last";
+        let (mut host, sink) = step_host(&t, &[script]);
+        host.deadline = Instant::now() + Duration::from_secs(60);
+        let out = host.run(sh(script, OutputTarget::Log)).unwrap();
+        assert_eq!(out.exit_code, Some(0));
+        let lines = logged(&sink);
+        assert_eq!(lines[..3], ["a", "\u{fffd}\u{fffd} bad", "b"]);
+        assert_eq!(lines.iter().filter(|l| *l == "line").count(), 100_000);
+        assert_eq!(lines.last().map(String::as_str), Some("last"));
+    }
+
+    #[test]
+    fn an_endless_log_line_is_cut_and_marked() {
+        let t = tempfile::tempdir().unwrap();
+        let script = "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo next";
+        let (mut host, sink) = step_host(&t, &[script]);
+        host.run(sh(script, OutputTarget::Log)).unwrap();
+        let lines = logged(&sink);
+        let cut = (1 << 20) - MAX_LOG_LINE;
+        assert_eq!(
+            lines,
+            [
+                format!("{}… [{cut} bytes cut]", "x".repeat(MAX_LOG_LINE)),
+                "next".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn values_given_to_a_command_stay_redacted_for_the_rest_of_the_step() {
+        use crate::bindings::progress::{Host as _, Level};
+        let t = tempfile::tempdir().unwrap();
+        let script = "echo \"token is $TOKEN\"";
+        let (mut host, sink) = step_host(&t, &[script]);
+        let mut cmd = sh(script, OutputTarget::Log);
+        cmd.env = vec![("TOKEN".into(), "s3cr3t-value".into())];
+        host.run(cmd).unwrap();
+        host.log(Level::Info, "later: s3cr3t-value".into());
+        let lines = logged(&sink);
+        assert_eq!(lines, ["token is ***", "later: ***"]);
+    }
+
+    #[test]
+    fn a_program_s_log_lines_count_against_the_step_s_limit() {
+        use crate::bindings::progress::{Host as _, Level};
+        let t = tempfile::tempdir().unwrap();
+        let script = "yes line | head -n 5000; yes err | head -n 5000 >&2; echo end";
+        let (mut host, sink) = step_host(&t, &[script]);
+        host.max_log_lines = 100;
+        host.log(Level::Info, "from the plugin".into());
+        let mut cmd = sh(script, OutputTarget::Log);
+        cmd.stderr = OutputTarget::Log;
+        let out = host.run(cmd).unwrap();
+        assert_eq!(out.exit_code, Some(0), "the output was not read to its end");
+        assert_eq!(logged(&sink).len(), 100);
+        host.log(Level::Info, "dropped".into());
+        let warnings: Vec<String> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::StepLog {
+                    level: LogLevel::Warn,
+                    message,
+                    ..
+                } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("log limit of 100 lines reached"));
+        assert_eq!(logged(&sink).len(), 100);
     }
 }

@@ -56,8 +56,8 @@ pub struct StepHost {
     pub max_log_lines: u64,
     /// Log lines seen so far.
     pub log_lines: u64,
-    /// When progress was last forwarded (rate limit).
-    pub last_progress: Option<Instant>,
+    /// When progress was last forwarded, and its percent (rate limit).
+    pub last_progress: Option<(Instant, f32)>,
     /// Strings never to show in logs, events or errors (e.g. env values given to commands).
     pub secrets: Vec<String>,
     /// How granted programs are confined on this host.
@@ -97,4 +97,69 @@ pub fn redact(s: &str, secrets: &[String]) -> String {
     out
 }
 
+/// `s` cut to at most `max` bytes (on a character boundary), the cut marked with its size.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes cut)", &s[..end], s.len() - end)
+}
+
 impl crate::bindings::types::Host for StepHost {}
+
+/// A step host over a real customer folder (`<t>/customers/shop.example.com`, mounted read-write
+/// at `/data`) with a work folder, an approval desk in `<t>/data`, the given command grants and a
+/// memory sink; programs run confined when the kernel can.
+#[cfg(test)]
+pub(crate) fn test_host(
+    t: &tempfile::TempDir,
+    commands: Vec<CommandGrant>,
+) -> (StepHost, Arc<crate::events::MemorySink>) {
+    use crate::confine::{Confinement, Mode};
+    use crate::pipeline::{MountRoot, PlannedMount};
+    use crate::sandbox::Roots;
+    let (customers, work) = (t.path().join("customers"), t.path().join("work"));
+    std::fs::create_dir_all(customers.join("shop.example.com")).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let roots = Roots::open(&customers, "shop.example.com", &work).unwrap();
+    let planned = [PlannedMount {
+        guest: "/data".into(),
+        from: MountRoot::Customer,
+        path: std::path::PathBuf::new(),
+        writable: true,
+        create: false,
+        optional: false,
+        reason: None,
+    }];
+    let mounts = MountTable::resolve(&planned, &roots).unwrap().unwrap();
+    let confinement = match Confinement::new(Mode::Landlock) {
+        c if c.enforced() => c,
+        _ => Confinement::new(Mode::Off),
+    };
+    let sink = Arc::new(crate::events::MemorySink::default());
+    let host = StepHost {
+        step_id: "probe".into(),
+        mounts,
+        commands,
+        http: vec![],
+        approvals: Some(approvals::ApprovalDesk {
+            data_dir: t.path().join("data"),
+            run_id: "run-1".into(),
+        }),
+        events: sink.clone(),
+        cancel: CancelToken::default(),
+        deadline: Instant::now() + std::time::Duration::from_secs(120),
+        max_log_lines: 1_000_000,
+        log_lines: 0,
+        last_progress: None,
+        secrets: Vec::new(),
+        confinement,
+        work: Some((roots.work.try_clone().unwrap(), roots.work_path.clone())),
+        host_paths: Default::default(),
+    };
+    (host, sink)
+}

@@ -9,18 +9,13 @@ use crate::events::{Event, LogLevel};
 
 /// Longest message kept; the rest is cut.
 const MAX_MESSAGE: usize = 4096;
-/// Progress reports closer together than this are dropped (the next one carries the news).
+/// Progress reports closer together than this are dropped (the next one carries the news), at
+/// every percent: only the first report of 100 after a lower one passes at once, so the end is
+/// never lost, while a plugin repeating 100 is limited like any other.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 fn clip(s: &str) -> String {
-    if s.len() <= MAX_MESSAGE {
-        return s.to_owned();
-    }
-    let mut end = MAX_MESSAGE;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes cut)", &s[..end], s.len() - end)
+    super::clip(s, MAX_MESSAGE)
 }
 
 impl Host for StepHost {
@@ -31,14 +26,16 @@ impl Host for StepHost {
         } else {
             0.0
         };
-        if percent < 100.0
-            && self
-                .last_progress
-                .is_some_and(|t| now.duration_since(t) < PROGRESS_INTERVAL)
-        {
+        let due = match self.last_progress {
+            None => true,
+            Some((at, last)) => {
+                now.duration_since(at) >= PROGRESS_INTERVAL || (percent >= 100.0 && last < 100.0)
+            }
+        };
+        if !due {
             return;
         }
-        self.last_progress = Some(now);
+        self.last_progress = Some((now, percent));
         let message = self.redact(&clip(&message));
         self.emit(Event::StepProgress {
             step: self.step_id.clone(),
@@ -75,5 +72,41 @@ impl Host for StepHost {
             level,
             message,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reported(sink: &crate::events::MemorySink) -> Vec<f32> {
+        sink.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::StepProgress { percent, .. } => Some(*percent),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn progress_is_rate_limited_at_every_percent_including_100() {
+        let t = tempfile::tempdir().unwrap();
+        let (mut host, sink) = super::super::test_host(&t, vec![]);
+        host.report(50.0, "half".into());
+        for i in 0..10_000 {
+            host.report(100.0, format!("done {i}"));
+        }
+        // The first 100 after a lower percent passes at once; its repeats wait their turn.
+        assert_eq!(reported(&sink), [50.0, 100.0]);
+        std::thread::sleep(PROGRESS_INTERVAL);
+        host.report(100.0, "still done".into());
+        assert_eq!(reported(&sink), [50.0, 100.0, 100.0]);
+        // NaN and values out of range are clamped, and limited like the rest.
+        host.report(f32::NAN, "nan".into());
+        host.report(1e9, "big".into());
+        assert_eq!(reported(&sink).len(), 3);
     }
 }

@@ -21,6 +21,10 @@ use super::{AppState, now};
 pub const LEASE: Duration = Duration::from_secs(30);
 /// Stored progress events per run per second, at most (the last one always goes out).
 const PROGRESS_PER_SECOND: u32 = 4;
+/// Stored events per run, at most: past this one marker event says so and further progress and
+/// approval requests are no longer stored (the run's own progress still is); step and run ends,
+/// decisions and the completed backup always are.
+pub const MAX_RUN_EVENTS: u64 = 100_000;
 
 /// Marks this host's runs that were running when it died as interrupted, removes their partial
 /// backup folders, and tells their clients.
@@ -188,6 +192,24 @@ struct SinkState {
     step_percent: BTreeMap<String, f32>,
     last_progress: Option<Instant>,
     sent_this_second: u32,
+    /// Events published for this run so far.
+    published: u64,
+    /// Events this run may publish before only the forced ones pass ([`MAX_RUN_EVENTS`]).
+    max_events: u64,
+    /// The marker went out.
+    capped: bool,
+}
+
+/// Whether an event of a run may still be published: forced ones always, others until the
+/// run's cap. `Err(true)` when this one is the first refused, so the caller sends the marker.
+fn admit(st: &mut SinkState, force: bool) -> Result<(), bool> {
+    if !force && st.published >= st.max_events {
+        let first = !st.capped;
+        st.capped = true;
+        return Err(first);
+    }
+    st.published += 1;
+    Ok(())
 }
 
 impl HubSink {
@@ -212,16 +234,51 @@ impl HubSink {
                 st.sent_this_second = 1;
             }
         }
+        let admitted = admit(&mut st, force);
         drop(st);
         let _ = self
             .state
             .store
             .set_progress(&self.run.id, self.run.epoch, percent, message);
+        match admitted {
+            Ok(()) => {}
+            Err(true) => return self.publish_cap_marker(Some(percent)),
+            Err(false) => return,
+        }
         self.state.hub.publish(
             &self.run.id,
             &self.run.customer_id,
             &format!("{}-progress", self.family),
             serde_json::json!({ "runId": self.run.id, "percent": (percent * 10.0).round() / 10.0, "step": step, "message": message }),
+        );
+    }
+}
+
+impl HubSink {
+    /// The one event that says the run's events were capped.
+    fn publish_cap_marker(&self, percent: Option<f32>) {
+        let max = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .max_events;
+        tracing::warn!(
+            "run {} reached {max} events; further progress is not stored",
+            self.run.id
+        );
+        let mut data = serde_json::json!({
+                "runId": self.run.id,
+                "message": format!("events capped: this run sent {max} events; further progress and approval requests are not recorded (step and run ends still are)"),
+                "eventsCapped": true,
+        });
+        if let Some(p) = percent {
+            data["percent"] = ((p * 10.0).round() / 10.0).into();
+        }
+        self.state.hub.publish(
+            &self.run.id,
+            &self.run.customer_id,
+            &format!("{}-progress", self.family),
+            data,
         );
     }
 }
@@ -275,6 +332,15 @@ impl EventSink for HubSink {
                 details,
                 expires_at,
             } => {
+                let admitted = admit(
+                    &mut self.inner.lock().unwrap_or_else(|e| e.into_inner()),
+                    false,
+                );
+                match admitted {
+                    Ok(()) => {}
+                    Err(true) => return self.publish_cap_marker(None),
+                    Err(false) => return,
+                }
                 self.state.hub.publish(
                     &self.run.id,
                     &self.run.customer_id,
@@ -509,6 +575,9 @@ fn execute(
             step_percent: BTreeMap::new(),
             last_progress: None,
             sent_this_second: 0,
+            published: 0,
+            max_events: MAX_RUN_EVENTS,
+            capped: false,
         }),
     });
     executor::execute(
@@ -534,4 +603,121 @@ pub fn host_id(settings: &crate::settings::Settings) -> String {
         .to_string_lossy()
         .into_owned();
     format!("{name}:{}", settings.data_dir.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewRun, Store, sqlite::SqliteStore};
+
+    #[test]
+    fn a_run_s_events_are_capped_with_one_marker_and_its_ends_still_pass() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&tmp.path().join("state.sqlite")).unwrap());
+        store
+            .upsert_customer("42", "shop.example.com", None)
+            .unwrap();
+        store
+            .enqueue_run(
+                &NewRun {
+                    id: "run-1".into(),
+                    customer_id: "42".into(),
+                    pipeline: "upgrade".into(),
+                    params: Default::default(),
+                    triggered_by: None,
+                },
+                false,
+            )
+            .unwrap();
+        let run = store.claim_next("test", LEASE).unwrap().unwrap();
+        let settings = crate::settings::Settings {
+            customers_root: tmp.path().join("customers"),
+            data_dir: tmp.path().join("data"),
+            plugin_dirs: vec![],
+            pipelines_dir: tmp.path().join("pipelines"),
+            releases_dir: tmp.path().join("releases"),
+            listen: String::new(),
+            api_token: None,
+            ceilings: Default::default(),
+            config_file: None,
+            commands: Default::default(),
+            grants: Default::default(),
+        };
+        let state = AppState {
+            hub: super::super::EventHub::new(store.clone()),
+            store: store.clone(),
+            wake: Default::default(),
+            runtime: Arc::new(crate::runtime::Runtime::new(&settings.data_dir).unwrap()),
+            settings: Arc::new(settings),
+            catalog: Default::default(),
+            host_id: "test".into(),
+            running: Default::default(),
+        };
+        let before = store.events("run-1", 0).unwrap().len();
+        let sink = HubSink {
+            state,
+            run,
+            family: "upgrade",
+            inner: Mutex::new(SinkState {
+                total: 0,
+                done: 0,
+                step_percent: BTreeMap::new(),
+                last_progress: None,
+                sent_this_second: 0,
+                published: 0,
+                max_events: 20,
+                capped: false,
+            }),
+        };
+        sink.emit(Event::RunStarted {
+            run_id: "run-1".into(),
+            pipeline: "upgrade".into(),
+            customer: "shop.example.com".into(),
+            steps: (0..30).map(|i| format!("s{i}")).collect(),
+        });
+        for i in 0..30 {
+            sink.emit(Event::StepStarted {
+                step: format!("s{i}"),
+                plugin: "noop".into(),
+            });
+        }
+        // Past the cap: a flood of approval requests and progress is not stored, one marker is.
+        for _ in 0..500 {
+            sink.emit(Event::ApprovalRequested {
+                step: "s1".into(),
+                summary: "again".into(),
+                details: serde_json::Value::Null,
+                expires_at: "x".into(),
+            });
+            sink.emit(Event::StepProgress {
+                step: "s1".into(),
+                percent: 50.0,
+                message: "working".into(),
+            });
+        }
+        sink.emit(Event::StepSucceeded {
+            step: "s0".into(),
+            duration_ms: 1,
+            artifacts: vec![],
+            outputs: vec![],
+        });
+        let events = store.events("run-1", 0).unwrap();
+        let data: Vec<&serde_json::Value> = events[before..].iter().map(|e| &e.data).collect();
+        assert_eq!(data.len(), 1 + 30 + 1 + 1, "{data:#?}");
+        let markers: Vec<_> = data.iter().filter(|d| d["eventsCapped"] == true).collect();
+        assert_eq!(markers.len(), 1);
+        assert!(
+            markers[0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("events capped: this run sent 20 events")
+        );
+        assert_eq!(data.last().unwrap()["message"], "done");
+        // The run itself still shows where it is.
+        assert_eq!(
+            store.run("run-1").unwrap().unwrap().message.as_deref(),
+            Some("done")
+        );
+    }
 }

@@ -29,7 +29,8 @@ pub enum Stdio {
     Log,
     /// Nowhere.
     Discard,
-    /// Captured and returned in [`CommandOutput`] (at most 1 MiB; the rest is dropped).
+    /// Captured and returned in [`CommandOutput`] (up to 16 MiB per stream; more fails the call
+    /// naming the cap: send large output to a file).
     Capture,
     /// Into a file at this guest path inside a writable mount (created or truncated).
     File(String),
