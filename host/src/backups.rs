@@ -213,8 +213,15 @@ impl Partial {
                 })?;
                 let (size, sha) = match known.get(&name) {
                     Some((size, sha)) => (*size, (*sha).to_owned()),
-                    None => crate::executor::hash_file_at(&self.dir, entry.file_name().as_os_str())
-                        .map_err(io(&name))?,
+                    None => crate::executor::hash_file_at(
+                        &self.dir,
+                        entry.file_name().as_os_str(),
+                        crate::executor::HashBounds {
+                            expect_size: Some(a.size),
+                            deadline: None,
+                        },
+                    )
+                    .map_err(io(&name))?,
                 };
                 anyhow::ensure!(
                     size == a.size && sha.eq_ignore_ascii_case(&a.sha256),
@@ -246,12 +253,37 @@ impl Partial {
     }
 }
 
-/// Reads and parses `backup.json` in `dir`.
-pub fn read_manifest(dir: &Dir) -> Result<Manifest> {
+/// `backup.json` larger than this is not read: the customer's apps can write the folder.
+const MAX_MANIFEST: u64 = 16 << 20;
+/// A pin file's reason is at most this long.
+const MAX_PIN: u64 = 4 << 10;
+
+/// Reads a small file the customer could have written: a regular file (a FIFO never blocks the
+/// host, a link never leads out of `dir`) of at most `cap` bytes.
+fn read_small(dir: &Dir, path: &Path, cap: u64) -> std::io::Result<String> {
+    let mut opts = cap_std::fs::OpenOptions::new();
+    opts.read(true);
+    cap_std::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let file = dir.open_with(path, &opts)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > cap {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, more than the {} a host reads",
+            meta.len(),
+            crate::runtime::human_bytes(cap)
+        )));
+    }
     let mut text = String::new();
-    dir.open(MANIFEST)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .map_err(io(MANIFEST))?;
+    file.take(cap).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Reads and parses `backup.json` in `dir` (at most 16 MiB, a regular file).
+pub fn read_manifest(dir: &Dir) -> Result<Manifest> {
+    let text = read_small(dir, Path::new(MANIFEST), MAX_MANIFEST).map_err(io(MANIFEST))?;
     let m: Manifest =
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{MANIFEST}: {e}"))?;
     anyhow::ensure!(
@@ -263,12 +295,13 @@ pub fn read_manifest(dir: &Dir) -> Result<Manifest> {
 }
 
 fn pin_reason(backups: &Dir, id: &str) -> Option<String> {
-    let mut s = String::new();
-    backups
-        .open(Path::new(PINS).join(id))
-        .ok()?
-        .read_to_string(&mut s)
-        .ok()?;
+    let path = Path::new(PINS).join(id);
+    let s = match read_small(backups, &path, MAX_PIN) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        // A pin file that cannot be read still pins: never delete what someone meant to keep.
+        Err(e) => return Some(format!("pinned (the pin file cannot be read: {e})")),
+    };
     Some(if s.trim().is_empty() {
         "pinned".into()
     } else {
@@ -341,7 +374,11 @@ pub fn verify(customer: &Dir, id: &str) -> Result<Vec<Problem>> {
     let manifest = read_manifest(&dir)?;
     let mut problems = Vec::new();
     for a in &manifest.artifacts {
-        match crate::executor::hash_file_at(&dir, std::ffi::OsStr::new(&a.file)) {
+        let bounds = crate::executor::HashBounds {
+            expect_size: Some(a.size),
+            deadline: None,
+        };
+        match crate::executor::hash_file_at(&dir, std::ffi::OsStr::new(&a.file), bounds) {
             Ok((size, sha)) => {
                 if size != a.size {
                     problems.push(Problem {
@@ -402,4 +439,111 @@ pub fn pin(customer: &Dir, id: &str, reason: &str) -> Result<()> {
 /// The folder of backup `id`, for messages.
 pub fn display_path(customer_path: &Path, id: &str) -> PathBuf {
     customer_path.join(BACKUPS).join(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+    use std::time::{Duration, Instant};
+
+    fn mkfifo(path: &Path) {
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+    }
+
+    /// A customer folder with one complete backup holding a 4-byte `db.dump`.
+    fn customer_with_backup(root: &Path, id: &str) -> Dir {
+        let b = root.join("backups").join(id);
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(b.join("db.dump"), b"dump").unwrap();
+        let sha = hex::encode(Sha256::digest(b"dump"));
+        std::fs::write(
+            b.join(MANIFEST),
+            format!(
+                r#"{{"formatVersion":1,"id":"{id}","artifacts":[{{"name":"db","file":"db.dump","size":4,"sha256":"{sha}"}}]}}"#
+            ),
+        )
+        .unwrap();
+        Dir::open_ambient_dir(root, cap_std::ambient_authority()).unwrap()
+    }
+
+    #[test]
+    fn files_a_customer_can_write_never_block_or_flood_the_host() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let customer = customer_with_backup(root, "20261205-010000");
+        assert_eq!(list(&customer).unwrap().len(), 1);
+
+        // A FIFO as backup.json: not listed, at once.
+        let m = root.join("backups/20261205-010000").join(MANIFEST);
+        let text = std::fs::read(&m).unwrap();
+        std::fs::remove_file(&m).unwrap();
+        mkfifo(&m);
+        let started = Instant::now();
+        assert!(list(&customer).unwrap().is_empty());
+        let err = verify(&customer, "20261205-010000").unwrap_err();
+        assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // A 17 MiB backup.json: not read.
+        std::fs::remove_file(&m).unwrap();
+        let mut big = text.clone();
+        big.truncate(big.len() - 1);
+        big.extend(std::iter::repeat_n(b' ', 17 << 20));
+        big.push(b'}');
+        std::fs::write(&m, &big).unwrap();
+        assert!(list(&customer).unwrap().is_empty());
+        let err = verify(&customer, "20261205-010000").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("more than the 16 MiB"),
+            "{err:#}"
+        );
+
+        // A FIFO as pin file: still pinned (never deleted), and listing does not block.
+        std::fs::write(&m, &text).unwrap();
+        std::fs::create_dir_all(root.join("backups").join(PINS)).unwrap();
+        mkfifo(&root.join("backups").join(PINS).join("20261205-010000"));
+        let listed = list(&customer).unwrap();
+        assert!(
+            listed[0]
+                .pinned
+                .as_deref()
+                .unwrap()
+                .contains("cannot be read"),
+            "{:?}",
+            listed[0].pinned
+        );
+        assert!(delete(&customer, "20261205-010000").is_err());
+    }
+
+    #[test]
+    fn hashing_a_huge_sparse_file_is_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(tmp.path().join("a.tar.gz")).unwrap();
+        f.set_len(1 << 40).unwrap(); // 1 TiB, sparse
+        let dir = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        let name = std::ffi::OsStr::new("a.tar.gz");
+        let started = Instant::now();
+        // Claimed to be small: refused from its size alone.
+        let bounds = crate::executor::HashBounds {
+            expect_size: Some(10),
+            deadline: None,
+        };
+        let err = crate::executor::hash_file_at(&dir, name, bounds).unwrap_err();
+        assert!(err.to_string().contains("not the 10 expected"), "{err}");
+        // Claimed at its real size: stopped at the deadline.
+        let bounds = crate::executor::HashBounds {
+            expect_size: Some(1 << 40),
+            deadline: Some(Instant::now() + Duration::from_millis(300)),
+        };
+        let err = crate::executor::hash_file_at(&dir, name, bounds).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        assert!(err.to_string().contains("of 1 TiB"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
 }

@@ -660,8 +660,22 @@ fn check_result(
         let (dir, name) = loc
             .parent()
             .map_err(|e| format!("artifact `{}` at {}: {e}", a.name, a.path))?;
-        let (size, sha) = hash_file_at(&dir, &name)
-            .map_err(|e| format!("artifact `{}` at {}: {e}", a.name, a.path))?;
+        let bounds = HashBounds {
+            expect_size: Some(a.size),
+            deadline: Some(host.deadline),
+        };
+        let (size, sha) = hash_file_at(&dir, &name, bounds).map_err(|e| {
+            format!(
+                "artifact `{}` at {}: {e}{}",
+                a.name,
+                a.path,
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    " (raise the step's limits.timeout)"
+                } else {
+                    ""
+                }
+            )
+        })?;
         if size != a.size {
             return Err(format!(
                 "artifact `{}` at {}: the plugin says {} bytes but the file has {size}",
@@ -687,10 +701,22 @@ fn check_result(
     Ok(out)
 }
 
-/// Size and sha256 of the regular file `name` in `dir`, opened without following symlinks.
+/// Bounds on hashing a file the host does not control (a plugin's artifact, a listed backup).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashBounds {
+    /// The size the file must have; a file of another size is refused before reading a byte
+    /// (a 1 TiB sparse file that claims to be 10 bytes costs nothing).
+    pub expect_size: Option<u64>,
+    /// Hashing stops here with an error (checked every 64 MiB).
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Size and sha256 of the regular file `name` in `dir`, opened without following symlinks, within
+/// `bounds`.
 pub fn hash_file_at(
     dir: &cap_std::fs::Dir,
     name: &std::ffi::OsStr,
+    bounds: HashBounds,
 ) -> std::io::Result<(u64, String)> {
     let fd = rustix::fs::openat(
         dir.as_fd(),
@@ -709,11 +735,36 @@ pub fn hash_file_at(
     if st.st_mode & 0o170000 != 0o100000 {
         return Err(std::io::Error::other("not a regular file"));
     }
+    let len = st.st_size as u64;
+    if let Some(want) = bounds.expect_size
+        && want != len
+    {
+        return Err(std::io::Error::other(format!(
+            "the file has {len} bytes, not the {want} expected (not hashed)"
+        )));
+    }
     let mut file = std::fs::File::from(fd);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
+    let mut next_check = 0u64;
     loop {
+        if size >= next_check {
+            next_check = size + (64 << 20);
+            if bounds
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "hashing stopped at the step's deadline after {} of {}",
+                        crate::runtime::human_bytes(size),
+                        crate::runtime::human_bytes(len)
+                    ),
+                ));
+            }
+        }
         let n = file.read(&mut buf)?;
         if n == 0 {
             break;
