@@ -371,6 +371,26 @@ impl EventSink for HubSink {
 }
 
 /// Executes one claimed run to its end and records the result (fenced by the run's epoch).
+/// Runs `f`, turning a panic of the host's own code into an error, so the run is failed with its
+/// cause and its customer unblocked (the customer lock is released while unwinding) without a
+/// restart; the worker goes on with the next run.
+fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            tracing::error!("the host panicked while running a run: {what}");
+            Err(anyhow::anyhow!(
+                "the host failed while running this run (panic: {what}); nothing else was affected and the customer can run again; please report it with the host's log"
+            ))
+        }
+    }
+}
+
 fn execute_claimed(state: &AppState, run: RunRecord) {
     let cancel = CancelToken::default();
     if run.cancel_requested {
@@ -411,7 +431,7 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
     };
 
     let started = Instant::now();
-    let result = execute(state, &run, cancel.clone(), None);
+    let result = guarded(|| execute(state, &run, cancel.clone(), None));
     drop(done);
     let _ = renewer.join();
     state
@@ -609,6 +629,29 @@ pub fn host_id(settings: &crate::settings::Settings) -> String {
 mod tests {
     use super::*;
     use crate::store::{NewRun, Store, sqlite::SqliteStore};
+
+    #[test]
+    fn a_panic_in_the_host_fails_the_run_with_its_cause_and_unblocks_the_customer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let result: anyhow::Result<()> = guarded(|| {
+            let _lock = crate::lock::acquire(tmp.path(), "shop.example.com", "run-1", "backup")?;
+            panic!("index out of bounds: the len is 0 but the index is 3");
+        });
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("panic: index out of bounds: the len is 0 but the index is 3"),
+            "{err}"
+        );
+        assert!(err.contains("the customer can run again"), "{err}");
+        // The lock went with the unwinding: the customer's next run can start at once.
+        crate::lock::acquire(tmp.path(), "shop.example.com", "run-2", "backup").unwrap();
+        // A formatted panic message comes through too, and errors pass unchanged.
+        let n = 7;
+        let err = guarded::<()>(|| panic!("step {n} broke")).unwrap_err();
+        assert!(err.to_string().contains("panic: step 7 broke"), "{err}");
+        let err = guarded::<()>(|| Err(anyhow::anyhow!("plain failure"))).unwrap_err();
+        assert_eq!(err.to_string(), "plain failure");
+    }
 
     #[test]
     fn a_run_s_events_are_capped_with_one_marker_and_its_ends_still_pass() {
