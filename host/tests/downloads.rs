@@ -531,3 +531,78 @@ async fn without_any_key_links_are_unavailable() {
         .await
         .problem(StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// Slow clients of whole-backup tars hold no blocking thread: with a pool of two blocking
+/// threads, four downloads whose clients stop reading leave room for a fifth that completes.
+#[test]
+fn stalled_tar_downloads_hold_no_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // On failure, threads stuck in the old way would keep the runtime from shutting down.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+        let all = async {
+        let env = env_with(Some(TOKEN)).with_backup().await;
+        // 4 MiB of uploads: far more than any buffer between the file and a stalled client.
+        let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+        let dir = env.backup_dir();
+        std::fs::write(dir.join("uploads.bin"), &big).unwrap();
+        let db = db_bytes();
+        let manifest = json!({
+            "formatVersion": 1,
+            "id": BACKUP,
+            "artifacts": [
+                { "name": "db", "file": "db.dump", "size": db.len(), "sha256": sha(&db) },
+                { "name": "uploads", "file": "uploads.bin", "size": big.len(), "sha256": sha(&big) },
+            ],
+        });
+        std::fs::write(dir.join("backup.json"), manifest.to_string()).unwrap();
+        let uri = format!("/api/customers/{CUSTOMER}/backups/{BACKUP}/download");
+        let request = || {
+            Request::builder()
+                .uri(&uri)
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let mut stalled = Vec::new();
+        for _ in 0..4 {
+            let res = env.app().oneshot(request()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            let mut body = res.into_body();
+            // Read one frame, then stop reading, as a client on a slow line would.
+            body.frame().await.unwrap().unwrap();
+            stalled.push(body);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = tokio::time::timeout(Duration::from_secs(20), env.send(request()))
+            .await
+            .expect("a download waited for the stalled ones");
+        assert_eq!(r.status, StatusCode::OK);
+        let mut archive = tar::Archive::new(r.bytes.as_slice());
+        let sizes: Vec<u64> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().size())
+            .collect();
+        let manifest_len = std::fs::metadata(dir.join("backup.json")).unwrap().len();
+        assert_eq!(
+            sizes.iter().sum::<u64>(),
+            (big.len() + db.len()) as u64 + manifest_len
+        );
+        drop(stalled);
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("downloads waited for the stalled ones");
+    })
+    }));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

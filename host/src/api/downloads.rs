@@ -9,7 +9,7 @@
 //! refused with 503. Files are opened through cap-std inside the customer's folder, and only files
 //! the backup's `backup.json` lists (or `backup.json` itself) of a complete backup are served.
 
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
@@ -858,91 +858,119 @@ fn parse_range(value: &str, len: u64) -> RangeAnswer {
     RangeAnswer::Part(first, last.map_or(len - 1, |l| l.min(len - 1)))
 }
 
-/// A `Write` that hands 64 KiB chunks to the response body; fails once the client is gone.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
 const CHUNK: usize = 64 * 1024;
+/// tar's block size: headers and padding come in blocks.
+const BLOCK: usize = 512;
 
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-        })
-    }
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
-fn write_tar(
-    out: &mut ChannelWriter,
+/// The tar header of one artifact (`<backup-id>/<name>`, mode 600, its mtime).
+fn tar_header(
     backup_id: &str,
-    files: Vec<(String, std::fs::File, u64)>,
-) -> std::io::Result<()> {
-    let mut builder = tar::Builder::new(&mut *out);
-    for (name, mut file, len) in files {
-        file.seek(SeekFrom::Start(0))?;
-        let mtime = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(len);
-        header.set_mode(0o600);
-        header.set_mtime(mtime);
-        let mut reader = file.take(len);
-        builder.append_data(&mut header, format!("{backup_id}/{name}"), &mut reader)?;
-        if reader.limit() != 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("{name} shrank while it was being sent"),
-            ));
-        }
-    }
-    builder.into_inner()?;
-    out.flush()
+    name: &str,
+    file: &std::fs::File,
+    len: u64,
+) -> std::io::Result<Bytes> {
+    let mtime = file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_path(format!("{backup_id}/{name}"))?;
+    header.set_size(len);
+    header.set_mode(0o600);
+    header.set_mtime(mtime);
+    header.set_cksum();
+    Ok(Bytes::copy_from_slice(header.as_bytes()))
 }
 
-/// Streams the whole backup as an uncompressed tar built on the fly (no `Content-Length`).
+/// One artifact's data, `len` bytes read asynchronously in 64 KiB chunks, then the padding to
+/// a whole block; an error if the file shrank while it was being sent.
+fn tar_entry_data(
+    name: String,
+    file: std::fs::File,
+    len: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+    use tokio::io::AsyncReadExt as _;
+    struct State {
+        name: String,
+        file: tokio::fs::File,
+        left: u64,
+        padded: bool,
+        len: u64,
+    }
+    let state = State {
+        name,
+        file: tokio::fs::File::from_std(file),
+        left: len,
+        padded: false,
+        len,
+    };
+    futures_util::stream::unfold(Some(state), |state| async move {
+        let mut st = state?;
+        if st.left == 0 {
+            if st.padded {
+                return None;
+            }
+            st.padded = true;
+            let pad = (BLOCK - (st.len % BLOCK as u64) as usize) % BLOCK;
+            return Some((Ok(Bytes::from(vec![0u8; pad])), Some(st)));
+        }
+        let mut buf = vec![0u8; CHUNK.min(st.left as usize)];
+        match st.file.read(&mut buf).await {
+            Ok(0) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} shrank while it was being sent", st.name),
+                )),
+                None,
+            )),
+            Ok(n) => {
+                buf.truncate(n);
+                st.left -= n as u64;
+                Some((Ok(Bytes::from(buf)), Some(st)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// Streams the whole backup as an uncompressed tar built on the fly (no `Content-Length`). Every
+/// read is a short async file read: a slow client holds no thread, only its open files.
 fn tar_response(backup_id: String, files: Vec<(String, std::fs::File, u64)>) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    use futures_util::StreamExt as _;
     let name = format!("{backup_id}.tar");
-    tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        };
-        if let Err(e) = write_tar(&mut out, &backup_id, files) {
-            tracing::info!("streaming backup {backup_id} as a tar stopped: {e}");
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                let _ = out.tx.blocking_send(Err(e));
+    let mut parts: Vec<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> =
+        Vec::new();
+    for (file_name, mut file, len) in files {
+        let header = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| tar_header(&backup_id, &file_name, &file, len));
+        match header {
+            Ok(h) => {
+                parts.push(futures_util::stream::once(async move { Ok(h) }).boxed());
+                parts.push(tar_entry_data(file_name, file, len).boxed());
+            }
+            Err(e) => {
+                tracing::info!("streaming backup {backup_id} as a tar stopped: {e}");
+                parts.push(futures_util::stream::once(async move { Err(e) }).boxed());
+                break;
             }
         }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    }
+    // The end of the archive: two zero blocks.
+    parts.push(futures_util::stream::once(async { Ok(Bytes::from(vec![0u8; 2 * BLOCK])) }).boxed());
+    // Stop at the first error: the client sees a cut response, never a tar that looks whole.
+    let stream = futures_util::stream::iter(parts)
+        .flatten()
+        .scan(false, |failed, item| {
+            let out = if *failed { None } else { Some(item) };
+            if let Some(Err(_)) = &out {
+                *failed = true;
+            }
+            futures_util::future::ready(out)
+        });
     let mut res = Response::new(Body::from_stream(stream));
     let h = res.headers_mut();
     h.insert(
