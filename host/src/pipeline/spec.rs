@@ -424,7 +424,10 @@ pub struct CommandSpec {
     /// Bare program name, looked up by the host, e.g. `pg_dump`.
     #[schemars(regex(pattern = r"^[A-Za-z0-9._+-]+$"))]
     pub program: Located<String>,
-    /// Glob patterns; every argument of a call must match one of them.
+    /// Glob patterns; every argument of a call must match one of them. References such as
+    /// `{{customer.domain}}` and `{{customer.db.host}}` (port, name, user: derived by the host
+    /// from the customer's `DATABASE_URL`) stand for their value exactly, e.g.
+    /// `--host={{customer.db.host}}`.
     #[serde(default)]
     pub args: Vec<Located<String>>,
     /// Names of environment variables the step may set for the program.
