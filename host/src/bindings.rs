@@ -3,6 +3,9 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "step",
+    // `run` is async so the host can drop a step blocked inside a WASI call at its deadline;
+    // the host's own capabilities stay synchronous.
+    exports: { default: async },
 });
 
 pub use qodify::pipeline::{approvals, cancellation, commands, files, http, progress, types};

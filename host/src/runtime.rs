@@ -1,7 +1,8 @@
 //! The sandboxed step runtime: one wasmtime `Engine` per process, compiled components cached on
 //! disk and in memory, and one short-lived `Store` per step with its limits attached (memory via a
-//! `StoreLimits` limiter, wall-clock time and cancellation via epoch deadlines, WASI resource
-//! limits set explicitly).
+//! limiter that counts all of an instance's memories together, wall-clock time and cancellation
+//! via epoch deadlines and, for a guest blocked inside a WASI call, by racing the call's future
+//! against the deadline and the cancel flag; WASI resource limits set explicitly).
 
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
@@ -135,11 +136,36 @@ enum StopReason {
     Cancelled,
 }
 
-/// A `StoreLimits` that remembers when it refused memory, so the error names the limit instead
-/// of the misleading trap a failed allocation turns into.
+/// The step's memory budget over all of its linear memories together (a component may have
+/// several, and `StoreLimits` bounds each one alone), with tables and counts bounded by a
+/// `StoreLimits`. It remembers when it refused memory, so the error names the limit instead of
+/// the misleading trap a failed allocation turns into.
 struct StepLimiter {
     inner: StoreLimits,
+    /// Bytes the step may hold in all its memories together.
+    budget: usize,
+    /// Bytes of all memories together, as granted so far. A growth granted here that wasmtime
+    /// then fails to carry out stays counted: erring towards refusing is the safe side, and
+    /// `memory_grow_failed` cannot tell which growth failed (it is also called for growth this
+    /// limiter never saw).
+    used: usize,
     memory_refused: bool,
+}
+
+impl StepLimiter {
+    fn new(budget: usize) -> Self {
+        Self {
+            inner: StoreLimitsBuilder::new()
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .table_elements(1_000_000)
+                .build(),
+            budget,
+            used: 0,
+            memory_refused: false,
+        }
+    }
 }
 
 impl ResourceLimiter for StepLimiter {
@@ -149,9 +175,18 @@ impl ResourceLimiter for StepLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let ok = self.inner.memory_growing(current, desired, maximum)?;
-        self.memory_refused |= !ok;
-        Ok(ok)
+        // Memories only grow and live as long as the store, so the sum of each growth is the
+        // sum of the current sizes.
+        let grow = desired.saturating_sub(current);
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        if self.used.saturating_add(grow) > self.budget {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        self.used += grow;
+        Ok(true)
     }
     fn table_growing(
         &mut self,
@@ -324,6 +359,9 @@ impl Runtime {
     /// Creates the engine and linker; compiled plugins are cached under `<data_dir>/cache`.
     pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
         let mut config = Config::new();
+        // Steps run async (`run_until`), so a guest blocked inside a WASI call (a sleep, a FIFO
+        // that never opens) is a pending future the host can drop at its deadline or on cancel;
+        // epoch interruption still stops a guest spinning in its own code.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.parallel_compilation(true);
@@ -332,7 +370,7 @@ impl Runtime {
             .context("creating the wasmtime engine")?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         Step::add_to_linker::<StepState, HostCaps>(&mut linker, |s: &mut StepState| &mut s.host)
             .map_err(anyhow::Error::from)?;
 
@@ -458,7 +496,9 @@ impl Runtime {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .allow_blocking_current_thread(true);
+            // File I/O goes to blocking threads, so a read that never returns (a FIFO) leaves
+            // the step's future pending instead of blocking the thread that must stop it.
+            .allow_blocking_current_thread(false);
         for m in call.host.mounts.iter() {
             let perms = if m.writable {
                 FsPerms::ReadWrite
@@ -472,16 +512,7 @@ impl Runtime {
         table.set_max_capacity(MAX_RESOURCES);
 
         let memory = usize::try_from(call.memory_bytes).unwrap_or(usize::MAX);
-        let limiter = StepLimiter {
-            inner: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(64)
-                .tables(64)
-                .memories(16)
-                .table_elements(1_000_000)
-                .build(),
-            memory_refused: false,
-        };
+        let limiter = StepLimiter::new(memory);
         let deadline = Instant::now() + call.timeout;
         let mut host = call.host;
         host.deadline = host.deadline.min(deadline);
@@ -510,10 +541,18 @@ impl Runtime {
             Ok(UpdateDeadline::Continue(1))
         });
 
-        let outcome = pre
-            .instantiate(&mut store)
-            .and_then(|inst| inst.call_run(&mut store, &call.context));
-        let state = store.into_data();
+        let cancel = store.data().host.cancel.clone();
+        let (outcome, stopped) = run_until(deadline, &cancel, async {
+            let inst = pre.instantiate_async(&mut store).await?;
+            inst.call_run(&mut store, &call.context).await
+        })
+        .map_err(|e| setup(format!("starting the step's async runtime: {e}")))?;
+        let mut state = store.into_data();
+        if stopped.is_some() {
+            state.stop = stopped;
+        }
+        // The deadline or the cancel won the race and the call's future was dropped.
+        let outcome = outcome.unwrap_or_else(|| Err(wasmtime::format_err!("stopped by the host")));
         let classify = |trap: wasmtime::Error| -> StepFailure {
             match state.stop {
                 Some(StopReason::Cancelled) => {
@@ -586,6 +625,40 @@ impl Runtime {
     }
 }
 
+/// Drives `call` to completion unless the deadline passes or the run is cancelled first; then the
+/// call's future is dropped, which ends the guest wherever it waits (a WASI sleep, a read that
+/// never returns), and the reason is given instead of a result.
+///
+/// Runs on a current-thread tokio runtime of its own, so it works both from a plain thread (the
+/// CLI, a concurrent group's scoped thread) and from a `spawn_blocking` thread of `serve`'s
+/// runtime; it must not be called from inside an async task. The runtime is shut down without
+/// waiting: a blocking file operation the guest started (a FIFO's `open`) may outlive the step
+/// on its blocking thread, but neither the step nor its caller waits for it.
+fn run_until<T>(
+    deadline: Instant,
+    cancel: &crate::caps::CancelToken,
+    call: impl std::future::Future<Output = T>,
+) -> std::io::Result<(Option<T>, Option<StopReason>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let out = rt.block_on(async {
+        let cancelled = async {
+            while !cancel.is_cancelled() {
+                tokio::time::sleep(EPOCH_TICK).await;
+            }
+        };
+        tokio::select! {
+            biased;
+            out = call => (Some(out), None),
+            () = cancelled => (None, Some(StopReason::Cancelled)),
+            () = tokio::time::sleep_until(deadline.into()) => (None, Some(StopReason::Timeout)),
+        }
+    });
+    rt.shutdown_background();
+    Ok(out)
+}
+
 /// The WIT name of an error kind.
 fn error_kind(kind: types::ErrorKind) -> &'static str {
     use types::ErrorKind as K;
@@ -620,5 +693,33 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(600)), "10m");
         assert_eq!(human_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(human_duration(Duration::from_millis(2500)), "2.5s");
+    }
+
+    #[test]
+    fn the_memory_budget_counts_all_memories_together() {
+        const MIB: usize = 1 << 20;
+        let mut limiter = StepLimiter::new(100 * MIB);
+        // Two memories of 60% each: each fits alone, together they do not.
+        assert!(limiter.memory_growing(0, 60 * MIB, None).unwrap());
+        assert!(!limiter.memory_refused);
+        assert!(!limiter.memory_growing(0, 60 * MIB, None).unwrap());
+        assert!(
+            limiter.memory_refused,
+            "the refusal must name the memory limit"
+        );
+        // What is left is still granted, to any memory.
+        assert!(limiter.memory_growing(60 * MIB, 90 * MIB, None).unwrap());
+        assert!(!limiter.memory_growing(0, 11 * MIB, None).unwrap());
+        // A memory's own declared maximum refuses too, without blaming the step's limit.
+        let mut limiter = StepLimiter::new(100 * MIB);
+        assert!(!limiter.memory_growing(0, 2 * MIB, Some(MIB)).unwrap());
+        assert!(!limiter.memory_refused);
+    }
+
+    #[test]
+    fn tables_stay_bounded() {
+        let mut limiter = StepLimiter::new(100 << 20);
+        assert!(limiter.table_growing(0, 1_000, None).unwrap());
+        assert!(!limiter.table_growing(0, 2_000_000, None).unwrap());
     }
 }
