@@ -2,7 +2,8 @@
 //! disk and in memory, and one short-lived `Store` per step with its limits attached (memory via a
 //! limiter that counts all of an instance's memories together, wall-clock time and cancellation
 //! via epoch deadlines and, for a guest blocked inside a WASI call, by racing the call's future
-//! against the deadline and the cancel flag; WASI resource limits set explicitly).
+//! against the deadline and the cancel flag on a step thread the caller can leave behind; WASI
+//! resource limits set explicitly).
 
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
@@ -421,9 +422,9 @@ impl Runtime {
     /// Creates the engine and linker; compiled plugins are cached under `<data_dir>/cache`.
     pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
         let mut config = Config::new();
-        // Steps run async (`run_until`), so a guest blocked inside a WASI call (a sleep, a FIFO
-        // that never opens) is a pending future the host can drop at its deadline or on cancel;
-        // epoch interruption still stops a guest spinning in its own code.
+        // Steps run async (`run_until`), so a guest waiting inside a WASI call (a sleep, a poll)
+        // is a pending future the host can drop at its deadline or on cancel; epoch interruption
+        // still stops a guest spinning in its own code.
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.parallel_compilation(true);

@@ -594,6 +594,31 @@ fn a_fifo_read_through_wasi_does_not_hold_the_step_past_its_deadline() {
     // The worker is free: the same runtime runs the next step at once.
     let (o, _) = run(&rt, &fx, NOOP, &[]);
     assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
+
+    // A cancel ends it as promptly, however long the step's own limit.
+    let cancel = CancelToken::default();
+    let trigger = cancel.clone();
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let slow = PROBE.replace("timeout = \"3s\"", "timeout = \"10m\"");
+    let (o, _) = run_with(&rt, &fx, &slow, &[("mode", "read-fifo")], cancel);
+    timer.join().unwrap();
+    assert_eq!(
+        o.status,
+        RunStatus::Cancelled,
+        "{:?} {:?}",
+        o.error,
+        o.steps
+    );
+    assert_eq!(o.error.as_deref(), Some("step probe was cancelled"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
