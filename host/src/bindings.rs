@@ -3,8 +3,8 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "step",
-    // `run` is async so the host can drop a step blocked inside a WASI call at its deadline;
-    // the host's own capabilities stay synchronous.
+    // `run` is async so the host can drop a step waiting inside a WASI sleep or poll at its
+    // deadline or on cancel; the host's own capabilities stay synchronous.
     exports: { default: async },
 });
 
