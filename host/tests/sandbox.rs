@@ -512,6 +512,141 @@ fn cancelling_a_run_stops_a_spinning_step_at_once() {
 }
 
 #[test]
+fn a_step_asleep_inside_a_wasi_call_is_stopped_at_its_deadline() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let started = Instant::now();
+    let (o, _) = run(&rt, &fx, PROBE, &[("mode", "wasi-sleep")]);
+    assert_eq!(o.status, RunStatus::Failed, "{:?}", o.steps);
+    let err = o.error.unwrap();
+    assert!(
+        err.contains("step probe ran past its 3s time limit"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a 25 s sleep under a 3 s limit took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn cancelling_a_run_stops_a_step_asleep_inside_a_wasi_call() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    // Warm the compile cache so the cancel lands while the step sleeps.
+    run(&rt, &fx, PROBE, &[]);
+    let cancel = CancelToken::default();
+    let trigger = cancel.clone();
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let slow = PROBE.replace("timeout = \"3s\"", "timeout = \"10m\"");
+    let (o, _) = run_with(&rt, &fx, &slow, &[("mode", "wasi-sleep")], cancel);
+    timer.join().unwrap();
+    assert_eq!(
+        o.status,
+        RunStatus::Cancelled,
+        "{:?} {:?}",
+        o.error,
+        o.steps
+    );
+    assert_eq!(o.error.as_deref(), Some("step probe was cancelled"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Makes `path` a FIFO that nobody ever writes to: opening it for reading blocks forever.
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates the file.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+fn a_fifo_read_through_wasi_does_not_hold_the_step_past_its_deadline() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    mkfifo(&fx.root.join("customers/shop.example.com/data/.env"));
+    let started = Instant::now();
+    let (o, _) = run(&rt, &fx, PROBE, &[("mode", "read-fifo")]);
+    assert_eq!(o.status, RunStatus::Failed, "{:?}", o.steps);
+    let err = o.error.unwrap();
+    assert!(
+        err.contains("step probe ran past its 3s time limit"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The worker is free: the same runtime runs the next step at once.
+    let (o, _) = run(&rt, &fx, NOOP, &[]);
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
+
+    // A cancel ends it as promptly, however long the step's own limit.
+    let cancel = CancelToken::default();
+    let trigger = cancel.clone();
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let slow = PROBE.replace("timeout = \"3s\"", "timeout = \"10m\"");
+    let (o, _) = run_with(&rt, &fx, &slow, &[("mode", "read-fifo")], cancel);
+    timer.join().unwrap();
+    assert_eq!(
+        o.status,
+        RunStatus::Cancelled,
+        "{:?} {:?}",
+        o.error,
+        o.steps
+    );
+    assert_eq!(o.error.as_deref(), Some("step probe was cancelled"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_files_interface_refuses_a_fifo_at_once_naming_it() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    mkfifo(&fx.root.join("customers/shop.example.com/out/.env"));
+    let started = Instant::now();
+    // `set-mode` needs a writable mount: aim the probe's `path` at `/out`.
+    let toml = PROBE.replace("out = \"/out\"", "out = \"/out\"\npath = \"/out/.env\"");
+    let (o, _) = run(&rt, &fx, &toml, &[("mode", "files-fifo")]);
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
+    let shown = &o.steps[0].outputs[0].1;
+    assert!(
+        shown.starts_with("denied:") && shown.contains("/out/.env: not a regular file"),
+        "{shown}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn a_run_cancelled_before_its_first_step_ends_cancelled_not_succeeded() {
     let fx = fixture();
     let rt = Runtime::new(&fx.settings.data_dir).unwrap();

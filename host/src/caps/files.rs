@@ -197,7 +197,7 @@ impl Host for StepHost {
             EntryKind::File | EntryKind::Directory => {}
             _ => {
                 return Err(FilesError::NotPermitted(format!(
-                    "{path}: not a file or folder"
+                    "{path}: not a regular file or folder (a FIFO, socket or device); special files are refused"
                 )));
             }
         }

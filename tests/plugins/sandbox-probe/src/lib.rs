@@ -1,7 +1,8 @@
 //! `sandbox-probe` test plugin: tries to break out of its grants and to exhaust the host, so tests
 //! can prove the host holds. Config: `{ "mode": "escape" | "loop" | "memory-bomb" | "log-flood" |
-//! "huge-output" | "sleep-host" | "native", "data": "/data", "out": "/out" }`, `data` being a
-//! read-only mount and `out` a read-write one.
+//! "huge-output" | "sleep-host" | "wasi-sleep" | "read-fifo" | "files-fifo" | "native", "data":
+//! "/data", "out": "/out", "path": "/data/.env" }`, `data` being a read-only mount and `out` a
+//! read-write one; `path` is the file `read-fifo` and `files-fifo` aim at.
 //!
 //! In `native` mode the probe plants the symlinks of `links` in `out` (absolute and `../`
 //! targets), then has the host run each of `commands` (its granted programs, aimed at those
@@ -31,6 +32,13 @@ struct Config {
     /// `native`: programs to run, `[program, arg…]`.
     #[serde(default)]
     commands: Vec<Vec<String>>,
+    /// `read-fifo`, `files-fifo`: the file to read or change.
+    #[serde(default = "default_path")]
+    path: String,
+}
+
+fn default_path() -> String {
+    "/data/.env".into()
 }
 
 fn default_data() -> String {
@@ -71,6 +79,12 @@ enum Mode {
     Panic,
     /// Plant links, then run granted programs through them.
     Native,
+    /// Sleep 25 s inside a WASI call: the host's deadline and cancel must still stop it.
+    WasiSleep,
+    /// Read `path` through WASI (a FIFO without a writer blocks in `open`).
+    ReadFifo,
+    /// Set the mode of `path` through the host's `files` interface.
+    FilesFifo,
 }
 
 struct Probe;
@@ -165,6 +179,21 @@ impl Step for Probe {
                     out.push_value(format!("cmd-{i}"), shown);
                 }
                 Ok(out)
+            }
+            Mode::WasiSleep => {
+                std::thread::sleep(std::time::Duration::from_secs(25));
+                Ok(Output::new().value("slept", "25s"))
+            }
+            Mode::ReadFifo => {
+                let read = std::fs::read(&config.path);
+                Ok(Output::new().value(
+                    "read",
+                    escape::report(read, |b| format!("{} bytes", b.len())),
+                ))
+            }
+            Mode::FilesFifo => {
+                let set = fs::set_mode(&config.path, 0o600);
+                Ok(Output::new().value("files", escape::report(set, |()| "changed".into())))
             }
             Mode::SleepHost => {
                 let result = Command::new("sleep").arg("3600").run();
