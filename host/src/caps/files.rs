@@ -201,7 +201,8 @@ impl Host for StepHost {
                 )));
             }
         }
-        rustix::fs::fchmod(&fd, Mode::from_bits_truncate(mode & 0o7777)).map_err(|e| rx(&path, e))
+        // Permission bits only: a step never makes a setuid/setgid program or a sticky folder.
+        rustix::fs::fchmod(&fd, Mode::from_bits_truncate(mode & 0o777)).map_err(|e| rx(&path, e))
     }
 
     fn set_mtime(&mut self, path: String, seconds: i64, nanos: u32) -> Result<(), FilesError> {
@@ -354,6 +355,25 @@ mod tests {
             );
         }
         err
+    }
+
+    #[test]
+    fn set_mode_never_sets_setuid_setgid_or_sticky() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = tempfile::tempdir().unwrap();
+        let (mut host, _) = super::super::test_host(&t, vec![]);
+        let file = t.path().join("customers/shop.example.com/tool");
+        std::fs::write(&file, "#!/bin/sh\n").unwrap();
+        Host::set_mode(&mut host, "/data/tool".into(), 0o6755).unwrap();
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        let dir = t.path().join("customers/shop.example.com/shared");
+        std::fs::create_dir(&dir).unwrap();
+        Host::set_mode(&mut host, "/data/shared".into(), 0o1777).unwrap();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777,
+            0o777
+        );
     }
 
     #[test]
