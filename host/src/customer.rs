@@ -26,11 +26,12 @@ pub fn database(customer_dir: &Path) -> CustomerDb {
 
 fn read_database(customer_dir: &Path) -> Result<DbFacts, String> {
     let dir = cap_std::fs::Dir::open_ambient_dir(customer_dir, cap_std::ambient_authority())
-        .map_err(|e| {
-            format!(
-                "opening the customer folder {}: {e}",
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "customer folder {} does not exist (check the domain, or set QODIFY_CUSTOMERS_ROOT / --customers-root)",
                 customer_dir.display()
-            )
+            ),
+            _ => format!("opening the customer folder {}: {e}", customer_dir.display()),
         })?;
     let mut opts = cap_std::fs::OpenOptions::new();
     opts.read(true);
