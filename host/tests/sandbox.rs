@@ -480,12 +480,9 @@ fn plugins_list_what_they_import() {
     );
 }
 
-#[test]
-fn cancelling_a_run_stops_a_spinning_step_at_once() {
-    let fx = fixture();
-    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
-    // Warm the compile cache so the cancel lands while the step spins.
-    run(&rt, &fx, PROBE, &[]);
+/// Runs the probe in `mode` under a 10 min limit, cancels it after 500 ms, and checks that the
+/// run ends cancelled within 5 s.
+fn assert_cancelled_promptly(rt: &Runtime, fx: &Fixture, mode: &str) {
     let cancel = CancelToken::default();
     let trigger = cancel.clone();
     let timer = std::thread::spawn(move || {
@@ -494,21 +491,30 @@ fn cancelling_a_run_stops_a_spinning_step_at_once() {
     });
     let started = Instant::now();
     let slow = PROBE.replace("timeout = \"3s\"", "timeout = \"10m\"");
-    let (o, _) = run_with(&rt, &fx, &slow, &[("mode", "loop")], cancel);
+    let (o, _) = run_with(rt, fx, &slow, &[("mode", mode)], cancel);
     timer.join().unwrap();
     assert_eq!(
         o.status,
         RunStatus::Cancelled,
-        "{:?} {:?}",
+        "{mode}: {:?} {:?}",
         o.error,
         o.steps
     );
     assert_eq!(o.error.as_deref(), Some("step probe was cancelled"));
     assert!(
         started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
+        "{mode}: took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn cancelling_a_run_stops_a_spinning_step_at_once() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    // Warm the compile cache so the cancel lands while the step spins.
+    run(&rt, &fx, PROBE, &[]);
+    assert_cancelled_promptly(&rt, &fx, "loop");
 }
 
 #[test]
@@ -536,29 +542,7 @@ fn cancelling_a_run_stops_a_step_asleep_inside_a_wasi_call() {
     let rt = Runtime::new(&fx.settings.data_dir).unwrap();
     // Warm the compile cache so the cancel lands while the step sleeps.
     run(&rt, &fx, PROBE, &[]);
-    let cancel = CancelToken::default();
-    let trigger = cancel.clone();
-    let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        trigger.cancel();
-    });
-    let started = Instant::now();
-    let slow = PROBE.replace("timeout = \"3s\"", "timeout = \"10m\"");
-    let (o, _) = run_with(&rt, &fx, &slow, &[("mode", "wasi-sleep")], cancel);
-    timer.join().unwrap();
-    assert_eq!(
-        o.status,
-        RunStatus::Cancelled,
-        "{:?} {:?}",
-        o.error,
-        o.steps
-    );
-    assert_eq!(o.error.as_deref(), Some("step probe was cancelled"));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert_cancelled_promptly(&rt, &fx, "wasi-sleep");
 }
 
 /// Makes `path` a FIFO that nobody ever writes to: opening it for reading blocks forever.
@@ -599,29 +583,7 @@ fn a_fifo_read_through_wasi_does_not_hold_the_step_past_its_deadline() {
     assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
 
     // A cancel ends it as promptly, however long the step's own limit.
-    let cancel = CancelToken::default();
-    let trigger = cancel.clone();
-    let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        trigger.cancel();
-    });
-    let started = Instant::now();
-    let slow = PROBE.replace("timeout = \"3s\"", "timeout = \"10m\"");
-    let (o, _) = run_with(&rt, &fx, &slow, &[("mode", "read-fifo")], cancel);
-    timer.join().unwrap();
-    assert_eq!(
-        o.status,
-        RunStatus::Cancelled,
-        "{:?} {:?}",
-        o.error,
-        o.steps
-    );
-    assert_eq!(o.error.as_deref(), Some("step probe was cancelled"));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert_cancelled_promptly(&rt, &fx, "read-fifo");
 }
 
 #[test]
