@@ -5,7 +5,13 @@
 //!
 //! The ruleset is built in the parent from folders the host already holds open (the step's
 //! mounts, its private home), so nothing is resolved by path between the check and the exec. The
-//! child only calls `landlock_restrict_self` and `setrlimit`, which allocate nothing.
+//! child only calls `landlock_restrict_self`, `setrlimit`, `prctl` and `capset`, which allocate
+//! nothing.
+//!
+//! A host running as root does not hand root's powers to the programs: the child drops every
+//! capability (bounding, ambient, effective, permitted and inheritable sets) before `exec`, so a
+//! program runs as uid 0 that cannot override file permissions, reboot, load modules, change the
+//! network, trace or signal others, or gain anything back through `exec`.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
@@ -301,13 +307,17 @@ impl Prepared {
         let confine = self.ruleset.is_some();
         let mut ruleset = self.ruleset;
         let max_file_size = self.max_file_size;
+        let root = rustix::process::geteuid().is_root();
         // SAFETY: the closure runs in the forked child before exec; it only makes syscalls
-        // (prctl, landlock_restrict_self, setrlimit, fork, poll, kill, close) and allocates
-        // nothing on success.
+        // (prctl, capset, landlock_restrict_self, setrlimit, fork, poll, kill, close) and
+        // allocates nothing on success.
         unsafe {
             cmd.pre_exec(move || {
                 let _keep_open_until_fork = &read;
                 set_limits(max_file_size)?;
+                if root {
+                    drop_capabilities()?;
+                }
                 if confine {
                     // A second spawn of the same Command finds no ruleset: refuse it rather
                     // than run unconfined.
@@ -341,6 +351,64 @@ impl Lifeline {
     pub fn cut(&mut self) {
         self.0 = None;
     }
+}
+
+/// Empties every capability set of the calling process, for good: the bounding set (so no
+/// `exec` brings any back, not even of a program run as uid 0), the ambient set, and the
+/// effective, permitted and inheritable sets.
+///
+/// Runs in the child between `fork` and `exec`: plain syscalls, no allocation.
+fn drop_capabilities() -> std::io::Result<()> {
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // SAFETY (all three): plain syscalls on integers and stack values.
+    // Dropping from the bounding set needs CAP_SETPCAP, so it comes first; the kernel answers
+    // EINVAL past its last capability.
+    for cap in 0..64 {
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(err);
+        }
+    }
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let none = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    if unsafe { libc::syscall(libc::SYS_capset, &header, none.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Core dumps off (they would write a program's memory, secrets included, outside any grant),

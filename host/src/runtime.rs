@@ -27,6 +27,9 @@ use crate::caps::StepHost;
 use crate::events::{Event, EventSink, LogLevel};
 use crate::plugins::PluginBytes;
 
+mod compile_cache;
+use compile_cache::CompileCache;
+
 /// How often the epoch advances: the granularity of deadlines and cancellation.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How long the caller waits past a deadline or cancel for the step's thread to answer before it
@@ -349,7 +352,7 @@ pub struct StepCall {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StepState>,
-    cache_dir: PathBuf,
+    cache: CompileCache,
     compiled: Mutex<HashMap<String, StepPre<StepState>>>,
     stop_ticker: Arc<AtomicBool>,
     step_threads: Arc<StepThreads>,
@@ -437,10 +440,13 @@ impl Runtime {
         Step::add_to_linker::<StepState, HostCaps>(&mut linker, |s: &mut StepState| &mut s.host)
             .map_err(anyhow::Error::from)?;
 
-        let cache_dir = data_dir
-            .join("cache")
-            .join("components")
-            .join(engine_key(&engine));
+        let cache = CompileCache::open(
+            data_dir
+                .join("cache")
+                .join("components")
+                .join(engine_key(&engine)),
+            &data_dir.join("cache").join("key"),
+        );
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -463,7 +469,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
-            cache_dir,
+            cache,
             compiled: Mutex::new(HashMap::new()),
             stop_ticker,
             step_threads: Arc::default(),
@@ -477,7 +483,7 @@ impl Runtime {
 
     /// Where compiled plugins are cached.
     pub fn cache_dir(&self) -> &Path {
-        &self.cache_dir
+        self.cache.dir()
     }
 
     /// Compiles (or loads from the caches) a plugin and pre-links it.
@@ -507,34 +513,19 @@ impl Runtime {
     }
 
     fn load_component(&self, plugin: &PluginBytes) -> anyhow::Result<Component> {
-        let cached = self.cache_dir.join(format!("{}.cwasm", plugin.sha256));
-        if cached.is_file() {
-            // SAFETY: the file is our own compiler output, written below into the host's data
-            // folder under a name keyed by the plugin's hash and this engine's compatibility;
-            // a user-supplied `.cwasm` is never loaded.
-            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!("ignoring unusable compile cache {}: {e}", cached.display())
-                }
-            }
+        if let Some(component) = self.cache.load(&self.engine, &plugin.sha256) {
+            return Ok(component);
         }
         let component = Component::new(&self.engine, &plugin.bytes)
             .map_err(anyhow::Error::from)
             .context("compiling the plugin (is it a wasm32-wasip2 component?)")?;
-        if let Err(e) = self.store_cache(&cached, &component) {
-            tracing::warn!("cannot write compile cache {}: {e:#}", cached.display());
+        if let Err(e) = self.cache.store(&plugin.sha256, &component) {
+            tracing::warn!(
+                "cannot write compile cache in {}: {e:#}",
+                self.cache.dir().display()
+            );
         }
         Ok(component)
-    }
-
-    fn store_cache(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
-        crate::executor::private_dir_all(&self.cache_dir)?;
-        let bytes = component.serialize().map_err(anyhow::Error::from)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
     }
 
     /// Runs one step to completion in a fresh store. Returns the plugin's result and the

@@ -16,22 +16,6 @@ use pg::TestDb;
 const TOKEN: &str = "test-token-123";
 const DOMAIN: &str = "shop.example.com";
 
-fn req(method: &str, url: &str) -> ureq::Request {
-    ureq::request(method, url)
-        .set("Authorization", &format!("Bearer {TOKEN}"))
-        .timeout(Duration::from_secs(30))
-}
-
-fn json(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
-    let (code, resp) = match r {
-        Ok(resp) => (resp.status(), resp),
-        Err(ureq::Error::Status(code, resp)) => (code, resp),
-        Err(e) => panic!("transport error: {e}"),
-    };
-    let text = resp.into_string().unwrap_or_default();
-    (code, serde_json::from_str(&text).unwrap_or_default())
-}
-
 fn partials(host: &Host) -> Vec<String> {
     std::fs::read_dir(host.customer(DOMAIN).join("backups"))
         .map(|rd| {
@@ -88,14 +72,18 @@ fn a_second_serve_or_a_cli_run_beside_a_running_backup_touches_nothing_of_it() {
         );
     }
     let a = host.serve(TOKEN, &[]);
-    let (code, body) = json(
-        req("PUT", &format!("{}/api/customers/42", a.base))
+    let (code, body) = json_of(
+        api(TOKEN, "PUT", &format!("{}/api/customers/42", a.base))
             .send_json(serde_json::json!({"domain": DOMAIN})),
     );
     assert_eq!(code, 200, "{body}");
-    let (code, body) = json(
-        req("POST", &format!("{}/api/customers/42/backups", a.base))
-            .send_json(serde_json::json!({})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", a.base),
+        )
+        .send_json(serde_json::json!({})),
     );
     assert_eq!(code, 202, "{body}");
     let run_id = body["runId"].as_str().unwrap().to_owned();
@@ -133,7 +121,7 @@ fn a_second_serve_or_a_cli_run_beside_a_running_backup_touches_nothing_of_it() {
     );
 
     // Serve's run went on untouched: still running, its partial folder in place.
-    let (_, run) = json(req("GET", &format!("{}/api/runs/{run_id}", a.base)).call());
+    let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", a.base)).call());
     assert_eq!(
         run["state"], "running",
         "the backup ended before the test could check it (make it larger): {run}"
@@ -141,7 +129,7 @@ fn a_second_serve_or_a_cli_run_beside_a_running_backup_touches_nothing_of_it() {
     assert_eq!(partials(&host), partial);
     let until = Instant::now() + Duration::from_secs(120);
     let run = loop {
-        let (_, run) = json(req("GET", &format!("{}/api/runs/{run_id}", a.base)).call());
+        let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", a.base)).call());
         if run["state"] != "running" && run["state"] != "queued" {
             break run;
         }

@@ -24,33 +24,6 @@ fn serve_with(host: &Host, extra: &[&str]) -> Server {
     host.serve(TOKEN, extra)
 }
 
-fn req(method: &str, url: &str) -> ureq::Request {
-    ureq::request(method, url)
-        .set("Authorization", &format!("Bearer {TOKEN}"))
-        .timeout(Duration::from_secs(30))
-}
-
-fn status_of(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
-    match r {
-        Ok(resp) => {
-            let code = resp.status();
-            let text = resp.into_string().unwrap_or_default();
-            (
-                code,
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-            )
-        }
-        Err(ureq::Error::Status(code, resp)) => {
-            let text = resp.into_string().unwrap_or_default();
-            (
-                code,
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-            )
-        }
-        Err(e) => panic!("transport error: {e}"),
-    }
-}
-
 fn customer(host: &Host, db: &TestDb, uploads_mib: usize) {
     let dir = host.customer(DOMAIN);
     write(
@@ -70,8 +43,8 @@ fn customer(host: &Host, db: &TestDb, uploads_mib: usize) {
 }
 
 fn register(s: &Server) {
-    let (code, body) = status_of(
-        req("PUT", &format!("{}/api/customers/42", s.base))
+    let (code, body) = json_of(
+        api(TOKEN, "PUT", &format!("{}/api/customers/42", s.base))
             .send_json(serde_json::json!({"domain": DOMAIN})),
     );
     assert_eq!(code, 200, "{body}");
@@ -79,10 +52,14 @@ fn register(s: &Server) {
 
 /// Reads the run's SSE stream to its end; returns the event names in order.
 fn follow(s: &Server, run_id: &str) -> Vec<(String, serde_json::Value)> {
-    let resp = req("GET", &format!("{}/api/runs/{run_id}/events", s.base))
-        .timeout(Duration::from_secs(120))
-        .call()
-        .unwrap();
+    let resp = api(
+        TOKEN,
+        "GET",
+        &format!("{}/api/runs/{run_id}/events", s.base),
+    )
+    .timeout(Duration::from_secs(120))
+    .call()
+    .unwrap();
     let mut events = Vec::new();
     let mut name = String::new();
     for line in BufReader::new(resp.into_reader()).lines() {
@@ -107,9 +84,13 @@ fn a_backup_posted_over_http_completes_with_live_events_and_history() {
     let s = serve(&host);
     register(&s);
 
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({"type": "fast", "triggeredBy": "ayse@qodify"})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(serde_json::json!({"type": "fast", "triggeredBy": "ayse@qodify"})),
     );
     assert_eq!(code, 202, "{body}");
     let run_id = body["runId"].as_str().unwrap().to_owned();
@@ -133,11 +114,17 @@ fn a_backup_posted_over_http_completes_with_live_events_and_history() {
     let again = follow(&s, &run_id);
     assert_eq!(again.len(), events.len());
 
-    let (code, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+    let (code, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", s.base)).call());
     assert_eq!(code, 200);
     assert_eq!(run["state"], "succeeded");
-    let (code, history) =
-        status_of(req("GET", &format!("{}/api/customers/42/backups", s.base)).call());
+    let (code, history) = json_of(
+        api(
+            TOKEN,
+            "GET",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .call(),
+    );
     assert_eq!(code, 200, "{history}");
     let first = &history["backups"].as_array().unwrap()[0];
     assert_eq!(first["result"], "succeeded");
@@ -145,7 +132,7 @@ fn a_backup_posted_over_http_completes_with_live_events_and_history() {
     assert_eq!(first["triggeredBy"], "ayse@qodify");
 
     // No token, no API.
-    let (code, _) = status_of(ureq::get(&format!("{}/api/customers/42", s.base)).call());
+    let (code, _) = json_of(ureq::get(&format!("{}/api/customers/42", s.base)).call());
     assert_eq!(code, 401);
 }
 
@@ -161,7 +148,8 @@ fn one_active_run_per_customer_under_a_hundred_parallel_posts() {
         let handles: Vec<_> = (0..100)
             .map(|_| {
                 scope.spawn(|| {
-                    status_of(req("POST", &url).send_json(serde_json::json!({"type": "fast"}))).0
+                    json_of(api(TOKEN, "POST", &url).send_json(serde_json::json!({"type": "fast"})))
+                        .0
                 })
             })
             .collect();
@@ -178,9 +166,13 @@ fn a_killed_server_marks_the_run_interrupted_and_the_next_backup_starts_at_once(
     customer(&host, &db, 128);
     let mut s = serve(&host);
     register(&s);
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(serde_json::json!({})),
     );
     assert_eq!(code, 202, "{body}");
     let run_id = body["runId"].as_str().unwrap().to_owned();
@@ -203,7 +195,7 @@ fn a_killed_server_marks_the_run_interrupted_and_the_next_backup_starts_at_once(
     s.child.wait().unwrap();
 
     let s = serve(&host);
-    let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+    let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", s.base)).call());
     assert_eq!(run["state"], "interrupted", "{run}");
     let leftovers: Vec<String> = std::fs::read_dir(&backups)
         .unwrap()
@@ -214,9 +206,13 @@ fn a_killed_server_marks_the_run_interrupted_and_the_next_backup_starts_at_once(
         leftovers.iter().all(|n| !n.starts_with(".partial-")),
         "{leftovers:?}"
     );
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(serde_json::json!({})),
     );
     assert_eq!(code, 202, "the customer is still blocked: {body}");
     let events = follow(&s, body["runId"].as_str().unwrap());
@@ -253,16 +249,20 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn cancel_and_check(s: &Server, host: &Host, run_id: &str) {
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/runs/{run_id}/cancel", s.base))
-            .send_json(serde_json::json!({})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/runs/{run_id}/cancel", s.base),
+        )
+        .send_json(serde_json::json!({})),
     );
     assert_eq!(code, 202, "{body}");
     let events = follow(s, run_id);
     let (name, data) = events.last().unwrap();
     assert_eq!(name, "backup-failed", "{events:?}");
     assert_eq!(data["state"], "cancelled", "{data}");
-    let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+    let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", s.base)).call());
     assert_eq!(run["state"], "cancelled");
     assert!(
         !partial_exists(host),
@@ -277,9 +277,13 @@ fn cancel_and_check(s: &Server, host: &Host, run_id: &str) {
         .unwrap_or_default();
     assert!(listed.is_empty(), "{listed:?}");
     // The customer is free again.
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
     );
     assert_eq!(code, 202, "{body}");
     let done = follow(s, body["runId"].as_str().unwrap());
@@ -312,17 +316,25 @@ fn cancel_during_the_database_dump_kills_pg_dump_and_leaves_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     let s = serve(&host);
     register(&s);
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(serde_json::json!({})),
     );
     assert_eq!(code, 202, "{body}");
     let run_id = body["runId"].as_str().unwrap().to_owned();
     wait_for("pg_dump to start", || pg_dump_running(&db.name));
     // pg_dump is waiting for the lock: the cancel lands while it runs.
-    let (code, _) = status_of(
-        req("POST", &format!("{}/api/runs/{run_id}/cancel", s.base))
-            .send_json(serde_json::json!({})),
+    let (code, _) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/runs/{run_id}/cancel", s.base),
+        )
+        .send_json(serde_json::json!({})),
     );
     assert_eq!(code, 202);
     wait_for("pg_dump to be killed", || !pg_dump_running(&db.name));
@@ -362,17 +374,21 @@ fn runs_of_different_customers_proceed_in_parallel_up_to_the_global_limit() {
                 noise(1 << 20, (i * 100 + j) as u64),
             );
         }
-        let (code, body) = status_of(
-            req("PUT", &format!("{}/api/customers/c{i}", s.base))
+        let (code, body) = json_of(
+            api(TOKEN, "PUT", &format!("{}/api/customers/c{i}", s.base))
                 .send_json(serde_json::json!({"domain": d})),
         );
         assert_eq!(code, 200, "{body}");
     }
     let mut ids = Vec::new();
     for i in 0..domains.len() {
-        let (code, body) = status_of(
-            req("POST", &format!("{}/api/customers/c{i}/backups", s.base))
-                .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
+        let (code, body) = json_of(
+            api(
+                TOKEN,
+                "POST",
+                &format!("{}/api/customers/c{i}/backups", s.base),
+            )
+            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
         );
         assert_eq!(code, 202, "{body}");
         ids.push(body["runId"].as_str().unwrap().to_owned());
@@ -380,7 +396,7 @@ fn runs_of_different_customers_proceed_in_parallel_up_to_the_global_limit() {
     let mut max_running = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let (_, runs) = status_of(req("GET", &format!("{}/api/runs?limit=10", s.base)).call());
+        let (_, runs) = json_of(api(TOKEN, "GET", &format!("{}/api/runs?limit=10", s.base)).call());
         let runs = runs["runs"].as_array().cloned().unwrap_or_default();
         let running = runs.iter().filter(|r| r["state"] == "running").count();
         max_running = max_running.max(running);
@@ -403,9 +419,13 @@ fn downloads_resume_with_range_and_signed_links_expire_with_any_change() {
     customer(&host, &db, 3);
     let s = serve(&host);
     register(&s);
-    let (_, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({})),
+    let (_, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(serde_json::json!({})),
     );
     let events = follow(&s, body["runId"].as_str().unwrap());
     let id = events.last().unwrap().1["backupId"]
@@ -424,14 +444,14 @@ fn downloads_resume_with_range_and_signed_links_expire_with_any_change() {
         "{}/api/customers/42/backups/{id}/download?file=db.dump",
         s.base
     );
-    let whole = req("GET", &url).call().unwrap();
+    let whole = api(TOKEN, "GET", &url).call().unwrap();
     let etag = whole.header("ETag").unwrap().to_owned();
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut whole.into_reader(), &mut bytes).unwrap();
     assert_eq!(bytes, on_disk);
     // Resume from the middle.
     let half = on_disk.len() / 2;
-    let part = req("GET", &url)
+    let part = api(TOKEN, "GET", &url)
         .set("Range", &format!("bytes={half}-"))
         .set("If-Range", &etag)
         .call()
@@ -442,8 +462,9 @@ fn downloads_resume_with_range_and_signed_links_expire_with_any_change() {
     assert_eq!(rest, on_disk[half..]);
 
     // A signed link works without the token …
-    let (code, link) = status_of(
-        req(
+    let (code, link) = json_of(
+        api(
+            TOKEN,
             "POST",
             &format!("{}/api/customers/42/backups/{id}/download-url", s.base),
         )
@@ -462,14 +483,15 @@ fn downloads_resume_with_range_and_signed_links_expire_with_any_change() {
         &signed[..signed.len() - 1],
         if last == '0' { '1' } else { '0' }
     );
-    assert_eq!(status_of(ureq::get(&tampered).call()).0, 403);
+    assert_eq!(json_of(ureq::get(&tampered).call()).0, 403);
     let other_file = signed.replace("file=db.dump", "file=backup.json");
-    assert_eq!(status_of(ureq::get(&other_file).call()).0, 403);
+    assert_eq!(json_of(ureq::get(&other_file).call()).0, 403);
 
     // Deleted: the link dies with the backup.
     assert_eq!(
-        status_of(
-            req(
+        json_of(
+            api(
+                TOKEN,
                 "DELETE",
                 &format!("{}/api/customers/42/backups/{id}", s.base)
             )
@@ -478,7 +500,7 @@ fn downloads_resume_with_range_and_signed_links_expire_with_any_change() {
         .0,
         204
     );
-    assert_eq!(status_of(ureq::get(&signed).call()).0, 404);
+    assert_eq!(json_of(ureq::get(&signed).call()).0, 404);
 }
 
 #[test]
@@ -507,7 +529,7 @@ fn sigterm_past_the_grace_period_cancels_running_runs_cleanly() {
     );
 
     let s = serve(&host);
-    let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+    let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", s.base)).call());
     assert_eq!(run["state"], "cancelled", "{run}");
     assert!(
         !partial_exists(&host),
@@ -517,14 +539,18 @@ fn sigterm_past_the_grace_period_cancels_running_runs_cleanly() {
 
 /// Posts a files-only backup for customer 42 and waits until its uploads archive is being written.
 fn start_files_backup_until_uploads(s: &Server) -> String {
-    let (code, body) = status_of(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(serde_json::json!({"type": "custom", "include": {"db": false}})),
     );
     assert_eq!(code, 202, "{body}");
     let run_id = body["runId"].as_str().unwrap().to_owned();
     wait_for("the uploads archive to start", || {
-        let (_, run) = status_of(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+        let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", s.base)).call());
         run["message"]
             .as_str()
             .is_some_and(|m| m.contains("archiving uploads"))

@@ -55,22 +55,6 @@ fn serve(host: &Host, token: Option<&str>) -> Server {
     Server { child, base }
 }
 
-fn req(method: &str, url: &str) -> ureq::Request {
-    ureq::request(method, url)
-        .set("Authorization", &format!("Bearer {TOKEN}"))
-        .timeout(Duration::from_secs(30))
-}
-
-fn call(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
-    let (code, resp) = match r {
-        Ok(resp) => (resp.status(), resp),
-        Err(ureq::Error::Status(code, resp)) => (code, resp),
-        Err(e) => panic!("transport error: {e}"),
-    };
-    let text = resp.into_string().unwrap_or_default();
-    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 fn customer(host: &Host, db: &TestDb, uploads_mib: usize) {
     let dir = host.customer(DOMAIN);
     write(
@@ -90,16 +74,21 @@ fn customer(host: &Host, db: &TestDb, uploads_mib: usize) {
 }
 
 fn register(s: &Server) {
-    let (code, body) = call(
-        req("PUT", &format!("{}/api/customers/42", s.base)).send_json(json!({"domain": DOMAIN})),
+    let (code, body) = json_of(
+        api(TOKEN, "PUT", &format!("{}/api/customers/42", s.base))
+            .send_json(json!({"domain": DOMAIN})),
     );
     assert_eq!(code, 200, "{body}");
 }
 
 fn post_backup(s: &Server) -> String {
-    let (code, body) = call(
-        req("POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(json!({"type": "fast"})),
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(json!({"type": "fast"})),
     );
     assert_eq!(code, 202, "{body}");
     body["runId"].as_str().unwrap().to_owned()
@@ -107,10 +96,14 @@ fn post_backup(s: &Server) -> String {
 
 /// The whole SSE stream of a finished run: `(seq, name, data)`.
 fn sse(s: &Server, run_id: &str) -> Vec<(u64, String, Value)> {
-    let resp = req("GET", &format!("{}/api/runs/{run_id}/events", s.base))
-        .timeout(Duration::from_secs(120))
-        .call()
-        .unwrap();
+    let resp = api(
+        TOKEN,
+        "GET",
+        &format!("{}/api/runs/{run_id}/events", s.base),
+    )
+    .timeout(Duration::from_secs(120))
+    .json_of()
+    .unwrap();
     let (mut events, mut id, mut name) = (Vec::new(), 0, String::new());
     for line in BufReader::new(resp.into_reader()).lines() {
         let line = line.unwrap();
@@ -287,7 +280,8 @@ fn a_late_socketio_client_gets_the_replay_then_live_events_exactly_as_sse() {
     // Join once the run is under way: what came before is replayed, the rest arrives live.
     let until = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, run) = call(req("GET", &format!("{}/api/runs/{run_id}", s.base)).call());
+        let (_, run) =
+            json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", s.base)).json_of());
         let under_way = run["progress"].as_f64().is_some_and(|p| p > 0.0);
         let ended = !["queued", "running"].contains(&run["state"].as_str().unwrap_or(""));
         if under_way || ended || Instant::now() > until {

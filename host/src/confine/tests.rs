@@ -313,3 +313,58 @@ fn the_program_exit_status_comes_through_the_supervisor() {
         );
     }
 }
+
+#[test]
+fn a_program_started_by_a_root_host_has_no_capabilities() {
+    if !rustix::process::geteuid().is_root() {
+        // Only root has capabilities to drop; CI runs as root.
+        assert!(std::env::var_os("CI").is_none(), "CI runs the host as root");
+        return;
+    }
+    let caps = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let script = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb):' /proc/self/status";
+    // Unconfined, root has capabilities: the drop below is the confinement's doing.
+    assert!(!caps(&mut sh(script)).contains("CapEff:\t0000000000000000"));
+    for mode in [Mode::Landlock, Mode::Off] {
+        let c = Confinement::new(mode);
+        if mode == Mode::Landlock && landlock().is_none() {
+            continue;
+        }
+        let mut cmd = sh(script);
+        let _lifeline = enter(&c, &Policy::default(), &mut cmd);
+        let status = caps(&mut cmd);
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert!(
+                status.contains(&format!("{set}:\t0000000000000000")),
+                "{mode:?}: {set} not empty in\n{status}"
+            );
+        }
+        // What root could otherwise do: change a file it does not own, chown to another user.
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("theirs");
+        std::fs::write(&f, "x").unwrap();
+        std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let dir = std::fs::File::open(t.path()).unwrap();
+        let policy = Policy {
+            write: vec![dir.as_fd()],
+            ..Default::default()
+        };
+        let touch = format!("echo y >> {}", f.display());
+        let chown = format!("chown 0 {}", f.display());
+        assert!(
+            plain(&touch) && plain(&chown),
+            "root can do both unconfined"
+        );
+        std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+        assert!(
+            !confined(&c, &policy, &touch),
+            "{mode:?}: DAC override left"
+        );
+        assert!(!confined(&c, &policy, &chown), "{mode:?}: CAP_CHOWN left");
+    }
+}

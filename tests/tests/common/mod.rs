@@ -123,6 +123,28 @@ pub fn serve_cmd(mut cmd: Command, token: &str, extra: &[&str]) -> Server {
     Server { child, base }
 }
 
+/// A request to a test server's API with `token` as the bearer token (30 s timeout).
+pub fn api(token: &str, method: &str, url: &str) -> ureq::Request {
+    ureq::request(method, url)
+        .set("Authorization", &format!("Bearer {token}"))
+        .timeout(std::time::Duration::from_secs(30))
+}
+
+/// The status and JSON body of an API answer, error statuses included (`null` when the body
+/// is not JSON); panics on a transport error.
+pub fn json_of(r: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Value) {
+    let (code, resp) = match r {
+        Ok(resp) => (resp.status(), resp),
+        Err(ureq::Error::Status(code, resp)) => (code, resp),
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let text = resp.into_string().unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// Runs and returns the output, printing it when the test fails later.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
