@@ -40,6 +40,58 @@ pub fn is_backup_id(s: &str) -> bool {
             .all(|(i, c)| i == 8 || c.is_ascii_digit())
 }
 
+/// The id for a run starting `now`: that second as `YYYYMMDD-HHMMSS` (UTC), or one second
+/// after the customer's newest backup when that is not older (two runs in the same second,
+/// queued back to back on a small shop; a clock set back). Ids thus never repeat and always
+/// sort by age. Reads only the names in `backups/`; no folder means no backups yet.
+pub fn next_id(customer_dir: &Path, now: time::OffsetDateTime) -> String {
+    let newest = std::fs::read_dir(customer_dir.join(BACKUPS))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_backup_id(n))
+        .max();
+    let now = now.to_offset(time::UtcOffset::UTC);
+    let format = |t: time::OffsetDateTime| {
+        format!(
+            "{:04}{:02}{:02}-{:02}{:02}{:02}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    };
+    let candidate = format(now);
+    match newest.as_deref().and_then(parse_id) {
+        Some(newest) if format(newest) >= candidate => format(newest + time::Duration::SECOND),
+        _ => candidate,
+    }
+}
+
+/// A backup id as a UTC time.
+fn parse_id(id: &str) -> Option<time::OffsetDateTime> {
+    if !is_backup_id(id) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| id[r].parse::<u32>().ok();
+    let date = time::Date::from_calendar_date(
+        i32::try_from(n(0..4)?).ok()?,
+        time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?,
+        u8::try_from(n(6..8)?).ok()?,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(n(9..11)?).ok()?,
+        u8::try_from(n(11..13)?).ok()?,
+        u8::try_from(n(13..15)?).ok()?,
+    )
+    .ok()?;
+    Some(time::PrimitiveDateTime::new(date, clock).assume_utc())
+}
+
 /// One artifact as `backup.json` lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestArtifact {
@@ -439,6 +491,32 @@ pub fn pin(customer: &Dir, id: &str, reason: &str) -> Result<()> {
 /// The folder of backup `id`, for messages.
 pub fn display_path(customer_path: &Path, id: &str) -> PathBuf {
     customer_path.join(BACKUPS).join(id)
+}
+
+#[cfg(test)]
+mod next_id_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_in_the_same_second_takes_the_next_free_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = time::macros::datetime!(2026-12-06 10:15:59 UTC);
+        assert_eq!(next_id(tmp.path(), now), "20261206-101559", "no backups folder");
+        std::fs::create_dir_all(tmp.path().join("backups/20261206-101559")).unwrap();
+        // Same second: the next one, across a minute, an hour, a day and a year.
+        assert_eq!(next_id(tmp.path(), now), "20261206-101600");
+        std::fs::create_dir_all(tmp.path().join("backups/20261231-235959")).unwrap();
+        assert_eq!(next_id(tmp.path(), now), "20270101-000000");
+        // Names that are not ids (partials, pins, junk) do not count.
+        let tmp = tempfile::tempdir().unwrap();
+        for n in [".partial-x", ".pins", "99999999-999999", "zzz"] {
+            std::fs::create_dir_all(tmp.path().join("backups").join(n)).unwrap();
+        }
+        assert_eq!(next_id(tmp.path(), now), "20261206-101559");
+        // An older newest backup leaves the current time alone.
+        std::fs::create_dir_all(tmp.path().join("backups/20261206-101558")).unwrap();
+        assert_eq!(next_id(tmp.path(), now), "20261206-101559");
+    }
 }
 
 #[cfg(test)]

@@ -183,14 +183,24 @@ fn prepare(runtime: &Runtime, req: &RunRequest<'_>) -> anyhow::Result<Prepared> 
 /// Runs a plan to the end. Errors are reported in the outcome; `Err` only when the run could not
 /// start at all (then nothing ran).
 pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutcome> {
-    let started = Instant::now();
     // Held until the run ends; the kernel drops it if this process dies.
-    let _lock = crate::lock::acquire(
+    let lock = crate::lock::acquire(
         &req.settings.customers_root,
         req.customer.domain.as_str(),
         &req.run_id,
         &req.plan.pipeline,
     )?;
+    execute_locked(runtime, req, &lock)
+}
+
+/// [`execute`] for a caller that already holds the customer's lock (the use cases in
+/// [`crate::ops`], which finish an interrupted run under the same lock first).
+pub fn execute_locked(
+    runtime: &Runtime,
+    req: RunRequest<'_>,
+    _lock: &crate::lock::CustomerLock,
+) -> anyhow::Result<RunOutcome> {
+    let started = Instant::now();
     let work = req
         .settings
         .data_dir
@@ -793,6 +803,8 @@ mod tests {
             timestamp: "20260101-000000".into(),
             params: Default::default(),
             database: Default::default(),
+        paths: Default::default(),
+            paths: Default::default(),
         };
         resolve(&p, &inputs).unwrap()
     }

@@ -10,6 +10,7 @@ pub mod customer;
 pub mod events;
 pub mod executor;
 pub mod lock;
+pub mod ops;
 pub mod pipeline;
 pub mod plugins;
 pub mod releases;

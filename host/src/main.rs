@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
 use qodify_host::caps::CancelToken;
 use qodify_host::customer::Customer;
 use qodify_host::events::RunStatus;
-use qodify_host::executor::{self, RunRequest};
+use qodify_host::executor;
+use qodify_host::ops;
 use qodify_host::pipeline::{self, Pipeline, RunInputs};
 use qodify_host::plugins::Catalog;
 use qodify_host::releases;
@@ -103,6 +104,15 @@ enum Command {
     /// died are marked interrupted at start and their partial output removed. Ctrl-C / SIGTERM: stop accepting,
     /// let running runs finish for the grace period, then cancel them.
     Serve(ServeArgs),
+    /// Finish a run that a host stop interrupted (an upgrade, a restore, a layout migration):
+    /// run its pipeline's on_failure steps now.
+    ///
+    /// Such runs leave a journal beside the customer's lock
+    /// (<customers-root>/.qodify-locks/<domain>.run.json); `serve` at start and the next `run` for
+    /// that customer finish them by themselves, so this is for ops who want it done now, or again
+    /// after a rollback failed. Exit 0 when there was nothing to do or the customer is back; 1
+    /// when a rollback step failed (see docs/upgrades.md, "When a rollback fails").
+    Recover(RecoverArgs),
     /// Plugins the host can run.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -134,6 +144,19 @@ enum Command {
         #[arg(long)]
         overlay: bool,
     },
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// The customer's domain.
+    #[arg(long, value_name = "DOMAIN")]
+    customer: String,
+    /// Remove the journal without rolling anything back, once the customer was fixed by hand.
+    #[arg(long)]
+    discard: bool,
+    /// Print events and the result as JSON lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -256,6 +279,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Validate { files } => validate(&settings, &files),
         Command::Plan(args) => plan_cmd(&settings, &args),
         Command::Run(args) => run_cmd(&settings, &args, cli.global.verbose),
+        Command::Recover(args) => recover_cmd(&settings, &args, cli.global.verbose),
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&settings, json),
         Command::Backups(cmd) => backups_cmd(&settings, cmd),
         Command::Serve(args) => serve_cmd(settings, args),
@@ -292,44 +316,6 @@ fn catalog(settings: &Settings) -> Catalog {
     Catalog::scan(&settings.plugin_dirs)
 }
 
-/// Finds a pipeline by name in the pipelines folder, or by path.
-fn pipeline_path(settings: &Settings, name: &str) -> Result<PathBuf> {
-    let as_path = Path::new(name);
-    if name.ends_with(".toml") || name.contains('/') {
-        anyhow::ensure!(as_path.is_file(), "pipeline file {name} does not exist");
-        return Ok(as_path.to_path_buf());
-    }
-    let path = settings.pipelines_dir.join(format!("{name}.toml"));
-    if path.is_file() {
-        return Ok(path);
-    }
-    let known: Vec<String> = list_toml(&settings.pipelines_dir)
-        .iter()
-        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .collect();
-    bail!(
-        "no pipeline `{name}` in {} (known: {}); pass a path to a .toml file or set --pipelines-dir",
-        settings.pipelines_dir.display(),
-        if known.is_empty() {
-            "none".into()
-        } else {
-            known.join(", ")
-        }
-    )
-}
-
-fn list_toml(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
 fn is_overlay(path: &Path) -> bool {
     path.parent()
         .and_then(|p| p.file_name())
@@ -346,8 +332,8 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
     let hint = cat.hint();
     let (pipelines, overlays): (Vec<PathBuf>, Vec<PathBuf>) = if files.is_empty() {
         (
-            list_toml(&settings.pipelines_dir),
-            list_toml(&settings.pipelines_dir.join("tiers")),
+            ops::plan::list_toml(&settings.pipelines_dir),
+            ops::plan::list_toml(&settings.pipelines_dir.join("tiers")),
         )
     } else {
         files
@@ -405,7 +391,7 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
         for name in overlay.pipelines().map(str::to_owned).collect::<Vec<_>>() {
             let base = match loaded.get(&name) {
                 Some(p) => p.clone(),
-                None => match pipeline_path(settings, &name)
+                None => match ops::plan::pipeline_path(settings, &name)
                     .map_err(|e| e.to_string())
                     .and_then(|p| pipeline::load_pipeline(&p).map_err(|d| d.to_string()))
                 {
@@ -459,54 +445,35 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
 struct Loaded {
     customer: Customer,
     plan: pipeline::Plan,
-    run_id: String,
-    timestamp: String,
+}
+
+impl RunArgs {
+    fn customer(&self) -> Result<Customer> {
+        Ok(Customer::new(&self.customer, self.customer_id.as_deref())?)
+    }
+
+    fn spec(&self) -> ops::plan::RunSpec {
+        ops::plan::RunSpec {
+            pipeline: self.pipeline.clone(),
+            tier: self.tier.clone(),
+            params: self.params.iter().cloned().collect(),
+        }
+    }
 }
 
 fn load_for_run(settings: &Settings, cat: &Catalog, args: &RunArgs) -> Result<Loaded> {
-    let customer = Customer::new(&args.customer, args.customer_id.as_deref())?;
-    let path = pipeline_path(settings, &args.pipeline)?;
-    let hint = cat.hint();
-    let known = |id: &str| cat.contains(id);
-    let mut p = pipeline::load_pipeline(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
-    if let Some(tier) = &args.tier {
-        anyhow::ensure!(
-            qodify_host::plugins::valid_id(tier),
-            "tier `{tier}` is not a valid tier name (lowercase letters, digits and `-`)"
-        );
-        let opath = settings
-            .pipelines_dir
-            .join("tiers")
-            .join(format!("{tier}.toml"));
-        anyhow::ensure!(
-            opath.is_file(),
-            "no tier overlay {} for tier `{tier}`",
-            opath.display()
-        );
-        let overlay = pipeline::load_overlay(&opath).map_err(|d| anyhow::anyhow!("{d}"))?;
-        p = overlay.apply(&p).map_err(|d| anyhow::anyhow!("{d}"))?;
-    }
-    pipeline::validate(&p, &known, &hint).map_err(|d| anyhow::anyhow!("{d}"))?;
-    pipeline::check_ceilings(&p, &settings.grants).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let run_id = executor::new_run_id();
-    let timestamp = executor::timestamp_now();
-    let inputs = RunInputs {
-        customer_id: customer.id.clone(),
-        customer_domain: customer.domain.to_string(),
-        run_id: run_id.clone(),
-        timestamp: timestamp.clone(),
-        params: args.params.iter().cloned().collect(),
-        database: qodify_host::customer::database(
-            &settings.customers_root.join(customer.domain.as_str()),
-        ),
-    };
-    let plan =
-        pipeline::resolve(&p, &inputs).with_context(|| format!("pipeline {}", path.display()))?;
+    let customer = args.customer()?;
+    let planned = ops::plan::plan_run(
+        settings,
+        cat,
+        &customer,
+        &args.spec(),
+        &executor::new_run_id(),
+        None,
+    )?;
     Ok(Loaded {
         customer,
-        plan,
-        run_id,
-        timestamp,
+        plan: planned.plan,
     })
 }
 
@@ -619,18 +586,64 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCode> {
-    let cat = catalog(settings);
-    let loaded = load_for_run(settings, &cat, args)?;
-    let runtime = Runtime::new(&settings.data_dir)?;
-    let mode = if args.json {
+fn ui_mode(json: bool) -> ui::Mode {
+    if json {
         ui::Mode::Json
     } else if std::io::stderr().is_terminal() {
         ui::Mode::Bars
     } else {
         ui::Mode::Plain
-    };
-    let ui = Arc::new(ui::Ui::new(mode, verbose));
+    }
+}
+
+fn exit_code(status: RunStatus) -> ExitCode {
+    match status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Failed => ExitCode::from(1),
+        RunStatus::Cancelled => ExitCode::from(130),
+    }
+}
+
+/// Tells what finishing an interrupted run did (stderr, or a JSON line).
+fn report_recovered(r: &ops::recover::Recovered, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "recovered",
+                "runId": r.journal.run_id,
+                "pipeline": r.journal.spec.pipeline,
+                "complete": r.complete,
+                "result": r.outcome,
+            })
+        );
+    } else {
+        eprintln!(
+            "run {} ({}) had been interrupted; its on_failure steps {}{}",
+            r.journal.run_id,
+            r.journal.spec.pipeline,
+            if r.complete {
+                "put the customer back"
+            } else {
+                "FAILED"
+            },
+            if r.outcome.rolled_back.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.outcome.rolled_back.join("; "))
+            }
+        );
+    }
+}
+
+fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCode> {
+    let cat = catalog(settings);
+    let customer = args.customer()?;
+    let spec = args.spec();
+    // Planned under the customer's lock, after an interrupted run was finished: against the
+    // customer as it is then.
+    let runtime = Runtime::new(&settings.data_dir)?;
+    let ui = Arc::new(ui::Ui::new(ui_mode(args.json), verbose));
     let cancel = CancelToken::default();
     {
         let cancel = cancel.clone();
@@ -645,31 +658,78 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let outcome = executor::execute(
-        &runtime,
-        RunRequest {
-            plan: &loaded.plan,
-            customer: &loaded.customer,
-            run_id: loaded.run_id,
-            timestamp: loaded.timestamp,
-            catalog: &cat,
-            settings,
+    let engine = ops::recover::Engine {
+        runtime: &runtime,
+        settings,
+        catalog: &cat,
+    };
+    let ran = ops::recover::run(
+        engine,
+        ops::recover::NewRun {
+            customer: &customer,
+            spec: &spec,
+            run_id: executor::new_run_id(),
             events: ui.clone(),
+            recovery_events: ui.clone(),
             cancel,
-            recovery: None,
         },
     )?;
+    if let Some(r) = &ran.recovered {
+        report_recovered(r, args.json);
+    }
+    let outcome = ran.outcome;
     if args.json {
         println!(
             "{}",
             serde_json::json!({ "event": "run-result", "result": outcome })
         );
     }
-    Ok(match outcome.status {
-        RunStatus::Succeeded => ExitCode::SUCCESS,
-        RunStatus::Failed => ExitCode::from(1),
-        RunStatus::Cancelled => ExitCode::from(130),
-    })
+    Ok(exit_code(outcome.status))
+}
+
+fn recover_cmd(settings: &Settings, args: &RecoverArgs, verbose: bool) -> Result<ExitCode> {
+    let customer = Customer::new(&args.customer, None)?;
+    let domain = customer.domain.as_str();
+    if args.discard {
+        let _lock = qodify_host::lock::acquire(
+            &settings.customers_root,
+            domain,
+            "recovery",
+            "recover --discard",
+        )?;
+        match ops::recover::read_journal(settings, domain) {
+            Ok(Some(j)) => eprintln!(
+                "discarding the journal of run {} ({}); nothing is rolled back",
+                j.run_id, j.spec.pipeline
+            ),
+            Ok(None) => eprintln!("{domain} has no interrupted run"),
+            Err(e) => eprintln!("discarding a damaged journal: {e:#}"),
+        }
+        ops::recover::remove_journal(settings, domain)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cat = catalog(settings);
+    let runtime = Runtime::new(&settings.data_dir)?;
+    let ui = Arc::new(ui::Ui::new(ui_mode(args.json), verbose));
+    let engine = ops::recover::Engine {
+        runtime: &runtime,
+        settings,
+        catalog: &cat,
+    };
+    match ops::recover::recover(engine, &customer, ui)? {
+        None => {
+            eprintln!("{domain} has no interrupted run: nothing to do");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(r) => {
+            report_recovered(&r, args.json);
+            Ok(if r.complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
 }
 
 fn plugins_list(settings: &Settings, json: bool) -> Result<ExitCode> {

@@ -36,6 +36,7 @@ fn plan_for(name: &str, domain: &str, params: &[(&str, &str)]) -> Plan {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         database: customer::database(&dir),
+        paths: customer::service_paths(&dir),
     };
     pipeline::resolve(&shipped(name), &inputs).unwrap_or_else(|e| panic!("{name}: {e}"))
 }

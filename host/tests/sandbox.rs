@@ -124,6 +124,7 @@ fn run_with(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         database: Default::default(),
+        paths: Default::default(),
     };
     let plan = pipeline::resolve(&p, &inputs).unwrap();
     let sink = Arc::new(MemorySink::default());
@@ -340,6 +341,7 @@ fn a_pinned_sha256_that_does_not_match_refuses_to_run() {
         timestamp: executor::timestamp_now(),
         params: Default::default(),
         database: Default::default(),
+        paths: Default::default(),
     };
     let plan = pipeline::resolve(&p, &inputs).unwrap();
     let customer = Customer::new("shop.example.com", None).unwrap();

@@ -471,3 +471,104 @@ fn a_host_killed_mid_restore_leaves_the_database_whole_and_the_next_start_puts_e
         restore_leftovers(&dir)
     );
 }
+
+/// A shop the installer set up directly in the plan's blue/green layout (§3.2): releases,
+/// `current`, `shared/uploads`, and none of the top-level `backend`/`admin`/`store` links that
+/// `migrate-layout` leaves. `current` is a relative link, or an absolute one (what `ln -sfn
+/// /…/releases/1.4.0 current` makes).
+fn fresh_blue_green(host: &Host, db: &TestDb, absolute: bool) -> PathBuf {
+    let dir = host.customer(DOMAIN);
+    let rel = dir.join("releases/1.4.0");
+    for svc in ["backend", "admin", "store"] {
+        write(
+            &rel.join(svc).join("package.json"),
+            format!(r#"{{"name":"{svc}","version":"1.4.0"}}"#),
+        );
+        write(&rel.join(svc).join("src/index.js"), format!("// {svc}\n"));
+        write(&rel.join(svc).join("node_modules/dep/x.js"), "dep\n");
+    }
+    write(
+        &rel.join("backend/.env"),
+        format!("DATABASE_URL={}\n", db.url("pw")),
+    );
+    chmod(&rel.join("backend/.env"), 0o600);
+    write(&rel.join("store/.env.production"), "NEXT_PUBLIC_X=1\n");
+    write(&dir.join("shared/uploads/p.jpg"), noise(30_000, 5));
+    write(&dir.join("shared/uploads/sub/q.png"), noise(7_000, 6));
+    write(&dir.join("ecosystem.config.js"), "module.exports = {}\n");
+    if absolute {
+        std::os::unix::fs::symlink(&rel, dir.join("current")).unwrap();
+    } else {
+        std::os::unix::fs::symlink("releases/1.4.0", dir.join("current")).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_shop_installed_straight_into_blue_green_is_backed_up_and_restored_whole() {
+    for absolute in [false, true] {
+        let host = Host::new();
+        let db = TestDb::shop(if absolute { "bgabs" } else { "bgrel" });
+        let dir = fresh_blue_green(&host, &db, absolute);
+        let rel = dir.join("releases/1.4.0");
+        let before_db = db.checksums();
+        let before = customer_tree(&dir);
+        let id = take_backup(&host);
+
+        // Every part is in the backup, taken from the release and from shared/uploads.
+        let b = dir.join("backups").join(&id);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(b.join("backup.json")).unwrap()).unwrap();
+        assert_eq!(manifest["paths"]["uploadsPath"], "shared/uploads");
+        assert_eq!(manifest["versions"]["backend"], "1.4.0");
+        let names: Vec<&str> = manifest["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["file"].as_str().unwrap())
+            .collect();
+        for want in [
+            "db.dump",
+            "backend.tar.gz",
+            "admin.tar.gz",
+            "store.tar.gz",
+            "uploads.tar.gz",
+            "env-pm2.tar.gz",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let uploads = archive_tree(&b.join("uploads.tar.gz"));
+        assert!(uploads.contains_key("p.jpg") && uploads.contains_key("sub/q.png"), "{uploads:?}");
+        let backend = archive_tree(&b.join("backend.tar.gz"));
+        assert!(backend.contains_key("src/index.js"), "{backend:?}");
+        assert!(!backend.keys().any(|k| k.contains("node_modules")));
+
+        // Damage everything, then restore.
+        damage_release(&db, &dir);
+        let out = restore(&host, &id, &[]);
+        assert!(out.status.success(), "restore failed (absolute: {absolute})");
+        assert_eq!(db.checksums(), before_db, "database differs after restore");
+        assert_eq!(customer_tree(&dir), before, "files differ after restore");
+        assert!(restore_leftovers(&dir).is_empty());
+        // The layout is the one the shop had: no link appeared on top, `current` unchanged.
+        for svc in ["backend", "admin", "store"] {
+            assert!(std::fs::symlink_metadata(dir.join(svc)).is_err(), "{svc} appeared");
+        }
+        assert!(rel.join("backend/node_modules/dep/x.js").is_file());
+    }
+}
+
+/// Changes the database, the release's files and the shared uploads after a backup.
+fn damage_release(db: &TestDb, dir: &Path) {
+    psql(
+        &db.name,
+        "DELETE FROM orders WHERE id % 2 = 0; UPDATE customers SET name = 'y';",
+    );
+    let rel = dir.join("releases/1.4.0");
+    write(&rel.join("backend/src/index.js"), "// broken\n");
+    write(&rel.join("admin/src/new.js"), "new\n");
+    std::fs::remove_file(rel.join("store/.env.production")).unwrap();
+    std::fs::remove_file(dir.join("shared/uploads/p.jpg")).unwrap();
+    write(&dir.join("shared/uploads/evil.php"), "<?php\n");
+    write(&dir.join("ecosystem.config.js"), "module.exports = {v: 2}\n");
+}

@@ -557,3 +557,115 @@ fn start_files_backup_until_uploads(s: &Server) -> String {
     });
     run_id
 }
+
+/// Posts a run and follows it to its end; the last event's name and payload.
+fn post_and_follow(s: &Server, path: &str, body: serde_json::Value) -> (String, serde_json::Value) {
+    let (code, posted) = json_of(api(TOKEN, "POST", &format!("{}{path}", s.base)).send_json(body));
+    assert_eq!(code, 202, "{posted}");
+    let run_id = posted["runId"].as_str().unwrap().to_owned();
+    let mut events = follow(s, &run_id);
+    let (name, mut data) = events.pop().expect("no events");
+    data["runId"] = run_id.into();
+    (name, data)
+}
+
+#[test]
+fn one_backup_is_shown_and_verified_over_http_and_damage_is_named() {
+    let host = Host::new();
+    let db = TestDb::shop("svcverify");
+    customer(&host, &db, 1);
+    let s = serve(&host);
+    register(&s);
+    let (name, done) = post_and_follow(&s, "/api/customers/42/backups", serde_json::json!({}));
+    assert_eq!(name, "backup-completed", "{done}");
+    let id = done["backupId"].as_str().unwrap().to_owned();
+    let url = format!("{}/api/customers/42/backups/{id}", s.base);
+
+    let (code, detail) = json_of(api(TOKEN, "GET", &url).call());
+    assert_eq!(code, 200, "{detail}");
+    assert_eq!(detail["id"], id.as_str());
+    assert_eq!(detail["type"], "fast");
+    assert_eq!(detail["verifiedAt"], serde_json::Value::Null);
+    let files: Vec<&str> = detail["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["file"].as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"db.dump") && files.contains(&"uploads.tar.gz"), "{files:?}");
+    let on_disk: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(host.customer(DOMAIN).join("backups").join(&id).join(f)).unwrap().len())
+        .sum();
+    assert_eq!(detail["size"], on_disk);
+
+    // Verified as a run; the backup then says when.
+    let verify = format!("/api/customers/42/backups/{id}/verify");
+    let (name, ok) = post_and_follow(&s, &verify, serde_json::json!({"triggeredBy": "ops"}));
+    assert_eq!(name, "run-completed", "{ok}");
+    let (_, detail) = json_of(api(TOKEN, "GET", &url).call());
+    assert!(detail["verifiedAt"].is_string(), "{detail}");
+    assert_eq!(detail["verifiedByRun"], ok["runId"]);
+
+    // One flipped byte: the run fails naming the file; verifiedAt stays the earlier one.
+    let dump = host.customer(DOMAIN).join("backups").join(&id).join("db.dump");
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&dump, bytes).unwrap();
+    let (name, bad) = post_and_follow(&s, &verify, serde_json::json!({}));
+    assert_eq!(name, "run-failed", "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("db.dump"), "{bad}");
+    let (_, after) = json_of(api(TOKEN, "GET", &url).call());
+    assert_eq!(after["verifiedByRun"], ok["runId"]);
+
+    // What is not a complete backup is not found.
+    for missing in ["20200101-000000"] {
+        let (code, body) = json_of(
+            api(TOKEN, "GET", &format!("{}/api/customers/42/backups/{missing}", s.base)).call(),
+        );
+        assert_eq!(code, 404, "{body}");
+        let (code, _) = json_of(
+            api(TOKEN, "POST", &format!("{}/api/customers/42/backups/{missing}/verify", s.base))
+                .send_json(serde_json::json!({})),
+        );
+        assert_eq!(code, 404);
+    }
+}
+
+/// Backup ids never repeat and always sort by age, also when runs queued back to back on a small
+/// shop start within the same second, or when the newest backup's id is ahead of the clock (set
+/// back since): each backup takes the next free id, so retention, which keeps the newest ids,
+/// never takes a new backup for an old one.
+#[test]
+fn backups_queued_back_to_back_each_get_a_newer_id() {
+    let host = Host::new();
+    let db = TestDb::shop("svcsecond");
+    customer(&host, &db, 0);
+    // A backup made while the clock was ahead (the folder name is all that counts).
+    let ahead = "20991231-235958";
+    std::fs::create_dir_all(host.customer(DOMAIN).join("backups").join(ahead)).unwrap();
+    let s = serve(&host);
+    register(&s);
+    let url = format!("{}/api/customers/42/backups", s.base);
+    let runs: Vec<String> = (0..3)
+        .map(|_| {
+            let (code, body) =
+                json_of(api(TOKEN, "POST", &url).send_json(serde_json::json!({"queue": true})));
+            assert_eq!(code, 202, "{body}");
+            body["runId"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut ids = vec![ahead.to_owned()];
+    for run in &runs {
+        let events = follow(&s, run);
+        let (name, data) = events.last().unwrap();
+        assert_eq!(name, "backup-completed", "{data}");
+        ids.push(data["backupId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        ids,
+        ["20991231-235958", "20991231-235959", "21000101-000000", "21000101-000001"],
+        "each backup must take the next free id"
+    );
+}

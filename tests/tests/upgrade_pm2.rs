@@ -153,11 +153,14 @@ fn an_upgrade_moves_the_shop_to_the_new_release_and_keeps_its_backup() {
     assert!(marker.contains("\"succeeded\""), "{marker}");
 }
 
-/// Runs an upgrade whose v1.1.0 breaks as `switches` say, and checks the rollback.
-fn fails_and_rolls_back(tag: &str, switches: impl Fn(&Shop) -> Vec<String>, step: &str) -> String {
-    let Some(shop) = shop(tag, switches) else {
-        return String::new();
-    };
+/// Runs an upgrade whose v1.1.0 breaks as `switches` say, and checks the rollback; the run's
+/// error. `None` only where pm2 is missing outside CI (under CI that fails instead).
+fn fails_and_rolls_back(
+    tag: &str,
+    switches: impl Fn(&Shop) -> Vec<String>,
+    step: &str,
+) -> Option<String> {
+    let shop = shop(tag, switches)?;
     let (out, result) = upgrade(&shop);
     assert_eq!(
         out.status.code(),
@@ -173,7 +176,7 @@ fn fails_and_rolls_back(tag: &str, switches: impl Fn(&Shop) -> Vec<String>, step
     assert_on_v1_0_0(&shop);
     // The pre-upgrade backup survives the failed upgrade.
     assert!(result["backup"].is_string(), "{result}");
-    error
+    Some(error)
 }
 
 #[test]
@@ -183,7 +186,10 @@ fn a_failing_build_rolls_back() {
 
 #[test]
 fn a_failing_migration_rolls_back_code_and_database() {
-    let error = fails_and_rolls_back("upgmigr", |_| vec!["FAIL_MIGRATION".into()], "migrate");
+    let Some(error) = fails_and_rolls_back("upgmigr", |_| vec!["FAIL_MIGRATION".into()], "migrate")
+    else {
+        return;
+    };
     assert!(error.contains("database: restored"), "{error}");
 }
 
@@ -198,11 +204,13 @@ fn an_unhealthy_candidate_never_goes_live() {
 
 #[test]
 fn unhealthy_on_the_live_port_after_the_swap_rolls_back() {
-    let error = fails_and_rolls_back(
+    let Some(error) = fails_and_rolls_back(
         "upglive",
         |shop| vec![format!("FAIL_HEALTH_ON_PORT={}", shop.port("backend"))],
         "health-live",
-    );
+    ) else {
+        return;
+    };
     assert!(
         error.contains("code: current back to releases/v1.0.0"),
         "{error}"
@@ -512,4 +520,102 @@ fn cleanup_keeps_the_right_releases_after_good_and_failed_upgrades() {
     for b in &backups {
         assert!(listed.contains(b.as_str()), "{b} listed: {listed}");
     }
+}
+
+/// Starts `run upgrade` to v1.1.0 from the CLI and `kill -9`s it the moment `current` moves to
+/// the new release: no store anywhere knows of that run.
+fn kill_cli_upgrade_after_the_swap(shop: &Shop) {
+    let mut child = shop
+        .qodify()
+        .args([
+            "run",
+            "upgrade",
+            "--customer",
+            &shop.domain,
+            "--tier",
+            "fixture",
+            "--param",
+            "targetVersion=v1.1.0",
+            "--param",
+            "heapMB=512",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let current = shop.dir().join("current");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while link(&current) != "releases/v1.1.0" {
+        assert!(std::time::Instant::now() < until, "the swap never happened");
+        assert!(child.try_wait().unwrap().is_none(), "the upgrade ended early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        shop.dir().join("releases/.upgrade.json").exists(),
+        "killed mid-upgrade"
+    );
+}
+
+fn run_journal(shop: &Shop) -> std::path::PathBuf {
+    shop.dir()
+        .parent()
+        .unwrap()
+        .join(".qodify-locks")
+        .join(format!("{}.run.json", shop.domain))
+}
+
+/// Recovery is driven by the disk, not by a store: an upgrade started with `qodify-host run` and
+/// killed with -9 is rolled back by the next command that takes the customer's lock (here a
+/// backup, which says so and then runs), or by `qodify-host recover`.
+#[test]
+fn a_cli_upgrade_killed_after_the_swap_is_rolled_back_by_whatever_runs_next() {
+    let Some(shop) = shop("upgclikill", |_| vec![]) else {
+        return;
+    };
+    kill_cli_upgrade_after_the_swap(&shop);
+    let journal = run_journal(&shop);
+    assert!(journal.is_file(), "no run journal at {}", journal.display());
+
+    // The next run of the customer finishes the upgrade's rollback first, then backs up.
+    let out = run(shop
+        .qodify()
+        .args(["run", "backup", "--customer", &shop.domain, "--json"]));
+    assert!(out.status.success(), "the backup after the crash failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let recovered: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "recovered")
+        .expect("the backup did not report the recovery");
+    assert_eq!(recovered["complete"], true, "{recovered}");
+    assert_eq!(recovered["pipeline"], "upgrade");
+    let error = recovered["result"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the host stopped during the run"), "{error}");
+    assert!(
+        error.contains("code: current back to releases/v1.0.0"),
+        "{error}"
+    );
+    assert_on_v1_0_0(&shop);
+    assert!(!journal.exists(), "the run journal is still there");
+    assert!(common::run_result(&out)["backup"].is_string());
+
+    // The same through the ops command, which then has nothing left to do.
+    kill_cli_upgrade_after_the_swap(&shop);
+    let out = run(shop
+        .qodify()
+        .args(["recover", "--customer", &shop.domain]));
+    assert!(out.status.success(), "recover failed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("had been interrupted"), "{stderr}");
+    assert_on_v1_0_0(&shop);
+    let out = run(shop
+        .qodify()
+        .args(["recover", "--customer", &shop.domain]));
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no interrupted run"),
+        "a second recover found work"
+    );
 }

@@ -1,6 +1,8 @@
 //! A customer's backups: `POST /api/customers/{id}/backups` queues the shipped `backup`
-//! pipeline, `GET` lists the history the store keeps (never scanning folders), and
-//! `DELETE /api/customers/{id}/backups/{backupId}` removes one backup folder.
+//! pipeline, `GET` lists the history the store keeps (never scanning folders),
+//! `GET /api/customers/{id}/backups/{backupId}` shows one complete backup from its folder,
+//! `POST …/{backupId}/verify` queues the shipped `verify` pipeline for it, and
+//! `DELETE …/{backupId}` removes one backup folder.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +25,8 @@ use crate::store::{BackupRecord, CustomerRecord};
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(history, create))
-        .routes(routes!(remove))
+        .routes(routes!(show, remove))
+        .routes(routes!(verify))
 }
 
 /// `fast`: the plan's recommended set; `custom`: chosen with the include flags.
@@ -352,4 +355,194 @@ async fn remove(
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
+}
+
+/// One artifact of a backup.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactView {
+    /// File name inside the backup folder, e.g. `db.dump`.
+    file: String,
+    /// Bytes.
+    size: u64,
+    /// sha256, lowercase hex.
+    sha256: String,
+}
+
+/// One complete backup, from its folder and `backup.json`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = BackupDetail)]
+struct Detail {
+    /// The backup id (`YYYYMMDD-HHMMSS`, UTC).
+    id: String,
+    /// Sum of the artifacts' sizes, in bytes.
+    size: u64,
+    /// Why it is pinned (kept by retention, refused by delete), when it is.
+    #[schema(required = true)]
+    pinned: Option<String>,
+    /// `fast`, `custom` or `pre-upgrade`, as backup.json says.
+    #[serde(rename = "type")]
+    #[schema(required = true)]
+    kind: Option<String>,
+    /// When the backup started (RFC 3339), as backup.json says.
+    #[schema(required = true)]
+    timestamp: Option<String>,
+    /// backup.json's `include` flags.
+    #[schema(value_type = Object)]
+    include: serde_json::Value,
+    /// backup.json's service `versions`.
+    #[schema(value_type = Object)]
+    versions: serde_json::Value,
+    /// backup.json's `paths` (`uploadsPath`).
+    #[schema(value_type = Object)]
+    paths: serde_json::Value,
+    /// The artifacts and their checksums.
+    artifacts: Vec<ArtifactView>,
+    /// When a `verify` run last found every artifact intact (RFC 3339), if one did.
+    #[schema(required = true, format = DateTime)]
+    verified_at: Option<String>,
+    /// That run.
+    #[schema(required = true)]
+    verified_by_run: Option<String>,
+}
+
+/// One of the customer's complete backups: its manifest summary, pin and last verification.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/backups/{backupId}",
+    tag = "backups",
+    operation_id = "getBackup",
+    params(BackupPath),
+    responses(
+        (status = 200, description = "The backup.", body = Detail),
+        (status = 400, description = "A bad id.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer, or no such complete backup (a partial or deleted one is none).", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn show(
+    State(state): State<AppState>,
+    ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
+) -> Result<Json<Detail>, ApiError> {
+    let id = extract::customer_id(&id)?.to_owned();
+    let backup_id = extract::backup_id(&backup_id)?.to_owned();
+    blocking(move || {
+        let store = state.store.as_ref();
+        let customer = customers::require(store, &id)?;
+        let backup = find_complete(&state, &customer, &backup_id)?;
+        // The newest verify run of this backup that succeeded.
+        let verified = store
+            .runs(&crate::store::RunFilter {
+                customer_id: Some(id.clone()),
+                limit: Some(1000),
+            })?
+            .into_iter()
+            .filter(|r| {
+                r.pipeline == "verify"
+                    && r.state == crate::store::RunState::Succeeded
+                    && r.params.get("backup") == Some(&backup_id)
+            })
+            .max_by(|a, b| a.finished_at.cmp(&b.finished_at));
+        let field = |name: &str| backup.manifest.rest.get(name).cloned().unwrap_or_default();
+        Ok(Json(Detail {
+            id: backup.id,
+            size: backup.size,
+            pinned: backup.pinned,
+            kind: field("type").as_str().map(str::to_owned),
+            timestamp: field("timestamp").as_str().map(str::to_owned),
+            include: field("include"),
+            versions: field("versions"),
+            paths: field("paths"),
+            artifacts: backup
+                .manifest
+                .artifacts
+                .into_iter()
+                .map(|a| ArtifactView {
+                    file: a.file,
+                    size: a.size,
+                    sha256: a.sha256,
+                })
+                .collect(),
+            verified_at: verified.as_ref().and_then(|r| r.finished_at.clone()),
+            verified_by_run: verified.map(|r| r.id),
+        }))
+    })
+    .await
+}
+
+/// The customer's complete backup `backup_id`, or 404.
+pub(super) fn find_complete(
+    state: &AppState,
+    customer: &CustomerRecord,
+    backup_id: &str,
+) -> Result<crate::backups::Backup, ApiError> {
+    let dir = open_customer_dir(state, customer)?;
+    crate::backups::list(&dir)
+        .map_err(|e| ApiError::internal("listing backups", format!("{e:#}")))?
+        .into_iter()
+        .find(|b| b.id == backup_id)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "customer {} has no complete backup {backup_id}",
+                customer.id
+            ))
+        })
+}
+
+/// Body of `POST /api/customers/{id}/backups/{backupId}/verify` (may be empty).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct VerifyBackup {
+    /// Who asked (a user name or id), for the audit log.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "ayse@qodify.com"
+    )]
+    triggered_by: Option<String>,
+    /// Queue behind the customer's active run instead of answering 409.
+    #[serde(default)]
+    queue: bool,
+}
+
+/// Queues a verification of one complete backup (the shipped `verify` pipeline): every
+/// artifact's sha256 and size against its `backup.json`, as a run with live events; `GET` of
+/// the backup then shows `verifiedAt`.
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/backups/{backupId}/verify",
+    tag = "backups",
+    operation_id = "verifyBackup",
+    params(BackupPath),
+    request_body(content = Option<VerifyBackup>, description = "May be left out."),
+    responses(
+        (status = 202, description = "Queued; follow it at `runUrl` and `eventsUrl` (`run-progress`, then `run-completed` or `run-failed` naming the damaged file).", body = Submitted,
+         headers(("Location" = String, description = "The run's URL."))),
+        (status = 400, description = "A bad id or body.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer, or no such complete backup.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The customer has an active run (named in `activeRunId`) and `queue` was not set.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn verify(
+    State(state): State<AppState>,
+    ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
+    JsonOrDefault(body): JsonOrDefault<VerifyBackup>,
+) -> Result<Response, ApiError> {
+    let id = extract::customer_id(&id)?.to_owned();
+    let backup_id = extract::backup_id(&backup_id)?.to_owned();
+    let actor = extract::actor(body.triggered_by)?;
+    {
+        let (state, id, backup_id) = (state.clone(), id.clone(), backup_id.clone());
+        blocking(move || {
+            let customer = customers::require(state.store.as_ref(), &id)?;
+            find_complete(&state, &customer, &backup_id).map(|_| ())
+        })
+        .await?;
+    }
+    let mut params = BTreeMap::new();
+    params.insert("backup".to_owned(), backup_id);
+    runs::submit(state, id, "verify", params, actor, body.queue).await
 }

@@ -136,16 +136,7 @@ async fn create(
         let (state, id, backup_id) = (state.clone(), id.clone(), backup_id.clone());
         blocking(move || {
             let customer = customers::require(state.store.as_ref(), &id)?;
-            let dir = backups::open_customer_dir(&state, &customer)?;
-            let listed = crate::backups::list(&dir)
-                .map_err(|e| ApiError::internal("listing backups", format!("{e:#}")))?;
-            if listed.iter().any(|b| b.id == backup_id) {
-                Ok(())
-            } else {
-                Err(ApiError::not_found(format!(
-                    "customer {id} has no complete backup {backup_id}"
-                )))
-            }
+            backups::find_complete(&state, &customer, &backup_id).map(|_| ())
         })
         .await?;
     }

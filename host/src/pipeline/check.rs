@@ -447,7 +447,16 @@ impl Checker<'_> {
             }
             Some(_) => Ok(()),
             None => {
-                let mut fixed = vec!["customer.id", "customer.domain", "run.id", "run.timestamp"];
+                let mut fixed = vec![
+                    "customer.id",
+                    "customer.domain",
+                    "customer.path.backend",
+                    "customer.path.admin",
+                    "customer.path.store",
+                    "customer.path.uploads",
+                    "run.id",
+                    "run.timestamp",
+                ];
                 if db_ok {
                     fixed.extend(DB_REFS.split(", "));
                 }

@@ -34,15 +34,15 @@ pub use ceilings::{GrantCeilings, check_ceilings};
 pub use diag::{Diagnostic, Diagnostics, Snippet};
 pub use overlay::Overlay;
 pub use resolve::{
-    CommandGrant, CustomerDb, DbFacts, HttpGrant, Limits, NetGrant, ParamValue, Plan, PlannedMount,
-    PlannedStep, ResolveError, RunInputs, SkippedStep, Stage, resolve,
+    CommandGrant, CustomerDb, CustomerPaths, DbFacts, HttpGrant, Limits, NetGrant, ParamValue, Plan, PlannedMount,
+    PlannedStep, ResolveError, RunInputs, ServicePaths, SkippedStep, Stage, resolve,
 };
 pub use spec::{
     Access, BackupSpec, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot,
     MountSpec, OrderedMap, OutputKind, OverlaySpec, ParamPatch, ParamSpec, ParamType,
     PipelinePatch, PipelineSpec, Recover, SizeValue, StepPatch, StepSpec,
 };
-pub use template::DbField;
+pub use template::{DbField, PathField};
 
 use diag::Source;
 

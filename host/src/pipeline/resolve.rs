@@ -14,7 +14,7 @@ use super::diag::{Diagnostics, list};
 use super::expr;
 use super::paths;
 use super::spec::{Access, ConfigTable, ConfigValue, MountRoot, OutputKind, ParamType, StepSpec};
-use super::template::{self, DbField, Piece, Ref};
+use super::template::{self, DbField, PathField, Piece, Ref};
 use super::units::format_duration;
 use super::{Pipeline, Section};
 
@@ -34,6 +34,65 @@ pub struct RunInputs {
     /// The customer's database as the host read it (for `{{customer.db.*}}` in command
     /// patterns); only needed when an active step uses it.
     pub database: CustomerDb,
+    /// Where the customer's services are (for `{{customer.path.*}}`); only needed when an
+    /// active step uses them.
+    pub paths: CustomerPaths,
+}
+
+/// Where the customer's services are, as the host found them on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerPaths {
+    /// Found: each folder relative to the customer folder.
+    Known(ServicePaths),
+    /// Not usable (e.g. `current` leads out of the customer folder); the text says why and
+    /// what to do.
+    Unavailable(String),
+}
+
+impl Default for CustomerPaths {
+    /// The current layout's names, for callers that never look at the disk.
+    fn default() -> Self {
+        CustomerPaths::Known(ServicePaths::default())
+    }
+}
+
+/// The folders of a customer's services, relative to the customer folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServicePaths {
+    /// The backend service, e.g. `backend` or `releases/1.4.0/backend`.
+    pub backend: String,
+    /// The admin app.
+    pub admin: String,
+    /// The store app.
+    pub store: String,
+    /// The uploads: `backend/uploads` in the current layout, `shared/uploads` in blue/green.
+    pub uploads: String,
+}
+
+impl Default for ServicePaths {
+    fn default() -> Self {
+        ServicePaths::under("")
+    }
+}
+
+impl ServicePaths {
+    /// The three services under `root` (`""` for the customer folder itself), uploads in the
+    /// backend.
+    pub fn under(root: &str) -> Self {
+        let join = |name: &str| {
+            if root.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{root}/{name}")
+            }
+        };
+        ServicePaths {
+            backend: join("backend"),
+            admin: join("admin"),
+            store: join("store"),
+            uploads: join("backend/uploads"),
+        }
+    }
 }
 
 /// The customer's database, as the host derived it from the customer's `.env`.
@@ -411,6 +470,16 @@ pub enum ResolveError {
         /// Why it is not known, and what to do.
         problem: String,
     },
+    /// An active step names a folder of the customer's services, which could not be found.
+    #[error("step {step}: `{{{{{reference}}}}}` needs the customer's layout: {problem}")]
+    CustomerPath {
+        /// The step's id.
+        step: String,
+        /// The reference, e.g. `customer.path.backend`.
+        reference: String,
+        /// Why it is not known, and what to do.
+        problem: String,
+    },
     /// The pipeline does not pass validation.
     #[error("pipeline `{pipeline}` is invalid; fix it first:\n{diagnostics}")]
     Invalid {
@@ -444,6 +513,7 @@ pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
     let cx = Context {
         inputs,
         params: &plan.params,
+        missing_path: Default::default(),
     };
     if let Some(backup) = &p.spec.backup {
         plan.backup_complete_after = backup.complete_after.as_ref().map(|s| s.get().clone());
@@ -560,6 +630,8 @@ fn parse_param(
 struct Context<'a> {
     inputs: &'a RunInputs,
     params: &'a BTreeMap<String, ParamValue>,
+    /// The first `customer.path.*` reference rendered while the layout is unknown, and why.
+    missing_path: std::cell::RefCell<Option<(PathField, String)>>,
 }
 
 impl Context<'_> {
@@ -576,6 +648,20 @@ impl Context<'_> {
                 .unwrap_or_default(),
             // Checked: only in command patterns, which go through `arg_pattern`.
             Ref::CustomerDb(_) => String::new(),
+            Ref::CustomerPath(field) => match &self.inputs.paths {
+                CustomerPaths::Known(paths) => match field {
+                    PathField::Backend => paths.backend.clone(),
+                    PathField::Admin => paths.admin.clone(),
+                    PathField::Store => paths.store.clone(),
+                    PathField::Uploads => paths.uploads.clone(),
+                },
+                CustomerPaths::Unavailable(why) => {
+                    self.missing_path
+                        .borrow_mut()
+                        .get_or_insert_with(|| (field, why.clone()));
+                    String::new()
+                }
+            },
         }
     }
 
@@ -666,6 +752,22 @@ impl Context<'_> {
     }
 
     fn step(&self, step: &StepSpec, compiled: &CompiledStep) -> Result<PlannedStep, ResolveError> {
+        let planned = self.step_unchecked(step, compiled);
+        if let Some((field, problem)) = self.missing_path.take() {
+            return Err(ResolveError::CustomerPath {
+                step: step.id.get().clone(),
+                reference: field.reference().to_owned(),
+                problem,
+            });
+        }
+        planned
+    }
+
+    fn step_unchecked(
+        &self,
+        step: &StepSpec,
+        compiled: &CompiledStep,
+    ) -> Result<PlannedStep, ResolveError> {
         let mut mounts = Vec::new();
         for mount in &step.mounts {
             let written = mount.path.get();

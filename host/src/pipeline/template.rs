@@ -5,7 +5,11 @@
 //!
 //! - a **reference**: one name whose first dot-separated part is `customer`, `run` or `params`:
 //!   `{{customer.id}}`, `{{customer.domain}}`, `{{run.id}}`, `{{run.timestamp}}`,
-//!   `{{params.NAME}}`; allowed in config strings and mount paths; in command argument patterns
+//!   `{{params.NAME}}`, and where the customer's services are, as the host finds them on disk in
+//!   either layout ([`crate::customer::service_paths`]): `{{customer.path.backend}}`,
+//!   `{{customer.path.admin}}`, `{{customer.path.store}}`, `{{customer.path.uploads}}` (paths
+//!   relative to the customer folder); allowed in config strings and mount paths; in command
+//!   argument patterns
 //!   also the customer's database, as the host reads it from the customer's own `.env`
 //!   ([`crate::customer::database`]): `{{customer.db.host}}`, `{{customer.db.port}}`,
 //!   `{{customer.db.name}}`, `{{customer.db.user}}` (never the password); or
@@ -53,6 +57,33 @@ pub(crate) enum Ref<'a> {
     Param(&'a str),
     /// A value of the customer's database, derived by the host (command patterns only).
     CustomerDb(DbField),
+    /// A folder of the customer's services, found by the host on disk.
+    CustomerPath(PathField),
+}
+
+/// A folder of the customer's, relative to the customer folder, in whichever layout it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathField {
+    /// `customer.path.backend`.
+    Backend,
+    /// `customer.path.admin`.
+    Admin,
+    /// `customer.path.store`.
+    Store,
+    /// `customer.path.uploads`.
+    Uploads,
+}
+
+impl PathField {
+    /// The reference naming it.
+    pub fn reference(self) -> &'static str {
+        match self {
+            PathField::Backend => "customer.path.backend",
+            PathField::Admin => "customer.path.admin",
+            PathField::Store => "customer.path.store",
+            PathField::Uploads => "customer.path.uploads",
+        }
+    }
 }
 
 /// A field of the customer's database that a command pattern may fix.
@@ -80,8 +111,9 @@ impl DbField {
     }
 }
 
-pub(crate) const KNOWN_REFS: &str =
-    "customer.id, customer.domain, run.id, run.timestamp, params.<name>";
+pub(crate) const KNOWN_REFS: &str = "customer.id, customer.domain, customer.path.backend, \
+     customer.path.admin, customer.path.store, customer.path.uploads, run.id, run.timestamp, \
+     params.<name>";
 
 /// What command argument patterns may reference besides [`KNOWN_REFS`].
 pub(crate) const DB_REFS: &str =
@@ -98,6 +130,10 @@ impl<'a> Ref<'a> {
             "customer.db.port" => Some(Ref::CustomerDb(DbField::Port)),
             "customer.db.name" => Some(Ref::CustomerDb(DbField::Name)),
             "customer.db.user" => Some(Ref::CustomerDb(DbField::User)),
+            "customer.path.backend" => Some(Ref::CustomerPath(PathField::Backend)),
+            "customer.path.admin" => Some(Ref::CustomerPath(PathField::Admin)),
+            "customer.path.store" => Some(Ref::CustomerPath(PathField::Store)),
+            "customer.path.uploads" => Some(Ref::CustomerPath(PathField::Uploads)),
             _ => name.strip_prefix("params.").map(Ref::Param),
         }
     }

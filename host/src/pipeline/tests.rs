@@ -117,6 +117,7 @@ fn inputs(params: &[(&str, &str)]) -> RunInputs {
             name: "shop".into(),
             user: "shop".into(),
         }),
+        paths: CustomerPaths::default(),
     }
 }
 
@@ -832,4 +833,83 @@ fn customer_db_references_are_only_for_command_patterns() {
         err.contains("unknown template reference `customer.db.password`"),
         "{err}"
     );
+}
+
+#[test]
+fn the_shipped_pipelines_reach_the_services_through_the_layout_the_host_found() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let bg = ServicePaths {
+        uploads: "shared/uploads".into(),
+        ..ServicePaths::under("releases/1.4.0")
+    };
+    let mut inputs = inputs(&[("backup", "20261126-101500"), ("targetVersion", "1.5.0")]);
+    inputs.paths = CustomerPaths::Known(bg);
+    for name in ["backup", "restore", "upgrade"] {
+        let p = load_pipeline(&dir.join(format!("{name}.toml"))).unwrap_or_else(|d| panic!("{d}"));
+        let plan = resolve(&p, &inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let steps = plan.stages.iter().flat_map(|s| &s.steps);
+        let mut services = 0;
+        for step in steps {
+            for m in &step.mounts {
+                // No mount names a service by its current-layout folder any more.
+                assert!(
+                    !["backend", "admin", "store", "backend/uploads"]
+                        .contains(&m.path.to_str().unwrap()),
+                    "{name}: step {} mounts {}",
+                    step.id,
+                    m.path.display()
+                );
+                services += usize::from(
+                    m.path.starts_with("releases/1.4.0") || m.path.starts_with("shared/uploads"),
+                );
+            }
+        }
+        assert!(services >= 2, "{name}: {services} service mounts");
+    }
+}
+
+#[test]
+fn a_layout_the_host_could_not_find_stops_only_the_steps_that_need_it() {
+    let src = r#"
+name = "t"
+[params.files]
+type = "bool"
+default = true
+[[steps]]
+id = "first"
+plugin = "noop"
+[[steps]]
+id = "uploads"
+plugin = "noop"
+when = "files"
+[steps.config]
+target = "/customer/{{customer.path.uploads}}"
+"#;
+    let p = parse_pipeline(Path::new("t.toml"), src).unwrap_or_else(|d| panic!("{d}"));
+    validate(&p, &known_plugin, PLUGIN_HINT).unwrap();
+    let mut inputs = inputs(&[]);
+    inputs.paths = CustomerPaths::Unavailable("`current` links to /srv/x, which is not a release folder inside /c".into());
+    let err = resolve(&p, &inputs).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "step uploads: `{{customer.path.uploads}}` needs the customer's layout: `current` links to /srv/x, which is not a release folder inside /c"
+    );
+    inputs.params.insert("files".into(), "false".into());
+    resolve(&p, &inputs).unwrap();
+    // Known: the value is the path, in config strings as in mount paths.
+    inputs.params.clear();
+    inputs.paths = CustomerPaths::default();
+    let plan = resolve(&p, &inputs).unwrap();
+    assert_eq!(
+        planned(&plan, "uploads").config["target"],
+        "/customer/backend/uploads"
+    );
+    // A misspelt reference is caught by validate, with the known ones listed.
+    let bad = parse_pipeline(
+        Path::new("t.toml"),
+        &src.replace("customer.path.uploads", "customer.path.upload"),
+    )
+    .unwrap();
+    let err = validate(&bad, &known_plugin, PLUGIN_HINT).unwrap_err().to_string();
+    assert!(err.contains("did you mean `customer.path.uploads`"), "{err}");
 }

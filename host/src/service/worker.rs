@@ -3,15 +3,15 @@
 //! executor events into the plan's live events. At startup, runs this host left running are
 //! marked interrupted and their partial backup folders removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::caps::CancelToken;
 use crate::customer::Customer;
-use crate::events::{Event, EventSink, RunStatus};
-use crate::executor::{self, RunRequest};
-use crate::pipeline::{self, RunInputs};
+use crate::events::{Event, EventSink, NullSink, RunStatus};
+use crate::executor;
+use crate::ops;
 use crate::store::{AuditEntry, BackupRecord, RunFinish, RunRecord, RunState};
 
 use super::hub::family;
@@ -27,7 +27,9 @@ const PROGRESS_PER_SECOND: u32 = 4;
 pub const MAX_RUN_EVENTS: u64 = 100_000;
 
 /// Marks this host's runs that were running when it died as interrupted, removes their partial
-/// backup folders, and tells their clients.
+/// backup folders, finishes every interrupted run found on disk (a run journal beside a
+/// customer's lock, whoever started the run: this serve before it died, or a CLI `run`), and
+/// tells the clients.
 pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
     let runs = state.store.recover_interrupted(&state.host_id)?;
     for run in &runs {
@@ -41,10 +43,14 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
                 let _ = backups.remove_dir_all(&partial);
             }
         }
+    }
+    let mut recovered = finish_journaled(state);
+    for run in &runs {
         let f = family(&run.pipeline);
         let mut payload =
             serde_json::json!({ "runId": run.id, "state": "interrupted", "error": run.error });
-        if let Some(outcome) = finish_interrupted(state, run) {
+        if let Some(r) = recovered.remove(&run.id) {
+            let outcome = &r.outcome;
             payload["error"] = outcome.error.clone().into();
             payload["failedStep"] = outcome.failed_step.clone().into();
             payload["rolledBack"] = outcome.rolled_back.clone().into();
@@ -71,45 +77,66 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
             detail: serde_json::json!({ "pipeline": run.pipeline }),
         });
     }
+    // Runs this store never had (a CLI `run` that died): recorded in the audit log.
+    for r in recovered.into_values() {
+        audit_recovered(state, &r);
+    }
     Ok(runs)
 }
 
-/// For a pipeline with `recover = "on_failure"` (an upgrade), runs the interrupted run's
-/// `on_failure` and `finally` steps now, before any worker starts: the customer is rolled back
-/// (or the upgrade finished by its journal) instead of left half-way. `None`: nothing to do.
-fn finish_interrupted(state: &AppState, run: &RunRecord) -> Option<executor::RunOutcome> {
-    let (_, plan) = load_plan(state, run, &executor::timestamp_now())
-        .inspect_err(|e| {
-            tracing::warn!(
-                "cannot load the pipeline of interrupted run {}: {e:#}",
-                run.id
-            )
-        })
-        .ok()?;
-    if !plan.recover_on_failure {
-        return None;
-    }
-    tracing::info!(
-        "run {} ({}) was interrupted by a host stop: running its on_failure steps",
-        run.id,
-        run.pipeline
-    );
-    let reason = format!(
-        "the host stopped during the run ({})",
-        run.error.as_deref().unwrap_or("crash or kill")
-    );
-    match execute(state, run, CancelToken::default(), Some(reason)) {
-        Ok(outcome) => Some(outcome),
-        Err(e) => {
-            tracing::error!("recovering interrupted run {}: {e:#}", run.id);
-            let _ = state.store.annotate_run(
-                &run.id,
-                &format!(
-                    "interrupted, and its recovery could not run: {e:#}; see docs/upgrades.md"
-                ),
-            );
-            None
+/// Finishes the interrupted run of every customer that has a run journal; by run id.
+fn finish_journaled(state: &AppState) -> HashMap<String, ops::recover::Recovered> {
+    let mut done = HashMap::new();
+    for domain in ops::recover::journaled_domains(&state.settings) {
+        let Ok(customer) = Customer::new(&domain, None) else {
+            continue;
+        };
+        match ops::recover::recover(engine(state), &customer, Arc::new(NullSink)) {
+            Ok(Some(r)) => {
+                tracing::info!(
+                    "customer {domain}: interrupted run {} ({}) finished by its on_failure steps: {}",
+                    r.journal.run_id,
+                    r.journal.spec.pipeline,
+                    if r.complete { "rolled back" } else { "ROLLBACK FAILED" }
+                );
+                done.insert(r.journal.run_id.clone(), r);
+            }
+            Ok(None) => {}
+            // Its run is still going, in another process: that one ends its journal.
+            Err(e) if e.downcast_ref::<crate::lock::Busy>().is_some() => {
+                tracing::info!("customer {domain} has a run in progress elsewhere: {e}");
+            }
+            Err(e) => tracing::error!(
+                "customer {domain}: an interrupted run could not be finished: {e:#}; \
+                 see `qodify-host recover --customer {domain}`"
+            ),
         }
+    }
+    done
+}
+
+/// Audits the finishing of an interrupted run (actor `system`).
+fn audit_recovered(state: &AppState, r: &ops::recover::Recovered) {
+    let _ = state.store.audit(&AuditEntry {
+        at: now(),
+        actor: Some("system".into()),
+        action: "run.recovered".into(),
+        customer_id: Some(r.journal.customer_id.clone()),
+        run_id: Some(r.journal.run_id.clone()),
+        detail: serde_json::json!({
+            "pipeline": r.journal.spec.pipeline,
+            "complete": r.complete,
+            "error": r.outcome.error,
+            "rolledBack": r.outcome.rolled_back,
+        }),
+    });
+}
+
+fn engine(state: &AppState) -> ops::recover::Engine<'_> {
+    ops::recover::Engine {
+        runtime: &state.runtime,
+        settings: &state.settings,
+        catalog: &state.catalog,
     }
 }
 
@@ -359,6 +386,10 @@ impl EventSink for HubSink {
                 self.progress(Some(&step), &format!("{what} by {by}"), true);
             }
             Event::BackupCompleted { backup, pinned } => {
+                let _ = self
+                    .state
+                    .store
+                    .set_backup_id(&self.run.id, self.run.epoch, &backup);
                 let msg = match pinned {
                     Some(reason) => format!("backup {backup} complete, pinned ({reason})"),
                     None => format!("backup {backup} complete"),
@@ -431,7 +462,7 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
     };
 
     let started = Instant::now();
-    let result = guarded(|| execute(state, &run, cancel.clone(), None));
+    let result = guarded(|| execute(state, &run, cancel.clone()));
     drop(done);
     let _ = renewer.join();
     state
@@ -531,60 +562,24 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
     state.hub.publish(&run.id, &run.customer_id, &name, data);
 }
 
-/// Loads, overlays, validates and resolves the pipeline of `run` for its customer.
-fn load_plan(
+/// Runs a claimed run through the same use case as the CLI ([`ops::recover::run`]): the
+/// customer's registered tier picks the overlay; an interrupted run of the customer is
+/// finished first.
+fn execute(
     state: &AppState,
     run: &RunRecord,
-    timestamp: &str,
-) -> anyhow::Result<(Customer, pipeline::Plan)> {
+    cancel: CancelToken,
+) -> anyhow::Result<executor::RunOutcome> {
     let c = state
         .store
         .customer(&run.customer_id)?
         .ok_or_else(|| anyhow::anyhow!("customer {} is no longer registered", run.customer_id))?;
     let customer = Customer::new(&c.domain, Some(&c.id))?;
-    let settings = &state.settings;
-    let path = settings
-        .pipelines_dir
-        .join(format!("{}.toml", run.pipeline));
-    let mut p = pipeline::load_pipeline(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
-    if let Some(tier) = &c.tier {
-        let overlay = settings
-            .pipelines_dir
-            .join("tiers")
-            .join(format!("{tier}.toml"));
-        if overlay.is_file() {
-            let o = pipeline::load_overlay(&overlay).map_err(|d| anyhow::anyhow!("{d}"))?;
-            p = o.apply(&p).map_err(|d| anyhow::anyhow!("{d}"))?;
-        }
-    }
-    let catalog = &state.catalog;
-    pipeline::validate(&p, &|id| catalog.contains(id), &catalog.hint())
-        .map_err(|d| anyhow::anyhow!("{d}"))?;
-    pipeline::check_ceilings(&p, &state.settings.grants).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let inputs = RunInputs {
-        customer_id: customer.id.clone(),
-        customer_domain: customer.domain.to_string(),
-        run_id: run.id.clone(),
-        timestamp: timestamp.to_owned(),
+    let spec = ops::plan::RunSpec {
+        pipeline: run.pipeline.clone(),
+        tier: c.tier.clone(),
         params: run.params.clone(),
-        database: crate::customer::database(
-            &state.settings.customers_root.join(customer.domain.as_str()),
-        ),
     };
-    let plan = pipeline::resolve(&p, &inputs)?;
-    Ok((customer, plan))
-}
-
-fn execute(
-    state: &AppState,
-    run: &RunRecord,
-    cancel: CancelToken,
-    recovery: Option<String>,
-) -> anyhow::Result<executor::RunOutcome> {
-    let timestamp = executor::timestamp_now();
-    let (customer, plan) = load_plan(state, run, &timestamp)?;
-    let settings = &state.settings;
-    let catalog = &state.catalog;
     let sink = Arc::new(HubSink {
         state: state.clone(),
         run: run.clone(),
@@ -600,20 +595,27 @@ fn execute(
             capped: false,
         }),
     });
-    executor::execute(
-        &state.runtime,
-        RunRequest {
-            plan: &plan,
+    let ran = ops::recover::run(
+        engine(state),
+        ops::recover::NewRun {
             customer: &customer,
+            spec: &spec,
             run_id: run.id.clone(),
-            timestamp,
-            catalog,
-            settings,
             events: sink,
+            recovery_events: Arc::new(NullSink),
             cancel,
-            recovery,
         },
-    )
+    )?;
+    if let Some(r) = &ran.recovered {
+        let note = format!(
+            "interrupted; finished by its on_failure steps before run {}: {}",
+            run.id,
+            r.outcome.error.as_deref().unwrap_or("rolled back")
+        );
+        let _ = state.store.annotate_run(&r.journal.run_id, &note);
+        audit_recovered(state, r);
+    }
+    Ok(ran.outcome)
 }
 
 /// A stable id for this host: its hostname and data folder.

@@ -262,7 +262,11 @@ pub trait Store: Send + Sync {
         percent: f32,
         message: &str,
     ) -> StoreResult<bool>;
-    /// Ends a run (fenced: `false` and no change when the epoch is stale).
+    /// Records the backup a running run completed, as soon as it is complete (fenced): the run
+    /// names it even when a later step fails or the host stops before the end.
+    fn set_backup_id(&self, run_id: &str, epoch: i64, backup_id: &str) -> StoreResult<bool>;
+    /// Ends a run (fenced: `false` and no change when the epoch is stale). A `backup_id` of
+    /// `None` keeps the one recorded by [`Store::set_backup_id`].
     fn finish_run(&self, run_id: &str, epoch: i64, finish: &RunFinish) -> StoreResult<bool>;
     /// Cancels: a queued run ends `cancelled` at once; a running one gets `cancel_requested`.
     /// `None` when there is no such run.

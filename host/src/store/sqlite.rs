@@ -552,6 +552,17 @@ impl Store for SqliteStore {
         Ok(changed > 0)
     }
 
+    fn set_backup_id(&self, run_id: &str, epoch: i64, backup_id: &str) -> StoreResult<bool> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE runs SET backup_id = ?3 WHERE id = ?1 AND epoch = ?2 AND state = 'running'",
+                params![run_id, epoch, backup_id],
+            )
+            .db()?;
+        Ok(changed > 0)
+    }
+
     fn finish_run(&self, run_id: &str, epoch: i64, finish: &RunFinish) -> StoreResult<bool> {
         if finish.state.is_active() {
             return Err(StoreError::Db(format!(
@@ -563,7 +574,8 @@ impl Store for SqliteStore {
         let changed = self
             .conn()
             .execute(
-                "UPDATE runs SET state = ?3, finished_at = ?4, error = ?5, backup_id = ?6, \
+                "UPDATE runs SET state = ?3, finished_at = ?4, error = ?5, \
+                 backup_id = COALESCE(?6, backup_id), \
                  lease_owner = NULL, lease_expires_at = NULL \
                  WHERE id = ?1 AND epoch = ?2 AND state = 'running'",
                 params![
@@ -1114,14 +1126,22 @@ mod tests {
             store.finish_run("r1", 1, &finished(RunState::Running)),
             Err(StoreError::Db(_))
         ));
+        // The backup is named as soon as it is complete, fenced like the rest; a run that
+        // then fails (an upgrade rolled back) keeps it.
+        assert!(!store.set_backup_id("r1", 0, "20231231-000000").unwrap());
+        assert!(store.set_backup_id("r1", 1, "20240101-000000").unwrap());
+        assert_eq!(
+            store.run("r1").unwrap().unwrap().backup_id.as_deref(),
+            Some("20240101-000000")
+        );
         let done = RunFinish {
-            state: RunState::Succeeded,
-            error: None,
-            backup_id: Some("20240101-000000".into()),
+            state: RunState::Failed,
+            error: Some("health check failed; rolled back".into()),
+            backup_id: None,
         };
         assert!(store.finish_run("r1", 1, &done).unwrap());
         let after = store.run("r1").unwrap().unwrap();
-        assert_eq!(after.state, RunState::Succeeded);
+        assert_eq!(after.state, RunState::Failed);
         assert_eq!(after.backup_id.as_deref(), Some("20240101-000000"));
         assert_eq!(after.lease_owner, None);
         assert!(after.finished_at.is_some());

@@ -16,7 +16,8 @@
 //! Config (see [`Config`]): `output` (guest path of `backup.json`), `type` (`fast`|`custom`|`pre-upgrade`),
 //! `include` {`db`, `uploads`, `envPm2`, `logs`, `artifacts`} (what the run included),
 //! `customer_dir` (guest path of a read-only mount of the customer folder; without it `versions`
-//! and `paths` are left out), `started` (the run timestamp `YYYYMMDD-HHMMSS`; default the run's).
+//! and `paths` are left out), `started` (the run timestamp `YYYYMMDD-HHMMSS`; default the run's),
+//! `uploads_path` (`paths.uploadsPath` as the host found it, `{{customer.path.uploads}}`).
 //!
 //! Host commands it runs when granted (a missing grant only leaves the value null):
 //! `node --version`, and `npm --version` when the backend's `package.json` has no
@@ -59,6 +60,10 @@ pub struct Config {
     /// The run timestamp `YYYYMMDD-HHMMSS`; default the run's.
     #[serde(default)]
     pub started: Option<String>,
+    /// `paths.uploadsPath` as the host found it (`{{customer.path.uploads}}`); without it the
+    /// plugin tells `backend/uploads` from `shared/uploads` by whether the former is a link.
+    #[serde(default)]
+    pub uploads_path: Option<String>,
 }
 
 /// `type` of a backup (plan §4).
@@ -197,6 +202,8 @@ pub struct Plan {
     pub include: Include,
     /// Normalised guest path of the customer folder.
     pub customer_dir: Option<String>,
+    /// `paths.uploadsPath` when the host gave it.
+    pub uploads_path: Option<String>,
 }
 
 impl Plan {
@@ -239,6 +246,7 @@ impl Plan {
             backup_type: config.backup_type,
             include: config.include,
             customer_dir,
+            uploads_path: config.uploads_path.filter(|p| !p.is_empty()),
         })
     }
 }
@@ -269,7 +277,12 @@ impl BackupManifest {
             backup_type: plan.backup_type,
             include: plan.include,
             versions: layout.map(layout::versions),
-            paths: layout.map(layout::paths),
+            paths: layout.map(|facts| match &plan.uploads_path {
+                Some(given) => Paths {
+                    uploads_path: given.clone(),
+                },
+                None => layout::paths(facts),
+            }),
             engine,
             artifacts,
             stats: Stats {

@@ -208,11 +208,13 @@ pub fn current_version(current: Option<&fs::Metadata>) -> Result<String, Error> 
         })
 }
 
-/// The refusal when a journal is left over.
-pub fn unfinished(journal: &Journal, releases_dir: &str) -> Error {
+/// The refusal when a journal is left over: the host finishes an interrupted upgrade before the
+/// next run of the customer, so one left here was not rolled back (its rollback failed, or an
+/// older host left it).
+pub fn unfinished(journal: &Journal, releases_dir: &str, domain: &str) -> Error {
     Error::invalid_config(format!(
-        "an earlier upgrade (run {}, from {} to {}) did not finish: the host rolls it back when \
-         it starts, so restart qodify-host and try again; if {releases_dir}/{} is still there \
+        "an earlier upgrade (run {}, from {} to {}) did not finish and was not rolled back: run \
+         `qodify-host recover --customer {domain}`; if {releases_dir}/{} is still there \
          afterwards, the rollback failed: see docs/upgrades.md, \"When a rollback fails\"",
         journal.run,
         journal.from,
@@ -446,7 +448,7 @@ impl Step for ReleaseCheck {
             )));
         }
         if let Some(journal) = Journal::read(&releases_dir)? {
-            return Err(unfinished(&journal, &releases_dir));
+            return Err(unfinished(&journal, &releases_dir, ctx.customer_domain()));
         }
 
         ctx.progress(

@@ -145,11 +145,11 @@ fn a_left_over_journal_refuses_with_its_run_and_versions() {
         swapped: false,
         started: "20261126-101500".into(),
     };
-    let err = unfinished(&j, "/customer/releases");
+    let err = unfinished(&j, "/customer/releases", "shop.example.com");
     assert!(
         err.message().starts_with(
-            "an earlier upgrade (run run-7, from v1.0.0 to v1.1.0) did not finish: the host rolls \
-             it back when it starts"
+            "an earlier upgrade (run run-7, from v1.0.0 to v1.1.0) did not finish and was not \
+             rolled back: run `qodify-host recover --customer shop.example.com`"
         ),
         "{err}"
     );
