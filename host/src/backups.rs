@@ -501,7 +501,11 @@ mod next_id_tests {
     fn a_second_run_in_the_same_second_takes_the_next_free_id() {
         let tmp = tempfile::tempdir().unwrap();
         let now = time::macros::datetime!(2026-12-06 10:15:59 UTC);
-        assert_eq!(next_id(tmp.path(), now), "20261206-101559", "no backups folder");
+        assert_eq!(
+            next_id(tmp.path(), now),
+            "20261206-101559",
+            "no backups folder"
+        );
         std::fs::create_dir_all(tmp.path().join("backups/20261206-101559")).unwrap();
         // Same second: the next one, across a minute, an hour, a day and a year.
         assert_eq!(next_id(tmp.path(), now), "20261206-101600");

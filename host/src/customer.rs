@@ -63,10 +63,7 @@ fn find_service_paths(customer_dir: &Path) -> Result<ServicePaths, String> {
     };
     // Plan §6 step 5: uploads come from `shared/uploads` when the backend's `uploads` is a
     // link (or missing) and that folder exists; a real `uploads` folder is always the source.
-    if !is_dir(&paths.uploads)
-        && is_dir("shared")
-        && is_dir("shared/uploads")
-    {
+    if !is_dir(&paths.uploads) && is_dir("shared") && is_dir("shared/uploads") {
         paths.uploads = "shared/uploads".to_owned();
     }
     Ok(paths)
@@ -432,13 +429,19 @@ mod tests {
             mk(domain);
             link(target, &format!("{domain}/current"));
             let why = no_paths(&tmp.path().join(domain));
-            assert!(why.contains("not a release folder inside"), "{domain}: {why}");
+            assert!(
+                why.contains("not a release folder inside"),
+                "{domain}: {why}"
+            );
         }
         // A dangling link, and a release that is itself a link out.
         mk("gone.example.com");
         link("releases/9.9.9", "gone.example.com/current");
         let why = no_paths(&tmp.path().join("gone.example.com"));
-        assert!(why.contains("releases/9.9.9 is not a folder"), "{why}");
+        assert!(
+            why.contains("links to releases/9.9.9") && why.contains("is not a folder"),
+            "{why}"
+        );
         mk("hop.example.com/releases");
         link(
             tmp.path()

@@ -803,7 +803,6 @@ mod tests {
             timestamp: "20260101-000000".into(),
             params: Default::default(),
             database: Default::default(),
-        paths: Default::default(),
             paths: Default::default(),
         };
         resolve(&p, &inputs).unwrap()

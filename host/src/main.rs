@@ -16,7 +16,7 @@ use qodify_host::customer::Customer;
 use qodify_host::events::RunStatus;
 use qodify_host::executor;
 use qodify_host::ops;
-use qodify_host::pipeline::{self, Pipeline, RunInputs};
+use qodify_host::pipeline::{self, Pipeline};
 use qodify_host::plugins::Catalog;
 use qodify_host::releases;
 use qodify_host::runtime::{Runtime, human_bytes};

@@ -1057,6 +1057,9 @@ impl Store for LeakyStore {
     ) -> StoreResult<bool> {
         self.0.set_progress(run_id, epoch, percent, message)
     }
+    fn set_backup_id(&self, run_id: &str, epoch: i64, backup_id: &str) -> StoreResult<bool> {
+        self.0.set_backup_id(run_id, epoch, backup_id)
+    }
     fn finish_run(&self, run_id: &str, epoch: i64, finish: &RunFinish) -> StoreResult<bool> {
         self.0.finish_run(run_id, epoch, finish)
     }

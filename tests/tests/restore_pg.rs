@@ -538,7 +538,10 @@ fn a_shop_installed_straight_into_blue_green_is_backed_up_and_restored_whole() {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
         let uploads = archive_tree(&b.join("uploads.tar.gz"));
-        assert!(uploads.contains_key("p.jpg") && uploads.contains_key("sub/q.png"), "{uploads:?}");
+        assert!(
+            uploads.contains_key("p.jpg") && uploads.contains_key("sub/q.png"),
+            "{uploads:?}"
+        );
         let backend = archive_tree(&b.join("backend.tar.gz"));
         assert!(backend.contains_key("src/index.js"), "{backend:?}");
         assert!(!backend.keys().any(|k| k.contains("node_modules")));
@@ -546,13 +549,19 @@ fn a_shop_installed_straight_into_blue_green_is_backed_up_and_restored_whole() {
         // Damage everything, then restore.
         damage_release(&db, &dir);
         let out = restore(&host, &id, &[]);
-        assert!(out.status.success(), "restore failed (absolute: {absolute})");
+        assert!(
+            out.status.success(),
+            "restore failed (absolute: {absolute})"
+        );
         assert_eq!(db.checksums(), before_db, "database differs after restore");
         assert_eq!(customer_tree(&dir), before, "files differ after restore");
         assert!(restore_leftovers(&dir).is_empty());
         // The layout is the one the shop had: no link appeared on top, `current` unchanged.
         for svc in ["backend", "admin", "store"] {
-            assert!(std::fs::symlink_metadata(dir.join(svc)).is_err(), "{svc} appeared");
+            assert!(
+                std::fs::symlink_metadata(dir.join(svc)).is_err(),
+                "{svc} appeared"
+            );
         }
         assert!(rel.join("backend/node_modules/dep/x.js").is_file());
     }
@@ -570,5 +579,8 @@ fn damage_release(db: &TestDb, dir: &Path) {
     std::fs::remove_file(rel.join("store/.env.production")).unwrap();
     std::fs::remove_file(dir.join("shared/uploads/p.jpg")).unwrap();
     write(&dir.join("shared/uploads/evil.php"), "<?php\n");
-    write(&dir.join("ecosystem.config.js"), "module.exports = {v: 2}\n");
+    write(
+        &dir.join("ecosystem.config.js"),
+        "module.exports = {v: 2}\n",
+    );
 }

@@ -592,10 +592,17 @@ fn one_backup_is_shown_and_verified_over_http_and_damage_is_named() {
         .iter()
         .map(|a| a["file"].as_str().unwrap())
         .collect();
-    assert!(files.contains(&"db.dump") && files.contains(&"uploads.tar.gz"), "{files:?}");
+    assert!(
+        files.contains(&"db.dump") && files.contains(&"uploads.tar.gz"),
+        "{files:?}"
+    );
     let on_disk: u64 = files
         .iter()
-        .map(|f| std::fs::metadata(host.customer(DOMAIN).join("backups").join(&id).join(f)).unwrap().len())
+        .map(|f| {
+            std::fs::metadata(host.customer(DOMAIN).join("backups").join(&id).join(f))
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(detail["size"], on_disk);
 
@@ -608,7 +615,11 @@ fn one_backup_is_shown_and_verified_over_http_and_damage_is_named() {
     assert_eq!(detail["verifiedByRun"], ok["runId"]);
 
     // One flipped byte: the run fails naming the file; verifiedAt stays the earlier one.
-    let dump = host.customer(DOMAIN).join("backups").join(&id).join("db.dump");
+    let dump = host
+        .customer(DOMAIN)
+        .join("backups")
+        .join(&id)
+        .join("db.dump");
     let mut bytes = std::fs::read(&dump).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -619,15 +630,25 @@ fn one_backup_is_shown_and_verified_over_http_and_damage_is_named() {
     let (_, after) = json_of(api(TOKEN, "GET", &url).call());
     assert_eq!(after["verifiedByRun"], ok["runId"]);
 
-    // What is not a complete backup is not found.
-    for missing in ["20200101-000000"] {
+    // What is not a complete backup is not found: no folder, or a folder without backup.json.
+    std::fs::create_dir_all(host.customer(DOMAIN).join("backups/20200101-000001")).unwrap();
+    for missing in ["20200101-000000", "20200101-000001"] {
         let (code, body) = json_of(
-            api(TOKEN, "GET", &format!("{}/api/customers/42/backups/{missing}", s.base)).call(),
+            api(
+                TOKEN,
+                "GET",
+                &format!("{}/api/customers/42/backups/{missing}", s.base),
+            )
+            .call(),
         );
         assert_eq!(code, 404, "{body}");
         let (code, _) = json_of(
-            api(TOKEN, "POST", &format!("{}/api/customers/42/backups/{missing}/verify", s.base))
-                .send_json(serde_json::json!({})),
+            api(
+                TOKEN,
+                "POST",
+                &format!("{}/api/customers/42/backups/{missing}/verify", s.base),
+            )
+            .send_json(serde_json::json!({})),
         );
         assert_eq!(code, 404);
     }
@@ -665,7 +686,12 @@ fn backups_queued_back_to_back_each_get_a_newer_id() {
     }
     assert_eq!(
         ids,
-        ["20991231-235958", "20991231-235959", "21000101-000000", "21000101-000001"],
+        [
+            "20991231-235958",
+            "20991231-235959",
+            "21000101-000000",
+            "21000101-000001"
+        ],
         "each backup must take the next free id"
     );
 }

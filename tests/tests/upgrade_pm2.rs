@@ -547,7 +547,10 @@ fn kill_cli_upgrade_after_the_swap(shop: &Shop) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while link(&current) != "releases/v1.1.0" {
         assert!(std::time::Instant::now() < until, "the swap never happened");
-        assert!(child.try_wait().unwrap().is_none(), "the upgrade ended early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the upgrade ended early"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
@@ -603,16 +606,12 @@ fn a_cli_upgrade_killed_after_the_swap_is_rolled_back_by_whatever_runs_next() {
 
     // The same through the ops command, which then has nothing left to do.
     kill_cli_upgrade_after_the_swap(&shop);
-    let out = run(shop
-        .qodify()
-        .args(["recover", "--customer", &shop.domain]));
+    let out = run(shop.qodify().args(["recover", "--customer", &shop.domain]));
     assert!(out.status.success(), "recover failed");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("had been interrupted"), "{stderr}");
     assert_on_v1_0_0(&shop);
-    let out = run(shop
-        .qodify()
-        .args(["recover", "--customer", &shop.domain]));
+    let out = run(shop.qodify().args(["recover", "--customer", &shop.domain]));
     assert!(out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("has no interrupted run"),

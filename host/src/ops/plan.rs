@@ -125,9 +125,8 @@ pub fn plan_run(
 ) -> Result<Planned> {
     let (p, file) = load_pipeline(settings, catalog, &spec.pipeline, spec.tier.as_deref())?;
     let customer_dir = settings.customers_root.join(customer.domain.as_str());
-    let timestamp = timestamp.unwrap_or_else(|| {
-        crate::backups::next_id(&customer_dir, time::OffsetDateTime::now_utc())
-    });
+    let timestamp = timestamp
+        .unwrap_or_else(|| crate::backups::next_id(&customer_dir, time::OffsetDateTime::now_utc()));
     let inputs = RunInputs {
         customer_id: customer.id.clone(),
         customer_domain: customer.domain.to_string(),

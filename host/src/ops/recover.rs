@@ -295,7 +295,10 @@ pub fn run(engine: Engine<'_>, new: NewRun<'_>) -> Result<Ran> {
              --discard once it is fixed by hand)",
             r.journal.run_id,
             r.journal.spec.pipeline,
-            r.outcome.error.as_deref().unwrap_or("a rollback step failed")
+            r.outcome
+                .error
+                .as_deref()
+                .unwrap_or("a rollback step failed")
         );
     }
     let planned = plan_run(

@@ -34,8 +34,9 @@ pub use ceilings::{GrantCeilings, check_ceilings};
 pub use diag::{Diagnostic, Diagnostics, Snippet};
 pub use overlay::Overlay;
 pub use resolve::{
-    CommandGrant, CustomerDb, CustomerPaths, DbFacts, HttpGrant, Limits, NetGrant, ParamValue, Plan, PlannedMount,
-    PlannedStep, ResolveError, RunInputs, ServicePaths, SkippedStep, Stage, resolve,
+    CommandGrant, CustomerDb, CustomerPaths, DbFacts, HttpGrant, Limits, NetGrant, ParamValue,
+    Plan, PlannedMount, PlannedStep, ResolveError, RunInputs, ServicePaths, SkippedStep, Stage,
+    resolve,
 };
 pub use spec::{
     Access, BackupSpec, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot,

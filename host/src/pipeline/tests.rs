@@ -842,9 +842,13 @@ fn the_shipped_pipelines_reach_the_services_through_the_layout_the_host_found() 
         uploads: "shared/uploads".into(),
         ..ServicePaths::under("releases/1.4.0")
     };
-    let mut inputs = inputs(&[("backup", "20261126-101500"), ("targetVersion", "1.5.0")]);
-    inputs.paths = CustomerPaths::Known(bg);
-    for name in ["backup", "restore", "upgrade"] {
+    for (name, params) in [
+        ("backup", &[][..]),
+        ("restore", &[("backup", "20261126-101500")][..]),
+        ("upgrade", &[("targetVersion", "1.5.0")][..]),
+    ] {
+        let mut inputs = inputs(params);
+        inputs.paths = CustomerPaths::Known(bg.clone());
         let p = load_pipeline(&dir.join(format!("{name}.toml"))).unwrap_or_else(|d| panic!("{d}"));
         let plan = resolve(&p, &inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
         let steps = plan.stages.iter().flat_map(|s| &s.steps);
@@ -888,7 +892,9 @@ target = "/customer/{{customer.path.uploads}}"
     let p = parse_pipeline(Path::new("t.toml"), src).unwrap_or_else(|d| panic!("{d}"));
     validate(&p, &known_plugin, PLUGIN_HINT).unwrap();
     let mut inputs = inputs(&[]);
-    inputs.paths = CustomerPaths::Unavailable("`current` links to /srv/x, which is not a release folder inside /c".into());
+    inputs.paths = CustomerPaths::Unavailable(
+        "`current` links to /srv/x, which is not a release folder inside /c".into(),
+    );
     let err = resolve(&p, &inputs).unwrap_err().to_string();
     assert_eq!(
         err,
@@ -910,6 +916,11 @@ target = "/customer/{{customer.path.uploads}}"
         &src.replace("customer.path.uploads", "customer.path.upload"),
     )
     .unwrap();
-    let err = validate(&bad, &known_plugin, PLUGIN_HINT).unwrap_err().to_string();
-    assert!(err.contains("did you mean `customer.path.uploads`"), "{err}");
+    let err = validate(&bad, &known_plugin, PLUGIN_HINT)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("did you mean `customer.path.uploads`"),
+        "{err}"
+    );
 }

@@ -97,7 +97,11 @@ fn finish_journaled(state: &AppState) -> HashMap<String, ops::recover::Recovered
                     "customer {domain}: interrupted run {} ({}) finished by its on_failure steps: {}",
                     r.journal.run_id,
                     r.journal.spec.pipeline,
-                    if r.complete { "rolled back" } else { "ROLLBACK FAILED" }
+                    if r.complete {
+                        "rolled back"
+                    } else {
+                        "ROLLBACK FAILED"
+                    }
                 );
                 done.insert(r.journal.run_id.clone(), r);
             }
