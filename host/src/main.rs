@@ -191,7 +191,19 @@ enum BackupsCommand {
         /// Backup id (YYYYMMDD-HHMMSS); all backups when absent.
         id: Option<String>,
     },
-    /// Delete a backup (refused while it is pinned, e.g. by an upgrade that can still roll back).
+    /// Make the backup history (what `serve`'s API lists) match the backup folders: lines of
+    /// backups whose folder is gone become `deleted`, complete backups the history lacks are
+    /// added. `serve` does this at start for every registered customer.
+    Reconcile {
+        /// The customer's domain.
+        #[arg(long, value_name = "DOMAIN")]
+        customer: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a backup (refused while it is pinned, e.g. by an upgrade that can still roll back,
+    /// or while the customer has a run); recorded in the history and the audit log.
     Delete {
         /// The customer's domain.
         #[arg(long, value_name = "DOMAIN")]
@@ -636,13 +648,42 @@ fn report_recovered(r: &ops::recover::Recovered, json: bool) {
     }
 }
 
+/// Who a CLI command acts as in the history and audit log: `cli:<user>`.
+fn cli_actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("uid{}", rustix::process::getuid().as_raw()));
+    format!("cli:{user}")
+}
+
+/// The data dir's shared state, for a CLI command: the same store `serve` keeps.
+fn cli_state(settings: &Settings) -> Result<qodify_host::service::AppState> {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    qodify_host::service::AppState::open(
+        settings.clone(),
+        format!("cli:{host}:{}", std::process::id()),
+    )
+}
+
 fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCode> {
-    let cat = catalog(settings);
+    use qodify_host::service::worker;
     let customer = args.customer()?;
     let spec = args.spec();
-    // Planned under the customer's lock, after an interrupted run was finished: against the
-    // customer as it is then.
-    let runtime = Runtime::new(&settings.data_dir)?;
+    // Checked before anything is recorded: a bad pipeline, tier or param is refused at once.
+    ops::plan::load_pipeline(
+        settings,
+        &catalog(settings),
+        &spec.pipeline,
+        spec.tier.as_deref(),
+    )?;
+    let state = cli_state(settings)?;
+    let actor = cli_actor();
+    let record = state.customer_record(&customer, args.customer_id.is_some(), &actor)?;
     let ui = Arc::new(ui::Ui::new(ui_mode(args.json), verbose));
     let cancel = CancelToken::default();
     {
@@ -658,26 +699,41 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let engine = ops::recover::Engine {
-        runtime: &runtime,
-        settings,
-        catalog: &cat,
-    };
-    let ran = ops::recover::run(
-        engine,
-        ops::recover::NewRun {
-            customer: &customer,
-            spec: &spec,
-            run_id: executor::new_run_id(),
-            events: ui.clone(),
-            recovery_events: ui.clone(),
-            cancel,
+    // Recorded in the data dir's store like a run of `serve`: history, events, audit.
+    let run = state
+        .start(&qodify_host::store::NewRun {
+            id: executor::new_run_id(),
+            customer_id: record.id.clone(),
+            pipeline: spec.pipeline.clone(),
+            params: spec.params.clone(),
+            triggered_by: Some(actor),
+        })
+        .map_err(|e| match e {
+            qodify_host::store::StoreError::Busy {
+                run_id,
+                pipeline,
+                state,
+                ..
+            } => anyhow::anyhow!(
+                "customer {} already has an active run ({pipeline} {run_id}, {state}); wait for it to finish or cancel it",
+                customer.domain
+            ),
+            other => other.into(),
+        })?;
+    let recorded = worker::execute_recorded(
+        &state,
+        run,
+        worker::Extra {
+            tier: spec.tier.clone(),
+            events: Some(ui.clone()),
+            cancel: Some(cancel),
         },
-    )?;
-    if let Some(r) = &ran.recovered {
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(r) = &recorded.recovered {
         report_recovered(r, args.json);
     }
-    let outcome = ran.outcome;
+    let outcome = recorded.outcome;
     if args.json {
         println!(
             "{}",
@@ -857,25 +913,38 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
             })
         }
         BackupsCommand::Delete { customer, id } => {
-            let (c, dir) = open_customer(settings, &customer)?;
-            let run_id = executor::new_run_id();
-            // Deleting is a task for the customer like any other: never during a run.
-            let _lock = qodify_host::lock::acquire(
-                &settings.customers_root,
-                c.domain.as_str(),
-                &run_id,
-                "backups delete",
-            )?;
-            backups::delete(&dir, &id)?;
-            println!("deleted {id}");
+            let c = Customer::new(&customer, None)?;
+            let state = cli_state(settings)?;
+            let actor = cli_actor();
+            let record = state.customer_record(&c, false, &actor)?;
+            let size = ops::backups::delete(&state, &record, &id, Some(&actor))?;
+            println!("deleted {id} ({})", human_bytes(size));
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupsCommand::Reconcile { customer, json } => {
+            let c = Customer::new(&customer, None)?;
+            let state = cli_state(settings)?;
+            let record = state.customer_record(&c, false, &cli_actor())?;
+            let changed = ops::backups::reconcile(&state, &record)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&changed)?);
+            } else if changed.marked_deleted.is_empty() && changed.added.is_empty() {
+                println!("the history of {customer} matches its backup folders");
+            } else {
+                for id in &changed.marked_deleted {
+                    println!("deleted  {id}  (its folder is gone)");
+                }
+                for id in &changed.added {
+                    println!("added    {id}  (complete on disk, missing from the history)");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
-    use qodify_host::service::{self, AppState, EventHub};
-    use qodify_host::store::sqlite::SqliteStore;
+    use qodify_host::service::{self, AppState};
 
     if let Some(listen) = args.listen {
         settings.listen = listen;
@@ -894,21 +963,8 @@ fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
         // Before the store is opened or anything recovered: a second serve on this data dir
         // would otherwise take the first one's runs for interrupted and remove their output.
         let _serve_lock = qodify_host::lock::serve(&settings.data_dir)?;
-        let store: Arc<dyn qodify_host::store::Store> =
-            Arc::new(SqliteStore::open(&settings.data_dir.join("state.sqlite"))?);
-        let runtime = Arc::new(Runtime::new(&settings.data_dir)?);
-        let catalog = Arc::new(catalog(&settings));
         let host_id = service::worker::host_id(&settings);
-        let state = AppState {
-            hub: EventHub::new(store.clone()),
-            store,
-            wake: Arc::new(tokio::sync::Notify::new()),
-            settings: Arc::new(settings.clone()),
-            catalog,
-            runtime,
-            host_id,
-            running: Default::default(),
-        };
+        let state = AppState::open(settings.clone(), host_id)?;
         // Recovery may run steps (an upgrade's rollback): blocking work, off the async threads.
         let recovered = {
             let state = state.clone();

@@ -684,6 +684,7 @@ async fn backup_history_comes_from_the_store_newest_first() {
                 result: result.into(),
                 triggered_by: Some("ayse".into()),
                 created_at: at.into(),
+                note: None,
             })
             .unwrap();
     }
@@ -748,6 +749,7 @@ async fn deleting_a_backup_marks_its_history_and_refuses_pinned_or_busy() {
             result: "succeeded".into(),
             triggered_by: None,
             created_at: "2026-01-01T12:00:00Z".into(),
+            note: None,
         })
         .unwrap();
 
@@ -1056,6 +1058,15 @@ impl Store for LeakyStore {
         message: &str,
     ) -> StoreResult<bool> {
         self.0.set_progress(run_id, epoch, percent, message)
+    }
+    fn start_run(&self, run: &NewRun, owner: &str, lease: Duration) -> StoreResult<RunRecord> {
+        self.0.start_run(run, owner, lease)
+    }
+    fn all_customers(&self) -> StoreResult<Vec<CustomerRecord>> {
+        self.0.all_customers()
+    }
+    fn customer_by_domain(&self, domain: &str) -> StoreResult<Option<CustomerRecord>> {
+        self.0.customer_by_domain(domain)
     }
     fn set_backup_id(&self, run_id: &str, epoch: i64, backup_id: &str) -> StoreResult<bool> {
         self.0.set_backup_id(run_id, epoch, backup_id)

@@ -18,7 +18,8 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, BackupPath, CustomerPath, JsonOrDefault};
 use super::runs::Submitted;
-use super::{audit, blocking, customers, runs};
+use super::{blocking, customers, runs};
+use crate::ops::backups::DeleteError;
 use crate::service::AppState;
 use crate::store::{BackupRecord, CustomerRecord};
 
@@ -140,7 +141,7 @@ struct HistoryView {
     /// When the run was created (RFC 3339 UTC).
     #[schema(format = DateTime)]
     date: String,
-    /// `fast` or `custom`.
+    /// `fast`, `custom` or `pre-upgrade` (taken by an upgrade before it changed anything).
     #[serde(rename = "type")]
     kind: String,
     /// Bytes, when it completed.
@@ -149,7 +150,8 @@ struct HistoryView {
     /// Wall time in milliseconds.
     #[schema(required = true)]
     duration_ms: Option<u64>,
-    /// `succeeded`, `failed`, `cancelled`, `interrupted` or `deleted`.
+    /// `succeeded`, `failed`, `cancelled`, `interrupted` or `deleted` (by retention, by a
+    /// person, or found missing: see `note`).
     result: String,
     /// Who asked for it.
     #[schema(required = true)]
@@ -159,6 +161,10 @@ struct HistoryView {
     /// The backup id, once it completed.
     #[schema(required = true)]
     backup_id: Option<String>,
+    /// Why the line has its result when the result alone does not say: `retention`,
+    /// `deleted by <who>`, `missing on disk`, `found on disk by reconcile`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 impl From<BackupRecord> for HistoryView {
@@ -172,6 +178,7 @@ impl From<BackupRecord> for HistoryView {
             triggered_by: b.triggered_by,
             run_id: b.run_id,
             backup_id: b.backup_id,
+            note: b.note,
         }
     }
 }
@@ -293,66 +300,20 @@ async fn remove(
     let backup_id = extract::backup_id(&backup_id)?.to_owned();
     let actor = extract::actor(q.triggered_by)?;
     blocking(move || {
-        let store = state.store.as_ref();
-        let customer = customers::require(store, &id)?;
-        if let Some(run) = runs::active_run(store, &id)? {
-            return Err(ApiError::busy_with(&run));
-        }
-        let dir = open_customer_dir(&state, &customer)?;
-        // Like a run, deleting takes the customer's lock, so no run starts half-way through.
-        let lock_id = uuid::Uuid::now_v7().to_string();
-        let _lock = crate::lock::acquire(
-            &state.settings.customers_root,
-            &customer.domain,
-            &lock_id,
-            "backups delete",
-        )
-        .map_err(|e| match e.downcast_ref::<crate::lock::Busy>() {
-            Some(_) => ApiError::conflict(format!(
-                "customer {id} has a run in progress on this host; delete the backup when it has ended"
-            )),
-            None => ApiError::internal("taking the customer lock", format!("{e:#}")),
-        })?;
-        let listed = crate::backups::list(&dir)
-            .map_err(|e| ApiError::internal("listing backups", format!("{e:#}")))?;
-        let backup = listed
-            .into_iter()
-            .find(|b| b.id == backup_id)
-            .ok_or_else(|| ApiError::not_found(format!("customer {id} has no backup {backup_id}")))?;
-        if let Some(reason) = backup.pinned {
-            return Err(ApiError::conflict(format!(
-                "backup {backup_id} is pinned ({reason}) and cannot be deleted"
-            ))
-            .with_pinned(reason));
-        }
-        crate::backups::delete(&dir, &backup_id)
-            .map_err(|e| ApiError::internal("deleting a backup", format!("{e:#}")))?;
-        match store.backups(&id, usize::MAX, None) {
-            Ok(rows) => {
-                for row in rows
-                    .into_iter()
-                    .filter(|r| r.backup_id.as_deref() == Some(backup_id.as_str()))
-                {
-                    let row = BackupRecord {
-                        result: "deleted".into(),
-                        ..row
-                    };
-                    if let Err(e) = store.record_backup(&row) {
-                        tracing::warn!("marking backup {backup_id} deleted in the history: {e}");
-                    }
+        let customer = customers::require(state.store.as_ref(), &id)?;
+        match crate::ops::backups::delete(&state, &customer, &backup_id, actor.as_deref()) {
+            Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+            Err(e) => Err(match e {
+                DeleteError::NotFound { .. } => ApiError::not_found(e.to_string()),
+                DeleteError::Pinned { ref reason, .. } => {
+                    let reason = reason.clone();
+                    ApiError::conflict(e.to_string()).with_pinned(reason)
                 }
-            }
-            Err(e) => tracing::warn!("reading the backup history of {id}: {e}"),
+                DeleteError::Busy(run) => ApiError::busy_with(&run),
+                DeleteError::Locked(_) => ApiError::conflict(e.to_string()),
+                DeleteError::Other(e) => ApiError::internal("deleting a backup", format!("{e:#}")),
+            }),
         }
-        audit::record(
-            store,
-            actor.as_deref(),
-            "backup.deleted",
-            Some(&id),
-            None,
-            serde_json::json!({ "backupId": backup_id, "size": backup.size }),
-        );
-        Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await
 }

@@ -260,7 +260,15 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
     let backup_id = extract::backup_id(&backup_id)?.to_owned();
-    serve(state, id, backup_id, q.file, &headers).await
+    serve(
+        state,
+        id,
+        backup_id,
+        q.file,
+        &headers,
+        "api-token".to_owned(),
+    )
+    .await
 }
 
 /// Body of `POST …/download-url` (may be empty: the whole backup, 15 minutes).
@@ -484,7 +492,15 @@ async fn signed_download(
     if mac.verify_slice(&sig).is_err() || exp_n <= unix_now() {
         return Ok(forbidden());
     }
-    serve(state, id, backup_id, q.file, &headers).await
+    serve(
+        state,
+        id,
+        backup_id,
+        q.file,
+        &headers,
+        format!("signed-link:{kid}"),
+    )
+    .await
 }
 
 fn problem(status: StatusCode, detail: &str) -> Response {
@@ -630,14 +646,51 @@ fn prepare(
     }
 }
 
+/// Answers a download and records it in the audit log (`backup.downloaded`: the file or `*` for
+/// the whole backup, the bytes the answer carries, the range, and how the caller got in: `via`
+/// is `api-token` or `signed-link:<kid>`).
 async fn serve(
     state: AppState,
     id: String,
     backup_id: String,
     file: Option<String>,
     headers: &HeaderMap,
+    via: String,
 ) -> Result<Response, ApiError> {
-    let prepared = blocking(move || prepare(&state, &id, &backup_id, file.as_deref())).await?;
+    let prepared = {
+        let (state, id, backup_id, file) =
+            (state.clone(), id.clone(), backup_id.clone(), file.clone());
+        blocking(move || prepare(&state, &id, &backup_id, file.as_deref())).await?
+    };
+    let response = answer(prepared, headers).await?;
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .or_else(|| response.extensions().get::<TarBytes>().map(|t| t.0));
+    let detail = serde_json::json!({
+        "backupId": backup_id,
+        "file": file.as_deref().unwrap_or("*"),
+        "status": response.status().as_u16(),
+        "bytes": bytes,
+        "range": response.headers().get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()),
+        "via": via,
+    });
+    tokio::task::spawn_blocking(move || {
+        audit::record(
+            state.store.as_ref(),
+            Some(&via),
+            "backup.downloaded",
+            Some(&id),
+            None,
+            detail,
+        )
+    });
+    Ok(response)
+}
+
+async fn answer(prepared: Prepared, headers: &HeaderMap) -> Result<Response, ApiError> {
     match prepared {
         Prepared::File {
             name,
@@ -691,7 +744,12 @@ async fn serve(
                 }
             }
         }
-        Prepared::Tar { backup_id, files } => Ok(tar_response(backup_id, files)),
+        Prepared::Tar { backup_id, files } => {
+            let (mut response, total) = tar_response(backup_id, files);
+            // Not sent as Content-Length (a file could end early); kept for the audit log.
+            response.extensions_mut().insert(TarBytes(total));
+            Ok(response)
+        }
     }
 }
 
@@ -938,8 +996,13 @@ fn tar_entry_data(
 
 /// Streams the whole backup as an uncompressed tar built on the fly (no `Content-Length`). Every
 /// read is a short async file read: a slow client holds no thread, only its open files.
-fn tar_response(backup_id: String, files: Vec<(String, std::fs::File, u64)>) -> Response {
+/// The size of a streamed whole-backup tar, as planned.
+#[derive(Clone, Copy)]
+struct TarBytes(u64);
+
+fn tar_response(backup_id: String, files: Vec<(String, std::fs::File, u64)>) -> (Response, u64) {
     use futures_util::StreamExt as _;
+    let mut total = 2 * BLOCK as u64;
     let name = format!("{backup_id}.tar");
     let mut parts: Vec<futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>> =
         Vec::new();
@@ -949,6 +1012,7 @@ fn tar_response(backup_id: String, files: Vec<(String, std::fs::File, u64)>) -> 
             .and_then(|_| tar_header(&backup_id, &file_name, &file, len));
         match header {
             Ok(h) => {
+                total += h.len() as u64 + len.div_ceil(BLOCK as u64) * BLOCK as u64;
                 parts.push(futures_util::stream::once(async move { Ok(h) }).boxed());
                 parts.push(tar_entry_data(file_name, file, len).boxed());
             }
@@ -978,7 +1042,7 @@ fn tar_response(backup_id: String, files: Vec<(String, std::fs::File, u64)>) -> 
         HeaderValue::from_static("application/x-tar"),
     );
     common_headers(h, &name);
-    res
+    (res, total)
 }
 
 #[cfg(test)]

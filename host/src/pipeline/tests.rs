@@ -869,6 +869,23 @@ fn the_shipped_pipelines_reach_the_services_through_the_layout_the_host_found() 
             }
         }
         assert!(services >= 2, "{name}: {services} service mounts");
+        // Nor does a plugin's config (restore targets, paths handed to plugins).
+        let plan = resolve(&p, &inputs).unwrap();
+        for step in plan
+            .stages
+            .iter()
+            .chain(&plan.on_failure)
+            .flat_map(|s| &s.steps)
+        {
+            let config = step.config.to_string();
+            for fixed in ["backend", "admin", "store", "backend/uploads"] {
+                assert!(
+                    !config.contains(&format!("\"/customer/{fixed}\"")),
+                    "{name}: step {} names /customer/{fixed}: {config}",
+                    step.id
+                );
+            }
+        }
     }
 }
 

@@ -50,9 +50,136 @@ pub fn now() -> String {
 }
 
 impl AppState {
+    /// The state of a host process on `settings`' data dir: the store (`state.sqlite`, shared by
+    /// `serve` and every CLI command on that data dir), the event hub, the plugins and the
+    /// runtime. `host_id` owns the leases of the runs this process executes.
+    pub fn open(settings: Settings, host_id: String) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        crate::executor::private_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+        let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(
+            &settings.data_dir.join("state.sqlite"),
+        )?);
+        let runtime = Arc::new(Runtime::new(&settings.data_dir)?);
+        let catalog = Arc::new(Catalog::scan(&settings.plugin_dirs));
+        Ok(AppState {
+            hub: EventHub::new(store.clone()),
+            store,
+            wake: Arc::new(Notify::new()),
+            settings: Arc::new(settings),
+            catalog,
+            runtime,
+            host_id,
+            running: Default::default(),
+        })
+    }
+
+    /// The customer registered with `customer`'s domain, or `customer` registered now (with
+    /// `actor` in the audit log): how a CLI command finds the record the service keeps. An
+    /// explicit id that differs from the registered one is refused.
+    pub fn customer_record(
+        &self,
+        customer: &crate::customer::Customer,
+        explicit_id: bool,
+        actor: &str,
+    ) -> anyhow::Result<crate::store::CustomerRecord> {
+        let domain = customer.domain.as_str();
+        if let Some(found) = self.store.customer_by_domain(domain)? {
+            anyhow::ensure!(
+                !explicit_id || found.id == customer.id,
+                "{domain} is registered as customer {}, not {}; pass --customer-id {} or leave it out",
+                found.id,
+                customer.id,
+                found.id
+            );
+            return Ok(found);
+        }
+        let record = self.store.upsert_customer(&customer.id, domain, None)?;
+        let _ = self.store.audit(&AuditEntry {
+            at: now(),
+            actor: Some(actor.to_owned()),
+            action: "customer.registered".into(),
+            customer_id: Some(record.id.clone()),
+            run_id: None,
+            detail: serde_json::json!({ "domain": record.domain, "tier": record.tier }),
+        });
+        Ok(record)
+    }
+
+    /// Ends the runs of CLI processes on this machine that died (`kill -9`) while their lease
+    /// still runs: `interrupted` at once, so they block neither the customer's next run nor the
+    /// queue for the rest of the lease. A CLI process owns its runs as `cli:<host>:<pid>`.
+    pub fn reap_dead_cli_runs(&self) {
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let prefix = format!("cli:{host}:");
+        let Ok(runs) = self.store.runs(&crate::store::RunFilter {
+            customer_id: None,
+            limit: Some(1000),
+        }) else {
+            return;
+        };
+        let dead: std::collections::BTreeSet<String> = runs
+            .iter()
+            .filter(|r| r.state == crate::store::RunState::Running)
+            .filter_map(|r| r.lease_owner.clone())
+            .filter(|owner| {
+                owner
+                    .strip_prefix(&prefix)
+                    .and_then(|pid| pid.parse::<i32>().ok())
+                    .and_then(rustix::process::Pid::from_raw)
+                    .is_some_and(|pid| {
+                        // ESRCH: no such process. EPERM would mean it lives.
+                        rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+                    })
+            })
+            .collect();
+        for owner in dead {
+            match self.store.recover_interrupted(&owner) {
+                Ok(ended) => {
+                    for run in ended {
+                        tracing::warn!(
+                            "run {} ({}) of customer {} was interrupted: its process ({owner}) is gone",
+                            run.id,
+                            run.pipeline,
+                            run.customer_id
+                        );
+                        self.hub.publish(
+                            &run.id,
+                            &run.customer_id,
+                            &format!("{}-failed", hub::family(&run.pipeline)),
+                            serde_json::json!({ "runId": run.id, "state": "interrupted", "error": run.error }),
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("ending the runs of {owner}: {e}"),
+            }
+        }
+    }
+
+    /// Starts a run in this process now (a CLI `run`), recorded like a queued one: refused when
+    /// the customer has an active run anywhere on this data dir; audited; its first event
+    /// published. Execute it with [`worker::execute_recorded`].
+    pub fn start(&self, run: &NewRun) -> StoreResult<RunRecord> {
+        self.reap_dead_cli_runs();
+        let record = self.store.start_run(run, &self.host_id, worker::LEASE)?;
+        let _ = self.store.audit(&AuditEntry {
+            at: now(),
+            actor: run.triggered_by.clone(),
+            action: format!("{}.requested", run.pipeline),
+            customer_id: Some(run.customer_id.clone()),
+            run_id: Some(run.id.clone()),
+            detail: serde_json::json!({ "params": run.params }),
+        });
+        Ok(record)
+    }
+
     /// Queues a run (see [`Store::enqueue_run`]), audits it, publishes its first event and
     /// wakes a worker.
     pub fn submit(&self, run: &NewRun, queue_if_busy: bool) -> StoreResult<RunRecord> {
+        self.reap_dead_cli_runs();
         let record = self.store.enqueue_run(run, queue_if_busy)?;
         let _ = self.store.audit(&AuditEntry {
             at: now(),

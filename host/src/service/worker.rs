@@ -81,6 +81,20 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
     for r in recovered.into_values() {
         audit_recovered(state, &r);
     }
+    // The history matches the folders again (backups deleted by hand, or made while the
+    // store was elsewhere).
+    for customer in state.store.all_customers().unwrap_or_default() {
+        match ops::backups::reconcile(state, &customer) {
+            Ok(r) if !r.marked_deleted.is_empty() || !r.added.is_empty() => tracing::info!(
+                "customer {}: backup history reconciled with the disk: {} marked deleted, {} added",
+                customer.id,
+                r.marked_deleted.len(),
+                r.added.len()
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reconciling the backup history of {}: {e:#}", customer.id),
+        }
+    }
     Ok(runs)
 }
 
@@ -158,9 +172,12 @@ pub async fn run_workers(state: AppState, slots: usize) {
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let s = state.clone();
-                let claimed =
-                    tokio::task::spawn_blocking(move || s.store.claim_next(&s.host_id, LEASE))
-                        .await;
+                let claimed = tokio::task::spawn_blocking(move || {
+                    // A dead CLI run must not hold its customer's queue for its whole lease.
+                    s.reap_dead_cli_runs();
+                    s.store.claim_next(&s.host_id, LEASE)
+                })
+                .await;
                 match claimed {
                     Ok(Ok(Some(run))) => {
                         let s = state.clone();
@@ -196,17 +213,78 @@ fn backup_record(
         customer_id: run.customer_id.clone(),
         run_id: run.id.clone(),
         backup_id,
-        kind: run
-            .params
-            .get("type")
-            .cloned()
-            .unwrap_or_else(|| "fast".into()),
+        kind: if run.pipeline == "upgrade" {
+            "pre-upgrade".into()
+        } else {
+            run.params
+                .get("type")
+                .cloned()
+                .unwrap_or_else(|| "fast".into())
+        },
         size,
         duration_ms,
         result: result.to_owned(),
         triggered_by: run.triggered_by.clone(),
         created_at: run.created_at.clone(),
+        note: None,
     }
+}
+
+/// Marks the history lines of `backup_ids` deleted, with `note` as the reason.
+pub fn mark_deleted(state: &AppState, customer_id: &str, backup_ids: &[String], note: &str) {
+    if backup_ids.is_empty() {
+        return;
+    }
+    match state.store.backups(customer_id, usize::MAX, None) {
+        Ok(rows) => {
+            for row in rows.into_iter().filter(|r| {
+                r.result != "deleted"
+                    && r.backup_id.as_ref().is_some_and(|b| backup_ids.contains(b))
+            }) {
+                let row = BackupRecord {
+                    result: "deleted".into(),
+                    note: Some(note.to_owned()),
+                    ..row
+                };
+                if let Err(e) = state.store.record_backup(&row) {
+                    tracing::warn!(
+                        "marking backup {:?} deleted in the history: {e}",
+                        row.backup_id
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::warn!("reading the backup history of {customer_id}: {e}"),
+    }
+}
+
+/// Sends every event to both sinks (the store's hub and a CLI's progress display).
+struct Tee(Arc<dyn EventSink>, Arc<dyn EventSink>);
+
+impl EventSink for Tee {
+    fn emit(&self, event: Event) {
+        self.0.emit(event.clone());
+        self.1.emit(event);
+    }
+}
+
+/// A recorded run's end.
+pub struct Recorded {
+    /// How it went.
+    pub outcome: executor::RunOutcome,
+    /// An interrupted run of the customer finished before it.
+    pub recovered: Option<ops::recover::Recovered>,
+}
+
+/// How a recorded run is executed besides what its record says.
+#[derive(Default)]
+pub struct Extra {
+    /// The tier overlay to use instead of the customer's registered tier.
+    pub tier: Option<String>,
+    /// Also send the run's events here (a CLI's progress display).
+    pub events: Option<Arc<dyn EventSink>>,
+    /// The run's cancel flag (a CLI's Ctrl-C).
+    pub cancel: Option<CancelToken>,
 }
 
 /// Turns executor events into live events, with an overall percent across the run's steps.
@@ -427,7 +505,20 @@ fn guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
 }
 
 fn execute_claimed(state: &AppState, run: RunRecord) {
-    let cancel = CancelToken::default();
+    let _ = execute_recorded(state, run, Extra::default());
+}
+
+/// Executes a run the store has as running (claimed by a worker, or started by a CLI `run` with
+/// [`crate::store::Store::start_run`]) and records all of it the same way: the lease kept alive,
+/// persisted cancels honoured, events stored and published, the end, the backup history (a
+/// backup, an upgrade's pre-upgrade backup, what retention deleted) and the audit log.
+/// `Err`: the run could not start (recorded as failed, with this text).
+pub fn execute_recorded(
+    state: &AppState,
+    run: RunRecord,
+    extra: Extra,
+) -> Result<Recorded, String> {
+    let cancel = extra.cancel.clone().unwrap_or_default();
     if run.cancel_requested {
         cancel.cancel();
     }
@@ -466,7 +557,7 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
     };
 
     let started = Instant::now();
-    let result = guarded(|| execute(state, &run, cancel.clone()));
+    let result = guarded(|| execute(state, &run, cancel.clone(), &extra));
     drop(done);
     let _ = renewer.join();
     state
@@ -479,8 +570,8 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
     let f = family(&run.pipeline);
     let mut failed_step = None;
     let mut rolled_back = Vec::new();
-    let (finish, size) = match result {
-        Ok(outcome) => {
+    let (finish, size) = match &result {
+        Ok(Recorded { outcome, .. }) => {
             failed_step = outcome.failed_step.clone();
             rolled_back = outcome.rolled_back.clone();
             let st = match outcome.status {
@@ -500,8 +591,8 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
             (
                 RunFinish {
                     state: st,
-                    error: outcome.error,
-                    backup_id: outcome.backup,
+                    error: outcome.error.clone(),
+                    backup_id: outcome.backup.clone(),
                 },
                 size,
             )
@@ -528,7 +619,9 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
         Ok(false) => tracing::warn!("run {} was taken over; its result is not recorded", run.id),
         Err(e) => tracing::error!("recording the end of run {}: {e}", run.id),
     }
-    if run.pipeline == "backup" {
+    // Every backup a run made is in the history: a backup run's, failed ones too; an upgrade's
+    // pre-upgrade backup once it is complete.
+    if run.pipeline == "backup" || (run.pipeline == "upgrade" && finish.backup_id.is_some()) {
         let _ = state.store.record_backup(&backup_record(
             &run,
             finish.backup_id.clone(),
@@ -536,6 +629,28 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
             Some(duration_ms),
             &finish.state.to_string(),
         ));
+    }
+    // What retention deleted is no longer a backup anyone can download.
+    if let Ok(Recorded { outcome, .. }) = &result {
+        let deleted: Vec<String> = outcome
+            .steps
+            .iter()
+            .filter(|s| s.plugin == "retention")
+            .flat_map(|s| s.outputs.iter())
+            .filter(|(k, _)| k == "deleted")
+            .flat_map(|(_, v)| v.split(',').filter(|id| !id.is_empty()).map(str::to_owned))
+            .collect();
+        mark_deleted(state, &run.customer_id, &deleted, "retention");
+        if !deleted.is_empty() {
+            let _ = state.store.audit(&AuditEntry {
+                at: now(),
+                actor: Some("system".into()),
+                action: "backup.deleted".into(),
+                customer_id: Some(run.customer_id.clone()),
+                run_id: Some(run.id.clone()),
+                detail: serde_json::json!({ "backupIds": deleted, "reason": "retention" }),
+            });
+        }
     }
     let _ = state.store.audit(&AuditEntry {
         at: now(),
@@ -564,6 +679,7 @@ fn execute_claimed(state: &AppState, run: RunRecord) {
         )
     };
     state.hub.publish(&run.id, &run.customer_id, &name, data);
+    result.map_err(|e| format!("{e:#}"))
 }
 
 /// Runs a claimed run through the same use case as the CLI ([`ops::recover::run`]): the
@@ -573,7 +689,8 @@ fn execute(
     state: &AppState,
     run: &RunRecord,
     cancel: CancelToken,
-) -> anyhow::Result<executor::RunOutcome> {
+    extra: &Extra,
+) -> anyhow::Result<Recorded> {
     let c = state
         .store
         .customer(&run.customer_id)?
@@ -581,7 +698,7 @@ fn execute(
     let customer = Customer::new(&c.domain, Some(&c.id))?;
     let spec = ops::plan::RunSpec {
         pipeline: run.pipeline.clone(),
-        tier: c.tier.clone(),
+        tier: extra.tier.clone().or(c.tier),
         params: run.params.clone(),
     };
     let sink = Arc::new(HubSink {
@@ -599,14 +716,18 @@ fn execute(
             capped: false,
         }),
     });
+    let (events, recovery_events): (Arc<dyn EventSink>, Arc<dyn EventSink>) = match &extra.events {
+        Some(tee) => (Arc::new(Tee(sink, tee.clone())), tee.clone()),
+        None => (sink, Arc::new(NullSink)),
+    };
     let ran = ops::recover::run(
         engine(state),
         ops::recover::NewRun {
             customer: &customer,
             spec: &spec,
             run_id: run.id.clone(),
-            events: sink,
-            recovery_events: Arc::new(NullSink),
+            events,
+            recovery_events,
             cancel,
         },
     )?;
@@ -619,7 +740,10 @@ fn execute(
         let _ = state.store.annotate_run(&r.journal.run_id, &note);
         audit_recovered(state, r);
     }
-    Ok(ran.outcome)
+    Ok(Recorded {
+        outcome: ran.outcome,
+        recovered: ran.recovered,
+    })
 }
 
 /// A stable id for this host: its hostname and data folder.

@@ -205,6 +205,9 @@ pub struct BackupRecord {
     pub triggered_by: Option<String>,
     /// RFC 3339 UTC of the run's creation.
     pub created_at: String,
+    /// Why the line has its result, when the result alone does not say (e.g. `retention`).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// One audit entry.
@@ -239,6 +242,13 @@ pub trait Store: Send + Sync {
     /// Queues a run. When the customer has an active run: `Err(Busy)` unless `queue_if_busy`.
     /// Atomic: of many concurrent calls for one customer, at most one gets in without queueing.
     fn enqueue_run(&self, run: &NewRun, queue_if_busy: bool) -> StoreResult<RunRecord>;
+    /// Starts a run at once, owned by `owner` with a lease (a CLI `run`, which executes it
+    /// itself): refused like [`Store::enqueue_run`] when the customer has an active run.
+    fn start_run(&self, run: &NewRun, owner: &str, lease: Duration) -> StoreResult<RunRecord>;
+    /// Every registered customer, by id.
+    fn all_customers(&self) -> StoreResult<Vec<CustomerRecord>>;
+    /// The customer registered with `domain`, if any.
+    fn customer_by_domain(&self, domain: &str) -> StoreResult<Option<CustomerRecord>>;
     /// A run by id.
     fn run(&self, id: &str) -> StoreResult<Option<RunRecord>>;
     /// Runs, newest first.

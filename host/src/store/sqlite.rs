@@ -26,6 +26,7 @@ use super::{
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_history_indexes.sql"),
+    include_str!("migrations/0003_history_notes.sql"),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -294,6 +295,7 @@ fn backup_from_row(row: &Row<'_>) -> rusqlite::Result<BackupRecord> {
         result: row.get(6)?,
         triggered_by: row.get(7)?,
         created_at: row.get(8)?,
+        note: row.get(9)?,
     })
 }
 
@@ -435,6 +437,88 @@ impl Store for SqliteStore {
         let record = must_get_run(&tx, &run.id)?;
         tx.commit().db()?;
         Ok(record)
+    }
+
+    fn start_run(&self, run: &NewRun, owner: &str, lease: Duration) -> StoreResult<RunRecord> {
+        let params_json = to_json(&run.params)?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        if get_customer(&tx, &run.customer_id)?.is_none() {
+            return Err(StoreError::UnknownCustomer(run.customer_id.clone()));
+        }
+        let active: Option<(String, String, String)> = tx
+            .query_row(
+                "SELECT id, pipeline, state FROM runs \
+                 WHERE customer_id = ?1 AND state IN ('queued', 'running') \
+                 ORDER BY state = 'running' DESC, seq LIMIT 1",
+                [&run.customer_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .db()?;
+        if let Some((run_id, pipeline, state)) = active {
+            return Err(StoreError::Busy {
+                customer: run.customer_id.clone(),
+                run_id,
+                pipeline,
+                state: parse_state(&state).unwrap_or(RunState::Queued),
+            });
+        }
+        let (now, now_ms) = now();
+        let expires = now_ms.saturating_add(duration_ms(lease));
+        tx.execute(
+            "INSERT INTO runs (id, customer_id, pipeline, params_json, triggered_by, state, \
+             created_at, started_at, lease_owner, lease_expires_at, epoch) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?6, ?7, ?8, 1)",
+            params![
+                run.id,
+                run.customer_id,
+                run.pipeline,
+                params_json,
+                run.triggered_by,
+                now,
+                owner,
+                expires
+            ],
+        )
+        .db()?;
+        let record = must_get_run(&tx, &run.id)?;
+        tx.commit().db()?;
+        Ok(record)
+    }
+
+    fn all_customers(&self) -> StoreResult<Vec<CustomerRecord>> {
+        let conn = self.conn();
+        let ids: Vec<String> = {
+            let mut stmt = conn.prepare("SELECT id FROM customers ORDER BY id").db()?;
+            let rows = stmt.query_map([], |r| r.get(0)).db()?;
+            rows.collect::<Result<_, _>>().db()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = get_customer(&conn, &id)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    fn customer_by_domain(&self, domain: &str) -> StoreResult<Option<CustomerRecord>> {
+        let conn = self.conn();
+        let id: Option<String> = conn
+            .query_row(
+                "SELECT id FROM customers WHERE domain = ?1",
+                [domain],
+                |r| r.get(0),
+            )
+            .optional()
+            .db()?;
+        match id {
+            Some(id) => get_customer(&conn, &id),
+            None => Ok(None),
+        }
     }
 
     fn run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
@@ -709,14 +793,14 @@ impl Store for SqliteStore {
         self.conn()
             .execute(
                 "INSERT INTO backups (run_id, customer_id, backup_id, kind, size, duration_ms, \
-                 result, triggered_by, created_at, created_ms) \
+                 result, triggered_by, created_at, created_ms, note) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-                 CAST(round((julianday(?9) - 2440587.5) * 86400000.0) AS INTEGER)) \
+                 CAST(round((julianday(?9) - 2440587.5) * 86400000.0) AS INTEGER), ?10) \
                  ON CONFLICT (run_id) DO UPDATE SET customer_id = excluded.customer_id, \
                  backup_id = excluded.backup_id, kind = excluded.kind, size = excluded.size, \
                  duration_ms = excluded.duration_ms, result = excluded.result, \
                  triggered_by = excluded.triggered_by, created_at = excluded.created_at, \
-                 created_ms = excluded.created_ms",
+                 created_ms = excluded.created_ms, note = excluded.note",
                 params![
                     b.run_id,
                     b.customer_id,
@@ -726,7 +810,8 @@ impl Store for SqliteStore {
                     b.duration_ms.map(to_i64),
                     b.result,
                     b.triggered_by,
-                    b.created_at
+                    b.created_at,
+                    b.note
                 ],
             )
             .db()?;
@@ -745,7 +830,7 @@ impl Store for SqliteStore {
         query_all(
             &self.conn(),
             "SELECT customer_id, run_id, backup_id, kind, size, duration_ms, result, \
-             triggered_by, created_at FROM backups WHERE customer_id = ?1 \
+             triggered_by, created_at, note FROM backups WHERE customer_id = ?1 \
              AND (?3 IS NULL OR (IFNULL(created_ms, -1), created_at, run_id) < \
                   (SELECT IFNULL(created_ms, -1), created_at, run_id FROM backups \
                    WHERE customer_id = ?1 AND run_id = ?3)) \
@@ -1273,6 +1358,7 @@ mod tests {
             result: result.into(),
             triggered_by: Some("alice".into()),
             created_at: created_at.into(),
+            note: None,
         };
         // Fractions of varying length and offsets: ordered as times, not as text.
         store
