@@ -230,10 +230,12 @@ struct RunArgs {
     /// The customer's domain; its folder is <customers-root>/<domain>/.
     #[arg(long, value_name = "DOMAIN")]
     customer: String,
-    /// installer-api's id for the customer [default: the domain].
+    /// installer-api's id for the customer [default: the id the data dir's store has for the
+    /// domain; a domain not registered yet is registered as the domain with `_` for `.`].
     #[arg(long, value_name = "ID")]
     customer_id: Option<String>,
-    /// Apply the tier overlay pipelines/tiers/<TIER>.toml.
+    /// Apply the tier overlay pipelines/tiers/<TIER>.toml [`run`: default the customer's
+    /// registered tier].
     #[arg(long)]
     tier: Option<String>,
     /// Set a param, e.g. --param type=custom --param include.logs=true (repeatable).
@@ -674,13 +676,16 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
     use qodify_host::service::worker;
     let customer = args.customer()?;
     let spec = args.spec();
-    // Checked before anything is recorded: a bad pipeline, tier or param is refused at once.
-    ops::plan::load_pipeline(
+    // Checked before anything is recorded: a bad pipeline, tier, param or customer folder is
+    // refused at once (exit 2).
+    let (pipeline, _) = ops::plan::load_pipeline(
         settings,
         &catalog(settings),
         &spec.pipeline,
         spec.tier.as_deref(),
     )?;
+    pipeline::check_params(&pipeline, &spec.params)?;
+    qodify_host::sandbox::open_customer(&settings.customers_root, customer.domain.as_str())?;
     let state = cli_state(settings)?;
     let actor = cli_actor();
     let record = state.customer_record(&customer, args.customer_id.is_some(), &actor)?;

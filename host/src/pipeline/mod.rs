@@ -36,7 +36,7 @@ pub use overlay::Overlay;
 pub use resolve::{
     CommandGrant, CustomerDb, CustomerPaths, DbFacts, HttpGrant, Limits, NetGrant, ParamValue,
     Plan, PlannedMount, PlannedStep, ResolveError, RunInputs, ServicePaths, SkippedStep, Stage,
-    resolve,
+    check_params, resolve,
 };
 pub use spec::{
     Access, BackupSpec, CommandSpec, ConfigTable, ConfigValue, LimitsSpec, Located, MountRoot,

@@ -559,6 +559,12 @@ pub fn resolve(p: &Pipeline, inputs: &RunInputs) -> Result<Plan, ResolveError> {
     Ok(plan)
 }
 
+/// Checks param values given for a run of `p` (names, types, required ones) without resolving
+/// anything else: what a caller checks before it records a run.
+pub fn check_params(p: &Pipeline, raw: &BTreeMap<String, String>) -> Result<(), ResolveError> {
+    resolve_params(p, raw).map(|_| ())
+}
+
 fn resolve_params(
     p: &Pipeline,
     given: &BTreeMap<String, String>,
