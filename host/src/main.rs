@@ -231,7 +231,8 @@ struct RunArgs {
     #[arg(long, value_name = "DOMAIN")]
     customer: String,
     /// installer-api's id for the customer [default: the id the data dir's store has for the
-    /// domain; a domain not registered yet is registered as the domain with `_` for `.`].
+    /// domain, else the domain]. A registered customer's run is recorded in the store `serve`
+    /// keeps (history, events, audit, as `cli:<user>`).
     #[arg(long, value_name = "ID")]
     customer_id: Option<String>,
     /// Apply the tier overlay pipelines/tiers/<TIER>.toml [`run`: default the customer's
@@ -688,7 +689,7 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
     qodify_host::sandbox::open_customer(&settings.customers_root, customer.domain.as_str())?;
     let state = cli_state(settings)?;
     let actor = cli_actor();
-    let record = state.customer_record(&customer, args.customer_id.is_some(), &actor)?;
+    let record = state.registered(&customer, args.customer_id.is_some())?;
     let ui = Arc::new(ui::Ui::new(ui_mode(args.json), verbose));
     let cancel = CancelToken::default();
     {
@@ -704,37 +705,63 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
         })
         .context("installing the Ctrl-C handler")?;
     }
-    // Recorded in the data dir's store like a run of `serve`: history, events, audit.
-    let run = state
-        .start(&qodify_host::store::NewRun {
-            id: executor::new_run_id(),
-            customer_id: record.id.clone(),
-            pipeline: spec.pipeline.clone(),
-            params: spec.params.clone(),
-            triggered_by: Some(actor),
-        })
-        .map_err(|e| match e {
-            qodify_host::store::StoreError::Busy {
-                run_id,
-                pipeline,
-                state,
-                ..
-            } => anyhow::anyhow!(
-                "customer {} already has an active run ({pipeline} {run_id}, {state}); wait for it to finish or cancel it",
-                customer.domain
-            ),
-            other => other.into(),
-        })?;
-    let recorded = worker::execute_recorded(
-        &state,
-        run,
-        worker::Extra {
-            tier: spec.tier.clone(),
-            events: Some(ui.clone()),
-            cancel: Some(cancel),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let recorded = match record {
+        // Recorded in the data dir's store like a run of `serve`: history, events, audit.
+        Some(record) => {
+            let run = state
+                .start(&qodify_host::store::NewRun {
+                    id: executor::new_run_id(),
+                    customer_id: record.id.clone(),
+                    pipeline: spec.pipeline.clone(),
+                    params: spec.params.clone(),
+                    triggered_by: Some(actor),
+                })
+                .map_err(|e| match e {
+                    qodify_host::store::StoreError::Busy {
+                        run_id,
+                        pipeline,
+                        state,
+                        ..
+                    } => anyhow::anyhow!(
+                        "customer {} already has an active run ({pipeline} {run_id}, {state}); wait for it to finish or cancel it",
+                        customer.domain
+                    ),
+                    other => other.into(),
+                })?;
+            worker::execute_recorded(
+                &state,
+                run,
+                worker::Extra {
+                    tier: spec.tier.clone(),
+                    events: Some(ui.clone()),
+                    cancel: Some(cancel),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!(e))?
+        }
+        // A customer installer-api never registered: nothing to record it under.
+        None => {
+            let ran = ops::recover::run(
+                ops::recover::Engine {
+                    runtime: &state.runtime,
+                    settings,
+                    catalog: &state.catalog,
+                },
+                ops::recover::NewRun {
+                    customer: &customer,
+                    spec: &spec,
+                    run_id: executor::new_run_id(),
+                    events: ui.clone(),
+                    recovery_events: ui.clone(),
+                    cancel,
+                },
+            )?;
+            worker::Recorded {
+                outcome: ran.outcome,
+                recovered: ran.recovered,
+            }
+        }
+    };
     if let Some(r) = &recorded.recovered {
         report_recovered(r, args.json);
     }
@@ -921,7 +948,16 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
             let c = Customer::new(&customer, None)?;
             let state = cli_state(settings)?;
             let actor = cli_actor();
-            let record = state.customer_record(&c, false, &actor)?;
+            // Not registered: the same checks and lock, with nothing in a history to mark.
+            let record = state.registered(&c, false)?.unwrap_or_else(|| {
+                qodify_host::store::CustomerRecord {
+                    id: c.id.clone(),
+                    domain: c.domain.to_string(),
+                    tier: None,
+                    created_at: String::new(),
+                    updated_at: String::new(),
+                }
+            });
             let size = ops::backups::delete(&state, &record, &id, Some(&actor))?;
             println!("deleted {id} ({})", human_bytes(size));
             Ok(ExitCode::SUCCESS)
@@ -929,7 +965,13 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
         BackupsCommand::Reconcile { customer, json } => {
             let c = Customer::new(&customer, None)?;
             let state = cli_state(settings)?;
-            let record = state.customer_record(&c, false, &cli_actor())?;
+            let Some(record) = state.registered(&c, false)? else {
+                bail!(
+                    "{customer} is not registered in {}: it has no history to reconcile \
+                     (installer-api registers customers with PUT /api/customers/{{id}})",
+                    settings.data_dir.join("state.sqlite").display()
+                );
+            };
             let changed = ops::backups::reconcile(&state, &record)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&changed)?);

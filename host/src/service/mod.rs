@@ -20,18 +20,6 @@ use crate::store::{AuditEntry, NewRun, RunRecord, Store, StoreResult};
 
 pub use hub::{EventHub, LiveEvent};
 
-/// A customer id for a domain nobody registered (a CLI run): the domain with `.` as `_`, or, past
-/// the 64 characters an id may have, its first 47 characters, `_` and 16 hex digits of its sha256.
-pub fn id_for_domain(domain: &str) -> String {
-    use sha2::Digest as _;
-    let id = domain.replace('.', "_");
-    if id.len() <= 64 {
-        return id;
-    }
-    let hash = hex::encode(sha2::Sha256::digest(domain.as_bytes()));
-    format!("{}_{}", &id[..47], &hash[..16])
-}
-
 /// Everything the API handlers and the workers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -86,18 +74,18 @@ impl AppState {
         })
     }
 
-    /// The customer registered with `customer`'s domain, or `customer` registered now (with
-    /// `actor` in the audit log; id: the explicit one, else [`id_for_domain`]): how a CLI command
-    /// finds the record the service keeps. An explicit id that differs from the registered one
-    /// is refused.
-    pub fn customer_record(
+    /// The record the service keeps for `customer`'s domain, if installer-api registered it:
+    /// what a CLI command records its work under. An explicit id that differs from the
+    /// registered one is refused. A domain nobody registered has no record (the CLI registers
+    /// nothing: the id is installer-api's to give).
+    pub fn registered(
         &self,
         customer: &crate::customer::Customer,
         explicit_id: bool,
-        actor: &str,
-    ) -> anyhow::Result<crate::store::CustomerRecord> {
+    ) -> anyhow::Result<Option<crate::store::CustomerRecord>> {
         let domain = customer.domain.as_str();
-        if let Some(found) = self.store.customer_by_domain(domain)? {
+        let found = self.store.customer_by_domain(domain)?;
+        if let Some(found) = &found {
             anyhow::ensure!(
                 !explicit_id || found.id == customer.id,
                 "{domain} is registered as customer {}, not {}; pass --customer-id {} or leave it out",
@@ -105,25 +93,8 @@ impl AppState {
                 customer.id,
                 found.id
             );
-            return Ok(found);
         }
-        // Without an explicit id, one derived from the domain: `.` never occurs in an id and
-        // `_` never in a DNS name, so `shop.example.com` → `shop_example_com` names one domain.
-        let id = if explicit_id {
-            customer.id.clone()
-        } else {
-            id_for_domain(domain)
-        };
-        let record = self.store.upsert_customer(&id, domain, None)?;
-        let _ = self.store.audit(&AuditEntry {
-            at: now(),
-            actor: Some(actor.to_owned()),
-            action: "customer.registered".into(),
-            customer_id: Some(record.id.clone()),
-            run_id: None,
-            detail: serde_json::json!({ "domain": record.domain, "tier": record.tier }),
-        });
-        Ok(record)
+        Ok(found)
     }
 
     /// Ends the runs of CLI processes on this machine that died (`kill -9`) while their lease
@@ -243,32 +214,5 @@ impl AppState {
             });
         }
         Ok(record)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_domain_gives_a_valid_id_that_names_it_alone() {
-        let ids: Vec<String> = ["shop.example.com", "shop-example.com", "shop.example-com"]
-            .iter()
-            .map(|d| id_for_domain(d))
-            .collect();
-        assert_eq!(
-            ids,
-            ["shop_example_com", "shop-example_com", "shop_example-com"]
-        );
-        let long = format!("{}.example.com", "a".repeat(63));
-        let id = id_for_domain(&long);
-        assert_eq!(id.len(), 64);
-        for id in ids.iter().chain([&id]) {
-            crate::customer::Customer::new("x.example.com", Some(id)).unwrap();
-        }
-        assert_ne!(
-            id,
-            id_for_domain(&format!("{}.example.org", "a".repeat(63)))
-        );
     }
 }
