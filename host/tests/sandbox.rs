@@ -904,3 +904,74 @@ timeout = "5m"
     assert_eq!(fingerprint(&state), state_before);
     assert!(!fx.settings.data_dir.join("pwned").exists());
 }
+
+/// `on_success` runs only after success, `on_failure` only after a failure, `finally` after
+/// both, in that order, and a failed main step stops the ones after it.
+#[test]
+fn finally_runs_after_success_and_after_failure() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let toml = r#"
+name = "hooks"
+[params.fail]
+type = "bool"
+default = false
+[[steps]]
+id = "good"
+plugin = "noop"
+when = "!fail"
+[[steps]]
+id = "bad"
+plugin = "noop"
+when = "fail"
+[steps.config]
+no_such_key = 1
+[[steps]]
+id = "after"
+plugin = "noop"
+[[on_success]]
+id = "success"
+plugin = "noop"
+[[on_failure]]
+id = "failure"
+plugin = "noop"
+[[finally]]
+id = "fin"
+plugin = "noop"
+[finally.config]
+echo = "done"
+"#;
+    let ran = |outcome: &RunOutcome| -> Vec<(String, &'static str)> {
+        outcome
+            .steps
+            .iter()
+            .filter(|s| s.status != "skipped")
+            .map(|s| (s.id.clone(), s.status))
+            .collect()
+    };
+    let (ok, _) = run(&rt, &fx, toml, &[]);
+    assert_eq!(ok.status, RunStatus::Succeeded, "{:?}", ok.error);
+    assert_eq!(
+        ran(&ok),
+        [
+            ("good".into(), "succeeded"),
+            ("after".into(), "succeeded"),
+            ("success".into(), "succeeded"),
+            ("fin".into(), "succeeded"),
+        ]
+    );
+    let fin = ok.steps.iter().find(|s| s.id == "fin").unwrap();
+    assert_eq!(fin.outputs, [("echo".to_owned(), "done".to_owned())]);
+
+    let (bad, _) = run(&rt, &fx, toml, &[("fail", "true")]);
+    assert_eq!(bad.status, RunStatus::Failed);
+    assert_eq!(bad.failed_step.as_deref(), Some("bad"));
+    assert_eq!(
+        ran(&bad),
+        [
+            ("bad".into(), "failed"),
+            ("failure".into(), "succeeded"),
+            ("fin".into(), "succeeded"),
+        ]
+    );
+}
