@@ -233,8 +233,10 @@ fn execute_in(
     {
         roots.releases = Some((dir, req.settings.releases_dir.clone()));
     }
+    // A recovery runs only the undo steps of a run whose backup, if it made one, is complete
+    // already (its id taken): no new backup folder.
     let partial = match req.plan.output {
-        Some(OutputKind::Backup) => {
+        Some(OutputKind::Backup) if req.recovery.is_none() => {
             let p = backups::begin(&roots.customer, &req.run_id, &req.timestamp)
                 .context("starting the backup folder")?;
             let path = roots.customer_path.join(backups::BACKUPS).join(format!(
@@ -245,7 +247,7 @@ fn execute_in(
             roots.backup = Some((p.dir.try_clone()?, path));
             Some(p)
         }
-        None => None,
+        _ => None,
     };
     req.events.emit(Event::RunStarted {
         run_id: req.run_id.clone(),

@@ -695,3 +695,71 @@ fn backups_queued_back_to_back_each_get_a_newer_id() {
         "each backup must take the next free id"
     );
 }
+
+/// Signing keys rotate without breaking links: a new key put first signs, the old one still
+/// verifies the links it signed until it is removed, and then they are refused.
+#[test]
+fn signing_keys_rotate_new_signs_old_verifies_until_removed() {
+    let host = Host::new();
+    let db = TestDb::shop("svcrotate");
+    customer(&host, &db, 0);
+    let serve_with_keys = |keys: &str| {
+        let mut cmd = host.cmd();
+        cmd.env("QODIFY_SIGNING_KEYS", keys);
+        common::serve_cmd(cmd, TOKEN, &[])
+    };
+    let link = |s: &Server, id: &str| -> String {
+        let (code, body) = json_of(
+            api(
+                TOKEN,
+                "POST",
+                &format!("{}/api/customers/42/backups/{id}/download-url", s.base),
+            )
+            .send_json(serde_json::json!({"file": "backup.json"})),
+        );
+        assert_eq!(code, 200, "{body}");
+        body["url"].as_str().unwrap().to_owned()
+    };
+    let fetch = |s: &Server, url: &str| -> u16 {
+        match ureq::get(&format!("{}{url}", s.base)).call() {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+
+    let s = serve_with_keys("old:first-secret-0123456789");
+    register(&s);
+    let (name, done) = {
+        let (code, posted) = json_of(
+            api(
+                TOKEN,
+                "POST",
+                &format!("{}/api/customers/42/backups", s.base),
+            )
+            .send_json(serde_json::json!({})),
+        );
+        assert_eq!(code, 202, "{posted}");
+        let events = follow(&s, posted["runId"].as_str().unwrap());
+        events.last().cloned().unwrap()
+    };
+    assert_eq!(name, "backup-completed", "{done}");
+    let id = done["backupId"].as_str().unwrap().to_owned();
+    let old_link = link(&s, &id);
+    assert!(old_link.contains("kid=old"), "{old_link}");
+    assert_eq!(fetch(&s, &old_link), 200);
+    drop(s);
+
+    // Rotation: the new key first, the old one kept.
+    let s = serve_with_keys("new:second-secret-9876543210,old:first-secret-0123456789");
+    let new_link = link(&s, &id);
+    assert!(new_link.contains("kid=new"), "{new_link}");
+    assert_eq!(fetch(&s, &new_link), 200);
+    assert_eq!(fetch(&s, &old_link), 200, "the old key no longer verifies");
+    drop(s);
+
+    // The old key removed: its links stop working, the new ones keep working.
+    let s = serve_with_keys("new:second-secret-9876543210");
+    assert_eq!(fetch(&s, &old_link), 403);
+    assert_eq!(fetch(&s, &new_link), 200);
+}

@@ -165,7 +165,9 @@ pub fn recover_locked(
         journal.pid,
         journal.started_at
     );
-    let owner = Customer::new(domain, Some(&journal.customer_id))?;
+    // A customer nobody registered runs with its domain as its id (not a valid stored id).
+    let id = (journal.customer_id != domain).then_some(journal.customer_id.as_str());
+    let owner = Customer::new(domain, id)?;
     let planned = plan_run(
         engine.settings,
         engine.catalog,
