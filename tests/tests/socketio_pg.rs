@@ -102,7 +102,7 @@ fn sse(s: &Server, run_id: &str) -> Vec<(u64, String, Value)> {
         &format!("{}/api/runs/{run_id}/events", s.base),
     )
     .timeout(Duration::from_secs(120))
-    .json_of()
+    .call()
     .unwrap();
     let (mut events, mut id, mut name) = (Vec::new(), 0, String::new());
     for line in BufReader::new(resp.into_reader()).lines() {
@@ -280,8 +280,7 @@ fn a_late_socketio_client_gets_the_replay_then_live_events_exactly_as_sse() {
     // Join once the run is under way: what came before is replayed, the rest arrives live.
     let until = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, run) =
-            json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", s.base)).json_of());
+        let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{run_id}", s.base)).call());
         let under_way = run["progress"].as_f64().is_some_and(|p| p > 0.0);
         let ended = !["queued", "running"].contains(&run["state"].as_str().unwrap_or(""));
         if under_way || ended || Instant::now() > until {
