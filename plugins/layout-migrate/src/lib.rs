@@ -9,7 +9,12 @@
 //! its paths go through `current/` and each app is re-registered without a gap: a cluster
 //! "handover" copy joins the app's port, the old app is deleted and started again from the new
 //! ecosystem file, and the copy is deleted (PM2 keeps the paths an app was started with, so a
-//! reload alone would never switch; tests/fixtures/upgrade/PM2-NOTES.md).
+//! reload alone would never switch; tests/fixtures/upgrade/PM2-NOTES.md). Each of the two new
+//! processes must listen before the process it replaces is deleted: `pm2 start` returns when a
+//! process starts, and a NestJS or Next.js app listens 0.4–1.2 s later. The handover waits
+//! through PM2's own reload, at most `listen_timeout_ms` (30 s) each time, and an app that does
+//! not listen by then fails the step with nothing serving deleted ([`handover`]). A fork-mode
+//! app owns its port, so no copy can join it: it is deleted and started again, with a warning.
 //!
 //! Every change is recorded first in `.migrate-layout.json` in the customer folder, so `revert`
 //! (the pipeline's `on_failure` step, also run by the host after a crash) undoes exactly what
@@ -27,13 +32,19 @@
 //!   folder (default `ecosystem.config.js`); `ecosystem_rewrite`: exact text replacements that
 //!   make its paths go through `current/` (each `from` must occur), default
 //!   `[{from = "path.join(__dirname, service)", to = "path.join(__dirname, 'current', service)"}]`.
+//! - `listen_timeout_ms`: how long each new PM2 process of a handover may take to listen
+//!   (default 30000, 1000 to 120000); also the `listen_timeout` the re-registered apps keep.
 //!
 //! Grants: the customer folder read-write; `pm2` (with `inherit = ["PM2_HOME"]`) with `start`,
-//! `delete`, `jlist`, `--only`, `--name`, `-i`, `1`, app names, `ecosystem.config.js` and
-//! `current/*/*` script paths.
+//! `delete`, `reload`, `jlist`, `--only`, `--name`, `-i`, `1`, `--no-autorestart`,
+//! `--listen-timeout=<listen_timeout_ms>`, app names, `ecosystem.config.js` and the script paths
+//! `<service>/server.js` (a revert hands the apps back to them, also the one a failed migration
+//! runs at once) and, to migrate, `current/<service>/server.js`.
 //!
 //! Outputs: `version`, `moved` (services), `uploads` (`moved` or `none`), `pm2` (apps
 //! re-registered); on revert `rolled-back` (what was undone).
+
+use std::time::{Duration, Instant};
 
 use qodify_plugin_sdk::fs;
 use qodify_plugin_sdk::prelude::*;
@@ -44,6 +55,15 @@ use upgrade_kit::pm2;
 
 /// The journal's file name in the customer folder.
 pub const JOURNAL: &str = ".migrate-layout.json";
+
+/// The `listen_timeout_ms` a step may set: long enough for an app that loads for a minute or
+/// two, short enough that a wait that fails (the migration stops at the first), and the waits
+/// of the revert after it, fit the step's 10 minutes.
+pub const LISTEN_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1_000..=120_000;
+
+/// What a `pm2 reload` may take beyond its listen bound: the CLI's own start and PM2 stopping
+/// the replaced process (up to its `kill_timeout`).
+const RELOAD_SLACK: Duration = Duration::from_secs(60);
 
 /// The step's config.
 #[derive(Debug, Deserialize)]
@@ -72,6 +92,9 @@ pub struct Config {
     /// Text replacements that make the ecosystem's paths go through `current/`.
     #[serde(default = "default_rewrite")]
     pub ecosystem_rewrite: Vec<Rewrite>,
+    /// How long (ms) each new PM2 process of a handover may take to listen.
+    #[serde(default = "default_listen_timeout")]
+    pub listen_timeout_ms: u64,
 }
 
 /// `migrate` or `revert`.
@@ -114,6 +137,9 @@ fn yes() -> bool {
 fn default_ecosystem() -> String {
     "ecosystem.config.js".into()
 }
+fn default_listen_timeout() -> u64 {
+    30_000
+}
 fn default_rewrite() -> Vec<Rewrite> {
     vec![Rewrite {
         from: "path.join(__dirname, service)".into(),
@@ -148,6 +174,14 @@ impl Step for Migrate {
 
     fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
         let c = config.customer.trim_end_matches('/').to_owned();
+        if !LISTEN_TIMEOUT_MS.contains(&config.listen_timeout_ms) {
+            return Err(Error::invalid_config(format!(
+                "listen_timeout_ms = {} is out of range: give {} to {} (ms)",
+                config.listen_timeout_ms,
+                LISTEN_TIMEOUT_MS.start(),
+                LISTEN_TIMEOUT_MS.end()
+            )));
+        }
         match config.mode {
             Mode::Migrate => {
                 let result = migrate(ctx, &config, &c);
@@ -357,10 +391,12 @@ fn migrate(ctx: &Context, config: &Config, c: &str) -> Result<Output, Error> {
             j.pm2.push(app.name.clone());
             write_journal(c, &j)?;
             handover(
+                ctx,
                 c,
                 &app,
                 &config.ecosystem,
-                &format!("current/{}", app.service),
+                &format!("{CURRENT}/{}", app.service),
+                bound(config),
             )?;
             registered.push(app.name);
         }
@@ -378,22 +414,238 @@ fn migrate(ctx: &Context, config: &Config, c: &str) -> Result<Output, Error> {
         .value("pm2", registered.join(",")))
 }
 
-/// Re-registers `app` from the ecosystem file without a gap: a cluster copy joins its port while
-/// the app is deleted and started again (PM2-NOTES.md, zero-downtime layout migration).
-fn handover(c: &str, app: &App, ecosystem: &str, script_dir: &str) -> Result<(), Error> {
+fn bound(config: &Config) -> Duration {
+    Duration::from_millis(config.listen_timeout_ms)
+}
+
+/// Whether PM2 runs `app` (a process of `service`) through `current/`.
+fn through_current(app: &pm2::App, service: &str) -> bool {
+    app.exec_path.contains(&format!("/{CURRENT}/{service}/"))
+}
+
+/// Re-registers `app` so that PM2 runs it from `dir` (`current/<service>` when migrating,
+/// `<service>` when reverting) without a moment in which its port has no listener
+/// (PM2-NOTES.md, zero-downtime layout migration):
+///
+/// 1. a cluster copy `<app>-handover` of `dir/server.js` joins the app's port (the PM2 daemon
+///    owns cluster sockets, so both serve), and the handover waits until the copy listens;
+/// 2. only then is the app deleted and started again from the ecosystem file, and the handover
+///    waits until that process listens;
+/// 3. only then is the copy deleted.
+///
+/// Each wait is bounded by `bound` ([`wait_listening`]). A wait that ends without a listener
+/// fails the handover, and nothing that serves is deleted: in 1 the copy goes and the app keeps
+/// serving; in 2 the new process goes and the copy keeps serving until a revert hands the app
+/// back from it (the case of an app missing from PM2 while its copy runs, below).
+///
+/// A fork-mode app owns its port (Node cannot share it with a cluster copy, which would only
+/// crash-loop on it), so it is deleted and started again: its port answers nothing until the new
+/// process listens, and a warning says so.
+fn handover(
+    ctx: &Context,
+    c: &str,
+    app: &App,
+    ecosystem: &str,
+    dir: &str,
+    bound: Duration,
+) -> Result<(), Error> {
     let copy = format!("{}-handover", app.name);
-    let running = pm2::jlist(c)?.into_iter().any(|a| a.name == app.name);
-    if running {
-        let script = format!("{script_dir}/server.js");
-        pm2::delete_if_present(c, &copy)?;
-        pm2::run(c, &["start", &script, "--name", &copy, "-i", "1"], &[])?;
-        pm2::run(c, &["delete", &app.name], &[])?;
+    let list = pm2::jlist(c)?;
+    let old: Vec<&pm2::App> = list.iter().filter(|a| a.name == app.name).collect();
+    let copy_runs = list.iter().any(|a| a.name == copy);
+
+    if old.is_empty() {
+        // Nothing to replace; a copy left by a handover that failed in step 2 holds the port
+        // and goes once the app listens.
+        if let Err(e) = start_from_ecosystem(ctx, c, app, ecosystem, bound) {
+            if !copy_runs {
+                return Err(e);
+            }
+            let _ = pm2::delete_if_present(c, &app.name);
+            return Err(and(
+                e,
+                format!("it was deleted, and `{copy}` keeps serving in its place"),
+            ));
+        }
+        if copy_runs {
+            pm2::delete_if_present(c, &copy)?;
+        }
+        return Ok(());
     }
+    // A copy next to the app is left from an interrupted handover: the app serves.
+    if copy_runs {
+        pm2::run(c, &["delete", &copy], &[])?;
+    }
+    if old.iter().any(|a| a.is_fork_mode()) {
+        ctx.warn(format!(
+            "{} runs in PM2 fork mode, where no handover copy can share its port: it is deleted \
+             and started again, so its port answers nothing until the new process listens \
+             (cluster mode hands over without a gap: docs/upgrades.md)",
+            app.name
+        ));
+        pm2::run(c, &["delete", &app.name], &[])?;
+        return start_from_ecosystem(ctx, c, app, ecosystem, bound);
+    }
+
+    let script = format!("{dir}/server.js");
+    // No autorestart: a copy whose process exits stays stopped, which the wait tells apart.
+    pm2::run(
+        c,
+        &[
+            "start",
+            &script,
+            "--name",
+            &copy,
+            "-i",
+            "1",
+            "--no-autorestart",
+        ],
+        &[],
+    )?;
+    if let Err(e) = wait_listening(c, &copy, bound) {
+        let _ = pm2::delete_if_present(c, &copy);
+        return Err(and(
+            e,
+            format!(
+                "this copy of `{}` from {script} was deleted, and `{}` keeps serving from where \
+                 it ran: make the app listen sooner or give it longer (param listenTimeoutMs)",
+                app.name, app.name
+            ),
+        ));
+    }
+    pm2::run(c, &["delete", &app.name], &[])?;
+    if let Err(e) = start_from_ecosystem(ctx, c, app, ecosystem, bound) {
+        let _ = pm2::delete_if_present(c, &app.name);
+        return Err(and(
+            e,
+            format!(
+                "it was deleted again, and its copy `{copy}` from {script} serves in its place \
+                 until the revert hands the app back"
+            ),
+        ));
+    }
+    pm2::run(c, &["delete", &copy], &[])?;
+    Ok(())
+}
+
+/// `error; what`: what a failure left behind, after what failed.
+fn and(error: Error, what: String) -> Error {
+    Error::new(error.kind(), format!("{}; {what}", error.message()))
+}
+
+/// `pm2 start <ecosystem> --only <app>`, then [`wait_listening`]; a fork-mode app is not waited
+/// for (its reload would be a restart, which waits for nothing), with a warning.
+fn start_from_ecosystem(
+    ctx: &Context,
+    c: &str,
+    app: &App,
+    ecosystem: &str,
+    bound: Duration,
+) -> Result<(), Error> {
     pm2::run(c, &["start", ecosystem, "--only", &app.name], &[])?;
-    if running {
-        pm2::delete_if_present(c, &copy)?;
+    let fork = pm2::jlist(c)?
+        .iter()
+        .any(|a| a.name == app.name && a.is_fork_mode());
+    if fork {
+        ctx.warn(format!(
+            "{} runs in PM2 fork mode: PM2 cannot tell when it listens, so it was not waited for",
+            app.name
+        ));
+        return Ok(());
+    }
+    wait_listening(c, &app.name, bound)
+}
+
+/// Waits until the cluster app `name`, just started, has a process that listens: at most
+/// `bound`, else an error naming the app, the wait and why.
+///
+/// `pm2 start` returns when the process starts, not when it listens. Nothing outside PM2 can
+/// see which process behind a cluster port answers: an HTTP probe of the port would be answered
+/// by the process being replaced as well. PM2's daemon can: a `pm2 reload` of an online cluster
+/// app starts a new process and returns only when that one emits `listening` (or PM2's `ready`
+/// message, for an app with `wait_ready`), or when the app's `listen_timeout` elapses
+/// (`lib/God/Reload.js`; the process it replaces stops only then). It exits 0 either way, so
+/// whether the new process listened is read from the reload's time and what it left behind
+/// ([`listened`]). The reload sets `listen_timeout` to `bound` with `--listen-timeout`, and the
+/// app keeps it: later reloads (an upgrade's swap) wait as long for a new process.
+fn wait_listening(c: &str, name: &str, bound: Duration) -> Result<(), Error> {
+    let arg = format!("--listen-timeout={}", bound.as_millis());
+    let started = Instant::now();
+    pm2::run_for(c, &["reload", name, &arg], &[], bound + RELOAD_SLACK)?;
+    let took = started.elapsed();
+    let list = pm2::jlist(c)?;
+    let procs: Vec<&pm2::App> = list.iter().filter(|a| a.name == name).collect();
+    listened(&procs, took, bound).map_err(|why| {
+        Error::command_failed(format!(
+            "`{name}` did not listen within {}: {why}",
+            seconds(bound)
+        ))
+    })
+}
+
+/// Whether the `pm2 reload` of a freshly started cluster app, which took `took`, proves that the
+/// app's processes (`procs`, from `pm2 jlist` after it) listen; else why not. Each point closes
+/// a way the reload could end without a listener and still exit 0:
+/// - no process of the app exited (`exit_code` is set once one did), and each is `online`;
+/// - each runs in cluster mode: a fork-mode reload is a restart, which waits for nothing;
+/// - each was started exactly once again (`restart_time` 1, from 0 at `pm2 start`): the reload
+///   of an app whose process had stopped is a plain start, which waits for nothing and does
+///   not count;
+/// - each has `listen_timeout` = `bound`: the timer the reload ran was ours;
+/// - the reload took less than `bound`: PM2 arms that timer after the reload began, so a reload
+///   ended by it takes at least `bound` (one whose process listened only in the last moments
+///   before the bound counts as too slow: the safe side).
+pub fn listened(procs: &[&pm2::App], took: Duration, bound: Duration) -> Result<(), String> {
+    if procs.is_empty() {
+        return Err("it is no longer in PM2".into());
+    }
+    for p in procs {
+        if let Some(code) = p.exit_code {
+            return Err(format!(
+                "a process of it exited (code {code}); PM2 shows it {}",
+                p.status
+            ));
+        }
+        if p.status != "online" {
+            return Err(format!("PM2 shows it {}", p.status));
+        }
+        if p.is_fork_mode() {
+            return Err(
+                "it runs in fork mode, where a reload does not wait for the process to listen"
+                    .into(),
+            );
+        }
+        if p.restart_time != 1 {
+            return Err(format!(
+                "PM2 started it {} times again instead of once, so the reload did not wait for it",
+                p.restart_time
+            ));
+        }
+        if p.listen_timeout != Some(bound.as_millis() as u64) {
+            return Err(format!(
+                "PM2 did not take --listen-timeout={} (its listen_timeout: {:?})",
+                bound.as_millis(),
+                p.listen_timeout
+            ));
+        }
+    }
+    if took >= bound {
+        return Err(format!(
+            "`pm2 reload` waited {} for a process that listens, and gave up",
+            seconds(took)
+        ));
     }
     Ok(())
+}
+
+/// `5 s`, `1.5 s`.
+fn seconds(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 fn revert(ctx: &Context, config: &Config, c: &str) -> Result<Output, Error> {
@@ -413,9 +665,9 @@ fn revert(ctx: &Context, config: &Config, c: &str) -> Result<Output, Error> {
         write_journal(c, &j)?;
         undone.push("ecosystem file restored".to_owned());
     }
-    // Apps go back to the service folders' own paths (after the moves below would be too
-    // late for a handover: re-register them once the folders are back).
-    let to_restart: Vec<String> = std::mem::take(&mut j.pm2);
+    // Apps go back to the service folders' own paths once the folders are back (below); the
+    // journal keeps listing each until it is handed back, so a revert that stops before then
+    // (or a crash) leaves that work to the next one.
     if j.uploads {
         let link = format!("{release}/backend/uploads");
         if fs::stat(&link).is_ok_and(|m| m.is_symlink()) {
@@ -458,19 +710,30 @@ fn revert(ctx: &Context, config: &Config, c: &str) -> Result<Output, Error> {
             let _ = std::fs::remove_dir(&d);
         }
     }
-    if config.pm2 {
+    let to_restart = j.pm2.clone();
+    if config.pm2 && !to_restart.is_empty() {
+        let list = pm2::jlist(c)?;
         for app in apps(ctx, config)
             .into_iter()
             .filter(|a| to_restart.contains(&a.name))
         {
-            handover(c, &app, &config.ecosystem, &app.service)?;
+            // An app whose handover failed before it was deleted still runs from the old paths
+            // (and its copy is gone): nothing to hand back.
+            let copy = format!("{}-handover", app.name);
+            let procs: Vec<&pm2::App> = list.iter().filter(|a| a.name == app.name).collect();
+            let on_old_paths = !procs.is_empty()
+                && !procs.iter().any(|p| through_current(p, &app.service))
+                && !list.iter().any(|a| a.name == copy);
+            if !on_old_paths {
+                handover(ctx, c, &app, &config.ecosystem, &app.service, bound(config))?;
+            }
+            j.pm2.retain(|n| *n != app.name);
+            write_journal(c, &j)?;
         }
-        if !to_restart.is_empty() {
-            undone.push(format!(
-                "PM2 apps {} run from the old paths",
-                to_restart.join(", ")
-            ));
-        }
+        undone.push(format!(
+            "PM2 apps {} run from the old paths",
+            to_restart.join(", ")
+        ));
     }
     std::fs::remove_file(format!("{c}/{JOURNAL}")).context("removing the migration journal")?;
     fs::sync_dir(c)?;
@@ -497,6 +760,65 @@ mod tests {
         );
         let err = rewrite("cwd: '/srv/x/backend'", &default_rewrite()).unwrap_err();
         assert!(err.contains("ecosystem_rewrite"), "{err}");
+    }
+
+    fn process(status: &str, mode: &str, restart_time: u64) -> pm2::App {
+        pm2::App {
+            name: "shop.test-admin-handover".into(),
+            pid: 7,
+            status: status.into(),
+            cwd: "/c".into(),
+            exec_path: "/c/current/admin/server.js".into(),
+            exec_mode: mode.into(),
+            restart_time,
+            exit_code: None,
+            listen_timeout: Some(5000),
+        }
+    }
+
+    #[test]
+    fn a_reload_proves_a_listener_only_when_nothing_else_can_have_ended_it() {
+        let bound = Duration::from_secs(5);
+        let fast = Duration::from_millis(1300);
+        let ok = process("online", "cluster_mode", 1);
+        assert_eq!(listened(&[&ok, &ok], fast, bound), Ok(()));
+
+        let exited = pm2::App {
+            exit_code: Some(1),
+            ..process("stopped", "cluster_mode", 0)
+        };
+        let other_timer = pm2::App {
+            listen_timeout: None,
+            ..ok.clone()
+        };
+        let stopped = process("stopped", "cluster_mode", 1);
+        let fork = process("online", "fork_mode", 1);
+        let not_reloaded = process("online", "cluster_mode", 0);
+        let crashed_and_restarted = process("online", "cluster_mode", 2);
+        for (procs, took, why) in [
+            (vec![&ok], bound, "gave up"),
+            (
+                vec![&ok],
+                bound + Duration::from_millis(400),
+                "waited 5.4 s",
+            ),
+            (vec![], fast, "no longer in PM2"),
+            (vec![&exited], fast, "exited (code 1)"),
+            (vec![&ok, &stopped], fast, "shows it stopped"),
+            (vec![&fork], fast, "fork mode"),
+            (vec![&not_reloaded], fast, "0 times"),
+            (vec![&crashed_and_restarted], fast, "2 times"),
+            (vec![&other_timer], fast, "--listen-timeout=5000"),
+        ] {
+            let err = listened(&procs, took, bound).unwrap_err();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
+
+    #[test]
+    fn bounds_read_as_seconds() {
+        assert_eq!(seconds(Duration::from_secs(30)), "30 s");
+        assert_eq!(seconds(Duration::from_millis(1500)), "1.5 s");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //!
 //! Grants the steps need (with `inherit = ["PM2_HOME"]` so the host's PM2 daemon is used):
 //! `pm2` with `jlist`, `ping`, `reload`, `restart`, `start`, `delete`, `--only`, `--update-env`,
-//! `--name`, `--no-autorestart`, app names and script paths.
+//! `--name`, `--no-autorestart`, `--listen-timeout=<ms>`, app names and script paths.
 
 use std::time::Duration;
 
@@ -37,6 +37,15 @@ pub struct App {
     pub exec_path: String,
     /// `pm2_env.exec_mode`: `cluster_mode` or `fork_mode`.
     pub exec_mode: String,
+    /// `pm2_env.restart_time`: how often PM2 started the app again since `pm2 start` (a reload
+    /// counts once, a crash that PM2 restarts once more).
+    pub restart_time: u64,
+    /// `pm2_env.exit_code`: set once a process of the app exited by itself.
+    pub exit_code: Option<i64>,
+    /// `pm2_env.listen_timeout` (ms): how long a reload waits for the new process to listen
+    /// before it stops the old one anyway (none: the daemon's default, 3 s unless its
+    /// environment sets `PM2_GRACEFUL_LISTEN_TIMEOUT`).
+    pub listen_timeout: Option<u64>,
 }
 
 impl App {
@@ -66,16 +75,42 @@ struct RawEnv {
     pm_exec_path: String,
     #[serde(default)]
     exec_mode: String,
+    // Read leniently (a number, or a string of one, as an ecosystem file may give): an odd value
+    // must not make the whole list unreadable.
+    #[serde(default)]
+    restart_time: Option<serde_json::Value>,
+    #[serde(default)]
+    exit_code: Option<serde_json::Value>,
+    #[serde(default)]
+    listen_timeout: Option<serde_json::Value>,
+}
+
+fn number(v: Option<serde_json::Value>) -> Option<i64> {
+    match v? {
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        v => v.as_i64(),
+    }
 }
 
 /// Runs `pm2 <args>` with its working folder `cwd` (a guest path outside `current`) and extra
 /// environment `env`; returns stdout. A non-zero exit is an error quoting stderr.
 pub fn run(cwd: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String, Error> {
+    run_for(cwd, args, env, PM2_TIMEOUT)
+}
+
+/// [`run`] with its own time limit, for a command that waits longer than most (a reload with a
+/// long `--listen-timeout`).
+pub fn run_for(
+    cwd: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<String, Error> {
     let mut cmd = Command::new("pm2")
         .args(args.iter().copied())
         .cwd(cwd)
         .stdout(Stdio::Capture)
-        .timeout(PM2_TIMEOUT);
+        .timeout(timeout);
     for (k, v) in env {
         cmd = cmd.env(*k, *v);
     }
@@ -104,6 +139,15 @@ pub fn parse_jlist(stdout: &str) -> Result<Vec<App>, Error> {
             cwd: r.pm2_env.pm_cwd,
             exec_path: r.pm2_env.pm_exec_path,
             exec_mode: r.pm2_env.exec_mode,
+            restart_time: number(r.pm2_env.restart_time)
+                .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            // Any exit code, also one that is not a number, says a process exited.
+            exit_code: r
+                .pm2_env
+                .exit_code
+                .filter(|v| !v.is_null())
+                .map(|v| number(Some(v)).unwrap_or(-1)),
+            listen_timeout: number(r.pm2_env.listen_timeout).and_then(|n| u64::try_from(n).ok()),
         })
         .collect())
 }
@@ -128,14 +172,30 @@ mod tests {
 
     #[test]
     fn jlist_after_a_banner() {
-        let out = "                        -------------\n[PM2] Spawning PM2 daemon\n[{\"name\":\"a\",\"pid\":12,\"pm2_env\":{\"status\":\"online\",\"pm_cwd\":\"/c/current/backend\",\"pm_exec_path\":\"/c/current/backend/server.js\",\"exec_mode\":\"fork_mode\"}},{\"name\":\"b\"}]\n";
+        let out = "                        -------------\n[PM2] Spawning PM2 daemon\n[{\"name\":\"a\",\"pid\":12,\"pm2_env\":{\"status\":\"online\",\"pm_cwd\":\"/c/current/backend\",\"pm_exec_path\":\"/c/current/backend/server.js\",\"exec_mode\":\"fork_mode\",\"restart_time\":1,\"exit_code\":1,\"listen_timeout\":30000}},{\"name\":\"b\",\"pm2_env\":{\"listen_timeout\":\"8000\"}}]\n";
         let apps = parse_jlist(out).unwrap();
         assert_eq!(apps.len(), 2);
         assert_eq!(apps[0].pid, 12);
         assert_eq!(apps[0].cwd, "/c/current/backend");
         assert!(apps[0].is_fork_mode());
+        assert_eq!(
+            (
+                apps[0].restart_time,
+                apps[0].exit_code,
+                apps[0].listen_timeout
+            ),
+            (1, Some(1), Some(30000))
+        );
         assert_eq!(apps[1].status, "");
         assert!(!apps[1].is_fork_mode());
+        assert_eq!(
+            (
+                apps[1].restart_time,
+                apps[1].exit_code,
+                apps[1].listen_timeout
+            ),
+            (0, None, Some(8000))
+        );
         assert!(parse_jlist("no json").is_err());
     }
 }

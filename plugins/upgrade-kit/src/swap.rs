@@ -774,6 +774,9 @@ mod tests {
                         "cluster_mode"
                     }
                     .into(),
+                    restart_time: 0,
+                    exit_code: None,
+                    listen_timeout: None,
                 })
                 .collect())
         }

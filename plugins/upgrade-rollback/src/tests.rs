@@ -149,6 +149,9 @@ fn only_this_customer_s_candidates_are_deleted() {
         cwd: String::new(),
         exec_path: String::new(),
         exec_mode: "cluster_mode".into(),
+        restart_time: 0,
+        exit_code: None,
+        listen_timeout: None,
     };
     let list = [
         app("shop.test-backend"),

@@ -52,6 +52,8 @@ pub struct Shop {
     pub domain: String,
     pub ports: [u16; 3],
     pub pm2_home: tempfile::TempDir,
+    /// `NODE_CLUSTER_SCHED_POLICY` of this shop's PM2 daemon (None: Node's default, `rr`).
+    pub cluster_sched: Option<&'static str>,
 }
 
 impl Shop {
@@ -82,6 +84,7 @@ impl Shop {
             domain,
             ports,
             pm2_home: tempfile::tempdir().unwrap(),
+            cluster_sched: None,
         };
         let migrate = Command::new("node")
             .arg("migrate.js")
@@ -94,6 +97,29 @@ impl Shop {
             String::from_utf8_lossy(&migrate.stderr)
         );
         shop
+    }
+
+    /// [`Shop::new`], with apps that take `warmup` to listen after they start, like NestJS or
+    /// Next.js apps that load for a second first: `LISTEN_DELAY_MS` in every service's `.env`
+    /// (the fixture's servers delay their `listen` by it).
+    pub fn with_warmup(tag: &str, warmup: Duration) -> Self {
+        let shop = Shop::new(tag);
+        for svc in SERVICES {
+            let env = shop.dir().join(svc).join(".env");
+            let mut text = std::fs::read_to_string(&env).unwrap();
+            text.push_str(&format!("LISTEN_DELAY_MS={}\n", warmup.as_millis()));
+            std::fs::write(&env, text).unwrap();
+        }
+        shop
+    }
+
+    /// Runs this shop's PM2 daemon with `NODE_CLUSTER_SCHED_POLICY=<policy>`: call it before
+    /// the first `pm2` command ([`Shop::start`]), which starts the daemon. With `none` the
+    /// workers accept from the shared socket themselves, and a worker that shuts down loses no
+    /// connection (with `rr` about one in twenty shutdowns does: docs/upgrades.md, Downtime).
+    pub fn cluster_sched(mut self, policy: &'static str) -> Self {
+        self.cluster_sched = Some(policy);
+        self
     }
 
     /// The customer folder.
@@ -182,12 +208,14 @@ impl Shop {
     /// `pm2 <args>` against this shop's daemon, from the customer folder (never from inside
     /// `current`: PM2-NOTES.md).
     pub fn pm2(&self, args: &[&str]) -> Output {
-        Command::new("pm2")
-            .args(args)
+        let mut cmd = Command::new("pm2");
+        cmd.args(args)
             .current_dir(self.dir())
-            .env("PM2_HOME", self.pm2_home.path())
-            .output()
-            .unwrap()
+            .env("PM2_HOME", self.pm2_home.path());
+        if let Some(policy) = self.cluster_sched {
+            cmd.env("NODE_CLUSTER_SCHED_POLICY", policy);
+        }
+        cmd.output().unwrap()
     }
 
     /// Starts the apps from the ecosystem file and waits until they answer.
