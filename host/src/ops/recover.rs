@@ -365,8 +365,3 @@ fn now_rfc3339() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
-
-/// For tests and tools: where a customer's run journal is.
-pub fn journal_file(settings: &Settings, domain: &str) -> PathBuf {
-    journal_path(settings, domain)
-}
