@@ -17,7 +17,7 @@ use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault, ListQuery, RunPath};
 use super::{blocking, customers};
 use crate::service::{AppState, hub};
-use crate::store::{NewRun, RunFilter, RunRecord, RunState, Store, StoreResult};
+use crate::store::{NewRun, RunFilter, RunRecord, RunState};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -140,18 +140,7 @@ pub(super) struct Submitted {
     events_url: String,
 }
 
-/// The customer's active (queued or running) run, the running one first.
-pub(super) fn active_run(store: &dyn Store, customer: &str) -> StoreResult<Option<RunRecord>> {
-    let runs = store.runs(&RunFilter {
-        customer_id: Some(customer.to_owned()),
-        limit: Some(1000),
-    })?;
-    Ok(runs
-        .iter()
-        .find(|r| r.state == RunState::Running)
-        .or_else(|| runs.iter().find(|r| r.state.is_active()))
-        .cloned())
-}
+pub(super) use crate::ops::backups::active_run;
 
 /// Queues `pipeline` for `customer` and answers 202 with the run id and where to follow it;
 /// 404 for an unknown customer, 409 (naming the active run) when the customer is busy and the

@@ -36,8 +36,11 @@ pub enum DeleteError {
 }
 
 /// The customer's active (queued or running) run, the running one first.
-pub fn active_run(state: &AppState, customer: &str) -> anyhow::Result<Option<RunRecord>> {
-    let runs = state.store.runs(&crate::store::RunFilter {
+pub fn active_run(
+    store: &dyn crate::store::Store,
+    customer: &str,
+) -> crate::store::StoreResult<Option<RunRecord>> {
+    let runs = store.runs(&crate::store::RunFilter {
         customer_id: Some(customer.to_owned()),
         limit: Some(1000),
     })?;
@@ -57,7 +60,9 @@ pub fn delete(
     backup_id: &str,
     actor: Option<&str>,
 ) -> Result<u64, DeleteError> {
-    if let Some(run) = active_run(state, &customer.id)? {
+    if let Some(run) =
+        active_run(state.store.as_ref(), &customer.id).map_err(anyhow::Error::from)?
+    {
         return Err(DeleteError::Busy(Box::new(run)));
     }
     let dir = crate::sandbox::open_customer(&state.settings.customers_root, &customer.domain)
