@@ -96,15 +96,30 @@ pub fn acquire(
         "pid {} run {run_id} pipeline {pipeline}",
         std::process::id()
     );
-    match try_lock(&path, &holder).with_context(|| format!("locking {}", path.display()))? {
-        Ok(file) => Ok(CustomerLock { _file: file }),
-        Err(holder) => Err(Busy {
-            domain: domain.to_owned(),
-            holder,
+    // A lock this process released can look held for a moment: a child forked by another
+    // thread (a granted program's supervisor) holds a copy of every open file until it closes
+    // them or execs. So when the holder is this very process, wait a little for that copy to go.
+    let ours = format!("pid {} ", std::process::id());
+    let until = std::time::Instant::now() + OWN_COPY_GRACE;
+    loop {
+        match try_lock(&path, &holder).with_context(|| format!("locking {}", path.display()))? {
+            Ok(file) => return Ok(CustomerLock { _file: file }),
+            Err(held_by) if held_by.starts_with(&ours) && std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(holder) => {
+                return Err(Busy {
+                    domain: domain.to_owned(),
+                    holder,
+                }
+                .into());
+            }
         }
-        .into()),
     }
 }
+
+/// How long a lock held by this same process is waited for (see [`acquire`]).
+const OWN_COPY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Takes `<data_dir>/serve.lock` without waiting: the first thing `serve` does, before it opens
 /// the store or recovers anything, so a second `serve` on the same data dir never marks the
