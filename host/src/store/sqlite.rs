@@ -257,6 +257,33 @@ fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerRecord> {
     })
 }
 
+/// Inside a write transaction: the customer is registered and has no active run (`Busy` names
+/// the running one if any, else the oldest queued).
+fn check_free(conn: &Connection, customer: &str) -> StoreResult<()> {
+    if get_customer(conn, customer)?.is_none() {
+        return Err(StoreError::UnknownCustomer(customer.to_owned()));
+    }
+    let active: Option<(String, String, String)> = conn
+        .query_row(
+            "SELECT id, pipeline, state FROM runs \
+             WHERE customer_id = ?1 AND state IN ('queued', 'running') \
+             ORDER BY state = 'running' DESC, seq LIMIT 1",
+            [customer],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .db()?;
+    match active {
+        Some((run_id, pipeline, state)) => Err(StoreError::Busy {
+            customer: customer.to_owned(),
+            run_id,
+            pipeline,
+            state: parse_state(&state).unwrap_or(RunState::Queued),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn get_customer(conn: &Connection, id: &str) -> StoreResult<Option<CustomerRecord>> {
     conn.query_row(
         "SELECT id, domain, tier, created_at, updated_at FROM customers WHERE id = ?1",
@@ -396,29 +423,10 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .db()?;
-        if get_customer(&tx, &run.customer_id)?.is_none() {
+        if !queue_if_busy {
+            check_free(&tx, &run.customer_id)?;
+        } else if get_customer(&tx, &run.customer_id)?.is_none() {
             return Err(StoreError::UnknownCustomer(run.customer_id.clone()));
-        }
-        // Name the running one if any, else the oldest queued.
-        let active: Option<(String, String, String)> = tx
-            .query_row(
-                "SELECT id, pipeline, state FROM runs \
-                 WHERE customer_id = ?1 AND state IN ('queued', 'running') \
-                 ORDER BY state = 'running' DESC, seq LIMIT 1",
-                [&run.customer_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .db()?;
-        if let Some((run_id, pipeline, state)) = active
-            && !queue_if_busy
-        {
-            return Err(StoreError::Busy {
-                customer: run.customer_id.clone(),
-                run_id,
-                pipeline,
-                state: parse_state(&state).unwrap_or(RunState::Queued),
-            });
         }
         let (now, _) = now();
         tx.execute(
@@ -445,27 +453,7 @@ impl Store for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .db()?;
-        if get_customer(&tx, &run.customer_id)?.is_none() {
-            return Err(StoreError::UnknownCustomer(run.customer_id.clone()));
-        }
-        let active: Option<(String, String, String)> = tx
-            .query_row(
-                "SELECT id, pipeline, state FROM runs \
-                 WHERE customer_id = ?1 AND state IN ('queued', 'running') \
-                 ORDER BY state = 'running' DESC, seq LIMIT 1",
-                [&run.customer_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .db()?;
-        if let Some((run_id, pipeline, state)) = active {
-            return Err(StoreError::Busy {
-                customer: run.customer_id.clone(),
-                run_id,
-                pipeline,
-                state: parse_state(&state).unwrap_or(RunState::Queued),
-            });
-        }
+        check_free(&tx, &run.customer_id)?;
         let (now, now_ms) = now();
         let expires = now_ms.saturating_add(duration_ms(lease));
         tx.execute(
