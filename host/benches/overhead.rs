@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qodify_host::bindings::types;
-use qodify_host::caps::{CancelToken, StepHost};
+use qodify_host::engine::bindings::types;
+use qodify_host::engine::caps::{CancelToken, StepHost};
+use qodify_host::engine::plugins::read_hashed;
+use qodify_host::engine::runtime::{Runtime, StepCall};
+use qodify_host::engine::sandbox::MountTable;
 use qodify_host::events::NullSink;
-use qodify_host::plugins::read_hashed;
-use qodify_host::runtime::{Runtime, StepCall};
-use qodify_host::sandbox::MountTable;
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
@@ -43,23 +43,14 @@ fn main() {
             mounts: vec![],
             previous: vec![],
         },
-        host: StepHost {
-            step_id: "noop".into(),
-            mounts: MountTable::default(),
-            commands: vec![],
-            http: vec![],
-            approvals: None,
-            events: Arc::new(NullSink),
-            cancel: CancelToken::default(),
-            deadline: Instant::now() + Duration::from_secs(60),
-            max_log_lines: 1000,
-            log_lines: 0,
-            last_progress: None,
-            secrets: vec![],
-            confinement: qodify_host::confine::Confinement::new(Default::default()),
-            work: None,
-            host_paths: Default::default(),
-        },
+        host: StepHost::new(
+            "noop",
+            MountTable::default(),
+            Arc::new(NullSink),
+            CancelToken::default(),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .with_max_log_lines(1000),
         memory_bytes: 64 << 20,
         timeout: Duration::from_secs(60),
     };
@@ -106,7 +97,7 @@ fn main() {
 
 /// p50/p99 of starting `/bin/true` plain, supervised and confined.
 fn confinement() {
-    use qodify_host::confine::{Confinement, Mode, Policy};
+    use qodify_host::engine::confine::{Confinement, Mode, Policy};
     let landlock = Confinement::new(Mode::Landlock);
     let off = Confinement {
         mode: Mode::Off,

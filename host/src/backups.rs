@@ -265,10 +265,10 @@ impl Partial {
                 })?;
                 let (size, sha) = match known.get(&name) {
                     Some((size, sha)) => (*size, (*sha).to_owned()),
-                    None => crate::executor::hash_file_at(
+                    None => crate::files::hash_file_at(
                         &self.dir,
                         entry.file_name().as_os_str(),
-                        crate::executor::HashBounds {
+                        crate::files::HashBounds {
                             expect_size: Some(a.size),
                             deadline: None,
                         },
@@ -325,7 +325,7 @@ fn read_small(dir: &Dir, path: &Path, cap: u64) -> std::io::Result<String> {
         return Err(std::io::Error::other(format!(
             "{} bytes, more than the {} a host reads",
             meta.len(),
-            crate::runtime::human_bytes(cap)
+            crate::pipeline::units::human_bytes(cap)
         )));
     }
     let mut text = String::new();
@@ -426,11 +426,11 @@ pub fn verify(customer: &Dir, id: &str) -> Result<Vec<Problem>> {
     let manifest = read_manifest(&dir)?;
     let mut problems = Vec::new();
     for a in &manifest.artifacts {
-        let bounds = crate::executor::HashBounds {
+        let bounds = crate::files::HashBounds {
             expect_size: Some(a.size),
             deadline: None,
         };
-        match crate::executor::hash_file_at(&dir, std::ffi::OsStr::new(&a.file), bounds) {
+        match crate::files::hash_file_at(&dir, std::ffi::OsStr::new(&a.file), bounds) {
             Ok((size, sha)) => {
                 if size != a.size {
                     problems.push(Problem {
@@ -612,18 +612,18 @@ mod tests {
         let name = std::ffi::OsStr::new("a.tar.gz");
         let started = Instant::now();
         // Claimed to be small: refused from its size alone.
-        let bounds = crate::executor::HashBounds {
+        let bounds = crate::files::HashBounds {
             expect_size: Some(10),
             deadline: None,
         };
-        let err = crate::executor::hash_file_at(&dir, name, bounds).unwrap_err();
+        let err = crate::files::hash_file_at(&dir, name, bounds).unwrap_err();
         assert!(err.to_string().contains("not the 10 expected"), "{err}");
         // Claimed at its real size: stopped at the deadline.
-        let bounds = crate::executor::HashBounds {
+        let bounds = crate::files::HashBounds {
             expect_size: Some(1 << 40),
             deadline: Some(Instant::now() + Duration::from_millis(300)),
         };
-        let err = crate::executor::hash_file_at(&dir, name, bounds).unwrap_err();
+        let err = crate::files::hash_file_at(&dir, name, bounds).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
         assert!(err.to_string().contains("of 1 TiB"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(10));

@@ -1,21 +1,28 @@
 //! qodify-host: runs customer backup, restore and upgrade pipelines as sandboxed WebAssembly step
 //! plugins. See `ARCHITECTURE.md` for the bird's-eye view.
+//!
+//! Three layers, each using only the ones below it:
+//! - surfaces: the CLI (`main.rs`, `ui.rs`) and the HTTP API ([`api`]) parse, call one use case
+//!   and render;
+//! - use cases ([`ops`]): plan, run, recover, delete, reconcile, serve start-up, over
+//!   [`ops::AppState`];
+//! - the [`engine`] (executor, runtime, sandbox, capabilities, confinement, lock), the
+//!   [`pipeline`] loader, the [`store`], and what they share: [`customer`], [`backups`] (backup
+//!   folder rules), [`releases`], [`events`], [`files`], [`settings`].
 
+// Surfaces.
 pub mod api;
-pub mod backups;
-pub mod bindings;
-pub mod caps;
-pub mod confine;
-pub mod customer;
-pub mod events;
-pub mod executor;
-pub mod lock;
+
+// Use cases.
 pub mod ops;
+
+// Engine, loader, store, and what they share.
+pub mod backups;
+pub mod customer;
+pub mod engine;
+pub mod events;
+pub mod files;
 pub mod pipeline;
-pub mod plugins;
 pub mod releases;
-pub mod runtime;
-pub mod sandbox;
-pub mod service;
 pub mod settings;
 pub mod store;

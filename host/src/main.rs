@@ -11,15 +11,16 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use qodify_host::caps::CancelToken;
 use qodify_host::customer::Customer;
+use qodify_host::engine::caps::CancelToken;
+use qodify_host::engine::executor;
+use qodify_host::engine::plugins::Catalog;
+use qodify_host::engine::runtime::Runtime;
 use qodify_host::events::RunStatus;
-use qodify_host::executor;
 use qodify_host::ops;
+use qodify_host::pipeline::units::human_bytes;
 use qodify_host::pipeline::{self, Pipeline};
-use qodify_host::plugins::Catalog;
 use qodify_host::releases;
-use qodify_host::runtime::{Runtime, human_bytes};
 use qodify_host::settings::{Overrides, Settings};
 
 /// Runs Qodify customer backup, restore and upgrade pipelines as sandboxed WebAssembly plugins.
@@ -300,7 +301,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve_cmd(settings, args),
         Command::Approve { run_id, reject, by } => {
             let by = by.or_else(|| std::env::var("USER").ok());
-            let request = qodify_host::caps::approvals::decide(
+            let request = qodify_host::engine::caps::approvals::decide(
                 &settings.data_dir,
                 &run_id,
                 !reject,
@@ -499,105 +500,15 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&loaded.plan)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let plan = &loaded.plan;
-    println!(
-        "pipeline {} for {} ({})",
-        plan.pipeline,
-        loaded.customer.domain,
-        settings
+    let confinement = qodify_host::engine::confine::Confinement::new(settings.commands.confinement);
+    ui::print_plan(
+        &loaded.plan,
+        &settings
             .customers_root
-            .join(loaded.customer.domain.as_str())
-            .display()
+            .join(loaded.customer.domain.as_str()),
+        &confinement.describe(),
+        &settings.ceilings,
     );
-    let confinement = qodify_host::confine::Confinement::new(settings.commands.confinement);
-    println!("commands: {}", confinement.describe());
-    println!("params:");
-    for (k, v) in &plan.params {
-        println!("  {k} = {}", serde_json::to_string(v)?);
-    }
-    let sections = [
-        ("steps", &plan.stages),
-        (
-            "on success (after the backup is complete)",
-            &plan.on_success,
-        ),
-        ("on failure", &plan.on_failure),
-        ("finally", &plan.finally),
-    ];
-    for (title, stages) in sections {
-        if stages.is_empty() {
-            continue;
-        }
-        println!("{title}:");
-        for stage in stages.iter() {
-            let ind = if let Some(g) = &stage.group {
-                println!("  group {g} (these steps run at the same time):");
-                "    "
-            } else {
-                "  "
-            };
-            for s in &stage.steps {
-                let pin = s
-                    .sha256
-                    .as_deref()
-                    .map(|p| format!(" sha256={}", &p[..12.min(p.len())]))
-                    .unwrap_or_default();
-                println!("{ind}- {} [{}{}]", s.id, s.plugin, pin);
-                for m in &s.mounts {
-                    let root = qodify_host::sandbox::root_name(m.from);
-                    println!(
-                        "{ind}    mount {} <- {root}:{}/ ({}{}{}){}",
-                        m.guest,
-                        m.path.display(),
-                        if m.writable {
-                            "read-write"
-                        } else {
-                            "read-only"
-                        },
-                        if m.create { ", created if missing" } else { "" },
-                        if m.optional { ", optional" } else { "" },
-                        m.reason
-                            .as_deref()
-                            .map(|r| format!(" — {r}"))
-                            .unwrap_or_default()
-                    );
-                }
-                for c in &s.commands {
-                    // Shown only when granted: most programs get no network at all.
-                    let endpoints = |key: &str, grants: &[pipeline::NetGrant]| {
-                        if grants.is_empty() {
-                            return String::new();
-                        }
-                        let list: Vec<String> = grants.iter().map(ToString::to_string).collect();
-                        format!(" {key} [{}]", list.join(", "))
-                    };
-                    println!(
-                        "{ind}    command {} args [{}] env [{}]{}{}{}",
-                        c.program,
-                        c.args.join(" "),
-                        c.env.join(", "),
-                        endpoints("net", &c.net),
-                        endpoints("bind", &c.bind),
-                        c.reason
-                            .as_deref()
-                            .map(|r| format!(" — {r}"))
-                            .unwrap_or_default()
-                    );
-                }
-                let c = &settings.ceilings;
-                println!(
-                    "{ind}    limits memory {} timeout {}",
-                    human_bytes(s.limits.memory_bytes.unwrap_or(c.default_memory_bytes)),
-                    qodify_host::runtime::human_duration(
-                        s.limits.timeout.unwrap_or(c.default_timeout)
-                    )
-                );
-            }
-        }
-    }
-    for s in &plan.skipped {
-        println!("skipped: {} ({})", s.id, s.reason);
-    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -619,38 +530,6 @@ fn exit_code(status: RunStatus) -> ExitCode {
     }
 }
 
-/// Tells what finishing an interrupted run did (stderr, or a JSON line).
-fn report_recovered(r: &ops::recover::Recovered, json: bool) {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "event": "recovered",
-                "runId": r.journal.run_id,
-                "pipeline": r.journal.spec.pipeline,
-                "complete": r.complete,
-                "result": r.outcome,
-            })
-        );
-    } else {
-        eprintln!(
-            "run {} ({}) had been interrupted; its on_failure steps {}{}",
-            r.journal.run_id,
-            r.journal.spec.pipeline,
-            if r.complete {
-                "put the customer back"
-            } else {
-                "FAILED"
-            },
-            if r.outcome.rolled_back.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", r.outcome.rolled_back.join("; "))
-            }
-        );
-    }
-}
-
 /// Who a CLI command acts as in the history and audit log: `cli:<user>`.
 fn cli_actor() -> String {
     let user = std::env::var("SUDO_USER")
@@ -662,19 +541,18 @@ fn cli_actor() -> String {
 }
 
 /// The data dir's shared state, for a CLI command: the same store `serve` keeps.
-fn cli_state(settings: &Settings) -> Result<qodify_host::service::AppState> {
+fn cli_state(settings: &Settings) -> Result<qodify_host::ops::AppState> {
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()
         .into_owned();
-    qodify_host::service::AppState::open(
+    qodify_host::ops::AppState::open(
         settings.clone(),
         format!("cli:{host}:{}", std::process::id()),
     )
 }
 
 fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCode> {
-    use qodify_host::service::worker;
     let customer = args.customer()?;
     let spec = args.spec();
     // Checked before anything is recorded: a bad pipeline, tier, param or customer folder is
@@ -686,10 +564,11 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
         spec.tier.as_deref(),
     )?;
     pipeline::check_params(&pipeline, &spec.params)?;
-    qodify_host::sandbox::open_customer(&settings.customers_root, customer.domain.as_str())?;
+    qodify_host::engine::sandbox::open_customer(
+        &settings.customers_root,
+        customer.domain.as_str(),
+    )?;
     let state = cli_state(settings)?;
-    let actor = cli_actor();
-    let record = state.registered(&customer, args.customer_id.is_some())?;
     let ui = Arc::new(ui::Ui::new(ui_mode(args.json), verbose));
     let cancel = CancelToken::default();
     {
@@ -705,65 +584,19 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let recorded = match record {
-        // Recorded in the data dir's store like a run of `serve`: history, events, audit.
-        Some(record) => {
-            let run = state
-                .start(&qodify_host::store::NewRun {
-                    id: executor::new_run_id(),
-                    customer_id: record.id.clone(),
-                    pipeline: spec.pipeline.clone(),
-                    params: spec.params.clone(),
-                    triggered_by: Some(actor),
-                })
-                .map_err(|e| match e {
-                    qodify_host::store::StoreError::Busy {
-                        run_id,
-                        pipeline,
-                        state,
-                        ..
-                    } => anyhow::anyhow!(
-                        "customer {} already has an active run ({pipeline} {run_id}, {state}); wait for it to finish or cancel it",
-                        customer.domain
-                    ),
-                    other => other.into(),
-                })?;
-            worker::execute_recorded(
-                &state,
-                run,
-                worker::Extra {
-                    tier: spec.tier.clone(),
-                    events: Some(ui.clone()),
-                    cancel: Some(cancel),
-                },
-            )
-            .map_err(|e| anyhow::anyhow!(e))?
-        }
-        // A customer installer-api never registered: nothing to record it under.
-        None => {
-            let ran = ops::recover::run(
-                ops::recover::Engine {
-                    runtime: &state.runtime,
-                    settings,
-                    catalog: &state.catalog,
-                },
-                ops::recover::NewRun {
-                    customer: &customer,
-                    spec: &spec,
-                    run_id: executor::new_run_id(),
-                    events: ui.clone(),
-                    recovery_events: ui.clone(),
-                    cancel,
-                },
-            )?;
-            worker::Recorded {
-                outcome: ran.outcome,
-                recovered: ran.recovered,
-            }
-        }
-    };
+    let recorded = ops::run::run_now(
+        &state,
+        ops::run::RunNow {
+            customer: &customer,
+            explicit_id: args.customer_id.is_some(),
+            spec: &spec,
+            actor: cli_actor(),
+            events: ui.clone(),
+            cancel,
+        },
+    )?;
     if let Some(r) = &recorded.recovered {
-        report_recovered(r, args.json);
+        ui::report_recovered(r, args.json);
     }
     let outcome = recorded.outcome;
     if args.json {
@@ -779,7 +612,7 @@ fn recover_cmd(settings: &Settings, args: &RecoverArgs, verbose: bool) -> Result
     let customer = Customer::new(&args.customer, None)?;
     let domain = customer.domain.as_str();
     if args.discard {
-        let _lock = qodify_host::lock::acquire(
+        let _lock = qodify_host::engine::lock::acquire(
             &settings.customers_root,
             domain,
             "recovery",
@@ -810,7 +643,7 @@ fn recover_cmd(settings: &Settings, args: &RecoverArgs, verbose: bool) -> Result
             Ok(ExitCode::SUCCESS)
         }
         Some(r) => {
-            report_recovered(&r, args.json);
+            ui::report_recovered(&r, args.json);
             Ok(if r.complete {
                 ExitCode::SUCCESS
             } else {
@@ -824,8 +657,8 @@ fn plugins_list(settings: &Settings, json: bool) -> Result<ExitCode> {
     let cat = catalog(settings);
     let mut rows = Vec::new();
     for p in cat.iter() {
-        let bytes = qodify_host::plugins::read_hashed(&p.path)?;
-        let imports = qodify_host::plugins::imports(&bytes.bytes).unwrap_or_default();
+        let bytes = qodify_host::engine::plugins::read_hashed(&p.path)?;
+        let imports = qodify_host::engine::plugins::imports(&bytes.bytes).unwrap_or_default();
         // The host interfaces it can ask for; WASI (files in its mounts, clocks, random) is always there.
         let host: Vec<String> = imports
             .iter()
@@ -843,32 +676,17 @@ fn plugins_list(settings: &Settings, json: bool) -> Result<ExitCode> {
     } else if rows.is_empty() {
         eprintln!("{}", cat.hint());
     } else {
-        println!(
-            "{:<20} {:<64} {:>9}  {:<36} path",
-            "id", "sha256", "size", "asks for"
-        );
-        for r in &rows {
-            let asks: Vec<&str> = r["host_interfaces"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
-            println!(
-                "{:<20} {:<64} {:>9}  {:<36} {}",
-                r["id"].as_str().unwrap_or_default(),
-                r["sha256"].as_str().unwrap_or_default(),
-                human_bytes(r["size"].as_u64().unwrap_or(0)),
-                asks.join(", "),
-                r["path"].as_str().unwrap_or_default()
-            );
-        }
+        ui::print_plugins(&rows);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn open_customer(settings: &Settings, domain: &str) -> Result<(Customer, cap_std::fs::Dir)> {
     let customer = Customer::new(domain, None)?;
-    let dir =
-        qodify_host::sandbox::open_customer(&settings.customers_root, customer.domain.as_str())?;
+    let dir = qodify_host::engine::sandbox::open_customer(
+        &settings.customers_root,
+        customer.domain.as_str(),
+    )?;
     Ok((customer, dir))
 }
 
@@ -886,38 +704,7 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
                 eprintln!("no backups for {customer}");
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "{:<16} {:<7} {:>10} {:>8}  artifacts",
-                "id", "type", "size", "seconds"
-            );
-            for b in &list {
-                let field = |k: &str| b.manifest.rest.get(k).cloned().unwrap_or_default();
-                let kind = field("type");
-                let secs = field("stats")
-                    .get("durationSeconds")
-                    .cloned()
-                    .unwrap_or_default();
-                let files: Vec<&str> = b
-                    .manifest
-                    .artifacts
-                    .iter()
-                    .map(|a| a.file.as_str())
-                    .collect();
-                println!(
-                    "{:<16} {:<7} {:>10} {:>8}  {}{}",
-                    b.id,
-                    kind.as_str().unwrap_or("-"),
-                    human_bytes(b.size),
-                    secs.as_f64()
-                        .map(|s| format!("{s:.1}"))
-                        .unwrap_or_else(|| "-".into()),
-                    files.join(", "),
-                    b.pinned
-                        .as_deref()
-                        .map(|r| format!("  [pinned: {r}]"))
-                        .unwrap_or_default()
-                );
-            }
+            ui::print_backups(&list);
             Ok(ExitCode::SUCCESS)
         }
         BackupsCommand::Verify { customer, id } => {
@@ -991,41 +778,25 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
 }
 
 fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
-    use qodify_host::service::{self, AppState};
-
     if let Some(listen) = args.listen {
         settings.listen = listen;
     }
     if settings.api_token.is_none() {
         eprintln!("warning: QODIFY_API_TOKEN is not set: every /api request will be refused (503)");
     }
-    let confinement = qodify_host::confine::Confinement::new(settings.commands.confinement);
+    let confinement = qodify_host::engine::confine::Confinement::new(settings.commands.confinement);
     eprintln!("commands: {}", confinement.describe());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        qodify_host::executor::private_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating {}", settings.data_dir.display()))?;
-        // Before the store is opened or anything recovered: a second serve on this data dir
-        // would otherwise take the first one's runs for interrupted and remove their output.
-        let _serve_lock = qodify_host::lock::serve(&settings.data_dir)?;
-        let host_id = service::worker::host_id(&settings);
-        let state = AppState::open(settings.clone(), host_id)?;
-        // Recovery may run steps (an upgrade's rollback): blocking work, off the async threads.
-        let recovered = {
-            let state = state.clone();
-            tokio::task::spawn_blocking(move || service::worker::recover(&state))
-                .await
-                .context("recovering interrupted runs")??
-        };
-        for r in &recovered {
+        let started = ops::serve::start(settings.clone(), args.workers).await?;
+        for r in &started.recovered {
             eprintln!(
                 "run {} ({} for customer {}) was interrupted by the last stop",
                 r.id, r.pipeline, r.customer_id
             );
         }
-        tokio::spawn(service::worker::run_workers(state.clone(), args.workers));
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
             .with_context(|| {
@@ -1038,48 +809,21 @@ fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
         println!("listening on http://{}", listener.local_addr()?);
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        let shutdown_state = state.clone();
-        axum::serve(listener, qodify_host::api::router(state))
+        let state = started.state.clone();
+        axum::serve(listener, qodify_host::api::router(started.state.clone()))
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 eprintln!(
                     "stopping: no new requests; running runs get {}s to finish",
                     args.grace
                 );
-                let until = std::time::Instant::now() + std::time::Duration::from_secs(args.grace);
-                loop {
-                    let n = shutdown_state.running.lock().map(|m| m.len()).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    if std::time::Instant::now() >= until {
-                        eprintln!("cancelling {n} running run(s)");
-                        for token in shutdown_state
-                            .running
-                            .lock()
-                            .map(|m| m.values().cloned().collect::<Vec<_>>())
-                            .unwrap_or_default()
-                        {
-                            token.cancel();
-                        }
-                        // Let them record `cancelled` and remove their partial output.
-                        for _ in 0..100 {
-                            if shutdown_state
-                                .running
-                                .lock()
-                                .map(|m| m.is_empty())
-                                .unwrap_or(true)
-                            {
-                                break;
-                            }
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
+                ops::serve::drain(&state, std::time::Duration::from_secs(args.grace), |m| {
+                    eprintln!("{m}")
+                })
+                .await;
             })
             .await?;
+        drop(started);
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

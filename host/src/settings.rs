@@ -93,7 +93,7 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandSettings {
     /// `confinement`: `landlock` (the default) or `off`.
-    pub confinement: crate::confine::Mode,
+    pub confinement: ConfinementMode,
     /// `host_paths`: host folders a program may change besides the step's mounts, by program
     /// name. By default `pm2` gets its daemon's home (`$PM2_HOME`, else `~/.pm2`): the CLI talks
     /// to the daemon through sockets and files there.
@@ -103,7 +103,7 @@ pub struct CommandSettings {
 impl Default for CommandSettings {
     fn default() -> Self {
         Self {
-            confinement: crate::confine::Mode::default(),
+            confinement: ConfinementMode::default(),
             host_paths: Self::defaults(),
         }
     }
@@ -126,7 +126,7 @@ impl CommandSettings {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileCommands {
-    confinement: Option<crate::confine::Mode>,
+    confinement: Option<ConfinementMode>,
     host_paths: Option<BTreeMap<String, Vec<PathBuf>>>,
 }
 
@@ -455,6 +455,18 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(total)
 }
 
+/// What the host does to the programs steps run (`commands.confinement` in the settings).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfinementMode {
+    /// Every granted program runs in a Landlock domain; steps with command grants are refused
+    /// where the kernel has no Landlock.
+    #[default]
+    Landlock,
+    /// Programs run with the host's rights (only for kernels without Landlock, and said loudly).
+    Off,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,13 +497,13 @@ mod tests {
             "[commands]\nconfinement = \"off\"\n[commands.host_paths]\npm2 = [\"/srv/pm2\"]\n",
         )
         .unwrap();
-        assert_eq!(s.commands.confinement, crate::confine::Mode::Off);
+        assert_eq!(s.commands.confinement, ConfinementMode::Off);
         assert_eq!(
             s.commands.host_paths["pm2"],
             vec![PathBuf::from("/srv/pm2")]
         );
         let s = load("").unwrap();
-        assert_eq!(s.commands.confinement, crate::confine::Mode::Landlock);
+        assert_eq!(s.commands.confinement, ConfinementMode::Landlock);
         let err = load("[commands.host_paths]\npm2 = [\"relative\"]\n").unwrap_err();
         assert!(
             format!("{err:#}").contains("not an absolute path"),

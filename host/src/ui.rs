@@ -1,5 +1,5 @@
-//! Terminal rendering of run events: progress bars on a terminal, plain lines otherwise, JSON
-//! lines with `--json`.
+//! What the CLI shows people: run events (progress bars on a terminal, plain lines otherwise,
+//! JSON lines with `--json`), plans, tables of plugins and backups, and recoveries.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qodify_host::events::{Event, EventSink, LogLevel, RunStatus};
-use qodify_host::runtime::human_bytes;
+use qodify_host::pipeline::units::{human_bytes, human_duration};
 
 /// How the CLI shows a run.
 pub enum Mode {
@@ -201,5 +201,197 @@ impl EventSink for Ui {
                 }
             }
         }
+    }
+}
+
+/// Prints what a plan will do for the customer in `folder`: params, each step's plugin, mounts,
+/// programs and limits, and the skipped steps.
+pub fn print_plan(
+    plan: &qodify_host::pipeline::Plan,
+    folder: &std::path::Path,
+    confinement: &str,
+    ceilings: &qodify_host::settings::Ceilings,
+) {
+    println!(
+        "pipeline {} for {} ({})",
+        plan.pipeline,
+        folder.file_name().unwrap_or_default().to_string_lossy(),
+        folder.display()
+    );
+    println!("commands: {confinement}");
+    println!("params:");
+    for (k, v) in &plan.params {
+        println!("  {k} = {}", serde_json::to_string(v).unwrap_or_default());
+    }
+    let sections = [
+        ("steps", &plan.stages),
+        (
+            "on success (after the backup is complete)",
+            &plan.on_success,
+        ),
+        ("on failure", &plan.on_failure),
+        ("finally", &plan.finally),
+    ];
+    for (title, stages) in sections {
+        if stages.is_empty() {
+            continue;
+        }
+        println!("{title}:");
+        for stage in stages.iter() {
+            let ind = if let Some(g) = &stage.group {
+                println!("  group {g} (these steps run at the same time):");
+                "    "
+            } else {
+                "  "
+            };
+            for s in &stage.steps {
+                let pin = s
+                    .sha256
+                    .as_deref()
+                    .map(|p| format!(" sha256={}", &p[..12.min(p.len())]))
+                    .unwrap_or_default();
+                println!("{ind}- {} [{}{}]", s.id, s.plugin, pin);
+                for m in &s.mounts {
+                    let root = qodify_host::engine::sandbox::root_name(m.from);
+                    println!(
+                        "{ind}    mount {} <- {root}:{}/ ({}{}{}){}",
+                        m.guest,
+                        m.path.display(),
+                        if m.writable {
+                            "read-write"
+                        } else {
+                            "read-only"
+                        },
+                        if m.create { ", created if missing" } else { "" },
+                        if m.optional { ", optional" } else { "" },
+                        m.reason
+                            .as_deref()
+                            .map(|r| format!(" — {r}"))
+                            .unwrap_or_default()
+                    );
+                }
+                for c in &s.commands {
+                    // Shown only when granted: most programs get no network at all.
+                    let endpoints = |key: &str, grants: &[qodify_host::pipeline::NetGrant]| {
+                        if grants.is_empty() {
+                            return String::new();
+                        }
+                        let list: Vec<String> = grants.iter().map(ToString::to_string).collect();
+                        format!(" {key} [{}]", list.join(", "))
+                    };
+                    println!(
+                        "{ind}    command {} args [{}] env [{}]{}{}{}",
+                        c.program,
+                        c.args.join(" "),
+                        c.env.join(", "),
+                        endpoints("net", &c.net),
+                        endpoints("bind", &c.bind),
+                        c.reason
+                            .as_deref()
+                            .map(|r| format!(" — {r}"))
+                            .unwrap_or_default()
+                    );
+                }
+                let c = ceilings;
+                println!(
+                    "{ind}    limits memory {} timeout {}",
+                    human_bytes(s.limits.memory_bytes.unwrap_or(c.default_memory_bytes)),
+                    human_duration(s.limits.timeout.unwrap_or(c.default_timeout))
+                );
+            }
+        }
+    }
+    for s in &plan.skipped {
+        println!("skipped: {} ({})", s.id, s.reason);
+    }
+}
+
+/// Tells what finishing an interrupted run did (stderr, or a JSON line).
+pub fn report_recovered(r: &qodify_host::ops::recover::Recovered, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "event": "recovered",
+                "runId": r.journal.run_id,
+                "pipeline": r.journal.spec.pipeline,
+                "complete": r.complete,
+                "result": r.outcome,
+            })
+        );
+    } else {
+        eprintln!(
+            "run {} ({}) had been interrupted; its on_failure steps {}{}",
+            r.journal.run_id,
+            r.journal.spec.pipeline,
+            if r.complete {
+                "put the customer back"
+            } else {
+                "FAILED"
+            },
+            if r.outcome.rolled_back.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", r.outcome.rolled_back.join("; "))
+            }
+        );
+    }
+}
+
+/// Prints the plugin catalog as a table (rows as `plugins list --json` gives them).
+pub fn print_plugins(rows: &[serde_json::Value]) {
+    println!(
+        "{:<20} {:<64} {:>9}  {:<36} path",
+        "id", "sha256", "size", "asks for"
+    );
+    for r in rows {
+        let asks: Vec<&str> = r["host_interfaces"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<20} {:<64} {:>9}  {:<36} {}",
+            r["id"].as_str().unwrap_or_default(),
+            r["sha256"].as_str().unwrap_or_default(),
+            human_bytes(r["size"].as_u64().unwrap_or(0)),
+            asks.join(", "),
+            r["path"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+/// Prints a customer's complete backups as a table.
+pub fn print_backups(list: &[qodify_host::backups::Backup]) {
+    println!(
+        "{:<16} {:<7} {:>10} {:>8}  artifacts",
+        "id", "type", "size", "seconds"
+    );
+    for b in list {
+        let field = |k: &str| b.manifest.rest.get(k).cloned().unwrap_or_default();
+        let kind = field("type");
+        let secs = field("stats")
+            .get("durationSeconds")
+            .cloned()
+            .unwrap_or_default();
+        let files: Vec<&str> = b
+            .manifest
+            .artifacts
+            .iter()
+            .map(|a| a.file.as_str())
+            .collect();
+        println!(
+            "{:<16} {:<7} {:>10} {:>8}  {}{}",
+            b.id,
+            kind.as_str().unwrap_or("-"),
+            human_bytes(b.size),
+            secs.as_f64()
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            files.join(", "),
+            b.pinned
+                .as_deref()
+                .map(|r| format!("  [pinned: {r}]"))
+                .unwrap_or_default()
+        );
     }
 }

@@ -1149,7 +1149,7 @@ async fn metrics_count_runs_by_state_behind_the_token() {
     );
     assert!(r.text.contains("qodify_runs_executing 0"), "{}", r.text);
     // Says whether granted programs run confined on this kernel, and the mode asked for.
-    let enforced = qodify_host::confine::Confinement::new(Default::default()).enforced();
+    let enforced = qodify_host::engine::confine::Confinement::new(Default::default()).enforced();
     let line = format!(
         "qodify_commands_confined{{mode=\"landlock\"}} {}",
         u8::from(enforced)

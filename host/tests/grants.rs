@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use qodify_host::bindings::commands::{Command, OutputTarget};
-use qodify_host::caps::commands::check_grant;
 use qodify_host::customer;
+use qodify_host::engine::bindings::commands::{Command, OutputTarget};
+use qodify_host::engine::caps::commands::check_grant;
 use qodify_host::pipeline::{self, CommandGrant, Plan, RunInputs};
 
 fn shipped(name: &str) -> pipeline::Pipeline {

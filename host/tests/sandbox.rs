@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qodify_host::caps::CancelToken;
 use qodify_host::customer::Customer;
+use qodify_host::engine::caps::CancelToken;
+use qodify_host::engine::executor::{self, RunOutcome, RunRequest};
+use qodify_host::engine::plugins::Catalog;
+use qodify_host::engine::runtime::Runtime;
 use qodify_host::events::{MemorySink, RunStatus};
-use qodify_host::executor::{self, RunOutcome, RunRequest};
 use qodify_host::pipeline::{self, RunInputs};
-use qodify_host::plugins::Catalog;
-use qodify_host::runtime::Runtime;
 use qodify_host::settings::{Ceilings, Settings};
 
 fn target_dir() -> PathBuf {
@@ -464,16 +464,17 @@ fn a_grant_through_a_symlink_that_leads_out_is_refused() {
 fn plugins_list_what_they_import() {
     let fx = fixture();
     let probe = fx.catalog.get("sandbox-probe").unwrap();
-    let bytes = qodify_host::plugins::read_hashed(&probe.path).unwrap();
-    let imports = qodify_host::plugins::imports(&bytes.bytes).unwrap();
+    let bytes = qodify_host::engine::plugins::read_hashed(&probe.path).unwrap();
+    let imports = qodify_host::engine::plugins::imports(&bytes.bytes).unwrap();
     assert!(
         imports
             .iter()
             .any(|i| i == "qodify:pipeline/commands@0.1.1"),
         "{imports:?}"
     );
-    let noop = qodify_host::plugins::read_hashed(&fx.catalog.get("noop").unwrap().path).unwrap();
-    let imports = qodify_host::plugins::imports(&noop.bytes).unwrap();
+    let noop =
+        qodify_host::engine::plugins::read_hashed(&fx.catalog.get("noop").unwrap().path).unwrap();
+    let imports = qodify_host::engine::plugins::imports(&noop.bytes).unwrap();
     assert!(
         !imports
             .iter()
@@ -650,7 +651,7 @@ fn postgres_up() -> bool {
 #[test]
 fn granted_programs_cannot_reach_outside_the_grants_through_links_or_paths() {
     let fx = fixture();
-    if !qodify_host::confine::Confinement::new(Default::default()).enforced() {
+    if !qodify_host::engine::confine::Confinement::new(Default::default()).enforced() {
         assert!(std::env::var_os("CI").is_none(), "CI needs Landlock");
         return;
     }
@@ -810,7 +811,7 @@ fn tool(name: &str) -> bool {
 #[test]
 fn a_hostile_postinstall_script_is_confined_to_the_release_it_installs() {
     let fx = fixture();
-    if !qodify_host::confine::Confinement::new(Default::default()).enforced() {
+    if !qodify_host::engine::confine::Confinement::new(Default::default()).enforced() {
         assert!(std::env::var_os("CI").is_none(), "CI needs Landlock");
         return;
     }

@@ -11,8 +11,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{ApiQuery, ListQuery};
 use super::{blocking, customers};
-use crate::service::{AppState, now};
-use crate::store::{AuditEntry, Store};
+use crate::ops::AppState;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -86,27 +85,4 @@ async fn list(
         Ok(Json(AuditList { entries }))
     })
     .await
-}
-
-/// Appends to the audit log; a failure is logged and does not fail the request (what it records
-/// has already happened).
-pub(super) fn record(
-    store: &dyn Store,
-    actor: Option<&str>,
-    action: &str,
-    customer_id: Option<&str>,
-    run_id: Option<&str>,
-    detail: serde_json::Value,
-) {
-    let entry = AuditEntry {
-        at: now(),
-        actor: actor.map(str::to_owned),
-        action: action.to_owned(),
-        customer_id: customer_id.map(str::to_owned),
-        run_id: run_id.map(str::to_owned),
-        detail,
-    };
-    if let Err(e) = store.audit(&entry) {
-        tracing::warn!("cannot write audit entry {action}: {e}");
-    }
 }

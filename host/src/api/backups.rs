@@ -19,8 +19,8 @@ use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, BackupPath, CustomerPath, JsonOrDefault};
 use super::runs::Submitted;
 use super::{blocking, customers, runs};
+use crate::ops::AppState;
 use crate::ops::backups::DeleteError;
-use crate::service::AppState;
 use crate::store::{BackupRecord, CustomerRecord};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -268,13 +268,15 @@ pub(super) fn open_customer_dir(
     state: &AppState,
     customer: &CustomerRecord,
 ) -> Result<cap_std::fs::Dir, ApiError> {
-    crate::sandbox::open_customer(&state.settings.customers_root, &customer.domain).map_err(|e| {
-        tracing::info!("customer {}: {e}", customer.id);
-        ApiError::not_found(format!(
-            "customer {} has no folder on this host, so no backups",
-            customer.id
-        ))
-    })
+    crate::engine::sandbox::open_customer(&state.settings.customers_root, &customer.domain).map_err(
+        |e| {
+            tracing::info!("customer {}: {e}", customer.id);
+            ApiError::not_found(format!(
+                "customer {} has no folder on this host, so no backups",
+                customer.id
+            ))
+        },
+    )
 }
 
 /// Deletes one backup folder (refused while the backup is pinned or the customer busy).

@@ -10,9 +10,9 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiJson, ApiPath, CustomerPath};
-use super::{audit, blocking, runs};
+use super::{blocking, runs};
 use crate::customer::Domain;
-use crate::service::AppState;
+use crate::ops::AppState;
 use crate::store::{CustomerRecord, Store};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -125,7 +125,7 @@ async fn put_customer(
     let id = extract::customer_id(&id)?.to_owned();
     let domain = Domain::parse(&body.domain).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Some(tier) = &body.tier
-        && !crate::plugins::valid_id(tier)
+        && !crate::engine::plugins::valid_id(tier)
     {
         return Err(ApiError::bad_request(
             "tier must be 1-63 characters from a-z, 0-9 and `-` (it names pipelines/tiers/<tier>.toml)",
@@ -150,8 +150,7 @@ async fn put_customer(
             .as_ref()
             .is_none_or(|b| b.domain != record.domain || b.tier != record.tier);
         if changed {
-            audit::record(
-                store,
+            state.audit(
                 None,
                 if before.is_some() {
                     "customer.updated"

@@ -29,9 +29,9 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, BackupPath, JsonOrDefault};
 use super::openapi::Binary;
-use super::{audit, backups, blocking, customers};
+use super::{backups, blocking, customers};
 use crate::backups::{BACKUPS, MANIFEST};
-use crate::service::AppState;
+use crate::ops::AppState;
 use crate::settings::Settings;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -392,8 +392,7 @@ async fn download_url(
                 .ok()
         })
         .unwrap_or_default();
-    audit::record(
-        state.store.as_ref(),
+    state.audit(
         actor.as_deref(),
         "backup.download-url",
         Some(&id),
@@ -678,14 +677,7 @@ async fn serve(
         "via": via,
     });
     tokio::task::spawn_blocking(move || {
-        audit::record(
-            state.store.as_ref(),
-            Some(&via),
-            "backup.downloaded",
-            Some(&id),
-            None,
-            detail,
-        )
+        state.audit(Some(&via), "backup.downloaded", Some(&id), None, detail)
     });
     Ok(response)
 }

@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use super::blocking;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, RunPath};
-use crate::service::{AppState, LiveEvent};
+use crate::ops::{AppState, LiveEvent};
 use crate::store::Store;
 
 /// Comment lines that keep proxies from closing an idle stream.

@@ -31,7 +31,7 @@ use utoipa::{OpenApi as _, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::service::AppState;
+use crate::ops::AppState;
 
 pub use error::{ApiError, ApiProblem, PROBLEM_JSON};
 
@@ -151,7 +151,7 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
     }
     out.push_str("# HELP qodify_runs_executing Runs executing on this host now.\n# TYPE qodify_runs_executing gauge\n");
     out.push_str(&format!("qodify_runs_executing {executing}\n"));
-    let confinement = crate::confine::Confinement::new(state.settings.commands.confinement);
+    let confinement = crate::engine::confine::Confinement::new(state.settings.commands.confinement);
     out.push_str(&format!(
         "# HELP qodify_commands_confined 1 when granted programs run confined. {}\n# TYPE qodify_commands_confined gauge\n",
         confinement.describe()
@@ -159,8 +159,8 @@ async fn metrics(State(state): State<AppState>) -> Result<axum::response::Respon
     out.push_str(&format!(
         "qodify_commands_confined{{mode=\"{}\"}} {}\n",
         match confinement.mode {
-            crate::confine::Mode::Landlock => "landlock",
-            crate::confine::Mode::Off => "off",
+            crate::engine::confine::Mode::Landlock => "landlock",
+            crate::engine::confine::Mode::Off => "off",
         },
         u8::from(confinement.enforced())
     ));

@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiJson, ApiPath, CustomerPath};
 use super::runs::Submitted;
 use super::{backups, blocking, customers, runs};
-use crate::service::AppState;
+use crate::ops::AppState;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create))

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault, ListQuery, RunPath};
 use super::{blocking, customers};
-use crate::service::{AppState, hub};
+use crate::ops::{AppState, hub};
 use crate::store::{NewRun, RunFilter, RunRecord, RunState};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -205,15 +205,15 @@ async fn get_run(
             let mut view = RunView::from(r);
             if running {
                 view.approval =
-                    crate::caps::approvals::pending(&state.settings.data_dir, &id).map(|p| {
-                        ApprovalView {
+                    crate::engine::caps::approvals::pending(&state.settings.data_dir, &id).map(
+                        |p| ApprovalView {
                             step: p.step,
                             summary: p.summary,
                             details: p.details,
                             requested_at: p.requested_at,
                             expires_at: p.expires_at,
-                        }
-                    });
+                        },
+                    );
             }
             Ok(Json(view))
         }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::events::is_terminal;
 use super::{extract, token_matches};
-use crate::service::{AppState, LiveEvent};
+use crate::ops::{AppState, LiveEvent};
 use crate::store::{RunFilter, Store};
 
 /// Packets waiting for one client; a replay is paced to what the client takes.

@@ -16,9 +16,9 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiJson, ApiPath, CustomerPath, RunPath};
 use super::runs::Submitted;
-use super::{audit, blocking, customers, runs};
-use crate::caps::approvals::{self, DecideError, PendingApproval};
-use crate::service::AppState;
+use super::{blocking, customers, runs};
+use crate::engine::caps::approvals::DecideError;
+use crate::ops::AppState;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -158,35 +158,21 @@ async fn approve(
     let run_id = extract::run_id(&run_id)?;
     let by = extract::actor(body.by)?;
     blocking(move || {
-        let store = state.store.as_ref();
-        let run = store
-            .run(&run_id)?
-            .ok_or_else(|| ApiError::not_found(format!("no run {run_id}")))?;
-        let request: PendingApproval = approvals::decide(
-            &state.settings.data_dir,
-            &run_id,
-            body.approve,
-            by.as_deref(),
-        )
-        .map_err(|e| match e {
-            DecideError::NotWaiting(_) | DecideError::AlreadyDecided(_) => {
-                ApiError::conflict(e.to_string())
-            }
-            DecideError::BadRunId(_) => ApiError::bad_request(e.to_string()),
-            DecideError::Io { .. } => ApiError::internal("deciding an approval", e),
-        })?;
-        audit::record(
-            store,
-            by.as_deref(),
-            if body.approve {
-                "run.approved"
-            } else {
-                "run.rejected"
-            },
-            Some(&run.customer_id),
-            Some(&run_id),
-            serde_json::json!({ "step": request.step, "summary": request.summary }),
-        );
+        use crate::ops::approvals::{ApproveError, decide};
+        let request =
+            decide(&state, &run_id, body.approve, by.as_deref()).map_err(|e| match e {
+                ApproveError::NoSuchRun(_) => ApiError::not_found(e.to_string()),
+                ApproveError::Decide(
+                    DecideError::NotWaiting(_) | DecideError::AlreadyDecided(_),
+                ) => ApiError::conflict(e.to_string()),
+                ApproveError::Decide(DecideError::BadRunId(_)) => {
+                    ApiError::bad_request(e.to_string())
+                }
+                ApproveError::Decide(DecideError::Io { .. }) => {
+                    ApiError::internal("deciding an approval", e)
+                }
+                ApproveError::Store(e) => e.into(),
+            })?;
         Ok(Json(Decided {
             run_id,
             step: request.step,

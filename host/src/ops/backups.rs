@@ -2,7 +2,7 @@
 //! (never a pinned one, never during a run, recorded in the history and the audit log), and
 //! reconcile the history with the folders on disk.
 
-use crate::service::{AppState, now, worker};
+use crate::ops::{AppState, now, worker};
 use crate::store::{AuditEntry, BackupRecord, CustomerRecord, RunRecord, RunState};
 
 /// Why a backup was not deleted.
@@ -65,18 +65,19 @@ pub fn delete(
     {
         return Err(DeleteError::Busy(Box::new(run)));
     }
-    let dir = crate::sandbox::open_customer(&state.settings.customers_root, &customer.domain)
-        .map_err(|_| DeleteError::NotFound {
-            customer: customer.id.clone(),
-            backup: backup_id.to_owned(),
-        })?;
-    let _lock = crate::lock::acquire(
+    let dir =
+        crate::engine::sandbox::open_customer(&state.settings.customers_root, &customer.domain)
+            .map_err(|_| DeleteError::NotFound {
+                customer: customer.id.clone(),
+                backup: backup_id.to_owned(),
+            })?;
+    let _lock = crate::engine::lock::acquire(
         &state.settings.customers_root,
         &customer.domain,
-        &crate::executor::new_run_id(),
+        &crate::engine::executor::new_run_id(),
         "backups delete",
     )
-    .map_err(|e| match e.downcast_ref::<crate::lock::Busy>() {
+    .map_err(|e| match e.downcast_ref::<crate::engine::lock::Busy>() {
         Some(_) => DeleteError::Locked(customer.id.clone()),
         None => DeleteError::Other(e),
     })?;
@@ -125,11 +126,13 @@ pub struct Reconciled {
 /// folder is gone becomes `deleted` (note `missing on disk`); a complete backup with no line
 /// gets one (its run from backup.json when it names one, `triggeredBy` `unknown`).
 pub fn reconcile(state: &AppState, customer: &CustomerRecord) -> anyhow::Result<Reconciled> {
-    let on_disk: Vec<crate::backups::Backup> =
-        match crate::sandbox::open_customer(&state.settings.customers_root, &customer.domain) {
-            Ok(dir) => crate::backups::list(&dir)?,
-            Err(_) => Vec::new(),
-        };
+    let on_disk: Vec<crate::backups::Backup> = match crate::engine::sandbox::open_customer(
+        &state.settings.customers_root,
+        &customer.domain,
+    ) {
+        Ok(dir) => crate::backups::list(&dir)?,
+        Err(_) => Vec::new(),
+    };
     let history = state.store.backups(&customer.id, usize::MAX, None)?;
     let mut out = Reconciled::default();
     let listed: std::collections::BTreeSet<&str> = on_disk.iter().map(|b| b.id.as_str()).collect();

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 
 use crate::customer::Customer;
+use crate::engine::plugins::Catalog;
 use crate::pipeline::{self, Pipeline, Plan, RunInputs};
-use crate::plugins::Catalog;
 use crate::settings::Settings;
 
 /// What to run, as a caller names it.
@@ -92,7 +92,7 @@ pub fn load_pipeline(
     let mut p = pipeline::load_pipeline(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
     if let Some(tier) = tier {
         anyhow::ensure!(
-            crate::plugins::valid_id(tier),
+            crate::engine::plugins::valid_id(tier),
             "tier `{tier}` is not a valid tier name (lowercase letters, digits and `-`)"
         );
         let overlay = settings

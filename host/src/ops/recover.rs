@@ -21,13 +21,13 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{RunSpec, plan_run};
-use crate::caps::CancelToken;
 use crate::customer::Customer;
+use crate::engine::caps::CancelToken;
+use crate::engine::executor::{self, RunOutcome, RunRequest};
+use crate::engine::lock::CustomerLock;
+use crate::engine::plugins::Catalog;
+use crate::engine::runtime::Runtime;
 use crate::events::{EventSink, RunStatus};
-use crate::executor::{self, RunOutcome, RunRequest};
-use crate::lock::CustomerLock;
-use crate::plugins::Catalog;
-use crate::runtime::Runtime;
 use crate::settings::Settings;
 
 /// What the host needs to finish an interrupted run.
@@ -54,7 +54,7 @@ const MAX_JOURNAL: u64 = 1 << 20;
 fn journal_path(settings: &Settings, domain: &str) -> PathBuf {
     settings
         .customers_root
-        .join(crate::lock::LOCKS_DIR)
+        .join(crate::engine::lock::LOCKS_DIR)
         .join(format!("{domain}.run.json"))
 }
 
@@ -219,7 +219,7 @@ pub fn recover(
     customer: &Customer,
     events: Arc<dyn EventSink>,
 ) -> Result<Option<Recovered>> {
-    let lock = crate::lock::acquire(
+    let lock = crate::engine::lock::acquire(
         &engine.settings.customers_root,
         customer.domain.as_str(),
         "recovery",
@@ -230,7 +230,7 @@ pub fn recover(
 
 /// The domains that have a run journal (for `serve`'s start).
 pub fn journaled_domains(settings: &Settings) -> Vec<String> {
-    let dir = settings.customers_root.join(crate::lock::LOCKS_DIR);
+    let dir = settings.customers_root.join(crate::engine::lock::LOCKS_DIR);
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -279,7 +279,7 @@ pub struct Ran {
 pub fn run(engine: Engine<'_>, new: NewRun<'_>) -> Result<Ran> {
     let domain = new.customer.domain.as_str();
     let spec_name = &new.spec.pipeline;
-    let lock = crate::lock::acquire(
+    let lock = crate::engine::lock::acquire(
         &engine.settings.customers_root,
         domain,
         &new.run_id,

@@ -19,7 +19,7 @@ mod paths;
 mod resolve;
 mod spec;
 mod template;
-mod units;
+pub mod units;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! Sizes (`"512MiB"`) and durations (`"1h30m"`) as written in step limits.
+//! Sizes (`"512MiB"`) and durations (`"1h30m"`) as written in step limits, and as the host writes
+//! them back for people (`512 MiB`, `1h30m`).
 
 use std::time::Duration;
 
@@ -148,9 +149,49 @@ pub(crate) fn format_duration(d: Duration) -> String {
     out
 }
 
+/// Formats a byte count as `512 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 || (v.fract() == 0.0) {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Formats a duration as `10m`, `1h30m`, `2.5s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d < Duration::from_secs(60) && d.subsec_millis() != 0 {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn humane_units() {
+        assert_eq!(human_bytes(512 << 20), "512 MiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(human_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(human_duration(Duration::from_millis(2500)), "2.5s");
+    }
 
     #[test]
     fn sizes_accept_binary_and_decimal_units() {

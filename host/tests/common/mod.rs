@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use qodify_host::plugins::Catalog;
-use qodify_host::runtime::Runtime;
-use qodify_host::service::{AppState, EventHub};
+use qodify_host::engine::plugins::Catalog;
+use qodify_host::engine::runtime::Runtime;
+use qodify_host::ops::{AppState, EventHub};
 use qodify_host::settings::{Ceilings, Settings};
 use qodify_host::store::Store;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{StepHost, clip, redact};
-use crate::bindings::approvals::{ApprovalError, Host};
+use crate::engine::bindings::approvals::{ApprovalError, Host};
 use crate::events::Event;
 
 /// How often a waiting step looks for the answer.
@@ -274,7 +274,7 @@ impl Host for StepHost {
             expires_at: rfc3339(now + wait),
         };
         let d = dir(&desk.data_dir);
-        if crate::executor::private_dir_all(&d).is_err() {
+        if crate::files::private_dir_all(&d).is_err() {
             return Err(ApprovalError::TimedOut);
         }
         desk.clear();
@@ -367,8 +367,8 @@ mod tests {
     #[test]
     fn a_run_asks_one_question_at_a_time() {
         let (ta, tb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (mut a, _) = crate::caps::test_host(&ta, vec![]);
-        let (mut b, b_events) = crate::caps::test_host(&tb, vec![]);
+        let (mut a, _) = crate::engine::caps::test_host(&ta, vec![]);
+        let (mut b, b_events) = crate::engine::caps::test_host(&tb, vec![]);
         a.step_id = "merge-backend".into();
         b.step_id = "merge-admin".into();
         b.approvals = a.approvals.clone();
@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn approval_texts_are_clipped_counted_and_redacted() {
         let t = tempfile::tempdir().unwrap();
-        let (mut host, sink) = crate::caps::test_host(&t, vec![]);
+        let (mut host, sink) = crate::engine::caps::test_host(&t, vec![]);
         host.secrets.push("hunter2-password".into());
         let summary = format!(
             "change DB_PASSWORD=hunter2-password {}",

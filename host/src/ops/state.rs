@@ -1,24 +1,20 @@
-//! `qodify-host serve`: the shared state of the HTTP API and the run workers, the event hub that
-//! turns run events into the plan's live events (`backup-progress`, `backup-completed`,
-//! `backup-failed`, and `restore-…`, `upgrade-…` alike), and the workers that claim queued runs
-//! and execute them.
-
-pub mod hub;
-pub mod worker;
+//! The state every use case runs against: the store on the data dir, the event hub, the plugins
+//! and the wasm runtime. `serve` and every CLI command on one data dir open the same.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::caps::CancelToken;
+use crate::engine::caps::CancelToken;
 
-use crate::plugins::Catalog;
-use crate::runtime::Runtime;
+use crate::engine::plugins::Catalog;
+use crate::engine::runtime::Runtime;
 use crate::settings::Settings;
 use crate::store::{AuditEntry, NewRun, RunRecord, Store, StoreResult};
 
-pub use hub::{EventHub, LiveEvent};
+use super::hub::{self, EventHub};
+use super::worker;
 
 /// Everything the API handlers and the workers share.
 #[derive(Clone)]
@@ -55,7 +51,7 @@ impl AppState {
     /// runtime. `host_id` owns the leases of the runs this process executes.
     pub fn open(settings: Settings, host_id: String) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        crate::executor::private_dir_all(&settings.data_dir)
+        crate::files::private_dir_all(&settings.data_dir)
             .with_context(|| format!("creating {}", settings.data_dir.display()))?;
         let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(
             &settings.data_dir.join("state.sqlite"),
@@ -72,6 +68,29 @@ impl AppState {
             host_id,
             running: Default::default(),
         })
+    }
+
+    /// Appends to the audit log; a failure is logged and fails nothing (what it records has
+    /// already happened).
+    pub fn audit(
+        &self,
+        actor: Option<&str>,
+        action: &str,
+        customer_id: Option<&str>,
+        run_id: Option<&str>,
+        detail: serde_json::Value,
+    ) {
+        let entry = AuditEntry {
+            at: now(),
+            actor: actor.map(str::to_owned),
+            action: action.to_owned(),
+            customer_id: customer_id.map(str::to_owned),
+            run_id: run_id.map(str::to_owned),
+            detail,
+        };
+        if let Err(e) = self.store.audit(&entry) {
+            tracing::warn!("cannot write audit entry {action}: {e}");
+        }
     }
 
     /// The record the service keeps for `customer`'s domain, if installer-api registered it:

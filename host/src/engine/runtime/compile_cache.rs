@@ -107,7 +107,7 @@ impl CompileCache {
         let Some(key) = self.key.as_ref() else {
             return Ok(());
         };
-        crate::executor::private_dir_all(&self.dir)?;
+        crate::files::private_dir_all(&self.dir)?;
         let code = component.serialize().map_err(anyhow::Error::from)?;
         let mac = Self::mac(key, sha256, &code).finalize().into_bytes();
         let path = self.entry(sha256);
@@ -152,7 +152,7 @@ fn read_entry(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 /// The host's cache key: read when it exists and only this user can read it, else made.
 fn load_or_create_key(path: &Path) -> std::io::Result<[u8; KEY_LEN]> {
     if let Some(dir) = path.parent() {
-        crate::executor::private_dir_all(dir)?;
+        crate::files::private_dir_all(dir)?;
     }
     for _ in 0..2 {
         match std::fs::OpenOptions::new()
@@ -271,7 +271,7 @@ mod tests {
         // code for this very engine, without our MAC.
         let (_tmp, engine, cache) = setup();
         let component = Component::new(&engine, EMPTY_COMPONENT).unwrap();
-        crate::executor::private_dir_all(cache.dir()).unwrap();
+        crate::files::private_dir_all(cache.dir()).unwrap();
         std::fs::write(cache.entry(SHA), component.serialize().unwrap()).unwrap();
         assert!(cache.load(&engine, SHA).is_none());
     }
@@ -281,7 +281,7 @@ mod tests {
         let (_tmp, engine, cache) = setup();
         let (_other_tmp, _, other) = setup();
         stored(&engine, &other);
-        crate::executor::private_dir_all(cache.dir()).unwrap();
+        crate::files::private_dir_all(cache.dir()).unwrap();
         std::fs::copy(other.entry(SHA), cache.entry(SHA)).unwrap();
         assert!(cache.load(&engine, SHA).is_none());
     }
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn a_fifo_in_place_of_an_entry_does_not_hang() {
         let (_tmp, engine, cache) = setup();
-        crate::executor::private_dir_all(cache.dir()).unwrap();
+        crate::files::private_dir_all(cache.dir()).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
             cache.entry(SHA),

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::engine::sandbox::MountTable;
 use crate::events::{Event, EventSink};
 use crate::pipeline::{CommandGrant, HttpGrant};
-use crate::sandbox::MountTable;
 
 /// A cancellation flag shared by a run, its steps and their child processes.
 #[derive(Debug, Clone, Default)]
@@ -37,39 +37,108 @@ impl CancelToken {
 /// Per-step state behind every host capability.
 pub struct StepHost {
     /// The step's id, for events and messages.
-    pub step_id: String,
+    pub(in crate::engine) step_id: String,
     /// The granted folders.
-    pub mounts: MountTable,
+    pub(in crate::engine) mounts: MountTable,
     /// Granted host programs.
-    pub commands: Vec<CommandGrant>,
+    pub(in crate::engine) commands: Vec<CommandGrant>,
     /// Granted HTTP origins.
-    pub http: Vec<HttpGrant>,
+    pub(in crate::engine) http: Vec<HttpGrant>,
     /// Where approval requests go; `None` when the run cannot wait for people.
-    pub approvals: Option<approvals::ApprovalDesk>,
+    pub(in crate::engine) approvals: Option<approvals::ApprovalDesk>,
     /// Where progress and logs go.
-    pub events: Arc<dyn EventSink>,
+    pub(in crate::engine) events: Arc<dyn EventSink>,
     /// The run's cancellation flag.
-    pub cancel: CancelToken,
+    pub(in crate::engine) cancel: CancelToken,
     /// When the step's wall-clock budget ends.
-    pub deadline: Instant,
+    pub(in crate::engine) deadline: Instant,
     /// Log lines kept per step.
-    pub max_log_lines: u64,
+    pub(in crate::engine) max_log_lines: u64,
     /// Log lines seen so far.
-    pub log_lines: u64,
+    pub(in crate::engine) log_lines: u64,
     /// When progress was last forwarded, and its percent (rate limit).
-    pub last_progress: Option<(Instant, f32)>,
+    pub(in crate::engine) last_progress: Option<(Instant, f32)>,
     /// Strings never to show in logs, events or errors (e.g. env values given to commands).
-    pub secrets: Vec<String>,
+    pub(in crate::engine) secrets: Vec<String>,
     /// How granted programs are confined on this host.
-    pub confinement: crate::confine::Confinement,
+    pub(in crate::engine) confinement: crate::engine::confine::Confinement,
     /// The run's work folder (open, and its path): programs get a private `HOME` and `TMPDIR`
     /// under it.
-    pub work: Option<(cap_std::fs::Dir, std::path::PathBuf)>,
+    pub(in crate::engine) work: Option<(cap_std::fs::Dir, std::path::PathBuf)>,
     /// Host folders a program may change besides the mounts, by program (host settings).
-    pub host_paths: std::collections::BTreeMap<String, Vec<std::path::PathBuf>>,
+    pub(in crate::engine) host_paths: std::collections::BTreeMap<String, Vec<std::path::PathBuf>>,
 }
 
 impl StepHost {
+    /// The host of step `step_id`: its mounts, where its events go, the run's cancellation
+    /// flag and the end of its wall-clock budget. It is granted nothing else (no programs, no
+    /// origins, no approvals, confinement off) until the `with_*` calls below grant it.
+    pub fn new(
+        step_id: impl Into<String>,
+        mounts: MountTable,
+        events: Arc<dyn EventSink>,
+        cancel: CancelToken,
+        deadline: Instant,
+    ) -> Self {
+        StepHost {
+            step_id: step_id.into(),
+            mounts,
+            commands: Vec::new(),
+            http: Vec::new(),
+            approvals: None,
+            events,
+            cancel,
+            deadline,
+            max_log_lines: 10_000,
+            log_lines: 0,
+            last_progress: None,
+            secrets: Vec::new(),
+            confinement: crate::engine::confine::Confinement::new(
+                crate::engine::confine::Mode::Off,
+            ),
+            work: None,
+            host_paths: Default::default(),
+        }
+    }
+
+    /// Grants host programs, run under `confinement` with the `host_paths` it may change
+    /// besides the mounts.
+    pub fn with_commands(
+        mut self,
+        commands: Vec<CommandGrant>,
+        confinement: crate::engine::confine::Confinement,
+        host_paths: std::collections::BTreeMap<String, Vec<std::path::PathBuf>>,
+    ) -> Self {
+        self.commands = commands;
+        self.confinement = confinement;
+        self.host_paths = host_paths;
+        self
+    }
+
+    /// Grants HTTP origins.
+    pub fn with_http(mut self, http: Vec<HttpGrant>) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Lets the step ask people for approval through `desk`.
+    pub fn with_approvals(mut self, desk: approvals::ApprovalDesk) -> Self {
+        self.approvals = Some(desk);
+        self
+    }
+
+    /// Gives the step's programs a private `HOME` and `TMPDIR` in the run's work folder.
+    pub fn with_work(mut self, work: cap_std::fs::Dir, path: std::path::PathBuf) -> Self {
+        self.work = Some((work, path));
+        self
+    }
+
+    /// Keeps at most `n` log lines of the step.
+    pub fn with_max_log_lines(mut self, n: u64) -> Self {
+        self.max_log_lines = n;
+        self
+    }
+
     /// True when the run was cancelled or the step ran out of time.
     pub fn should_stop(&self) -> bool {
         self.cancel.is_cancelled() || Instant::now() >= self.deadline
@@ -109,7 +178,7 @@ pub fn clip(s: &str, max: usize) -> String {
     format!("{}… ({} bytes cut)", &s[..end], s.len() - end)
 }
 
-impl crate::bindings::types::Host for StepHost {}
+impl crate::engine::bindings::types::Host for StepHost {}
 
 /// A step host over a real customer folder (`<t>/customers/shop.example.com`, mounted read-write
 /// at `/data`) with a work folder, an approval desk in `<t>/data`, the given command grants and a
@@ -119,9 +188,9 @@ pub(crate) fn test_host(
     t: &tempfile::TempDir,
     commands: Vec<CommandGrant>,
 ) -> (StepHost, Arc<crate::events::MemorySink>) {
-    use crate::confine::{Confinement, Mode};
+    use crate::engine::confine::{Confinement, Mode};
+    use crate::engine::sandbox::Roots;
     use crate::pipeline::{MountRoot, PlannedMount};
-    use crate::sandbox::Roots;
     let (customers, work) = (t.path().join("customers"), t.path().join("work"));
     std::fs::create_dir_all(customers.join("shop.example.com")).unwrap();
     std::fs::create_dir_all(&work).unwrap();
@@ -141,25 +210,19 @@ pub(crate) fn test_host(
         _ => Confinement::new(Mode::Off),
     };
     let sink = Arc::new(crate::events::MemorySink::default());
-    let host = StepHost {
-        step_id: "probe".into(),
+    let host = StepHost::new(
+        "probe",
         mounts,
-        commands,
-        http: vec![],
-        approvals: Some(approvals::ApprovalDesk {
-            data_dir: t.path().join("data"),
-            run_id: "run-1".into(),
-        }),
-        events: sink.clone(),
-        cancel: CancelToken::default(),
-        deadline: Instant::now() + std::time::Duration::from_secs(120),
-        max_log_lines: 1_000_000,
-        log_lines: 0,
-        last_progress: None,
-        secrets: Vec::new(),
-        confinement,
-        work: Some((roots.work.try_clone().unwrap(), roots.work_path.clone())),
-        host_paths: Default::default(),
-    };
+        sink.clone(),
+        CancelToken::default(),
+        Instant::now() + std::time::Duration::from_secs(120),
+    )
+    .with_commands(commands, confinement, Default::default())
+    .with_approvals(approvals::ApprovalDesk {
+        data_dir: t.path().join("data"),
+        run_id: "run-1".into(),
+    })
+    .with_work(roots.work.try_clone().unwrap(), roots.work_path.clone())
+    .with_max_log_lines(1_000_000);
     (host, sink)
 }

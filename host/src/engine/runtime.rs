@@ -22,10 +22,11 @@ use wasmtime::{
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{Step, StepPre, types};
-use crate::caps::StepHost;
+use crate::engine::bindings::{Step, StepPre, types};
+use crate::engine::caps::StepHost;
+use crate::engine::plugins::PluginBytes;
 use crate::events::{Event, EventSink, LogLevel};
-use crate::plugins::PluginBytes;
+use crate::pipeline::units::{human_bytes, human_duration};
 
 mod compile_cache;
 use compile_cache::CompileCache;
@@ -104,37 +105,6 @@ pub enum StepFailure {
         /// What failed, with what to do.
         message: String,
     },
-}
-
-/// Formats a byte count as `512 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 || (v.fract() == 0.0) {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Formats a duration as `10m`, `1h30m`, `2.5s`.
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if d < Duration::from_secs(60) && d.subsec_millis() != 0 {
-        return format!("{:.1}s", d.as_secs_f64());
-    }
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, _) => format!("{h}h{m}m"),
-    }
 }
 
 /// Why the host interrupted a store.
@@ -284,13 +254,16 @@ impl LogStream {
                 if tail.len() == 4 {
                     tail.pop_front();
                 }
-                tail.push_back(crate::caps::redact(text.trim_end(), &self.secrets));
+                tail.push_back(crate::engine::caps::redact(text.trim_end(), &self.secrets));
             }
             if *lines <= MAX_STDIO_LINES {
                 self.events.emit(Event::StepLog {
                     step: self.step.clone(),
                     level: LogLevel::Info,
-                    message: crate::caps::redact(text.trim_end_matches('\r'), &self.secrets),
+                    message: crate::engine::caps::redact(
+                        text.trim_end_matches('\r'),
+                        &self.secrets,
+                    ),
                 });
             } else if *lines == MAX_STDIO_LINES + 1 {
                 self.events.emit(Event::StepLog {
@@ -757,7 +730,7 @@ fn run_step(
 /// another runtime), shut down without waiting for blocking tasks the guest may have left.
 fn run_until<T>(
     deadline: Instant,
-    cancel: &crate::caps::CancelToken,
+    cancel: &crate::engine::caps::CancelToken,
     call: impl std::future::Future<Output = T>,
 ) -> std::io::Result<(Option<T>, Option<StopReason>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -806,15 +779,6 @@ fn engine_key(engine: &Engine) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn humane_units() {
-        assert_eq!(human_bytes(512 << 20), "512 MiB");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_duration(Duration::from_secs(600)), "10m");
-        assert_eq!(human_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(human_duration(Duration::from_millis(2500)), "2.5s");
-    }
 
     #[test]
     fn the_memory_budget_counts_all_memories_together() {

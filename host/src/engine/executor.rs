@@ -3,25 +3,23 @@
 //! step returns is re-hashed by the host before anything records it.
 
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rustix::fs::{Mode, OFlags};
-use sha2::{Digest, Sha256};
 
 use crate::backups;
-use crate::bindings::{StepPre, types};
-use crate::caps::{CancelToken, StepHost};
 use crate::customer::Customer;
+use crate::engine::bindings::{StepPre, types};
+use crate::engine::caps::{CancelToken, StepHost};
+use crate::engine::plugins::Catalog;
+use crate::engine::runtime::{Runtime, StepCall, StepFailure, StepState};
+use crate::engine::sandbox::{MountTable, Roots};
 use crate::events::{Event, EventSink, RunStatus, VerifiedArtifact};
+use crate::files::{HashBounds, hash_file_at, private_dir_all};
+use crate::pipeline::units::{human_bytes, human_duration};
 use crate::pipeline::{OutputKind, ParamValue, Plan, PlannedStep, Stage};
-use crate::plugins::Catalog;
-use crate::runtime::{Runtime, StepCall, StepFailure, StepState, human_bytes, human_duration};
-use crate::sandbox::{MountTable, Roots};
 use crate::settings::Settings;
 
 /// One run to execute.
@@ -86,16 +84,6 @@ pub struct RunOutcome {
     /// What the `on_failure` steps undid: their `rolled-back` outputs (e.g. `code: current back
     /// to releases/v1.0.0`), in order.
     pub rolled_back: Vec<String>,
-}
-
-/// Creates a folder (and its parents) readable by the host's user only: run work folders and
-/// caches may hold customer data.
-pub fn private_dir_all(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }
 
 /// Current UTC time as `YYYYMMDD-HHMMSS`.
@@ -184,7 +172,7 @@ fn prepare(runtime: &Runtime, req: &RunRequest<'_>) -> anyhow::Result<Prepared> 
 /// start at all (then nothing ran).
 pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutcome> {
     // Held until the run ends; the kernel drops it if this process dies.
-    let lock = crate::lock::acquire(
+    let lock = crate::engine::lock::acquire(
         &req.settings.customers_root,
         req.customer.domain.as_str(),
         &req.run_id,
@@ -193,12 +181,12 @@ pub fn execute(runtime: &Runtime, req: RunRequest<'_>) -> anyhow::Result<RunOutc
     execute_locked(runtime, req, &lock)
 }
 
-/// [`execute`] for a caller that already holds the customer's lock (the use cases in
-/// [`crate::ops`], which finish an interrupted run under the same lock first).
+/// [`execute`] for a caller that already holds the customer's lock (the use cases in `ops::recover`
+/// finish an interrupted run under the same lock first).
 pub fn execute_locked(
     runtime: &Runtime,
     req: RunRequest<'_>,
-    _lock: &crate::lock::CustomerLock,
+    _lock: &crate::engine::lock::CustomerLock,
 ) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     let work = req
@@ -540,7 +528,7 @@ fn run_step(
         }
         Err(e) => return fail(record, format!("step {}: {e}", step.id)),
     };
-    let confinement = crate::confine::Confinement::new(req.settings.commands.confinement);
+    let confinement = crate::engine::confine::Confinement::new(req.settings.commands.confinement);
     if !step.commands.is_empty()
         && let Err(e) = confinement.check()
     {
@@ -579,30 +567,27 @@ fn run_step(
             .collect(),
         previous: previous.to_vec(),
     };
-    let host = StepHost {
-        step_id: step.id.clone(),
+    let mut host = StepHost::new(
+        step.id.clone(),
         mounts,
-        commands: step.commands.clone(),
-        http: step.http.clone(),
-        approvals: Some(crate::caps::approvals::ApprovalDesk {
-            data_dir: req.settings.data_dir.clone(),
-            run_id: req.run_id.clone(),
-        }),
-        events: req.events.clone(),
-        cancel: req.cancel.clone(),
-        deadline: Instant::now() + timeout,
-        max_log_lines: req.settings.ceilings.max_log_lines,
-        log_lines: 0,
-        last_progress: None,
-        secrets: Vec::new(),
+        req.events.clone(),
+        req.cancel.clone(),
+        Instant::now() + timeout,
+    )
+    .with_commands(
+        step.commands.clone(),
         confinement,
-        work: roots
-            .work
-            .try_clone()
-            .ok()
-            .map(|d| (d, roots.work_path.clone())),
-        host_paths: req.settings.commands.host_paths.clone(),
-    };
+        req.settings.commands.host_paths.clone(),
+    )
+    .with_http(step.http.clone())
+    .with_approvals(crate::engine::caps::approvals::ApprovalDesk {
+        data_dir: req.settings.data_dir.clone(),
+        run_id: req.run_id.clone(),
+    })
+    .with_max_log_lines(req.settings.ceilings.max_log_lines);
+    if let Ok(work) = roots.work.try_clone() {
+        host = host.with_work(work, roots.work_path.clone());
+    }
     let call = StepCall {
         context,
         host,
@@ -705,86 +690,12 @@ fn check_result(
             name: a.name.clone(),
             guest_path: a.path.clone(),
             path: rel.display().to_string(),
-            root: crate::sandbox::root_name(loc.mount.root),
+            root: crate::engine::sandbox::root_name(loc.mount.root),
             size,
             sha256: sha,
         });
     }
     Ok(out)
-}
-
-/// Bounds on hashing a file the host does not control (a plugin's artifact, a listed backup).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HashBounds {
-    /// The size the file must have; a file of another size is refused before reading a byte
-    /// (a 1 TiB sparse file that claims to be 10 bytes costs nothing).
-    pub expect_size: Option<u64>,
-    /// Hashing stops here with an error (checked every 64 MiB).
-    pub deadline: Option<std::time::Instant>,
-}
-
-/// Size and sha256 of the regular file `name` in `dir`, opened without following symlinks, within
-/// `bounds`.
-pub fn hash_file_at(
-    dir: &cap_std::fs::Dir,
-    name: &std::ffi::OsStr,
-    bounds: HashBounds,
-) -> std::io::Result<(u64, String)> {
-    let fd = rustix::fs::openat(
-        dir.as_fd(),
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
-    .map_err(|e| {
-        if e == rustix::io::Errno::LOOP {
-            std::io::Error::other("is a symlink; artifacts must be regular files")
-        } else {
-            e.into()
-        }
-    })?;
-    let st = rustix::fs::fstat(&fd)?;
-    if st.st_mode & 0o170000 != 0o100000 {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let len = st.st_size as u64;
-    if let Some(want) = bounds.expect_size
-        && want != len
-    {
-        return Err(std::io::Error::other(format!(
-            "the file has {len} bytes, not the {want} expected (not hashed)"
-        )));
-    }
-    let mut file = std::fs::File::from(fd);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    let mut next_check = 0u64;
-    loop {
-        if size >= next_check {
-            next_check = size + (64 << 20);
-            if bounds
-                .deadline
-                .is_some_and(|d| std::time::Instant::now() >= d)
-            {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "hashing stopped at the step's deadline after {} of {}",
-                        crate::runtime::human_bytes(size),
-                        crate::runtime::human_bytes(len)
-                    ),
-                ));
-            }
-        }
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((size, hex::encode(hasher.finalize())))
 }
 
 #[cfg(test)]

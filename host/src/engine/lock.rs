@@ -89,7 +89,7 @@ pub fn acquire(
 ) -> anyhow::Result<CustomerLock> {
     use anyhow::Context as _;
     let dir = customers_root.join(LOCKS_DIR);
-    crate::executor::private_dir_all(&dir)
+    crate::files::private_dir_all(&dir)
         .with_context(|| format!("creating the customers' lock folder {}", dir.display()))?;
     let path = dir.join(format!("{domain}.lock"));
     let holder = format!(

@@ -1,7 +1,7 @@
 //! `commands`: host programs a step may have run, limited to its `commands` grants. The child
 //! gets an explicit environment (nothing inherited), a private `HOME` and `TMPDIR`, a working
 //! folder inside a mount, its own process group (killed whole on timeout or cancel), and runs in
-//! a Landlock domain built from the step's grants ([`crate::confine`]); its exit status is
+//! a Landlock domain built from the step's grants ([`crate::engine::confine`]); its exit status is
 //! always reported.
 
 use std::io::{BufRead, BufReader, Read};
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use std::os::fd::AsFd;
 
 use super::{StepHost, redact};
-use crate::bindings::commands::{Command, CommandError, CommandOutput, Host, OutputTarget};
-use crate::confine::Policy;
+use crate::engine::bindings::commands::{Command, CommandError, CommandOutput, Host, OutputTarget};
+use crate::engine::confine::Policy;
 use crate::events::{Event, EventSink, LogLevel};
 use crate::pipeline::CommandGrant;
 
@@ -368,7 +368,7 @@ impl StepHost {
 
     /// Stops a running program: the supervisor kills it and everything it started (also
     /// `setsid` daemons); should the supervisor not answer, its process group is killed.
-    fn stop(child: &mut Child, lifeline: &mut crate::confine::Lifeline) {
+    fn stop(child: &mut Child, lifeline: &mut crate::engine::confine::Lifeline) {
         lifeline.cut();
         let until = Instant::now() + Duration::from_secs(2);
         while Instant::now() < until {
@@ -792,7 +792,7 @@ mod tests {
 
     #[test]
     fn values_given_to_a_command_stay_redacted_for_the_rest_of_the_step() {
-        use crate::bindings::progress::{Host as _, Level};
+        use crate::engine::bindings::progress::{Host as _, Level};
         let t = tempfile::tempdir().unwrap();
         let script = "echo \"token is $TOKEN\"";
         let (mut host, sink) = step_host(&t, &[script]);
@@ -806,7 +806,7 @@ mod tests {
 
     #[test]
     fn a_program_s_log_lines_count_against_the_step_s_limit() {
-        use crate::bindings::progress::{Host as _, Level};
+        use crate::engine::bindings::progress::{Host as _, Level};
         let t = tempfile::tempdir().unwrap();
         let script = "yes line | head -n 5000; yes err | head -n 5000 >&2; echo end";
         let (mut host, sink) = step_host(&t, &[script]);

@@ -10,8 +10,8 @@ use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use super::StepHost;
-use crate::bindings::files::{DirEntry, EntryKind, FilesError, FsSpace, Host, Metadata};
-use crate::sandbox::{Located, MountTable};
+use crate::engine::bindings::files::{DirEntry, EntryKind, FilesError, FsSpace, Host, Metadata};
+use crate::engine::sandbox::{Located, MountTable};
 
 fn io_err(path: &str, e: io::Error) -> FilesError {
     match e.kind() {
@@ -276,8 +276,8 @@ mod tests {
     use std::process::{Child, Command};
 
     use super::*;
+    use crate::engine::sandbox::Roots;
     use crate::pipeline::{MountRoot, PlannedMount};
-    use crate::sandbox::Roots;
 
     /// A `sleep` working in `dir`, killed and reaped when dropped.
     struct Sleeper(Child);

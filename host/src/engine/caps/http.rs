@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use super::StepHost;
-use crate::bindings::http::{Host, HttpError, Request, Response};
+use crate::engine::bindings::http::{Host, HttpError, Request, Response};
 use crate::pipeline::HttpGrant;
 
 /// Body bytes kept per response.

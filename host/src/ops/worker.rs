@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::caps::CancelToken;
 use crate::customer::Customer;
+use crate::engine::caps::CancelToken;
+use crate::engine::executor;
 use crate::events::{Event, EventSink, NullSink, RunStatus};
-use crate::executor;
 use crate::ops;
 use crate::store::{AuditEntry, BackupRecord, RunFinish, RunRecord, RunState};
 
@@ -35,7 +35,7 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
     for run in &runs {
         if let Ok(Some(c)) = state.store.customer(&run.customer_id)
             && let Ok(dir) =
-                crate::sandbox::open_customer(&state.settings.customers_root, &c.domain)
+                crate::engine::sandbox::open_customer(&state.settings.customers_root, &c.domain)
             && let Ok(backups) = dir.open_dir(crate::backups::BACKUPS)
         {
             let partial = format!("{}{}", crate::backups::PARTIAL_PREFIX, run.id);
@@ -121,7 +121,7 @@ fn finish_journaled(state: &AppState) -> HashMap<String, ops::recover::Recovered
             }
             Ok(None) => {}
             // Its run is still going, in another process: that one ends its journal.
-            Err(e) if e.downcast_ref::<crate::lock::Busy>().is_some() => {
+            Err(e) if e.downcast_ref::<crate::engine::lock::Busy>().is_some() => {
                 tracing::info!("customer {domain} has a run in progress elsewhere: {e}");
             }
             Err(e) => tracing::error!(
@@ -764,7 +764,8 @@ mod tests {
     fn a_panic_in_the_host_fails_the_run_with_its_cause_and_unblocks_the_customer() {
         let tmp = tempfile::tempdir().unwrap();
         let result: anyhow::Result<()> = guarded(|| {
-            let _lock = crate::lock::acquire(tmp.path(), "shop.example.com", "run-1", "backup")?;
+            let _lock =
+                crate::engine::lock::acquire(tmp.path(), "shop.example.com", "run-1", "backup")?;
             panic!("index out of bounds: the len is 0 but the index is 3");
         });
         let err = result.unwrap_err().to_string();
@@ -774,7 +775,7 @@ mod tests {
         );
         assert!(err.contains("the customer can run again"), "{err}");
         // The lock went with the unwinding: the customer's next run can start at once.
-        crate::lock::acquire(tmp.path(), "shop.example.com", "run-2", "backup").unwrap();
+        crate::engine::lock::acquire(tmp.path(), "shop.example.com", "run-2", "backup").unwrap();
         // A formatted panic message comes through too, and errors pass unchanged.
         let n = 7;
         let err = guarded::<()>(|| panic!("step {n} broke")).unwrap_err();
@@ -821,7 +822,7 @@ mod tests {
             hub: super::super::EventHub::new(store.clone()),
             store: store.clone(),
             wake: Default::default(),
-            runtime: Arc::new(crate::runtime::Runtime::new(&settings.data_dir).unwrap()),
+            runtime: Arc::new(crate::engine::runtime::Runtime::new(&settings.data_dir).unwrap()),
             settings: Arc::new(settings),
             catalog: Default::default(),
             host_id: "test".into(),

@@ -22,19 +22,9 @@ use landlock::{
     ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
     PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
 };
-use serde::{Deserialize, Serialize};
 
-/// What the host does to the programs steps run (`commands.confinement` in the settings).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Every granted program runs in a Landlock domain; steps with command grants are refused
-    /// where the kernel has no Landlock.
-    #[default]
-    Landlock,
-    /// Programs run with the host's rights (only for kernels without Landlock, and said loudly).
-    Off,
-}
+/// The settings' `commands.confinement`, under the name this module uses.
+pub use crate::settings::ConfinementMode as Mode;
 
 /// The newest Landlock ABI this host uses: the one it is tested against. A newer kernel is
 /// used at this ABI, so a program never meets a rule nobody tested.

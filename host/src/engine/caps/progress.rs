@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::StepHost;
-use crate::bindings::progress::{Host, Level};
+use crate::engine::bindings::progress::{Host, Level};
 use crate::events::{Event, LogLevel};
 
 /// Longest message kept; the rest is cut.

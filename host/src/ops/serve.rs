@@ -1,0 +1,74 @@
+//! `qodify-host serve` from start to stop, less the HTTP listener: take the data dir's serve
+//! lock, open the state, finish the runs the last stop interrupted (the store's and the
+//! journals on disk), reconcile, start the workers; at the end, let running runs finish within
+//! a grace period and cancel the rest.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::engine::lock::ServeLock;
+use crate::ops::{AppState, worker};
+use crate::settings::Settings;
+use crate::store::RunRecord;
+
+/// A started service: its state and the lock that keeps a second `serve` off the data dir.
+pub struct Started {
+    /// What the API and the workers share.
+    pub state: AppState,
+    /// Runs of this host that the last stop interrupted, now ended as `interrupted`.
+    pub recovered: Vec<RunRecord>,
+    _serve_lock: ServeLock,
+}
+
+/// Starts the service on `settings` with `workers` run slots: everything before the listener.
+pub async fn start(settings: Settings, workers: usize) -> anyhow::Result<Started> {
+    crate::files::private_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    // Before the store is opened or anything recovered: a second serve on this data dir would
+    // otherwise take the first one's runs for interrupted and remove their output.
+    let serve_lock = crate::engine::lock::serve(&settings.data_dir)?;
+    let host_id = worker::host_id(&settings);
+    let state = AppState::open(settings, host_id)?;
+    // Recovery may run steps (an upgrade's rollback): blocking work, off the async threads.
+    let recovered = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || worker::recover(&state))
+            .await
+            .context("recovering interrupted runs")??
+    };
+    tokio::spawn(worker::run_workers(state.clone(), workers));
+    Ok(Started {
+        state,
+        recovered,
+        _serve_lock: serve_lock,
+    })
+}
+
+/// Stops the service's runs: waits up to `grace` for the running ones to end, then cancels
+/// them and gives them 10 s to record `cancelled` and remove their partial output.
+pub async fn drain(state: &AppState, grace: Duration, mut report: impl FnMut(&str)) {
+    let running = || state.running.lock().map(|m| m.len()).unwrap_or(0);
+    let until = Instant::now() + grace;
+    while running() > 0 {
+        if Instant::now() >= until {
+            report(&format!("cancelling {} running run(s)", running()));
+            let tokens: Vec<_> = state
+                .running
+                .lock()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            for token in tokens {
+                token.cancel();
+            }
+            for _ in 0..100 {
+                if running() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
