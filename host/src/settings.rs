@@ -87,6 +87,31 @@ pub struct Settings {
     pub commands: CommandSettings,
     /// `[grants]`: what any pipeline may grant on this host.
     pub grants: crate::pipeline::GrantCeilings,
+    /// `[runs]`: what the host tells about runs.
+    pub runs: RunSettings,
+}
+
+/// `[runs]`: what the host tells about runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// `long_eta_warning`: a run whose preflight expects it to take longer gets a warning event
+    /// (default `2h`; `"off"` for none).
+    pub long_eta_warning: Option<Duration>,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        Self {
+            long_eta_warning: Some(Duration::from_secs(2 * 3600)),
+        }
+    }
+}
+
+/// `[runs]` in the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRuns {
+    long_eta_warning: Option<String>,
 }
 
 /// `[commands]`: how the programs steps are granted run on this host.
@@ -157,6 +182,8 @@ struct FileSettings {
     commands: FileCommands,
     #[serde(default)]
     grants: FileGrants,
+    #[serde(default)]
+    runs: FileRuns,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -326,6 +353,15 @@ impl Settings {
         grants
             .check()
             .map_err(|e| anyhow::anyhow!("settings file: {e}"))?;
+        let runs = RunSettings {
+            long_eta_warning: match file.runs.long_eta_warning.as_deref() {
+                None => RunSettings::default().long_eta_warning,
+                Some("off") => None,
+                Some(v) => Some(parse_duration(v).with_context(|| {
+                    "runs.long_eta_warning in the settings file (a duration like \"2h\", or \"off\")"
+                })?),
+            },
+        };
 
         Ok(Self {
             customers_root,
@@ -339,6 +375,7 @@ impl Settings {
             config_file,
             commands,
             grants,
+            runs,
         })
     }
 }
@@ -511,5 +548,41 @@ mod tests {
         );
         let err = load("[commands]\nconfinement = \"maybe\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("unknown variant"), "{err:#}");
+    }
+
+    #[test]
+    fn the_runs_table_sets_the_long_eta_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("qodify-host.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Settings::load(&Overrides {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            load("").unwrap().runs.long_eta_warning,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(
+            load("[runs]\nlong_eta_warning = \"45m\"\n")
+                .unwrap()
+                .runs
+                .long_eta_warning,
+            Some(Duration::from_secs(2700))
+        );
+        assert_eq!(
+            load("[runs]\nlong_eta_warning = \"off\"\n")
+                .unwrap()
+                .runs
+                .long_eta_warning,
+            None
+        );
+        let err = load("[runs]\nlong_eta_warning = \"soon\"\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("runs.long_eta_warning"),
+            "{err:#}"
+        );
     }
 }

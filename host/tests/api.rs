@@ -1059,6 +1059,14 @@ impl Store for LeakyStore {
     ) -> StoreResult<bool> {
         self.0.set_progress(run_id, epoch, percent, message)
     }
+    fn set_insight(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        insight: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        self.0.set_insight(run_id, epoch, insight)
+    }
     fn start_run(&self, run: &NewRun, owner: &str, lease: Duration) -> StoreResult<RunRecord> {
         self.0.start_run(run, owner, lease)
     }

@@ -61,6 +61,7 @@ fn fixture() -> Fixture {
         config_file: None,
         commands: Default::default(),
         grants: Default::default(),
+        runs: Default::default(),
     };
     let cust = root.join("customers/shop.example.com");
     std::fs::create_dir_all(cust.join("data/sub")).unwrap();

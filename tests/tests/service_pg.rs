@@ -1,7 +1,8 @@
 //! `qodify-host serve` through real HTTP on a loopback port, with real PostgreSQL behind the
 //! backup pipeline: register, back up, follow the live events over SSE until `backup-completed`,
-//! read the history; one active run per customer under 100 parallel POSTs; and a `kill -9` of the
-//! server in the middle of a backup.
+//! read the history; a 500 MiB customer's progress (byte-weighted percents, ETA, warnings, the
+//! preflight in the run view); one active run per customer under 100 parallel POSTs; and a
+//! `kill -9` of the server in the middle of a backup.
 
 mod common;
 mod pg;
@@ -134,6 +135,144 @@ fn a_backup_posted_over_http_completes_with_live_events_and_history() {
     // No token, no API.
     let (code, _) = json_of(ureq::get(&format!("{}/api/customers/42", s.base)).call());
     assert_eq!(code, 401);
+}
+
+fn post_backup(s: &Server) -> String {
+    let (code, body) = json_of(
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(serde_json::json!({"type": "fast"})),
+    );
+    assert_eq!(code, 202, "{body}");
+    body["runId"].as_str().unwrap().to_owned()
+}
+
+/// The `backup-progress` payloads of a run, in order.
+fn progress_of(events: &[(String, serde_json::Value)]) -> Vec<&serde_json::Value> {
+    events
+        .iter()
+        .filter(|(n, _)| n == "backup-progress")
+        .map(|(_, d)| d)
+        .collect()
+}
+
+#[test]
+fn a_500_mib_backup_streams_byte_weighted_percents_an_eta_and_warnings() {
+    const MIB: u64 = 1 << 20;
+    let host = Host::new();
+    let db = TestDb::shop("progress");
+    customer(&host, &db, 500);
+    let s = serve(&host);
+    register(&s);
+
+    // First backup: no history, so no ETA from the preflight; the uploads weigh 500 MiB.
+    let first = post_backup(&s);
+    let events = follow(&s, &first);
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("backup-completed"),
+        "{events:?}"
+    );
+    let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{first}", s.base)).call());
+    let pre = &run["preflight"];
+    assert_eq!(pre["step"], "preflight", "{run}");
+    assert!(pre["estimateBytes"].as_u64().unwrap() >= 500 * MIB, "{run}");
+    assert!(pre["freeBytes"].as_u64().unwrap() > 0, "{run}");
+    assert_eq!(pre["etaSeconds"], serde_json::Value::Null, "{run}");
+    let uploads = pre["stepBytes"]["archive-uploads"].as_u64().unwrap();
+    assert!((500 * MIB..501 * MIB).contains(&uploads), "{run}");
+    assert!(
+        pre["stepBytes"]["archive-backend"].as_u64().unwrap() < MIB,
+        "{run}"
+    );
+
+    let progress = progress_of(&events);
+    let percents: Vec<f64> = progress
+        .iter()
+        .filter_map(|d| d["percent"].as_f64())
+        .collect();
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "percents go back: {percents:?}"
+    );
+    // The uploads are nearly all of the bytes: while they are archived the run's percent moves
+    // through most of its range, in several steps (counted per step, as before, their archive
+    // would be one eighth of it).
+    let during_uploads: std::collections::BTreeSet<u64> = progress
+        .iter()
+        .filter(|d| d["step"] == "archive-uploads" && d["message"] != "done")
+        .filter_map(|d| d["percent"].as_f64())
+        .map(|p| p as u64)
+        .collect();
+    let (low, high) = (
+        *during_uploads.first().unwrap(),
+        *during_uploads.last().unwrap(),
+    );
+    assert!(
+        during_uploads.len() >= 3 && high - low >= 50,
+        "the uploads' archive moved the run's percent only through {during_uploads:?}"
+    );
+    assert!(*percents.last().unwrap() > 90.0, "{percents:?}");
+
+    // Four older copies make six backups with the next one: retention (5) will delete the
+    // oldest, and the preflight says so; the first backup's pace gives the ETA.
+    let backups = host.customer(DOMAIN).join("backups");
+    let first_id = run["backupId"].as_str().unwrap().to_owned();
+    for i in 1..=4 {
+        let older = format!("2020010{i}-000000");
+        let status = Command::new("cp")
+            .arg("-al")
+            .arg(backups.join(&first_id))
+            .arg(backups.join(&older))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let second = post_backup(&s);
+    let events = follow(&s, &second);
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("backup-completed"),
+        "{events:?}"
+    );
+    let progress = progress_of(&events);
+    let after_preflight: Vec<&&serde_json::Value> = progress
+        .iter()
+        .skip_while(|d| !(d["step"] == "preflight" && d["message"] == "done"))
+        .collect();
+    assert!(!after_preflight.is_empty(), "{progress:?}");
+    assert!(
+        after_preflight[0]["preflight"]["etaSeconds"].is_u64(),
+        "{:?}",
+        after_preflight[0]
+    );
+    assert!(
+        after_preflight.iter().all(|d| d["etaSeconds"].is_u64()),
+        "every event after the preflight carries the time left: {after_preflight:?}"
+    );
+    let warning = "retention will delete backup 20200101-000000";
+    assert!(
+        progress
+            .iter()
+            .any(|d| d["warning"].as_str().is_some_and(|w| w.contains(warning))),
+        "{progress:?}"
+    );
+    assert!(
+        after_preflight
+            .iter()
+            .all(|d| d["warnings"].to_string().contains(warning)),
+        "{after_preflight:?}"
+    );
+    let (_, run) = json_of(api(TOKEN, "GET", &format!("{}/api/runs/{second}", s.base)).call());
+    assert!(run["preflight"]["etaSeconds"].is_u64(), "{run}");
+    assert!(
+        run["warnings"].to_string().contains(warning),
+        "{}",
+        run["warnings"]
+    );
 }
 
 #[test]

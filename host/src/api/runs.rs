@@ -72,6 +72,33 @@ pub(super) struct RunView {
     /// What the run waits for people to decide (`POST /api/runs/{runId}/approval`), if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     approval: Option<ApprovalView>,
+    /// The preflight's figures, once its step succeeded (backups and upgrades).
+    #[schema(required = true)]
+    preflight: Option<PreflightView>,
+    /// Warnings the run's steps gave (free space low, what retention will delete, a long ETA),
+    /// oldest first; at most 50.
+    warnings: Vec<String>,
+}
+
+/// What a run's preflight found.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Preflight)]
+pub(super) struct PreflightView {
+    /// The step that gave the figures.
+    step: String,
+    /// Estimated size of what the run writes, in bytes.
+    #[schema(required = true)]
+    estimate_bytes: Option<u64>,
+    /// Free space where it writes, in bytes.
+    #[schema(required = true)]
+    free_bytes: Option<u64>,
+    /// Estimated duration of the whole run, in seconds (from earlier runs' pace); `null` without
+    /// history.
+    #[schema(required = true)]
+    eta_seconds: Option<u64>,
+    /// Bytes each step will move, by step id (what the run's percent is weighted by).
+    step_bytes: BTreeMap<String, u64>,
 }
 
 /// A run's pending approval request.
@@ -95,7 +122,20 @@ pub(super) struct ApprovalView {
 
 impl From<RunRecord> for RunView {
     fn from(r: RunRecord) -> Self {
+        let insight: crate::ops::progress::Insight = r
+            .insight
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         Self {
+            preflight: insight.preflight.map(|p| PreflightView {
+                step: p.step,
+                estimate_bytes: p.estimate_bytes,
+                free_bytes: p.free_bytes,
+                eta_seconds: p.eta_seconds,
+                step_bytes: p.step_bytes,
+            }),
+            warnings: insight.warnings,
             events_url: events_url(&r.id),
             id: r.id,
             customer_id: r.customer_id,

@@ -734,6 +734,7 @@ mod tests {
             config_file: None,
             commands: Default::default(),
             grants: Default::default(),
+            runs: Default::default(),
         }
     }
 

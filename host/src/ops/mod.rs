@@ -8,6 +8,7 @@
 //! - [`approvals`]: decide what a waiting run asks people.
 //! - [`backups`]: delete a backup (pins, runs, history, audit), reconcile the history with the
 //!   folders.
+//! - [`progress`]: a run's live percent (weighted by bytes), time left and warnings.
 //! - [`recover`]: runs that a host stop interrupted, found on disk (the run journal next to the
 //!   customer's lock), finished by their pipeline's `on_failure` steps before anything else runs
 //!   for that customer, from whichever host or command starts next.
@@ -24,6 +25,7 @@ pub mod approvals;
 pub mod backups;
 pub mod hub;
 pub mod plan;
+pub mod progress;
 pub mod recover;
 pub mod run;
 pub mod serve;

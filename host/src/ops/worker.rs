@@ -3,14 +3,14 @@
 //! executor events into the plan's live events. At startup, runs this host left running are
 //! marked interrupted and their partial backup folders removed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::customer::Customer;
 use crate::engine::caps::CancelToken;
 use crate::engine::executor;
-use crate::events::{Event, EventSink, NullSink, RunStatus};
+use crate::events::{Event, EventSink, LogLevel, NullSink, RunStatus};
 use crate::ops;
 use crate::store::{AuditEntry, BackupRecord, RunFinish, RunRecord, RunState};
 
@@ -296,9 +296,8 @@ struct HubSink {
 }
 
 struct SinkState {
-    total: usize,
-    done: usize,
-    step_percent: BTreeMap<String, f32>,
+    /// The run's percent, time left and warnings.
+    progress: super::progress::Progress,
     last_progress: Option<Instant>,
     sent_this_second: u32,
     /// Events published for this run so far.
@@ -323,13 +322,22 @@ fn admit(st: &mut SinkState, force: bool) -> Result<(), bool> {
 
 impl HubSink {
     fn progress(&self, step: Option<&str>, message: &str, force: bool) {
+        self.progress_with(step, message, force, serde_json::Map::new());
+    }
+
+    /// Publishes a progress event with the run's percent, time left and warnings so far, plus
+    /// `extra` fields.
+    fn progress_with(
+        &self,
+        step: Option<&str>,
+        message: &str,
+        force: bool,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) {
         let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let running: f32 = st.step_percent.values().sum::<f32>() / 100.0;
-        let percent = if st.total == 0 {
-            0.0
-        } else {
-            ((st.done as f32 + running) / st.total as f32 * 100.0).min(99.0)
-        };
+        let percent = st.progress.percent();
+        let eta = st.progress.eta_seconds(Instant::now());
+        let warnings = st.progress.insight().warnings.clone();
         let now_i = Instant::now();
         match st.last_progress {
             Some(t) if now_i.duration_since(t) < Duration::from_secs(1) => {
@@ -354,12 +362,32 @@ impl HubSink {
             Err(true) => return self.publish_cap_marker(Some(percent)),
             Err(false) => return,
         }
+        let mut data = serde_json::json!({ "runId": self.run.id, "percent": (percent * 10.0).round() / 10.0, "step": step, "message": message });
+        if let Some(eta) = eta {
+            data["etaSeconds"] = eta.into();
+        }
+        if !warnings.is_empty() {
+            data["warnings"] = warnings.into();
+        }
+        if let Some(map) = data.as_object_mut() {
+            map.extend(extra);
+        }
         self.state.hub.publish(
             &self.run.id,
             &self.run.customer_id,
             &format!("{}-progress", self.family),
-            serde_json::json!({ "runId": self.run.id, "percent": (percent * 10.0).round() / 10.0, "step": step, "message": message }),
+            data,
         );
+    }
+
+    /// Stores what the run learnt (fenced like its progress).
+    fn store_insight(&self, insight: &super::progress::Insight) {
+        if let Ok(value) = serde_json::to_value(insight) {
+            let _ = self
+                .state
+                .store
+                .set_insight(&self.run.id, self.run.epoch, &value);
+        }
     }
 }
 
@@ -396,15 +424,19 @@ impl EventSink for HubSink {
     fn emit(&self, event: Event) {
         match event {
             Event::RunStarted { steps, .. } => {
-                self.inner.lock().unwrap_or_else(|e| e.into_inner()).total = steps.len();
+                self.inner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .progress
+                    .planned(steps);
                 self.progress(None, "started", true);
             }
             Event::StepStarted { step, .. } => {
                 self.inner
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .step_percent
-                    .insert(step.clone(), 0.0);
+                    .progress
+                    .step_started(&step);
                 self.progress(Some(&step), "started", true);
             }
             Event::StepProgress {
@@ -415,25 +447,52 @@ impl EventSink for HubSink {
                 self.inner
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .step_percent
-                    .insert(step.clone(), percent);
+                    .progress
+                    .step_progress(&step, percent);
                 self.progress(Some(&step), &message, false);
             }
-            Event::StepSucceeded { step, .. } => {
-                {
+            Event::StepSucceeded { step, outputs, .. } => {
+                let learnt = {
                     let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                    st.step_percent.remove(&step);
-                    st.done += 1;
+                    st.progress.step_ended(&step, true);
+                    st.progress
+                        .outputs(&step, &outputs, Instant::now())
+                        .then(|| st.progress.insight().clone())
+                };
+                let mut extra = serde_json::Map::new();
+                if let Some(insight) = learnt {
+                    self.store_insight(&insight);
+                    if let Some(p) = insight.preflight.and_then(|p| serde_json::to_value(p).ok()) {
+                        extra.insert("preflight".into(), p);
+                    }
                 }
-                self.progress(Some(&step), "done", true);
+                self.progress_with(Some(&step), "done", true, extra);
             }
             Event::StepFailed { step, error, .. } => {
                 self.inner
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .step_percent
-                    .remove(&step);
+                    .progress
+                    .step_ended(&step, false);
                 self.progress(Some(&step), &format!("failed: {error}"), true);
+            }
+            Event::StepLog {
+                step,
+                level: LogLevel::Warn,
+                message,
+            } => {
+                let kept = {
+                    let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                    st.progress
+                        .warn(format!("{step}: {message}"))
+                        .then(|| st.progress.insight().clone())
+                };
+                if let Some(insight) = kept {
+                    self.store_insight(&insight);
+                    let mut extra = serde_json::Map::new();
+                    extra.insert("warning".into(), format!("{step}: {message}").into());
+                    self.progress_with(Some(&step), &format!("warning: {message}"), true, extra);
+                }
             }
             Event::ApprovalRequested {
                 step,
@@ -706,9 +765,10 @@ fn execute(
         run: run.clone(),
         family: family(&run.pipeline),
         inner: Mutex::new(SinkState {
-            total: 0,
-            done: 0,
-            step_percent: BTreeMap::new(),
+            progress: super::progress::Progress::new(
+                Instant::now(),
+                state.settings.runs.long_eta_warning,
+            ),
             last_progress: None,
             sent_this_second: 0,
             published: 0,
@@ -817,6 +877,7 @@ mod tests {
             config_file: None,
             commands: Default::default(),
             grants: Default::default(),
+            runs: Default::default(),
         };
         let state = AppState {
             hub: super::super::EventHub::new(store.clone()),
@@ -834,9 +895,7 @@ mod tests {
             run,
             family: "upgrade",
             inner: Mutex::new(SinkState {
-                total: 0,
-                done: 0,
-                step_percent: BTreeMap::new(),
+                progress: crate::ops::progress::Progress::new(Instant::now(), None),
                 last_progress: None,
                 sent_this_second: 0,
                 published: 0,

@@ -147,6 +147,8 @@ pub struct RunRecord {
     pub progress: Option<f32>,
     /// Latest progress message.
     pub message: Option<String>,
+    /// What the run learnt while it ran (preflight figures, warnings), as the hub keeps it.
+    pub insight: Option<serde_json::Value>,
 }
 
 /// How a run ended.
@@ -271,6 +273,13 @@ pub trait Store: Send + Sync {
         epoch: i64,
         percent: f32,
         message: &str,
+    ) -> StoreResult<bool>;
+    /// Replaces what a running run learnt about itself (fenced).
+    fn set_insight(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        insight: &serde_json::Value,
     ) -> StoreResult<bool>;
     /// Records the backup a running run completed, as soon as it is complete (fenced): the run
     /// names it even when a later step fails or the host stops before the end.

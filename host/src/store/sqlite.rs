@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_history_indexes.sql"),
     include_str!("migrations/0003_history_notes.sql"),
+    include_str!("migrations/0004_run_insight.sql"),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -44,7 +45,7 @@ const INTERRUPTED: &str = "interrupted: the host stopped while it ran";
 /// The columns [`run_from_row`] reads, in its order.
 const RUN_COLUMNS: &str = "id, customer_id, pipeline, params_json, triggered_by, state, \
      created_at, started_at, finished_at, error, backup_id, cancel_requested, lease_owner, \
-     epoch, progress, message";
+     epoch, progress, message, insight_json";
 
 /// The SQLite state store.
 pub struct SqliteStore {
@@ -244,6 +245,9 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         epoch: row.get(13)?,
         progress: progress.map(|p| p as f32),
         message: row.get(15)?,
+        insight: row
+            .get::<_, Option<String>>(16)?
+            .and_then(|t| serde_json::from_str(&t).ok()),
     })
 }
 
@@ -619,6 +623,22 @@ impl Store for SqliteStore {
                 "UPDATE runs SET progress = COALESCE(?3, progress), message = ?4 \
                  WHERE id = ?1 AND epoch = ?2 AND state = 'running'",
                 params![run_id, epoch, percent, message],
+            )
+            .db()?;
+        Ok(changed > 0)
+    }
+
+    fn set_insight(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        insight: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE runs SET insight_json = ?3 WHERE id = ?1 AND epoch = ?2 AND state = 'running'",
+                params![run_id, epoch, insight.to_string()],
             )
             .db()?;
         Ok(changed > 0)
@@ -1162,6 +1182,28 @@ mod tests {
             );
         }
         assert_eq!(order, ["a1", "b1", "a2", "a3"]);
+    }
+
+    #[test]
+    fn a_runs_insight_is_kept_while_it_runs_and_fenced() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1"]);
+        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+        assert_eq!(store.run("r1").unwrap().unwrap().insight, None);
+        let run = store.claim_next("h1", HOUR).unwrap().unwrap();
+        let insight = json!({ "preflight": { "etaSeconds": 42 }, "warnings": ["low"] });
+        assert!(!store.set_insight("r1", run.epoch - 1, &insight).unwrap());
+        assert!(store.set_insight("r1", run.epoch, &insight).unwrap());
+        assert_eq!(
+            store.run("r1").unwrap().unwrap().insight,
+            Some(insight.clone())
+        );
+        store
+            .finish_run("r1", run.epoch, &finished(RunState::Succeeded))
+            .unwrap();
+        // An ended run keeps what it learnt and takes nothing more.
+        assert!(!store.set_insight("r1", run.epoch, &json!({})).unwrap());
+        assert_eq!(store.run("r1").unwrap().unwrap().insight, Some(insight));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         config_file: None,
         commands: Default::default(),
         grants: Default::default(),
+        runs: Default::default(),
     };
     let state = AppState {
         hub: EventHub::new(store.clone()),

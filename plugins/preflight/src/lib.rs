@@ -13,12 +13,21 @@
 //! - ETA: estimate ÷ the median write rate (`stats.totalBytes / stats.durationSeconds`) of the
 //!   newest five earlier backups that record one; none without history.
 //!
+//! - Low space: a warning when, after this run, less than one more backup of this size would fit.
+//! - More than a backup: `also_needs` folders are measured whole and must fit too (an upgrade's
+//!   new release is about as big as the current one with its `node_modules`).
+//! - Weights: for each step in `weigh`, the bytes it will move (its sources as measured, `db` as
+//!   the newest earlier dump), so the host weighs the run's percent by bytes.
+//!
 //! Config (see [`Config`]): `customer` (guest path of a read-only mount of the customer folder),
 //! `backups` (guest path of the backups folder; read-only is enough), `sources` (folders inside
 //! the customer folder, e.g. `["backend", "admin", "store"]`), `exclude` (anchored globs, default
 //! `**/node_modules/**`, `**/.next/**`, `**/dist/**`, `**/logs/**`), `keep` (retention N, default
-//! 5), `margin` (default 1.2). Outputs: `estimate-bytes`, `free-bytes`, `eta-seconds` (when
-//! known). No host commands.
+//! 5), `retention` (default true: false when no retention step follows, as in an upgrade),
+//! `margin` (default 1.2), `weigh` (step id → sources or `"db"`), `also_needs` (folders).
+//! Outputs: `estimate-bytes`, `free-bytes`, `eta-seconds` (when known), `step-bytes.<step>`.
+//! Warnings (retention, low space) are `warn` log lines, which the host shows as run warnings.
+//! No host commands.
 
 pub mod walk;
 
@@ -55,9 +64,23 @@ pub struct Config {
     /// Retention's N.
     #[serde(default = "default_keep")]
     pub keep: i64,
+    /// Whether a retention step follows this run (an upgrade's pinned pre-upgrade backup has
+    /// none): without one, no retention warnings.
+    #[serde(default = "default_true")]
+    pub retention: bool,
     /// Free space needed, as a multiple of the estimate.
     #[serde(default = "default_margin")]
     pub margin: f64,
+    /// Which step moves which bytes, for the run's byte-weighted progress: step id → entries of
+    /// `sources` it archives, or `"db"` for the database dump. Each becomes an output
+    /// `step-bytes.<id>`.
+    #[serde(default)]
+    pub weigh: BTreeMap<String, Vec<String>>,
+    /// Folders inside the customer folder the run needs room for besides the backup, measured
+    /// whole (nothing excluded): an upgrade's new release is about as big as the current one
+    /// with its `node_modules`. A missing one counts 0.
+    #[serde(default)]
+    pub also_needs: Vec<String>,
 }
 
 fn default_exclude() -> Vec<String> {
@@ -69,6 +92,10 @@ fn default_exclude() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_keep() -> i64 {
@@ -92,8 +119,29 @@ pub struct Plan {
     pub exclude: Option<GlobSet>,
     /// Retention's N.
     pub keep: usize,
+    /// A retention step follows.
+    pub retention: bool,
     /// The margin.
     pub margin: f64,
+    /// Step id → normalised sources (or `db`) it moves.
+    pub weigh: BTreeMap<String, Vec<String>>,
+    /// Folders, relative, normalised, measured whole on top of the backup.
+    pub also_needs: Vec<String>,
+}
+
+/// `raw` as a folder inside the customer folder, relative and normalised.
+fn inside(field: &str, raw: &str) -> Result<String, Error> {
+    let parts: Vec<&str> = raw
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if raw.starts_with('/') || parts.is_empty() || parts.contains(&"..") {
+        return Err(Error::invalid_config(format!(
+            "{field} `{raw}` must be a folder inside the customer folder, like backend or \
+             shared/uploads"
+        )));
+    }
+    Ok(parts.join("/"))
 }
 
 impl Plan {
@@ -112,19 +160,34 @@ impl Plan {
         };
         let customer = folder("customer", &config.customer)?;
         let backups = folder("backups", &config.backups)?;
-        let mut sources = Vec::new();
-        for raw in &config.sources {
-            let parts: Vec<&str> = raw
-                .split('/')
-                .filter(|p| !p.is_empty() && *p != ".")
-                .collect();
-            if raw.starts_with('/') || parts.is_empty() || parts.contains(&"..") {
-                return Err(Error::invalid_config(format!(
-                    "source `{raw}` must be a folder inside the customer folder, like backend or \
-                     shared/uploads"
-                )));
+        let sources = config
+            .sources
+            .iter()
+            .map(|raw| inside("source", raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let also_needs = config
+            .also_needs
+            .iter()
+            .map(|raw| inside("also_needs entry", raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut weigh = BTreeMap::new();
+        for (step, parts) in &config.weigh {
+            let mut list = Vec::new();
+            for raw in parts {
+                if raw == "db" {
+                    list.push("db".to_owned());
+                    continue;
+                }
+                let part = inside("weigh entry", raw)?;
+                if !sources.contains(&part) {
+                    return Err(Error::invalid_config(format!(
+                        "weigh.{step} names `{raw}`, which is not one of the sources; name a \
+                         source or \"db\""
+                    )));
+                }
+                list.push(part);
             }
-            sources.push(parts.join("/"));
+            weigh.insert(step.clone(), list);
         }
         if config.keep < 1 {
             return Err(Error::invalid_config(format!(
@@ -144,7 +207,10 @@ impl Plan {
             sources,
             exclude: glob_set("exclude", &config.exclude)?,
             keep: usize::try_from(config.keep).unwrap_or(usize::MAX),
+            retention: config.retention,
             margin: config.margin,
+            weigh,
+            also_needs,
         })
     }
 }
@@ -195,11 +261,15 @@ pub fn assess(
     let eta_seconds = rate.map(|r| (estimate as f64 / r).ceil() as u64);
     let mut ids: Vec<&str> = earlier.iter().map(|b| b.id.as_str()).collect();
     ids.push(run_id);
-    let doomed = decide(&ids, pins, plan.keep, Some(run_id))
-        .into_iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.id)
-        .collect();
+    let doomed = if !plan.retention {
+        Vec::new()
+    } else {
+        decide(&ids, pins, plan.keep, Some(run_id))
+            .into_iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.id)
+            .collect()
+    };
     Assessment {
         estimate,
         db,
@@ -213,6 +283,49 @@ pub fn assess(
 }
 
 impl Assessment {
+    /// Adds `bytes` the run needs besides the backup (an upgrade's new release) to what must be
+    /// free.
+    pub fn also_needs(&mut self, bytes: u64, plan: &Plan) {
+        self.needed = (self.estimate.saturating_add(bytes) as f64 * plan.margin).ceil() as u64;
+    }
+
+    /// A warning when, after this run, less than one more backup of this size would fit.
+    pub fn low_space_warning(&self) -> Option<String> {
+        let after = self.free.saturating_sub(self.needed);
+        (self.free >= self.needed && after < self.estimate).then(|| {
+            format!(
+                "free space low: after this run about {} remains where the backups are stored, \
+                 less than one more backup ({}); free disk space or lower retention",
+                human(after),
+                human(self.estimate)
+            )
+        })
+    }
+
+    /// The bytes each step in `plan.weigh` moves: its sources as measured, `db` as the newest
+    /// earlier dump (a step with nothing known is left out).
+    pub fn step_bytes(&self, plan: &Plan, measured: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
+        plan.weigh
+            .iter()
+            .filter_map(|(step, parts)| {
+                let mut known = false;
+                let mut sum = 0u64;
+                for part in parts {
+                    let n = if part == "db" {
+                        self.db.as_ref().map(|(_, n)| *n)
+                    } else {
+                        measured.get(part).copied()
+                    };
+                    if let Some(n) = n {
+                        known = true;
+                        sum = sum.saturating_add(n);
+                    }
+                }
+                known.then(|| (step.clone(), sum))
+            })
+            .collect()
+    }
+
     /// The failure when there is not enough room, saying what to do.
     pub fn space_error(&self, plan: &Plan) -> Option<Error> {
         (self.free < self.needed).then(|| {
@@ -278,6 +391,7 @@ impl Step for Preflight {
         check_backups_folder(&plan.backups)?;
 
         let mut source_bytes = 0u64;
+        let mut measured = BTreeMap::new();
         let mut hooks = CtxHooks(ctx);
         for (i, source) in plan.sources.iter().enumerate() {
             ctx.progress(
@@ -300,6 +414,25 @@ impl Step for Preflight {
                 sized.excluded
             ));
             source_bytes = source_bytes.saturating_add(sized.bytes);
+            measured.insert(source.clone(), sized.bytes);
+        }
+        let mut also = 0u64;
+        for folder in &plan.also_needs {
+            let path = format!("{}/{folder}", plan.customer.trim_end_matches('/'));
+            let root = match resolve_source(&HostTree, &plan.customer, &path)? {
+                Ok(root) => root,
+                Err(why) => {
+                    ctx.info(format!("{folder} is not counted: {why}"));
+                    continue;
+                }
+            };
+            let sized = measure(&HostTree, &root, None, &mut hooks)?;
+            ctx.info(format!(
+                "{folder}: {} in {} files, needed again by this run",
+                human(sized.bytes),
+                sized.files
+            ));
+            also = also.saturating_add(sized.bytes);
         }
 
         ctx.progress(80.0, "reading earlier backups");
@@ -309,7 +442,7 @@ impl Step for Preflight {
             &format!("{}/.pins", plan.backups.trim_end_matches('/')),
         );
         let free = fs::space(&plan.backups)?.available_bytes;
-        let a = assess(
+        let mut a = assess(
             source_bytes,
             &history,
             &pins,
@@ -318,6 +451,9 @@ impl Step for Preflight {
             ctx.run_timestamp(),
         );
 
+        if also > 0 {
+            a.also_needs(also, &plan);
+        }
         if let Some((id, bytes)) = &a.db {
             ctx.info(format!(
                 "database dump: about {} (as in backup {id})",
@@ -349,12 +485,18 @@ impl Step for Preflight {
         if let Some(e) = a.space_error(&plan) {
             return Err(e);
         }
+        if let Some(w) = a.low_space_warning() {
+            ctx.warn(w);
+        }
         ctx.progress(100.0, "preflight checks passed");
         let mut out = Output::new()
             .value("estimate-bytes", a.estimate)
             .value("free-bytes", a.free);
         if let Some(eta) = a.eta_seconds {
             out.push_value("eta-seconds", eta);
+        }
+        for (step, bytes) in a.step_bytes(&plan, &measured) {
+            out.push_value(format!("step-bytes.{step}"), bytes);
         }
         Ok(out)
     }
@@ -603,5 +745,85 @@ mod tests {
         assert_eq!(human_duration(45), "45 s");
         assert_eq!(human_duration(200), "3 min 20 s");
         assert_eq!(human_duration(7500), "2 h 5 min");
+    }
+
+    #[test]
+    fn weigh_gives_each_step_the_bytes_it_moves() {
+        let p = plan(
+            r#"{"customer":"/c","backups":"/b","sources":["releases/v1/backend","shared/uploads"],
+                "weigh":{"db-dump":["db"],"archive-backend":["releases/v1/backend/"],
+                         "archive-uploads":["shared/uploads"],"archive-env":["releases/v1/backend"]}}"#,
+        )
+        .unwrap();
+        let measured = BTreeMap::from([
+            ("releases/v1/backend".to_owned(), 700u64),
+            ("shared/uploads".to_owned(), 300u64),
+        ]);
+        let history = vec![backup("20250109-000000", Some(50), 0, 0.0)];
+        let a = assess(1000, &history, &BTreeMap::new(), &p, 1 << 40, RUN);
+        assert_eq!(
+            a.step_bytes(&p, &measured),
+            vec![
+                ("archive-backend".to_owned(), 700),
+                ("archive-env".to_owned(), 700),
+                ("archive-uploads".to_owned(), 300),
+                ("db-dump".to_owned(), 50),
+            ]
+        );
+        // No earlier dump: the dump's step is left out (the host gives it a small default).
+        let a = assess(1000, &[], &BTreeMap::new(), &p, 1 << 40, RUN);
+        assert!(
+            !a.step_bytes(&p, &measured)
+                .iter()
+                .any(|(s, _)| s == "db-dump")
+        );
+        for bad in [
+            r#"{"customer":"/c","backups":"/b","sources":["backend"],"weigh":{"x":["admin"]}}"#,
+            r#"{"customer":"/c","backups":"/b","sources":["backend"],"weigh":{"x":["../backend"]}}"#,
+            r#"{"customer":"/c","backups":"/b","sources":[],"also_needs":["/etc"]}"#,
+        ] {
+            let err = plan(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_else_the_run_needs_counts_against_free_space() {
+        let p = default_plan();
+        // 100 MiB backup, 300 MiB more for a new release, margin 1.2: 480 MiB needed.
+        let mut a = assess(100 << 20, &[], &BTreeMap::new(), &p, 450 << 20, RUN);
+        assert!(a.space_error(&p).is_none());
+        a.also_needs(300 << 20, &p);
+        assert_eq!(a.needed, 480 << 20);
+        let err = a.space_error(&p).unwrap();
+        assert!(err.to_string().contains("480.0 MiB"), "{err}");
+    }
+
+    #[test]
+    fn little_room_left_after_the_run_is_a_warning() {
+        let p = default_plan();
+        // Needs 120 MiB; 200 MiB free leaves 80 MiB, less than one more 100 MiB backup.
+        let a = assess(100 << 20, &[], &BTreeMap::new(), &p, 200 << 20, RUN);
+        let w = a.low_space_warning().unwrap();
+        assert!(
+            w.contains("free space low") && w.contains("80.0 MiB"),
+            "{w}"
+        );
+        let a = assess(100 << 20, &[], &BTreeMap::new(), &p, 1 << 30, RUN);
+        assert_eq!(a.low_space_warning(), None);
+        // Not enough room at all is the error, not a warning.
+        let a = assess(100 << 20, &[], &BTreeMap::new(), &p, 100 << 20, RUN);
+        assert_eq!(a.low_space_warning(), None);
+    }
+
+    #[test]
+    fn without_a_retention_step_nothing_is_said_about_retention() {
+        let p = plan(
+            r#"{"customer":"/c","backups":"/b","sources":["backend"],"keep":1,"retention":false}"#,
+        )
+        .unwrap();
+        let history = vec![backup("20250109-000000", None, 0, 0.0)];
+        let a = assess(0, &history, &BTreeMap::new(), &p, 1 << 40, RUN);
+        assert!(a.doomed.is_empty(), "{:?}", a.doomed);
     }
 }
