@@ -98,6 +98,14 @@ fn an_upgrade_moves_the_shop_to_the_new_release_and_keeps_its_backup() {
         return;
     };
     let c = shop.dir();
+    // Dependencies the release carries (the fixture's have none): the new release will need as
+    // much again, which the preflight must count.
+    std::fs::create_dir_all(c.join("releases/v1.0.0/backend/node_modules/dep")).unwrap();
+    std::fs::write(
+        c.join("releases/v1.0.0/backend/node_modules/dep/blob.bin"),
+        vec![7u8; 4 << 20],
+    )
+    .unwrap();
     let poller = Poller::start(&shop.ports, "/version");
     let (out, result) = upgrade(&shop);
     let polled = poller.stop();
@@ -120,6 +128,21 @@ fn an_upgrade_moves_the_shop_to_the_new_release_and_keeps_its_backup() {
     shop.wait_ok("backend", "/health");
     let (_, up) = shop.get("backend", "/uploads/hello.txt");
     assert_eq!(up.trim(), "hello from upgradeok.shop.test uploads");
+
+    // The preflight counted the new release (as big as the current one, node_modules included)
+    // on top of the pre-upgrade backup.
+    let figure = |name: &str| -> u64 {
+        step_output(&out, "preflight", name)
+            .parse()
+            .unwrap_or_else(|_| panic!("preflight output {name}: {result}"))
+    };
+    let (estimate, needed) = (figure("estimate-bytes"), figure("needed-bytes"));
+    let node_modules = dir_bytes(&c.join("releases/v1.0.0/backend/node_modules"));
+    assert!(
+        node_modules >= 4 << 20 && needed as f64 >= (estimate + node_modules) as f64 * 1.2,
+        "needed {needed}, estimate {estimate}, backend node_modules {node_modules}"
+    );
+    assert!(figure("free-bytes") > 0);
 
     // .env: the new key added, the old values kept.
     let old = std::fs::read_to_string(c.join("releases/v1.0.0/backend/.env")).unwrap();
@@ -151,6 +174,39 @@ fn an_upgrade_moves_the_shop_to_the_new_release_and_keeps_its_backup() {
     assert!(!c.join("releases/.upgrade.json").exists());
     let marker = std::fs::read_to_string(c.join("releases/v1.1.0/.qodify-release.json")).unwrap();
     assert!(marker.contains("\"succeeded\""), "{marker}");
+}
+
+#[test]
+fn a_shop_in_blue_green_without_the_compatibility_links_upgrades() {
+    let Some(shop) = shop("nolinks", |_| vec![]) else {
+        return;
+    };
+    let c = shop.dir();
+    // As if installed straight into the plan's layout: no top-level service names at all.
+    for svc in SERVICES {
+        let top = c.join(svc);
+        assert!(top.is_symlink(), "{} after migrate-layout", top.display());
+        std::fs::remove_file(&top).unwrap();
+    }
+    let (out, result) = upgrade(&shop);
+    assert!(out.status.success(), "upgrade failed: {result}");
+    assert_eq!(link(&c.join("current")), "releases/v1.1.0");
+    assert_eq!(shop.versions(), ["1.1.0", "1.1.0", "1.1.0"]);
+    for (name, _, real) in shop.app_cwds() {
+        let svc = name.rsplit('-').next().unwrap();
+        assert!(
+            real.ends_with(format!("releases/v1.1.0/{svc}")),
+            "{name}: {}",
+            real.display()
+        );
+    }
+    for svc in SERVICES {
+        assert!(!c.join(svc).exists(), "the upgrade put back {svc}");
+    }
+    let backup = result["backup"].as_str().expect("a backup id");
+    let manifest =
+        std::fs::read_to_string(c.join("backups").join(backup).join("backup.json")).unwrap();
+    assert!(manifest.contains("\"pre-upgrade\""), "{manifest}");
 }
 
 /// Runs an upgrade whose v1.1.0 breaks as `switches` say, and checks the rollback; the run's
@@ -379,6 +435,21 @@ fn step_output(out: &std::process::Output, step: &str, name: &str) -> String {
             })
         })
         .unwrap_or_default()
+}
+
+/// Bytes of the regular files under `dir`, symlinks not followed.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The release folders of the shop, sorted.

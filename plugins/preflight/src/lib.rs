@@ -25,7 +25,8 @@
 //! `**/node_modules/**`, `**/.next/**`, `**/dist/**`, `**/logs/**`), `keep` (retention N, default
 //! 5), `retention` (default true: false when no retention step follows, as in an upgrade),
 //! `margin` (default 1.2), `weigh` (step id → sources or `"db"`), `also_needs` (folders).
-//! Outputs: `estimate-bytes`, `free-bytes`, `eta-seconds` (when known), `step-bytes.<step>`.
+//! Outputs: `estimate-bytes`, `needed-bytes` (what must be free: the estimate plus `also_needs`,
+//! times the margin), `free-bytes`, `eta-seconds` (when known), `step-bytes.<step>`.
 //! Warnings (retention, low space) are `warn` log lines, which the host shows as run warnings.
 //! No host commands.
 
@@ -491,6 +492,7 @@ impl Step for Preflight {
         ctx.progress(100.0, "preflight checks passed");
         let mut out = Output::new()
             .value("estimate-bytes", a.estimate)
+            .value("needed-bytes", a.needed)
             .value("free-bytes", a.free);
         if let Some(eta) = a.eta_seconds {
             out.push_value("eta-seconds", eta);
