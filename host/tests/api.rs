@@ -287,33 +287,78 @@ async fn customers_are_registered_updated_and_read_back() {
     assert_eq!(actions, ["customer.updated", "customer.registered"]);
 }
 
-#[tokio::test]
-async fn bad_domains_tiers_and_ids_are_refused_with_400_before_anything_is_touched() {
-    let env = env();
-    for domain in ["../etc", "shop", "a/b.com", "1.2.3.4", "x..com", ""] {
-        let detail = env
-            .call(
-                "PUT",
-                "/api/customers/c1",
-                Some(json!({ "domain": domain })),
-            )
-            .await
-            .problem(StatusCode::BAD_REQUEST);
-        assert!(detail.contains("domain"), "{domain}: {detail}");
-    }
-    env.call(
-        "PUT",
-        "/api/customers/c1",
-        Some(json!({ "domain": DOMAIN, "tier": "../paid" })),
-    )
-    .await
-    .problem(StatusCode::BAD_REQUEST);
-    env.call("GET", "/api/customers/c1", None)
-        .await
-        .problem(StatusCode::NOT_FOUND);
+/// One bad request and how it must be refused.
+struct Bad {
+    method: &'static str,
+    uri: String,
+    /// `None`: no body; otherwise the raw body, sent as `content_type`.
+    body: Option<&'static str>,
+    content_type: &'static str,
+    status: StatusCode,
+    /// What the problem's detail must mention (empty: anything).
+    mentions: &'static str,
+}
 
+fn bad(method: &'static str, uri: impl Into<String>, body: Option<&'static str>) -> Bad {
+    Bad {
+        method,
+        uri: uri.into(),
+        body,
+        content_type: "application/json",
+        status: StatusCode::BAD_REQUEST,
+        mentions: "",
+    }
+}
+
+impl Bad {
+    fn mentions(self, mentions: &'static str) -> Self {
+        Bad { mentions, ..self }
+    }
+    fn status(self, status: StatusCode) -> Self {
+        Bad { status, ..self }
+    }
+    fn content_type(self, content_type: &'static str) -> Self {
+        Bad {
+            content_type,
+            ..self
+        }
+    }
+}
+
+/// Every refusal of bad input in one table: ids in paths, domains and tiers, bodies that do not
+/// parse or do not fit the schema, media types and methods. Each gets a problem+json with the
+/// right status and a detail saying what; none of them touches a file or queues a run.
+#[tokio::test]
+async fn bad_requests_are_refused_with_a_problem_before_anything_is_touched() {
+    let env = env();
     env.register("c1", DOMAIN).await;
     let victim = env.make_backup(DOMAIN, "20260101-120000");
+    let backups = "/api/customers/c1/backups";
+    let restores = "/api/customers/c1/restores";
+    let mut table = Vec::new();
+    for domain in [
+        r#"{"domain": "../etc"}"#,
+        r#"{"domain": "shop"}"#,
+        r#"{"domain": "a/b.com"}"#,
+        r#"{"domain": "1.2.3.4"}"#,
+        r#"{"domain": "x..com"}"#,
+        r#"{"domain": ""}"#,
+    ] {
+        table.push(bad("PUT", "/api/customers/c2", Some(domain)).mentions("domain"));
+    }
+    table.extend([
+        bad(
+            "PUT",
+            "/api/customers/c2",
+            Some(r#"{"domain": "shop.example.com", "tier": "../paid"}"#),
+        ),
+        bad(
+            "PUT",
+            "/api/customers/c2",
+            Some(r#"{"domain": "shop.example.com", "tier": 3}"#),
+        ),
+        bad("PUT", "/api/customers/c2", Some("")),
+    ]);
     for (method, uri) in [
         ("GET", "/api/customers/..".to_owned()),
         ("GET", "/api/customers/%2E%2E%2Fetc".to_owned()),
@@ -336,44 +381,8 @@ async fn bad_domains_tiers_and_ids_are_refused_with_400_before_anything_is_touch
         ("GET", "/api/runs?limit=many".to_owned()),
         ("GET", "/api/audit?customer=%2Fetc".to_owned()),
     ] {
-        env.send(request(method, &uri, Some(TOKEN), None))
-            .await
-            .problem(StatusCode::BAD_REQUEST);
+        table.push(bad(method, uri, None));
     }
-    assert!(exists(&victim));
-
-    let detail = env
-        .call(
-            "POST",
-            "/api/customers/c1/restores",
-            Some(json!({ "backup": "../20260101-120000" })),
-        )
-        .await
-        .problem(StatusCode::BAD_REQUEST);
-    assert!(detail.contains("backup id"), "{detail}");
-    env.call(
-        "POST",
-        "/api/customers/c1/restores",
-        Some(json!({ "backup": "20260101-120000", "targetDb": "--help" })),
-    )
-    .await
-    .problem(StatusCode::BAD_REQUEST);
-    env.call(
-        "POST",
-        "/api/customers/c1/backups",
-        Some(json!({ "triggeredBy": "eve\nadmin" })),
-    )
-    .await
-    .problem(StatusCode::BAD_REQUEST);
-    let runs = env.call("GET", "/api/runs", None).await;
-    assert_eq!(runs.json["runs"], json!([]), "nothing was queued");
-}
-
-#[tokio::test]
-async fn malformed_bodies_are_400_problems() {
-    let env = env();
-    env.register("c1", DOMAIN).await;
-    let uri = "/api/customers/c1/backups";
     for body in [
         "{",
         "not json",
@@ -385,42 +394,47 @@ async fn malformed_bodies_are_400_problems() {
         r#"{"queue": "true"}"#,
         "[]",
     ] {
-        let r = env
-            .send(raw("POST", uri, Some("application/json"), body))
-            .await;
-        let detail = r.problem(StatusCode::BAD_REQUEST);
-        assert!(!detail.is_empty(), "{body}");
+        table.push(bad("POST", backups, Some(body)));
     }
-    env.send(raw("POST", uri, Some("text/plain"), r#"{"type":"fast"}"#))
+    table.extend([
+        bad("POST", backups, Some(r#"{"triggeredBy": "eve\nadmin"}"#)).mentions("triggeredBy"),
+        bad("POST", backups, Some(r#"{"type":"fast"}"#))
+            .content_type("text/plain")
+            .status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        bad(
+            "POST",
+            restores,
+            Some(r#"{"backup": "../20260101-120000"}"#),
+        )
+        .mentions("backup id"),
+        bad(
+            "POST",
+            restores,
+            Some(r#"{"backup": "20260101-120000", "targetDb": "--help"}"#),
+        ),
+        bad("POST", restores, Some(r#"{"include": {"db": false}}"#)),
+        bad("PATCH", "/api/customers/c1", None).status(StatusCode::METHOD_NOT_ALLOWED),
+    ]);
+
+    for row in &table {
+        let req = match row.body {
+            Some(body) => raw(row.method, &row.uri, Some(row.content_type), body),
+            None => request(row.method, &row.uri, Some(TOKEN), None),
+        };
+        let reply = env.send(req).await;
+        let what = format!("{} {} {:?}", row.method, row.uri, row.body);
+        assert_eq!(reply.status, row.status, "{what}: {}", reply.text);
+        let detail = reply.problem(row.status);
+        assert!(!detail.is_empty(), "{what}");
+        assert!(detail.contains(row.mentions), "{what}: {detail}");
+    }
+
+    assert!(exists(&victim));
+    env.call("GET", "/api/customers/c2", None)
         .await
-        .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    env.send(raw(
-        "PUT",
-        "/api/customers/c1",
-        Some("application/json"),
-        "",
-    ))
-    .await
-    .problem(StatusCode::BAD_REQUEST);
-    env.send(raw(
-        "PUT",
-        "/api/customers/c1",
-        Some("application/json"),
-        r#"{"domain": "shop.example.com", "tier": 3}"#,
-    ))
-    .await
-    .problem(StatusCode::BAD_REQUEST);
-    env.send(raw(
-        "POST",
-        "/api/customers/c1/restores",
-        Some("application/json"),
-        r#"{"include": {"db": false}}"#,
-    ))
-    .await
-    .problem(StatusCode::BAD_REQUEST);
-    env.send(request("PATCH", "/api/customers/c1", Some(TOKEN), None))
-        .await
-        .problem(StatusCode::METHOD_NOT_ALLOWED);
+        .problem(StatusCode::NOT_FOUND);
+    let runs = env.call("GET", "/api/runs", None).await;
+    assert_eq!(runs.json["runs"], json!([]), "nothing was queued");
 }
 
 #[tokio::test]

@@ -421,6 +421,34 @@ fn an_env_change_waits_for_approval_through_the_api() {
     assert_eq!(shop.versions(), ["1.1.0", "1.1.0", "1.1.0"]);
     let env = std::fs::read_to_string(shop.dir().join("releases/v1.1.0/backend/.env")).unwrap();
     assert!(env.contains("APP_NAME=renamed-shop"), "{env}");
+    // The run view has the upgrade's preflight; the history lists the pre-upgrade backup,
+    // pinned while the upgrade can still be rolled back to it.
+    let pre = &run["preflight"];
+    assert!(
+        pre["neededBytes"].as_u64().unwrap() > pre["estimateBytes"].as_u64().unwrap(),
+        "{run}"
+    );
+    let history: serde_json::Value = req(&server, "GET", "/api/customers/c1/backups")
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let line = history["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["runId"] == run_id.as_str())
+        .unwrap_or_else(|| panic!("{history}"))
+        .clone();
+    assert_eq!(line["type"], "pre-upgrade", "{line}");
+    assert_eq!(line["result"], "succeeded", "{line}");
+    assert_eq!(line["backupId"], run["backupId"], "{line} {run}");
+    assert!(
+        line["pinned"]
+            .as_str()
+            .is_some_and(|p| p.contains("pre-upgrade to v1.1.0")),
+        "{line}"
+    );
 }
 
 /// Output `name` of step `step` in a `run --json` output ("" when absent).

@@ -165,6 +165,10 @@ struct HistoryView {
     /// `deleted by <who>`, `missing on disk`, `found on disk by reconcile`.
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
+    /// Why the backup is pinned (kept by retention, refused by delete), while it is: e.g. a
+    /// pre-upgrade backup while its upgrade can roll back. `null` when it is not.
+    #[schema(required = true)]
+    pinned: Option<String>,
 }
 
 impl From<BackupRecord> for HistoryView {
@@ -179,6 +183,7 @@ impl From<BackupRecord> for HistoryView {
             run_id: b.run_id,
             backup_id: b.backup_id,
             note: b.note,
+            pinned: None,
         }
     }
 }
@@ -233,16 +238,39 @@ async fn history(
     let before = q.before.as_deref().map(extract::run_id).transpose()?;
     blocking(move || {
         let store = state.store.as_ref();
-        customers::require(store, &id)?;
+        let customer = customers::require(store, &id)?;
         // Newest first, as the store keeps it; one more line tells whether a next page exists.
         let mut backups = store.backups(&id, limit + 1, before.as_deref())?;
         let next_before = (backups.len() > limit).then(|| {
             backups.truncate(limit);
             backups.last().map(|b| b.run_id.clone())
         });
+        // Pins live on disk, with the backups: read them for the lines that have a backup.
+        let pins: std::collections::BTreeMap<String, String> =
+            crate::engine::sandbox::open_customer(&state.settings.customers_root, &customer.domain)
+                .ok()
+                .and_then(|dir| crate::backups::list(&dir).ok())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|b| Some((b.id, b.pinned?)))
+                .collect();
+        let backups = backups
+            .into_iter()
+            .map(|b| {
+                let pinned = b
+                    .backup_id
+                    .as_deref()
+                    .filter(|_| b.result == "succeeded")
+                    .and_then(|id| pins.get(id).cloned());
+                HistoryView {
+                    pinned,
+                    ..HistoryView::from(b)
+                }
+            })
+            .collect();
         Ok(Json(History {
             customer: id,
-            backups: backups.into_iter().map(HistoryView::from).collect(),
+            backups,
             next_before: next_before.flatten(),
         }))
     })

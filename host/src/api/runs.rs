@@ -90,6 +90,10 @@ pub(super) struct PreflightView {
     /// Estimated size of what the run writes, in bytes.
     #[schema(required = true)]
     estimate_bytes: Option<u64>,
+    /// What must be free for the run, in bytes: the estimate plus what else it needs (an
+    /// upgrade's new release), times a margin.
+    #[schema(required = true)]
+    needed_bytes: Option<u64>,
     /// Free space where it writes, in bytes.
     #[schema(required = true)]
     free_bytes: Option<u64>,
@@ -131,6 +135,7 @@ impl From<RunRecord> for RunView {
             preflight: insight.preflight.map(|p| PreflightView {
                 step: p.step,
                 estimate_bytes: p.estimate_bytes,
+                needed_bytes: p.needed_bytes,
                 free_bytes: p.free_bytes,
                 eta_seconds: p.eta_seconds,
                 step_bytes: p.step_bytes,

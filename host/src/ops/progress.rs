@@ -33,6 +33,9 @@ pub struct Preflight {
     /// Estimated size of what the run writes (bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate_bytes: Option<u64>,
+    /// What must be free for the run: the estimate plus what else it needs, times a margin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needed_bytes: Option<u64>,
     /// Free space where it writes (bytes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub free_bytes: Option<u64>,
@@ -118,7 +121,7 @@ impl Progress {
     }
 
     /// A step's outputs: `step-bytes.<id>`, and a preflight's `estimate-bytes`, `free-bytes`,
-    /// `eta-seconds`. True when the run's insight changed.
+    /// `needed-bytes`, `eta-seconds`. True when the run's insight changed.
     pub fn outputs(&mut self, step: &str, outputs: &[(String, String)], now: Instant) -> bool {
         let num = |key: &str| {
             outputs
@@ -133,7 +136,12 @@ impl Progress {
                 Some((id.to_owned(), v.trim().parse::<u64>().ok()?))
             })
             .collect();
-        let (estimate, free, eta) = (num("estimate-bytes"), num("free-bytes"), num("eta-seconds"));
+        let (estimate, needed, free, eta) = (
+            num("estimate-bytes"),
+            num("needed-bytes"),
+            num("free-bytes"),
+            num("eta-seconds"),
+        );
         if estimate.is_none() && free.is_none() && eta.is_none() && step_bytes.is_empty() {
             return false;
         }
@@ -152,6 +160,7 @@ impl Progress {
         self.insight.preflight = Some(Preflight {
             step: step.to_owned(),
             estimate_bytes: estimate,
+            needed_bytes: needed,
             free_bytes: free,
             eta_seconds: eta,
             step_bytes,
