@@ -519,17 +519,19 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 
-    #[test]
-    fn the_commands_table_sets_confinement_and_host_paths() {
+    /// Settings loaded from a settings file holding `text`.
+    fn load(text: &str) -> Result<Settings> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("qodify-host.toml");
-        let load = |text: &str| {
-            std::fs::write(&file, text).unwrap();
-            Settings::load(&Overrides {
-                config: Some(file.clone()),
-                ..Default::default()
-            })
-        };
+        std::fs::write(&file, text).unwrap();
+        Settings::load(&Overrides {
+            config: Some(file),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_commands_table_sets_confinement_and_host_paths() {
         let s = load(
             "[commands]\nconfinement = \"off\"\n[commands.host_paths]\npm2 = [\"/srv/pm2\"]\n",
         )
@@ -552,15 +554,6 @@ mod tests {
 
     #[test]
     fn the_runs_table_sets_the_long_eta_warning() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("qodify-host.toml");
-        let load = |text: &str| {
-            std::fs::write(&file, text).unwrap();
-            Settings::load(&Overrides {
-                config: Some(file.clone()),
-                ..Default::default()
-            })
-        };
         assert_eq!(
             load("").unwrap().runs.long_eta_warning,
             Some(Duration::from_secs(7200))

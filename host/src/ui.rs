@@ -320,21 +320,7 @@ pub fn report_recovered(r: &qodify_host::ops::recover::Recovered, json: bool) {
             })
         );
     } else {
-        eprintln!(
-            "run {} ({}) had been interrupted; its on_failure steps {}{}",
-            r.journal.run_id,
-            r.journal.spec.pipeline,
-            if r.complete {
-                "put the customer back"
-            } else {
-                "FAILED"
-            },
-            if r.outcome.rolled_back.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", r.outcome.rolled_back.join("; "))
-            }
-        );
+        eprintln!("{}", r.describe());
     }
 }
 

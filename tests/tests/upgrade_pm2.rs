@@ -117,14 +117,7 @@ fn an_upgrade_moves_the_shop_to_the_new_release_and_keeps_its_backup() {
 
     assert_eq!(link(&c.join("current")), "releases/v1.1.0");
     assert_eq!(shop.versions(), ["1.1.0", "1.1.0", "1.1.0"]);
-    for (name, _, real) in shop.app_cwds() {
-        let svc = name.rsplit('-').next().unwrap();
-        assert!(
-            real.ends_with(format!("releases/v1.1.0/{svc}")),
-            "{name}: {}",
-            real.display()
-        );
-    }
+    assert_apps_run_from(&shop, "v1.1.0");
     shop.wait_ok("backend", "/health");
     let (_, up) = shop.get("backend", "/uploads/hello.txt");
     assert_eq!(up.trim(), "hello from upgradeok.shop.test uploads");
@@ -192,14 +185,7 @@ fn a_shop_in_blue_green_without_the_compatibility_links_upgrades() {
     assert!(out.status.success(), "upgrade failed: {result}");
     assert_eq!(link(&c.join("current")), "releases/v1.1.0");
     assert_eq!(shop.versions(), ["1.1.0", "1.1.0", "1.1.0"]);
-    for (name, _, real) in shop.app_cwds() {
-        let svc = name.rsplit('-').next().unwrap();
-        assert!(
-            real.ends_with(format!("releases/v1.1.0/{svc}")),
-            "{name}: {}",
-            real.display()
-        );
-    }
+    assert_apps_run_from(&shop, "v1.1.0");
     for svc in SERVICES {
         assert!(!c.join(svc).exists(), "the upgrade put back {svc}");
     }
@@ -207,6 +193,18 @@ fn a_shop_in_blue_green_without_the_compatibility_links_upgrades() {
     let manifest =
         std::fs::read_to_string(c.join("backups").join(backup).join("backup.json")).unwrap();
     assert!(manifest.contains("\"pre-upgrade\""), "{manifest}");
+}
+
+/// Every PM2 app of the shop runs from `releases/<version>/<its service>` (the kernel's cwd).
+fn assert_apps_run_from(shop: &Shop, version: &str) {
+    for (name, _, real) in shop.app_cwds() {
+        let svc = name.rsplit('-').next().unwrap();
+        assert!(
+            real.ends_with(format!("releases/{version}/{svc}")),
+            "{name}: {}",
+            real.display()
+        );
+    }
 }
 
 /// Runs an upgrade whose v1.1.0 breaks as `switches` say, and checks the rollback; the run's

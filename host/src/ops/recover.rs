@@ -130,6 +130,27 @@ pub struct Recovered {
     pub complete: bool,
 }
 
+impl Recovered {
+    /// One line for people: which run, and what its `on_failure` steps did.
+    pub fn describe(&self) -> String {
+        format!(
+            "run {} ({}) had been interrupted; its on_failure steps {}{}",
+            self.journal.run_id,
+            self.journal.spec.pipeline,
+            if self.complete {
+                "put the customer back"
+            } else {
+                "FAILED"
+            },
+            if self.outcome.rolled_back.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", self.outcome.rolled_back.join("; "))
+            }
+        )
+    }
+}
+
 /// True when every `on_failure` and `finally` step of `plan` that ran succeeded.
 fn undo_succeeded(plan: &crate::pipeline::Plan, outcome: &RunOutcome) -> bool {
     let undo: std::collections::BTreeSet<&str> = plan

@@ -107,16 +107,7 @@ fn finish_journaled(state: &AppState) -> HashMap<String, ops::recover::Recovered
         };
         match ops::recover::recover(engine(state), &customer, Arc::new(NullSink)) {
             Ok(Some(r)) => {
-                tracing::info!(
-                    "customer {domain}: interrupted run {} ({}) finished by its on_failure steps: {}",
-                    r.journal.run_id,
-                    r.journal.spec.pipeline,
-                    if r.complete {
-                        "rolled back"
-                    } else {
-                        "ROLLBACK FAILED"
-                    }
-                );
+                tracing::info!("customer {domain}: {}", r.describe());
                 done.insert(r.journal.run_id.clone(), r);
             }
             Ok(None) => {}
