@@ -69,13 +69,7 @@ struct CreateBackup {
     #[serde(default)]
     include: BackupInclude,
     /// Who asked (a user name or id), for the history and the audit log.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-        example = "ayse@qodify.com"
-    )]
-    triggered_by: Option<String>,
+    triggered_by: Option<extract::Actor>,
     /// Queue behind the customer's active run instead of answering 409.
     #[serde(default)]
     queue: bool,
@@ -328,7 +322,7 @@ async fn remove(
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
     let backup_id = extract::backup_id(&backup_id)?.to_owned();
-    let actor = extract::actor(q.triggered_by)?;
+    let actor = extract::actor(q.triggered_by.map(extract::Actor))?;
     blocking(move || {
         let customer = customers::require(state.store.as_ref(), &id)?;
         match crate::ops::backups::delete(&state, &customer, &backup_id, actor.as_deref()) {
@@ -485,13 +479,7 @@ pub(super) fn find_complete(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct VerifyBackup {
     /// Who asked (a user name or id), for the audit log.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-        example = "ayse@qodify.com"
-    )]
-    triggered_by: Option<String>,
+    triggered_by: Option<extract::Actor>,
     /// Queue behind the customer's active run instead of answering 409.
     #[serde(default)]
     queue: bool,

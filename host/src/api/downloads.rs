@@ -289,13 +289,7 @@ struct UrlRequest {
     #[schema(minimum = 1, maximum = 86400, example = 900)]
     ttl_seconds: Option<u32>,
     /// Who asked (a user name or id), for the audit log.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-        example = "ayse@qodify.com"
-    )]
-    triggered_by: Option<String>,
+    triggered_by: Option<extract::Actor>,
 }
 
 /// `ttlSeconds` as a whole number: `900.0` is as good as `900` (JSON and its schemas do not tell

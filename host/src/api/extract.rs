@@ -185,8 +185,8 @@ pub fn backup_id(id: &str) -> Result<&str, ApiError> {
 
 /// Checks who triggered a request (a user name or id installer-api passes through): 1-200
 /// characters, no control characters.
-pub fn actor(who: Option<String>) -> Result<Option<String>, ApiError> {
-    match who {
+pub fn actor(who: Option<Actor>) -> Result<Option<String>, ApiError> {
+    match who.map(|a| a.0) {
         Some(w) if w.is_empty() || w.chars().count() > 200 || w.chars().any(char::is_control) => {
             Err(ApiError::bad_request(
                 "triggeredBy must be 1-200 characters without control characters",
@@ -195,6 +195,30 @@ pub fn actor(who: Option<String>) -> Result<Option<String>, ApiError> {
         other => Ok(other),
     }
 }
+
+/// Who asked for something (`triggeredBy`, `by`): a user name or id, for the history and the
+/// audit log. Checked by [`actor`].
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Actor(pub String);
+
+impl utoipa::PartialSchema for Actor {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Who asked (a user name or id), for the history and the audit log.",
+            ))
+            .min_length(Some(1))
+            .max_length(Some(200))
+            .pattern(Some("^[^\\u0000-\\u001f\\u007f-\\u009f]*$"))
+            .examples([serde_json::json!("ayse@qodify.com")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Actor {}
 
 /// Checks a `limit` query parameter: 1-1000, default 100.
 pub fn limit(limit: Option<usize>) -> Result<usize, ApiError> {

@@ -48,13 +48,7 @@ struct CreateRestore {
     #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$")]
     target_db: Option<String>,
     /// Who asked (a user name or id), for the history and the audit log.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-        example = "ayse@qodify.com"
-    )]
-    triggered_by: Option<String>,
+    triggered_by: Option<extract::Actor>,
     /// Queue behind the customer's active run instead of answering 409.
     #[serde(default)]
     queue: bool,

@@ -314,13 +314,7 @@ async fn list(
 #[schema(as = CancelRun)]
 struct CancelBody {
     /// Who asked (a user name or id), for the audit log.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-        example = "ayse@qodify.com"
-    )]
-    triggered_by: Option<String>,
+    triggered_by: Option<extract::Actor>,
 }
 
 /// Cancels a run: a queued one at once, a running one is stopped.

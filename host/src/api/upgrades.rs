@@ -40,13 +40,7 @@ struct CreateUpgrade {
     /// Skip the type check in the build; default false.
     skip_type_check: Option<bool>,
     /// Who asked (a user name or id), for the history and the audit log.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-        example = "ayse@qodify.com"
-    )]
-    triggered_by: Option<String>,
+    triggered_by: Option<extract::Actor>,
     /// Queue behind the customer's active run instead of answering 409.
     #[serde(default)]
     queue: bool,
@@ -111,13 +105,7 @@ struct Decide {
     /// Approve (`true`) or reject (`false`: the step fails and the upgrade rolls back).
     approve: bool,
     /// Who decides, for the run's events and the audit log.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-        example = "ayse@qodify.com"
-    )]
-    by: Option<String>,
+    by: Option<extract::Actor>,
 }
 
 /// What was decided.
