@@ -85,8 +85,13 @@ pub fn init(format: LogFormat, verbose: bool) {
     if format == LogFormat::Json {
         std::panic::set_hook(Box::new(|info| {
             let thread = std::thread::current();
+            // As the default hook would print it: only with RUST_BACKTRACE.
+            let backtrace = std::backtrace::Backtrace::capture();
+            let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+                .then(|| backtrace.to_string());
             tracing::error!(
                 thread = thread.name().unwrap_or("unnamed"),
+                backtrace = backtrace.as_deref(),
                 "the host panicked: {info}"
             );
         }));
