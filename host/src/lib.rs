@@ -8,7 +8,8 @@
 //!   [`ops::AppState`];
 //! - the [`engine`] (executor, runtime, sandbox, capabilities, confinement, lock), the
 //!   [`pipeline`] loader, the [`store`], and what they share: [`customer`], [`backups`] (backup
-//!   folder rules), [`releases`], [`events`], [`files`], [`settings`].
+//!   folder rules), [`releases`], [`events`], [`files`], [`settings`], [`logs`] (the host's own
+//!   log, and the spans that give its lines their run and step).
 
 // Surfaces.
 pub mod api;
@@ -22,6 +23,7 @@ pub mod customer;
 pub mod engine;
 pub mod events;
 pub mod files;
+pub mod logs;
 pub mod pipeline;
 pub mod releases;
 pub mod settings;

@@ -17,11 +17,13 @@ use qodify_host::engine::executor;
 use qodify_host::engine::plugins::Catalog;
 use qodify_host::engine::runtime::Runtime;
 use qodify_host::events::RunStatus;
+use qodify_host::logs::{self, LogFormat};
 use qodify_host::ops;
 use qodify_host::pipeline::units::human_bytes;
 use qodify_host::pipeline::{self, Pipeline};
 use qodify_host::releases;
 use qodify_host::settings::{Overrides, Settings};
+use tracing::Level;
 
 /// Runs Qodify customer backup, restore and upgrade pipelines as sandboxed WebAssembly plugins.
 ///
@@ -43,7 +45,11 @@ use qodify_host::settings::{Overrides, Settings};
 
 Settings: qodify-host.toml (--config or QODIFY_CONFIG), then QODIFY_CUSTOMERS_ROOT, QODIFY_DATA_DIR,
 QODIFY_LISTEN, QODIFY_API_TOKEN, then flags. From a checkout, shipped pipelines and plugins (after
-`cargo xtask build`) are found without any setting.")]
+`cargo xtask build`) are found without any setting.
+
+Log: QODIFY_LOG_FORMAT (or --log-format) text|json; QODIFY_LOG a filter such as
+`qodify_host=debug` [default: warnings; with json also the host's info lines, every run's events
+among them].")]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -74,6 +80,18 @@ struct GlobalArgs {
     /// Show debug logs of steps and the host.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// The log on stderr: `text` for people, or `json`: one object per line (timestamp, level,
+    /// message, fields), where a run's lines carry `run`, `customer`, `domain`, `pipeline` and,
+    /// inside a step, `step`; `serve` then writes only JSON to stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "QODIFY_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = parse_log_format
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +266,10 @@ struct RunArgs {
     json: bool,
 }
 
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse().map_err(|e: logs::UnknownFormat| e.to_string())
+}
+
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -260,24 +282,27 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = if cli.global.verbose {
-        "qodify_host=debug,info"
-    } else {
-        "warn"
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("QODIFY_LOG")
-                .unwrap_or_else(|_| filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(cli.global.log_format, cli.global.verbose);
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say(Level::ERROR, "error: ", &format!("{e:#}"));
             ExitCode::from(2)
         }
+    }
+}
+
+/// Tells the operator something on stderr: the line as it always was in the text log format, a
+/// log line at `level` in the JSON one (without `prefix`), so that `serve`'s stderr stays JSON.
+fn say(level: Level, prefix: &str, message: &str) {
+    if logs::format() == LogFormat::Text {
+        eprintln!("{prefix}{message}");
+        return;
+    }
+    match level {
+        Level::ERROR => tracing::error!("{message}"),
+        Level::WARN => tracing::warn!("{message}"),
+        _ => tracing::info!("{message}"),
     }
 }
 
@@ -782,19 +807,33 @@ fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
         settings.listen = listen;
     }
     if settings.api_token.is_none() {
-        eprintln!("warning: QODIFY_API_TOKEN is not set: every /api request will be refused (503)");
+        say(
+            Level::WARN,
+            "warning: ",
+            "QODIFY_API_TOKEN is not set: every /api request will be refused (503)",
+        );
     }
     let confinement = qodify_host::engine::confine::Confinement::new(settings.commands.confinement);
-    eprintln!("commands: {}", confinement.describe());
+    let level = if confinement.enforced() {
+        Level::INFO
+    } else {
+        Level::WARN
+    };
+    say(level, "", &format!("commands: {}", confinement.describe()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let started = ops::serve::start(settings.clone(), args.workers).await?;
         for r in &started.recovered {
-            eprintln!(
-                "run {} ({} for customer {}) was interrupted by the last stop",
-                r.id, r.pipeline, r.customer_id
+            let _run = logs::run_span(&r.id, &r.customer_id, None, &r.pipeline).entered();
+            say(
+                Level::WARN,
+                "",
+                &format!(
+                    "run {} ({} for customer {}) was interrupted by the last stop",
+                    r.id, r.pipeline, r.customer_id
+                ),
             );
         }
         let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -813,12 +852,16 @@ fn serve_cmd(mut settings: Settings, args: ServeArgs) -> Result<ExitCode> {
         axum::serve(listener, qodify_host::api::router(started.state.clone()))
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
-                eprintln!(
-                    "stopping: no new requests; running runs get {}s to finish",
-                    args.grace
+                say(
+                    Level::INFO,
+                    "",
+                    &format!(
+                        "stopping: no new requests; running runs get {}s to finish",
+                        args.grace
+                    ),
                 );
                 ops::serve::drain(&state, std::time::Duration::from_secs(args.grace), |m| {
-                    eprintln!("{m}")
+                    say(Level::WARN, "", m)
                 })
                 .await;
             })
@@ -835,5 +878,36 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, LogFormat};
+
+    #[test]
+    fn log_format_flag_takes_text_or_json_anywhere_and_names_the_choices_when_wrong() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let cli = parse(&["qodify-host", "--log-format", "json", "validate"]).unwrap();
+        assert_eq!(cli.global.log_format, LogFormat::Json);
+        // Global: after the subcommand too.
+        let cli = parse(&["qodify-host", "serve", "--log-format", "text"]).unwrap();
+        assert_eq!(cli.global.log_format, LogFormat::Text);
+        let err = parse(&["qodify-host", "--log-format", "yaml", "serve"])
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let text = err.to_string();
+        for part in [
+            "--log-format",
+            "QODIFY_LOG_FORMAT",
+            "`yaml`",
+            "`text`",
+            "`json`",
+        ] {
+            assert!(text.contains(part), "{text} lacks {part}");
+        }
     }
 }

@@ -1128,6 +1128,15 @@ impl Store for LeakyStore {
     fn audit_log(&self, _customer_id: Option<&str>, _limit: usize) -> StoreResult<Vec<AuditEntry>> {
         Err(StoreError::Db(SECRET_ERROR.into()))
     }
+    fn backup_summaries(&self) -> StoreResult<Vec<qodify_host::store::BackupSummary>> {
+        self.0.backup_summaries()
+    }
+    fn run_durations(
+        &self,
+        bounds_ms: &[u64],
+    ) -> StoreResult<Vec<qodify_host::store::DurationHistogram>> {
+        self.0.run_durations(bounds_ms)
+    }
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ pub mod downloads;
 mod error;
 mod events;
 mod extract;
+mod metrics;
 mod openapi;
 mod restores;
 mod runs;
@@ -64,11 +65,10 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     // Unknown paths and methods under /api answer only with a token, like the routes.
     let api = method_not_allowed_fallback(api);
     // Prometheus scrapes with the same bearer token (`authorization: credentials` in its config).
-    let metrics = OpenApiRouter::new().routes(routes!(metrics));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(openapi::openapi_json))
-        .merge(behind_token(metrics, state))
+        .merge(behind_token(metrics::router(), state))
         .nest("/api", behind_token(api, state))
         .merge(downloads::public_router(signing_keys))
 }
@@ -108,77 +108,6 @@ struct Health {
 )]
 async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
-}
-
-/// Prometheus text exposition: runs by state (from the store, so across restarts) and runs
-/// executing on this host now.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "service",
-    operation_id = "metrics",
-    responses((
-        status = 200,
-        description = "Prometheus text format: `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused).",
-        body = String,
-        content_type = "text/plain",
-    )),
-)]
-async fn metrics(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse as _;
-    let store = state.store.clone();
-    let counts = tokio::task::spawn_blocking(move || store.run_counts())
-        .await
-        .map_err(|e| ApiError::internal("metrics task", e))?
-        .map_err(|e| ApiError::internal("counting runs", e))?;
-    let executing = state.running.lock().map(|m| m.len()).unwrap_or(0);
-    let mut out = String::from(
-        "# HELP qodify_runs Runs in the state store, by state.\n# TYPE qodify_runs gauge\n",
-    );
-    for st in [
-        "queued",
-        "running",
-        "succeeded",
-        "failed",
-        "cancelled",
-        "interrupted",
-    ] {
-        let n = counts
-            .iter()
-            .find(|(s, _)| s.to_string() == st)
-            .map_or(0, |(_, n)| *n);
-        out.push_str(&format!("qodify_runs{{state=\"{st}\"}} {n}\n"));
-    }
-    out.push_str("# HELP qodify_runs_executing Runs executing on this host now.\n# TYPE qodify_runs_executing gauge\n");
-    out.push_str(&format!("qodify_runs_executing {executing}\n"));
-    let confinement = crate::engine::confine::Confinement::new(state.settings.commands.confinement);
-    out.push_str(&format!(
-        "# HELP qodify_commands_confined 1 when granted programs run confined. {}\n# TYPE qodify_commands_confined gauge\n",
-        confinement.describe()
-    ));
-    out.push_str(&format!(
-        "qodify_commands_confined{{mode=\"{}\"}} {}\n",
-        match confinement.mode {
-            crate::engine::confine::Mode::Landlock => "landlock",
-            crate::engine::confine::Mode::Off => "off",
-        },
-        u8::from(confinement.enforced())
-    ));
-    out.push_str(
-        "# HELP qodify_build_info The running qodify-host.\n# TYPE qodify_build_info gauge\n",
-    );
-    out.push_str(&format!(
-        "qodify_build_info{{version=\"{}\"}} 1\n",
-        env!("CARGO_PKG_VERSION")
-    ));
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response())
 }
 
 async fn not_found() -> ApiError {

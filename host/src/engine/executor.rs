@@ -284,6 +284,8 @@ fn execute_in(
                     previous,
                 )]
             } else {
+                // The run's span goes along, so the steps' lines still name their run.
+                let span = tracing::Span::current();
                 std::thread::scope(|scope| {
                     let handles: Vec<_> = stage
                         .steps
@@ -292,8 +294,11 @@ fn execute_in(
                             let previous = previous.clone();
                             let prepared = &prepared;
                             let roots = &roots;
+                            let span = &span;
                             scope.spawn(move || {
-                                run_step(runtime, req, prepared, roots, s, &previous)
+                                span.in_scope(|| {
+                                    run_step(runtime, req, prepared, roots, s, &previous)
+                                })
                             })
                         })
                         .collect();
@@ -485,6 +490,7 @@ fn run_step(
     step: &PlannedStep,
     previous: &[types::StepOutputs],
 ) -> StepRecord {
+    let _in_step = crate::logs::step_span(&step.id).entered();
     let started = Instant::now();
     let mut record = StepRecord {
         id: step.id.clone(),

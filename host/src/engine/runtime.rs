@@ -520,8 +520,11 @@ impl Runtime {
         let deadline = Instant::now() + call.timeout;
         let (engine, pre) = (self.engine.clone(), pre.clone());
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // The step's span goes along: what the step's thread logs names its run and step.
+        let span = tracing::Span::current();
         self.step_threads
             .run(Box::new(move || {
+                let _in_step = span.entered();
                 // A panic is sent back to unwind in the caller, as if the step ran there.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run_step(&engine, &pre, call, deadline)

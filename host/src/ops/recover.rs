@@ -179,6 +179,15 @@ pub fn recover_locked(
     let Some(journal) = read_journal(engine.settings, domain)? else {
         return Ok(None);
     };
+    // Its lines are the interrupted run's, also inside the span of the run that found it.
+    let span = crate::logs::run_span(
+        &journal.run_id,
+        &journal.customer_id,
+        Some(domain),
+        &journal.spec.pipeline,
+    );
+    let _in_run = span.enter();
+    let events = crate::logs::RunLog::wrap(events, span.clone());
     tracing::warn!(
         "customer {domain}: run {} ({}) did not finish (pid {}, started {}); running its on_failure steps",
         journal.run_id,
@@ -297,7 +306,25 @@ pub struct Ran {
 /// Runs `new` the way every surface does: takes the customer's lock, finishes an interrupted
 /// run first (refusing to go on when that fails), plans the run against the customer as it is
 /// now, journals it when its pipeline can be recovered, executes it, and ends the journal.
+/// Everything it logs carries the run's fields, its events among them ([`crate::logs`]).
 pub fn run(engine: Engine<'_>, new: NewRun<'_>) -> Result<Ran> {
+    let span = crate::logs::run_span(
+        &new.run_id,
+        &new.customer.id,
+        Some(new.customer.domain.as_str()),
+        &new.spec.pipeline,
+    );
+    let _in_run = span.enter();
+    let events = crate::logs::RunLog::wrap(new.events, span.clone());
+    let ran = run_logged(engine, NewRun { events, ..new });
+    if let Err(e) = &ran {
+        // A run that ends without its steps has no `run failed` event to log.
+        tracing::error!(target: crate::logs::RUN_EVENTS, result = "failed", "run failed: {e:#}");
+    }
+    ran
+}
+
+fn run_logged(engine: Engine<'_>, new: NewRun<'_>) -> Result<Ran> {
     let domain = new.customer.domain.as_str();
     let spec_name = &new.spec.pipeline;
     let lock = crate::engine::lock::acquire(

@@ -568,6 +568,8 @@ pub fn execute_recorded(
     run: RunRecord,
     extra: Extra,
 ) -> Result<Recorded, String> {
+    let span = crate::logs::run_span(&run.id, &run.customer_id, None, &run.pipeline);
+    let _in_run = span.enter();
     let cancel = extra.cancel.clone().unwrap_or_default();
     if run.cancel_requested {
         cancel.cancel();
@@ -582,8 +584,9 @@ pub fn execute_recorded(
     // renewer at once (dropping `done`), so a short run does not wait out a renewal period.
     let (done, ended) = std::sync::mpsc::channel::<()>();
     let renewer = {
-        let (state, run, cancel) = (state.clone(), run.clone(), cancel.clone());
+        let (state, run, cancel, span) = (state.clone(), run.clone(), cancel.clone(), span.clone());
         std::thread::spawn(move || {
+            let _in_run = span.entered();
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 ended.recv_timeout(Duration::from_millis(500))
             {

@@ -229,6 +229,50 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// A registered customer's backups as the history has them (for `/metrics`). A backup counts as
+/// present when it completed (it has an id) and the history does not say `deleted`: a backup
+/// that completed in a run that failed later (retention, `on_success`) is there all the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// installer-api's id.
+    pub customer_id: String,
+    /// Its domain.
+    pub domain: String,
+    /// The newest present backup, if any.
+    pub last: Option<LastBackup>,
+    /// How many backups are present.
+    pub present: u64,
+    /// Their total size in bytes (lines without a size count 0).
+    pub present_bytes: u64,
+}
+
+/// A customer's newest present backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastBackup {
+    /// Its id.
+    pub backup_id: String,
+    /// Its size in bytes, when known.
+    pub size: Option<u64>,
+    /// When it was made, unix milliseconds: when its run ended, or for a backup the history
+    /// took from the disk (reconcile), the time its manifest gives. `None` when neither parses.
+    pub made_ms: Option<i64>,
+}
+
+/// How long the runs of one pipeline that ended one way took (for `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurationHistogram {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// `Succeeded`, `Failed` or `Cancelled` (cancelled while running).
+    pub result: RunState,
+    /// How many runs.
+    pub count: u64,
+    /// Their total time in milliseconds.
+    pub sum_ms: u64,
+    /// For each bound asked for, in its order: how many took at most that long.
+    pub at_most: Vec<u64>,
+}
+
 /// The state store.
 pub trait Store: Send + Sync {
     /// Registers or updates a customer (id ↔ domain, tier).
@@ -316,6 +360,14 @@ pub trait Store: Send + Sync {
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// The audit log, newest first, optionally for one customer.
     fn audit_log(&self, customer_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Every registered customer's present backups, by customer id (for `/metrics`). Bounded per
+    /// customer: stores read an index, not the whole history.
+    fn backup_summaries(&self) -> StoreResult<Vec<BackupSummary>>;
+    /// Histograms of how long runs took from start to end, one per pipeline and result, over
+    /// every run that started and ended (succeeded, failed, cancelled while running), with
+    /// cumulative counts at `bounds_ms` (for `/metrics`). An aggregate: no run is loaded.
+    fn run_durations(&self, bounds_ms: &[u64]) -> StoreResult<Vec<DurationHistogram>>;
 
     /// How many runs are in each state (for `/metrics`). The default counts the newest 1000
     /// runs; stores should answer exactly.

@@ -17,8 +17,8 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 use time::OffsetDateTime;
 
 use super::{
-    AuditEntry, BackupRecord, CustomerRecord, EventRecord, NewRun, RunFilter, RunFinish, RunRecord,
-    RunState, Store, StoreError, StoreResult,
+    AuditEntry, BackupRecord, BackupSummary, CustomerRecord, DurationHistogram, EventRecord,
+    LastBackup, NewRun, RunFilter, RunFinish, RunRecord, RunState, Store, StoreError, StoreResult,
 };
 
 /// The migrations, in order: migration N is `MIGRATIONS[N - 1]`. Append only, never edit one that
@@ -27,7 +27,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_history_indexes.sql"),
     include_str!("migrations/0003_history_notes.sql"),
-    include_str!("migrations/0004_run_insight.sql"),
+    include_str!("migrations/0004_metrics.sql"),
+    include_str!("migrations/0005_run_insight.sql"),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -359,6 +360,41 @@ fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Db(format!("encoding JSON: {e}")))
 }
 
+/// Per customer, the index `backups_present` gives the newest present backup (its first entry)
+/// and their count and size (a range of it); the run, by its unique id.
+fn backup_summaries_sql() -> String {
+    const PRESENT: &str =
+        "p.customer_id = c.id AND p.backup_id IS NOT NULL AND p.result <> 'deleted'";
+    format!(
+        "SELECT c.id, c.domain, b.backup_id, b.size, \
+         COALESCE(CAST(round((julianday(r.finished_at) - 2440587.5) * 86400000.0) AS INTEGER), \
+                  b.created_ms), \
+         (SELECT count(*) FROM backups p WHERE {PRESENT}), \
+         (SELECT IFNULL(sum(p.size), 0) FROM backups p WHERE {PRESENT}) \
+         FROM customers c \
+         LEFT JOIN backups b ON b.run_id = \
+             (SELECT p.run_id FROM backups p WHERE {PRESENT} \
+              ORDER BY IFNULL(p.created_ms, -1) DESC, p.created_at DESC, p.run_id DESC LIMIT 1) \
+         LEFT JOIN runs r ON r.id = b.run_id \
+         ORDER BY c.id"
+    )
+}
+
+/// One pass over the index `runs_durations`, in its order: no run row is read. Parameters
+/// `?1..=?bounds` are the bounds in milliseconds.
+fn run_durations_sql(bounds: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::from("SELECT pipeline, state, count(*), IFNULL(sum(duration_ms), 0)");
+    for i in 1..=bounds {
+        let _ = write!(sql, ", IFNULL(sum(duration_ms <= ?{i}), 0)");
+    }
+    sql.push_str(
+        " FROM runs WHERE duration_ms IS NOT NULL GROUP BY pipeline, state \
+         ORDER BY pipeline, state",
+    );
+    sql
+}
+
 impl Store for SqliteStore {
     fn upsert_customer(
         &self,
@@ -663,11 +699,14 @@ impl Store for SqliteStore {
             )));
         }
         let (now, _) = now();
+        // `duration_ms` as migration 4 fills it in for older runs.
         let changed = self
             .conn()
             .execute(
                 "UPDATE runs SET state = ?3, finished_at = ?4, error = ?5, \
                  backup_id = COALESCE(?6, backup_id), \
+                 duration_ms = MAX(0, CAST(round((julianday(?4) - julianday(started_at)) \
+                                                 * 86400000.0) AS INTEGER)), \
                  lease_owner = NULL, lease_expires_at = NULL \
                  WHERE id = ?1 AND epoch = ?2 AND state = 'running'",
                 params![
@@ -888,6 +927,54 @@ impl Store for SqliteStore {
                 audit_from_row,
             ),
         }
+    }
+
+    fn backup_summaries(&self) -> StoreResult<Vec<BackupSummary>> {
+        query_all(&self.conn(), &backup_summaries_sql(), [], |row| {
+            let backup_id: Option<String> = row.get(2)?;
+            let size: Option<i64> = row.get(3)?;
+            let present: i64 = row.get(5)?;
+            let present_bytes: i64 = row.get(6)?;
+            Ok(BackupSummary {
+                customer_id: row.get(0)?,
+                domain: row.get(1)?,
+                last: match backup_id {
+                    Some(backup_id) => Some(LastBackup {
+                        backup_id,
+                        size: size.map(|v| u64::try_from(v).unwrap_or(0)),
+                        made_ms: row.get(4)?,
+                    }),
+                    None => None,
+                },
+                present: u64::try_from(present).unwrap_or(0),
+                present_bytes: u64::try_from(present_bytes).unwrap_or(0),
+            })
+        })
+    }
+
+    fn run_durations(&self, bounds_ms: &[u64]) -> StoreResult<Vec<DurationHistogram>> {
+        query_all(
+            &self.conn(),
+            &run_durations_sql(bounds_ms.len()),
+            rusqlite::params_from_iter(bounds_ms.iter().map(|b| to_i64(*b))),
+            |row| {
+                let state: String = row.get(1)?;
+                let result =
+                    parse_state(&state).ok_or_else(|| conversion_error(1, BadState(state)))?;
+                let count = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0))
+                };
+                Ok(DurationHistogram {
+                    pipeline: row.get(0)?,
+                    result,
+                    count: count(2)?,
+                    sum_ms: count(3)?,
+                    at_most: (0..bounds_ms.len())
+                        .map(|i| count(4 + i))
+                        .collect::<rusqlite::Result<_>>()?,
+                })
+            },
+        )
     }
 
     fn run_counts(&self) -> StoreResult<Vec<(RunState, u64)>> {
@@ -1546,6 +1633,259 @@ mod tests {
         );
         for i in 0..N {
             assert!(store.customer(&format!("c{i}")).unwrap().is_some());
+        }
+    }
+
+    /// Runs `id` of `pipeline` for `customer` as if it had started `secs_ago` seconds ago, and
+    /// ends it as `state`.
+    fn ran(
+        store: &SqliteStore,
+        id: &str,
+        customer: &str,
+        pipeline: &str,
+        secs_ago: f64,
+        state: RunState,
+    ) {
+        let mut run = new_run(id, customer);
+        run.pipeline = pipeline.into();
+        store.enqueue_run(&run, false).unwrap();
+        let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
+        assert_eq!(claimed.id, id);
+        store
+            .conn()
+            .execute(
+                "UPDATE runs SET started_at = \
+                 strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) WHERE id = ?1",
+                params![id, format!("-{secs_ago} seconds")],
+            )
+            .unwrap();
+        assert!(
+            store
+                .finish_run(id, claimed.epoch, &finished(state))
+                .unwrap()
+        );
+    }
+
+    /// What SQLite plans for `sql`, one step a line.
+    fn query_plan(store: &SqliteStore, sql: &str, params: impl rusqlite::Params) -> String {
+        query_all(
+            &store.conn(),
+            &format!("EXPLAIN QUERY PLAN {sql}"),
+            params,
+            |r| r.get::<_, String>(3),
+        )
+        .unwrap()
+        .join("\n")
+    }
+
+    #[test]
+    fn run_durations_are_histograms_by_pipeline_and_result_of_the_runs_that_ran() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1"]);
+        ran(&store, "r1", "c1", "backup", 90.0, RunState::Succeeded);
+        ran(&store, "r2", "c1", "backup", 30.0, RunState::Succeeded);
+        ran(&store, "r3", "c1", "backup", 2.0, RunState::Failed);
+        ran(&store, "r4", "c1", "backup", 7200.0, RunState::Cancelled);
+        ran(&store, "r5", "c1", "restore", 0.3, RunState::Succeeded);
+        // Neither a run cancelled before it started nor an interrupted one ran to an end.
+        store.enqueue_run(&new_run("r6", "c1"), false).unwrap();
+        store.request_cancel("r6").unwrap();
+        store.enqueue_run(&new_run("r7", "c1"), false).unwrap();
+        store.claim_next("dead-host", HOUR).unwrap().unwrap();
+        assert_eq!(store.recover_interrupted("dead-host").unwrap().len(), 1);
+
+        let bounds = [1_000, 5_000, 100_000, 10_000_000];
+        let got = store.run_durations(&bounds).unwrap();
+        let rows: Vec<(&str, RunState, u64, &[u64])> = got
+            .iter()
+            .map(|h| (h.pipeline.as_str(), h.result, h.count, h.at_most.as_slice()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("backup", RunState::Cancelled, 1, &[0, 0, 0, 1][..]),
+                ("backup", RunState::Failed, 1, &[0, 1, 1, 1][..]),
+                ("backup", RunState::Succeeded, 2, &[0, 0, 2, 2][..]),
+                ("restore", RunState::Succeeded, 1, &[1, 1, 1, 1][..]),
+            ]
+        );
+        // From the start it was given to the end `finish_run` stamped, to the millisecond.
+        let ok = &got[2];
+        assert!((120_000..121_000).contains(&ok.sum_ms), "{ok:?}");
+        assert!(store.run_durations(&[]).unwrap()[0].at_most.is_empty());
+
+        // Read from the index alone, whatever the number of runs.
+        let plan = query_plan(
+            &store,
+            &run_durations_sql(bounds.len()),
+            rusqlite::params_from_iter(bounds.map(to_i64)),
+        );
+        assert!(
+            plan.contains("USING COVERING INDEX runs_durations"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn migration_4_gives_the_runs_that_ended_before_it_their_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            customers(&store, &["c1"]);
+            ran(&store, "r1", "c1", "backup", 42.0, RunState::Failed);
+            store.enqueue_run(&new_run("r2", "c1"), false).unwrap();
+            store.request_cancel("r2").unwrap();
+            // The database as a host before migration 4 left it.
+            store
+                .conn()
+                .execute_batch(
+                    "DROP INDEX runs_durations; DROP INDEX backups_present; \
+                     ALTER TABLE runs DROP COLUMN insight_json; \
+                     ALTER TABLE runs DROP COLUMN duration_ms; PRAGMA user_version = 3;",
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let got = store.run_durations(&[60_000]).unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].result, got[0].count, &got[0].at_most[..]),
+            (RunState::Failed, 1, &[1][..])
+        );
+        assert!((42_000..43_000).contains(&got[0].sum_ms), "{got:?}");
+    }
+
+    #[test]
+    fn backup_summaries_give_each_customer_s_newest_present_backup_and_their_total() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1", "c2", "c3"]);
+        let line = |customer: &str,
+                    run: &str,
+                    backup: Option<&str>,
+                    size: Option<u64>,
+                    result: &str,
+                    created: &str| {
+            store
+                .record_backup(&BackupRecord {
+                    customer_id: customer.into(),
+                    run_id: run.into(),
+                    backup_id: backup.map(str::to_owned),
+                    kind: "fast".into(),
+                    size,
+                    duration_ms: Some(1000),
+                    result: result.into(),
+                    triggered_by: None,
+                    created_at: created.into(),
+                    note: None,
+                })
+                .unwrap();
+        };
+        // c1: an old backup found on disk (no run: made when its manifest says), a newer one
+        // retention deleted, one that completed in a run that failed later (a real run: made
+        // when it ended), and the newest line, a run that made nothing.
+        line(
+            "c1",
+            "disk-1",
+            Some("20260101-000000"),
+            Some(100),
+            "succeeded",
+            "2026-01-01T00:00:00Z",
+        );
+        line(
+            "c1",
+            "r-deleted",
+            Some("20260102-000000"),
+            Some(200),
+            "deleted",
+            "2026-01-02T00:00:00Z",
+        );
+        ran(&store, "r-late", "c1", "backup", 5.0, RunState::Failed);
+        line(
+            "c1",
+            "r-late",
+            Some("20260101-120000"),
+            Some(50),
+            "failed",
+            "2026-01-01T12:00:00Z",
+        );
+        line("c1", "r-none", None, None, "failed", "2026-01-03T00:00:00Z");
+        // c2: only a failure; c3: nothing at all.
+        line("c2", "r-c2", None, None, "failed", "2026-01-01T00:00:00Z");
+
+        let ended_ms: i64 = store
+            .conn()
+            .query_row(
+                "SELECT CAST(round((julianday(finished_at) - 2440587.5) * 86400000.0) AS INTEGER) \
+                 FROM runs WHERE id = 'r-late'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let got = store.backup_summaries().unwrap();
+        assert_eq!(
+            got,
+            [
+                BackupSummary {
+                    customer_id: "c1".into(),
+                    domain: "c1.example.com".into(),
+                    last: Some(LastBackup {
+                        backup_id: "20260101-120000".into(),
+                        size: Some(50),
+                        made_ms: Some(ended_ms),
+                    }),
+                    present: 2,
+                    present_bytes: 150,
+                },
+                BackupSummary {
+                    customer_id: "c2".into(),
+                    domain: "c2.example.com".into(),
+                    last: None,
+                    present: 0,
+                    present_bytes: 0,
+                },
+                BackupSummary {
+                    customer_id: "c3".into(),
+                    domain: "c3.example.com".into(),
+                    last: None,
+                    present: 0,
+                    present_bytes: 0,
+                },
+            ]
+        );
+        // Without the run, the time its line was made (the manifest's, for one from the disk).
+        store
+            .conn()
+            .execute("DELETE FROM runs WHERE id = 'r-late'", [])
+            .unwrap();
+        let c1 = &store.backup_summaries().unwrap()[0];
+        assert_eq!(
+            c1.last.as_ref().unwrap().made_ms,
+            Some(1_767_268_800_000),
+            "{c1:?}"
+        );
+        line(
+            "c1",
+            "r-late",
+            Some("20260101-120000"),
+            Some(50),
+            "deleted",
+            "2026-01-01T12:00:00Z",
+        );
+        let c1 = &store.backup_summaries().unwrap()[0];
+        assert_eq!(
+            c1.last.as_ref().unwrap().made_ms,
+            Some(1_767_225_600_000),
+            "{c1:?}"
+        );
+        assert_eq!((c1.present, c1.present_bytes), (1, 100));
+
+        // Each customer's backups are found through the index, not by reading the history.
+        let plan = query_plan(&store, &backup_summaries_sql(), []);
+        assert!(plan.contains("INDEX backups_present"), "{plan}");
+        for table in ["SCAN p", "SCAN b", "SCAN r"] {
+            assert!(!plan.contains(table), "{plan}");
         }
     }
 
