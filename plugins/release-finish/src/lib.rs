@@ -33,8 +33,8 @@ pub mod cleanup;
 
 use std::io::Read as _;
 
+use qodify_plugin_sdk::fs::{FileSystem as _, HostFs};
 use qodify_plugin_sdk::prelude::*;
-use upgrade_kit::fsops::{Fs as _, HostFs};
 use upgrade_kit::journal::Journal;
 use upgrade_kit::marker::{Marker, MarkerFile, Status};
 use upgrade_kit::{layout, swap, tree};
@@ -217,7 +217,7 @@ impl Step for ReleaseFinish {
                 let marker = succeeded_marker(&j, Marker::inspect(&dir)?, ctx.run_timestamp());
                 marker.write(&dir)?;
                 qodify_plugin_sdk::fs::sync_dir(&dir)?;
-                Journal::remove(&plan.releases)?;
+                Journal::remove(&HostFs, &plan.releases)?;
                 ctx.info(format!(
                     "releases/{} marked succeeded (from {}); the upgrade is finished",
                     j.to, j.from
