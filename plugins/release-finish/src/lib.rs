@@ -41,8 +41,8 @@ use upgrade_kit::{layout, swap, tree};
 
 use crate::cleanup::{Pin, Release};
 
-/// The pins folder inside `backups` (the host's `backups::PINS`).
-pub const PINS: &str = ".pins";
+/// The pins folder inside `backups`, as the host and retention know it.
+pub use backup_rules::PINS;
 /// Pin files hold a short reason; read no more than this.
 const MAX_PIN_BYTES: u64 = 64 << 10;
 
