@@ -330,20 +330,34 @@ impl FileSystem for HostFs {
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        std::fs::rename(from, to).with_context(|| format!("renaming {from} to {to}"))
+        rename_std(from, to)
     }
 
     fn remove_file(&self, path: &str) -> Result<(), Error> {
-        std::fs::remove_file(path).with_context(|| format!("removing {path}"))
+        remove_file_std(path)
     }
 
     fn remove_dir(&self, path: &str) -> Result<(), Error> {
-        std::fs::remove_dir(path).with_context(|| format!("removing {path}"))
+        remove_dir_std(path)
     }
 
     fn sync_dir(&self, path: &str) -> Result<(), Error> {
         sync_dir(path)
     }
+}
+
+// Renames and removals need nothing WASI lacks: both file systems make them with `std::fs`.
+
+fn rename_std(from: &str, to: &str) -> Result<(), Error> {
+    std::fs::rename(from, to).with_context(|| format!("renaming {from} to {to}"))
+}
+
+fn remove_file_std(path: &str) -> Result<(), Error> {
+    std::fs::remove_file(path).with_context(|| format!("removing {path}"))
+}
+
+fn remove_dir_std(path: &str) -> Result<(), Error> {
+    std::fs::remove_dir(path).with_context(|| format!("removing {path}"))
 }
 
 fn guest_path(path: &Path) -> Result<&str, Error> {

@@ -64,6 +64,21 @@ const GOOD: &[Entry<'static>] = &[
     (b"store/server.js", Some(b"// store")),
 ];
 
+/// The journal release-check writes for run `run-1`, from v1.0.0 to v1.1.0.
+fn upgrade_journal() -> Journal {
+    Journal {
+        run: "run-1".into(),
+        from: "v1.0.0".into(),
+        to: "v1.1.0".into(),
+        backup: None,
+        db_policy: DbPolicy::Restore,
+        unpacked: false,
+        migrate: Migrate::None,
+        swapped: false,
+        started: "20261126-101500".into(),
+    }
+}
+
 /// A customer folder `c/` with `releases/v1.0.0` and the journal of an upgrade to v1.1.0, and a
 /// catalog folder `cat/`.
 struct World {
@@ -76,19 +91,9 @@ impl World {
         stdfs::create_dir_all(tmp.path().join("c/releases/v1.0.0/backend")).unwrap();
         stdfs::create_dir_all(tmp.path().join("cat/packages")).unwrap();
         let w = World { tmp };
-        Journal {
-            run: "run-1".into(),
-            from: "v1.0.0".into(),
-            to: "v1.1.0".into(),
-            backup: None,
-            db_policy: DbPolicy::Restore,
-            unpacked: false,
-            migrate: Migrate::None,
-            swapped: false,
-            started: "20261126-101500".into(),
-        }
-        .write(&StdFs::new(), &w.path("c/releases"))
-        .unwrap();
+        upgrade_journal()
+            .write(&StdFs::new(), &w.path("c/releases"))
+            .unwrap();
         w
     }
 
@@ -243,17 +248,7 @@ fn package_paths_stay_in_the_catalog_folder() {
 
 #[test]
 fn the_journal_must_be_this_runs_and_name_this_version() {
-    let j = Journal {
-        run: "run-1".into(),
-        from: "v1.0.0".into(),
-        to: "v1.1.0".into(),
-        backup: None,
-        db_policy: DbPolicy::Restore,
-        unpacked: false,
-        migrate: Migrate::None,
-        swapped: false,
-        started: "x".into(),
-    };
+    let j = upgrade_journal();
     assert_eq!(
         check_journal(Some(j.clone()), "run-1", "v1.1.0").unwrap(),
         j

@@ -181,15 +181,15 @@ impl FileSystem for StdFs {
                 "renaming {from} to {to}: injected failure"
             )));
         }
-        std::fs::rename(from, to).with_context(|| format!("renaming {from} to {to}"))
+        super::rename_std(from, to)
     }
 
     fn remove_file(&self, path: &str) -> Result<(), Error> {
-        std::fs::remove_file(path).with_context(|| format!("removing {path}"))
+        super::remove_file_std(path)
     }
 
     fn remove_dir(&self, path: &str) -> Result<(), Error> {
-        std::fs::remove_dir(path).with_context(|| format!("removing {path}"))
+        super::remove_dir_std(path)
     }
 
     fn sync_dir(&self, path: &str) -> Result<(), Error> {
