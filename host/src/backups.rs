@@ -5,7 +5,9 @@
 //! Layout (fixed): `<customer>/backups/<YYYYMMDD-HHMMSS>/` holding the artifacts and `backup.json`;
 //! folder mode 700, files 600. A run writes into `backups/.partial-<run-id>/`; only a complete
 //! folder whose manifest matches its files is renamed into place, and only such folders are
-//! listed. `backups/.pins/<id>` pins a backup (its content says why): it is never deleted.
+//! listed. `backups/.pins/<id>` pins a backup (its content says why): it is never deleted. The
+//! names, the id format and what "complete" means are [`backup_rules`]', shared with the
+//! `retention` and `preflight` plugins so they count exactly the backups listed here.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -19,26 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::VerifiedArtifact;
 
-/// The backups folder inside a customer folder.
-pub const BACKUPS: &str = "backups";
-/// Prefix of a run's partial folder.
-pub const PARTIAL_PREFIX: &str = ".partial-";
-/// Prefix of a folder being deleted.
-const DELETING_PREFIX: &str = ".deleting-";
-/// The manifest's file name.
-pub const MANIFEST: &str = "backup.json";
-/// Folder of pin files.
-pub const PINS: &str = ".pins";
-
-/// Is `s` a backup id, `YYYYMMDD-HHMMSS`?
-pub fn is_backup_id(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 15
-        && b[8] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 8 || c.is_ascii_digit())
-}
+pub use backup_rules::{BACKUPS, MANIFEST, PARTIAL_PREFIX, PINS, is_backup_id};
+use backup_rules::{BackupId, DELETING_PREFIX, FORMAT_VERSION, MAX_MANIFEST_BYTES};
 
 /// The id for a run starting `now`: that second as `YYYYMMDD-HHMMSS` (UTC), or one second
 /// after the customer's newest backup when that is not older (two runs in the same second,
@@ -49,47 +33,25 @@ pub fn next_id(customer_dir: &Path, now: time::OffsetDateTime) -> String {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| is_backup_id(n))
+        .filter_map(|e| BackupId::parse(e.file_name().to_str()?))
         .max();
     let now = now.to_offset(time::UtcOffset::UTC);
-    let format = |t: time::OffsetDateTime| {
-        format!(
-            "{:04}{:02}{:02}-{:02}{:02}{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
+    let Some(candidate) = BackupId::new(
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+    ) else {
+        // Past year 9999: no id fits, and `begin` says so.
+        return now.to_string();
     };
-    let candidate = format(now);
-    match newest.as_deref().and_then(parse_id) {
-        Some(newest) if format(newest) >= candidate => format(newest + time::Duration::SECOND),
+    match newest {
+        Some(newest) if newest >= candidate => newest.next().unwrap_or(newest),
         _ => candidate,
     }
-}
-
-/// A backup id as a UTC time.
-fn parse_id(id: &str) -> Option<time::OffsetDateTime> {
-    if !is_backup_id(id) {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| id[r].parse::<u32>().ok();
-    let date = time::Date::from_calendar_date(
-        i32::try_from(n(0..4)?).ok()?,
-        time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?,
-        u8::try_from(n(6..8)?).ok()?,
-    )
-    .ok()?;
-    let clock = time::Time::from_hms(
-        u8::try_from(n(9..11)?).ok()?,
-        u8::try_from(n(11..13)?).ok()?,
-        u8::try_from(n(13..15)?).ok()?,
-    )
-    .ok()?;
-    Some(time::PrimitiveDateTime::new(date, clock).assume_utc())
+    .to_string()
 }
 
 /// One artifact as `backup.json` lists it.
@@ -193,7 +155,7 @@ pub fn begin(customer: &Dir, run_id: &str, id: &str) -> Result<Partial> {
     if backups.exists(id) {
         bail!("backup {id} already exists; start the run again in a second");
     }
-    let name = format!("{PARTIAL_PREFIX}{run_id}");
+    let name = backup_rules::partial_name(run_id);
     backups.create_dir(&name).map_err(io(&name))?;
     backups
         .set_permissions(&name, Permissions::from_mode(0o700))
@@ -230,7 +192,7 @@ impl Partial {
         let mut listed: BTreeMap<&str, &ManifestArtifact> = BTreeMap::new();
         for a in &manifest.artifacts {
             anyhow::ensure!(
-                !a.file.contains('/') && !a.file.starts_with('.') && a.file != MANIFEST,
+                backup_rules::is_artifact_file(&a.file),
                 "backup.json lists `{}`, which is not a plain artifact file name",
                 a.file
             );
@@ -305,8 +267,6 @@ impl Partial {
     }
 }
 
-/// `backup.json` larger than this is not read: the customer's apps can write the folder.
-const MAX_MANIFEST: u64 = 16 << 20;
 /// A pin file's reason is at most this long.
 const MAX_PIN: u64 = 4 << 10;
 
@@ -335,11 +295,11 @@ fn read_small(dir: &Dir, path: &Path, cap: u64) -> std::io::Result<String> {
 
 /// Reads and parses `backup.json` in `dir` (at most 16 MiB, a regular file).
 pub fn read_manifest(dir: &Dir) -> Result<Manifest> {
-    let text = read_small(dir, Path::new(MANIFEST), MAX_MANIFEST).map_err(io(MANIFEST))?;
+    let text = read_small(dir, Path::new(MANIFEST), MAX_MANIFEST_BYTES).map_err(io(MANIFEST))?;
     let m: Manifest =
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{MANIFEST}: {e}"))?;
     anyhow::ensure!(
-        m.format_version == 1,
+        m.format_version == FORMAT_VERSION,
         "{MANIFEST}: unknown formatVersion {}",
         m.format_version
     );
@@ -347,8 +307,8 @@ pub fn read_manifest(dir: &Dir) -> Result<Manifest> {
 }
 
 fn pin_reason(backups: &Dir, id: &str) -> Option<String> {
-    let path = Path::new(PINS).join(id);
-    let s = match read_small(backups, &path, MAX_PIN) {
+    let path = backup_rules::pin_path(id);
+    let s = match read_small(backups, Path::new(&path), MAX_PIN) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         // A pin file that cannot be read still pins: never delete what someone meant to keep.
@@ -361,9 +321,10 @@ fn pin_reason(backups: &Dir, id: &str) -> Option<String> {
     })
 }
 
-/// The customer's complete backups, newest first. A folder is listed only when its name is a
-/// backup id, its `backup.json` parses and every artifact it lists is there with the listed size
-/// (`verify` checks the hashes too); partial, half-deleted and foreign folders never are.
+/// The customer's complete backups, newest first: the folders [`backup_rules::complete`] accepts
+/// (a real folder named by a backup id, its `backup.json` of format 1 naming that id, every
+/// artifact it lists there with the listed size; `verify` checks the hashes too). Partial,
+/// half-deleted, damaged and foreign folders never are.
 pub fn list(customer: &Dir) -> Result<Vec<Backup>> {
     let backups = match customer.open_dir(BACKUPS) {
         Ok(d) => d,
@@ -374,25 +335,37 @@ pub fn list(customer: &Dir) -> Result<Vec<Backup>> {
     for entry in backups.entries().map_err(io(BACKUPS))? {
         let entry = entry.map_err(io(BACKUPS))?;
         let id = entry.file_name().to_string_lossy().into_owned();
-        if !is_backup_id(&id) || !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            continue;
-        }
-        let Ok(dir) = backups.open_dir(&id) else {
-            continue;
-        };
-        let Ok(manifest) = read_manifest(&dir) else {
-            tracing::debug!("{id}: no valid backup.json; not listed");
-            continue;
-        };
-        let sizes_ok = manifest.artifacts.iter().all(|a| {
-            dir.symlink_metadata(&a.file)
-                .map(|m| m.is_file() && m.len() == a.size)
-                .unwrap_or(false)
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        // Only a folder that may be a backup is opened and its manifest read.
+        let candidate = is_dir && is_backup_id(&id);
+        let dir = candidate.then(|| backups.open_dir(&id).ok()).flatten();
+        let manifest = dir.as_ref().and_then(|d| read_manifest(d).ok());
+        let rules = manifest.as_ref().map(|m| backup_rules::Manifest {
+            format_version: u64::from(m.format_version),
+            id: &m.id,
+            artifacts: m
+                .artifacts
+                .iter()
+                .map(|a| backup_rules::Artifact {
+                    name: &a.name,
+                    file: &a.file,
+                    size: a.size,
+                    sha256: &a.sha256,
+                })
+                .collect(),
         });
-        if !sizes_ok {
-            tracing::debug!("{id}: artifacts missing or of the wrong size; not listed");
+        let complete = backup_rules::complete(&id, is_dir, rules.as_ref(), |file| {
+            let dir = dir.as_ref()?;
+            let meta = dir.symlink_metadata(file).ok()?;
+            meta.is_file().then(|| meta.len())
+        });
+        if let Err(why) = complete {
+            if candidate {
+                tracing::debug!("{id}: {why}; not listed");
+            }
             continue;
         }
+        let Some(manifest) = manifest else { continue };
         let size = manifest.artifacts.iter().map(|a| a.size).sum();
         out.push(Backup {
             pinned: pin_reason(&backups, &id),
@@ -483,7 +456,9 @@ pub fn pin(customer: &Dir, id: &str, reason: &str) -> Result<()> {
     match backups.create_dir(PINS) {
         Ok(()) | Err(_) => {}
     }
-    let mut f = backups.create(Path::new(PINS).join(id)).map_err(io(PINS))?;
+    let mut f = backups
+        .create(backup_rules::pin_path(id))
+        .map_err(io(PINS))?;
     f.write_all(reason.as_bytes()).map_err(io(PINS))?;
     Ok(())
 }
@@ -520,6 +495,9 @@ mod next_id_tests {
         // An older newest backup leaves the current time alone.
         std::fs::create_dir_all(tmp.path().join("backups/20261206-101558")).unwrap();
         assert_eq!(next_id(tmp.path(), now), "20261206-101559");
+        // Id-shaped junk (`99999999-999999` sorts last) does not hide the newest real backup.
+        std::fs::create_dir_all(tmp.path().join("backups/20261206-101559")).unwrap();
+        assert_eq!(next_id(tmp.path(), now), "20261206-101600");
     }
 }
 
@@ -601,6 +579,44 @@ mod tests {
             listed[0].pinned
         );
         assert!(delete(&customer, "20261205-010000").is_err());
+    }
+
+    #[test]
+    fn only_complete_backups_are_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let customer = customer_with_backup(root, "20261205-010000");
+        let manifest = root.join("backups/20261205-010000").join(MANIFEST);
+        let good = std::fs::read_to_string(&manifest).unwrap();
+        assert_eq!(list(&customer).unwrap().len(), 1);
+        // What retention's old rules counted and the host never listed, or listed wrongly.
+        for (bad, why) in [
+            (
+                good.replace(r#""id":"20261205-010000""#, r#""id":"20261205-010001""#),
+                "another id",
+            ),
+            (
+                good.replace(r#""formatVersion":1"#, r#""formatVersion":2"#),
+                "format 2",
+            ),
+            (
+                good.replace(r#""file":"db.dump""#, r#""file":"../db.dump""#),
+                "not a plain name",
+            ),
+            (good.replace(r#""size":4"#, r#""size":5"#), "another size"),
+        ] {
+            assert_ne!(bad, good, "{why}");
+            std::fs::write(&manifest, &bad).unwrap();
+            assert!(list(&customer).unwrap().is_empty(), "{why}");
+        }
+        std::fs::write(&manifest, &good).unwrap();
+        // Not a calendar time: not a backup id, whatever is inside.
+        std::fs::rename(
+            root.join("backups/20261205-010000"),
+            root.join("backups/20261305-010000"),
+        )
+        .unwrap();
+        assert!(list(&customer).unwrap().is_empty());
     }
 
     #[test]

@@ -16,11 +16,11 @@ pub mod walk;
 use std::fs::File;
 
 use glob_rules::glob_set;
-use qodify_plugin_sdk::fs::{self, DirEntry, Metadata};
+use qodify_plugin_sdk::fs;
 use qodify_plugin_sdk::prelude::*;
 
 use crate::tarball::{TarOptions, write_tar_gz};
-use crate::walk::{Hooks, Tree, WalkOptions, is_within, normalize, walk};
+use crate::walk::{Hooks, WalkOptions, is_within, normalize, walk};
 
 /// The step's config.
 #[derive(Debug, Deserialize)]
@@ -76,7 +76,7 @@ impl Step for Archive {
             ..plan.walk
         };
         let mut hooks = CtxHooks(ctx);
-        let walked = walk(&GuestTree, &walk_opts, &mut hooks)?;
+        let walked = walk(&fs::HostFs, &walk_opts, &mut hooks)?;
 
         let file = File::create(&plan.output)
             .with_context(|| format!("creating the archive {}", plan.output))?;
@@ -194,19 +194,6 @@ impl Plan {
             output,
             name,
         })
-    }
-}
-
-/// The step's mounts, through the host's `files` interface.
-struct GuestTree;
-
-impl Tree for GuestTree {
-    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
-        fs::list_dir(path)
-    }
-
-    fn stat(&self, path: &str) -> Result<Metadata, Error> {
-        fs::stat(path)
     }
 }
 

@@ -9,60 +9,12 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use flate2::read::GzDecoder;
-use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata, Timestamp};
-use qodify_plugin_sdk::{Error, ErrorKind};
+use qodify_plugin_sdk::ErrorKind;
+use qodify_plugin_sdk::fs::{FileKind, FileSystem as _, StdFs};
 
 use super::*;
 use crate::tarball::TarStats;
 use crate::walk::Walk;
-
-struct StdTree;
-
-fn std_meta(path: &str) -> Result<Metadata, Error> {
-    let m = stdfs::symlink_metadata(path)?;
-    let ft = m.file_type();
-    let kind = if ft.is_file() {
-        FileKind::File
-    } else if ft.is_dir() {
-        FileKind::Directory
-    } else if ft.is_symlink() {
-        FileKind::Symlink
-    } else {
-        FileKind::Other
-    };
-    let symlink_target = ft
-        .is_symlink()
-        .then(|| stdfs::read_link(path).map(|t| t.to_str().unwrap().to_string()))
-        .transpose()?;
-    Ok(Metadata {
-        kind,
-        mode: m.mode() & 0o7777,
-        size: m.size(),
-        mtime: Timestamp {
-            seconds: m.mtime(),
-            nanos: m.mtime_nsec() as u32,
-        },
-        uid: m.uid(),
-        gid: m.gid(),
-        symlink_target,
-    })
-}
-
-impl Tree for StdTree {
-    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
-        let mut out = Vec::new();
-        for e in stdfs::read_dir(path)? {
-            let name = e?.file_name().into_string().unwrap();
-            let metadata = std_meta(&format!("{path}/{name}"))?;
-            out.push(DirEntry { name, metadata });
-        }
-        Ok(out)
-    }
-
-    fn stat(&self, path: &str) -> Result<Metadata, Error> {
-        std_meta(path)
-    }
-}
 
 #[derive(Default)]
 struct TestHooks {
@@ -212,7 +164,7 @@ fn plan_for(tmp: &tempfile::TempDir, json: serde_json::Value) -> Plan {
 
 fn archive(plan: &Plan) -> (Vec<u8>, Walk, TarStats, TestHooks) {
     let mut hooks = TestHooks::default();
-    let walked = walk(&StdTree, &plan.walk, &mut hooks).unwrap();
+    let walked = walk(&StdFs::new(), &plan.walk, &mut hooks).unwrap();
     let (bytes, stats) = write_tar_gz(Vec::new(), &walked, &plan.tar, &mut hooks).unwrap();
     (bytes, walked, stats, hooks)
 }
@@ -304,7 +256,7 @@ fn archive_round_trips_names_contents_modes_mtimes_and_links() {
     let by_name: BTreeMap<&str, &Unpacked> = entries.iter().map(|(n, u)| (n.as_str(), u)).collect();
     for (name, entry) in &by_name {
         let on_disk = format!("{src}/{}", name.trim_end_matches('/'));
-        let meta = std_meta(&on_disk).unwrap();
+        let meta = StdFs::new().stat(&on_disk).unwrap();
         match meta.kind {
             FileKind::File => {
                 assert_eq!(entry.kind, tar::EntryType::Regular, "{name}");
@@ -477,7 +429,7 @@ fn following_symlinks_stores_targets_inside_the_mount_only() {
     // Out of the mount: a clear error, not a silent skip.
     symlink("../../outside", src.join("escape")).unwrap();
     let mut hooks = TestHooks::default();
-    let err = walk(&StdTree, &plan.walk, &mut hooks).unwrap_err();
+    let err = walk(&StdFs::new(), &plan.walk, &mut hooks).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(
         err.message().contains("escape") && err.message().contains("outside"),
@@ -487,13 +439,13 @@ fn following_symlinks_stores_targets_inside_the_mount_only() {
 
     // Absolute targets cannot be followed inside the sandbox.
     symlink("/etc/hostname", src.join("abs")).unwrap();
-    let err = walk(&StdTree, &plan.walk, &mut hooks).unwrap_err();
+    let err = walk(&StdFs::new(), &plan.walk, &mut hooks).unwrap_err();
     assert!(err.message().contains("absolute"), "{err}");
     stdfs::remove_file(src.join("abs")).unwrap();
 
     // A link back to an ancestor would never end.
     symlink("..", src.join("src/loop")).unwrap();
-    let err = walk(&StdTree, &plan.walk, &mut hooks).unwrap_err();
+    let err = walk(&StdFs::new(), &plan.walk, &mut hooks).unwrap_err();
     assert!(err.message().contains("loop"), "{err}");
 }
 

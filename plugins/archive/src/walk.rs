@@ -1,22 +1,15 @@
 //! Walks the source folder into a sorted list of entries to archive, applying the anchored
-//! exclude/include globs (built by [`glob_rules`]) and the symlink policy. Pure over the [`Tree`] trait, so it runs natively
-//! in tests and over the host's `files` interface in the plugin.
+//! exclude/include globs (built by [`glob_rules`]) and the symlink policy. Over the SDK's
+//! [`FileSystem`], so it runs natively in tests (`StdFs`) and over the host's `files` interface
+//! in the plugin (`HostFs`).
 
 use glob_rules::GlobSet;
-use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata};
+use qodify_plugin_sdk::fs::{FileKind, FileSystem, Metadata};
 pub use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::{Error, ErrorKind};
 
 /// Symlinks resolved one after another before we call it a loop (Linux uses 40 too).
 const MAX_LINK_HOPS: usize = 40;
-
-/// Where the walker gets listings and metadata; paths are absolute, `/`-separated.
-pub trait Tree {
-    /// The entries of folder `path`, any order; symlinks not followed.
-    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error>;
-    /// Metadata of `path` without following a final symlink.
-    fn stat(&self, path: &str) -> Result<Metadata, Error>;
-}
 
 /// Callbacks into the runtime: logs and cancellation (progress is the writer's).
 pub trait Hooks {
@@ -80,7 +73,11 @@ fn join(dir: &str, name: &str) -> String {
 }
 
 /// Walks `opts.source`.
-pub fn walk(tree: &impl Tree, opts: &WalkOptions, hooks: &mut impl Hooks) -> Result<Walk, Error> {
+pub fn walk(
+    tree: &impl FileSystem,
+    opts: &WalkOptions,
+    hooks: &mut impl Hooks,
+) -> Result<Walk, Error> {
     let source_meta = tree
         .stat(&opts.source)
         .map_err(|e| e.context("reading the source"))?;
@@ -135,7 +132,7 @@ pub fn walk(tree: &impl Tree, opts: &WalkOptions, hooks: &mut impl Hooks) -> Res
     Ok(walker.out)
 }
 
-struct Walker<'a, T: Tree, H: Hooks> {
+struct Walker<'a, T: FileSystem, H: Hooks> {
     tree: &'a T,
     opts: &'a WalkOptions,
     hooks: &'a mut H,
@@ -144,7 +141,7 @@ struct Walker<'a, T: Tree, H: Hooks> {
     real_dirs: Vec<String>,
 }
 
-impl<T: Tree, H: Hooks> Walker<'_, T, H> {
+impl<T: FileSystem, H: Hooks> Walker<'_, T, H> {
     /// Appends the entries below folder `path` (archive name `rel`) to `out`.
     fn dir(&mut self, path: &str, rel: &str, out: &mut Vec<Entry>) -> Result<(), Error> {
         if self.hooks.cancelled() {
@@ -263,12 +260,12 @@ impl<T: Tree, H: Hooks> Walker<'_, T, H> {
 }
 
 /// Resolves paths component by component inside `boundary`, like `realpath` confined to a mount.
-struct Resolver<'a, T: Tree> {
+struct Resolver<'a, T: FileSystem> {
     tree: &'a T,
     boundary: &'a str,
 }
 
-impl<T: Tree> Resolver<'_, T> {
+impl<T: FileSystem> Resolver<'_, T> {
     /// Resolves the relative `path` from the physical folder `base` to a physical path
     /// and the metadata of what it names, following every symlink on the way.
     fn resolve(&self, base: &str, path: &str) -> Result<(String, Metadata), Error> {

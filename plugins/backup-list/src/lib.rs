@@ -1,28 +1,20 @@
 //! Shared by the `retention` and `preflight` plugins: which entries of a customer's `backups`
-//! folder are successful backups ([`scan`]), what their `backup.json` says ([`Summary`]), and
-//! which of them retention keeps ([`decide`]). Preflight's retention warning uses the very rules
-//! retention deletes by. Pure (no host calls), so the rules are unit-tested natively.
+//! folder are complete backups ([`scan_in`], [`scan`]), what their `backup.json` says
+//! ([`Summary`]), and which of them retention keeps ([`decide`]). Preflight's retention warning
+//! uses the very rules retention deletes by. What "complete" means and what a backup id is come
+//! from [`backup_rules`], which the host's listing goes by too, so retention counts exactly the
+//! backups the host lists. No host calls, so the rules are unit-tested natively.
 //!
 //! A library, not a plugin: a plugin crate cannot depend on another plugin crate, whose `run`
 //! export would clash with its own at link time.
 
 use std::collections::BTreeMap;
 
+pub use backup_rules::is_backup_id;
+use backup_rules::{Artifact, Manifest};
+
 /// The most of a pin file's reason that goes into a log line.
 const MAX_REASON_CHARS: usize = 200;
-
-/// True for a backup id: a folder name of the form `YYYYMMDD-HHMMSS`.
-pub fn is_backup_id(name: &str) -> bool {
-    let b = name.as_bytes();
-    b.len() == 15
-        && b.iter().enumerate().all(|(i, c)| {
-            if i == 8 {
-                *c == b'-'
-            } else {
-                c.is_ascii_digit()
-            }
-        })
-}
 
 /// True when `name` could be a backup, so its `backup.json` is worth reading: a real folder (not
 /// a symlink) named like a backup id. Hidden entries never qualify.
@@ -71,11 +63,14 @@ impl Summary {
     }
 }
 
-/// Parses `backup.json`. `None` unless it is JSON with an `artifacts` list whose every entry has a
-/// `file` and a `size`: only a finished manifest makes a folder a backup. Stats are optional and
-/// never make a backup invalid.
+/// What retention and preflight use of `backup.json`: `None` unless it is JSON with an
+/// `artifacts` list whose every entry has a `file` and a `size`. Stats are optional. Whether the
+/// folder is a complete backup is [`scan`]'s question, not this one's.
 pub fn parse_summary(json: &str) -> Option<Summary> {
-    let doc: serde_json::Value = serde_json::from_str(json).ok()?;
+    summary_of(&serde_json::from_str(json).ok()?)
+}
+
+fn summary_of(doc: &serde_json::Value) -> Option<Summary> {
     let artifacts = doc
         .get("artifacts")?
         .as_array()?
@@ -104,6 +99,29 @@ pub fn parse_summary(json: &str) -> Option<Summary> {
     })
 }
 
+/// The parts of `backup.json` [`backup_rules::complete`] decides on; `None` when one is missing
+/// or of the wrong type.
+fn manifest_of(doc: &serde_json::Value) -> Option<Manifest<'_>> {
+    let artifacts = doc
+        .get("artifacts")?
+        .as_array()?
+        .iter()
+        .map(|a| {
+            Some(Artifact {
+                name: a.get("name")?.as_str()?,
+                file: a.get("file")?.as_str()?,
+                size: a.get("size")?.as_u64()?,
+                sha256: a.get("sha256")?.as_str()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Manifest {
+        format_version: doc.get("formatVersion")?.as_u64()?,
+        id: doc.get("id")?.as_str()?,
+        artifacts,
+    })
+}
+
 /// One entry of the `backups` folder as the caller found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -115,7 +133,7 @@ pub struct Listed {
     pub manifest: Option<String>,
 }
 
-/// A successful backup.
+/// A complete backup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backup {
     /// Its id (folder name).
@@ -124,34 +142,60 @@ pub struct Backup {
     pub summary: Summary,
 }
 
-/// Splits a listing into successful backups (newest first) and everything else, with why each
-/// other entry is not a backup. Nothing but a successful backup is ever deleted.
+/// Splits a listing into complete backups (newest first) and everything else, with why each
+/// other entry is not a backup. Nothing but a complete backup is ever deleted. Decides from the
+/// listing and the manifests alone ([`backup_rules::check_listed`]): an artifact missing from
+/// its folder goes unnoticed; [`scan_in`] looks.
 pub fn scan(listing: Vec<Listed>) -> (Vec<Backup>, Vec<(String, &'static str)>) {
+    split(listing, |_, _| Ok(()))
+}
+
+/// [`scan`], also looking into each backup folder of `backups_dir` for the artifacts its
+/// manifest lists ([`backup_rules::complete`]), as the host's listing does.
+pub fn scan_in(
+    backups_dir: &str,
+    listing: Vec<Listed>,
+) -> (Vec<Backup>, Vec<(String, &'static str)>) {
+    let dir = backups_dir.trim_end_matches('/');
+    split(listing, |id, manifest| {
+        backup_rules::check_artifacts(manifest, |file| {
+            std::fs::symlink_metadata(format!("{dir}/{id}/{file}"))
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+        })
+    })
+}
+
+fn split(
+    listing: Vec<Listed>,
+    mut artifacts: impl FnMut(&str, &Manifest<'_>) -> Result<(), backup_rules::Incomplete>,
+) -> (Vec<Backup>, Vec<(String, &'static str)>) {
     let mut backups = Vec::new();
     let mut ignored = Vec::new();
     for entry in listing {
-        let why = if entry.name.starts_with('.') {
-            "hidden"
-        } else if !is_backup_id(&entry.name) {
-            "not named YYYYMMDD-HHMMSS"
-        } else if !entry.is_dir {
-            "not a folder"
-        } else {
-            match entry.manifest.as_deref() {
-                None => "no backup.json (an unfinished or failed run)",
-                Some(text) => match parse_summary(text) {
-                    Some(summary) => {
-                        backups.push(Backup {
-                            id: entry.name,
-                            summary,
-                        });
-                        continue;
-                    }
-                    None => "backup.json does not parse or lists no artifacts",
-                },
+        let doc = entry
+            .manifest
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
+        let manifest = doc.as_ref().and_then(manifest_of);
+        let checked = backup_rules::check_listed(&entry.name, entry.is_dir, manifest.as_ref())
+            .and_then(|()| match &manifest {
+                Some(m) => artifacts(&entry.name, m),
+                None => Ok(()),
+            });
+        // A manifest complete by the rules always has what a summary reads.
+        let summary = doc.as_ref().and_then(summary_of);
+        match (checked, summary) {
+            (Ok(()), Some(summary)) => backups.push(Backup {
+                id: entry.name,
+                summary,
+            }),
+            (Err(why), _) => ignored.push((entry.name, why.as_str())),
+            (Ok(()), None) => {
+                ignored.push((entry.name, backup_rules::Incomplete::NoManifest.as_str()))
             }
-        };
-        ignored.push((entry.name, why));
+        }
     }
     backups.sort_by(|a, b| b.id.cmp(&a.id));
     (backups, ignored)
@@ -219,9 +263,11 @@ pub fn decide(
 mod tests {
     use super::*;
 
-    fn manifest(db_bytes: u64) -> String {
+    /// The `backup.json` the host completes as backup `id`.
+    fn manifest(id: &str, db_bytes: u64) -> String {
         serde_json::json!({
             "formatVersion": 1,
+            "id": id,
             "artifacts": [
                 { "name": "db", "file": "db.dump", "size": db_bytes, "sha256": "00" },
                 { "name": "backend", "file": "backend.tar.gz", "size": 10, "sha256": "11" },
@@ -229,6 +275,11 @@ mod tests {
             "stats": { "totalBytes": db_bytes + 10, "totalMB": 0.0, "durationSeconds": 2.0 },
         })
         .to_string()
+    }
+
+    /// A folder `name` whose backup.json is the one the host completes as `name`.
+    fn backup(name: &str, db_bytes: u64) -> Listed {
+        dir(name, Some(manifest(name, db_bytes)))
     }
 
     fn dir(name: &str, manifest: Option<String>) -> Listed {
@@ -241,19 +292,14 @@ mod tests {
 
     #[test]
     fn backup_ids() {
-        assert!(is_backup_id("20261126-101500"));
-        assert!(!is_backup_id("20261126-10150"));
-        assert!(!is_backup_id("20261126_101500"));
-        assert!(!is_backup_id("2026112a-101500"));
-        assert!(!is_backup_id(".20261126-10150"));
-        assert!(!is_backup_id("20261126-1015000"));
         assert!(may_be_backup("20261126-101500", true));
+        assert!(!may_be_backup("20261326-101500", true));
         assert!(!may_be_backup("20261126-101500", false));
     }
 
     #[test]
     fn summaries_need_a_complete_artifact_list_but_not_stats() {
-        let s = parse_summary(&manifest(7)).unwrap();
+        let s = parse_summary(&manifest("20250101-000000", 7)).unwrap();
         assert_eq!(s.db_dump_bytes(), Some(7));
         assert_eq!(s.total_bytes, Some(17));
         assert_eq!(s.bytes_per_second(), Some(8.5));
@@ -273,17 +319,17 @@ mod tests {
     #[test]
     fn scan_keeps_only_finished_backups_newest_first() {
         let listing = vec![
-            dir("20250101-000000", Some(manifest(1))),
-            dir("20250103-000000", Some(manifest(3))),
+            backup("20250101-000000", 1),
+            backup("20250103-000000", 3),
             dir(".pins", None),
-            dir(".20250104-000000", Some(manifest(4))),
+            dir(".20250104-000000", Some(manifest(".20250104-000000", 4))),
             dir("20250105-000000", None),
             dir("20250106-000000", Some("{\"artifacts\": [".into())),
-            dir("notes", Some(manifest(1))),
+            dir("notes", Some(manifest("notes", 1))),
             Listed {
                 name: "20250107-000000".into(),
                 is_dir: false,
-                manifest: Some(manifest(1)),
+                manifest: Some(manifest("20250107-000000", 1)),
             },
         ];
         let (backups, ignored) = scan(listing);
@@ -306,10 +352,10 @@ mod tests {
     #[test]
     fn seven_backups_one_pinned_and_garbage() {
         let mut listing: Vec<Listed> = (1..=7)
-            .map(|d| dir(&format!("2025010{d}-120000"), Some(manifest(d))))
+            .map(|d| backup(&format!("2025010{d}-120000"), d))
             .collect();
         // The pinned one is the oldest: it survives without taking a slot.
-        listing.push(dir("20241231-235959", Some(manifest(9))));
+        listing.push(backup("20241231-235959", 9));
         listing.push(dir("20250108-120000", None)); // a failed run: no manifest
         listing.push(dir("20250109-120000", Some("garbage".into())));
         listing.push(dir("tmp", None));
@@ -385,5 +431,90 @@ mod tests {
         let r = pin_reason(&long);
         assert_eq!(r.chars().count(), MAX_REASON_CHARS + 1);
         assert!(r.ends_with('…'));
+    }
+
+    /// Where the guest's old rules and the host's disagreed, the host's hold now: these folders
+    /// were counted by retention but never listed by the host (or, for the calendar, listed by
+    /// neither but taken for ids).
+    #[test]
+    fn only_what_the_host_lists_is_counted() {
+        let id = "20250101-000000";
+        let good: serde_json::Value = serde_json::from_str(&manifest(id, 1)).unwrap();
+        let with = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut m = good.clone();
+            change(&mut m);
+            dir(id, Some(m.to_string()))
+        };
+        for (listed, why) in [
+            (
+                with(&|m| drop(m.as_object_mut().unwrap().remove("formatVersion"))),
+                "no valid backup.json",
+            ),
+            (
+                with(&|m| m["formatVersion"] = 2.into()),
+                "another formatVersion",
+            ),
+            (
+                with(&|m| drop(m.as_object_mut().unwrap().remove("id"))),
+                "no valid backup.json",
+            ),
+            (
+                with(&|m| m["id"] = "20250102-000000".into()),
+                "names another backup",
+            ),
+            (
+                with(&|m| drop(m["artifacts"][0].as_object_mut().unwrap().remove("sha256"))),
+                "no valid backup.json",
+            ),
+            (
+                with(&|m| drop(m["artifacts"][0].as_object_mut().unwrap().remove("name"))),
+                "no valid backup.json",
+            ),
+            (
+                with(&|m| m["artifacts"][0]["file"] = "../other/db.dump".into()),
+                "not a plain file name",
+            ),
+            (backup("20250229-000000", 1), "not named YYYYMMDD-HHMMSS"),
+        ] {
+            let name = listed.name.clone();
+            let (backups, ignored) = scan(vec![listed]);
+            assert!(backups.is_empty(), "{name}: {ignored:?}");
+            assert!(ignored[0].1.contains(why), "{name}: {ignored:?}");
+        }
+        let (backups, _) = scan(vec![with(&|_| {})]);
+        assert_eq!(backups.len(), 1);
+    }
+
+    #[test]
+    fn scan_in_looks_for_the_artifacts_in_each_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for (id, db) in [
+            ("20250101-000000", 4u64),
+            ("20250102-000000", 4),
+            ("20250103-000000", 4),
+        ] {
+            std::fs::create_dir(root.join(id)).unwrap();
+            std::fs::write(root.join(id).join("backend.tar.gz"), [0u8; 10]).unwrap();
+            std::fs::write(root.join(id).join("db.dump"), vec![0u8; db as usize]).unwrap();
+        }
+        // One lost its dump, one has a dump of another size.
+        std::fs::remove_file(root.join("20250102-000000/db.dump")).unwrap();
+        std::fs::write(root.join("20250103-000000/db.dump"), "xx").unwrap();
+        let listing = || {
+            ["20250101-000000", "20250102-000000", "20250103-000000"]
+                .map(|id| backup(id, 4))
+                .to_vec()
+        };
+        let (backups, ignored) = scan_in(root.to_str().unwrap(), listing());
+        let ids: Vec<&str> = backups.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["20250101-000000"]);
+        assert_eq!(ignored.len(), 2);
+        assert!(
+            ignored.iter().all(|(_, why)| why.contains("missing")),
+            "{ignored:?}"
+        );
+        // Without looking, all three pass.
+        assert_eq!(scan(listing()).0.len(), 3);
     }
 }

@@ -36,8 +36,8 @@ use serde::Serialize;
 use crate::layout::{Facts, Paths, SERVICES, Versions};
 use crate::stamp::Stamp;
 
-/// The `formatVersion` this plugin writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The `formatVersion` this plugin writes: the one the host and retention accept.
+pub use backup_rules::FORMAT_VERSION;
 /// `node --version` and `npm --version` answer at once; a hang is a broken install.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// A `package.json` bigger than this is not one to read a version from.

@@ -98,6 +98,24 @@ pub struct Context {
     params: Vec<(String, ParamValue)>,
     mounts: Vec<Mount>,
     previous: Vec<StepOutputs>,
+    /// Natively: what the step logged and reported, and whether it was cancelled.
+    #[cfg(not(target_arch = "wasm32"))]
+    native: std::sync::Arc<host::Record>,
+}
+
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogLevel {
+    /// Detail for debugging the plugin itself.
+    Trace,
+    /// Detail for debugging a run.
+    Debug,
+    /// What the step did.
+    Info,
+    /// Something odd that did not stop the step.
+    Warn,
+    /// Something failed (the step may still go on).
+    Error,
 }
 
 impl Context {
@@ -137,6 +155,8 @@ impl Context {
                     values: s.outputs.into_iter().map(|o| (o.key, o.value)).collect(),
                 })
                 .collect(),
+            #[cfg(not(target_arch = "wasm32"))]
+            native: Default::default(),
         }
     }
 
@@ -225,37 +245,42 @@ impl Context {
     /// Reports progress: `percent` in 0..=100 and a short message such as
     /// `archiving backend: 120.0 MiB of 800.0 MiB`. Cheap; the host rate-limits.
     pub fn progress(&self, percent: f32, message: impl AsRef<str>) {
-        host::report(percent.clamp(0.0, 100.0), message.as_ref());
+        host::report(self, percent.clamp(0.0, 100.0), message.as_ref());
     }
 
     /// Logs a trace line.
     pub fn trace(&self, message: impl AsRef<str>) {
-        host::log(host::Level::Trace, message.as_ref());
+        self.log(LogLevel::Trace, message.as_ref());
     }
 
     /// Logs a debug line.
     pub fn debug(&self, message: impl AsRef<str>) {
-        host::log(host::Level::Debug, message.as_ref());
+        self.log(LogLevel::Debug, message.as_ref());
     }
 
     /// Logs an info line.
     pub fn info(&self, message: impl AsRef<str>) {
-        host::log(host::Level::Info, message.as_ref());
+        self.log(LogLevel::Info, message.as_ref());
     }
 
     /// Logs a warning: something odd that did not stop the step.
     pub fn warn(&self, message: impl AsRef<str>) {
-        host::log(host::Level::Warn, message.as_ref());
+        self.log(LogLevel::Warn, message.as_ref());
     }
 
     /// Logs an error line (the step may still go on).
     pub fn error(&self, message: impl AsRef<str>) {
-        host::log(host::Level::Error, message.as_ref());
+        self.log(LogLevel::Error, message.as_ref());
+    }
+
+    /// Logs a line at `level`.
+    pub fn log(&self, level: LogLevel, message: impl AsRef<str>) {
+        host::log(self, level, message.as_ref());
     }
 
     /// True once the run was cancelled or the step's deadline passed.
     pub fn is_cancelled(&self) -> bool {
-        host::is_cancelled()
+        host::is_cancelled(self)
     }
 
     /// `Err(Error::cancelled())` once the run was cancelled: call it between units of work and
@@ -269,11 +294,49 @@ impl Context {
     }
 }
 
+/// Natively (unit tests), a context keeps what the step logged and reported, and can be cancelled.
+#[cfg(not(target_arch = "wasm32"))]
+impl Context {
+    /// The messages logged at `level` so far, oldest first.
+    ///
+    /// ```
+    /// use qodify_plugin_sdk::{Context, LogLevel};
+    ///
+    /// let ctx = Context::builder().build();
+    /// ctx.warn("disk almost full");
+    /// ctx.info("done");
+    /// assert_eq!(ctx.logged(LogLevel::Warn), ["disk almost full"]);
+    /// ```
+    pub fn logged(&self, level: LogLevel) -> Vec<String> {
+        self.native.logged(level)
+    }
+
+    /// The progress reported so far, oldest first: (percent, message).
+    pub fn reported(&self) -> Vec<(f32, String)> {
+        self.native.reported()
+    }
+
+    /// Cancels the run, as a person would through the host: [`Context::is_cancelled`] is true
+    /// from now on, for this context and its clones.
+    ///
+    /// ```
+    /// use qodify_plugin_sdk::{Context, ErrorKind};
+    ///
+    /// let ctx = Context::builder().build();
+    /// ctx.cancel();
+    /// assert_eq!(ctx.check_cancelled().unwrap_err().kind(), ErrorKind::Cancelled);
+    /// ```
+    pub fn cancel(&self) {
+        self.native.cancel();
+    }
+}
+
 /// Builds a [`Context`] for unit tests of a plugin's logic, run natively.
 ///
-/// Natively, [`Context::progress`] and the log helpers print to stderr and
-/// [`Context::is_cancelled`] is `false`; [`fs`](crate::fs) and [`command`](crate::command) need the
-/// host and panic.
+/// Natively, [`Context::progress`] and the log helpers print to stderr and are kept
+/// ([`Context::logged`], [`Context::reported`]), and [`Context::is_cancelled`] is `false` until
+/// [`Context::cancel`]; [`fs`](crate::fs) and [`command`](crate::command) need the host and panic
+/// ([`fs::StdFs`](crate::fs::StdFs) stands in for the host's files).
 ///
 /// ```
 /// use qodify_plugin_sdk::{Context, ParamValue};
@@ -305,6 +368,8 @@ impl Context {
                 params: Vec::new(),
                 mounts: Vec::new(),
                 previous: Vec::new(),
+                #[cfg(not(target_arch = "wasm32"))]
+                native: Default::default(),
             },
         }
     }
@@ -358,38 +423,108 @@ impl ContextBuilder {
     }
 }
 
-/// Host calls; natively (unit tests) they go to stderr instead of the unreachable import stubs.
+/// Host calls; natively (unit tests) each context's [`host::Record`] stands in for them.
 mod host {
+    use super::{Context, LogLevel};
+
     #[cfg(target_arch = "wasm32")]
-    pub use crate::__private::bindings::qodify::pipeline::{
-        cancellation::is_cancelled,
-        progress::{Level, log, report},
-    };
+    use crate::__private::bindings::qodify::pipeline::{cancellation, progress};
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn report(_ctx: &Context, percent: f32, message: &str) {
+        progress::report(percent, message);
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn log(_ctx: &Context, level: LogLevel, message: &str) {
+        use progress::Level;
+        let level = match level {
+            LogLevel::Trace => Level::Trace,
+            LogLevel::Debug => Level::Debug,
+            LogLevel::Info => Level::Info,
+            LogLevel::Warn => Level::Warn,
+            LogLevel::Error => Level::Error,
+        };
+        progress::log(level, message);
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn is_cancelled(_ctx: &Context) -> bool {
+        cancellation::is_cancelled()
+    }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub use native::*;
+    pub fn report(ctx: &Context, percent: f32, message: &str) {
+        ctx.native.report(percent, message);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn log(ctx: &Context, level: LogLevel, message: &str) {
+        ctx.native.log(level, message);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn is_cancelled(ctx: &Context) -> bool {
+        ctx.native.is_cancelled()
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use native::Record;
 
     #[cfg(not(target_arch = "wasm32"))]
     mod native {
-        #[derive(Debug)]
-        pub enum Level {
-            Trace,
-            Debug,
-            Info,
-            Warn,
-            Error,
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::LogLevel;
+
+        /// What a step did through its context, printed to stderr as it happens.
+        #[derive(Debug, Default)]
+        pub struct Record {
+            logs: Mutex<Vec<(LogLevel, String)>>,
+            reports: Mutex<Vec<(f32, String)>>,
+            cancelled: AtomicBool,
         }
 
-        pub fn report(percent: f32, message: &str) {
-            eprintln!("[progress {percent:.1}%] {message}");
-        }
+        impl Record {
+            pub fn report(&self, percent: f32, message: &str) {
+                eprintln!("[progress {percent:.1}%] {message}");
+                self.reports
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((percent, message.to_owned()));
+            }
 
-        pub fn log(level: Level, message: &str) {
-            eprintln!("[{level:?}] {message}");
-        }
+            pub fn log(&self, level: LogLevel, message: &str) {
+                eprintln!("[{level:?}] {message}");
+                self.logs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((level, message.to_owned()));
+            }
 
-        pub fn is_cancelled() -> bool {
-            false
+            pub fn logged(&self, level: LogLevel) -> Vec<String> {
+                let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+                logs.iter()
+                    .filter(|(l, _)| *l == level)
+                    .map(|(_, m)| m.clone())
+                    .collect()
+            }
+
+            pub fn reported(&self) -> Vec<(f32, String)> {
+                self.reports
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            }
+
+            pub fn cancel(&self) {
+                self.cancelled.store(true, Ordering::Relaxed);
+            }
+
+            pub fn is_cancelled(&self) -> bool {
+                self.cancelled.load(Ordering::Relaxed)
+            }
         }
     }
 }

@@ -6,6 +6,10 @@
 //! [`ErrorKind::PermissionDenied`](crate::ErrorKind::PermissionDenied). Nothing here follows a
 //! final symlink. Read and write file contents with `std::fs` as usual.
 //!
+//! Logic that changes trees (unpacking, swapping folders, removing releases) is written once
+//! against [`FileSystem`]: [`HostFs`] runs it on the step's mounts, [`StdFs`] on the build
+//! machine's disk in native unit tests, with the same rules (no final symlink followed).
+//!
 //! ```no_run
 //! use qodify_plugin_sdk::{Error, fs};
 //!
@@ -30,7 +34,12 @@
 use std::path::Path;
 
 use crate::__private::bindings::qodify::pipeline::files as wit;
-use crate::Error;
+use crate::{Error, ErrorKind, ResultExt as _};
+
+#[cfg(unix)]
+mod std_fs;
+#[cfg(unix)]
+pub use std_fs::StdFs;
 
 /// Kinds of file-system entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -194,6 +203,161 @@ pub fn process_cwd(pid: u32) -> Result<String, Error> {
         wit::FilesError::NotFound(m) => Error::not_found(m),
         wit::FilesError::Io(m) => Error::io(m),
     })
+}
+
+/// The file operations tree-changing logic needs, on absolute paths; none of them follows a final
+/// symlink. [`HostFs`] is the one plugins run with; [`StdFs`] is the one their native unit tests
+/// run with.
+///
+/// ```
+/// use qodify_plugin_sdk::Error;
+/// use qodify_plugin_sdk::fs::FileSystem;
+///
+/// /// Moves `from` to `to` unless something is there already.
+/// fn move_if_free(fs: &impl FileSystem, from: &str, to: &str) -> Result<bool, Error> {
+///     if fs.stat_opt(to)?.is_some() {
+///         return Ok(false);
+///     }
+///     fs.rename(from, to)?;
+///     Ok(true)
+/// }
+///
+/// # #[cfg(unix)] {
+/// // Natively, on a temporary folder:
+/// let dir = std::env::temp_dir().join(format!("sdk-fs-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let (a, b) = (dir.join("a"), dir.join("b"));
+/// std::fs::write(&a, "x").unwrap();
+/// let fs = qodify_plugin_sdk::fs::StdFs::new();
+/// assert!(move_if_free(&fs, a.to_str().unwrap(), b.to_str().unwrap()).unwrap());
+/// assert!(!move_if_free(&fs, a.to_str().unwrap(), b.to_str().unwrap()).unwrap());
+/// fs.remove_tree(dir.to_str().unwrap()).unwrap();
+/// # }
+/// ```
+pub trait FileSystem {
+    /// Metadata of `path` without following a final symlink; a
+    /// [`NotFound`](ErrorKind::NotFound) error when nothing is there.
+    fn stat(&self, path: &str) -> Result<Metadata, Error>;
+    /// The entries of folder `path` with their metadata, sorted by name; symlinks not followed.
+    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error>;
+    /// Sets the permission bits of a file or folder (`mode & 0o777`); refuses a symlink.
+    fn set_mode(&self, path: &str, mode: u32) -> Result<(), Error>;
+    /// Sets the mtime of `path` without following a final symlink.
+    fn set_mtime(&self, path: &str, mtime: Timestamp) -> Result<(), Error>;
+    /// Creates a symlink at `path` whose target is `target`, stored verbatim; fails if `path`
+    /// exists.
+    fn symlink(&self, target: &str, path: &str) -> Result<(), Error>;
+    /// Renames `from` to `to` atomically (same mount); replaces a file or symlink at `to`.
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error>;
+    /// Removes a file or symlink.
+    fn remove_file(&self, path: &str) -> Result<(), Error>;
+    /// Removes an empty folder.
+    fn remove_dir(&self, path: &str) -> Result<(), Error>;
+    /// Flushes a folder's entries to disk, so a rename or symlink made in it is durable.
+    fn sync_dir(&self, path: &str) -> Result<(), Error>;
+
+    /// Metadata of `path` without following a final symlink, or `None` when nothing is there.
+    fn stat_opt(&self, path: &str) -> Result<Option<Metadata>, Error> {
+        match self.stat(path) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes `path` and everything below it without following symlinks: a symlink is unlinked,
+    /// its target stays (a release's `uploads` link loses the link, never the uploads). Folders
+    /// whose mode keeps their owner out (an unpacked `0555`) are opened up first. Nothing there
+    /// is fine. Iterative: archives and `node_modules` nest deeper than a guest stack likes.
+    fn remove_tree(&self, path: &str) -> Result<(), Error> {
+        let Some(meta) = self.stat_opt(path)? else {
+            return Ok(());
+        };
+        if !meta.is_dir() {
+            return self.remove_file(path);
+        }
+        if meta.mode & 0o700 != 0o700 {
+            self.set_mode(path, 0o700)?;
+        }
+        // (folder, listed): a folder is removed the second time it comes up, emptied.
+        let mut stack = vec![(path.to_string(), false)];
+        while let Some((dir, listed)) = stack.pop() {
+            if listed {
+                self.remove_dir(&dir)?;
+                continue;
+            }
+            stack.push((dir.clone(), true));
+            for entry in self.list_dir(&dir)? {
+                let child = format!("{}/{}", dir.trim_end_matches('/'), entry.name);
+                if entry.metadata.is_dir() {
+                    if entry.metadata.mode & 0o700 != 0o700 {
+                        self.set_mode(&child, 0o700)?;
+                    }
+                    stack.push((child, false));
+                } else {
+                    self.remove_file(&child)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The step's mounts: the host's `files` calls above, and WASI (`std::fs`) for renames and
+/// removals. Natively (unit tests) its calls panic like the functions above: use [`StdFs`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostFs;
+
+impl FileSystem for HostFs {
+    fn stat(&self, path: &str) -> Result<Metadata, Error> {
+        stat(path)
+    }
+
+    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
+        list_dir(path)
+    }
+
+    fn set_mode(&self, path: &str, mode: u32) -> Result<(), Error> {
+        set_mode(path, mode)
+    }
+
+    fn set_mtime(&self, path: &str, mtime: Timestamp) -> Result<(), Error> {
+        set_mtime(path, mtime)
+    }
+
+    fn symlink(&self, target: &str, path: &str) -> Result<(), Error> {
+        symlink(target, path)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
+        rename_std(from, to)
+    }
+
+    fn remove_file(&self, path: &str) -> Result<(), Error> {
+        remove_file_std(path)
+    }
+
+    fn remove_dir(&self, path: &str) -> Result<(), Error> {
+        remove_dir_std(path)
+    }
+
+    fn sync_dir(&self, path: &str) -> Result<(), Error> {
+        sync_dir(path)
+    }
+}
+
+// Renames and removals need nothing WASI lacks: both file systems make them with `std::fs`.
+
+fn rename_std(from: &str, to: &str) -> Result<(), Error> {
+    std::fs::rename(from, to).with_context(|| format!("renaming {from} to {to}"))
+}
+
+fn remove_file_std(path: &str) -> Result<(), Error> {
+    std::fs::remove_file(path).with_context(|| format!("removing {path}"))
+}
+
+fn remove_dir_std(path: &str) -> Result<(), Error> {
+    std::fs::remove_dir(path).with_context(|| format!("removing {path}"))
 }
 
 fn guest_path(path: &Path) -> Result<&str, Error> {

@@ -49,7 +49,7 @@ pub mod http;
 mod output;
 pub mod path;
 
-pub use context::{Context, ContextBuilder, Mount, ParamValue, StepOutputs};
+pub use context::{Context, ContextBuilder, LogLevel, Mount, ParamValue, StepOutputs};
 pub use error::{Error, ErrorKind, ResultExt};
 pub use hashing::HashingWriter;
 pub use output::{Artifact, Output};

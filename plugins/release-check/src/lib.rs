@@ -536,7 +536,7 @@ impl Step for ReleaseCheck {
             swapped: false,
             started: ctx.run_timestamp().to_owned(),
         }
-        .write(&releases_dir)?;
+        .write(&fs::HostFs, &releases_dir)?;
         ctx.info(format!(
             "upgrading {from} to {} (Node.js {node}, PostgreSQL {postgres_shown}); journal written",
             plan.target

@@ -33,16 +33,16 @@ pub mod cleanup;
 
 use std::io::Read as _;
 
+use qodify_plugin_sdk::fs::{FileSystem as _, HostFs};
 use qodify_plugin_sdk::prelude::*;
-use upgrade_kit::fsops::{Fs as _, HostFs};
 use upgrade_kit::journal::Journal;
 use upgrade_kit::marker::{Marker, MarkerFile, Status};
 use upgrade_kit::{layout, swap, tree};
 
 use crate::cleanup::{Pin, Release};
 
-/// The pins folder inside `backups` (the host's `backups::PINS`).
-pub const PINS: &str = ".pins";
+/// The pins folder inside `backups`, as the host and retention know it.
+pub use backup_rules::PINS;
 /// Pin files hold a short reason; read no more than this.
 const MAX_PIN_BYTES: u64 = 64 << 10;
 
@@ -217,7 +217,7 @@ impl Step for ReleaseFinish {
                 let marker = succeeded_marker(&j, Marker::inspect(&dir)?, ctx.run_timestamp());
                 marker.write(&dir)?;
                 qodify_plugin_sdk::fs::sync_dir(&dir)?;
-                Journal::remove(&plan.releases)?;
+                Journal::remove(&HostFs, &plan.releases)?;
                 ctx.info(format!(
                     "releases/{} marked succeeded (from {}); the upgrade is finished",
                     j.to, j.from

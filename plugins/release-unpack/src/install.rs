@@ -1,14 +1,16 @@
-//! The unpack itself, over [`Ops`] so native tests run it on `std::fs` with failures injected:
-//! hashing the package, deciding about an existing release folder, extracting into staging,
-//! the checks of the tree, the marker, the journal flag and the rename into place.
+//! The unpack itself, over a [`FileSystem`] so native tests run it on the SDK's `StdFs` with
+//! failures injected: hashing the package, deciding about an existing release folder,
+//! extracting into staging, the checks of the tree, the marker, the journal flag and the rename
+//! into place.
 
 use std::io::Read as _;
 
-use qodify_plugin_sdk::{Error, ResultExt as _};
+use qodify_plugin_sdk::fs::FileSystem;
+use qodify_plugin_sdk::{Context, Error, ResultExt as _};
 use sha2::{Digest as _, Sha256};
-use tar_extract::extract::{Extracted, IO_BUF, Wording, deepest_first, extract};
-use tar_extract::host::{Host, remove_tree, stat_opt};
+use tar_extract::extract::{Extracted, IO_BUF, Job, Wording, deepest_first, extract};
 use tar_extract::paths::join;
+use upgrade_kit::journal::Journal;
 use upgrade_kit::layout;
 use upgrade_kit::marker::{Marker, Status};
 
@@ -34,17 +36,6 @@ pub const EXTRACT_TO: f32 = 90.0;
 /// Report hashing progress this many bytes apart.
 const HASH_PROGRESS_STEP: u64 = 16 << 20;
 const MIB: f64 = 1048576.0;
-
-/// What [`install`] needs beyond the extractor's [`Host`] (whose `sync_dir` makes renames
-/// durable).
-pub trait Ops: Host {
-    /// Records `unpacked = true` in the upgrade journal.
-    fn mark_unpacked(&self) -> Result<(), Error>;
-    /// Reports progress as it is (no remapping).
-    fn report(&self, percent: f32, message: &str);
-    /// Logs a line.
-    fn info(&self, message: &str);
-}
 
 /// What is at `releases/<version>` before the unpack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +82,13 @@ pub fn decide(
 }
 
 /// Looks at `releases/<version>` and decides with [`decide`].
-pub fn inspect(host: &impl Host, plan: &Plan, live: &[String]) -> Result<Existing, Error> {
-    let meta = stat_opt(host, &plan.target)?;
+pub fn inspect(
+    fs: &impl FileSystem,
+    ctx: &Context,
+    plan: &Plan,
+    live: &[String],
+) -> Result<Existing, Error> {
+    let meta = fs.stat_opt(&plan.target)?;
     if let Some(meta) = &meta
         && !meta.is_dir()
     {
@@ -108,7 +104,7 @@ pub fn inspect(host: &impl Host, plan: &Plan, live: &[String]) -> Result<Existin
     let existing = decide(&plan.version, meta.is_some(), marker, live)?;
     match existing {
         Existing::Absent => {}
-        Existing::Leftover => host.warn(&format!(
+        Existing::Leftover => ctx.warn(format!(
             "{} is the leftover of a failed attempt (marker: {}); it is replaced",
             plan.target,
             match marker {
@@ -117,7 +113,7 @@ pub fn inspect(host: &impl Host, plan: &Plan, live: &[String]) -> Result<Existin
                 _ => "none",
             }
         )),
-        Existing::OlderRelease => host.warn(&format!(
+        Existing::OlderRelease => ctx.warn(format!(
             "{} holds an older install of {} that is not live; it is removed and {} unpacked anew",
             plan.target, plan.version, plan.version
         )),
@@ -127,8 +123,8 @@ pub fn inspect(host: &impl Host, plan: &Plan, live: &[String]) -> Result<Existin
 
 /// Removes staging folders of earlier runs (`.staging-*` in `releases/`, and their `.old`
 /// companions) that died before cleaning up.
-pub fn remove_stale_staging(host: &impl Ops, plan: &Plan) -> Result<(), Error> {
-    let entries = match host.list_dir(&plan.releases) {
+pub fn remove_stale_staging(fs: &impl FileSystem, ctx: &Context, plan: &Plan) -> Result<(), Error> {
+    let entries = match fs.list_dir(&plan.releases) {
         Ok(entries) => entries,
         Err(e) if e.kind() == qodify_plugin_sdk::ErrorKind::NotFound => {
             return Err(Error::not_found(format!(
@@ -142,10 +138,10 @@ pub fn remove_stale_staging(host: &impl Ops, plan: &Plan) -> Result<(), Error> {
     for entry in entries {
         let path = join(&plan.releases, &entry.name);
         if entry.name.starts_with(STAGING_PREFIX) && path != plan.staging {
-            host.info(&format!(
+            ctx.info(format!(
                 "removing {path}, left by an earlier run that did not finish"
             ));
-            remove_tree(host, &path)?;
+            fs.remove_tree(&path)?;
         }
     }
     Ok(())
@@ -153,7 +149,7 @@ pub fn remove_stale_staging(host: &impl Ops, plan: &Plan) -> Result<(), Error> {
 
 /// Hashes the whole package (with progress) and compares it with the catalog's sha256.
 pub fn verify_package(
-    host: &impl Ops,
+    ctx: &Context,
     package: &str,
     expected: &str,
 ) -> Result<(u64, String), Error> {
@@ -176,9 +172,7 @@ pub fn verify_package(
     let mut buf = vec![0u8; IO_BUF];
     let (mut read, mut next) = (0u64, 0u64);
     loop {
-        if host.cancelled() {
-            return Err(Error::cancelled());
-        }
+        ctx.check_cancelled()?;
         let n = file
             .read(&mut buf)
             .with_context(|| format!("reading {package}"))?;
@@ -194,9 +188,9 @@ pub fn verify_package(
             } else {
                 read as f32 / total as f32
             };
-            host.report(
+            ctx.progress(
                 HASH_TO * share.min(1.0),
-                &format!(
+                format!(
                     "checking the package: {:.1} MiB of {:.1} MiB",
                     read as f64 / MIB,
                     total as f64 / MIB
@@ -240,7 +234,7 @@ pub struct Done {
 
 /// Extracts into staging, checks and finishes the tree, then renames it into place. On error
 /// staging is removed and a release folder moved aside is put back.
-pub fn install(host: &impl Ops, job: &Install<'_>) -> Result<Done, Error> {
+pub fn install(fs: &impl FileSystem, ctx: &Context, job: &Install<'_>) -> Result<Done, Error> {
     let plan = job.plan;
     match std::fs::create_dir(&plan.staging) {
         Ok(()) => {}
@@ -254,21 +248,21 @@ pub fn install(host: &impl Ops, job: &Install<'_>) -> Result<Done, Error> {
         Err(e) => return Err(Error::from(e).context(format!("creating {}", plan.staging))),
     }
     let aside = format!("{}.old", plan.staging);
-    match unpack_and_swap(host, job, &aside) {
+    match unpack_and_swap(fs, ctx, job, &aside) {
         Ok(done) => {
             if job.existing != Existing::Absent
-                && let Err(e) = remove_tree(host, &aside)
+                && let Err(e) = fs.remove_tree(&aside)
             {
-                host.warn(&format!(
+                ctx.warn(format!(
                     "could not remove the replaced folder {aside} ({e}); delete it by hand"
                 ));
             }
-            host.report(100.0, &format!("{} unpacked", plan.version));
+            ctx.progress(100.0, format!("{} unpacked", plan.version));
             Ok(done)
         }
         Err(e) => {
-            if let Err(cleanup) = remove_tree(host, &plan.staging) {
-                host.warn(&format!(
+            if let Err(cleanup) = fs.remove_tree(&plan.staging) {
+                ctx.warn(format!(
                     "could not remove the staging folder {} ({cleanup}); delete it by hand",
                     plan.staging
                 ));
@@ -278,66 +272,73 @@ pub fn install(host: &impl Ops, job: &Install<'_>) -> Result<Done, Error> {
     }
 }
 
-fn unpack_and_swap(host: &impl Ops, job: &Install<'_>, aside: &str) -> Result<Done, Error> {
+fn unpack_and_swap(
+    fs: &impl FileSystem,
+    ctx: &Context,
+    job: &Install<'_>,
+    aside: &str,
+) -> Result<Done, Error> {
     let plan = job.plan;
     let label = format!("{} ({})", plan.version, file_name(job.package));
     let x = extract(
-        host,
-        job.package,
-        &plan.staging,
-        plan.limits,
-        &WORDING,
-        &label,
-        false,
+        fs,
+        ctx,
+        &Job {
+            archive: job.package,
+            dest: &plan.staging,
+            limits: plan.limits,
+            wording: &WORDING,
+            label: &label,
+            collect_files: false,
+            progress: EXTRACT_FROM..EXTRACT_TO,
+        },
     )?;
     check_top(&x, &plan.version)?;
     let uploads = join(&plan.staging, "backend/uploads");
-    if stat_opt(host, &uploads)?.is_some() {
+    if fs.stat_opt(&uploads)?.is_some() {
         return Err(Error::invalid_config(format!(
             "the package of {} carries backend/uploads; uploads live in shared/uploads and each \
              release links to them, so build the package without it",
             plan.version
         )));
     }
-    host.report(EXTRACT_TO, &format!("finishing {}", plan.version));
-    host.symlink(layout::UPLOADS_LINK, &uploads)?;
+    ctx.progress(EXTRACT_TO, format!("finishing {}", plan.version));
+    fs.symlink(layout::UPLOADS_LINK, &uploads)?;
     for (rel, meta) in deepest_first(&x.dirs) {
         let path = join(&plan.staging, rel);
         match meta {
             Some(meta) => {
-                host.set_mode(&path, meta.mode)?;
-                host.set_mtime(&path, meta.mtime)?;
+                fs.set_mode(&path, meta.mode)?;
+                fs.set_mtime(&path, meta.mtime)?;
             }
-            None => host.set_mode(&path, 0o755)?,
+            None => fs.set_mode(&path, 0o755)?,
         }
     }
     // The release folder itself: the archive's `./` entry if it has a usable one, else 0755.
     match x.root {
-        Some(root) if root.mode & 0o700 == 0o700 => host.set_mode(&plan.staging, root.mode)?,
-        _ => host.set_mode(&plan.staging, 0o755)?,
+        Some(root) if root.mode & 0o700 == 0o700 => fs.set_mode(&plan.staging, root.mode)?,
+        _ => fs.set_mode(&plan.staging, 0o755)?,
     }
     job.marker.write(&plan.staging)?;
-    if host.cancelled() {
-        return Err(Error::cancelled());
-    }
+    ctx.check_cancelled()?;
 
     // From here on the rollback removes releases/<version>: record that before it appears.
-    host.mark_unpacked()?;
+    Journal::update(fs, &plan.releases, |j| j.unpacked = true)?;
     let moved_aside = job.existing != Existing::Absent;
     if moved_aside {
-        host.rename(&plan.target, aside)
+        fs.rename(&plan.target, aside)
             .map_err(|e| e.context(format!("moving the old {} aside", plan.target)))?;
     }
-    if let Err(e) = host.rename(&plan.staging, &plan.target) {
-        if moved_aside && let Err(back) = host.rename(aside, &plan.target) {
-            host.warn(&format!(
+    if let Err(e) = fs.rename(&plan.staging, &plan.target) {
+        if moved_aside && let Err(back) = fs.rename(aside, &plan.target) {
+            ctx.warn(format!(
                 "could not put {aside} back to {} ({back}); move it by hand",
                 plan.target
             ));
         }
         return Err(e.context(format!("moving the unpacked release into {}", plan.target)));
     }
-    host.sync_dir(&plan.releases)?;
+    fs.sync_dir(&plan.releases)?;
     Ok(Done {
         entries: x.entries,
         files: x.files,

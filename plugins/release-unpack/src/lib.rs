@@ -36,18 +36,17 @@
 
 pub mod install;
 
-use qodify_plugin_sdk::fs::{DirEntry, Metadata, Timestamp};
+use qodify_plugin_sdk::fs::HostFs;
 use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::prelude::*;
-use tar_extract::extract::{EXTRACT_SHARE, Limits};
-use tar_extract::host::Host;
+use tar_extract::extract::Limits;
 use tar_extract::paths;
 use upgrade_kit::catalog::Catalog;
 use upgrade_kit::journal::Journal;
 use upgrade_kit::layout;
 use upgrade_kit::marker::Marker;
 
-use crate::install::{Existing, Install, Ops};
+use crate::install::{Existing, Install};
 
 /// The step's config.
 #[derive(Debug, Deserialize)]
@@ -249,16 +248,12 @@ impl Step for ReleaseUnpack {
         let plan = Plan::new(config, ctx.run_id())?;
         check_mounts(ctx, &plan)?;
         let journal = check_journal(Journal::read(&plan.releases)?, ctx.run_id(), &plan.version)?;
-        let host = GuestHost {
-            ctx,
-            releases: plan.releases.clone(),
-        };
-        install::remove_stale_staging(&host, &plan)?;
+        install::remove_stale_staging(&HostFs, ctx, &plan)?;
 
         let catalog = Catalog::read(&plan.catalog)?;
         let release = catalog.release(&plan.version)?;
         let package = plan.package_path(&release.package.path)?;
-        let (size, sha256) = install::verify_package(&host, &package, &release.package.sha256)?;
+        let (size, sha256) = install::verify_package(ctx, &package, &release.package.sha256)?;
         ctx.info(format!(
             "{package} ({:.1} MiB) matches the catalog's sha256",
             size as f64 / 1048576.0
@@ -275,7 +270,7 @@ impl Step for ReleaseUnpack {
         {
             live.push(v.to_owned());
         }
-        let existing = install::inspect(&host, &plan, &live)?;
+        let existing = install::inspect(&HostFs, ctx, &plan, &live)?;
         let marker = Marker {
             version: plan.version.clone(),
             status: upgrade_kit::marker::Status::Installing,
@@ -285,7 +280,8 @@ impl Step for ReleaseUnpack {
             pre_upgrade_backup: journal.backup.clone(),
         };
         let done = install::install(
-            &host,
+            &HostFs,
+            ctx,
             &Install {
                 plan: &plan,
                 package: &package,
@@ -352,71 +348,6 @@ fn check_mounts(ctx: &Context, plan: &Plan) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// The step's mounts, through the host's `files` interface and WASI.
-struct GuestHost<'a> {
-    ctx: &'a Context,
-    releases: String,
-}
-
-impl Host for GuestHost<'_> {
-    fn stat(&self, path: &str) -> Result<Metadata, Error> {
-        fs::stat(path)
-    }
-
-    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
-        fs::list_dir(path)
-    }
-
-    fn set_mode(&self, path: &str, mode: u32) -> Result<(), Error> {
-        fs::set_mode(path, mode)
-    }
-
-    fn set_mtime(&self, path: &str, mtime: Timestamp) -> Result<(), Error> {
-        fs::set_mtime(path, mtime)
-    }
-
-    fn symlink(&self, target: &str, path: &str) -> Result<(), Error> {
-        fs::symlink(target, path)
-    }
-
-    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        std::fs::rename(from, to).with_context(|| format!("renaming {from} to {to}"))
-    }
-
-    fn warn(&self, message: &str) {
-        self.ctx.warn(message);
-    }
-
-    fn progress(&self, percent: f32, message: &str) {
-        // The extractor reports 0..=EXTRACT_SHARE; here it is one phase of the step.
-        let percent = install::EXTRACT_FROM
-            + (install::EXTRACT_TO - install::EXTRACT_FROM) * (percent / EXTRACT_SHARE).min(1.0);
-        self.ctx.progress(percent, message);
-    }
-
-    fn cancelled(&self) -> bool {
-        self.ctx.is_cancelled()
-    }
-
-    fn sync_dir(&self, path: &str) -> Result<(), Error> {
-        fs::sync_dir(path)
-    }
-}
-
-impl Ops for GuestHost<'_> {
-    fn mark_unpacked(&self) -> Result<(), Error> {
-        Journal::update(&self.releases, |j| j.unpacked = true).map(|_| ())
-    }
-
-    fn report(&self, percent: f32, message: &str) {
-        self.ctx.progress(percent, message);
-    }
-
-    fn info(&self, message: &str) {
-        self.ctx.info(message);
-    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,16 @@
-//! Native tests: the unpack runs on `std::fs` standing in for the host, with packages built
-//! here and renames that can be made to fail.
+//! Native tests: the unpack runs on the SDK's `StdFs` standing in for the host (renames can be
+//! made to fail) and a native context that keeps the step's logs and progress, with packages
+//! built here and a real upgrade journal.
 
-use std::cell::{Cell, RefCell};
 use std::fs as stdfs;
 use std::io::Write as _;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata, Timestamp};
-use qodify_plugin_sdk::{Error, ErrorKind};
+use qodify_plugin_sdk::fs::StdFs;
+use qodify_plugin_sdk::{Error, ErrorKind, LogLevel};
 use sha2::{Digest as _, Sha256};
 use upgrade_kit::journal::{DbPolicy, Migrate};
 use upgrade_kit::marker::Status;
@@ -18,112 +18,8 @@ use upgrade_kit::marker::Status;
 use super::install::*;
 use super::*;
 
-#[derive(Default)]
-struct StdHost {
-    /// Renames whose destination ends with this fail.
-    fail_rename_to: Option<String>,
-    unpacked: Cell<bool>,
-    warnings: RefCell<Vec<String>>,
-    infos: RefCell<Vec<String>>,
-    /// The extractor's progress lines.
-    progress: RefCell<Vec<String>>,
-}
-
-fn std_meta(path: &str) -> Result<Metadata, Error> {
-    let m = stdfs::symlink_metadata(path)?;
-    let ft = m.file_type();
-    let kind = if ft.is_file() {
-        FileKind::File
-    } else if ft.is_dir() {
-        FileKind::Directory
-    } else if ft.is_symlink() {
-        FileKind::Symlink
-    } else {
-        FileKind::Other
-    };
-    Ok(Metadata {
-        kind,
-        mode: m.mode() & 0o7777,
-        size: m.size(),
-        mtime: Timestamp {
-            seconds: m.mtime(),
-            nanos: m.mtime_nsec() as u32,
-        },
-        uid: m.uid(),
-        gid: m.gid(),
-        symlink_target: ft
-            .is_symlink()
-            .then(|| stdfs::read_link(path).unwrap().to_str().unwrap().to_owned()),
-    })
-}
-
-impl Host for StdHost {
-    fn stat(&self, path: &str) -> Result<Metadata, Error> {
-        std_meta(path)
-    }
-
-    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
-        let mut out = Vec::new();
-        for e in stdfs::read_dir(path)? {
-            let name = e?.file_name().into_string().unwrap();
-            let metadata = std_meta(&format!("{path}/{name}"))?;
-            out.push(DirEntry { name, metadata });
-        }
-        Ok(out)
-    }
-
-    fn set_mode(&self, path: &str, mode: u32) -> Result<(), Error> {
-        Ok(stdfs::set_permissions(
-            path,
-            stdfs::Permissions::from_mode(mode),
-        )?)
-    }
-
-    fn set_mtime(&self, _path: &str, _mtime: Timestamp) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn symlink(&self, target: &str, path: &str) -> Result<(), Error> {
-        Ok(std::os::unix::fs::symlink(target, path)?)
-    }
-
-    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        if self
-            .fail_rename_to
-            .as_deref()
-            .is_some_and(|s| to.ends_with(s))
-        {
-            return Err(Error::io(format!(
-                "renaming {from} to {to}: injected failure"
-            )));
-        }
-        Ok(stdfs::rename(from, to)?)
-    }
-
-    fn warn(&self, message: &str) {
-        self.warnings.borrow_mut().push(message.to_owned());
-    }
-
-    fn progress(&self, _percent: f32, message: &str) {
-        self.progress.borrow_mut().push(message.to_owned());
-    }
-
-    fn cancelled(&self) -> bool {
-        false
-    }
-}
-
-impl Ops for StdHost {
-    fn mark_unpacked(&self) -> Result<(), Error> {
-        self.unpacked.set(true);
-        Ok(())
-    }
-
-    fn report(&self, _percent: f32, _message: &str) {}
-
-    fn info(&self, message: &str) {
-        self.infos.borrow_mut().push(message.to_owned());
-    }
+fn ctx() -> Context {
+    Context::builder().build()
 }
 
 /// A tar entry: name, then `Some(content)` for a file or `None` for a folder.
@@ -168,7 +64,23 @@ const GOOD: &[Entry<'static>] = &[
     (b"store/server.js", Some(b"// store")),
 ];
 
-/// A customer folder `c/` with `releases/v1.0.0` and a catalog folder `cat/`.
+/// The journal release-check writes for run `run-1`, from v1.0.0 to v1.1.0.
+fn upgrade_journal() -> Journal {
+    Journal {
+        run: "run-1".into(),
+        from: "v1.0.0".into(),
+        to: "v1.1.0".into(),
+        backup: None,
+        db_policy: DbPolicy::Restore,
+        unpacked: false,
+        migrate: Migrate::None,
+        swapped: false,
+        started: "20261126-101500".into(),
+    }
+}
+
+/// A customer folder `c/` with `releases/v1.0.0` and the journal of an upgrade to v1.1.0, and a
+/// catalog folder `cat/`.
 struct World {
     tmp: tempfile::TempDir,
 }
@@ -178,7 +90,16 @@ impl World {
         let tmp = tempfile::tempdir().unwrap();
         stdfs::create_dir_all(tmp.path().join("c/releases/v1.0.0/backend")).unwrap();
         stdfs::create_dir_all(tmp.path().join("cat/packages")).unwrap();
-        World { tmp }
+        let w = World { tmp };
+        upgrade_journal()
+            .write(&StdFs::new(), &w.path("c/releases"))
+            .unwrap();
+        w
+    }
+
+    /// The upgrade journal as the unpack left it.
+    fn journal(&self) -> Journal {
+        Journal::read(&self.path("c/releases")).unwrap().unwrap()
     }
 
     fn path(&self, rel: &str) -> String {
@@ -208,11 +129,12 @@ impl World {
     }
 
     /// Runs inspect + install the way the plugin does.
-    fn unpack(&self, host: &StdHost, package: &str) -> Result<Done, Error> {
+    fn unpack(&self, fs: &StdFs, ctx: &Context, package: &str) -> Result<Done, Error> {
         let plan = self.plan();
-        let existing = inspect(host, &plan, &["v1.0.0".to_owned()])?;
+        let existing = inspect(fs, ctx, &plan, &["v1.0.0".to_owned()])?;
         install(
-            host,
+            fs,
+            ctx,
             &Install {
                 plan: &plan,
                 package,
@@ -326,17 +248,7 @@ fn package_paths_stay_in_the_catalog_folder() {
 
 #[test]
 fn the_journal_must_be_this_runs_and_name_this_version() {
-    let j = Journal {
-        run: "run-1".into(),
-        from: "v1.0.0".into(),
-        to: "v1.1.0".into(),
-        backup: None,
-        db_policy: DbPolicy::Restore,
-        unpacked: false,
-        migrate: Migrate::None,
-        swapped: false,
-        started: "x".into(),
-    };
+    let j = upgrade_journal();
     assert_eq!(
         check_journal(Some(j.clone()), "run-1", "v1.1.0").unwrap(),
         j
@@ -393,22 +305,22 @@ fn the_package_is_hashed_before_anything_is_unpacked() {
     let w = World::new();
     let pkg = w.path("cat/packages/v1.1.0.tar.gz");
     let sha = package(Path::new(&pkg), GOOD);
-    let host = StdHost::default();
-    let (size, got) = verify_package(&host, &pkg, &sha).unwrap();
+    let ctx = ctx();
+    let (size, got) = verify_package(&ctx, &pkg, &sha).unwrap();
     assert_eq!(
         (size, got.as_str()),
         (stdfs::metadata(&pkg).unwrap().len(), sha.as_str())
     );
 
     let other = "f".repeat(64);
-    let err = verify_package(&host, &pkg, &other).unwrap_err();
+    let err = verify_package(&ctx, &pkg, &other).unwrap_err();
     assert!(
         err.message().starts_with(&format!(
             "sha256 mismatch for {pkg}: the catalog says {other}, the file has {sha}"
         )),
         "{err}"
     );
-    let err = verify_package(&host, &w.path("cat/packages/none.tar.gz"), &sha).unwrap_err();
+    let err = verify_package(&ctx, &w.path("cat/packages/none.tar.gz"), &sha).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
@@ -417,11 +329,11 @@ fn a_package_becomes_a_release_folder_with_marker_and_uploads_link() {
     let w = World::new();
     let pkg = w.path("cat/packages/v1.1.0.tar.gz");
     package(Path::new(&pkg), GOOD);
-    let host = StdHost::default();
-    let done = w.unpack(&host, &pkg).unwrap();
+    let ctx = ctx();
+    let done = w.unpack(&StdFs::new(), &ctx, &pkg).unwrap();
     assert_eq!((done.files, done.bytes), (4, 44));
-    assert!(host.unpacked.get());
-    assert_eq!(w.releases(), ["v1.0.0", "v1.1.0"]);
+    assert!(w.journal().unpacked);
+    assert_eq!(w.releases(), [".upgrade.json", "v1.0.0", "v1.1.0"]);
     assert_eq!(
         stdfs::read_to_string(w.path("c/releases/v1.1.0/backend/migrations/002.sql")).unwrap(),
         "select 1;"
@@ -438,16 +350,25 @@ fn a_package_becomes_a_release_folder_with_marker_and_uploads_link() {
             .mode();
         assert_eq!(mode & 0o777, 0o755, "{dir}");
     }
-    assert!(host.warnings.borrow().is_empty());
-    // The extractor speaks of unpacking a release, not of a restore.
-    let progress = host.progress.borrow();
-    assert!(!progress.is_empty());
-    for line in progress.iter() {
-        assert!(
-            line.starts_with("unpacking v1.1.0 (v1.1.0.tar.gz): "),
-            "{line}"
-        );
-    }
+    assert!(ctx.logged(LogLevel::Warn).is_empty());
+    // The extractor speaks of unpacking a release, not of a restore, and fills its stretch of
+    // the step's progress, between hashing and finishing.
+    let progress = ctx.reported();
+    let extracting: Vec<&(f32, String)> = progress
+        .iter()
+        .filter(|(_, line)| line.starts_with("unpacking v1.1.0 (v1.1.0.tar.gz): "))
+        .collect();
+    assert!(extracting.len() >= 2, "{progress:?}");
+    assert_eq!(extracting.first().unwrap().0, EXTRACT_FROM);
+    assert_eq!(extracting.last().unwrap().0, EXTRACT_TO);
+    assert!(
+        progress.iter().all(|(_, line)| !line.contains("restor")),
+        "{progress:?}"
+    );
+    assert_eq!(
+        progress.last().unwrap(),
+        &(100.0, "v1.1.0 unpacked".to_owned())
+    );
 }
 
 #[test]
@@ -473,12 +394,16 @@ fn leftovers_and_older_installs_are_replaced() {
             .write(&w.path("c/releases/v1.1.0"))
             .unwrap();
         }
-        let host = StdHost::default();
-        w.unpack(&host, &pkg).unwrap();
+        let ctx = ctx();
+        w.unpack(&StdFs::new(), &ctx, &pkg).unwrap();
         assert!(!w.exists("c/releases/v1.1.0/backend/junk"));
         assert!(w.exists("c/releases/v1.1.0/backend/package.json"));
-        assert_eq!(w.releases(), ["v1.0.0", "v1.1.0"], "aside folder removed");
-        let warnings = host.warnings.borrow().join("\n");
+        assert_eq!(
+            w.releases(),
+            [".upgrade.json", "v1.0.0", "v1.1.0"],
+            "aside folder removed"
+        );
+        let warnings = ctx.logged(LogLevel::Warn).join("\n");
         assert!(warnings.contains(warning), "{warnings}");
     }
 }
@@ -489,7 +414,7 @@ fn the_live_release_is_never_unpacked_over() {
     let pkg = w.path("cat/packages/v1.1.0.tar.gz");
     package(Path::new(&pkg), GOOD);
     let plan = w.plan();
-    let err = inspect(&StdHost::default(), &plan, &["v1.1.0".to_owned()]).unwrap_err();
+    let err = inspect(&StdFs::new(), &ctx(), &plan, &["v1.1.0".to_owned()]).unwrap_err();
     assert!(err.message().contains("is the live release"), "{err}");
 }
 
@@ -520,18 +445,17 @@ fn bad_packages_leave_nothing_behind() {
         package(Path::new(&pkg), entries);
         // An older install sits there: it must survive a failed unpack.
         stdfs::create_dir_all(w.path("c/releases/v1.1.0/backend")).unwrap();
-        let host = StdHost::default();
-        let err = w.unpack(&host, &pkg).unwrap_err();
+        let err = w.unpack(&StdFs::new(), &ctx(), &pkg).unwrap_err();
         let needle = needle.replace("{pkg}", &pkg);
         assert!(err.message().contains(&needle), "{needle}: {err}");
         assert!(!err.message().contains("restor"), "{err}");
         assert_eq!(
             w.releases(),
-            ["v1.0.0", "v1.1.0"],
+            [".upgrade.json", "v1.0.0", "v1.1.0"],
             "{needle}: staging removed"
         );
         assert!(w.exists("c/releases/v1.1.0/backend"));
-        assert!(!host.unpacked.get(), "{needle}: journal untouched");
+        assert!(!w.journal().unpacked, "{needle}: journal untouched");
     }
 }
 
@@ -542,29 +466,23 @@ fn a_failed_rename_puts_the_old_folder_back() {
     package(Path::new(&pkg), GOOD);
     stdfs::create_dir_all(w.path("c/releases/v1.1.0/backend")).unwrap();
     stdfs::write(w.path("c/releases/v1.1.0/backend/junk"), "old").unwrap();
-    let host = StdHost {
-        fail_rename_to: Some("/v1.1.0".into()),
-        ..StdHost::default()
-    };
-    let err = w.unpack(&host, &pkg).unwrap_err();
+    let fs = StdFs::failing_renames(|_, to| to.ends_with("/v1.1.0"));
+    let ctx = ctx();
+    let err = w.unpack(&fs, &ctx, &pkg).unwrap_err();
     assert!(err.message().contains("injected failure"), "{err}");
     // The put-back rename fails too (same destination): the old folder waits aside, named.
-    let warnings = host.warnings.borrow().join("\n");
+    let warnings = ctx.logged(LogLevel::Warn).join("\n");
     assert!(warnings.contains("could not put"), "{warnings}");
 
-    let host = StdHost {
-        fail_rename_to: Some("/v1.1.0".into()),
-        ..StdHost::default()
-    };
     let w = World::new();
     let pkg = w.path("cat/packages/v1.1.0.tar.gz");
     package(Path::new(&pkg), GOOD);
-    let err = w.unpack(&host, &pkg).unwrap_err();
+    let err = w.unpack(&fs, &ctx, &pkg).unwrap_err();
     assert!(
         err.message().contains("moving the unpacked release into"),
         "{err}"
     );
-    assert_eq!(w.releases(), ["v1.0.0"], "staging removed");
+    assert_eq!(w.releases(), [".upgrade.json", "v1.0.0"], "staging removed");
 }
 
 #[test]
@@ -578,9 +496,8 @@ fn stale_staging_folders_are_removed_first() {
     ] {
         stdfs::create_dir_all(w.path(&format!("c/releases/{dir}"))).unwrap();
     }
-    stdfs::write(w.path("c/releases/.upgrade.json"), "{}").unwrap();
-    let host = StdHost::default();
-    remove_stale_staging(&host, &w.plan()).unwrap();
+    let ctx = ctx();
+    remove_stale_staging(&StdFs::new(), &ctx, &w.plan()).unwrap();
     assert_eq!(w.releases(), [".keep", ".upgrade.json", "v0.9.0", "v1.0.0"]);
-    assert_eq!(host.infos.borrow().len(), 2);
+    assert_eq!(ctx.logged(LogLevel::Info).len(), 2);
 }

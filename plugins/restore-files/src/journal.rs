@@ -10,12 +10,11 @@
 //! Staging folders are found by name (`<root>/<prefix>*`) and undone newest journal first, so
 //! the uploads restored into `backend/uploads` are put back before the backend folder itself.
 
-use std::fs;
 use std::io::Write as _;
 
+use qodify_plugin_sdk::fs::FileSystem;
 use qodify_plugin_sdk::{Error, ResultExt};
 use serde::{Deserialize, Serialize};
-use tar_extract::host::{Host, remove_tree, stat_opt};
 use tar_extract::paths::join;
 
 /// The journal's file name inside a staging folder.
@@ -84,25 +83,25 @@ pub fn now() -> u64 {
 
 /// Writes the journal into `staging` durably (temporary file, fsync, rename, folder fsync)
 /// before the step moves anything in the live tree.
-pub fn write(host: &impl Host, staging: &str, journal: &Journal) -> Result<(), Error> {
+pub fn write(fs: &impl FileSystem, staging: &str, journal: &Journal) -> Result<(), Error> {
     let tmp = join(staging, "journal.json.tmp");
     let path = join(staging, JOURNAL);
     let bytes =
         serde_json::to_vec(journal).map_err(|e| Error::io(format!("encoding the journal: {e}")))?;
-    let mut file = fs::File::create(&tmp).with_context(|| format!("writing {tmp}"))?;
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {tmp}"))?;
     file.write_all(&bytes)
         .with_context(|| format!("writing {tmp}"))?;
     file.sync_all().with_context(|| format!("syncing {tmp}"))?;
     drop(file);
-    fs::rename(&tmp, &path).with_context(|| format!("renaming {tmp} to {path}"))?;
-    host.sync_dir(staging)
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming {tmp} to {path}"))?;
+    fs.sync_dir(staging)
 }
 
 /// Reads a staging folder's journal; `None` when it has none (the step never got to change the
 /// live tree).
-pub fn read(host: &impl Host, staging: &str) -> Result<Option<Journal>, Error> {
+pub fn read(fs: &impl FileSystem, staging: &str) -> Result<Option<Journal>, Error> {
     let path = join(staging, JOURNAL);
-    let Some(meta) = stat_opt(host, &path)? else {
+    let Some(meta) = fs.stat_opt(&path)? else {
         return Ok(None);
     };
     if !meta.is_file() || meta.size > MAX_JOURNAL_BYTES {
@@ -111,7 +110,7 @@ pub fn read(host: &impl Host, staging: &str) -> Result<Option<Journal>, Error> {
              inspect {staging} by hand"
         )));
     }
-    let bytes = fs::read(&path).with_context(|| format!("reading {path}"))?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         Error::invalid_config(format!(
             "{path} is not a journal this plugin wrote ({e}); inspect {staging} by hand"
@@ -132,17 +131,17 @@ pub struct Outcome {
 /// The staging folders of `root` whose names start with `prefix`, with their journals, newest
 /// journal first.
 fn stagings(
-    host: &impl Host,
+    fs: &impl FileSystem,
     root: &str,
     prefix: &str,
 ) -> Result<Vec<(String, Option<Journal>)>, Error> {
     let mut found = Vec::new();
-    for entry in host.list_dir(root)? {
+    for entry in fs.list_dir(root)? {
         if !entry.name.starts_with(prefix) || !entry.metadata.is_dir() {
             continue;
         }
         let staging = join(root, &entry.name);
-        let journal = read(host, &staging)?;
+        let journal = read(fs, &staging)?;
         found.push((staging, journal));
     }
     found.sort_by_key(|(name, j)| {
@@ -158,10 +157,10 @@ fn stagings(
 /// folders. A folder holding another step's journal (the database's) is left for that step's
 /// own undo and listed in `pending`; once that undo removed its journal, the next `undo`
 /// removes the folder.
-pub fn undo(host: &impl Host, root: &str, prefix: &str) -> Result<Outcome, Error> {
+pub fn undo(fs: &impl FileSystem, root: &str, prefix: &str) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
     let mut problems = Vec::new();
-    for (staging, journal) in stagings(host, root, prefix)? {
+    for (staging, journal) in stagings(fs, root, prefix)? {
         let undone = match &journal {
             None => Ok(()),
             Some(Journal::Replace {
@@ -169,19 +168,19 @@ pub fn undo(host: &impl Host, root: &str, prefix: &str) -> Result<Outcome, Error
                 had_old,
                 carry,
                 ..
-            }) => undo_replace(host, &staging, target, *had_old, carry),
+            }) => undo_replace(fs, &staging, target, *had_old, carry),
             Some(Journal::Overlay {
                 target,
                 moves,
                 created,
                 ..
-            }) => undo_overlay(host, &staging, target, moves, created),
+            }) => undo_overlay(fs, &staging, target, moves, created),
             Some(Journal::Other) => {
                 outcome.pending.push(staging);
                 continue;
             }
         };
-        match undone.and_then(|()| remove_tree(host, &staging)) {
+        match undone.and_then(|()| fs.remove_tree(&staging)) {
             Ok(()) => {
                 if journal.is_some() {
                     outcome.folders.push(staging);
@@ -202,10 +201,10 @@ pub fn undo(host: &impl Host, root: &str, prefix: &str) -> Result<Outcome, Error
 }
 
 /// Removes the run's staging folders (and the old trees they keep) after the run succeeded.
-pub fn commit(host: &impl Host, root: &str, prefix: &str) -> Result<Outcome, Error> {
+pub fn commit(fs: &impl FileSystem, root: &str, prefix: &str) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
-    for (staging, _) in stagings(host, root, prefix)? {
-        remove_tree(host, &staging).map_err(|e| {
+    for (staging, _) in stagings(fs, root, prefix)? {
+        fs.remove_tree(&staging).map_err(|e| {
             e.context(format!(
                 "the restore succeeded, but its staging folder {staging} could not be removed; \
                  delete it by hand"
@@ -216,34 +215,34 @@ pub fn commit(host: &impl Host, root: &str, prefix: &str) -> Result<Outcome, Err
     Ok(outcome)
 }
 
-fn exists(host: &impl Host, path: &str) -> Result<bool, Error> {
-    Ok(stat_opt(host, path)?.is_some())
+fn exists(fs: &impl FileSystem, path: &str) -> Result<bool, Error> {
+    Ok(fs.stat_opt(path)?.is_some())
 }
 
 /// Undoes a replace: carried entries back into the old tree, the restored tree aside, the old
 /// tree back in place. Each move checks the disk first, so a step that stopped anywhere is
 /// undone exactly.
 fn undo_replace(
-    host: &impl Host,
+    fs: &impl FileSystem,
     staging: &str,
     target: &str,
     had_old: bool,
     carry: &[String],
 ) -> Result<(), Error> {
     let old = join(staging, "old");
-    let old_there = exists(host, &old)?;
+    let old_there = exists(fs, &old)?;
     if old_there {
         for rel in carry.iter().rev() {
             let (from, to) = (join(target, rel), join(&old, rel));
-            if exists(host, &from)? && !exists(host, &to)? {
-                host.rename(&from, &to).map_err(|e| {
+            if exists(fs, &from)? && !exists(fs, &to)? {
+                fs.rename(&from, &to).map_err(|e| {
                     e.context(format!("moving {rel} back into the previous folder"))
                 })?;
             }
         }
     }
     let restored = join(staging, "restored");
-    let target_there = exists(host, target)?;
+    let target_there = exists(fs, target)?;
     if had_old && !old_there {
         // The first rename never happened: the live folder was not touched.
         return if target_there {
@@ -256,12 +255,12 @@ fn undo_replace(
     }
     // Without a previous folder, the restored one goes only if it is really ours: the
     // second rename happened, so `new` is gone.
-    if target_there && (had_old || !exists(host, &join(staging, "new"))?) {
-        host.rename(target, &restored)
+    if target_there && (had_old || !exists(fs, &join(staging, "new"))?) {
+        fs.rename(target, &restored)
             .map_err(|e| e.context(format!("moving the restored {target} aside")))?;
     }
     if had_old {
-        host.rename(&old, target)
+        fs.rename(&old, target)
             .map_err(|e| e.context(format!("putting the previous {target} back")))?;
     }
     Ok(())
@@ -270,7 +269,7 @@ fn undo_replace(
 /// Undoes an overlay, last move first: replaced files back from `old`, added files removed,
 /// created folders removed when empty.
 fn undo_overlay(
-    host: &impl Host,
+    fs: &impl FileSystem,
     staging: &str,
     target: &str,
     moves: &[Move],
@@ -281,17 +280,17 @@ fn undo_overlay(
         let dest = join(target, &m.rel);
         if m.replaces {
             let backup = join(&old, &m.rel);
-            if exists(host, &backup)? {
-                host.rename(&backup, &dest)
+            if exists(fs, &backup)? {
+                fs.rename(&backup, &dest)
                     .map_err(|e| e.context(format!("putting the previous {dest} back")))?;
             }
-        } else if !exists(host, &join(&new, &m.rel))? && exists(host, &dest)? {
-            fs::remove_file(&dest).with_context(|| format!("removing the restored {dest}"))?;
+        } else if !exists(fs, &join(&new, &m.rel))? && exists(fs, &dest)? {
+            std::fs::remove_file(&dest).with_context(|| format!("removing the restored {dest}"))?;
         }
     }
     for p in created.iter().rev() {
         // Only when empty: anything else in it was not ours.
-        let _ = fs::remove_dir(join(target, p));
+        let _ = std::fs::remove_dir(join(target, p));
     }
     Ok(())
 }

@@ -48,11 +48,10 @@ pub mod journal;
 pub mod restore;
 
 use glob_rules::glob_set;
-use qodify_plugin_sdk::fs::{self, DirEntry, Metadata, Timestamp};
+use qodify_plugin_sdk::fs::HostFs;
 use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::prelude::*;
 use tar_extract::extract::Limits;
-use tar_extract::host::Host;
 
 pub use crate::restore::{Mode, Plan, Stats};
 
@@ -290,7 +289,7 @@ impl Step for RestoreFiles {
         }
         let plan = Plan::new(config)?;
         plan.check_mounts(ctx)?;
-        let stats = restore::restore(&GuestHost(ctx), &plan)?;
+        let stats = restore::restore(&HostFs, ctx, &plan)?;
         ctx.info(format!(
             "restored {} from {}: {} entries, {} files, {:.1} MiB, {} carried over",
             plan.target,
@@ -323,10 +322,9 @@ fn journal_step(ctx: &Context, config: &Config) -> Result<Output, Error> {
             "archive, target and staging are for action = \"restore\"; undo and commit take root and prefix",
         ));
     }
-    let host = GuestHost(ctx);
     let outcome = match config.action {
-        Action::Undo => journal::undo(&host, &root, prefix)?,
-        _ => journal::commit(&host, &root, prefix)?,
+        Action::Undo => journal::undo(&HostFs, &root, prefix)?,
+        _ => journal::commit(&HostFs, &root, prefix)?,
     };
     let verb = match config.action {
         Action::Undo => "put back",
@@ -402,51 +400,6 @@ fn resolve_symlinked_target(target: &str) -> Result<String, Error> {
         }
     }
     Ok(format!("/{}", resolved.join("/")))
-}
-
-/// The step's mounts, through the host's `files` interface and WASI renames.
-struct GuestHost<'a>(&'a Context);
-
-impl Host for GuestHost<'_> {
-    fn stat(&self, path: &str) -> Result<Metadata, Error> {
-        fs::stat(path)
-    }
-
-    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
-        fs::list_dir(path)
-    }
-
-    fn set_mode(&self, path: &str, mode: u32) -> Result<(), Error> {
-        fs::set_mode(path, mode)
-    }
-
-    fn set_mtime(&self, path: &str, mtime: Timestamp) -> Result<(), Error> {
-        fs::set_mtime(path, mtime)
-    }
-
-    fn symlink(&self, target: &str, path: &str) -> Result<(), Error> {
-        fs::symlink(target, path)
-    }
-
-    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        std::fs::rename(from, to).with_context(|| format!("renaming {from} to {to}"))
-    }
-
-    fn warn(&self, message: &str) {
-        self.0.warn(message);
-    }
-
-    fn progress(&self, percent: f32, message: &str) {
-        self.0.progress(percent, message);
-    }
-
-    fn cancelled(&self) -> bool {
-        self.0.is_cancelled()
-    }
-
-    fn sync_dir(&self, path: &str) -> Result<(), Error> {
-        fs::sync_dir(path)
-    }
 }
 
 #[cfg(test)]

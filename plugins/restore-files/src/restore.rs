@@ -4,21 +4,20 @@
 //! the undo could not put back.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::io;
 
 use glob_rules::GlobSet;
-use qodify_plugin_sdk::fs::{Metadata, Timestamp};
+use qodify_plugin_sdk::fs::{FileSystem, Metadata, Timestamp};
 use qodify_plugin_sdk::path::is_within;
-use qodify_plugin_sdk::{Error, ResultExt};
+use qodify_plugin_sdk::{Context, Error, ResultExt};
 use serde::Deserialize;
-use tar_extract::extract::{
-    DirMeta, EXTRACT_SHARE, Extracted, Limits, Wording, deepest_first, extract,
-};
-use tar_extract::host::{Host, remove_tree, stat_opt};
+use tar_extract::extract::{DirMeta, Extracted, Job, Limits, Wording, deepest_first, extract};
 use tar_extract::paths::{depth, join, parent, parents};
 
 use crate::journal::{self, Journal, Move};
+
+/// Extraction fills this share of the step's progress; the swap the rest.
+const EXTRACT_SHARE: f32 = 95.0;
 
 /// How the extractor's messages speak of a restore.
 const WORDING: Wording = Wording {
@@ -90,8 +89,8 @@ impl From<Error> for Failure {
 }
 
 /// Runs the restore described by `plan`.
-pub fn restore(host: &impl Host, plan: &Plan) -> Result<Stats, Error> {
-    let current = stat_opt(host, &plan.target)?;
+pub fn restore(fs: &impl FileSystem, ctx: &Context, plan: &Plan) -> Result<Stats, Error> {
+    let current = fs.stat_opt(&plan.target)?;
     match &current {
         Some(meta) if meta.is_dir() => {}
         Some(meta) if meta.is_symlink() => {
@@ -115,22 +114,22 @@ pub fn restore(host: &impl Host, plan: &Plan) -> Result<Stats, Error> {
         }
         None => {}
     }
-    create_staging(host, &plan.staging)?;
+    create_staging(fs, ctx, &plan.staging)?;
     let result = match plan.mode {
-        Mode::Replace => replace(host, plan, current.as_ref()),
-        Mode::Overlay => overlay(host, plan),
+        Mode::Replace => replace(fs, ctx, plan, current.as_ref()),
+        Mode::Overlay => overlay(fs, ctx, plan),
     };
     match result {
         Ok(stats) => {
             if !plan.keep {
-                cleanup(host, &plan.staging);
+                cleanup(fs, ctx, &plan.staging);
             }
-            host.progress(100.0, &format!("restored {}", plan.target));
+            ctx.progress(100.0, format!("restored {}", plan.target));
             Ok(stats)
         }
         Err(failure) => {
             if !failure.keep_staging {
-                cleanup(host, &plan.staging);
+                cleanup(fs, ctx, &plan.staging);
             }
             Err(failure.error)
         }
@@ -138,8 +137,8 @@ pub fn restore(host: &impl Host, plan: &Plan) -> Result<Stats, Error> {
 }
 
 /// Creates the staging folder and its empty `new` folder, both private.
-fn create_staging(host: &impl Host, staging: &str) -> Result<(), Error> {
-    match fs::create_dir(staging) {
+fn create_staging(fs: &impl FileSystem, ctx: &Context, staging: &str) -> Result<(), Error> {
+    match std::fs::create_dir(staging) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(Error::invalid_config(format!(
@@ -155,56 +154,53 @@ fn create_staging(host: &impl Host, staging: &str) -> Result<(), Error> {
         }
         Err(e) => return Err(Error::from(e).context(format!("creating {staging}"))),
     }
-    let made = host.set_mode(staging, 0o700).and_then(|()| {
+    let made = fs.set_mode(staging, 0o700).and_then(|()| {
         let new = join(staging, "new");
-        fs::create_dir(&new).with_context(|| format!("creating {new}"))?;
-        host.set_mode(&new, 0o700)
+        std::fs::create_dir(&new).with_context(|| format!("creating {new}"))?;
+        fs.set_mode(&new, 0o700)
     });
     if made.is_err() {
-        cleanup(host, staging);
+        cleanup(fs, ctx, staging);
     }
     made
 }
 
 /// Deletes staging; a failure only warns (the restore itself is done or already failed).
-fn cleanup(host: &impl Host, staging: &str) {
-    if let Err(e) = remove_tree(host, staging) {
-        host.warn(&format!(
+fn cleanup(fs: &impl FileSystem, ctx: &Context, staging: &str) {
+    if let Err(e) = fs.remove_tree(staging) {
+        ctx.warn(format!(
             "could not remove the staging folder {staging} ({e}); delete it by hand"
         ));
     }
 }
 
 /// Replace mode: unpack, set folder modes, swap, carry.
-fn replace(host: &impl Host, plan: &Plan, current: Option<&Metadata>) -> Result<Stats, Failure> {
+fn replace(
+    fs: &impl FileSystem,
+    ctx: &Context,
+    plan: &Plan,
+    current: Option<&Metadata>,
+) -> Result<Stats, Failure> {
     let new = join(&plan.staging, "new");
     let old = join(&plan.staging, "old");
     let label = label(&plan.target);
-    let x = extract(
-        host,
-        &plan.archive,
-        &new,
-        plan.limits,
-        &WORDING,
-        &label,
-        false,
-    )?;
+    let x = extract(fs, ctx, &job(plan, &new, &label, false))?;
     let carry = match (&plan.carry, current) {
-        (Some(set), Some(_)) => plan_carry(host, set, &plan.target, &new, &x)?,
+        (Some(set), Some(_)) => plan_carry(fs, ctx, set, &plan.target, &new, &x)?,
         _ => CarryPlan::default(),
     };
     let root = root_meta(&x, current);
-    finish_dirs(host, &new, &x, root)?;
-    if host.cancelled() {
+    finish_dirs(fs, &new, &x, root)?;
+    if ctx.is_cancelled() {
         return Err(Error::cancelled().into());
     }
-    host.progress(
+    ctx.progress(
         EXTRACT_SHARE + 1.0,
-        &format!("restoring {label}: swapping the folders"),
+        format!("restoring {label}: swapping the folders"),
     );
 
     journal::write(
-        host,
+        fs,
         &plan.staging,
         &Journal::Replace {
             target: plan.target.clone(),
@@ -214,16 +210,16 @@ fn replace(host: &impl Host, plan: &Plan, current: Option<&Metadata>) -> Result<
         },
     )?;
     if current.is_some() {
-        host.rename(&plan.target, &old)
+        fs.rename(&plan.target, &old)
             .map_err(|e| e.context(format!("moving the current folder {} aside", plan.target)))?;
     }
-    if let Err(e) = host.rename(&new, &plan.target) {
+    if let Err(e) = fs.rename(&new, &plan.target) {
         let e = e.context(format!("moving the restored folder into {}", plan.target));
-        return Err(put_back(host, &plan.target, current.is_some(), &old, e));
+        return Err(put_back(fs, &plan.target, current.is_some(), &old, e));
     }
     let mut moved = Vec::new();
-    if let Err(e) = carry_in(host, &plan.target, &old, &carry, &x, root, &mut moved) {
-        return Err(undo_replace(host, plan, &new, &old, &moved, e));
+    if let Err(e) = carry_in(fs, ctx, plan, &carry, &x, root, &mut moved) {
+        return Err(undo_replace(fs, plan, &new, &old, &moved, e));
     }
     let entries = x.entries;
     Ok(Stats {
@@ -247,7 +243,7 @@ fn root_meta(x: &Extracted, current: Option<&Metadata>) -> (u32, Option<Timestam
 /// Gives the unpacked folders their modes and mtimes, deepest first. The top folder keeps 0700
 /// when its own mode would stop the swap (renaming a folder needs write access to it).
 fn finish_dirs(
-    host: &impl Host,
+    fs: &impl FileSystem,
     new: &str,
     x: &Extracted,
     root: (u32, Option<Timestamp>),
@@ -256,27 +252,27 @@ fn finish_dirs(
         let path = join(new, rel);
         match meta {
             Some(meta) => {
-                host.set_mode(&path, meta.mode)?;
-                host.set_mtime(&path, meta.mtime)?;
+                fs.set_mode(&path, meta.mode)?;
+                fs.set_mtime(&path, meta.mtime)?;
             }
-            None => host.set_mode(&path, 0o755)?,
+            None => fs.set_mode(&path, 0o755)?,
         }
     }
     if root.0 & 0o300 == 0o300 {
-        host.set_mode(new, root.0)?;
+        fs.set_mode(new, root.0)?;
     }
     if let Some(mtime) = root.1 {
-        host.set_mtime(new, mtime)?;
+        fs.set_mtime(new, mtime)?;
     }
     Ok(())
 }
 
 /// Puts the old folder back after the new one could not take its place.
-fn put_back(host: &impl Host, target: &str, had_old: bool, old: &str, error: Error) -> Failure {
+fn put_back(fs: &impl FileSystem, target: &str, had_old: bool, old: &str, error: Error) -> Failure {
     if !had_old {
         return error.into();
     }
-    match host.rename(old, target) {
+    match fs.rename(old, target) {
         Ok(()) => Failure {
             error: Error::new(
                 error.kind(),
@@ -300,7 +296,7 @@ fn put_back(host: &impl Host, target: &str, had_old: bool, old: &str, error: Err
 /// Undoes a swap whose carry step failed: carried entries go back to the old tree, the new tree
 /// back to staging, the old tree back to the target.
 fn undo_replace(
-    host: &impl Host,
+    fs: &impl FileSystem,
     plan: &Plan,
     new: &str,
     old: &str,
@@ -310,7 +306,7 @@ fn undo_replace(
     let target = &plan.target;
     let mut stuck = Vec::new();
     for rel in moved.iter().rev() {
-        if let Err(e) = host.rename(&join(target, rel), &join(old, rel)) {
+        if let Err(e) = fs.rename(&join(target, rel), &join(old, rel)) {
             stuck.push(format!("{rel} ({e})"));
         }
     }
@@ -327,7 +323,7 @@ fn undo_replace(
             keep_staging: true,
         };
     }
-    if let Err(e) = host.rename(target, new) {
+    if let Err(e) = fs.rename(target, new) {
         return Failure {
             error: Error::new(
                 error.kind(),
@@ -339,7 +335,7 @@ fn undo_replace(
             keep_staging: true,
         };
     }
-    put_back(host, target, true, old, error)
+    put_back(fs, target, true, old, error)
 }
 
 /// Entries of the old folder to move into the new tree, and the folders to create for them.
@@ -354,7 +350,8 @@ struct CarryPlan {
 /// Walks the current target for entries matching `carry` that the archive does not hold.
 /// Runs before the swap, while the customer still has the old folder in place.
 fn plan_carry(
-    host: &impl Host,
+    fs: &impl FileSystem,
+    ctx: &Context,
     carry: &GlobSet,
     target: &str,
     new: &str,
@@ -363,10 +360,10 @@ fn plan_carry(
     let mut plan = CarryPlan::default();
     let mut stack = vec![String::new()];
     while let Some(dir) = stack.pop() {
-        if host.cancelled() {
+        if ctx.is_cancelled() {
             return Err(Error::cancelled());
         }
-        for entry in host.list_dir(&join(target, &dir))? {
+        for entry in fs.list_dir(&join(target, &dir))? {
             let rel = join(&dir, &entry.name);
             if !carry.is_match(&rel) {
                 if entry.metadata.is_dir() {
@@ -389,7 +386,7 @@ fn plan_carry(
                     if x.dirs.contains_key(p) {
                         continue;
                     }
-                    if stat_opt(host, &join(new, p))?.is_some() {
+                    if fs.stat_opt(&join(new, p))?.is_some() {
                         return Err(Error::io(format!(
                             "carry: {rel} of the current folder cannot go into the restored \
                              one: the archive has a file at `{p}`; drop the pattern from carry"
@@ -398,14 +395,14 @@ fn plan_carry(
                     missing = true;
                 }
                 if !plan.create.contains_key(p) {
-                    plan.create.insert(p.to_string(), old_dir(host, target, p)?);
+                    plan.create.insert(p.to_string(), old_dir(fs, target, p)?);
                 }
             }
             // The archive's own copy wins.
             let in_archive = !missing
                 && (x.dirs.contains_key(&rel)
                     || x.symlinks.contains_key(&rel)
-                    || stat_opt(host, &join(new, &rel))?.is_some());
+                    || fs.stat_opt(&join(new, &rel))?.is_some());
             if !in_archive {
                 plan.items.push(rel);
             }
@@ -418,8 +415,8 @@ fn plan_carry(
     Ok(plan)
 }
 
-fn old_dir(host: &impl Host, target: &str, rel: &str) -> Result<DirMeta, Error> {
-    let meta = host.stat(&join(target, rel))?;
+fn old_dir(fs: &impl FileSystem, target: &str, rel: &str) -> Result<DirMeta, Error> {
+    let meta = fs.stat(&join(target, rel))?;
     Ok(DirMeta {
         mode: meta.mode & 0o1777,
         mtime: meta.mtime,
@@ -430,17 +427,19 @@ fn old_dir(host: &impl Host, target: &str, rel: &str) -> Result<DirMeta, Error> 
 /// creating missing folders, then gives every folder touched its final mode and mtime back.
 /// `moved` lists what was moved, for an undo.
 fn carry_in(
-    host: &impl Host,
-    target: &str,
-    old: &str,
+    fs: &impl FileSystem,
+    ctx: &Context,
+    plan: &Plan,
     carry: &CarryPlan,
     x: &Extracted,
     root: (u32, Option<Timestamp>),
     moved: &mut Vec<String>,
 ) -> Result<(), Error> {
+    let (target, old) = (plan.target.as_str(), join(&plan.staging, "old"));
+    let old = old.as_str();
     if carry.items.is_empty() {
         if root.0 & 0o300 != 0o300 {
-            host.set_mode(target, root.0)?;
+            fs.set_mode(target, root.0)?;
         }
         return Ok(());
     }
@@ -460,16 +459,16 @@ fn carry_in(
     // Open up folders whose final mode keeps their owner from adding entries.
     for (rel, (mode, _)) in &touched {
         if mode & 0o300 != 0o300 && !carry.create.contains_key(rel) {
-            host.set_mode(&join(target, rel), 0o700)?;
+            fs.set_mode(&join(target, rel), 0o700)?;
         }
     }
     for rel in carry.create.keys() {
         let path = join(target, rel);
-        fs::create_dir(&path).with_context(|| format!("carry: creating {path}"))?;
-        host.set_mode(&path, 0o700)?;
+        std::fs::create_dir(&path).with_context(|| format!("carry: creating {path}"))?;
+        fs.set_mode(&path, 0o700)?;
     }
     for rel in &carry.items {
-        host.rename(&join(old, rel), &join(target, rel))
+        fs.rename(&join(old, rel), &join(target, rel))
             .map_err(|e| e.context(format!("carry: moving {rel} into the restored folder")))?;
         moved.push(rel.clone());
     }
@@ -478,11 +477,11 @@ fn carry_in(
     for (rel, (mode, mtime)) in order {
         let path = join(target, rel);
         // Cosmetic from here on: the entries are in place.
-        let done = host
+        let done = fs
             .set_mode(&path, *mode)
-            .and_then(|()| mtime.map_or(Ok(()), |t| host.set_mtime(&path, t)));
+            .and_then(|()| mtime.map_or(Ok(()), |t| fs.set_mtime(&path, t)));
         if let Err(e) = done {
-            host.warn(&format!(
+            ctx.warn(format!(
                 "carry: restoring the mode and mtime of {path}: {e}"
             ));
         }
@@ -492,22 +491,14 @@ fn carry_in(
 
 /// Overlay mode: unpack, then move each file over its place under the target. Replaced files go
 /// to `<staging>/old` until the end, so a failure can put them back.
-fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
+fn overlay(fs: &impl FileSystem, ctx: &Context, plan: &Plan) -> Result<Stats, Failure> {
     let new = join(&plan.staging, "new");
     let old = join(&plan.staging, "old");
     let target = &plan.target;
     let label = label(target);
-    let x = extract(
-        host,
-        &plan.archive,
-        &new,
-        plan.limits,
-        &WORDING,
-        &label,
-        true,
-    )?;
+    let x = extract(fs, ctx, &job(plan, &new, &label, true))?;
     for link in x.symlinks.keys() {
-        host.warn(&format!(
+        ctx.warn(format!(
             "skipping the symlink {link}: overlay puts back files only"
         ));
     }
@@ -536,7 +527,7 @@ fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
             let existed = if !all_exist {
                 false
             } else {
-                match stat_opt(host, &path)? {
+                match fs.stat_opt(&path)? {
                     None => false,
                     Some(meta) if meta.is_dir() => true,
                     Some(meta) if meta.is_symlink() => {
@@ -562,7 +553,7 @@ fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
             known.insert(p.to_string(), existed);
         }
         let replaces = all_exist
-            && match stat_opt(host, &dest)? {
+            && match fs.stat_opt(&dest)? {
                 None => false,
                 Some(meta) if meta.is_dir() => {
                     return Err(Error::io(format!(
@@ -574,16 +565,16 @@ fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
             };
         moves.push((rel, replaces));
     }
-    if host.cancelled() {
+    if ctx.is_cancelled() {
         return Err(Error::cancelled().into());
     }
-    host.progress(
+    ctx.progress(
         EXTRACT_SHARE + 1.0,
-        &format!("restoring {label}: moving files into place"),
+        format!("restoring {label}: moving files into place"),
     );
 
     journal::write(
-        host,
+        fs,
         &plan.staging,
         &Journal::Overlay {
             target: target.clone(),
@@ -603,21 +594,21 @@ fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
     let applied = (|| -> Result<(), Error> {
         for p in &create {
             let path = join(target, p);
-            fs::create_dir(&path).with_context(|| format!("creating {path}"))?;
+            std::fs::create_dir(&path).with_context(|| format!("creating {path}"))?;
             created.push(p);
-            host.set_mode(&path, 0o700)?;
+            fs.set_mode(&path, 0o700)?;
         }
         for &(rel, replaces) in &moves {
             let dest = join(target, rel);
             if replaces {
                 let backup = join(&old, rel);
-                fs::create_dir_all(join(&old, parent(rel)))
+                std::fs::create_dir_all(join(&old, parent(rel)))
                     .with_context(|| format!("creating a folder for {backup}"))?;
-                host.rename(&dest, &backup)
+                fs.rename(&dest, &backup)
                     .map_err(|e| e.context(format!("moving {dest} aside")))?;
             }
-            if let Err(e) = host.rename(&join(&new, rel), &dest) {
-                if replaces && host.rename(&join(&old, rel), &dest).is_err() {
+            if let Err(e) = fs.rename(&join(&new, rel), &dest) {
+                if replaces && fs.rename(&join(&old, rel), &dest).is_err() {
                     // Counted as done so the undo below retries putting it back.
                     done.push((rel, true));
                 }
@@ -628,17 +619,17 @@ fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
         Ok(())
     })();
     if let Err(error) = applied {
-        return Err(undo_overlay(host, target, &old, &done, &created, error));
+        return Err(undo_overlay(fs, target, &old, &done, &created, error));
     }
     // Created folders get the archive's mode and mtime once their files are in.
     for p in created.iter().rev() {
         let path = join(target, p);
         let meta = x.dirs.get(*p).copied().flatten();
-        let finished = host
+        let finished = fs
             .set_mode(&path, meta.map_or(0o755, |m| m.mode))
-            .and_then(|()| meta.map_or(Ok(()), |m| host.set_mtime(&path, m.mtime)));
+            .and_then(|()| meta.map_or(Ok(()), |m| fs.set_mtime(&path, m.mtime)));
         if let Err(e) = finished {
-            host.warn(&format!("setting the mode and mtime of {path}: {e}"));
+            ctx.warn(format!("setting the mode and mtime of {path}: {e}"));
         }
     }
     Ok(Stats {
@@ -651,7 +642,7 @@ fn overlay(host: &impl Host, plan: &Plan) -> Result<Stats, Failure> {
 
 /// Puts replaced files back and removes the files and folders an overlay added.
 fn undo_overlay(
-    host: &impl Host,
+    fs: &impl FileSystem,
     target: &str,
     old: &str,
     done: &[(&str, bool)],
@@ -662,9 +653,9 @@ fn undo_overlay(
     for &(rel, replaced) in done.iter().rev() {
         let dest = join(target, rel);
         let undone = if replaced {
-            host.rename(&join(old, rel), &dest)
+            fs.rename(&join(old, rel), &dest)
         } else {
-            fs::remove_file(&dest).with_context(|| format!("removing {dest}"))
+            std::fs::remove_file(&dest).with_context(|| format!("removing {dest}"))
         };
         if let Err(e) = undone {
             stuck.push(format!("{rel} ({e})"));
@@ -672,7 +663,7 @@ fn undo_overlay(
     }
     for p in created.iter().rev() {
         // Only empty: anything else in it was not ours.
-        let _ = fs::remove_dir(join(target, p));
+        let _ = std::fs::remove_dir(join(target, p));
     }
     if stuck.is_empty() {
         return Failure {
@@ -692,6 +683,19 @@ fn undo_overlay(
             ),
         ),
         keep_staging: true,
+    }
+}
+
+/// Unpacking the plan's archive into `new`.
+fn job<'a>(plan: &'a Plan, new: &'a str, label: &'a str, collect_files: bool) -> Job<'a> {
+    Job {
+        archive: &plan.archive,
+        dest: new,
+        limits: plan.limits,
+        wording: &WORDING,
+        label,
+        collect_files,
+        progress: 0.0..EXTRACT_SHARE,
     }
 }
 

@@ -1,129 +1,40 @@
 //! Native tests: hand-made archives (raw tar headers, so the crate's own path checks cannot
-//! stop the tricks) restored through the same code the plugin runs, with `std::fs` standing in
-//! for the host's `files` interface and renames that can be made to fail.
+//! stop the tricks) restored through the same code the plugin runs, with the SDK's `StdFs`
+//! standing in for the host's `files` interface (renames can be made to fail) and a native
+//! context keeping the step's warnings.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fs as stdfs;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
-use filetime::FileTime;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use qodify_plugin_sdk::fs::{DirEntry, FileKind, Metadata, Timestamp};
-use qodify_plugin_sdk::{Context, Error, ErrorKind};
+use qodify_plugin_sdk::fs::StdFs;
+use qodify_plugin_sdk::{Context, Error, ErrorKind, LogLevel};
 use tar::{EntryType, Header};
 
 use super::*;
 use crate::restore::restore;
 
 // ---------------------------------------------------------------------------------------------
-// A host over std::fs
+// The disk in the host's place
 
-#[derive(Default)]
-struct StdHost {
-    /// The first rename whose destination ends with this fails.
-    fail_rename_to: RefCell<Option<String>>,
-    warnings: RefCell<Vec<String>>,
-    cancel: Cell<bool>,
-}
-
-impl StdHost {
-    fn failing_rename_to(suffix: &str) -> Self {
-        let host = StdHost::default();
-        *host.fail_rename_to.borrow_mut() = Some(suffix.to_string());
-        host
-    }
-}
-
-fn std_meta(path: &str) -> Result<Metadata, Error> {
-    let m = stdfs::symlink_metadata(path)?;
-    let ft = m.file_type();
-    let kind = if ft.is_file() {
-        FileKind::File
-    } else if ft.is_dir() {
-        FileKind::Directory
-    } else if ft.is_symlink() {
-        FileKind::Symlink
-    } else {
-        FileKind::Other
-    };
-    let symlink_target = ft
-        .is_symlink()
-        .then(|| stdfs::read_link(path).map(|t| t.to_str().unwrap().to_string()))
-        .transpose()?;
-    Ok(Metadata {
-        kind,
-        mode: m.mode() & 0o7777,
-        size: m.size(),
-        mtime: Timestamp {
-            seconds: m.mtime(),
-            nanos: m.mtime_nsec() as u32,
-        },
-        uid: m.uid(),
-        gid: m.gid(),
-        symlink_target,
+/// The disk, where the first rename whose destination ends with `suffix` fails.
+fn failing_rename_to(suffix: &str) -> StdFs {
+    let suffix = suffix.to_string();
+    let failed = Cell::new(false);
+    StdFs::failing_renames(move |_, to| {
+        let fail = !failed.get() && to.ends_with(&suffix);
+        failed.set(failed.get() || fail);
+        fail
     })
 }
 
-impl Host for StdHost {
-    fn stat(&self, path: &str) -> Result<Metadata, Error> {
-        std_meta(path)
-    }
-
-    fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>, Error> {
-        let mut out = Vec::new();
-        for e in stdfs::read_dir(path)? {
-            let name = e?.file_name().into_string().unwrap();
-            let metadata = std_meta(&format!("{path}/{name}"))?;
-            out.push(DirEntry { name, metadata });
-        }
-        Ok(out)
-    }
-
-    fn set_mode(&self, path: &str, mode: u32) -> Result<(), Error> {
-        assert!(
-            !stdfs::symlink_metadata(path)?.is_symlink(),
-            "set_mode on the symlink {path}"
-        );
-        stdfs::set_permissions(path, stdfs::Permissions::from_mode(mode))?;
-        Ok(())
-    }
-
-    fn set_mtime(&self, path: &str, mtime: Timestamp) -> Result<(), Error> {
-        let t = FileTime::from_unix_time(mtime.seconds, mtime.nanos);
-        filetime::set_symlink_file_times(path, t, t)?;
-        Ok(())
-    }
-
-    fn symlink(&self, target: &str, path: &str) -> Result<(), Error> {
-        symlink(target, path)?;
-        Ok(())
-    }
-
-    fn rename(&self, from: &str, to: &str) -> Result<(), Error> {
-        let mut fail = self.fail_rename_to.borrow_mut();
-        if fail.as_deref().is_some_and(|suffix| to.ends_with(suffix)) {
-            *fail = None;
-            return Err(Error::io(format!(
-                "injected failure renaming {from} to {to}"
-            )));
-        }
-        stdfs::rename(from, to)?;
-        Ok(())
-    }
-
-    fn warn(&self, message: &str) {
-        self.warnings.borrow_mut().push(message.to_string());
-    }
-
-    fn progress(&self, _percent: f32, _message: &str) {}
-
-    fn cancelled(&self) -> bool {
-        self.cancel.get()
-    }
+fn ctx() -> Context {
+    Context::builder().build()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,9 +216,19 @@ impl Env {
         Plan::new(serde_json::from_value(config).unwrap()).unwrap()
     }
 
-    fn restore(&self, tar: &Tar, plan: &Plan, host: &StdHost) -> Result<Stats, Error> {
+    fn restore(&self, tar: &Tar, plan: &Plan) -> Result<Stats, Error> {
+        self.restore_with(tar, plan, &StdFs::new(), &ctx())
+    }
+
+    fn restore_with(
+        &self,
+        tar: &Tar,
+        plan: &Plan,
+        fs: &StdFs,
+        ctx: &Context,
+    ) -> Result<Stats, Error> {
         stdfs::write(&self.archive, tar.gz()).unwrap();
-        restore(host, plan)
+        restore(fs, ctx, plan)
     }
 
     /// Everything under the temp root (archive aside): kind, mode, content or link target.
@@ -362,7 +283,7 @@ fn assert_rejected(tar: &Tar, limits: Option<Limits>, entry: &str, rule: &str) {
     if let Some(limits) = limits {
         plan.limits = limits;
     }
-    let err = env.restore(tar, &plan, &StdHost::default()).unwrap_err();
+    let err = env.restore(tar, &plan).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(
         err.message().contains(&format!("entry `{entry}`")),
@@ -515,7 +436,7 @@ fn a_symlink_out_then_a_file_through_it_leaves_the_canary_alone() {
         0o644,
     );
     let err = env
-        .restore(&tar, &env.plan(Mode::Replace, None), &StdHost::default())
+        .restore(&tar, &env.plan(Mode::Replace, None))
         .unwrap_err();
     assert!(err.message().contains("entry `out/canary.txt`"), "{err}");
     assert_eq!(
@@ -590,7 +511,7 @@ fn a_damaged_archive_changes_nothing() {
     tar.file("big.bin", &noise(300_000), 0o644);
     let gz = tar.gz();
     stdfs::write(&env.archive, &gz[..gz.len() - 100]).unwrap();
-    let err = restore(&StdHost::default(), &env.plan(Mode::Replace, None)).unwrap_err();
+    let err = restore(&StdFs::new(), &ctx(), &env.plan(Mode::Replace, None)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(
         err.message()
@@ -608,10 +529,15 @@ fn a_damaged_archive_changes_nothing() {
 fn cancellation_stops_between_entries_and_cleans_up() {
     let env = Env::new();
     let before = env.snapshot();
-    let host = StdHost::default();
-    host.cancel.set(true);
+    let ctx = ctx();
+    ctx.cancel();
     let err = env
-        .restore(&good_start(), &env.plan(Mode::Replace, None), &host)
+        .restore_with(
+            &good_start(),
+            &env.plan(Mode::Replace, None),
+            &StdFs::new(),
+            &ctx,
+        )
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Cancelled);
     assert_eq!(env.snapshot(), before);
@@ -626,11 +552,7 @@ fn an_existing_staging_folder_is_left_alone() {
     );
     let before = env.snapshot();
     let err = env
-        .restore(
-            &good_start(),
-            &env.plan(Mode::Replace, None),
-            &StdHost::default(),
-        )
+        .restore(&good_start(), &env.plan(Mode::Replace, None))
         .unwrap_err();
     assert!(err.message().contains("already exists"), "{err}");
     assert_eq!(env.snapshot(), before);
@@ -677,9 +599,7 @@ fn a_good_archive_round_trips_names_contents_modes_mtimes_and_links() {
         .file("readonly/f", b"ro", 0o444)
         // A file whose folder has no entry of its own.
         .file("implicit/x", b"x", 0o644);
-    let stats = env
-        .restore(&tar, &env.plan(Mode::Replace, None), &StdHost::default())
-        .unwrap();
+    let stats = env.restore(&tar, &env.plan(Mode::Replace, None)).unwrap();
     assert_eq!(stats.entries, 16);
     assert_eq!(stats.files, 9);
     assert_eq!(stats.bytes, 14 + 9 + 1 + 1 + 2_500_000 + 9 + 2 + 1);
@@ -739,8 +659,7 @@ fn pax_names_and_gnu_style_dot_slash_archives_work() {
         .file("placeholder", b"pax", 0o644)
         .pax(&[("linkpath", b"a/b.txt")])
         .symlink("ln", "");
-    env.restore(&tar, &env.plan(Mode::Replace, None), &StdHost::default())
-        .unwrap();
+    env.restore(&tar, &env.plan(Mode::Replace, None)).unwrap();
     let t = &env.target;
     assert_eq!(
         meta(t).mode() & 0o7777,
@@ -780,7 +699,7 @@ fn archives_from_the_tar_crate_builder_work() {
     let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
     gz.write_all(&raw).unwrap();
     stdfs::write(&env.archive, gz.finish().unwrap()).unwrap();
-    restore(&StdHost::default(), &env.plan(Mode::Replace, None)).unwrap();
+    restore(&StdFs::new(), &ctx(), &env.plan(Mode::Replace, None)).unwrap();
     assert_eq!(read(&format!("{}/{long}", env.target)), "hello");
     assert_eq!(
         stdfs::read_link(format!("{}/link", env.target))
@@ -820,11 +739,7 @@ fn replace_carries_build_output_and_uploads_from_the_old_folder() {
         "uploads",
     ];
     let stats = env
-        .restore(
-            &backend_archive(),
-            &env.plan(Mode::Replace, Some(&carry)),
-            &StdHost::default(),
-        )
+        .restore(&backend_archive(), &env.plan(Mode::Replace, Some(&carry)))
         .unwrap();
     assert_eq!(
         stats.carried, 5,
@@ -858,9 +773,7 @@ fn the_archive_copy_wins_over_carry_and_default_carry_keeps_no_uploads() {
     let mut tar = backend_archive();
     tar.dir("node_modules", 0o755)
         .file("node_modules/fresh.js", b"fresh", 0o644);
-    let stats = env
-        .restore(&tar, &env.plan(Mode::Replace, None), &StdHost::default())
-        .unwrap();
+    let stats = env.restore(&tar, &env.plan(Mode::Replace, None)).unwrap();
     assert_eq!(stats.carried, 1, "only logs");
     assert_eq!(read(&format!("{t}/node_modules/fresh.js")), "fresh");
     assert!(!Path::new(&format!("{t}/node_modules/pkg")).exists());
@@ -877,11 +790,7 @@ fn carry_never_writes_below_an_archive_symlink() {
     let before_with_sub = env.snapshot();
     assert_ne!(before, before_with_sub);
     let err = env
-        .restore(
-            &tar,
-            &env.plan(Mode::Replace, Some(&["**/node_modules"])),
-            &StdHost::default(),
-        )
+        .restore(&tar, &env.plan(Mode::Replace, Some(&["**/node_modules"])))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(err.message().contains("symlink in the archive"), "{err}");
@@ -892,9 +801,14 @@ fn carry_never_writes_below_an_archive_symlink() {
 fn a_failing_swap_puts_the_old_folder_back() {
     let env = Env::new();
     let before = env.snapshot();
-    let host = StdHost::failing_rename_to("/backend");
+    let fs = failing_rename_to("/backend");
     let err = env
-        .restore(&backend_archive(), &env.plan(Mode::Replace, None), &host)
+        .restore_with(
+            &backend_archive(),
+            &env.plan(Mode::Replace, None),
+            &fs,
+            &ctx(),
+        )
         .unwrap_err();
     assert!(err.message().contains("put back"), "{err}");
     assert_eq!(env.snapshot(), before);
@@ -905,9 +819,14 @@ fn a_failing_carry_puts_everything_back() {
     let env = Env::new();
     let before = env.snapshot();
     // logs moves first (sorted), then node_modules fails.
-    let host = StdHost::failing_rename_to("/backend/node_modules");
+    let fs = failing_rename_to("/backend/node_modules");
     let err = env
-        .restore(&backend_archive(), &env.plan(Mode::Replace, None), &host)
+        .restore_with(
+            &backend_archive(),
+            &env.plan(Mode::Replace, None),
+            &fs,
+            &ctx(),
+        )
         .unwrap_err();
     assert!(err.message().contains("put back"), "{err}");
     assert_eq!(env.snapshot(), before);
@@ -917,9 +836,14 @@ fn a_failing_carry_puts_everything_back() {
 fn a_failing_first_rename_changes_nothing() {
     let env = Env::new();
     let before = env.snapshot();
-    let host = StdHost::failing_rename_to("/old");
+    let fs = failing_rename_to("/old");
     let err = env
-        .restore(&backend_archive(), &env.plan(Mode::Replace, None), &host)
+        .restore_with(
+            &backend_archive(),
+            &env.plan(Mode::Replace, None),
+            &fs,
+            &ctx(),
+        )
         .unwrap_err();
     assert!(err.message().contains("aside"), "{err}");
     assert_eq!(env.snapshot(), before);
@@ -930,11 +854,7 @@ fn a_missing_target_is_created() {
     let env = Env::new();
     stdfs::remove_dir_all(&env.target).unwrap();
     let stats = env
-        .restore(
-            &backend_archive(),
-            &env.plan(Mode::Replace, None),
-            &StdHost::default(),
-        )
+        .restore(&backend_archive(), &env.plan(Mode::Replace, None))
         .unwrap();
     assert_eq!(stats.carried, 0);
     assert_eq!(
@@ -975,8 +895,8 @@ fn overlay_moves_files_into_place_and_leaves_the_rest() {
     let c = &env.customer;
     let mut tar = env_pm2_archive();
     tar.symlink("backend/.env.link", ".env");
-    let host = StdHost::default();
-    let stats = env.restore(&tar, &plan, &host).unwrap();
+    let ctx = ctx();
+    let stats = env.restore_with(&tar, &plan, &StdFs::new(), &ctx).unwrap();
     assert_eq!((stats.files, stats.carried), (3, 0));
     assert_eq!(read(&format!("{c}/backend/.env")), "DATABASE_URL=new");
     assert_eq!(meta(&format!("{c}/backend/.env")).mode() & 0o7777, 0o600);
@@ -989,7 +909,11 @@ fn overlay_moves_files_into_place_and_leaves_the_rest() {
     assert_eq!(read(&format!("{c}/backend/src/old.js")), "old code");
     assert_eq!(read(&format!("{c}/canary.txt")), "customer canary");
     assert!(!Path::new(&format!("{c}/backend/.env.link")).exists());
-    assert!(host.warnings.borrow().iter().any(|w| w.contains("symlink")));
+    let warnings = ctx.logged(LogLevel::Warn);
+    assert!(
+        warnings.iter().any(|w| w.contains("symlink")),
+        "{warnings:?}"
+    );
     assert!(!Path::new(&env.staging).exists());
 }
 
@@ -1003,9 +927,7 @@ fn overlay_never_writes_through_a_symlink_of_the_target() {
     )
     .unwrap();
     let before = env.snapshot();
-    let err = env
-        .restore(&env_pm2_archive(), &plan, &StdHost::default())
-        .unwrap_err();
+    let err = env.restore(&env_pm2_archive(), &plan).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(err.message().contains("symlink"), "{err}");
     assert_eq!(env.snapshot(), before);
@@ -1016,8 +938,10 @@ fn a_failing_overlay_puts_the_replaced_files_back() {
     let (env, plan) = overlay_env();
     let before = env.snapshot();
     // backend/.env and admin/.env move first; the PM2 file fails.
-    let host = StdHost::failing_rename_to("/customer/ecosystem.config.js");
-    let err = env.restore(&env_pm2_archive(), &plan, &host).unwrap_err();
+    let fs = failing_rename_to("/customer/ecosystem.config.js");
+    let err = env
+        .restore_with(&env_pm2_archive(), &plan, &fs, &ctx())
+        .unwrap_err();
     assert!(err.message().contains("put back"), "{err}");
     assert_eq!(env.snapshot(), before);
 }
@@ -1144,25 +1068,25 @@ fn a_runs_kept_restores_are_undone_newest_first_back_to_the_exact_previous_tree(
     let c = env.customer.clone();
     write(&format!("{c}/ecosystem.config.js"), b"old pm2");
     let before = env.snapshot();
-    let host = StdHost::default();
+    let fs = StdFs::new();
     // Step 1: the backend replaced, node_modules and logs carried over.
     let backend = kept(serde_json::json!({
         "archive": env.archive, "target": env.target, "staging": format!("{c}/.restore-run1-backend"),
     }));
-    env.restore(&backend_archive(), &backend, &host).unwrap();
+    env.restore(&backend_archive(), &backend).unwrap();
     assert!(Path::new(&format!("{c}/.restore-run1-backend/old/src/old.js")).exists());
     // Step 2: .env files put over the customer folder: one new file, one replaced.
     let overlay = kept(serde_json::json!({
         "archive": env.archive, "target": c, "staging": format!("{c}/.restore-run1-env"),
         "mode": "overlay",
     }));
-    env.restore(&env_pm2_archive(), &overlay, &host).unwrap();
+    env.restore(&env_pm2_archive(), &overlay).unwrap();
     assert_eq!(read(&format!("{c}/backend/.env")), "DATABASE_URL=new");
     assert_ne!(env.snapshot(), before);
 
     // Another run's staging folder is not touched.
     write(&format!("{c}/.restore-run2-backend/journal.json"), b"{}");
-    let outcome = journal::undo(&host, &c, ".restore-run1-").unwrap();
+    let outcome = journal::undo(&fs, &c, ".restore-run1-").unwrap();
     assert_eq!(outcome.folders.len(), 2, "{outcome:?}");
     stdfs::remove_dir_all(format!("{c}/.restore-run2-backend")).unwrap();
     assert_eq!(
@@ -1172,7 +1096,7 @@ fn a_runs_kept_restores_are_undone_newest_first_back_to_the_exact_previous_tree(
     );
     // Undoing again finds nothing to do.
     assert_eq!(
-        journal::undo(&host, &c, ".restore-run1-")
+        journal::undo(&fs, &c, ".restore-run1-")
             .unwrap()
             .folders
             .len(),
@@ -1184,13 +1108,13 @@ fn a_runs_kept_restores_are_undone_newest_first_back_to_the_exact_previous_tree(
 fn commit_removes_the_kept_old_trees_and_keeps_the_restore() {
     let env = Env::new();
     let c = env.customer.clone();
-    let host = StdHost::default();
+    let fs = StdFs::new();
     let backend = kept(serde_json::json!({
         "archive": env.archive, "target": env.target, "staging": format!("{c}/.restore-run1-backend"),
     }));
-    env.restore(&backend_archive(), &backend, &host).unwrap();
+    env.restore(&backend_archive(), &backend).unwrap();
     let restored = env.snapshot();
-    let outcome = journal::commit(&host, &c, ".restore-run1-").unwrap();
+    let outcome = journal::commit(&fs, &c, ".restore-run1-").unwrap();
     assert_eq!(outcome.folders.len(), 1);
     assert!(stagings_left(&env, ".restore-run1-").is_empty());
     let after = env.snapshot();
@@ -1210,12 +1134,12 @@ fn a_swap_cut_between_its_two_renames_is_undone() {
     let env = Env::new();
     let c = env.customer.clone();
     let before = env.snapshot();
-    let host = StdHost::default();
+    let fs = StdFs::new();
     let staging = format!("{c}/.restore-run1-backend");
     stdfs::create_dir_all(format!("{staging}/new/src")).unwrap();
     write(&format!("{staging}/new/src/app.js"), b"new code");
     journal::write(
-        &host,
+        &fs,
         &staging,
         &Journal::Replace {
             target: env.target.clone(),
@@ -1227,7 +1151,7 @@ fn a_swap_cut_between_its_two_renames_is_undone() {
     .unwrap();
     stdfs::rename(&env.target, format!("{staging}/old")).unwrap();
     assert!(!Path::new(&env.target).exists());
-    journal::undo(&host, &c, ".restore-run1-").unwrap();
+    journal::undo(&fs, &c, ".restore-run1-").unwrap();
     assert_eq!(env.snapshot(), before);
 }
 
@@ -1236,10 +1160,10 @@ fn an_overlay_cut_half_way_is_undone() {
     let (env, plan) = overlay_env();
     let c = env.customer.clone();
     let before = env.snapshot();
-    let host = StdHost::default();
+    let fs = StdFs::new();
     let mut plan = plan;
     plan.keep = true;
-    env.restore(&env_pm2_archive(), &plan, &host).unwrap();
+    env.restore(&env_pm2_archive(), &plan).unwrap();
     // Make it look as if the host died before the last move (ecosystem.config.js, sorted last
     // after admin/.env and backend/.env): the file back to new/, the previous one back in place.
     let staging = &env.staging;
@@ -1253,7 +1177,7 @@ fn an_overlay_cut_half_way_is_undone() {
         format!("{c}/ecosystem.config.js"),
     )
     .unwrap();
-    journal::undo(&host, &c, ".restore-run1").unwrap();
+    journal::undo(&fs, &c, ".restore-run1").unwrap();
     assert_eq!(env.snapshot(), before);
 }
 
@@ -1261,17 +1185,17 @@ fn an_overlay_cut_half_way_is_undone() {
 fn a_folder_with_another_steps_pending_journal_is_left_for_that_step() {
     let env = Env::new();
     let c = env.customer.clone();
-    let host = StdHost::default();
+    let fs = StdFs::new();
     let backend = kept(serde_json::json!({
         "archive": env.archive, "target": env.target, "staging": format!("{c}/.restore-run1-backend"),
     }));
     let before = env.snapshot();
-    env.restore(&backend_archive(), &backend, &host).unwrap();
+    env.restore(&backend_archive(), &backend).unwrap();
     write(
         &format!("{c}/.restore-run1-db/journal.json"),
         br#"{"mode":"db","state":"started"}"#,
     );
-    let outcome = journal::undo(&host, &c, ".restore-run1-").unwrap();
+    let outcome = journal::undo(&fs, &c, ".restore-run1-").unwrap();
     assert_eq!(outcome.pending, vec![format!("{c}/.restore-run1-db")]);
     assert_eq!(
         stagings_left(&env, ".restore-run1-"),
@@ -1279,7 +1203,7 @@ fn a_folder_with_another_steps_pending_journal_is_left_for_that_step() {
     );
     // Once the database's undo removed its journal, the next undo removes the folder.
     stdfs::remove_file(format!("{c}/.restore-run1-db/journal.json")).unwrap();
-    journal::undo(&host, &c, ".restore-run1-").unwrap();
+    journal::undo(&fs, &c, ".restore-run1-").unwrap();
     assert!(stagings_left(&env, ".restore-run1-").is_empty());
     assert_eq!(env.snapshot(), before, "the backend was still put back");
 }

@@ -1,9 +1,10 @@
-//! `retention` step plugin: keeps a customer's newest N successful backups and deletes the older
+//! `retention` step plugin: keeps a customer's newest N complete backups and deletes the older
 //! ones (plan §6 step 8, product §3).
 //!
-//! A backup is a real folder of `backups` named `YYYYMMDD-HHMMSS` whose `backup.json` parses and
-//! lists its artifacts. Anything else (unfinished or failed runs, hidden folders, stray files) is
-//! not a backup: it is ignored and never deleted. A backup is pinned when `<backups>/.pins/<id>`
+//! A backup is what the host lists as one ([`backup_rules::complete`]): a real folder of
+//! `backups` named `YYYYMMDD-HHMMSS` whose `backup.json` (format 1, naming that id) lists its
+//! artifacts, each there with its size. Anything else (unfinished or failed runs, damaged
+//! backups, hidden folders, stray files) is not a backup: it is ignored and never deleted. A backup is pinned when `<backups>/.pins/<id>`
 //! exists (its text is the reason); pinned backups are never deleted and do not count toward N.
 //! The current run's backup is never deleted. One log line per backup says why it is kept or
 //! deleted.
@@ -13,17 +14,16 @@
 //! (default false: only log). Outputs: `kept` and `deleted` (comma-separated ids, newest first);
 //! with `dry_run`, `deleted` is empty and `would-delete` lists what would go.
 //!
-//! The rules live in [`backup_list`], pure and unit-tested, shared with `preflight`.
+//! The rules live in [`backup_list`] and [`backup_rules`], unit-tested, shared with `preflight`
+//! and the host.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use backup_list::{Listed, decide, is_backup_id, may_be_backup, pin_reason, scan};
+use backup_list::{Listed, decide, is_backup_id, may_be_backup, pin_reason, scan_in};
+use backup_rules::{MANIFEST, MAX_MANIFEST_BYTES, PINS};
 use qodify_plugin_sdk::fs;
 use qodify_plugin_sdk::prelude::*;
-
-/// A `backup.json` above this size is not one we wrote: treat the folder as not a backup.
-const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Pin files hold a short reason; read no more than this.
 const MAX_PIN_BYTES: u64 = 64 << 10;
 
@@ -113,7 +113,7 @@ impl Step for Retention {
             ctx.check_cancelled()?;
             let is_dir = entry.metadata.is_dir();
             let manifest = may_be_backup(&entry.name, is_dir)
-                .then(|| read_manifest(&plan.path(&format!("{}/backup.json", entry.name))))
+                .then(|| read_manifest(&plan.path(&format!("{}/{MANIFEST}", entry.name))))
                 .flatten();
             listing.push(Listed {
                 name: entry.name,
@@ -121,18 +121,18 @@ impl Step for Retention {
                 manifest,
             });
         }
-        let (found, ignored) = scan(listing);
+        let (found, ignored) = scan_in(&plan.backups, listing);
         for (name, why) in &ignored {
             ctx.debug(format!("not a backup, left alone: {name} ({why})"));
         }
-        let pins = read_pins(&plan.path(".pins"))?;
+        let pins = read_pins(&plan.path(PINS))?;
         let ids: Vec<&str> = found.iter().map(|b| b.id.as_str()).collect();
         if let Some(current) = plan.current.as_deref()
             && !ids.contains(&current)
         {
             ctx.warn(format!(
-                "this run's backup {current} is not among the finished backups (no valid \
-                 backup.json); it is not counted"
+                "this run's backup {current} is not among the complete backups (no valid \
+                 backup.json, or an artifact missing); it is not counted"
             ));
         }
         let decisions = decide(&ids, &pins, plan.keep, plan.current.as_deref());
@@ -247,7 +247,7 @@ fn read_pins(dir: &str) -> Result<BTreeMap<String, String>, Error> {
 /// Deletes one backup folder. `backup.json` goes first, so a deletion cut short leaves a folder
 /// that is no longer listed as a backup rather than a backup with missing files.
 fn delete_backup(path: &str) -> Result<(), Error> {
-    let manifest = format!("{path}/backup.json");
+    let manifest = format!("{path}/{MANIFEST}");
     match std::fs::remove_file(&manifest) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -301,7 +301,7 @@ impl Step for RunCommands {
     fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
         let plan = Plan::new(config)?;
         if let Some(releases) = &plan.journal {
-            Journal::update(releases, |j| j.migrate = Migrate::Started)?;
+            Journal::update(&fs::HostFs, releases, |j| j.migrate = Migrate::Started)?;
             ctx.info("upgrade journal: migrate = started");
         }
         let n = plan.commands.len();
@@ -336,7 +336,7 @@ impl Step for RunCommands {
             out.push_value(format!("{}.seconds", i + 1), format!("{seconds:.1}"));
         }
         if let Some(releases) = &plan.journal {
-            Journal::update(releases, |j| j.migrate = Migrate::Done)?;
+            Journal::update(&fs::HostFs, releases, |j| j.migrate = Migrate::Done)?;
             ctx.info("upgrade journal: migrate = done");
         }
         ctx.progress(100.0, format!("{n} commands done"));

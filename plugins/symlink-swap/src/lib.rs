@@ -42,8 +42,8 @@
 
 use std::time::Duration;
 
+use qodify_plugin_sdk::fs::{FileSystem as _, HostFs};
 use qodify_plugin_sdk::prelude::*;
-use upgrade_kit::fsops::HostFs;
 use upgrade_kit::journal::Journal;
 use upgrade_kit::layout;
 use upgrade_kit::marker::{Marker, MarkerFile, Status};
@@ -213,7 +213,7 @@ impl Step for SymlinkSwap {
             10.0,
             format!("swapping current: releases/{previous} → releases/{target}"),
         );
-        Journal::update(&plan.releases, |j| j.swapped = true)?;
+        Journal::update(&HostFs, &plan.releases, |j| j.swapped = true)?;
         swap::swap_current(&HostFs, &plan.live.customer, target, ctx.run_id())?;
         ctx.info(format!(
             "current → releases/{target} (was releases/{previous})"
@@ -253,8 +253,7 @@ impl Step for SymlinkSwap {
 
 /// True when `path` is a real folder (not reached through a symlink).
 fn is_folder(path: &str) -> Result<bool, Error> {
-    use upgrade_kit::fsops::Fs as _;
-    Ok(HostFs.stat(path)?.is_some_and(|m| m.is_dir()))
+    Ok(HostFs.stat_opt(path)?.is_some_and(|m| m.is_dir()))
 }
 
 export_step!(SymlinkSwap);

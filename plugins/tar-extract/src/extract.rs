@@ -19,16 +19,16 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
+use std::ops::Range;
 use std::rc::Rc;
 
 use flate2::read::MultiGzDecoder;
-use qodify_plugin_sdk::fs::Timestamp;
-use qodify_plugin_sdk::{Error, ResultExt};
+use qodify_plugin_sdk::fs::{FileSystem, Timestamp};
+use qodify_plugin_sdk::{Context, Error, ResultExt};
 use tar::{Archive, EntryType, PaxExtensions};
 
-use crate::host::Host;
 use crate::paths::{depth, join, parent, parents};
 
 /// Reads and writes go in pieces this big.
@@ -45,8 +45,6 @@ const MAX_TRAILING_BYTES: u64 = 64 << 20;
 const MAX_LINK_HOPS: usize = 40;
 /// Report progress at least this many archive bytes apart (or 1% if that is more).
 const PROGRESS_STEP: u64 = 8 << 20;
-/// Extraction fills this share of the step's progress; the swap the rest.
-pub const EXTRACT_SHARE: f32 = 95.0;
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// The caller's words in the extractor's messages, so each plugin speaks of its own job: a
@@ -136,18 +134,40 @@ pub struct Extracted {
     pub file_list: Vec<String>,
 }
 
-/// Unpacks `archive` into the existing, empty folder `dest`. On error `dest` may hold part of
-/// the archive: the caller deletes it. Messages speak the caller's `wording`; progress lines
-/// name the archive by `label`.
-pub fn extract(
-    host: &impl Host,
-    archive: &str,
-    dest: &str,
-    limits: Limits,
-    wording: &Wording,
-    label: &str,
-    collect_files: bool,
-) -> Result<Extracted, Error> {
+/// One unpack: which archive, into which folder, within which limits, and how its messages and
+/// progress speak of it.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    /// Path of the `.tar.gz`.
+    pub archive: &'a str,
+    /// The existing, empty folder to unpack into.
+    pub dest: &'a str,
+    /// Caps on the archive.
+    pub limits: Limits,
+    /// The caller's words.
+    pub wording: &'a Wording,
+    /// Names the archive in progress lines (`backend`, `v1.1.0 (v1.1.0.tar.gz)`).
+    pub label: &'a str,
+    /// Also list the regular files ([`Extracted::file_list`]).
+    pub collect_files: bool,
+    /// The stretch of the step's progress the unpack fills, e.g. `0.0..95.0` when it is most of
+    /// the step.
+    pub progress: Range<f32>,
+}
+
+/// Unpacks `job.archive` into the existing, empty folder `job.dest` through `fs`, reporting
+/// progress and checking for cancellation through `ctx`. On error `dest` may hold part of the
+/// archive: the caller deletes it.
+pub fn extract(fs: &impl FileSystem, ctx: &Context, job: &Job<'_>) -> Result<Extracted, Error> {
+    let Job {
+        archive,
+        dest,
+        limits,
+        wording,
+        label,
+        collect_files,
+        ..
+    } = *job;
     let file = File::open(archive).with_context(|| format!("opening the archive {archive}"))?;
     let total = file
         .metadata()
@@ -162,7 +182,8 @@ pub fn extract(
         IO_BUF, counting,
     )));
     let mut x = Extractor {
-        host,
+        fs,
+        ctx,
         archive,
         dest,
         limits,
@@ -171,14 +192,14 @@ pub fn extract(
         buf: vec![0; IO_BUF],
         out: Extracted::default(),
         records: 0,
-        progress: Progress::new(total, read, wording, label),
+        progress: Progress::new(total, read, wording, label, job.progress.clone()),
     };
-    host.progress(0.0, &x.progress.message());
+    ctx.progress(job.progress.start, x.progress.message());
     {
         let entries = tar.entries().map_err(|e| x.damaged(e))?.raw(true);
         let mut pending = Pending::default();
         for entry in entries {
-            if host.cancelled() {
+            if ctx.is_cancelled() {
                 return Err(Error::cancelled());
             }
             let entry = entry.map_err(|e| x.damaged(e))?;
@@ -201,7 +222,7 @@ pub fn extract(
         )));
     }
     x.check_symlinks()?;
-    host.progress(EXTRACT_SHARE, &x.progress.message());
+    ctx.progress(job.progress.end, x.progress.message());
     Ok(x.out)
 }
 
@@ -234,8 +255,9 @@ enum Kind {
     Symlink,
 }
 
-struct Extractor<'a, H: Host> {
-    host: &'a H,
+struct Extractor<'a, F: FileSystem> {
+    fs: &'a F,
+    ctx: &'a Context,
     archive: &'a str,
     dest: &'a str,
     limits: Limits,
@@ -248,7 +270,7 @@ struct Extractor<'a, H: Host> {
     progress: Progress,
 }
 
-impl<H: Host> Extractor<'_, H> {
+impl<F: FileSystem> Extractor<'_, F> {
     /// Handles one raw tar record: an extension record is kept for the next entry, an entry is
     /// checked and written.
     fn record<R: Read>(
@@ -445,8 +467,8 @@ impl<H: Host> Extractor<'_, H> {
                 self.write_file(&mut entry, &rel, &shown, size)?;
                 let path = join(self.dest, &rel);
                 // No setuid/setgid bits from an archive.
-                self.host.set_mode(&path, mode & 0o777)?;
-                self.host.set_mtime(&path, mtime)?;
+                self.fs.set_mode(&path, mode & 0o777)?;
+                self.fs.set_mtime(&path, mtime)?;
                 self.out.files += 1;
                 self.out.bytes = total;
                 if self.collect_files {
@@ -466,11 +488,11 @@ impl<H: Host> Extractor<'_, H> {
                     .map_err(|rule| self.reject(&shown, &format!("is a symlink {rule}")))?;
                 self.make_parents(&rel, &shown)?;
                 let path = join(self.dest, &rel);
-                if fs::symlink_metadata(&path).is_ok() {
+                if std::fs::symlink_metadata(&path).is_ok() {
                     return Err(self.duplicate(&shown));
                 }
-                self.host.symlink(&target, &path)?;
-                self.host.set_mtime(&path, mtime)?;
+                self.fs.symlink(&target, &path)?;
+                self.fs.set_mtime(&path, mtime)?;
                 self.out.symlinks.insert(rel, target);
             }
         }
@@ -491,8 +513,8 @@ impl<H: Host> Extractor<'_, H> {
     /// Creates one folder, private until the caller has finished the tree.
     fn make_dir(&self, rel: &str, shown: &str) -> Result<(), Error> {
         let path = join(self.dest, rel);
-        match fs::create_dir(&path) {
-            Ok(()) => self.host.set_mode(&path, 0o700),
+        match std::fs::create_dir(&path) {
+            Ok(()) => self.fs.set_mode(&path, 0o700),
             // Not a folder we made: an earlier file or symlink of the archive.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(self.reject(
                 shown,
@@ -532,7 +554,7 @@ impl<H: Host> Extractor<'_, H> {
                 .with_context(|| format!("writing {path}"))?;
             left -= n as u64;
             self.tick();
-            if self.host.cancelled() {
+            if self.ctx.is_cancelled() {
                 return Err(Error::cancelled());
             }
         }
@@ -612,7 +634,7 @@ impl<H: Host> Extractor<'_, H> {
 
     fn tick(&mut self) {
         if let Some((percent, message)) = self.progress.due() {
-            self.host.progress(percent, &message);
+            self.ctx.progress(percent, message);
         }
     }
 
@@ -813,10 +835,18 @@ struct Progress {
     next: u64,
     wording: Wording,
     label: String,
+    /// The stretch of the step's progress this unpack fills.
+    span: Range<f32>,
 }
 
 impl Progress {
-    fn new(total: u64, read: Rc<Cell<u64>>, wording: &Wording, label: &str) -> Self {
+    fn new(
+        total: u64,
+        read: Rc<Cell<u64>>,
+        wording: &Wording,
+        label: &str,
+        span: Range<f32>,
+    ) -> Self {
         let step = (total / 100).max(PROGRESS_STEP);
         Progress {
             read,
@@ -825,6 +855,7 @@ impl Progress {
             next: step,
             wording: *wording,
             label: label.to_string(),
+            span,
         }
     }
 
@@ -839,7 +870,8 @@ impl Progress {
         } else {
             (done as f64 / self.total as f64).min(1.0)
         };
-        Some((share as f32 * EXTRACT_SHARE, self.message()))
+        let percent = self.span.start + share as f32 * (self.span.end - self.span.start);
+        Some((percent, self.message()))
     }
 
     fn message(&self) -> String {
@@ -962,5 +994,108 @@ mod tests {
             link_target("l", b"..", WORDS.folder).unwrap_err(),
             "to `..`, which leads out of the fetch folder"
         );
+    }
+
+    /// A gzipped tar of a folder `app/` (mode 0750) holding `app/big` (`size` bytes, 0640) and
+    /// the symlink `app/link -> big`.
+    #[cfg(unix)]
+    fn archive(path: &std::path::Path, size: usize) {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            File::create(path).unwrap(),
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o750);
+        h.set_mtime(1_600_000_000);
+        h.set_size(0);
+        tar.append_data(&mut h, "app/", io::empty()).unwrap();
+        // Bytes that do not compress, so the archive is as big as the file.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o640);
+        h.set_mtime(1_600_000_001);
+        h.set_size(size as u64);
+        tar.append_data(&mut h, "app/big", &data[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Symlink);
+        h.set_mtime(1_600_000_002);
+        h.set_size(0);
+        tar.append_link(&mut h, "app/link", "big").unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unpack_fills_its_stretch_of_the_progress_and_keeps_modes_mtimes_and_links() {
+        use qodify_plugin_sdk::fs::StdFs;
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("a.tar.gz");
+        archive(&src, 40 << 20);
+        let dest = tmp.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let ctx = Context::builder().build();
+        let fs = StdFs::new();
+        let job = Job {
+            archive: src.to_str().unwrap(),
+            dest: dest.to_str().unwrap(),
+            limits: Limits {
+                max_entries: 10,
+                max_total_bytes: 1 << 30,
+                max_entry_bytes: 1 << 30,
+            },
+            wording: &WORDS,
+            label: "app",
+            collect_files: true,
+            progress: 30.0..90.0,
+        };
+        let x = extract(&fs, &ctx, &job).unwrap();
+        assert_eq!((x.entries, x.files, x.bytes), (3, 1, 40 << 20));
+        assert_eq!(x.file_list, ["app/big"]);
+
+        let reported = ctx.reported();
+        assert!(reported.len() >= 3, "{reported:?}");
+        assert_eq!(reported.first().unwrap().0, 30.0);
+        assert_eq!(reported.last().unwrap().0, 90.0);
+        assert!(
+            reported.windows(2).all(|w| w[0].0 <= w[1].0),
+            "{reported:?}"
+        );
+        assert!(
+            reported
+                .iter()
+                .all(|(_, m)| m.starts_with("fetching app: ")),
+            "{reported:?}"
+        );
+
+        let d = dest.to_str().unwrap();
+        let big = fs.stat(&format!("{d}/app/big")).unwrap();
+        assert_eq!((big.mode, big.mtime.seconds), (0o640, 1_600_000_001));
+        let link = fs.stat(&format!("{d}/app/link")).unwrap();
+        assert_eq!(link.symlink_target.as_deref(), Some("big"));
+        assert_eq!(link.mtime.seconds, 1_600_000_002);
+        // Folders stay private until the caller finishes the tree.
+        assert_eq!(fs.stat(&format!("{d}/app")).unwrap().mode, 0o700);
+        assert_eq!(x.dirs["app"].unwrap().mode, 0o750);
+
+        // Cancelled: stops before the first entry.
+        let again = tmp.path().join("again");
+        std::fs::create_dir(&again).unwrap();
+        ctx.cancel();
+        let job = Job {
+            dest: again.to_str().unwrap(),
+            ..job
+        };
+        let err = extract(&fs, &ctx, &job).unwrap_err();
+        assert_eq!(err.kind(), qodify_plugin_sdk::ErrorKind::Cancelled);
+        assert!(fs.list_dir(again.to_str().unwrap()).unwrap().is_empty());
     }
 }

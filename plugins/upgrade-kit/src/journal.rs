@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use qodify_plugin_sdk::fs::FileSystem;
 use qodify_plugin_sdk::{Error, ResultExt as _};
 use serde::{Deserialize, Serialize};
 
@@ -79,8 +80,8 @@ impl Journal {
         }
     }
 
-    /// Writes the journal atomically into `releases_dir` and syncs the folder.
-    pub fn write(&self, releases_dir: &str) -> Result<(), Error> {
+    /// Writes the journal atomically into `releases_dir` and syncs the folder through `fs`.
+    pub fn write(&self, fs: &impl FileSystem, releases_dir: &str) -> Result<(), Error> {
         let dir = releases_dir.trim_end_matches('/');
         let tmp = format!("{dir}/{FILE}.tmp");
         let path = format!("{dir}/{FILE}");
@@ -88,30 +89,34 @@ impl Journal {
             serde_json::to_vec_pretty(self).map_err(|e| Error::internal(e.to_string()))?;
         text.push(b'\n');
         write_synced(&tmp, &text).with_context(|| format!("writing {tmp}"))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {tmp} to {path}"))?;
-        qodify_plugin_sdk::fs::sync_dir(dir)
+        fs.rename(&tmp, &path)?;
+        fs.sync_dir(dir)
     }
 
     /// Removes the journal (the upgrade is over).
-    pub fn remove(releases_dir: &str) -> Result<(), Error> {
+    pub fn remove(fs: &impl FileSystem, releases_dir: &str) -> Result<(), Error> {
         let dir = releases_dir.trim_end_matches('/');
         let path = format!("{dir}/{FILE}");
         match std::fs::remove_file(&path) {
-            Ok(()) => qodify_plugin_sdk::fs::sync_dir(dir),
+            Ok(()) => fs.sync_dir(dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("removing {path}: {e}"))),
         }
     }
 
     /// Reads, changes and writes the journal; an error when there is none.
-    pub fn update(releases_dir: &str, change: impl FnOnce(&mut Journal)) -> Result<Journal, Error> {
+    pub fn update(
+        fs: &impl FileSystem,
+        releases_dir: &str,
+        change: impl FnOnce(&mut Journal),
+    ) -> Result<Journal, Error> {
         let mut j = Self::read(releases_dir)?.ok_or_else(|| {
             Error::not_found(format!(
                 "{releases_dir}/{FILE} is missing: this step runs only inside an upgrade, after release-check"
             ))
         })?;
         change(&mut j);
-        j.write(releases_dir)?;
+        j.write(fs, releases_dir)?;
         Ok(j)
     }
 }
@@ -122,4 +127,50 @@ pub fn write_synced(path: impl AsRef<Path>, bytes: &[u8]) -> std::io::Result<()>
     let mut f = std::fs::File::create(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use qodify_plugin_sdk::ErrorKind;
+    use qodify_plugin_sdk::fs::StdFs;
+
+    use super::*;
+
+    #[test]
+    fn the_journal_is_written_updated_and_removed_in_place() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().to_str().unwrap();
+        let fs = StdFs::new();
+        let err = Journal::update(&fs, dir, |j| j.unpacked = true).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.message().contains("after release-check"), "{err}");
+
+        let j = Journal {
+            run: "run-1".into(),
+            from: "v1".into(),
+            to: "v2".into(),
+            backup: None,
+            db_policy: DbPolicy::Restore,
+            unpacked: false,
+            migrate: Migrate::None,
+            swapped: false,
+            started: "20260101-000000".into(),
+        };
+        j.write(&fs, dir).unwrap();
+        let updated = Journal::update(&fs, dir, |j| j.unpacked = true).unwrap();
+        assert_eq!(Journal::read(dir).unwrap(), Some(updated.clone()));
+        assert!(updated.unpacked && !updated.swapped);
+        // Only the journal is left: the temporary file was renamed over it.
+        let names: Vec<String> = fs
+            .list_dir(dir)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [FILE]);
+
+        Journal::remove(&fs, dir).unwrap();
+        assert_eq!(Journal::read(dir).unwrap(), None);
+        Journal::remove(&fs, dir).unwrap();
+    }
 }

@@ -19,7 +19,6 @@
 
 pub mod catalog;
 pub mod duration;
-pub mod fsops;
 pub mod journal;
 pub mod layout;
 pub mod marker;

@@ -20,13 +20,14 @@
 //! inside `current`.
 //!
 //! ```no_run
+//! use qodify_plugin_sdk::fs::HostFs;
 //! use qodify_plugin_sdk::prelude::*;
 //! use upgrade_kit::swap::{AppSpec, LiveApps, reload_and_verify, swap_current};
 //!
 //! # fn f(ctx: &Context) -> Result<(), Error> {
 //! let apps = vec![AppSpec { name: "shop.example.com-backend".into(), service: "backend".into() }];
 //! let live = LiveApps::new("/customer", "/customer/ecosystem.config.js", apps)?;
-//! swap_current(&upgrade_kit::fsops::HostFs, "/customer", "v1.1.0", ctx.run_id())?;
+//! swap_current(&HostFs, "/customer", "v1.1.0", ctx.run_id())?;
 //! for app in reload_and_verify(ctx, &live, "v1.1.0")? {
 //!     ctx.info(format!("{} runs {}", app.app, app.cwd));
 //! }
@@ -36,11 +37,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use qodify_plugin_sdk::fs::FileKind;
+use qodify_plugin_sdk::fs::{FileKind, FileSystem};
 use qodify_plugin_sdk::{Context, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::fsops::Fs;
 use crate::layout::{self, CURRENT};
 use crate::pm2;
 
@@ -158,9 +158,9 @@ pub fn is_app_name(name: &str) -> bool {
 
 /// The release `current` points at: `None` when there is no `current`; an error when it is not a
 /// symlink of the form `releases/<version>`.
-pub fn current_version(fs: &impl Fs, customer: &str) -> Result<Option<String>, Error> {
+pub fn current_version(fs: &impl FileSystem, customer: &str) -> Result<Option<String>, Error> {
     let path = format!("{}/{CURRENT}", customer.trim_end_matches('/'));
-    let Some(meta) = fs.stat(&path)? else {
+    let Some(meta) = fs.stat_opt(&path)? else {
         return Ok(None);
     };
     if meta.kind != FileKind::Symlink {
@@ -183,7 +183,12 @@ pub fn current_version(fs: &impl Fs, customer: &str) -> Result<Option<String>, E
 /// Points `current` at `releases/<version>` atomically: a new link `current.swap-<tag>` renamed
 /// over `current`, then the customer folder is synced. Refuses a release folder that is missing.
 /// Links left by an interrupted swap are removed first. Idempotent.
-pub fn swap_current(fs: &impl Fs, customer: &str, version: &str, tag: &str) -> Result<(), Error> {
+pub fn swap_current(
+    fs: &impl FileSystem,
+    customer: &str,
+    version: &str,
+    tag: &str,
+) -> Result<(), Error> {
     let customer = customer.trim_end_matches('/');
     if !layout::is_version_name(version) {
         return Err(Error::invalid_config(format!(
@@ -191,7 +196,7 @@ pub fn swap_current(fs: &impl Fs, customer: &str, version: &str, tag: &str) -> R
         )));
     }
     let release = format!("{customer}/{}", layout::current_target(version));
-    match fs.stat(&release)? {
+    match fs.stat_opt(&release)? {
         Some(m) if m.is_dir() => {}
         Some(_) => {
             return Err(Error::invalid_config(format!(
@@ -205,7 +210,7 @@ pub fn swap_current(fs: &impl Fs, customer: &str, version: &str, tag: &str) -> R
         }
     }
     let current = format!("{customer}/{CURRENT}");
-    if let Some(m) = fs.stat(&current)?
+    if let Some(m) = fs.stat_opt(&current)?
         && m.kind != FileKind::Symlink
     {
         return Err(Error::invalid_config(format!(
@@ -1027,7 +1032,7 @@ mod tests {
     #[cfg(unix)]
     mod files {
         use super::super::*;
-        use crate::fsops::NativeFs;
+        use qodify_plugin_sdk::fs::StdFs;
         use std::os::unix::fs::symlink;
 
         #[test]
@@ -1040,10 +1045,10 @@ mod tests {
             symlink("releases/v1", c.join("current")).unwrap();
             symlink("releases/v1", c.join("current.swap-old-run")).unwrap();
             assert_eq!(
-                current_version(&NativeFs, cs).unwrap().as_deref(),
+                current_version(&StdFs::new(), cs).unwrap().as_deref(),
                 Some("v1")
             );
-            swap_current(&NativeFs, cs, "v2", "run/1").unwrap();
+            swap_current(&StdFs::new(), cs, "v2", "run/1").unwrap();
             assert_eq!(
                 std::fs::read_link(c.join("current")).unwrap(),
                 std::path::Path::new("releases/v2")
@@ -1057,11 +1062,11 @@ mod tests {
                 "{names:?}"
             );
             // Again: idempotent.
-            swap_current(&NativeFs, cs, "v2", "run-1").unwrap();
-            let e = swap_current(&NativeFs, cs, "v3", "r").unwrap_err();
+            swap_current(&StdFs::new(), cs, "v2", "run-1").unwrap();
+            let e = swap_current(&StdFs::new(), cs, "v3", "r").unwrap_err();
             assert!(e.message().contains("does not exist"), "{e}");
             assert_eq!(
-                current_version(&NativeFs, cs).unwrap().as_deref(),
+                current_version(&StdFs::new(), cs).unwrap().as_deref(),
                 Some("v2")
             );
         }
@@ -1071,13 +1076,13 @@ mod tests {
             let t = tempfile::tempdir().unwrap();
             let c = t.path();
             let cs = c.to_str().unwrap();
-            assert_eq!(current_version(&NativeFs, cs).unwrap(), None);
+            assert_eq!(current_version(&StdFs::new(), cs).unwrap(), None);
             std::fs::create_dir_all(c.join("releases/v1")).unwrap();
             symlink("/etc", c.join("current")).unwrap();
-            assert!(current_version(&NativeFs, cs).is_err());
+            assert!(current_version(&StdFs::new(), cs).is_err());
             std::fs::remove_file(c.join("current")).unwrap();
             std::fs::create_dir(c.join("current")).unwrap();
-            let e = swap_current(&NativeFs, cs, "v1", "r").unwrap_err();
+            let e = swap_current(&StdFs::new(), cs, "v1", "r").unwrap_err();
             assert!(e.message().contains("not a symlink"), "{e}");
             assert!(c.join("current").is_dir());
         }

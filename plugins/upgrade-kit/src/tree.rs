@@ -4,53 +4,21 @@
 //! link and never its uploads.
 
 use qodify_plugin_sdk::Error;
+use qodify_plugin_sdk::fs::FileSystem;
 
-use crate::fsops::Fs;
 use crate::layout;
 
 /// Prefix of a release folder being removed, inside `releases/`.
 pub const REMOVING_PREFIX: &str = ".removing-";
 
-/// Deletes `path` and everything below it without following symlinks (a symlink is unlinked,
-/// its target stays). Folders that keep their owner out are opened up first. Missing is fine.
-pub fn remove_tree(fs: &impl Fs, path: &str) -> Result<(), Error> {
-    let Some(meta) = fs.stat(path)? else {
-        return Ok(());
-    };
-    if !meta.is_dir() {
-        return fs.remove_file(path);
-    }
-    if meta.mode & 0o700 != 0o700 {
-        fs.set_mode(path, 0o700)?;
-    }
-    // (folder, listed): a folder is removed the second time it comes up, emptied. Iterative:
-    // node_modules nest deeper than a guest stack likes.
-    let mut stack = vec![(path.to_string(), false)];
-    while let Some((dir, listed)) = stack.pop() {
-        if listed {
-            fs.remove_dir(&dir)?;
-            continue;
-        }
-        stack.push((dir.clone(), true));
-        for entry in fs.list_dir(&dir)? {
-            let child = format!("{dir}/{}", entry.name);
-            if entry.metadata.is_dir() {
-                if entry.metadata.mode & 0o700 != 0o700 {
-                    fs.set_mode(&child, 0o700)?;
-                }
-                stack.push((child, false));
-            } else {
-                fs.remove_file(&child)?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Removes `releases_dir/<version>`: renames it to `.removing-<version>`, syncs `releases_dir`,
 /// then deletes it. Returns false when there was nothing to remove. Callers decide whether the
 /// release may go (never `current`, never the rollback target).
-pub fn remove_release(fs: &impl Fs, releases_dir: &str, version: &str) -> Result<bool, Error> {
+pub fn remove_release(
+    fs: &impl FileSystem,
+    releases_dir: &str,
+    version: &str,
+) -> Result<bool, Error> {
     if !layout::is_version_name(version) {
         return Err(Error::invalid_config(format!(
             "`{version}` is not a release folder name"
@@ -60,23 +28,23 @@ pub fn remove_release(fs: &impl Fs, releases_dir: &str, version: &str) -> Result
     let path = format!("{dir}/{version}");
     let hidden = format!("{dir}/{REMOVING_PREFIX}{version}");
     // A crash during an earlier removal may have left the hidden folder.
-    remove_tree(fs, &hidden)?;
-    if fs.stat(&path)?.is_none() {
+    fs.remove_tree(&hidden)?;
+    if fs.stat_opt(&path)?.is_none() {
         return Ok(false);
     }
     fs.rename(&path, &hidden)?;
     fs.sync_dir(dir)?;
-    remove_tree(fs, &hidden)?;
+    fs.remove_tree(&hidden)?;
     Ok(true)
 }
 
 /// Removes `.removing-*` folders a crash left in `releases_dir`; returns their names.
-pub fn remove_leftovers(fs: &impl Fs, releases_dir: &str) -> Result<Vec<String>, Error> {
+pub fn remove_leftovers(fs: &impl FileSystem, releases_dir: &str) -> Result<Vec<String>, Error> {
     let dir = releases_dir.trim_end_matches('/');
     let mut removed = Vec::new();
     for entry in fs.list_dir(dir)? {
         if entry.name.starts_with(REMOVING_PREFIX) {
-            remove_tree(fs, &format!("{dir}/{}", entry.name))?;
+            fs.remove_tree(&format!("{dir}/{}", entry.name))?;
             removed.push(entry.name);
         }
     }
@@ -86,7 +54,7 @@ pub fn remove_leftovers(fs: &impl Fs, releases_dir: &str) -> Result<Vec<String>,
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::fsops::NativeFs;
+    use qodify_plugin_sdk::fs::StdFs;
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     fn p(path: &std::path::Path) -> String {
@@ -109,7 +77,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o555),
         )
         .unwrap();
-        assert!(remove_release(&NativeFs, &p(&c.join("releases")), "v1").unwrap());
+        assert!(remove_release(&StdFs::new(), &p(&c.join("releases")), "v1").unwrap());
         assert!(!c.join("releases/v1").exists());
         assert!(!c.join("releases/.removing-v1").exists());
         assert_eq!(
@@ -117,8 +85,8 @@ mod tests {
             "keep me"
         );
         // Missing: nothing to do.
-        assert!(!remove_release(&NativeFs, &p(&c.join("releases")), "v1").unwrap());
-        assert!(remove_release(&NativeFs, &p(&c.join("releases")), "../x").is_err());
+        assert!(!remove_release(&StdFs::new(), &p(&c.join("releases")), "v1").unwrap());
+        assert!(remove_release(&StdFs::new(), &p(&c.join("releases")), "../x").is_err());
     }
 
     #[test]
@@ -128,7 +96,7 @@ mod tests {
         std::fs::create_dir_all(r.join(".removing-v0/backend")).unwrap();
         std::fs::create_dir_all(r.join("v1")).unwrap();
         assert_eq!(
-            remove_leftovers(&NativeFs, &p(&r)).unwrap(),
+            remove_leftovers(&StdFs::new(), &p(&r)).unwrap(),
             vec![".removing-v0".to_string()]
         );
         assert!(r.join("v1").exists() && !r.join(".removing-v0").exists());

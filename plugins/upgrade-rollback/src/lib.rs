@@ -53,8 +53,8 @@ pub mod db;
 
 use std::time::Duration;
 
+use qodify_plugin_sdk::fs::{FileSystem as _, HostFs};
 use qodify_plugin_sdk::prelude::*;
-use upgrade_kit::fsops::{Fs as _, HostFs};
 use upgrade_kit::journal::{DbPolicy, Journal, Migrate};
 use upgrade_kit::marker::{Marker, MarkerFile, Status};
 use upgrade_kit::swap::{self, AppSpec, AppState, LiveApps};
@@ -353,7 +353,7 @@ impl Step for UpgradeRollback {
                         ),
                     ));
                 }
-                Journal::update(&plan.releases, |j| j.swapped = false)?;
+                Journal::update(&HostFs, &plan.releases, |j| j.swapped = false)?;
                 progress.undone.push(format!(
                     "code: current back to releases/{from}, PM2 apps verified on it"
                 ));
@@ -412,7 +412,7 @@ impl Step for UpgradeRollback {
                         ),
                     ));
                 }
-                Journal::update(&plan.releases, |j| j.migrate = Migrate::None)?;
+                Journal::update(&HostFs, &plan.releases, |j| j.migrate = Migrate::None)?;
                 progress
                     .undone
                     .push(format!("database: restored from pre-upgrade backup {id}"));
@@ -462,7 +462,7 @@ impl Step for UpgradeRollback {
                     None
                 }
             };
-            if HostFs.stat(&dir)?.is_some_and(|m| m.is_dir())
+            if HostFs.stat_opt(&dir)?.is_some_and(|m| m.is_dir())
                 && let Some(m) = failed
                 && let Err(e) = m.write(&dir)
             {
@@ -482,11 +482,11 @@ impl Step for UpgradeRollback {
             if removed {
                 progress.undone.push(format!("release {to} removed"));
             }
-            Journal::update(&plan.releases, |j| j.unpacked = false)?;
+            Journal::update(&HostFs, &plan.releases, |j| j.unpacked = false)?;
         }
 
         // 5. Done.
-        Journal::remove(&plan.releases)?;
+        Journal::remove(&HostFs, &plan.releases)?;
         ctx.progress(100.0, format!("rolled back to {from}"));
         if progress.undone.is_empty() {
             progress.undone.push(format!(
