@@ -35,7 +35,7 @@ pub mod walk;
 use std::collections::BTreeMap;
 use std::io::Read as _;
 
-use backup_list::{Backup, Listed, decide, is_backup_id, may_be_backup, pin_reason, scan};
+use backup_list::{Backup, Listed, decide, is_backup_id, may_be_backup, pin_reason, scan_in};
 use glob_rules::{GlobSet, glob_set};
 use qodify_plugin_sdk::fs::{self, DirEntry, Metadata};
 use qodify_plugin_sdk::prelude::*;
@@ -544,7 +544,7 @@ fn read_history(ctx: &Context, dir: &str) -> Result<Vec<Backup>, Error> {
             manifest,
         });
     }
-    let (backups, _ignored) = scan(listing);
+    let (backups, _ignored) = scan_in(dir, listing);
     Ok(backups)
 }
 
