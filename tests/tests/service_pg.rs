@@ -230,6 +230,13 @@ fn a_500_mib_backup_streams_byte_weighted_percents_an_eta_and_warnings() {
             .status()
             .unwrap();
         assert!(status.success());
+        // Its own manifest (not a link to the first's), naming its own folder.
+        let manifest = backups.join(&older).join("backup.json");
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        doc["id"] = older.clone().into();
+        std::fs::remove_file(&manifest).unwrap();
+        std::fs::write(&manifest, doc.to_string()).unwrap();
     }
     let second = post_backup(&s);
     let events = follow(&s, &second);
