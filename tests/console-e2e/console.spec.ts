@@ -1,0 +1,308 @@
+// The console in a real browser against a real `qodify-host serve`, a real customer shop (PM2
+// apps, PostgreSQL) and a big customer: every flow of issue 12, in order, as ops would do it.
+// Started by tests/tests/console_pg.rs, which makes the shop, the tokens and the server.
+import { readFileSync } from "node:fs";
+import { expect, test, type Page } from "@playwright/test";
+import { accessible, api, env, sha256, shoot, signIn, watchConsole } from "./support";
+
+test.describe.configure({ mode: "serial" });
+
+const OPERATOR = "ops-anna";
+const VIEWER = "support-veli";
+const ADMIN = "admin-deniz";
+
+let page: Page;
+let consoleWatch: { check: () => void };
+
+test.beforeAll(async ({ browser }) => {
+  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  consoleWatch = watchConsole(page);
+});
+
+test.afterAll(async () => {
+  await page.close();
+});
+
+test.afterEach(() => consoleWatch.check());
+
+async function backups(id: string): Promise<any[]> {
+  const { status, json } = await api(env.service, "GET", `/api/customers/${id}/backups`);
+  expect(status).toBe(200);
+  return json.backups;
+}
+
+async function openCustomer(domain: string, tab: "Backups" | "Upgrades" | "Restore") {
+  await page.getByRole("navigation").getByRole("link", { name: "Customers" }).click();
+  await page.getByLabel("Filter customers").fill(domain);
+  await page.getByRole("link", { name: domain, exact: true }).click();
+  await expect(page.getByRole("heading", { level: 1, name: domain })).toBeVisible();
+  await page.getByRole("tab", { name: tab }).click();
+}
+
+/** Waits for the live run panel to end with `outcome`. */
+async function runEnds(outcome: "Completed" | "Failed" | "Cancelled", timeout = 180_000) {
+  const live = page.getByRole("region", { name: "Live run" });
+  await expect(live.getByText(outcome, { exact: true })).toBeVisible({ timeout });
+  return live;
+}
+
+test("sign in with a named token", async () => {
+  await page.goto("/");
+  await expect(page.getByRole("button", { name: "Sign in" })).toBeVisible();
+  await shoot(page, "sign-in");
+  // A wrong token is refused with a message, and nothing is stored in the page's storage.
+  await page.getByLabel("Token").fill("qdf_not-a-token");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await expect(page.getByRole("alert")).toBeVisible();
+  await signIn(page, env.operator, OPERATOR);
+  const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+  expect(stored).not.toContain(env.operator);
+  expect(page.url()).not.toContain(env.operator);
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === "qodify_session");
+  expect(session?.httpOnly).toBe(true);
+  expect(session?.sameSite).toBe("Strict");
+});
+
+test("register a customer", async () => {
+  await page.getByRole("navigation").getByRole("link", { name: "Customers" }).click();
+  await page.getByRole("button", { name: "Register customer" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByLabel("Customer id").fill(env.shopId);
+  await dialog.getByLabel("Domain").fill(env.shopDomain);
+  await dialog.getByLabel("Tier").fill(env.shopTier);
+  await dialog.getByRole("button", { name: "Register" }).click();
+  await expect(dialog).toBeHidden();
+  await page.getByLabel("Filter customers").fill(env.shopDomain);
+  await expect(page.getByRole("link", { name: env.shopDomain, exact: true })).toBeVisible();
+  const { json } = await api(env.service, "GET", `/api/customers/${env.shopId}`);
+  expect(json.domain).toBe(env.shopDomain);
+  await page.getByLabel("Filter customers").fill("");
+  await expect(page.getByRole("link", { name: env.bigDomain, exact: true })).toBeVisible();
+  await shoot(page, "customers");
+});
+
+let fastId = "";
+
+test("a fast backup shows live progress and lands in the history", async () => {
+  await openCustomer(env.shopDomain, "Backups");
+  await page.getByRole("button", { name: "New backup" }).click();
+  const dialog = page.getByRole("dialog");
+  await expect(dialog.getByRole("radio", { name: "Fast (recommended)" })).toBeChecked();
+  await shoot(page, "new-backup");
+  await dialog.getByRole("button", { name: "Start backup" }).click();
+  const live = page.getByRole("region", { name: "Live run" });
+  await expect(live.getByRole("progressbar")).toBeVisible();
+  await runEnds("Completed");
+  await expect(live.getByRole("progressbar")).toHaveAttribute("aria-valuenow", "100");
+  const [newest] = await backups(env.shopId);
+  expect(newest.result).toBe("succeeded");
+  expect(newest.triggeredBy).toBe(OPERATOR);
+  fastId = newest.backupId;
+  const row = page.getByRole("row").filter({ hasText: fastId });
+  await expect(row).toBeVisible();
+  // Size and duration are shown for people.
+  await expect(row).toContainText(/\d+(\.\d+)?\s?(B|KB|MB|GB)/);
+  await expect(row).toContainText(/\d+(\.\d+)?\s?(ms|s|m)\b/);
+  await expect(row).toContainText(OPERATOR);
+  await shoot(page, "backups");
+});
+
+test("Download gives the file the manifest describes", async () => {
+  const { json: backup } = await api(env.service, "GET", `/api/customers/${env.shopId}/backups/${fastId}`);
+  const artifact = backup.artifacts[0];
+  await page.getByRole("button", { name: `Download ${fastId}` }).click();
+  const dialog = page.getByRole("dialog");
+  await expect(dialog.getByRole("button", { name: "Download whole backup" })).toBeVisible();
+  await shoot(page, "download");
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    dialog.getByRole("button", { name: `Download ${artifact.file}` }).click(),
+  ]);
+  const path = await download.path();
+  expect(sha256(readFileSync(path))).toBe(artifact.sha256);
+  if (await dialog.isVisible()) await page.keyboard.press("Escape");
+  await expect(dialog).toBeHidden();
+});
+
+let customId = "";
+
+test("a custom backup with logs", async () => {
+  await page.getByRole("button", { name: "New backup" }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByRole("radio", { name: "Custom" }).check();
+  for (const on of ["Database", "Uploads", ".env + PM2"]) {
+    await expect(dialog.getByRole("checkbox", { name: on })).toBeChecked();
+  }
+  for (const off of ["Logs", "Artifacts"]) {
+    await expect(dialog.getByRole("checkbox", { name: off })).not.toBeChecked();
+  }
+  await dialog.getByRole("checkbox", { name: "Logs" }).check();
+  await dialog.getByRole("button", { name: "Start backup" }).click();
+  await runEnds("Completed");
+  const [newest] = await backups(env.shopId);
+  expect(newest.type).toBe("custom");
+  customId = newest.backupId;
+  const { json } = await api(env.service, "GET", `/api/customers/${env.shopId}/backups/${customId}`);
+  expect(json.include.logs).toBe(true);
+  await expect(page.getByRole("row").filter({ hasText: customId })).toBeVisible();
+});
+
+test("Verify runs and stamps the backup", async () => {
+  await page.getByRole("button", { name: `Verify ${fastId}` }).click();
+  await runEnds("Completed");
+  const { json } = await api(env.service, "GET", `/api/customers/${env.shopId}/backups/${fastId}`);
+  expect(json.verifiedAt).toBeTruthy();
+});
+
+test("Delete asks first, then the backup is gone", async () => {
+  await page.getByRole("button", { name: `Delete ${customId}` }).click();
+  const dialog = page.getByRole("dialog");
+  await accessible(page, "delete confirmation");
+  await dialog.getByRole("button", { name: "Delete backup" }).click();
+  await expect(page.getByRole("row").filter({ hasText: customId })).toHaveCount(0);
+  const { status } = await api(env.service, "GET", `/api/customers/${env.shopId}/backups/${customId}`);
+  expect(status).toBe(404);
+});
+
+test("a restore asks for the domain to be typed", async () => {
+  await page.getByRole("tab", { name: "Restore" }).click();
+  await page.getByLabel("Backup", { exact: true }).selectOption(fastId);
+  const restore = page.getByRole("button", { name: "Restore", exact: true });
+  await expect(restore).toBeDisabled();
+  await page.getByLabel("Type the domain to confirm").fill("not-the-domain.test");
+  await expect(restore).toBeDisabled();
+  await page.getByLabel("Type the domain to confirm").fill(env.shopDomain);
+  await expect(restore).toBeEnabled();
+  await shoot(page, "restore");
+  await restore.click();
+  await runEnds("Completed");
+  const { json } = await api(env.service, "GET", `/api/runs?customer=${env.shopId}&limit=1`);
+  expect(json.runs[0].pipeline).toBe("restore");
+  expect(json.runs[0].state).toBe("succeeded");
+});
+
+test("Cancel stops a running backup of the big customer", async () => {
+  await openCustomer(env.bigDomain, "Backups");
+  await page.getByRole("button", { name: "New backup" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Start backup" }).click();
+  const live = page.getByRole("region", { name: "Live run" });
+  await expect(live.getByText(/Step: /)).toBeVisible();
+  await shoot(page, "live-run");
+  await live.getByRole("button", { name: "Cancel run" }).click();
+  await runEnds("Cancelled");
+  const { json } = await api(env.service, "GET", `/api/runs?customer=${env.bigId}&limit=1`);
+  expect(json.runs[0].state).toBe("cancelled");
+  expect((await backups(env.bigId)).filter((b) => b.result === "succeeded")).toEqual([]);
+});
+
+test("an upgrade with a changed .env key waits for approval, then completes", async () => {
+  await openCustomer(env.shopDomain, "Upgrades");
+  // v1.2.0 upgrades only from v1.1.0: offered, but not allowed, with the reason.
+  await expect(page.getByRole("radio", { name: "v1.2.0" })).toBeDisabled();
+  await expect(page.getByText(/v1\.1\.0/).first()).toBeVisible();
+  await page.getByRole("radio", { name: "v1.1.0" }).check();
+  await page.getByLabel("Heap (MB)").fill("512");
+  await shoot(page, "upgrades");
+  await page.getByRole("button", { name: "Start upgrade" }).click();
+  await expect(page.getByRole("list", { name: "Steps" })).toBeVisible();
+  const approval = page.getByRole("region", { name: "Approval needed" });
+  await expect(approval).toBeVisible({ timeout: 180_000 });
+  await expect(approval).toContainText("APP_NAME");
+  await expect(approval).not.toContainText("renamed-shop");
+  await shoot(page, "approval");
+  await approval.getByRole("button", { name: "Approve" }).click();
+  await expect(page.getByText("Upgraded to v1.1.0")).toBeVisible({ timeout: 180_000 });
+  const { json } = await api(env.service, "GET", `/api/runs?customer=${env.shopId}&limit=1`);
+  expect(json.runs[0].pipeline).toBe("upgrade");
+  expect(json.runs[0].state).toBe("succeeded");
+});
+
+test("a pinned pre-upgrade backup cannot be deleted", async () => {
+  const pinned = (await backups(env.shopId)).find((b) => b.pinned);
+  expect(pinned, "the upgrade's pre-upgrade backup is pinned").toBeTruthy();
+  await page.getByRole("tab", { name: "Backups" }).click();
+  await expect(page.getByRole("button", { name: `Delete ${pinned.backupId}` })).toBeDisabled();
+  await expect(page.getByRole("row").filter({ hasText: pinned.backupId })).toContainText(/pinned/i);
+  const { status } = await api(env.operator, "DELETE", `/api/customers/${env.shopId}/backups/${pinned.backupId}`);
+  expect(status).toBe(409);
+});
+
+test("a rejected approval rolls the upgrade back", async () => {
+  await page.getByRole("tab", { name: "Upgrades" }).click();
+  await page.getByRole("radio", { name: "v1.2.0" }).check();
+  await page.getByRole("button", { name: "Start upgrade" }).click();
+  const approval = page.getByRole("region", { name: "Approval needed" });
+  await expect(approval).toBeVisible({ timeout: 180_000 });
+  await approval.getByRole("button", { name: "Reject" }).click();
+  await expect(page.getByText("Rolled back")).toBeVisible({ timeout: 180_000 });
+  const { json } = await api(env.service, "GET", `/api/runs?customer=${env.shopId}&limit=1`);
+  expect(json.runs[0].state).toBe("failed");
+});
+
+test("Runs and a run's page; the audit log with filters", async () => {
+  await page.getByRole("navigation").getByRole("link", { name: "Runs" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: "Runs" })).toBeVisible();
+  await expect(page.getByRole("row").filter({ hasText: "upgrade" }).first()).toBeVisible();
+  await shoot(page, "runs");
+  const { json } = await api(env.service, "GET", `/api/runs?customer=${env.shopId}&limit=1`);
+  const runId: string = json.runs[0].runId ?? json.runs[0].id;
+  await page.getByRole("link", { name: new RegExp(runId.slice(0, 8)) }).first().click();
+  await expect(page.getByRole("heading", { level: 1, name: `Run ${runId}` })).toBeVisible();
+  await shoot(page, "run");
+
+  await page.getByRole("navigation").getByRole("link", { name: "Audit log" }).click();
+  await expect(page.getByRole("heading", { level: 1, name: "Audit log" })).toBeVisible();
+  await page.getByLabel("Actor").fill(OPERATOR);
+  await expect(page.getByRole("row").filter({ hasText: OPERATOR }).first()).toBeVisible();
+  await shoot(page, "audit");
+});
+
+test("a mutation without the CSRF header, or with a forged one, is refused", async () => {
+  const url = `/api/customers/${env.shopId}/backups`;
+  const missing = await page.request.post(url, { data: {} });
+  expect(missing.status()).toBe(403);
+  const forged = await page.request.post(url, { data: {}, headers: { "X-CSRF-Token": "forged" } });
+  expect(forged.status()).toBe(403);
+});
+
+test("sign-out ends the session", async () => {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page.getByRole("button", { name: "Sign in" })).toBeVisible();
+  const after = await page.request.get("/api/session");
+  expect(after.status()).toBe(401);
+});
+
+test("a viewer sees no mutating buttons and the API refuses its token", async () => {
+  await signIn(page, env.viewer, VIEWER);
+  await openCustomer(env.shopDomain, "Backups");
+  await expect(page.getByRole("row").filter({ hasText: fastId })).toBeVisible();
+  await expect(page.getByRole("button", { name: "New backup" })).toHaveCount(0);
+  await expect(page.getByRole("button", { name: /^(Delete|Verify|Download) / })).toHaveCount(0);
+  await page.getByRole("navigation").getByRole("link", { name: "Customers" }).click();
+  await expect(page.getByRole("button", { name: "Register customer" })).toHaveCount(0);
+  await expect(page.getByRole("navigation").getByRole("link", { name: "Tokens" })).toHaveCount(0);
+  const refused = await api(env.viewer, "POST", `/api/customers/${env.shopId}/backups`, {});
+  expect(refused.status).toBe(403);
+  const del = await api(env.viewer, "DELETE", `/api/customers/${env.shopId}/backups/${fastId}`);
+  expect(del.status).toBe(403);
+  await page.getByRole("button", { name: "Sign out" }).click();
+});
+
+test("an admin makes and revokes a token", async () => {
+  await signIn(page, env.admin, ADMIN);
+  await page.getByRole("navigation").getByRole("link", { name: "Tokens" }).click();
+  await page.getByLabel("Name").fill("e2e-temp");
+  await page.getByLabel("Role").selectOption("viewer");
+  await page.getByRole("button", { name: "Create token" }).click();
+  const shown = page.locator("input[readonly]");
+  await expect(shown).toHaveValue(/^qdf_/);
+  const token = await shown.inputValue();
+  expect((await api(token, "GET", "/api/customers")).status).toBe(200);
+  await shoot(page, "tokens");
+  await page.getByRole("button", { name: "Revoke e2e-temp" }).click();
+  await expect(page.getByRole("button", { name: "Revoke e2e-temp" })).toHaveCount(0);
+  expect((await api(token, "GET", "/api/customers")).status).toBe(401);
+  // Operators cannot manage tokens.
+  expect((await api(env.operator, "GET", "/api/tokens")).status).toBe(403);
+});
