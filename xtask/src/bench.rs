@@ -23,6 +23,7 @@ struct Opts {
     backup: bool,
     api: bool,
     upgrade: bool,
+    console: bool,
     /// PM2 exec modes the upgrade benchmark runs in.
     pm2_modes: Vec<&'static str>,
     /// The PM2 daemon's cluster scheduling policies the cluster-mode runs use.
@@ -34,7 +35,7 @@ struct Opts {
 const OPTIONS: &str = "--size-mib N, --runs N, --db-rows N, --clients N, --duration-secs N, \
     --poll-ms N, --workers N, --history-runs N, --samples N, --pm2-mode cluster|fork|both, \
     --cluster-sched rr|none|both, \
-    --archive-only, --backup-only, --api-only, --upgrade-only";
+    --archive-only, --backup-only, --api-only, --upgrade-only, --console-only";
 
 /// The number after `flag`.
 fn num(flag: &str, it: &mut std::slice::Iter<'_, &str>) -> Result<u64> {
@@ -69,6 +70,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         backup: true,
         api: true,
         upgrade: true,
+        console: true,
         pm2_modes: vec!["cluster", "fork"],
         cluster_scheds: vec!["rr", "none"],
         db_rows: 1_200_000,
@@ -93,6 +95,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--backup-only" => only.push("backup"),
             "--api-only" => only.push("api"),
             "--upgrade-only" => only.push("upgrade"),
+            "--console-only" => only.push("console"),
             "--cluster-sched" => o.cluster_scheds = one_or_both(a, &mut it, ["rr", "none"])?,
             "--pm2-mode" => o.pm2_modes = one_or_both(a, &mut it, ["cluster", "fork"])?,
             other => anyhow::bail!("unknown bench option `{other}` (use {OPTIONS})"),
@@ -103,6 +106,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         o.backup = only.contains(&"backup");
         o.api = only.contains(&"api");
         o.upgrade = only.contains(&"upgrade");
+        o.console = only.contains(&"console");
     }
     anyhow::ensure!(
         o.runs > 0
@@ -251,6 +255,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     if opts.upgrade {
         crate::bench_upgrade::run(&target, opts.runs, &opts.pm2_modes, &opts.cluster_scheds)?;
+    }
+    if opts.console {
+        crate::bench_console::run(&target, 20)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_console;
 mod bench_upgrade;
 mod demo;
 
