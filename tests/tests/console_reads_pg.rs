@@ -128,8 +128,12 @@ fn register(s: &Server, id: &str, domain: &str) {
 
 fn post_backup(s: &Server, by: &str) -> String {
     let (code, body) = json_of(
-        api(TOKEN, "POST", &format!("{}/api/customers/42/backups", s.base))
-            .send_json(json!({ "triggeredBy": by })),
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/customers/42/backups", s.base),
+        )
+        .send_json(json!({ "triggeredBy": by })),
     );
     assert_eq!(code, 202, "{body}");
     body["runId"].as_str().unwrap().to_owned()
@@ -171,16 +175,30 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
     ];
     for (id, layout, release) in want {
         let c = customer(&all, id);
-        assert_eq!((&c["layout"], &c["release"]), (&json!(layout), &release), "{c}");
-        assert_eq!((&c["lastBackup"], &c["activeRun"]), (&Value::Null, &Value::Null));
+        assert_eq!(
+            (&c["layout"], &c["release"]),
+            (&json!(layout), &release),
+            "{c}"
+        );
+        assert_eq!(
+            (&c["lastBackup"], &c["activeRun"]),
+            (&Value::Null, &Value::Null)
+        );
     }
     assert_eq!(customer(&all, "42")["domain"], SHOP);
 
     // Filter by a piece of the id or the domain, in any case; pages by the last domain.
     assert_eq!(customer_ids(&ok(&s, "/api/customers?q=BG.EX")).0, ["7"]);
     assert_eq!(customer_ids(&ok(&s, "/api/customers?q=42")).0, ["42"]);
-    assert_eq!(customer_ids(&ok(&s, "/api/customers?q=.example.")).0.len(), 3);
-    assert!(customer_ids(&ok(&s, "/api/customers?q=nobody")).0.is_empty());
+    assert_eq!(
+        customer_ids(&ok(&s, "/api/customers?q=.example.")).0.len(),
+        3
+    );
+    assert!(
+        customer_ids(&ok(&s, "/api/customers?q=nobody"))
+            .0
+            .is_empty()
+    );
     let mut pages = Vec::new();
     let mut path = "/api/customers?limit=1".to_owned();
     loop {
@@ -194,7 +212,10 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
     }
     assert_eq!(pages, [["7"], ["x-1"], ["42"]]);
     assert_eq!(
-        customer_ids(&ok(&s, "/api/customers?q=example&limit=1&before=bg.example.com")),
+        customer_ids(&ok(
+            &s,
+            "/api/customers?q=example&limit=1&before=bg.example.com"
+        )),
         (vec!["x-1"], Some(NO_FOLDER))
     );
 
@@ -225,15 +246,25 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
             active.is_null() || active["runId"] == second.as_str(),
             "{active}"
         );
-        assert!(Instant::now() < until, "never saw the backup running: {active}");
+        assert!(
+            Instant::now() < until,
+            "never saw the backup running: {active}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(active["runId"], second.as_str(), "{active}");
     assert_eq!(active["pipeline"], "backup", "{active}");
-    let percent = active["percent"].as_f64().expect("a percent beside the step");
+    let percent = active["percent"]
+        .as_f64()
+        .expect("a percent beside the step");
     assert!((0.0..=100.0).contains(&percent), "{active}");
     let (code, body) = json_of(
-        api(TOKEN, "POST", &format!("{}/api/runs/{second}/cancel", s.base)).send_json(json!({})),
+        api(
+            TOKEN,
+            "POST",
+            &format!("{}/api/runs/{second}/cancel", s.base),
+        )
+        .send_json(json!({})),
     );
     assert!(code == 202 || code == 409, "{code}: {body}");
     let second_state = wait_end(&s, &second)["state"].as_str().unwrap().to_owned();
@@ -244,9 +275,15 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
 
     // Upgrade targets: the blue/green customer may go to 1.1.0, not yet to 2.0.0.
     let up = ok(&s, "/api/customers/7/upgrades");
-    assert_eq!(up["current"], json!({ "layout": "blue-green", "release": "1.0.0" }));
+    assert_eq!(
+        up["current"],
+        json!({ "layout": "blue-green", "release": "1.0.0" })
+    );
     let targets = up["targets"].as_array().unwrap();
-    let versions: Vec<&str> = targets.iter().map(|t| t["version"].as_str().unwrap()).collect();
+    let versions: Vec<&str> = targets
+        .iter()
+        .map(|t| t["version"].as_str().unwrap())
+        .collect();
     assert_eq!(versions, ["2.0.0", "1.1.0", "1.0.0"]);
     let (t200, t110, t100) = (&targets[0], &targets[1], &targets[2]);
     assert_eq!(t110["allowed"], true, "{t110}");
@@ -274,11 +311,17 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
     );
     // The customer in the current layout must migrate first, whatever the target.
     let up = ok(&s, "/api/customers/42/upgrades");
-    assert_eq!(up["current"], json!({ "layout": "current", "release": "1.0.3" }));
+    assert_eq!(
+        up["current"],
+        json!({ "layout": "current", "release": "1.0.3" })
+    );
     for t in up["targets"].as_array().unwrap() {
         assert_eq!(t["allowed"], false, "{t}");
         assert!(
-            t["reason"].as_str().unwrap().contains("run the migrate-layout pipeline first"),
+            t["reason"]
+                .as_str()
+                .unwrap()
+                .contains("run the migrate-layout pipeline first"),
             "{t}"
         );
     }
@@ -288,7 +331,9 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
         let page = ok(&s, path);
         let runs = page["runs"].as_array().unwrap();
         (
-            runs.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect(),
+            runs.iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned())
+                .collect(),
             page["nextBefore"].as_str().map(str::to_owned),
         )
     };
@@ -314,7 +359,10 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
     assert!(run_ids("/api/runs?state=queued,running").0.is_empty());
     assert!(run_ids("/api/runs?customer=7&state=succeeded").0.is_empty());
     let (page1, next) = run_ids("/api/runs?limit=1");
-    assert_eq!((page1, next.as_deref()), (vec![second.clone()], Some(second.as_str())));
+    assert_eq!(
+        (page1, next.as_deref()),
+        (vec![second.clone()], Some(second.as_str()))
+    );
     let (page2, next) = run_ids(&format!("/api/runs?limit=1&before={second}"));
     assert_eq!((page2, next), (vec![first.clone()], None));
 
@@ -331,7 +379,10 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
     assert_eq!(by_ayse[0]["runId"], first.as_str());
     assert_eq!(by_ayse[0]["customerId"], "42");
     let (requested, _) = entries("/api/audit?customer=42&action=backup.requested");
-    let runs: Vec<&str> = requested.iter().map(|e| e["runId"].as_str().unwrap()).collect();
+    let runs: Vec<&str> = requested
+        .iter()
+        .map(|e| e["runId"].as_str().unwrap())
+        .collect();
     assert_eq!(runs, [second.as_str(), first.as_str()]);
     let (registered, _) = entries("/api/audit?action=customer.registered");
     let customers: Vec<&str> = registered
@@ -352,18 +403,38 @@ fn the_console_reads_customers_upgrades_runs_and_the_audit_log() {
     // Bad queries: 400 (404 for an unknown customer) as problem+json saying what was wrong.
     for (path, code, says) in [
         ("/api/runs?state=bogus", 400, "unknown run state `bogus`"),
-        ("/api/runs?state=queued,Running", 400, "unknown run state `Running`"),
-        ("/api/runs?customer=42&customer=7", 400, "`customer` is given twice"),
+        (
+            "/api/runs?state=queued,Running",
+            400,
+            "unknown run state `Running`",
+        ),
+        (
+            "/api/runs?customer=42&customer=7",
+            400,
+            "`customer` is given twice",
+        ),
         ("/api/runs?colour=red", 400, "unknown parameter `colour`"),
         ("/api/runs?limit=many", 400, "limit must be a whole number"),
         ("/api/runs?before=not-a-uuid", 400, "is not a run id"),
-        ("/api/runs?customer=404&state=failed", 404, "unknown customer 404"),
-        ("/api/customers?limit=0", 400, "limit must be between 1 and 1000"),
+        (
+            "/api/runs?customer=404&state=failed",
+            404,
+            "unknown customer 404",
+        ),
+        (
+            "/api/customers?limit=0",
+            400,
+            "limit must be between 1 and 1000",
+        ),
         ("/api/customers?before=..", 400, "before must be a domain"),
         ("/api/customers?page=2", 400, "invalid query"),
         ("/api/customers/404/upgrades", 404, "unknown customer 404"),
         ("/api/customers/a%20b/upgrades", 400, "is not a customer id"),
-        ("/api/audit?action=Backup.Deleted", 400, "action must be an audit action"),
+        (
+            "/api/audit?action=Backup.Deleted",
+            400,
+            "action must be an audit action",
+        ),
         ("/api/audit?before=0", 400, "before must be an entry id"),
         ("/api/audit?customer=404", 404, "unknown customer 404"),
     ] {

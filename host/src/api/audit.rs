@@ -101,7 +101,9 @@ struct ListParams {
 /// An audit action as the log writes them: lowercase words joined by `.`, `_` or `-`.
 fn is_action(a: &str) -> bool {
     a.len() <= 100
-        && a.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && a.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && a.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
@@ -139,9 +141,7 @@ async fn list(
         ));
     }
     if let Some(actor) = &q.actor
-        && (actor.is_empty()
-            || actor.chars().count() > 200
-            || actor.chars().any(char::is_control))
+        && (actor.is_empty() || actor.chars().count() > 200 || actor.chars().any(char::is_control))
     {
         return Err(ApiError::bad_request(
             "actor must be 1-200 characters without control characters",

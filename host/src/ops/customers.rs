@@ -127,9 +127,8 @@ fn package_version(dir: &cap_std::fs::Dir, backend: &str) -> Option<String> {
     let text = read_small(dir, &format!("{backend}/package.json")).ok()??;
     let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
     let version = doc.get("version")?.as_str()?.trim();
-    let plain = !version.is_empty()
-        && version.len() <= 64
-        && !version.chars().any(char::is_control);
+    let plain =
+        !version.is_empty() && version.len() <= 64 && !version.chars().any(char::is_control);
     plain.then(|| version.to_owned())
 }
 
@@ -311,9 +310,11 @@ fn live_release(
         }
         (Layout::Current, _) => return Err(NOT_BLUE_GREEN.to_owned()),
         (Layout::BlueGreen, None) => {
-            return Err("`current` does not point at a release folder (releases/<version>); \
+            return Err(
+                "`current` does not point at a release folder (releases/<version>); \
                  point it back at the live release (ln -sfn releases/<version> current)"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         (Layout::BlueGreen, Some(release)) => release.clone(),
     };
@@ -457,12 +458,25 @@ mod tests {
         mk(root, "broken.example.com");
         std::os::unix::fs::symlink("releases/9.9.9", root.join("broken.example.com/current"))
             .unwrap();
-        write(root, "odd.example.com/backend/package.json", "{\"version\": 3}");
+        write(
+            root,
+            "odd.example.com/backend/package.json",
+            "{\"version\": 3}",
+        );
 
         for (domain, want) in [
-            ("cur.example.com", installed_as(Layout::Current, Some("1.0.3"))),
-            ("bg.example.com", installed_as(Layout::BlueGreen, Some("1.0.0"))),
-            ("mig.example.com", installed_as(Layout::BlueGreen, Some("v1.1.0"))),
+            (
+                "cur.example.com",
+                installed_as(Layout::Current, Some("1.0.3")),
+            ),
+            (
+                "bg.example.com",
+                installed_as(Layout::BlueGreen, Some("1.0.0")),
+            ),
+            (
+                "mig.example.com",
+                installed_as(Layout::BlueGreen, Some("v1.1.0")),
+            ),
             ("broken.example.com", installed_as(Layout::BlueGreen, None)),
             ("odd.example.com", installed_as(Layout::Current, None)),
             ("none.example.com", installed_as(Layout::Missing, None)),
@@ -547,7 +561,13 @@ mod tests {
     fn targets(u: &Upgrades) -> Vec<(&str, bool, &str)> {
         u.targets
             .iter()
-            .map(|t| (t.version.as_str(), t.allowed, t.reason.as_deref().unwrap_or("")))
+            .map(|t| {
+                (
+                    t.version.as_str(),
+                    t.allowed,
+                    t.reason.as_deref().unwrap_or(""),
+                )
+            })
             .collect()
     }
 
@@ -564,8 +584,7 @@ mod tests {
             "bg.example.com/releases/v1.0.0/backend/.env",
             "POOL=10\nSAME=x\nOLD=1\n",
         );
-        std::os::unix::fs::symlink("releases/v1.0.0", root.join("bg.example.com/current"))
-            .unwrap();
+        std::os::unix::fs::symlink("releases/v1.0.0", root.join("bg.example.com/current")).unwrap();
 
         let got = upgrades(&store, &root, &releases_dir, "7").unwrap();
         assert_eq!(got.current, installed_as(Layout::BlueGreen, Some("v1.0.0")));
@@ -596,7 +615,9 @@ mod tests {
         assert_eq!(v110.notes.as_deref(), Some("notes of v1.1.0"));
         assert_eq!(v110.node, ">=18.17 <23");
         let names = |keys: &[EnvKey]| -> Vec<String> {
-            keys.iter().map(|k| format!("{}:{}", k.service, k.key)).collect()
+            keys.iter()
+                .map(|k| format!("{}:{}", k.service, k.key))
+                .collect()
         };
         let env = v110.env_changes.as_ref().unwrap();
         assert_eq!(names(&env.added), ["backend:NEW_KEY", "store:STORE_KEY"]);
@@ -611,8 +632,7 @@ mod tests {
         )
         .unwrap();
         std::fs::remove_file(root.join("bg.example.com/current")).unwrap();
-        std::os::unix::fs::symlink("releases/v1.1.0", root.join("bg.example.com/current"))
-            .unwrap();
+        std::os::unix::fs::symlink("releases/v1.1.0", root.join("bg.example.com/current")).unwrap();
         let got = upgrades(&store, &root, &releases_dir, "7").unwrap();
         assert_eq!(
             got.targets[1].reason.as_deref(),
@@ -645,7 +665,9 @@ mod tests {
         catalog(&releases_dir);
         let store = SqliteStore::open_in_memory().unwrap();
         store.upsert_customer("1", "cur.example.com", None).unwrap();
-        store.upsert_customer("2", "gone.example.com", None).unwrap();
+        store
+            .upsert_customer("2", "gone.example.com", None)
+            .unwrap();
         write(&root, "cur.example.com/backend/.env", "OLD=1\n");
 
         let got = upgrades(&store, &root, &releases_dir, "1").unwrap();
@@ -660,7 +682,13 @@ mod tests {
 
         let got = upgrades(&store, &root, &releases_dir, "2").unwrap();
         assert_eq!(got.current.layout, Layout::Missing);
-        assert!(got.targets[0].reason.as_deref().unwrap().contains("no folder"));
+        assert!(
+            got.targets[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("no folder")
+        );
         assert_eq!(got.targets[0].env_changes, None);
 
         assert!(matches!(
@@ -676,7 +704,9 @@ mod tests {
                 .is_empty()
         );
         write(&empty, "releases.json", "{\"releases\": [");
-        let err = upgrades(&store, &root, &empty, "1").unwrap_err().to_string();
+        let err = upgrades(&store, &root, &empty, "1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("qodify-host validate"), "{err}");
     }
 

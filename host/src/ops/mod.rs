@@ -85,6 +85,9 @@ mod tests {
         assert_eq!((page.items, page.next_before), (vec![1, 2], None));
         let page = Page::cut(Vec::<i32>::new(), 2, |n| n * 10);
         assert_eq!((page.items, page.next_before), (vec![], None));
-        assert_eq!(Page::cut(vec![1, 2, 3], 2, |n| *n).map(|n| n + 1).items, [2, 3]);
+        assert_eq!(
+            Page::cut(vec![1, 2, 3], 2, |n| *n).map(|n| n + 1).items,
+            [2, 3]
+        );
     }
 }

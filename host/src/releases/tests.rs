@@ -331,7 +331,11 @@ fn read_gives_the_catalog_with_env_changes_and_notes_or_none_without_one() {
     assert!(read(dir.path()).unwrap().is_none());
     std::fs::write(dir.path().join(FILE_NAME), GOOD.replace("{sha}", &sha)).unwrap();
     let catalog = read(dir.path()).unwrap().unwrap();
-    let versions: Vec<&str> = catalog.releases.iter().map(|r| r.version.as_str()).collect();
+    let versions: Vec<&str> = catalog
+        .releases
+        .iter()
+        .map(|r| r.version.as_str())
+        .collect();
     assert_eq!(versions, ["v1.0.0", "v1.1.0"]);
     let v110 = &catalog.releases[1];
     assert_eq!(v110.notes.as_deref(), Some("reviews"));
@@ -352,10 +356,26 @@ fn read_gives_the_catalog_with_env_changes_and_notes_or_none_without_one() {
 
 #[test]
 fn versions_compare_as_versions() {
-    let mut v = vec!["v1.10.0", "v1.9.0", "2", "nightly", "1.1", "v1.9.0-rc1", "alpha"];
+    let mut v = vec![
+        "v1.10.0",
+        "v1.9.0",
+        "2",
+        "nightly",
+        "1.1",
+        "v1.9.0-rc1",
+        "alpha",
+    ];
     v.sort_by(|a, b| compare_versions(a, b));
     assert_eq!(
         v,
-        ["alpha", "nightly", "1.1", "v1.9.0-rc1", "v1.9.0", "v1.10.0", "2"]
+        [
+            "alpha",
+            "nightly",
+            "1.1",
+            "v1.9.0-rc1",
+            "v1.9.0",
+            "v1.10.0",
+            "2"
+        ]
     );
 }

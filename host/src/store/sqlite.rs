@@ -2156,7 +2156,10 @@ mod tests {
         ] {
             store.upsert_customer(id, domain, None).unwrap();
         }
-        assert_eq!(overview_page(&store, None, None, 100), ["7", "9", "shop-Big", "42"]);
+        assert_eq!(
+            overview_page(&store, None, None, 100),
+            ["7", "9", "shop-Big", "42"]
+        );
         // Pages follow each other by the last domain, without gaps or repeats.
         assert_eq!(overview_page(&store, None, None, 2), ["7", "9"]);
         assert_eq!(
@@ -2166,7 +2169,10 @@ mod tests {
         assert!(overview_page(&store, None, Some("zeta.example.com"), 2).is_empty());
         // A substring of the id or the domain, in any case; the empty filter is no filter.
         assert_eq!(overview_page(&store, Some("BIG"), None, 100), ["shop-Big"]);
-        assert_eq!(overview_page(&store, Some(".COM"), None, 100), ["7", "9", "42"]);
+        assert_eq!(
+            overview_page(&store, Some(".COM"), None, 100),
+            ["7", "9", "42"]
+        );
         assert_eq!(overview_page(&store, Some("4"), None, 100), ["42"]);
         assert_eq!(
             overview_page(&store, Some("example"), Some("alpha.example.com"), 1),
@@ -2188,11 +2194,24 @@ mod tests {
         store.enqueue_run(&new_run("run-1", "c1"), false).unwrap();
         let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
         store.enqueue_run(&new_run("run-2", "c1"), true).unwrap();
-        assert!(store.set_progress("run-1", claimed.epoch, 37.5, "archiving").unwrap());
+        assert!(
+            store
+                .set_progress("run-1", claimed.epoch, 37.5, "archiving")
+                .unwrap()
+        );
         for (name, data) in [
-            ("backup-progress", json!({ "percent": 10, "step": "preflight" })),
-            ("backup-progress", json!({ "percent": 30, "step": "archive-backend" })),
-            ("backup-progress", json!({ "percent": 31, "step": null, "message": "x" })),
+            (
+                "backup-progress",
+                json!({ "percent": 10, "step": "preflight" }),
+            ),
+            (
+                "backup-progress",
+                json!({ "percent": 30, "step": "archive-backend" }),
+            ),
+            (
+                "backup-progress",
+                json!({ "percent": 31, "step": null, "message": "x" }),
+            ),
             ("backup-warning", json!({ "step": "not-progress" })),
         ] {
             store.append_event("run-1", name, &data).unwrap();
@@ -2266,7 +2285,14 @@ mod tests {
         );
         assert!(plan.contains("INDEX backups_customer_order"), "{plan}");
         assert!(plan.contains("INDEX runs_customer_state"), "{plan}");
-        for scan in ["SCAN p", "SCAN b", "SCAN r", "SCAN x", "SCAN e", "TEMP B-TREE FOR ORDER BY"] {
+        for scan in [
+            "SCAN p",
+            "SCAN b",
+            "SCAN r",
+            "SCAN x",
+            "SCAN e",
+            "TEMP B-TREE FOR ORDER BY",
+        ] {
             assert!(!plan.contains(scan), "{scan}: {plan}");
         }
     }
@@ -2310,14 +2336,18 @@ mod tests {
         assert_eq!(page(None, &[], Some("r4"), 2), ["r3", "r2"]);
         assert_eq!(page(None, &[], Some("r2"), 2), ["r1"]);
         assert_eq!(page(Some("c1"), &[], Some("r5"), 1), ["r3"]);
-        assert_eq!(page(None, &[Queued, Running, Failed], Some("r4"), 10), ["r2"]);
+        assert_eq!(
+            page(None, &[Queued, Running, Failed], Some("r4"), 10),
+            ["r2"]
+        );
         assert!(page(None, &[], Some("nope"), 10).is_empty());
         assert_eq!(
-            store.runs_page(&RunQuery {
-                limit: 1,
-                ..Default::default()
-            })
-            .unwrap()[0],
+            store
+                .runs_page(&RunQuery {
+                    limit: 1,
+                    ..Default::default()
+                })
+                .unwrap()[0],
             store.run("r5").unwrap().unwrap()
         );
     }
@@ -2365,16 +2395,22 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let all = page(None, None, None, None, 100);
-        assert_eq!(
-            all.iter().map(|e| e.1).collect::<Vec<_>>(),
-            [4, 3, 2, 1, 0]
-        );
+        assert_eq!(all.iter().map(|e| e.1).collect::<Vec<_>>(), [4, 3, 2, 1, 0]);
         assert!(all.windows(2).all(|w| w[0].0 > w[1].0), "{all:?}");
         let is = |entries: Vec<(i64, i64)>| entries.into_iter().map(|e| e.1).collect::<Vec<_>>();
-        assert_eq!(is(page(None, Some("backup.requested"), None, None, 100)), [4, 1, 0]);
+        assert_eq!(
+            is(page(None, Some("backup.requested"), None, None, 100)),
+            [4, 1, 0]
+        );
         assert_eq!(is(page(None, None, Some("bora"), None, 100)), [4, 1]);
         assert_eq!(
-            is(page(Some("c1"), Some("backup.requested"), Some("ayse"), None, 100)),
+            is(page(
+                Some("c1"),
+                Some("backup.requested"),
+                Some("ayse"),
+                None,
+                100
+            )),
             [0]
         );
         assert!(page(None, Some("backup"), None, None, 100).is_empty());
@@ -2383,7 +2419,13 @@ mod tests {
         assert_eq!(is(first.clone()), [4, 3]);
         assert_eq!(is(page(None, None, None, Some(first[1].0), 2)), [2, 1]);
         assert_eq!(
-            is(page(None, Some("backup.requested"), None, Some(all[0].0), 1)),
+            is(page(
+                None,
+                Some("backup.requested"),
+                None,
+                Some(all[0].0),
+                1
+            )),
             [1]
         );
         // Every row is the entry as it was written.
