@@ -397,10 +397,10 @@ fn run_durations_sql(bounds: usize) -> String {
 }
 
 /// A page of customers in domain order (the unique index on `domain` gives the order and the
-/// cursor's range), each with its newest history line (the index `backups_customer_order`) and
-/// its active run (`runs_customer_state`) and that run's latest step (the newest progress event
-/// naming one, walking the run's events back from its last). Each lookup is by index, and only
-/// for the rows of the page. `?1`: the text filter (lowercase) or NULL, `?2`: the cursor domain
+/// cursor's range), each with its newest history line (the index `backups_customer_order`), its
+/// active run (`runs_customer_state`: the running one, else the oldest queued) and that run's
+/// latest step (the newest progress event naming one, walking the run's events back from its
+/// last). Each lookup is by index, nothing is sorted, and only the page's rows are joined. `?1`: the text filter (lowercase) or NULL, `?2`: the cursor domain
 /// (`''` for the first page), `?3`: the limit.
 const CUSTOMER_OVERVIEWS_SQL: &str = "SELECT c.id, c.domain, c.tier, c.created_at, c.updated_at, \
      b.customer_id, b.run_id, b.backup_id, b.kind, b.size, b.duration_ms, b.result, \
@@ -414,9 +414,11 @@ const CUSTOMER_OVERVIEWS_SQL: &str = "SELECT c.id, c.domain, c.tier, c.created_a
      LEFT JOIN backups b ON b.run_id = \
          (SELECT p.run_id FROM backups p WHERE p.customer_id = c.id \
           ORDER BY IFNULL(p.created_ms, -1) DESC, p.created_at DESC, p.run_id DESC LIMIT 1) \
-     LEFT JOIN runs r ON r.id = \
-         (SELECT x.id FROM runs x WHERE x.customer_id = c.id AND x.state IN ('queued', 'running') \
-          ORDER BY x.state = 'running' DESC, x.seq LIMIT 1) \
+     LEFT JOIN runs r ON r.id = COALESCE( \
+         (SELECT x.id FROM runs x WHERE x.customer_id = c.id AND x.state = 'running' \
+          ORDER BY x.seq LIMIT 1), \
+         (SELECT x.id FROM runs x WHERE x.customer_id = c.id AND x.state = 'queued' \
+          ORDER BY x.seq LIMIT 1)) \
      WHERE c.domain > ?2 \
        AND (?1 IS NULL OR instr(lower(c.id), ?1) > 0 OR instr(lower(c.domain), ?1) > 0) \
      ORDER BY c.domain LIMIT ?3";
