@@ -170,7 +170,7 @@ mod tests {
         ]
     }
 
-    fn entries(releases: &[(&'static str, Vec<String>)]) -> Vec<Entry<'_>> {
+    fn entries<'a>(releases: &'a [(&'static str, Vec<String>)]) -> Vec<Entry<'a>> {
         releases
             .iter()
             .map(|(v, from)| Entry {
