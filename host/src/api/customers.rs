@@ -177,13 +177,21 @@ async fn put_customer(
 #[serde(deny_unknown_fields)]
 struct ListParams {
     /// Only customers whose id or domain contains this text (in any case).
-    #[param(max_length = 253, example = "shop")]
+    #[param(
+        max_length = 253,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "shop"
+    )]
     q: Option<String>,
     /// At most this many, by domain (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Start after this domain: the `nextBefore` of the previous page.
-    #[param(max_length = 253, example = "shop.example.com")]
+    #[param(
+        max_length = 253,
+        pattern = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+        example = "shop.example.com"
+    )]
     before: Option<String>,
 }
 
