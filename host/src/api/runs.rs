@@ -327,10 +327,11 @@ impl ListParams {
                     }
                 }
                 other => {
+                    let shown: String = other.chars().take(40).collect();
                     return Err(ApiError::bad_request(format!(
                         "invalid query: unknown parameter `{}`; use customer, state, limit and \
                          before",
-                        other.escape_debug()
+                        shown.escape_debug()
                     )));
                 }
             }
