@@ -4,6 +4,10 @@
 //! `externalVersions`), Node and PostgreSQL ranges that parse under the plugins' lenient rules,
 //! and every package present inside the catalog's folder with the sha256 the catalog gives.
 //! Errors are `file:line:col` diagnostics with a hint, like the pipeline loader's.
+//!
+//! [`read`] reads the catalog for the upgrade targets a customer is shown
+//! (`ops::customers::upgrades`), judged by the rule the upgrade's `release-check` step applies
+//! ([`release_rules`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
@@ -62,7 +66,7 @@ pub fn check(file: &Path, text: &str, dir: &Path) -> Vec<Diagnostic> {
         .flat_map(|e| schema_diagnostics(file, text, &spans, &e))
         .collect();
     if out.is_empty() {
-        match serde_json::from_value::<Doc>(doc) {
+        match serde_json::from_value::<Catalog>(doc) {
             Ok(catalog) => out = semantic(file, text, &spans, &catalog, dir),
             // The schema admits nothing serde refuses; should they drift apart, say so.
             Err(e) => out.push(
@@ -105,35 +109,155 @@ fn schema() -> &'static Value {
     })
 }
 
-/// The part of the catalog the semantic checks read (the schema already checked the shape).
-#[derive(Deserialize)]
+/// `releases.json` as the host reads it: for the semantic checks of `validate` (after the schema
+/// checked the shape) and for the upgrade targets a customer is shown ([`read`]).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Doc {
-    releases: Vec<DocRelease>,
+pub struct Catalog {
+    /// The releases, in the catalog's order.
+    pub releases: Vec<Release>,
+    /// Versions customers may run that have no package here, each with a note.
     #[serde(default)]
-    external_versions: BTreeMap<String, String>,
+    pub external_versions: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+/// One release of the catalog.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DocRelease {
-    version: String,
-    package: DocPackage,
-    compat: DocCompat,
+pub struct Release {
+    /// The version, also the release folder's name, e.g. `v1.1.0`.
+    pub version: String,
+    /// Its package.
+    pub package: Package,
+    /// What it runs on and what may upgrade to it.
+    pub compat: Compat,
+    /// The `.env` changes it makes on purpose, per service (`backend`, `admin`, `store`).
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvChanges>,
+    /// Release notes for people.
+    #[serde(default)]
+    pub notes: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct DocPackage {
-    path: String,
-    sha256: String,
+/// A release's package.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Package {
+    /// Path of the `.tar.gz`, relative to the catalog's folder.
+    pub path: String,
+    /// Its sha256, lowercase hex.
+    pub sha256: String,
 }
 
-#[derive(Deserialize)]
+/// A release's compatibility matrix.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DocCompat {
-    node: String,
-    postgres: String,
-    upgrade_from: Vec<String>,
+pub struct Compat {
+    /// Node.js versions it runs on, e.g. `>=18.17 <23`.
+    pub node: String,
+    /// PostgreSQL server versions it supports.
+    pub postgres: String,
+    /// Versions that may upgrade to it directly.
+    pub upgrade_from: Vec<String>,
+}
+
+/// The deliberate `.env` changes of one service.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EnvChanges {
+    /// Keys whose value the release sets.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Keys the release removes.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+impl Catalog {
+    /// The releases as the upgrade rule reads them ([`release_rules::check`]).
+    pub fn upgrade_entries(&self) -> Vec<release_rules::Entry<'_>> {
+        self.releases
+            .iter()
+            .map(|r| release_rules::Entry {
+                version: &r.version,
+                upgrade_from: &r.compat.upgrade_from,
+            })
+            .collect()
+    }
+}
+
+/// Why the catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The file cannot be read.
+    #[error(
+        "cannot read the release catalog {}: {source}; point --releases-dir (or `releases_dir` in qodify-host.toml) at the folder holding releases.json",
+        path.display()
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a catalog.
+    #[error("the release catalog {}: {source}; check it with `qodify-host validate`", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        source: serde_json::Error,
+    },
+}
+
+/// Largest catalog [`read`] takes: a catalog lists releases, not packages.
+const MAX_CATALOG: u64 = 16 << 20;
+
+/// Reads the catalog in the releases folder `dir`; `None` when the folder holds none (a host
+/// without releases to offer).
+pub fn read(dir: &Path) -> Result<Option<Catalog>, CatalogError> {
+    let path = dir.join(FILE_NAME);
+    let read_error = |source| CatalogError::Read {
+        path: path.clone(),
+        source,
+    };
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_CATALOG + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CATALOG {
+        return Err(read_error(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_CATALOG >> 20
+        ))));
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| CatalogError::Parse {
+            path: path.clone(),
+            source,
+        })
+}
+
+/// Orders release versions as versions (`v1.10.0` after `v1.9.0`), read leniently like the
+/// plugins read engine versions (a leading `v` dropped, a missing minor or patch 0); a version
+/// that does not read so sorts before every one that does, and such versions by their text.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn lenient(v: &str) -> Option<semver::Version> {
+        let v = v.trim_start_matches(['v', 'V']);
+        let mut parts: Vec<&str> = v.splitn(3, '.').collect();
+        while parts.len() < 3 {
+            parts.push("0");
+        }
+        semver::Version::parse(&parts.join(".")).ok()
+    }
+    match (lenient(a), lenient(b)) {
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
+        (x, y) => x.is_some().cmp(&y.is_some()).then_with(|| a.cmp(b)),
+    }
 }
 
 /// Parses a compatibility range with the plugins' rules (`upgrade_kit::catalog::satisfies`):
@@ -163,7 +287,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// The checks a schema cannot express.
-fn semantic(file: &Path, text: &str, spans: &Spans, doc: &Doc, dir: &Path) -> Vec<Diagnostic> {
+fn semantic(file: &Path, text: &str, spans: &Spans, doc: &Catalog, dir: &Path) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let err = |pointer: &str, message: String, hint: &str| {
         at(file, text, spans.value(pointer), message).with_hint(hint)
@@ -257,7 +381,7 @@ fn check_package(
     spans: &Spans,
     dir: &Path,
     base: &str,
-    package: &DocPackage,
+    package: &Package,
     hashed: &mut HashMap<PathBuf, std::io::Result<String>>,
 ) -> Option<Diagnostic> {
     let path_ptr = format!("{base}/package/path");

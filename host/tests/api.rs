@@ -1137,6 +1137,21 @@ impl Store for LeakyStore {
     ) -> StoreResult<Vec<qodify_host::store::DurationHistogram>> {
         self.0.run_durations(bounds_ms)
     }
+    fn customer_overviews(
+        &self,
+        query: &qodify_host::store::CustomerQuery,
+    ) -> StoreResult<Vec<qodify_host::store::CustomerOverview>> {
+        self.0.customer_overviews(query)
+    }
+    fn runs_page(&self, query: &qodify_host::store::RunQuery) -> StoreResult<Vec<RunRecord>> {
+        self.0.runs_page(query)
+    }
+    fn audit_page(
+        &self,
+        _query: &qodify_host::store::AuditQuery,
+    ) -> StoreResult<Vec<qodify_host::store::AuditRow>> {
+        Err(StoreError::Db(SECRET_ERROR.into()))
+    }
 }
 
 #[tokio::test]

@@ -1,22 +1,26 @@
 //! `PUT /api/customers/{id}` registers or updates a customer (installer-api calls it when it
-//! creates one); `GET /api/customers/{id}` reads it back.
+//! creates one); `GET /api/customers/{id}` reads it back; `GET /api/customers` lists them, each
+//! with its layout, live release, last backup and active run (the web console's list).
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
-use super::extract::{self, ApiJson, ApiPath, CustomerPath};
+use super::extract::{self, ApiJson, ApiPath, ApiQuery, CustomerPath};
 use super::{blocking, runs};
 use crate::customer::Domain;
 use crate::ops::AppState;
-use crate::store::{CustomerRecord, Store};
+use crate::ops::customers::{Layout, ListQuery, Listed};
+use crate::store::{CustomerRecord, RunState, Store};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_customer, put_customer))
+    OpenApiRouter::new()
+        .routes(routes!(get_customer, put_customer))
+        .routes(routes!(list))
 }
 
 /// Body of `PUT /api/customers/{id}`.
@@ -163,6 +167,188 @@ async fn put_customer(
             );
         }
         Ok(Json(record.into()))
+    })
+    .await
+}
+
+/// `?q=&limit=&before=` of the customers list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    /// Only customers whose id or domain contains this text (in any case).
+    #[param(
+        max_length = 253,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "shop"
+    )]
+    q: Option<String>,
+    /// At most this many, by domain (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// Start after this domain: the `nextBefore` of the previous page.
+    #[param(
+        max_length = 253,
+        pattern = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+        example = "shop.example.com"
+    )]
+    before: Option<String>,
+}
+
+/// A customer as the list shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CustomerSummary)]
+struct SummaryView {
+    /// installer-api's id.
+    id: String,
+    /// DNS domain, the customer's folder name.
+    domain: String,
+    /// Tier overlay, if any.
+    #[schema(required = true)]
+    tier: Option<String>,
+    layout: Layout,
+    /// The live release: in the blue-green layout the release folder `current` names (e.g.
+    /// `v1.1.0`), in the current layout the version in `backend/package.json`; `null` when
+    /// neither tells.
+    #[schema(required = true)]
+    release: Option<String>,
+    /// The newest line of the backup history, whatever its result.
+    #[schema(required = true)]
+    last_backup: Option<LastBackupView>,
+    /// The customer's queued or running run (the running one first).
+    #[schema(required = true)]
+    active_run: Option<ActiveRunView>,
+}
+
+/// The newest line of a customer's backup history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = LastBackup)]
+struct LastBackupView {
+    /// The backup id, once it completed.
+    #[schema(required = true)]
+    backup_id: Option<String>,
+    /// When its run was created (RFC 3339 UTC).
+    #[schema(format = DateTime)]
+    date: String,
+    /// `succeeded`, `failed`, `cancelled`, `interrupted` or `deleted`.
+    result: String,
+    /// Bytes, when it completed.
+    #[schema(required = true)]
+    size: Option<u64>,
+    /// The run that made (or tried to make) it.
+    run_id: String,
+}
+
+/// A customer's active run, as the list shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ActiveRun)]
+struct ActiveRunView {
+    /// The run id.
+    #[schema(format = Uuid)]
+    run_id: String,
+    /// `backup`, `restore`, `upgrade`, `verify`…
+    pipeline: String,
+    /// `queued` or `running`.
+    state: RunState,
+    /// Latest progress, 0-100 (as `GET /api/runs/{runId}` shows it).
+    #[schema(minimum = 0, maximum = 100, required = true)]
+    percent: Option<f32>,
+    /// The step its latest progress event named.
+    #[schema(required = true)]
+    step: Option<String>,
+}
+
+impl From<Listed> for SummaryView {
+    fn from(l: Listed) -> Self {
+        Self {
+            id: l.customer.id,
+            domain: l.customer.domain,
+            tier: l.customer.tier,
+            layout: l.installed.layout,
+            release: l.installed.release,
+            last_backup: l.last_backup.map(|b| LastBackupView {
+                backup_id: b.backup_id,
+                date: b.created_at,
+                result: b.result,
+                size: b.size,
+                run_id: b.run_id,
+            }),
+            active_run: l.active_run.map(|r| ActiveRunView {
+                run_id: r.run_id,
+                pipeline: r.pipeline,
+                state: r.state,
+                percent: r.percent,
+                step: r.step,
+            }),
+        }
+    }
+}
+
+/// Customers by domain, one page.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CustomerList)]
+struct SummaryList {
+    /// The customers, by domain (at most `limit`).
+    customers: Vec<SummaryView>,
+    /// When more follow: pass it as `?before=` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<String>,
+}
+
+/// Lists customers by domain, each with its layout, live release, newest backup history line
+/// and active run.
+#[utoipa::path(
+    get,
+    path = "/customers",
+    tag = "customers",
+    operation_id = "listCustomers",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page of customers.", body = SummaryList),
+        (status = 400, description = "A bad query.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListParams>,
+) -> Result<Json<SummaryList>, ApiError> {
+    let limit = extract::limit(q.limit)?;
+    let text = q.q.filter(|t| !t.is_empty());
+    if let Some(t) = &text
+        && (t.chars().count() > 253 || t.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "q must be at most 253 characters without control characters",
+        ));
+    }
+    let before = q
+        .before
+        .map(|b| {
+            Domain::parse(&b).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "before must be a domain, the nextBefore of the previous page: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    blocking(move || {
+        let page = crate::ops::customers::list(
+            state.store.as_ref(),
+            &state.settings.customers_root,
+            &ListQuery {
+                text,
+                before: before.map(|d| d.as_str().to_owned()),
+                limit,
+            },
+        )?;
+        Ok(Json(SummaryList {
+            next_before: page.next_before,
+            customers: page.items.into_iter().map(SummaryView::from).collect(),
+        }))
     })
     .await
 }

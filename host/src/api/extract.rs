@@ -270,29 +270,3 @@ pub struct RunPath {
     #[param(format = Uuid, example = "0190f1c2-7a3b-7c4d-8e5f-0123456789ab")]
     pub run_id: String,
 }
-
-/// `?customer=<id>&limit=<n>` of the list endpoints, checked.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// Only this customer's entries.
-    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "42")]
-    customer: Option<String>,
-    /// At most this many, newest first (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
-}
-
-impl ListQuery {
-    /// The validated customer id (if any) and limit.
-    pub fn checked(&self) -> Result<(Option<String>, usize), ApiError> {
-        let customer = self
-            .customer
-            .as_deref()
-            .map(customer_id)
-            .transpose()?
-            .map(str::to_owned);
-        Ok((customer, limit(self.limit)?))
-    }
-}

@@ -1,4 +1,4 @@
-//! Runs: `GET /api/runs/{runId}`, `GET /api/runs?customer=&limit=`,
+//! Runs: `GET /api/runs/{runId}`, `GET /api/runs?customer=&state=&limit=&before=`,
 //! `POST /api/runs/{runId}/cancel`; and the submission every pipeline route (backups, restores,
 //! later upgrades) goes through.
 
@@ -9,15 +9,15 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
-use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault, ListQuery, RunPath};
+use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault, RunPath};
 use super::{blocking, customers};
-use crate::ops::{AppState, hub};
-use crate::store::{NewRun, RunFilter, RunRecord, RunState};
+use crate::ops::{AppState, Page, hub};
+use crate::store::{NewRun, RunQuery, RunRecord, RunState};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -267,42 +267,142 @@ async fn get_run(
     .await
 }
 
-/// Runs, newest first.
+/// Runs, newest first, one page.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct RunList {
-    /// The runs.
+    /// The runs (at most `limit`).
     runs: Vec<RunView>,
+    /// When more follow: pass it as `?before=` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
+    next_before: Option<String>,
 }
 
-/// Lists runs, newest first.
+/// `?customer=&state=&limit=&before=` of the runs list. `state` may be repeated, so the query is
+/// read as pairs ([`ListParams::parse`]) rather than by serde, which refuses a repeated field.
+#[derive(Debug, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// Only this customer's runs.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "42")]
+    customer: Option<String>,
+    /// Only runs in these states: repeat it (`state=queued&state=running`) or separate them with
+    /// commas (`state=queued,running`).
+    #[param(style = Form, explode)]
+    state: Option<Vec<RunState>>,
+    /// At most this many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// Start after this run: the `nextBefore` of the previous page.
+    #[param(format = Uuid)]
+    before: Option<String>,
+}
+
+impl ListParams {
+    /// Reads the query's pairs: each parameter at most once but `state`, nothing else.
+    fn parse(pairs: Vec<(String, String)>) -> Result<Self, ApiError> {
+        fn once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), ApiError> {
+            if slot.replace(value).is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "invalid query: `{name}` is given twice; give it once"
+                )));
+            }
+            Ok(())
+        }
+        let mut params = Self::default();
+        let (mut customer, mut limit, mut before) = (None, None, None);
+        for (name, value) in pairs {
+            match name.as_str() {
+                "customer" => once(&mut customer, "customer", value)?,
+                "limit" => once(&mut limit, "limit", value)?,
+                "before" => once(&mut before, "before", value)?,
+                "state" => {
+                    let states = params.state.get_or_insert_with(Vec::new);
+                    for part in value.split(',') {
+                        let state = run_state(part)?;
+                        if !states.contains(&state) {
+                            states.push(state);
+                        }
+                    }
+                }
+                other => {
+                    let shown: String = other.chars().take(40).collect();
+                    return Err(ApiError::bad_request(format!(
+                        "invalid query: unknown parameter `{}`; use customer, state, limit and \
+                         before",
+                        shown.escape_debug()
+                    )));
+                }
+            }
+        }
+        params.customer = customer;
+        params.before = before;
+        params.limit = limit
+            .map(|l| {
+                l.parse::<usize>().map_err(|_| {
+                    ApiError::bad_request("limit must be a whole number between 1 and 1000")
+                })
+            })
+            .transpose()?;
+        Ok(params)
+    }
+}
+
+/// A run state named in a query.
+fn run_state(name: &str) -> Result<RunState, ApiError> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).map_err(|_| {
+        let shown: String = name.chars().take(40).collect();
+        ApiError::bad_request(format!(
+            "unknown run state `{}`: use queued, running, succeeded, failed, cancelled or \
+             interrupted",
+            shown.escape_debug()
+        ))
+    })
+}
+
+/// Lists runs, newest first: all of them or one customer's, in some states, one page.
 #[utoipa::path(
     get,
     path = "/runs",
     tag = "runs",
     operation_id = "listRuns",
-    params(ListQuery),
+    params(ListParams),
     responses(
-        (status = 200, description = "The runs.", body = RunList),
-        (status = 400, description = "A bad query.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 200, description = "One page of runs.", body = RunList),
+        (status = 400, description = "A bad query (an unknown state, a bad id or limit).", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such customer.", body = ApiProblem, content_type = PROBLEM_JSON),
     ),
 )]
 async fn list(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<RunList>, ApiError> {
-    let (customer, limit) = q.checked()?;
+    let q = ListParams::parse(pairs)?;
+    let customer = q
+        .customer
+        .as_deref()
+        .map(extract::customer_id)
+        .transpose()?
+        .map(str::to_owned);
+    let limit = extract::limit(q.limit)?;
+    let before = q.before.as_deref().map(extract::run_id).transpose()?;
     blocking(move || {
         let store = state.store.as_ref();
         if let Some(c) = &customer {
             customers::require(store, c)?;
         }
-        let runs = store.runs(&RunFilter {
+        // One more run than the page tells whether another page follows.
+        let rows = store.runs_page(&RunQuery {
             customer_id: customer,
-            limit: Some(limit),
+            states: q.state.unwrap_or_default(),
+            before,
+            limit: limit + 1,
         })?;
+        let page = Page::cut(rows, limit, |r| r.id.clone());
         Ok(Json(RunList {
-            runs: runs.into_iter().map(RunView::from).collect(),
+            runs: page.items.into_iter().map(RunView::from).collect(),
+            next_before: page.next_before,
         }))
     })
     .await

@@ -1,5 +1,6 @@
 //! `POST /api/customers/{id}/upgrades` queues the shipped `upgrade` pipeline (blue/green, with a
-//! pre-upgrade backup and automatic rollback: docs/upgrades.md), and
+//! pre-upgrade backup and automatic rollback: docs/upgrades.md), `GET` shows what the customer
+//! runs and which releases of the catalog it may upgrade to (and why not the others), and
 //! `POST /api/runs/{runId}/approval` decides what a waiting run asks (an upgrade's `.env`
 //! changes).
 
@@ -19,10 +20,11 @@ use super::runs::Submitted;
 use super::{blocking, customers, runs};
 use crate::engine::caps::approvals::DecideError;
 use crate::ops::AppState;
+use crate::ops::customers::{EnvKey, EnvKeys, Installed, Layout, Target, UpgradesError};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create))
+        .routes(routes!(targets, create))
         .routes(routes!(approve))
 }
 
@@ -96,6 +98,168 @@ async fn create(
         blocking(move || customers::require(state.store.as_ref(), &id).map(|_| ())).await?;
     }
     runs::submit(state, id, "upgrade", params, actor, body.queue).await
+}
+
+/// What a customer runs.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = InstalledRelease)]
+struct InstalledView {
+    layout: Layout,
+    /// The live release (`releases/<version>` that `current` names; in the current layout the
+    /// version in `backend/package.json`); `null` when neither tells.
+    #[schema(required = true)]
+    release: Option<String>,
+}
+
+impl From<Installed> for InstalledView {
+    fn from(i: Installed) -> Self {
+        Self {
+            layout: i.layout,
+            release: i.release,
+        }
+    }
+}
+
+/// A release of the catalog, for one customer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = UpgradeTarget)]
+struct TargetView {
+    /// The release version (`targetVersion` of `POST /api/customers/{id}/upgrades`).
+    version: String,
+    /// The upgrade's check would let it through (Node.js and PostgreSQL versions aside: those
+    /// are checked when it runs, against `compat`).
+    allowed: bool,
+    /// Why the upgrade would be refused, when it would.
+    #[schema(required = true)]
+    reason: Option<String>,
+    /// Release notes.
+    #[schema(required = true)]
+    notes: Option<String>,
+    /// What the release runs on.
+    compat: CompatView,
+    /// The `.env` keys the release's catalog entry adds, changes or removes in the customer's
+    /// live `.env` files (names only; keys new in the release's `.env.example` are added too
+    /// when it runs). `null` when those files cannot be read.
+    #[schema(required = true)]
+    env_changes: Option<EnvChangesView>,
+}
+
+/// Engine versions a release supports.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = UpgradeCompat)]
+struct CompatView {
+    /// Node.js versions, a semver range such as `>=18.17 <23`.
+    node: String,
+    /// PostgreSQL server versions, a semver range.
+    postgres: String,
+}
+
+/// `.env` keys by what a release does to them.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EnvChanges)]
+struct EnvChangesView {
+    /// Set by the release, not in the live file.
+    added: Vec<EnvKeyView>,
+    /// In the live file, set to another value by the release (needs approval).
+    changed: Vec<EnvKeyView>,
+    /// In the live file, removed by the release (needs approval).
+    removed: Vec<EnvKeyView>,
+}
+
+/// One key of one service's `.env`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = EnvKey)]
+struct EnvKeyView {
+    /// `backend`, `admin` or `store`.
+    service: String,
+    /// The variable's name.
+    key: String,
+}
+
+impl From<EnvKeys> for EnvChangesView {
+    fn from(k: EnvKeys) -> Self {
+        let keys = |v: Vec<EnvKey>| {
+            v.into_iter()
+                .map(|k| EnvKeyView {
+                    service: k.service,
+                    key: k.key,
+                })
+                .collect()
+        };
+        Self {
+            added: keys(k.added),
+            changed: keys(k.changed),
+            removed: keys(k.removed),
+        }
+    }
+}
+
+impl From<Target> for TargetView {
+    fn from(t: Target) -> Self {
+        Self {
+            version: t.version,
+            allowed: t.allowed,
+            reason: t.reason,
+            notes: t.notes,
+            compat: CompatView {
+                node: t.node,
+                postgres: t.postgres,
+            },
+            env_changes: t.env_changes.map(EnvChangesView::from),
+        }
+    }
+}
+
+/// What a customer runs and where it may go.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = UpgradeTargets)]
+struct TargetsView {
+    /// What the customer runs now.
+    current: InstalledView,
+    /// Every release of the catalog, newest first.
+    targets: Vec<TargetView>,
+}
+
+/// Shows what the customer runs and every release of the catalog, each allowed or refused by
+/// the rule the upgrade's first step applies (with the reason), newest first.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/upgrades",
+    tag = "upgrades",
+    operation_id = "listUpgradeTargets",
+    params(CustomerPath),
+    responses(
+        (status = 200, description = "The live release and the catalog's releases.", body = TargetsView),
+        (status = 400, description = "The id is not a customer id.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 500, description = "The release catalog cannot be read (the host log says why; `qodify-host validate` checks it).", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn targets(
+    State(state): State<AppState>,
+    ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
+) -> Result<Json<TargetsView>, ApiError> {
+    let id = extract::customer_id(&id)?.to_owned();
+    blocking(move || {
+        let settings = &state.settings;
+        let upgrades = crate::ops::customers::upgrades(
+            state.store.as_ref(),
+            &settings.customers_root,
+            &settings.releases_dir,
+            &id,
+        )
+        .map_err(|e| match e {
+            UpgradesError::UnknownCustomer(_) => ApiError::not_found(e.to_string()),
+            UpgradesError::Store(e) => e.into(),
+            UpgradesError::Catalog(e) => ApiError::internal("reading the release catalog", e),
+        })?;
+        Ok(Json(TargetsView {
+            current: upgrades.current.into(),
+            targets: upgrades.targets.into_iter().map(TargetView::from).collect(),
+        }))
+    })
+    .await
 }
 
 /// Body of `POST /api/runs/{runId}/approval`.

@@ -324,3 +324,58 @@ fn spans_find_values_and_keys_by_pointer() {
     assert_eq!(&text[s.value("/d")], "true");
     assert_eq!(&text[s.value("/a/7")], &text[s.value("/a")]);
 }
+
+#[test]
+fn read_gives_the_catalog_with_env_changes_and_notes_or_none_without_one() {
+    let (dir, sha) = catalog_dir();
+    assert!(read(dir.path()).unwrap().is_none());
+    std::fs::write(dir.path().join(FILE_NAME), GOOD.replace("{sha}", &sha)).unwrap();
+    let catalog = read(dir.path()).unwrap().unwrap();
+    let versions: Vec<&str> = catalog
+        .releases
+        .iter()
+        .map(|r| r.version.as_str())
+        .collect();
+    assert_eq!(versions, ["v1.0.0", "v1.1.0"]);
+    let v110 = &catalog.releases[1];
+    assert_eq!(v110.notes.as_deref(), Some("reviews"));
+    assert_eq!(v110.compat.upgrade_from, ["v1.0.0"]);
+    assert_eq!(v110.env["backend"].set["FEATURE_REVIEWS"], "true");
+    assert_eq!(v110.env["backend"].remove, ["OLD_FLAG"]);
+    // What the upgrade rule reads of it.
+    let entries = catalog.upgrade_entries();
+    assert_eq!(release_rules::check(&entries, "v1.0.0", "v1.1.0"), Ok(1));
+
+    std::fs::write(dir.path().join(FILE_NAME), "{\"releases\": 3}").unwrap();
+    let err = read(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("releases.json") && err.ends_with("check it with `qodify-host validate`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn versions_compare_as_versions() {
+    let mut v = vec![
+        "v1.10.0",
+        "v1.9.0",
+        "2",
+        "nightly",
+        "1.1",
+        "v1.9.0-rc1",
+        "alpha",
+    ];
+    v.sort_by(|a, b| compare_versions(a, b));
+    assert_eq!(
+        v,
+        [
+            "alpha",
+            "nightly",
+            "1.1",
+            "v1.9.0-rc1",
+            "v1.9.0",
+            "v1.10.0",
+            "2"
+        ]
+    );
+}

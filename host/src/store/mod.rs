@@ -273,6 +273,82 @@ pub struct DurationHistogram {
     pub at_most: Vec<u64>,
 }
 
+/// Which customers [`Store::customer_overviews`] lists: one page, by domain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerQuery {
+    /// Only customers whose id or domain contains this text (compared in lowercase; ids and
+    /// domains are ASCII).
+    pub text: Option<String>,
+    /// Only customers whose domain sorts after this one (a page cursor: the previous page's last
+    /// domain).
+    pub after_domain: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// A customer with what a list of customers shows beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerOverview {
+    /// The customer.
+    pub customer: CustomerRecord,
+    /// The newest line of its backup history (any result), in the history's order.
+    pub last_backup: Option<BackupRecord>,
+    /// Its active run: the running one, else the oldest queued.
+    pub active_run: Option<ActiveRun>,
+}
+
+/// A customer's active run, as far as a list shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveRun {
+    /// Run id.
+    pub run_id: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Queued or running.
+    pub state: RunState,
+    /// Latest progress, 0..=100 (what `GET /api/runs/{id}` shows).
+    pub percent: Option<f32>,
+    /// The step its latest progress event named.
+    pub step: Option<String>,
+}
+
+/// Which runs [`Store::runs_page`] lists, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// Only this customer's runs.
+    pub customer_id: Option<String>,
+    /// Only runs in one of these states (empty: any state).
+    pub states: Vec<RunState>,
+    /// Only runs older than this run (a page cursor); an unknown run gives an empty page.
+    pub before: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Which entries [`Store::audit_page`] lists, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only entries about this customer.
+    pub customer_id: Option<String>,
+    /// Only entries of this action, e.g. `backup.deleted`.
+    pub action: Option<String>,
+    /// Only entries by this actor.
+    pub actor: Option<String>,
+    /// Only entries older than the one with this id (a page cursor).
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// An audit entry with its id (its place in the log, the page cursor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    /// Ascending with every entry appended.
+    pub id: i64,
+    /// The entry.
+    pub entry: AuditEntry,
+}
+
 /// The state store.
 pub trait Store: Send + Sync {
     /// Registers or updates a customer (id ↔ domain, tier).
@@ -385,4 +461,14 @@ pub trait Store: Send + Sync {
         }
         Ok(counts)
     }
+
+    // What the web console reads (issue 12): pages of customers, runs and the audit log, each
+    // one query, whatever the number of customers.
+
+    /// Customers in domain order, each with its newest history line and its active run.
+    fn customer_overviews(&self, query: &CustomerQuery) -> StoreResult<Vec<CustomerOverview>>;
+    /// Runs, newest first, filtered by customer and state, from a cursor.
+    fn runs_page(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>>;
+    /// Audit entries, newest first, filtered by customer, action and actor, from a cursor.
+    fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>>;
 }

@@ -17,8 +17,9 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 use time::OffsetDateTime;
 
 use super::{
-    AuditEntry, BackupRecord, BackupSummary, CustomerRecord, DurationHistogram, EventRecord,
-    LastBackup, NewRun, RunFilter, RunFinish, RunRecord, RunState, Store, StoreError, StoreResult,
+    ActiveRun, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary, CustomerOverview,
+    CustomerQuery, CustomerRecord, DurationHistogram, EventRecord, LastBackup, NewRun, RunFilter,
+    RunFinish, RunQuery, RunRecord, RunState, Store, StoreError, StoreResult,
 };
 
 /// The migrations, in order: migration N is `MIGRATIONS[N - 1]`. Append only, never edit one that
@@ -393,6 +394,171 @@ fn run_durations_sql(bounds: usize) -> String {
          ORDER BY pipeline, state",
     );
     sql
+}
+
+/// A page of customers in domain order (the unique index on `domain` gives the order and the
+/// cursor's range), each with its newest history line (the index `backups_customer_order`), its
+/// active run (`runs_customer_state`: the running one, else the oldest queued) and that run's
+/// latest step (the newest progress event naming one, walking the run's events back from its
+/// last). Each lookup is by index, nothing is sorted, and only the page's rows are joined. `?1`: the text filter (lowercase) or NULL, `?2`: the cursor domain
+/// (`''` for the first page), `?3`: the limit.
+const CUSTOMER_OVERVIEWS_SQL: &str = "SELECT c.id, c.domain, c.tier, c.created_at, c.updated_at, \
+     b.customer_id, b.run_id, b.backup_id, b.kind, b.size, b.duration_ms, b.result, \
+     b.triggered_by, b.created_at, b.note, \
+     r.id, r.pipeline, r.state, r.progress, \
+     (SELECT json_extract(e.data_json, '$.step') FROM events e \
+      WHERE e.run_id = r.id AND e.name GLOB '*-progress' \
+        AND json_extract(e.data_json, '$.step') IS NOT NULL \
+      ORDER BY e.seq DESC LIMIT 1) \
+     FROM customers c \
+     LEFT JOIN backups b ON b.run_id = \
+         (SELECT p.run_id FROM backups p WHERE p.customer_id = c.id \
+          ORDER BY IFNULL(p.created_ms, -1) DESC, p.created_at DESC, p.run_id DESC LIMIT 1) \
+     LEFT JOIN runs r ON r.id = COALESCE( \
+         (SELECT x.id FROM runs x WHERE x.customer_id = c.id AND x.state = 'running' \
+          ORDER BY x.seq LIMIT 1), \
+         (SELECT x.id FROM runs x WHERE x.customer_id = c.id AND x.state = 'queued' \
+          ORDER BY x.seq LIMIT 1)) \
+     WHERE c.domain > ?2 \
+       AND (?1 IS NULL OR instr(lower(c.id), ?1) > 0 OR instr(lower(c.domain), ?1) > 0) \
+     ORDER BY c.domain LIMIT ?3";
+
+fn customer_overview_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerOverview> {
+    let customer = customer_from_row(row)?;
+    let last_backup = match row.get::<_, Option<String>>(6)? {
+        Some(run_id) => {
+            let size: Option<i64> = row.get(9)?;
+            let duration_ms: Option<i64> = row.get(10)?;
+            Some(BackupRecord {
+                customer_id: row.get(5)?,
+                run_id,
+                backup_id: row.get(7)?,
+                kind: row.get(8)?,
+                size: size.map(|v| u64::try_from(v).unwrap_or(0)),
+                duration_ms: duration_ms.map(|v| u64::try_from(v).unwrap_or(0)),
+                result: row.get(11)?,
+                triggered_by: row.get(12)?,
+                created_at: row.get(13)?,
+                note: row.get(14)?,
+            })
+        }
+        None => None,
+    };
+    let active_run = match row.get::<_, Option<String>>(15)? {
+        Some(run_id) => {
+            let state: String = row.get(17)?;
+            let state = parse_state(&state).ok_or_else(|| conversion_error(17, BadState(state)))?;
+            let percent: Option<f64> = row.get(18)?;
+            Some(ActiveRun {
+                run_id,
+                pipeline: row.get(16)?,
+                state,
+                percent: percent.map(|p| p as f32),
+                // `json_extract` gives whatever JSON type the event held: only text is a step.
+                step: match row.get_ref(19)? {
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Some(String::from_utf8_lossy(t).into_owned())
+                    }
+                    _ => None,
+                },
+            })
+        }
+        None => None,
+    };
+    Ok(CustomerOverview {
+        customer,
+        last_backup,
+        active_run,
+    })
+}
+
+/// `SELECT … WHERE <filters> ORDER BY <order> LIMIT ?n` of one of the console's pages: each
+/// filter given adds one condition, so SQLite sees only the conditions that apply and picks the
+/// index for them (`?x IS NULL OR …` would keep it off the indexes).
+#[derive(Default)]
+struct Filtered {
+    conditions: Vec<String>,
+    values: Vec<rusqlite::types::Value>,
+}
+
+impl Filtered {
+    /// A parameter holding `value`, as the SQL names it (`?3`).
+    fn param(&mut self, value: rusqlite::types::Value) -> String {
+        self.values.push(value);
+        format!("?{}", self.values.len())
+    }
+
+    /// The statement, with the limit as its last parameter.
+    fn sql(&mut self, select: &str, order: &str, limit: usize) -> String {
+        let limit = self.param(rusqlite::types::Value::Integer(
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        ));
+        let filter = if self.conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.conditions.join(" AND "))
+        };
+        format!("{select}{filter} ORDER BY {order} LIMIT {limit}")
+    }
+}
+
+fn text(v: &str) -> rusqlite::types::Value {
+    rusqlite::types::Value::Text(v.to_owned())
+}
+
+/// The SQL of [`Store::runs_page`] and its parameters.
+fn runs_page_sql(query: &RunQuery) -> (String, Vec<rusqlite::types::Value>) {
+    let mut f = Filtered::default();
+    if let Some(customer) = &query.customer_id {
+        let p = f.param(text(customer));
+        f.conditions.push(format!("customer_id = {p}"));
+    }
+    if !query.states.is_empty() {
+        let marks: Vec<String> = query
+            .states
+            .iter()
+            .map(|s| f.param(text(state_str(*s))))
+            .collect();
+        f.conditions
+            .push(format!("state IN ({})", marks.join(", ")));
+    }
+    // An unknown cursor compares with NULL: an empty page, never the first one again.
+    if let Some(before) = &query.before {
+        let p = f.param(text(before));
+        f.conditions
+            .push(format!("seq < (SELECT seq FROM runs WHERE id = {p})"));
+    }
+    let sql = f.sql(
+        &format!("SELECT {RUN_COLUMNS} FROM runs"),
+        "seq DESC",
+        query.limit,
+    );
+    (sql, f.values)
+}
+
+/// The SQL of [`Store::audit_page`] and its parameters.
+fn audit_page_sql(query: &AuditQuery) -> (String, Vec<rusqlite::types::Value>) {
+    let mut f = Filtered::default();
+    for (column, value) in [
+        ("customer_id", &query.customer_id),
+        ("action", &query.action),
+        ("actor", &query.actor),
+    ] {
+        if let Some(value) = value {
+            let p = f.param(text(value));
+            f.conditions.push(format!("{column} = {p}"));
+        }
+    }
+    if let Some(before) = query.before {
+        let p = f.param(rusqlite::types::Value::Integer(before));
+        f.conditions.push(format!("id < {p}"));
+    }
+    let sql = f.sql(
+        "SELECT id, at, actor, action, customer_id, run_id, detail_json FROM audit",
+        "id DESC",
+        query.limit,
+    );
+    (sql, f.values)
 }
 
 impl Store for SqliteStore {
@@ -995,6 +1161,55 @@ impl Store for SqliteStore {
             out.push((state, n.max(0) as u64));
         }
         Ok(out)
+    }
+
+    // What the web console reads (issue 12).
+
+    fn customer_overviews(&self, query: &CustomerQuery) -> StoreResult<Vec<CustomerOverview>> {
+        let text = query
+            .text
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(str::to_ascii_lowercase);
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        query_all(
+            &self.conn(),
+            CUSTOMER_OVERVIEWS_SQL,
+            params![text, query.after_domain.as_deref().unwrap_or(""), limit],
+            customer_overview_from_row,
+        )
+    }
+
+    fn runs_page(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>> {
+        let (sql, values) = runs_page_sql(query);
+        query_all(
+            &self.conn(),
+            &sql,
+            rusqlite::params_from_iter(values),
+            run_from_row,
+        )
+    }
+
+    fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
+        let (sql, values) = audit_page_sql(query);
+        query_all(
+            &self.conn(),
+            &sql,
+            rusqlite::params_from_iter(values),
+            |row| {
+                Ok(AuditRow {
+                    id: row.get(0)?,
+                    entry: AuditEntry {
+                        at: row.get(1)?,
+                        actor: row.get(2)?,
+                        action: row.get(3)?,
+                        customer_id: row.get(4)?,
+                        run_id: row.get(5)?,
+                        detail: json_column(row, 6)?,
+                    },
+                })
+            },
+        )
     }
 }
 
@@ -1887,6 +2102,342 @@ mod tests {
         for table in ["SCAN p", "SCAN b", "SCAN r"] {
             assert!(!plan.contains(table), "{plan}");
         }
+    }
+
+    // What the web console reads (issue 12).
+
+    fn history_line(
+        store: &SqliteStore,
+        customer: &str,
+        run: &str,
+        result: &str,
+        created: &str,
+    ) -> BackupRecord {
+        let line = BackupRecord {
+            customer_id: customer.into(),
+            run_id: run.into(),
+            backup_id: (result == "succeeded").then(|| "20260101-000000".to_owned()),
+            kind: "fast".into(),
+            size: Some(42),
+            duration_ms: Some(1000),
+            result: result.into(),
+            triggered_by: Some("ayse".into()),
+            created_at: created.into(),
+            note: None,
+        };
+        store.record_backup(&line).unwrap();
+        line
+    }
+
+    fn overview_page(
+        store: &SqliteStore,
+        text: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<String> {
+        store
+            .customer_overviews(&CustomerQuery {
+                text: text.map(str::to_owned),
+                after_domain: after.map(str::to_owned),
+                limit,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|o| o.customer.id)
+            .collect()
+    }
+
+    #[test]
+    fn customer_overviews_are_pages_by_domain_filtered_by_id_or_domain() {
+        let (_dir, store) = temp_store();
+        for (id, domain) in [
+            ("42", "zeta.example.com"),
+            ("7", "alpha.example.com"),
+            ("shop-Big", "mid.example.org"),
+            ("9", "beta.example.com"),
+        ] {
+            store.upsert_customer(id, domain, None).unwrap();
+        }
+        assert_eq!(
+            overview_page(&store, None, None, 100),
+            ["7", "9", "shop-Big", "42"]
+        );
+        // Pages follow each other by the last domain, without gaps or repeats.
+        assert_eq!(overview_page(&store, None, None, 2), ["7", "9"]);
+        assert_eq!(
+            overview_page(&store, None, Some("beta.example.com"), 2),
+            ["shop-Big", "42"]
+        );
+        assert!(overview_page(&store, None, Some("zeta.example.com"), 2).is_empty());
+        // A substring of the id or the domain, in any case; the empty filter is no filter.
+        assert_eq!(overview_page(&store, Some("BIG"), None, 100), ["shop-Big"]);
+        assert_eq!(
+            overview_page(&store, Some(".COM"), None, 100),
+            ["7", "9", "42"]
+        );
+        assert_eq!(overview_page(&store, Some("4"), None, 100), ["42"]);
+        assert_eq!(
+            overview_page(&store, Some("example"), Some("alpha.example.com"), 1),
+            ["9"]
+        );
+        assert_eq!(overview_page(&store, Some(""), None, 100).len(), 4);
+        assert!(overview_page(&store, Some("%"), None, 100).is_empty());
+    }
+
+    #[test]
+    fn a_customer_overview_has_the_newest_history_line_and_the_active_run_with_its_step() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1", "c2", "c3"]);
+        history_line(&store, "c1", "r-old", "succeeded", "2026-01-01T00:00:00Z");
+        let newest = history_line(&store, "c1", "r-new", "failed", "2026-01-02T00:00:00.5Z");
+        history_line(&store, "c2", "r-c2", "succeeded", "2026-01-03T00:00:00Z");
+
+        // c1: a queued run behind a running one; the running one shows, with its latest step.
+        store.enqueue_run(&new_run("run-1", "c1"), false).unwrap();
+        let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
+        store.enqueue_run(&new_run("run-2", "c1"), true).unwrap();
+        assert!(
+            store
+                .set_progress("run-1", claimed.epoch, 37.5, "archiving")
+                .unwrap()
+        );
+        for (name, data) in [
+            (
+                "backup-progress",
+                json!({ "percent": 10, "step": "preflight" }),
+            ),
+            (
+                "backup-progress",
+                json!({ "percent": 30, "step": "archive-backend" }),
+            ),
+            (
+                "backup-progress",
+                json!({ "percent": 31, "step": null, "message": "x" }),
+            ),
+            ("backup-warning", json!({ "step": "not-progress" })),
+        ] {
+            store.append_event("run-1", name, &data).unwrap();
+        }
+        // c3: only a queued run, without any event.
+        store.enqueue_run(&new_run("run-3", "c3"), false).unwrap();
+
+        let got = store
+            .customer_overviews(&CustomerQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].customer.id, "c1");
+        assert_eq!(got[0].last_backup.as_ref(), Some(&newest));
+        assert_eq!(
+            got[0].active_run,
+            Some(ActiveRun {
+                run_id: "run-1".into(),
+                pipeline: "backup".into(),
+                state: RunState::Running,
+                percent: Some(37.5),
+                step: Some("archive-backend".into()),
+            })
+        );
+        assert_eq!(got[1].last_backup.as_ref().unwrap().run_id, "r-c2");
+        assert_eq!(got[1].active_run, None);
+        assert_eq!(got[2].last_backup, None);
+        assert_eq!(
+            got[2].active_run,
+            Some(ActiveRun {
+                run_id: "run-3".into(),
+                pipeline: "backup".into(),
+                state: RunState::Queued,
+                percent: None,
+                step: None,
+            })
+        );
+
+        // Once the runs end, nothing is active.
+        assert!(
+            store
+                .finish_run("run-1", claimed.epoch, &finished(RunState::Succeeded))
+                .unwrap()
+        );
+        store.request_cancel("run-2").unwrap();
+        store.request_cancel("run-3").unwrap();
+        let got = store
+            .customer_overviews(&CustomerQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(got.iter().all(|o| o.active_run.is_none()), "{got:?}");
+    }
+
+    #[test]
+    fn customer_overviews_look_up_each_row_of_the_page_by_index() {
+        let (_dir, store) = temp_store();
+        // Each customer's history and runs are found through their indexes; the customers
+        // come in the order of the domain index, so only the page's rows are joined.
+        let plan = query_plan(
+            &store,
+            CUSTOMER_OVERVIEWS_SQL,
+            params![Option::<String>::None, "", 100],
+        );
+        assert!(
+            plan.contains("INDEX sqlite_autoindex_customers_2"),
+            "{plan}"
+        );
+        assert!(plan.contains("INDEX backups_customer_order"), "{plan}");
+        assert!(plan.contains("INDEX runs_customer_state"), "{plan}");
+        for scan in [
+            "SCAN p",
+            "SCAN b",
+            "SCAN r",
+            "SCAN x",
+            "SCAN e",
+            "TEMP B-TREE FOR ORDER BY",
+        ] {
+            assert!(!plan.contains(scan), "{scan}: {plan}");
+        }
+    }
+
+    #[test]
+    fn run_pages_filter_by_customer_and_state_and_follow_a_cursor() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1", "c2"]);
+        // r1 succeeded (c1), r2 failed (c2), r3 cancelled while queued (c1), r4 running (c2),
+        // r5 queued (c1).
+        ran(&store, "r1", "c1", "backup", 1.0, RunState::Succeeded);
+        ran(&store, "r2", "c2", "restore", 1.0, RunState::Failed);
+        store.enqueue_run(&new_run("r3", "c1"), false).unwrap();
+        store.request_cancel("r3").unwrap();
+        store.enqueue_run(&new_run("r4", "c2"), false).unwrap();
+        assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r4");
+        store.enqueue_run(&new_run("r5", "c1"), false).unwrap();
+
+        let page = |customer: Option<&str>, states: &[RunState], before: Option<&str>, limit| {
+            store
+                .runs_page(&RunQuery {
+                    customer_id: customer.map(str::to_owned),
+                    states: states.to_vec(),
+                    before: before.map(str::to_owned),
+                    limit,
+                })
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        use RunState::*;
+        assert_eq!(page(None, &[], None, 100), ["r5", "r4", "r3", "r2", "r1"]);
+        assert_eq!(page(None, &[Queued, Running], None, 100), ["r5", "r4"]);
+        assert_eq!(page(None, &[Failed, Cancelled], None, 100), ["r3", "r2"]);
+        assert_eq!(page(Some("c1"), &[], None, 100), ["r5", "r3", "r1"]);
+        assert_eq!(page(Some("c1"), &[Succeeded], None, 100), ["r1"]);
+        assert!(page(Some("c2"), &[Interrupted], None, 100).is_empty());
+        // Pages by cursor, also combined with the filters; an unknown cursor gives nothing.
+        assert_eq!(page(None, &[], None, 2), ["r5", "r4"]);
+        assert_eq!(page(None, &[], Some("r4"), 2), ["r3", "r2"]);
+        assert_eq!(page(None, &[], Some("r2"), 2), ["r1"]);
+        assert_eq!(page(Some("c1"), &[], Some("r5"), 1), ["r3"]);
+        assert_eq!(
+            page(None, &[Queued, Running, Failed], Some("r4"), 10),
+            ["r2"]
+        );
+        assert!(page(None, &[], Some("nope"), 10).is_empty());
+        assert_eq!(
+            store
+                .runs_page(&RunQuery {
+                    limit: 1,
+                    ..Default::default()
+                })
+                .unwrap()[0],
+            store.run("r5").unwrap().unwrap()
+        );
+    }
+
+    #[test]
+    fn audit_pages_filter_by_customer_action_and_actor_and_follow_a_cursor() {
+        let (_dir, store) = temp_store();
+        for (i, (customer, action, actor)) in [
+            (Some("c1"), "backup.requested", Some("ayse")),
+            (Some("c2"), "backup.requested", Some("bora")),
+            (Some("c1"), "run.finished", None),
+            (None, "host.started", Some("system")),
+            (Some("c1"), "backup.requested", Some("bora")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            store
+                .audit(&AuditEntry {
+                    at: format!("2026-01-01T00:00:0{i}Z"),
+                    actor: actor.map(str::to_owned),
+                    action: action.into(),
+                    customer_id: customer.map(str::to_owned),
+                    run_id: None,
+                    detail: json!({ "i": i }),
+                })
+                .unwrap();
+        }
+        let page = |customer: Option<&str>,
+                    action: Option<&str>,
+                    actor: Option<&str>,
+                    before: Option<i64>,
+                    limit| {
+            store
+                .audit_page(&AuditQuery {
+                    customer_id: customer.map(str::to_owned),
+                    action: action.map(str::to_owned),
+                    actor: actor.map(str::to_owned),
+                    before,
+                    limit,
+                })
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.id, r.entry.detail["i"].as_i64().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let all = page(None, None, None, None, 100);
+        assert_eq!(all.iter().map(|e| e.1).collect::<Vec<_>>(), [4, 3, 2, 1, 0]);
+        assert!(all.windows(2).all(|w| w[0].0 > w[1].0), "{all:?}");
+        let is = |entries: Vec<(i64, i64)>| entries.into_iter().map(|e| e.1).collect::<Vec<_>>();
+        assert_eq!(
+            is(page(None, Some("backup.requested"), None, None, 100)),
+            [4, 1, 0]
+        );
+        assert_eq!(is(page(None, None, Some("bora"), None, 100)), [4, 1]);
+        assert_eq!(
+            is(page(
+                Some("c1"),
+                Some("backup.requested"),
+                Some("ayse"),
+                None,
+                100
+            )),
+            [0]
+        );
+        assert!(page(None, Some("backup"), None, None, 100).is_empty());
+        // The cursor is an entry's id: the next page starts after it.
+        let first = page(None, None, None, None, 2);
+        assert_eq!(is(first.clone()), [4, 3]);
+        assert_eq!(is(page(None, None, None, Some(first[1].0), 2)), [2, 1]);
+        assert_eq!(
+            is(page(
+                None,
+                Some("backup.requested"),
+                None,
+                Some(all[0].0),
+                1
+            )),
+            [1]
+        );
+        // Every row is the entry as it was written.
+        let full = store
+            .audit_page(&AuditQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(full[0].entry, store.audit_log(None, 1).unwrap()[0]);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! 2. no journal exists (else an earlier upgrade did not finish: the host rolls it back when it
 //!    starts);
 //! 3. the target is in the catalog, is not the current release, and lists the current release in
-//!    `compat.upgradeFrom` (else the error names a chain of releases that leads there, if any);
+//!    `compat.upgradeFrom` (else the error names a chain of releases that leads there, if any):
+//!    the rule of `release-rules`, which the host shows upgrade targets by;
 //! 4. the target's package file is in the catalog folder;
 //! 5. `node --version` is inside `compat.node`;
 //! 6. the PostgreSQL server of the backend's `DATABASE_URL` (`SHOW server_version` through
@@ -37,7 +38,6 @@
 //!
 //! Outputs: `from`, `to`, `node` (as `node --version` prints it), `postgres` (e.g. `15.20`).
 
-use std::collections::{HashMap, VecDeque};
 use std::io::Read as _;
 use std::time::Duration;
 
@@ -223,74 +223,33 @@ pub fn unfinished(journal: &Journal, releases_dir: &str, domain: &str) -> Error 
     ))
 }
 
-/// Checks that `target` is a release that `current` may upgrade to; returns the release.
+/// The catalog as the shared upgrade rule ([`release_rules`]) reads it.
+fn entries(catalog: &Catalog) -> Vec<release_rules::Entry<'_>> {
+    catalog
+        .releases
+        .iter()
+        .map(|r| release_rules::Entry {
+            version: &r.version,
+            upgrade_from: &r.compat.upgrade_from,
+        })
+        .collect()
+}
+
+/// Checks that `target` is a release that `current` may upgrade to; returns the release. The
+/// rule is [`release_rules::check`], the one the host shows a customer's upgrade targets by.
 pub fn check_upgrade<'c>(
     catalog: &'c Catalog,
     current: &str,
     target: &str,
 ) -> Result<&'c Release, Error> {
-    let release = catalog.release(target).map_err(|e| {
-        Error::invalid_config(format!(
-            "{}; add it to releases.json (and run `qodify-host validate`) or pick one of those",
-            e.message()
-        ))
-    })?;
-    if current == target {
-        return Err(Error::invalid_config(format!(
-            "the customer already runs {target}; nothing to upgrade"
-        )));
-    }
-    if release.compat.upgrade_from.iter().any(|v| v == current) {
-        return Ok(release);
-    }
-    let allowed = if release.compat.upgrade_from.is_empty() {
-        "no version".to_owned()
-    } else {
-        release.compat.upgrade_from.join(", ")
-    };
-    let next = match upgrade_path(catalog, current, target) {
-        Some(path) => format!(
-            "upgrade through {} first ({})",
-            path[1..path.len() - 1].join(", then "),
-            path.join(" → ")
-        ),
-        None => format!(
-            "no chain of releases in the catalog leads from {current} to {target}; add {current} \
-             to a release's upgradeFrom if that upgrade is supported"
-        ),
-    };
-    Err(Error::invalid_config(format!(
-        "{target} cannot be installed over {current}: it upgrades from {allowed}; {next}"
-    )))
+    release_rules::check(&entries(catalog), current, target)
+        .map(|i| &catalog.releases[i])
+        .map_err(|refusal| Error::invalid_config(refusal.to_string()))
 }
 
 /// The shortest chain of catalog upgrades from `from` to `to`, both ends included.
 pub fn upgrade_path(catalog: &Catalog, from: &str, to: &str) -> Option<Vec<String>> {
-    let mut previous: HashMap<&str, &str> = HashMap::new();
-    let mut queue = VecDeque::from([from]);
-    while let Some(at) = queue.pop_front() {
-        if at == to {
-            let mut path = vec![to.to_owned()];
-            let mut step = to;
-            while let Some(&p) = previous.get(step) {
-                path.push(p.to_owned());
-                step = p;
-            }
-            path.reverse();
-            return Some(path);
-        }
-        for r in &catalog.releases {
-            let v = r.version.as_str();
-            if v != from
-                && !previous.contains_key(v)
-                && r.compat.upgrade_from.iter().any(|f| f == at)
-            {
-                previous.insert(v, at);
-                queue.push_back(v);
-            }
-        }
-    }
-    None
+    release_rules::upgrade_path(&entries(catalog), from, to)
 }
 
 /// Checks an engine version (as its program printed it) against the release's range; returns
