@@ -99,7 +99,8 @@ export function ApprovalPanel({
                   </td>
                   <td className={`change-${c.change}`}>{c.change}</td>
                   <td>
-                    <span aria-label="value hidden">••••••</span>
+                    <span aria-hidden="true">••••••</span>
+                    <span className="sr-only">hidden</span>
                   </td>
                 </tr>
               ))}

@@ -81,8 +81,8 @@ export function LiveRunPanel({ state, run, canOperate }: LiveRunPanelProps) {
         )
       )}
       <ErrorAlert error={cancelError} />
-      <details open={!outcome}>
-        <summary>Run log ({state.log.length})</summary>
+      <h3 className="small-head">Run log</h3>
+      <div className="log-wrap" tabIndex={0}>
         <ol className="log" aria-label="Run log">
           {state.log.map((l) => (
             <li key={l.key} className={`log-${l.level}`}>
@@ -90,7 +90,7 @@ export function LiveRunPanel({ state, run, canOperate }: LiveRunPanelProps) {
             </li>
           ))}
         </ol>
-      </details>
+      </div>
     </section>
   );
 }
