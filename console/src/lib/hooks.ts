@@ -48,6 +48,8 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): Loaded<T> {
 export interface LiveRun {
   state: LiveRunState | null;
   run: Run | null;
+  /** Why the run could not be read (it may not exist). */
+  error: string | null;
 }
 
 /**
@@ -58,6 +60,7 @@ export function useLiveRun(runId: string | null, onEnd?: (outcome: Outcome) => v
   const live = useContext(LiveContext);
   const [state, setState] = useState<LiveRunState | null>(null);
   const [run, setRun] = useState<Run | null>(null);
+  const [error, setError] = useState<string | null>(null);
   const onEndRef = useRef(onEnd);
   onEndRef.current = onEnd;
   const ended = useRef(false);
@@ -72,15 +75,18 @@ export function useLiveRun(runId: string | null, onEnd?: (outcome: Outcome) => v
     ended.current = false;
     setState(initialRun(runId));
     setRun(null);
+    setError(null);
     const fetchRun = () =>
       call(api.GET("/api/runs/{runId}", { params: { path: { runId } } })).then(
         (r) => {
           if (!active) return;
           setRun(r);
+          setError(null);
           setState((s) => seedFromRun(s ?? initialRun(runId), r));
         },
-        () => {
+        (e: unknown) => {
           // The events still tell the story; the run view only seeds it.
+          if (active) setError(errorText(e));
         },
       );
     void fetchRun();
@@ -101,5 +107,5 @@ export function useLiveRun(runId: string | null, onEnd?: (outcome: Outcome) => v
     }
   }, [state?.outcome]);
 
-  return { state, run };
+  return { state, run, error };
 }

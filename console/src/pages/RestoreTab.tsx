@@ -98,7 +98,7 @@ export function RestoreTab({ customerId, domain, onRunStarted }: RestoreTabProps
             </select>
           </div>
           <fieldset>
-            <legend>Restore</legend>
+            <legend>What to restore</legend>
             {RESTORE_TOGGLES.map((t) => (
               <label key={t.key} className="check">
                 <input
