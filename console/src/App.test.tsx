@@ -25,6 +25,8 @@ describe("sign-in", () => {
 
     const token = await screen.findByLabelText("Token");
     expect(token.getAttribute("type")).toBe("password");
+    // A browser that never signed in is not sent to the host for a 401 first.
+    expect(calls).toHaveLength(0);
     await user.type(token, "wrong");
     await user.click(screen.getByRole("button", { name: "Sign in" }));
     expect((await screen.findByRole("alert")).textContent).toContain("unknown token");
@@ -39,7 +41,8 @@ describe("sign-in", () => {
     expect(screen.queryByRole("link", { name: "Tokens" })).toBeNull();
     // The token went in the body only, never in the address or storage.
     expect(calls.every((c) => !c.search.includes("s3cret"))).toBe(true);
-    expect(JSON.stringify(localStorage)).not.toContain("s3cret");
+    expect(JSON.stringify({ ...localStorage })).not.toContain("s3cret");
+    expect(localStorage.getItem("qodify-console.signed-in")).toBe("1");
 
     await user.click(screen.getByRole("button", { name: "Sign out" }));
     expect(await screen.findByLabelText("Token")).toBeTruthy();
@@ -49,6 +52,7 @@ describe("sign-in", () => {
   });
 
   it("goes back to sign-in when the host answers 401 to a page", async () => {
+    localStorage.setItem("qodify-console.signed-in", "1");
     mockApi({
       "GET /api/session": { body: { ...session, role: "admin" } },
       "GET /api/customers": { status: 401, body: { detail: "session expired" } },
@@ -56,9 +60,11 @@ describe("sign-in", () => {
     render(<App live={new FakeLive()} />);
     expect(await screen.findByLabelText("Token")).toBeTruthy();
     await waitFor(() => expect(screen.getByRole("status").textContent).toContain("session has ended"));
+    expect(localStorage.getItem("qodify-console.signed-in")).toBeNull();
   });
 
-  it("shows admins the Tokens link", async () => {
+  it("shows admins the Tokens link when the session is still there", async () => {
+    localStorage.setItem("qodify-console.signed-in", "1");
     mockApi({
       "GET /api/session": { body: { ...session, role: "admin" } },
       "GET /api/customers": { body: { customers: [] } },

@@ -19,6 +19,29 @@ const RunPage = lazy(() => import("./pages/RunPage").then((m) => ({ default: m.R
 const Audit = lazy(() => import("./pages/Audit").then((m) => ({ default: m.Audit })));
 const Tokens = lazy(() => import("./pages/Tokens").then((m) => ({ default: m.Tokens })));
 
+/**
+ * Whether this browser signed in before (a flag, never the token): without it the console shows
+ * the sign-in screen at once instead of asking the host, whose 401 browsers log as an error.
+ */
+const SIGNED_IN_FLAG = "qodify-console.signed-in";
+
+function rememberSignedIn(on: boolean) {
+  try {
+    if (on) localStorage.setItem(SIGNED_IN_FLAG, "1");
+    else localStorage.removeItem(SIGNED_IN_FLAG);
+  } catch {
+    // Storage may be off; then the console just asks the host each time.
+  }
+}
+
+function maybeSignedIn(): boolean {
+  try {
+    return localStorage.getItem(SIGNED_IN_FLAG) === "1";
+  } catch {
+    return true;
+  }
+}
+
 type Phase =
   | { kind: "checking" }
   | { kind: "signed-out"; notice: string | null }
@@ -34,18 +57,27 @@ export function App({ live: liveOverride }: AppProps) {
 
   const signedIn = useCallback((s: Session) => {
     setCsrfToken(s.csrfToken);
+    rememberSignedIn(true);
     setPhase({ kind: "signed-in", session: { name: s.name, role: s.role, expiresAt: s.expiresAt } });
   }, []);
 
   useEffect(() => {
     setUnauthorizedHandler(() => {
       setCsrfToken(null);
+      rememberSignedIn(false);
       setPhase({ kind: "signed-out", notice: "Your session has ended. Sign in again." });
     });
     let active = true;
+    if (!maybeSignedIn()) {
+      setPhase({ kind: "signed-out", notice: null });
+      return;
+    }
     call(api.GET("/api/session")).then(
       (s) => active && signedIn(s),
-      () => active && setPhase({ kind: "signed-out", notice: null }),
+      () => {
+        rememberSignedIn(false);
+        if (active) setPhase({ kind: "signed-out", notice: null });
+      },
     );
     return () => {
       active = false;
@@ -57,6 +89,9 @@ export function App({ live: liveOverride }: AppProps) {
       // Signed out either way: the cookie is gone or no longer valid.
     });
     setCsrfToken(null);
+    rememberSignedIn(false);
+    // The next person starts at the customers, not on a page their role may not have.
+    window.history.replaceState(null, "", window.location.pathname);
     setPhase({ kind: "signed-out", notice: "You are signed out." });
   }, []);
 

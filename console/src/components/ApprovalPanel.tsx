@@ -79,7 +79,7 @@ export function ApprovalPanel({
         </p>
       )}
       {changes.length > 0 && (
-        <div className="table-wrap">
+        <div className="table-wrap" tabIndex={0} role="region" aria-label=".env changes">
           <table>
             <caption>.env changes</caption>
             <thead>

@@ -52,7 +52,7 @@ describe("live run", () => {
       "db-dump: warning: free space low",
       "db-dump: done",
       "archive-uploads: started",
-      "completed",
+      "run ended: succeeded",
     ]);
     expect(s.outcome).toMatchObject({ kind: "completed", backupId: "20261126-101500", size: 5_000_000 });
     // Events of another run are not this run's.

@@ -158,7 +158,7 @@ export function reduceRun(state: LiveRunState, event: LiveEvent): LiveRunState {
     if (message === "started") return withLog(setStep(s, step, "running", null), "info", `${step}: started`);
     if (message === "done") return withLog(setStep(s, step, "done", null), "info", `${step}: done`);
     if (message.startsWith("failed: ")) {
-      return withLog(setStep(s, step, "failed", message.slice(8)), "error", `${step}: ${message}`);
+      return withLog(setStep(s, step, "failed", message.slice(8)), "error", `${step}: error: ${message.slice(8)}`);
     }
     if (message.startsWith("warning: ")) return withLog(s, "warn", `${step}: ${message}`);
     if (/^(approved|rejected) by /.test(message)) {
@@ -187,7 +187,9 @@ export function reduceRun(state: LiveRunState, event: LiveEvent): LiveRunState {
         durationMs,
       },
     };
-    return withLog(s, "info", "completed");
+    // Log lines avoid the outcome's own words, so "Completed" / "Failed" / "Cancelled" name
+    // exactly one thing in the panel.
+    return withLog(s, "info", "run ended: succeeded");
   }
   // *-failed: failed, cancelled or interrupted.
   const runState = str(data.state) ?? "failed";
@@ -208,7 +210,9 @@ export function reduceRun(state: LiveRunState, event: LiveEvent): LiveRunState {
       durationMs,
     },
   };
-  return withLog(s, runState === "cancelled" ? "warn" : "error", `${runState}${error ? `: ${error}` : ""}`);
+  const ended =
+    runState === "cancelled" ? "stopped on request" : runState === "interrupted" ? "interrupted" : "with an error";
+  return withLog(s, runState === "cancelled" ? "warn" : "error", `run ended ${ended}`);
 }
 
 const FINAL_STATES = new Set(["succeeded", "failed", "cancelled", "interrupted"]);

@@ -102,12 +102,12 @@ export function CustomerPage({ id, tab }: { id: string; tab?: string }) {
       <p className="crumbs">
         <Link to="/customers">Customers</Link> ›
       </p>
-      <h1>{c.domain}</h1>
+      <h1 id="customer-title">{c.domain}</h1>
       <p className="muted">
         id {c.id} · tier {c.tier ?? "none"}
       </p>
       {live.state && <LiveRunPanel state={live.state} run={live.run} canOperate={canOperate} />}
-      <div role="tablist" aria-label="Customer" className="tabs" onKeyDown={onTabKey}>
+      <div role="tablist" aria-labelledby="customer-title" className="tabs" onKeyDown={onTabKey}>
         {TABS.map((t) => (
           <button
             key={t.key}

@@ -131,7 +131,7 @@ export function Tokens() {
       {created && (
         <section className="card" aria-labelledby="new-token-head">
           <h2 id="new-token-head">
-            New token for {created.name} ({created.role})
+            Token created for {created.name} ({created.role})
           </h2>
           <p>Copy it now: it is shown only once.</p>
           <div className="row">

@@ -9,7 +9,16 @@ import type { UpgradeTarget } from "../api/pending";
 import { ErrorAlert, Loading } from "../components/ui";
 import { useSession } from "../lib/context";
 import type { LiveRun } from "../lib/hooks";
+import type { StepStatus } from "../lib/liveRun";
 import { useLoad } from "../lib/hooks";
+
+/** Step states in words that do not repeat the outcome's ("Failed", "Completed"). */
+const STEP_WORDS: Record<StepStatus, string> = {
+  running: "running",
+  done: "done",
+  failed: "error",
+  waiting: "waiting for approval",
+};
 
 export interface UpgradesTabProps {
   customerId: string;
@@ -130,7 +139,7 @@ export function UpgradesTab({ customerId, live, onRunStarted }: UpgradesTabProps
           <ol className="timeline" aria-label="Steps">
             {upgrade.steps.map((s) => (
               <li key={s.id} className={`step-${s.status}`}>
-                <span className="step-id">{s.id}</span> <span className="step-state">{s.status}</span>
+                <span className="step-id">{s.id}</span> <span className="step-state">{STEP_WORDS[s.status]}</span>
                 {s.message && s.status !== "done" && <span className="muted small"> — {s.message}</span>}
               </li>
             ))}
