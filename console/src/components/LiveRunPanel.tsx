@@ -2,7 +2,7 @@
  * The live run panel: progress, step, ETA, warnings, the run log, Cancel, the approval panel
  * when the run waits for people, and the outcome.
  */
-import { useId, useState } from "react";
+import { useEffect, useId, useRef, useState } from "react";
 import { api, call, errorText, type Run } from "../api/client";
 import { formatBytes, formatDuration, formatEta, formatPercent } from "../lib/format";
 import type { LiveRunState } from "../lib/liveRun";
@@ -22,6 +22,13 @@ export function LiveRunPanel({ state, run, canOperate }: LiveRunPanelProps) {
   const [cancelling, setCancelling] = useState(false);
   const pipeline = run?.pipeline ?? state.family ?? "run";
   const outcome = state.outcome;
+  const logBox = useRef<HTMLDivElement>(null);
+  const lines = state.log.length;
+  useEffect(() => {
+    // Follow new lines unless the person scrolled up to read older ones.
+    const box = logBox.current;
+    if (box && box.scrollHeight - box.scrollTop - box.clientHeight < 80) box.scrollTop = box.scrollHeight;
+  }, [lines]);
 
   async function cancel() {
     setCancelling(true);
@@ -48,7 +55,7 @@ export function LiveRunPanel({ state, run, canOperate }: LiveRunPanelProps) {
         <span>Step: {state.step ?? "—"}</span>
         {!outcome && state.etaSeconds != null && <span>{formatEta(state.etaSeconds)}</span>}
       </p>
-      {state.message && !outcome && <p className="muted">{state.message}</p>}
+      {state.message && !outcome && !state.approval && <p className="muted">{state.message}</p>}
       {state.warnings.length > 0 && (
         <ul className="warnings" aria-label="Warnings">
           {state.warnings.map((w, i) => (
@@ -82,7 +89,7 @@ export function LiveRunPanel({ state, run, canOperate }: LiveRunPanelProps) {
       )}
       <ErrorAlert error={cancelError} />
       <h3 className="small-head">Run log</h3>
-      <div className="log-wrap" tabIndex={0}>
+      <div className="log-wrap" tabIndex={0} ref={logBox}>
         <ol className="log" aria-label="Run log">
           {state.log.map((l) => (
             <li key={l.key} className={`log-${l.level}`}>

@@ -176,6 +176,8 @@ export function reduceRun(state: LiveRunState, event: LiveEvent): LiveRunState {
       percent: 100,
       etaSeconds: null,
       approval: null,
+      // The run succeeded, so every step still shown as going ended well.
+      steps: s.steps.map((l) => (l.status === "running" || l.status === "waiting" ? { ...l, status: "done" } : l)),
       outcome: {
         kind: "completed",
         state: "succeeded",

@@ -140,7 +140,7 @@ export function UpgradesTab({ customerId, live, onRunStarted }: UpgradesTabProps
             {upgrade.steps.map((s) => (
               <li key={s.id} className={`step-${s.status}`}>
                 <span className="step-id">{s.id}</span> <span className="step-state">{STEP_WORDS[s.status]}</span>
-                {s.message && s.status !== "done" && <span className="muted small"> — {s.message}</span>}
+                {s.message && (s.status === "running" || s.status === "failed") && <span className="muted small"> — {s.message}</span>}
               </li>
             ))}
           </ol>
