@@ -171,9 +171,17 @@ pub fn build(release: bool) -> Result<PathBuf> {
 /// Runs a command in `dir`, failing on a non-zero exit.
 fn run_in(dir: &Path, cmd: &mut Command) -> Result<()> {
     cmd.current_dir(dir);
-    eprintln!("$ (cd {}) {}", dir.display(), format!("{cmd:?}").replace('"', ""));
+    eprintln!(
+        "$ (cd {}) {}",
+        dir.display(),
+        format!("{cmd:?}").replace('"', "")
+    );
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
-    anyhow::ensure!(status.success(), "{cmd:?} in {} failed with {status}", dir.display());
+    anyhow::ensure!(
+        status.success(),
+        "{cmd:?} in {} failed with {status}",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -221,7 +229,10 @@ fn build_console() -> Result<()> {
         return Ok(());
     }
     if console_deps_stale(&dir) {
-        run_in(&dir, Command::new("npm").args(["ci", "--no-audit", "--no-fund"]))?;
+        run_in(
+            &dir,
+            Command::new("npm").args(["ci", "--no-audit", "--no-fund"]),
+        )?;
     }
     run_in(&dir, Command::new("npm").args(["run", "build"]))
 }
@@ -230,7 +241,10 @@ fn test() -> Result<()> {
     let target = build(false)?;
     // The console's component tests (Vitest); `build` installed its packages.
     if npm_available("the web console's tests")? {
-        run_in(&console_dir(), Command::new("npm").args(["test", "--", "--run"]))?;
+        run_in(
+            &console_dir(),
+            Command::new("npm").args(["test", "--", "--run"]),
+        )?;
     }
     let plugins: Vec<String> = plugin_crates()?.into_iter().map(|(p, _)| p).collect();
     // Plugin logic is tested natively (the SDK's imports are stubs off wasm).
@@ -304,10 +318,16 @@ mod tests {
         let now = SystemTime::now();
         at(&lock, now - Duration::from_secs(60));
         at(&installed, now);
-        assert!(!console_deps_stale(&dir), "installed after the lock was written");
+        assert!(
+            !console_deps_stale(&dir),
+            "installed after the lock was written"
+        );
 
         at(&lock, now + Duration::from_secs(60));
-        assert!(console_deps_stale(&dir), "the lock changed since the install");
+        assert!(
+            console_deps_stale(&dir),
+            "the lock changed since the install"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
