@@ -1,5 +1,5 @@
-//! Project automation, run as `cargo xtask <command>`: build the host and every plugin, run all
-//! tests, run the demo, run benchmarks, scaffold a plugin.
+//! Project automation, run as `cargo xtask <command>`: build the web console, the host and every
+//! plugin, run all tests, run the demo, run benchmarks, scaffold a plugin.
 
 mod bench;
 mod bench_api;
@@ -16,9 +16,12 @@ const HELP: &str = "\
 cargo xtask <command>
 
 Commands:
-  build [--release]   build qodify-host and every plugin (wasm32-wasip2); plugins land in
+  build [--release]   build the web console (console/: `npm ci` when needed, `npm run build`;
+                      the host embeds console/dist; without npm a warning, an error under CI),
+                      then qodify-host and every plugin (wasm32-wasip2); plugins land in
                       <target>/plugins/<id>.wasm, test-only plugins in <target>/test-plugins/
-  test                build, then run every test (host, plugins, end-to-end)
+  test                build, then run every test (host, plugins, end-to-end, the console's
+                      Vitest suite)
   demo                make a sample customer and back it up with the shipped `backup` pipeline
   bench               archive plugin vs native `tar -czf`, per-step overhead, a whole backup vs a
                       plain script, the HTTP API under load, and the downtime of a layout
@@ -128,6 +131,8 @@ fn ensure_wasm_target() -> Result<()> {
 /// Builds the host (dev or release profile) and every plugin (always release: plugins are small
 /// and their speed is the product's speed). Returns the target folder.
 pub fn build(release: bool) -> Result<PathBuf> {
+    // Before the host: it embeds console/dist when it compiles.
+    build_console()?;
     ensure_wasm_target()?;
     let target = target_dir()?;
     let plugins = plugin_crates()?;
@@ -164,8 +169,84 @@ pub fn build(release: bool) -> Result<PathBuf> {
     Ok(target)
 }
 
+/// Runs a command in `dir`, failing on a non-zero exit.
+fn run_in(dir: &Path, cmd: &mut Command) -> Result<()> {
+    cmd.current_dir(dir);
+    eprintln!(
+        "$ (cd {}) {}",
+        dir.display(),
+        format!("{cmd:?}").replace('"', "")
+    );
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    anyhow::ensure!(
+        status.success(),
+        "{cmd:?} in {} failed with {status}",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn console_dir() -> PathBuf {
+    root().join("console")
+}
+
+/// Whether npm can be run. Without it the console is skipped with a warning (the host then
+/// serves a page saying how to build it), except under CI, where the console must be built.
+fn npm_available(what: &str) -> Result<bool> {
+    let found = Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Ok(true);
+    }
+    anyhow::ensure!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "npm is not on PATH, and CI=true needs {what}: install Node.js 20.19+ with npm (e.g. `apt-get install nodejs npm`)"
+    );
+    eprintln!(
+        "warning: npm is not on PATH, so {what} is skipped; install Node.js 20.19+ with npm to include it"
+    );
+    Ok(false)
+}
+
+/// True when `console/node_modules` is missing or older than `package-lock.json` (npm writes
+/// `node_modules/.package-lock.json` at every install).
+fn console_deps_stale(dir: &Path) -> bool {
+    let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (
+        modified(dir.join("package-lock.json")),
+        modified(dir.join("node_modules/.package-lock.json")),
+    ) {
+        (Some(lock), Some(installed)) => lock > installed,
+        _ => true,
+    }
+}
+
+/// Installs the console's packages when needed and builds it into `console/dist`.
+fn build_console() -> Result<()> {
+    let dir = console_dir();
+    if !npm_available("the web console's build")? {
+        return Ok(());
+    }
+    if console_deps_stale(&dir) {
+        run_in(
+            &dir,
+            Command::new("npm").args(["ci", "--no-audit", "--no-fund"]),
+        )?;
+    }
+    run_in(&dir, Command::new("npm").args(["run", "build"]))
+}
+
 fn test() -> Result<()> {
     let target = build(false)?;
+    // The console's component tests (Vitest); `build` installed its packages.
+    if npm_available("the web console's tests")? {
+        run_in(
+            &console_dir(),
+            Command::new("npm").args(["test", "--", "--run"]),
+        )?;
+    }
     let plugins: Vec<String> = plugin_crates()?.into_iter().map(|(p, _)| p).collect();
     // Plugin logic is tested natively (the SDK's imports are stubs off wasm).
     let mut cmd = Command::new(cargo());
@@ -209,4 +290,45 @@ fn new_plugin(id: Option<&str>) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn console_packages_are_installed_when_missing_or_older_than_the_lock_file() {
+        let dir = std::env::temp_dir().join(format!("xtask-console-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("node_modules")).unwrap();
+        let lock = dir.join("package-lock.json");
+        let installed = dir.join("node_modules/.package-lock.json");
+        std::fs::write(&lock, "{}").unwrap();
+        assert!(console_deps_stale(&dir), "no install yet");
+
+        std::fs::write(&installed, "{}").unwrap();
+        let at = |path: &Path, t: SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(t)
+                .unwrap()
+        };
+        let now = SystemTime::now();
+        at(&lock, now - Duration::from_secs(60));
+        at(&installed, now);
+        assert!(
+            !console_deps_stale(&dir),
+            "installed after the lock was written"
+        );
+
+        at(&lock, now + Duration::from_secs(60));
+        assert!(
+            console_deps_stale(&dir),
+            "the lock changed since the install"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
