@@ -22,10 +22,7 @@ const SERVICE_TOKEN: &str = "console-service-token";
 /// Under CI a missing tool is a failure; elsewhere the test is skipped with a message.
 fn have(what: &str, ok: bool, how: &str) -> bool {
     if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{what} is missing: {how}"
-        );
+        assert!(std::env::var_os("CI").is_none(), "{what} is missing: {how}");
         eprintln!("skipped: {what} is missing ({how})");
     }
     ok
@@ -124,8 +121,12 @@ fn the_console_in_a_real_browser() {
 
     let server = common::serve_cmd(shop.qodify(), SERVICE_TOKEN, &[]);
     let (status, _) = common::json_of(
-        common::api(SERVICE_TOKEN, "PUT", &format!("{}/api/customers/c-big", server.base))
-            .send_json(serde_json::json!({ "domain": big_domain })),
+        common::api(
+            SERVICE_TOKEN,
+            "PUT",
+            &format!("{}/api/customers/c-big", server.base),
+        )
+        .send_json(serde_json::json!({ "domain": big_domain })),
     );
     assert_eq!(status, 200);
 
@@ -140,8 +141,7 @@ fn the_console_in_a_real_browser() {
         "serve answers `/` without the console (run `cargo xtask build`): {index}"
     );
 
-    let screenshots = std::env::var_os("UPDATE_SCREENSHOTS")
-        .map(|_| repo().join("docs/console"));
+    let screenshots = std::env::var_os("UPDATE_SCREENSHOTS").map(|_| repo().join("docs/console"));
     let out_dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("npx");
     cmd.args(["--no-install", "playwright", "test"])
@@ -165,7 +165,10 @@ fn the_console_in_a_real_browser() {
     if !status.success() {
         keep_results(out_dir.path());
     }
-    assert!(status.success(), "the console's browser flows failed (see above)");
+    assert!(
+        status.success(),
+        "the console's browser flows failed (see above)"
+    );
 }
 
 /// Keeps Playwright's traces of a failed run where a person can open them

@@ -94,9 +94,9 @@ pub fn run(target: &Path, samples: usize) -> Result<()> {
         CUSTOMERS - 1,
         registering.elapsed().as_secs_f64()
     );
-    let listed: serde_json::Value = serde_json::from_str(&http.get(&format!(
-        "/api/customers/{HISTORY_ID}/backups?limit=1000"
-    ))?)?;
+    let listed: serde_json::Value = serde_json::from_str(
+        &http.get(&format!("/api/customers/{HISTORY_ID}/backups?limit=1000"))?,
+    )?;
     let have = listed["backups"].as_array().map_or(0, Vec::len);
     anyhow::ensure!(
         have >= BACKUPS,
@@ -118,8 +118,12 @@ pub fn run(target: &Path, samples: usize) -> Result<()> {
         .output()
         .context("running node tests/console-e2e/bench.mjs")?;
     anyhow::ensure!(out.status.success(), "bench.mjs failed");
-    let results: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("bench.mjs printed {:?}", String::from_utf8_lossy(&out.stdout)))?;
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "bench.mjs printed {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
     println!(
         "\nconsole render in headless Chromium ({samples} samples each, median and worst; \
          baseline: the same API answer fetched and drawn as a plain table by a script):"
@@ -317,7 +321,10 @@ impl Http {
         match res {
             Ok(r) => Ok(r.into_string()?),
             Err(ureq::Error::Status(s, r)) => {
-                anyhow::bail!("{method} {path}: {s} {}", r.into_string().unwrap_or_default())
+                anyhow::bail!(
+                    "{method} {path}: {s} {}",
+                    r.into_string().unwrap_or_default()
+                )
             }
             Err(e) => Err(e).with_context(|| format!("{method} {path}")),
         }
@@ -338,7 +345,8 @@ impl Http {
     fn wait_succeeded(&self, run: &str) -> Result<()> {
         let until = Instant::now() + Duration::from_secs(300);
         loop {
-            let v: serde_json::Value = serde_json::from_str(&self.get(&format!("/api/runs/{run}"))?)?;
+            let v: serde_json::Value =
+                serde_json::from_str(&self.get(&format!("/api/runs/{run}"))?)?;
             match v["state"].as_str() {
                 Some("succeeded") => return Ok(()),
                 Some("queued" | "running") => {}
