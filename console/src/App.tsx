@@ -4,7 +4,7 @@
  */
 import { lazy, Suspense, useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { api, call, setCsrfToken, setUnauthorizedHandler } from "./api/client";
-import type { Session } from "./api/pending";
+import type { Session } from "./api/client";
 import { LiveContext, SessionContext, sessionValue, useSession, type SessionInfo } from "./lib/context";
 import { SocketLive, type LiveSource } from "./lib/live";
 import { Link, segments, useRoute } from "./lib/router";

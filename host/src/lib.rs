@@ -7,7 +7,8 @@
 //! - use cases ([`ops`]): plan, run, recover, delete, reconcile, serve start-up, over
 //!   [`ops::AppState`];
 //! - the [`engine`] (executor, runtime, sandbox, capabilities, confinement, lock), the
-//!   [`pipeline`] loader, the [`store`], and what they share: [`customer`], [`backups`] (backup
+//!   [`pipeline`] loader, the [`store`], and what they share: [`auth`] (roles, principals,
+//!   secrets), [`customer`], [`backups`] (backup
 //!   folder rules), [`releases`], [`events`], [`files`], [`settings`], [`logs`] (the host's own
 //!   log, and the spans that give its lines their run and step).
 
@@ -18,6 +19,7 @@ pub mod api;
 pub mod ops;
 
 // Engine, loader, store, and what they share.
+pub mod auth;
 pub mod backups;
 pub mod customer;
 pub mod engine;

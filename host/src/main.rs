@@ -116,8 +116,9 @@ enum Command {
     Run(RunArgs),
     /// Run the HTTP API and the run queue (installer-api's entry point).
     ///
-    /// Listens on QODIFY_LISTEN (default 127.0.0.1:8610); every /api request needs
-    /// `Authorization: Bearer $QODIFY_API_TOKEN`. State (customers, runs, events, history, audit)
+    /// Listens on QODIFY_LISTEN (default 127.0.0.1:8610) and serves the web console at /.
+    /// Every /api request needs a token, `Authorization: Bearer <token>` (QODIFY_API_TOKEN, or
+    /// one from `qodify-host tokens add`), or the console's session cookie. State (customers, runs, events, history, audit)
     /// lives in <data-dir>/state.sqlite. One serve per data dir: a second one exits at once
     /// (<data-dir>/serve.lock), before it touches anything. Runs that were running when the host
     /// died are marked interrupted at start and their partial output removed. Ctrl-C / SIGTERM: stop accepting,
@@ -138,6 +139,16 @@ enum Command {
     /// Backups of one customer: list, verify, delete.
     #[command(subcommand)]
     Backups(BackupsCommand),
+    /// Named tokens for people and programs: what they sign in to the web console (or call the
+    /// API) with, and what they may do.
+    ///
+    /// Roles: viewer reads everything; operator also runs backups, restores, verifies and
+    /// upgrades, decides approvals, downloads and deletes backups; admin also manages tokens.
+    /// Only a hash of each token is kept: `add` prints the token once. The audit log and the
+    /// history record a token's name as who did something. installer-api's QODIFY_API_TOKEN keeps
+    /// working (an admin named `service`).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Approve (or reject) what a waiting run asks, e.g. an upgrade's `.env` merge that would
     /// change or drop existing keys.
     ///
@@ -233,6 +244,36 @@ enum BackupsCommand {
 }
 
 #[derive(Subcommand)]
+enum TokensCommand {
+    /// Add a token and print it (on stdout, once: only its hash is kept).
+    ///
+    /// Example: qodify-host tokens add ops-anna --role operator
+    Add {
+        /// Its name: 1-64 characters from A-Z a-z 0-9 . _ @ -; recorded as who did what.
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: qodify_host::auth::Role,
+    },
+    /// List tokens: name, role, when added and last used (never the tokens themselves).
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: it stops working at once, and the console sessions opened with it end.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<qodify_host::auth::Role, String> {
+    s.parse()
+        .map_err(|e: qodify_host::auth::UnknownRole| e.to_string())
+}
+
+#[derive(Subcommand)]
 enum PluginsCommand {
     /// List plugins: id, sha256 (for pinning), size and file.
     List {
@@ -323,6 +364,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Recover(args) => recover_cmd(&settings, &args, cli.global.verbose),
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&settings, json),
         Command::Backups(cmd) => backups_cmd(&settings, cmd),
+        Command::Tokens(cmd) => tokens_cmd(&settings, cmd),
         Command::Serve(args) => serve_cmd(settings, args),
         Command::Approve { run_id, reject, by } => {
             let by = by.or_else(|| std::env::var("USER").ok());
@@ -713,6 +755,47 @@ fn open_customer(settings: &Settings, domain: &str) -> Result<(Customer, cap_std
         customer.domain.as_str(),
     )?;
     Ok((customer, dir))
+}
+
+fn tokens_cmd(settings: &Settings, cmd: TokensCommand) -> Result<ExitCode> {
+    use qodify_host::ops::access;
+    let state = cli_state(settings)?;
+    match cmd {
+        TokensCommand::Add { name, role } => {
+            let new = access::add_token(&state, &name, role, &cli_actor())?;
+            eprintln!(
+                "added token {name} ({role}); it is shown only now, so store it safely. Sign in \
+                 to the console with it, or send it as `Authorization: Bearer <token>`."
+            );
+            println!("{}", new.secret);
+        }
+        TokensCommand::List { json } => {
+            let tokens = access::tokens(&state)?;
+            if json {
+                let list: Vec<_> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "name": t.name, "role": t.role, "createdAt": t.created_at,
+                            "createdBy": t.created_by, "lastUsedAt": t.last_used_at,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if tokens.is_empty() {
+                eprintln!(
+                    "no tokens yet; add one with qodify-host tokens add NAME --role viewer|operator|admin"
+                );
+            } else {
+                ui::print_tokens(&tokens);
+            }
+        }
+        TokensCommand::Revoke { name } => {
+            access::revoke_token(&state, &name, &cli_actor())?;
+            eprintln!("revoked token {name}; its console sessions have ended");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {

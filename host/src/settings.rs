@@ -89,6 +89,35 @@ pub struct Settings {
     pub grants: crate::pipeline::GrantCeilings,
     /// `[runs]`: what the host tells about runs.
     pub runs: RunSettings,
+    /// `[console]`: the web console's sessions.
+    pub console: ConsoleSettings,
+}
+
+/// `[console]`: how long a browser stays signed in, and how its cookie is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    /// `session_ttl`: a session's lifetime from sign-in (default `12h`).
+    pub session_ttl: Duration,
+    /// `cookie_secure`: mark the session cookie `Secure` (set it when the console is reached over
+    /// HTTPS, e.g. through a TLS proxy; default false, as `serve` itself speaks plain HTTP).
+    pub cookie_secure: bool,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        Self {
+            session_ttl: Duration::from_secs(12 * 3600),
+            cookie_secure: false,
+        }
+    }
+}
+
+/// `[console]` in the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConsole {
+    session_ttl: Option<String>,
+    cookie_secure: Option<bool>,
 }
 
 /// `[runs]`: what the host tells about runs.
@@ -184,6 +213,8 @@ struct FileSettings {
     grants: FileGrants,
     #[serde(default)]
     runs: FileRuns,
+    #[serde(default)]
+    console: FileConsole,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -363,6 +394,24 @@ impl Settings {
             },
         };
 
+        let console = ConsoleSettings {
+            session_ttl: match file.console.session_ttl.as_deref() {
+                None => ConsoleSettings::default().session_ttl,
+                Some(v) => {
+                    let ttl = parse_duration(v).with_context(
+                        || "console.session_ttl in the settings file (a duration like \"12h\")",
+                    )?;
+                    anyhow::ensure!(
+                        ttl >= Duration::from_secs(60)
+                            && ttl <= Duration::from_secs(30 * 24 * 3600),
+                        "console.session_ttl in the settings file must be between 1m and 720h"
+                    );
+                    ttl
+                }
+            },
+            cookie_secure: file.console.cookie_secure.unwrap_or(false),
+        };
+
         Ok(Self {
             customers_root,
             data_dir,
@@ -376,6 +425,7 @@ impl Settings {
             commands,
             grants,
             runs,
+            console,
         })
     }
 }
@@ -550,6 +600,25 @@ mod tests {
         );
         let err = load("[commands]\nconfinement = \"maybe\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("unknown variant"), "{err:#}");
+    }
+
+    #[test]
+    fn the_console_table_sets_the_session_lifetime_and_cookie() {
+        let d = load("").unwrap().console;
+        assert_eq!(d.session_ttl, Duration::from_secs(12 * 3600));
+        assert!(!d.cookie_secure);
+        let c = load("[console]\nsession_ttl = \"30m\"\ncookie_secure = true\n")
+            .unwrap()
+            .console;
+        assert_eq!(
+            (c.session_ttl, c.cookie_secure),
+            (Duration::from_secs(1800), true)
+        );
+        let err = load("[console]\nsession_ttl = \"10s\"\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("console.session_ttl"),
+            "{err:#}"
+        );
     }
 
     #[test]

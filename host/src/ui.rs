@@ -347,6 +347,24 @@ pub fn print_plugins(rows: &[serde_json::Value]) {
 }
 
 /// Prints a customer's complete backups as a table.
+/// The `tokens list` table.
+pub fn print_tokens(list: &[qodify_host::store::TokenRecord]) {
+    println!(
+        "{:<24} {:<9} {:<22} {:<22} created by",
+        "name", "role", "created", "last used"
+    );
+    for t in list {
+        println!(
+            "{:<24} {:<9} {:<22} {:<22} {}",
+            t.name,
+            t.role,
+            t.created_at,
+            t.last_used_at.as_deref().unwrap_or("never"),
+            t.created_by.as_deref().unwrap_or("-")
+        );
+    }
+}
+
 pub fn print_backups(list: &[qodify_host::backups::Backup]) {
     println!(
         "{:<16} {:<7} {:>10} {:>8}  artifacts",

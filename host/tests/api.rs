@@ -1152,6 +1152,47 @@ impl Store for LeakyStore {
     ) -> StoreResult<Vec<qodify_host::store::AuditRow>> {
         Err(StoreError::Db(SECRET_ERROR.into()))
     }
+
+    fn add_token(&self, token: &qodify_host::store::TokenRecord, hash: &str) -> StoreResult<()> {
+        self.0.add_token(token, hash)
+    }
+
+    fn tokens(&self) -> StoreResult<Vec<qodify_host::store::TokenRecord>> {
+        self.0.tokens()
+    }
+
+    fn use_token(
+        &self,
+        hash: &str,
+        now: &str,
+        now_unix: i64,
+    ) -> StoreResult<Option<qodify_host::store::TokenRecord>> {
+        self.0.use_token(hash, now, now_unix)
+    }
+
+    fn revoke_token(&self, name: &str) -> StoreResult<bool> {
+        self.0.revoke_token(name)
+    }
+
+    fn add_session(
+        &self,
+        session: &qodify_host::store::SessionRecord,
+        now_unix: i64,
+    ) -> StoreResult<()> {
+        self.0.add_session(session, now_unix)
+    }
+
+    fn session(
+        &self,
+        hash: &str,
+        now_unix: i64,
+    ) -> StoreResult<Option<qodify_host::store::SessionRecord>> {
+        self.0.session(hash, now_unix)
+    }
+
+    fn end_session(&self, hash: &str) -> StoreResult<bool> {
+        self.0.end_session(hash)
+    }
 }
 
 #[tokio::test]

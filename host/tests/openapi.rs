@@ -171,7 +171,10 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
         // The security the document states is the one the router applies.
         let bearer = doc["paths"][path][method]["security"]
             .as_array()
-            .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            .is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.get("bearer").is_some() || r.get("session").is_some())
+            });
         let anonymous = send_as(&env, None, &method.to_uppercase(), &concrete(path), None).await;
         assert_eq!(
             anonymous.status == StatusCode::UNAUTHORIZED,

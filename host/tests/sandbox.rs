@@ -62,6 +62,7 @@ fn fixture() -> Fixture {
         commands: Default::default(),
         grants: Default::default(),
         runs: Default::default(),
+        console: Default::default(),
     };
     let cust = root.join("customers/shop.example.com");
     std::fs::create_dir_all(cust.join("data/sub")).unwrap();

@@ -100,10 +100,13 @@ export function watchConsole(page: Page): { check: () => void } {
   return { check: () => expect(errors, "errors in the browser console").toEqual([]) };
 }
 
-/** Signs in through the page with `token` and waits for the header to say who. */
+/**
+ * Signs in through the page with `token` and waits for the header to say who ("Signed in as
+ * <name> (<role>)"). Starts from `/`: signed out, the console shows its sign-in screen there.
+ */
 export async function signIn(page: Page, token: string, who: string): Promise<void> {
   await page.goto("/");
-  await page.getByLabel("Token").fill(token);
+  await page.getByLabel("Token", { exact: true }).fill(token);
   await page.getByRole("button", { name: "Sign in" }).click();
-  await expect(page.getByText(new RegExp(`Signed in as ${who} \\(`))).toBeVisible();
+  await expect(page.getByText(new RegExp(`^Signed in as ${who} \\(`))).toBeVisible();
 }

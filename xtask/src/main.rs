@@ -27,7 +27,9 @@ Commands:
                       plain script, the HTTP API under load, and the downtime of a layout
                       migration and of an upgrade's swap on real PM2 apps vs plain scripts
                       (release build); pick some with --archive-only, --backup-only, --api-only,
-                      --upgrade-only. --runs N (3) for archive, backup and upgrade. API options:
+                      --upgrade-only, --console-only (the console's first-load JS and render
+                      times in Chromium with 1000 customers and backups vs a plain table).
+                      --runs N (3) for archive, backup and upgrade. API options:
                       --clients N (200), --duration-secs N (30), --poll-ms N (100), --workers N
                       (4), --history-runs N (1000), --samples N (500). Upgrade options:
                       --pm2-mode cluster|fork|both (both), --cluster-sched rr|none|both (both:

@@ -1,15 +1,21 @@
 /**
- * The one API client: openapi-fetch typed from the generated `schema.d.ts` plus the routes in
- * `pending.ts`. Requests carry the session cookie (never a token), every non-GET request the
- * CSRF header, and a 401 anywhere but the sign-in itself sends the person back to sign in.
+ * The one API client: openapi-fetch typed from `schema.d.ts`, which `npm run gen:api` generates
+ * from the host's `docs/openapi.json`. Requests carry the session cookie (never a token), every
+ * non-GET request the CSRF header, and a 401 anywhere but the sign-in itself sends the person
+ * back to sign in.
  */
 import createClient, { type Middleware } from "openapi-fetch";
 import type { components, paths } from "./schema";
-import type { PendingPaths } from "./pending";
-
-/** The generated paths, with the hand-typed pending ones in place of their older versions. */
-export type ApiPaths = Omit<paths, keyof PendingPaths> & PendingPaths;
+export type ApiPaths = paths;
 export type Schemas = components["schemas"];
+/** What a signed-in person may do: viewers read, operators run things, admins manage tokens. */
+export type Role = Schemas["Role"];
+/** `GET|POST /api/session`: who is signed in, until when, and the CSRF token for changes. */
+export type Session = Schemas["Session"];
+/** `POST /api/tokens`: the only answer that carries the token itself. */
+export type CreatedToken = Schemas["CreatedToken"];
+export type CustomerSummary = Schemas["CustomerSummary"];
+export type UpgradeTarget = Schemas["UpgradeTarget"];
 export type Problem = Schemas["ApiProblem"];
 export type Run = Schemas["Run"];
 export type RunState = Schemas["RunState"];

@@ -11,8 +11,28 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Reads the audit log, newest first. */
+        /** Reads the audit log, newest first, filtered by customer, action and actor, one page. */
         get: operations["listAudit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/customers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists customers by domain, each with its layout, live release, newest backup history line
+         *     and active run.
+         */
+        get: operations["listCustomers"];
         put?: never;
         post?: never;
         delete?: never;
@@ -160,7 +180,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /**
+         * Shows what the customer runs and every release of the catalog, each allowed or refused by
+         *     the rule the upgrade's first step applies (with the reason), newest first.
+         */
+        get: operations["listUpgradeTargets"];
         put?: never;
         /** Queues an upgrade of the customer to another release (the shipped `upgrade` pipeline). */
         post: operations["createUpgrade"];
@@ -177,7 +201,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Lists runs, newest first. */
+        /** Lists runs, newest first: all of them or one customer's, in some states, one page. */
         get: operations["listRuns"];
         put?: never;
         post?: never;
@@ -253,6 +277,60 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The session of this browser (after a reload), with its CSRF token. */
+        get: operations["getSession"];
+        put?: never;
+        /** Signs in with a token: sets the session cookie and answers the session. */
+        post: operations["signIn"];
+        /** Signs out: ends the session and clears the cookie (needs `X-CSRF-Token`). */
+        delete: operations["signOut"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the named tokens (admin). */
+        get: operations["listTokens"];
+        put?: never;
+        /** Adds a named token (admin); the answer has its secret, once. */
+        post: operations["addToken"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tokens/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revokes a named token (admin); its sessions end at once. */
+        delete: operations["revokeToken"];
         options?: never;
         head?: never;
         patch?: never;
@@ -336,6 +414,25 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description A customer's active run, as the list shows it. */
+        ActiveRun: {
+            /**
+             * Format: uuid
+             * @description The run id.
+             */
+            runId: string;
+            /** @description `backup`, `restore`, `upgrade`, `verify`… */
+            pipeline: string;
+            /** @description `queued` or `running`. */
+            state: components["schemas"]["RunState"];
+            /**
+             * Format: float
+             * @description Latest progress, 0-100 (as `GET /api/runs/{runId}` shows it).
+             */
+            percent: number | null;
+            /** @description The step its latest progress event named. */
+            step: string | null;
+        };
         /**
          * @description Who asked (a user name or id), for the history and the audit log.
          * @example ayse@qodify.com
@@ -410,6 +507,11 @@ export interface components {
         /** @description An audit entry as the API shows it. */
         AuditEntry: {
             /**
+             * Format: int64
+             * @description The entry's place in the log (ascending); `before` of a page.
+             */
+            id: number;
+            /**
              * Format: date-time
              * @description RFC 3339 UTC.
              */
@@ -425,10 +527,15 @@ export interface components {
             /** @description Details (result, size, duration, error…), depending on the action. */
             detail: unknown;
         };
-        /** @description Audit entries, newest first. */
+        /** @description Audit entries, newest first, one page. */
         AuditList: {
-            /** @description The entries. */
+            /** @description The entries (at most `limit`). */
             entries: components["schemas"]["AuditEntry"][];
+            /**
+             * Format: int64
+             * @description When more follow: pass it as `?before=` for the next page.
+             */
+            nextBefore?: number | null;
         };
         /** @description One complete backup, from its folder and `backup.json`. */
         BackupDetail: {
@@ -578,6 +685,15 @@ export interface components {
             /** @description Queue behind the customer's active run instead of answering 409. */
             queue?: boolean;
         };
+        /** @description The answer to `POST /api/tokens`: the only one that carries the secret. */
+        CreatedToken: {
+            /** @description Its name. */
+            name: string;
+            /** @description Its role. */
+            role: components["schemas"]["Role"];
+            /** @description The secret (`qdf_…`): shown this once; only its hash is kept. */
+            token: string;
+        };
         /** @description A customer as the API shows it. */
         Customer: {
             /** @description installer-api's id. */
@@ -596,6 +712,31 @@ export interface components {
              * @description RFC 3339 UTC.
              */
             updatedAt: string;
+        };
+        /** @description Customers by domain, one page. */
+        CustomerList: {
+            /** @description The customers, by domain (at most `limit`). */
+            customers: components["schemas"]["CustomerSummary"][];
+            /** @description When more follow: pass it as `?before=` for the next page. */
+            nextBefore?: string | null;
+        };
+        /** @description A customer as the list shows it. */
+        CustomerSummary: {
+            /** @description installer-api's id. */
+            id: string;
+            /** @description DNS domain, the customer's folder name. */
+            domain: string;
+            /** @description Tier overlay, if any. */
+            tier: string | null;
+            layout: components["schemas"]["Layout"];
+            /**
+             * @description The live release: in the blue-green layout the release folder `current` names (e.g.
+             *     `v1.1.0`), in the current layout the version in `backend/package.json`; `null` when
+             *     neither tells.
+             */
+            release: string | null;
+            lastBackup: null | components["schemas"]["LastBackup"];
+            activeRun: null | components["schemas"]["ActiveRun"];
         };
         /** @description Body of `POST /api/runs/{runId}/approval`. */
         Decide: {
@@ -639,6 +780,22 @@ export interface components {
             ttlSeconds?: number | null;
             triggeredBy?: null | components["schemas"]["Actor"];
         };
+        /** @description `.env` keys by what a release does to them. */
+        EnvChanges: {
+            /** @description Set by the release, not in the live file. */
+            added: components["schemas"]["EnvKey"][];
+            /** @description In the live file, set to another value by the release (needs approval). */
+            changed: components["schemas"]["EnvKey"][];
+            /** @description In the live file, removed by the release (needs approval). */
+            removed: components["schemas"]["EnvKey"][];
+        };
+        /** @description One key of one service's `.env`. */
+        EnvKey: {
+            /** @description `backend`, `admin` or `store`. */
+            service: string;
+            /** @description The variable's name. */
+            key: string;
+        };
         /** @description The answer of `/healthz`. */
         Health: {
             /**
@@ -646,6 +803,49 @@ export interface components {
              * @example ok
              */
             status: string;
+        };
+        /** @description What a customer runs. */
+        InstalledRelease: {
+            layout: components["schemas"]["Layout"];
+            /**
+             * @description The live release (`releases/<version>` that `current` names; in the current layout the
+             *     version in `backend/package.json`); `null` when neither tells.
+             */
+            release: string | null;
+        };
+        /** @description The newest line of a customer's backup history. */
+        LastBackup: {
+            /** @description The backup id, once it completed. */
+            backupId: string | null;
+            /**
+             * Format: date-time
+             * @description When its run was created (RFC 3339 UTC).
+             */
+            date: string;
+            /** @description `succeeded`, `failed`, `cancelled`, `interrupted` or `deleted`. */
+            result: string;
+            /**
+             * Format: int64
+             * @description Bytes, when it completed.
+             */
+            size: number | null;
+            /** @description The run that made (or tried to make) it. */
+            runId: string;
+        };
+        /**
+         * @description How a customer's folder is laid out (plan §3).
+         * @enum {string}
+         */
+        Layout: "current" | "blue-green" | "missing";
+        /** @description `POST /api/tokens`. */
+        NewToken: {
+            /**
+             * @description 1-64 characters from `A-Z a-z 0-9 . _ @ -`, starting with a letter or digit; not `service`.
+             * @example ops-anna
+             */
+            name: string;
+            /** @description What it may do. */
+            role: components["schemas"]["Role"];
         };
         /** @description What a run's preflight found. */
         Preflight: {
@@ -703,6 +903,11 @@ export interface components {
             /** @description The `.env` files and PM2 ecosystem file(s) (default true). */
             envPm2?: boolean | null;
         };
+        /**
+         * @description What a principal may do, each role including the ones below it.
+         * @enum {string}
+         */
+        Role: "viewer" | "operator" | "admin";
         /** @description A run as the API shows it (no lease or fencing internals). */
         Run: {
             /**
@@ -779,10 +984,15 @@ export interface components {
              */
             data: string;
         };
-        /** @description Runs, newest first. */
+        /** @description Runs, newest first, one page. */
         RunList: {
-            /** @description The runs. */
+            /** @description The runs (at most `limit`). */
             runs: components["schemas"]["Run"][];
+            /**
+             * Format: uuid
+             * @description When more follow: pass it as `?before=` for the next page.
+             */
+            nextBefore?: string | null;
         };
         /**
          * @description Where a run is.
@@ -807,6 +1017,80 @@ export interface components {
             /** @description `GET` it for the run's live events (SSE). */
             eventsUrl: string;
         };
+        /** @description Who is signed in, until when, and the CSRF token for changes. */
+        Session: {
+            /**
+             * @description The token's name (`service` for the service token): the actor of what the session does.
+             * @example ops-anna
+             */
+            name: string;
+            /** @description What the session may do. */
+            role: components["schemas"]["Role"];
+            /** @description RFC 3339 UTC: when the session ends by itself. */
+            expiresAt: string;
+            /** @description Send it as `X-CSRF-Token` with every request that changes something. */
+            csrfToken: string;
+        };
+        /** @description `POST /api/session`. */
+        SignIn: {
+            /**
+             * @description A named token (`qdf_…`, from `qodify-host tokens add`) or the service token.
+             * @example qdf_…
+             */
+            token: string;
+        };
+        /** @description A named token (never its secret). */
+        TokenInfo: {
+            /**
+             * @description Its name: the actor of what it does.
+             * @example ops-anna
+             */
+            name: string;
+            /** @description What it may do. */
+            role: components["schemas"]["Role"];
+            /** @description RFC 3339 UTC. */
+            createdAt: string;
+            /** @description Who added it. */
+            createdBy?: string | null;
+            /** @description RFC 3339 UTC (to the minute): last sign-in or API call. */
+            lastUsedAt?: string | null;
+        };
+        /** @description `GET /api/tokens`. */
+        TokenList: {
+            /** @description By name. */
+            tokens: components["schemas"]["TokenInfo"][];
+        };
+        /** @description Engine versions a release supports. */
+        UpgradeCompat: {
+            /** @description Node.js versions, a semver range such as `>=18.17 <23`. */
+            node: string;
+            /** @description PostgreSQL server versions, a semver range. */
+            postgres: string;
+        };
+        /** @description A release of the catalog, for one customer. */
+        UpgradeTarget: {
+            /** @description The release version (`targetVersion` of `POST /api/customers/{id}/upgrades`). */
+            version: string;
+            /**
+             * @description The upgrade's check would let it through (Node.js and PostgreSQL versions aside: those
+             *     are checked when it runs, against `compat`).
+             */
+            allowed: boolean;
+            /** @description Why the upgrade would be refused, when it would. */
+            reason: string | null;
+            /** @description Release notes. */
+            notes: string | null;
+            /** @description What the release runs on. */
+            compat: components["schemas"]["UpgradeCompat"];
+            envChanges: null | components["schemas"]["EnvChanges"];
+        };
+        /** @description What a customer runs and where it may go. */
+        UpgradeTargets: {
+            /** @description What the customer runs now. */
+            current: components["schemas"]["InstalledRelease"];
+            /** @description Every release of the catalog, newest first. */
+            targets: components["schemas"]["UpgradeTarget"][];
+        };
         /** @description Body of `POST /api/customers/{id}/backups/{backupId}/verify` (may be empty). */
         VerifyBackup: {
             triggeredBy?: null | components["schemas"]["Actor"];
@@ -826,12 +1110,24 @@ export interface operations {
         parameters: {
             query?: {
                 /**
-                 * @description Only this customer's entries.
+                 * @description Only entries about this customer.
                  * @example 42
                  */
                 customer?: string;
+                /**
+                 * @description Only entries of this action.
+                 * @example backup.deleted
+                 */
+                action?: string;
+                /**
+                 * @description Only entries by this actor (as written: a user name, `cli:<user>`, `system`).
+                 * @example ayse@qodify.com
+                 */
+                actor?: string;
                 /** @description At most this many, newest first (default 100). */
                 limit?: number;
+                /** @description Start after this entry: the `nextBefore` of the previous page. */
+                before?: number;
             };
             header?: never;
             path?: never;
@@ -839,7 +1135,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The entries. */
+            /** @description One page of entries. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -857,8 +1153,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -868,6 +1173,84 @@ export interface operations {
             };
             /** @description No such customer. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    listCustomers: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Only customers whose id or domain contains this text (in any case).
+                 * @example shop
+                 */
+                q?: string;
+                /** @description At most this many, by domain (default 100). */
+                limit?: number;
+                /**
+                 * @description Start after this domain: the `nextBefore` of the previous page.
+                 * @example shop.example.com
+                 */
+                before?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of customers. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CustomerList"];
+                };
+            };
+            /** @description A bad query. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -928,8 +1311,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1003,8 +1395,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1097,8 +1498,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1175,8 +1585,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1278,8 +1697,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1355,8 +1783,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1470,8 +1907,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1560,8 +2006,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1661,8 +2116,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1765,8 +2229,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1839,6 +2312,86 @@ export interface operations {
             };
         };
     };
+    listUpgradeTargets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description installer-api's customer id: 1-64 characters from `A-Z`, `a-z`, `0-9`, `-` and `_`.
+                 * @example 42
+                 */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The live release and the catalog's releases. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UpgradeTargets"];
+                };
+            };
+            /** @description The id is not a customer id. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The release catalog cannot be read (the host log says why; `qodify-host validate` checks it). */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
     createUpgrade: {
         parameters: {
             query?: never;
@@ -1878,8 +2431,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1947,12 +2509,19 @@ export interface operations {
         parameters: {
             query?: {
                 /**
-                 * @description Only this customer's entries.
+                 * @description Only this customer's runs.
                  * @example 42
                  */
                 customer?: string;
+                /**
+                 * @description Only runs in these states: repeat it (`state=queued&state=running`) or separate them with
+                 *     commas (`state=queued,running`).
+                 */
+                state?: components["schemas"]["RunState"][];
                 /** @description At most this many, newest first (default 100). */
                 limit?: number;
+                /** @description Start after this run: the `nextBefore` of the previous page. */
+                before?: string;
             };
             header?: never;
             path?: never;
@@ -1960,7 +2529,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The runs. */
+            /** @description One page of runs. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1969,7 +2538,7 @@ export interface operations {
                     "application/json": components["schemas"]["RunList"];
                 };
             };
-            /** @description A bad query. */
+            /** @description A bad query (an unknown state, a bad id or limit). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1978,8 +2547,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2049,8 +2627,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2124,8 +2711,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2218,8 +2814,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2325,7 +2930,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2334,7 +2939,391 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
             /** @description No such run. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    getSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Signed in. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Session"];
+                };
+            };
+            /** @description No session: not signed in, expired, signed out or revoked. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    signIn: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SignIn"];
+            };
+        };
+        responses: {
+            /** @description Signed in; the `qodify_session` cookie is set (HttpOnly, SameSite=Strict). */
+            200: {
+                headers: {
+                    /** @description `qodify_session=…; Path=/; HttpOnly; SameSite=Strict; Max-Age=…` */
+                    "Set-Cookie"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Session"];
+                };
+            };
+            /** @description A bad body. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The token is not valid (mistyped, revoked, never added). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    signOut: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Signed out; the cookie is cleared. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No session. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No or a wrong `X-CSRF-Token`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    listTokens: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every named token, by name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenList"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Not an admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    addToken: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewToken"];
+            };
+        };
+        responses: {
+            /** @description Added; `token` is shown this once. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedToken"];
+                };
+            };
+            /** @description A bad name or role. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Not an admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description A token of that name exists. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    revokeToken: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The token's name.
+                 * @example ops-anna
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Not an admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such token. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2509,8 +3498,17 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description No bearer token, or a wrong one. */
+            /** @description No token or session, or a wrong or revoked one. */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,6 +1,6 @@
 /** The contexts every page reads: who is signed in, and where live events come from. */
 import { createContext, useContext } from "react";
-import type { Role } from "../api/pending";
+import type { Role } from "../api/client";
 import type { LiveSource } from "./live";
 
 export interface SessionInfo {

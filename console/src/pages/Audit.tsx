@@ -33,10 +33,10 @@ export function Audit() {
   const [draft, setDraft] = useState<Filters>({ customer: "", action: "", actor: "" });
   const [filters, setFilters] = useState<Filters>(draft);
   const [more, setMore] = useState<Entry[]>([]);
-  const [next, setNext] = useState<string | null>(null);
+  const [next, setNext] = useState<number | null>(null);
   const [moreError, setMoreError] = useState<string | null>(null);
 
-  const query = (before?: string) => ({
+  const query = (before?: number) => ({
     customer: filters.customer.trim() || undefined,
     action: filters.action.trim() || undefined,
     actor: filters.actor.trim() || undefined,
@@ -52,7 +52,7 @@ export function Audit() {
   }, [filters]);
 
   async function loadMore() {
-    if (!next) return;
+    if (next == null) return;
     try {
       const page = await call(api.GET("/api/audit", { params: { query: query(next) } }));
       setMore((m) => [...m, ...page.entries]);

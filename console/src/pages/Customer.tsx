@@ -39,7 +39,7 @@ export function CustomerPage({ id, tab }: { id: string; tab?: string }) {
   // A run already going when the page opens.
   useEffect(() => {
     let active = true;
-    call(api.GET("/api/runs", { params: { query: { customer: id, state: "queued,running", limit: 10 } } })).then(
+    call(api.GET("/api/runs", { params: { query: { customer: id, state: ["queued", "running"], limit: 10 } } })).then(
       (list) => {
         const going = list.runs.find((r) => r.state === "queued" || r.state === "running");
         if (active && going) setRunId((cur) => cur ?? going.id);

@@ -1,7 +1,7 @@
 /** Customers: filter, the table (release, last backup, active run), register a customer. */
 import { useEffect, useState, type FormEvent } from "react";
 import { api, call, errorText } from "../api/client";
-import type { CustomerSummary } from "../api/pending";
+import type { CustomerSummary } from "../api/client";
 import { Dialog, ErrorAlert, Loading, ProgressBar, StateBadge, Time } from "../components/ui";
 import { useSession } from "../lib/context";
 import { formatBytes, isOverdue, OVERDUE_HOURS } from "../lib/format";

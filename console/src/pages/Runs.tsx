@@ -1,6 +1,6 @@
 /** Runs of every customer (queued, running, recent), filtered by state. */
 import { useState } from "react";
-import { api, call, errorText, type Run } from "../api/client";
+import { api, call, errorText, type Run, type RunState } from "../api/client";
 import { ErrorAlert, Loading, ProgressBar, StateBadge, Time } from "../components/ui";
 import { formatDuration } from "../lib/format";
 import { useLoad } from "../lib/hooks";
@@ -24,6 +24,11 @@ export function duration(run: Run): number | null {
   return end.getTime() - new Date(run.startedAt).getTime();
 }
 
+/** The select's value (`""`, `queued,running`, …) as the `state` query's list. */
+function states(value: string): RunState[] | undefined {
+  return value ? (value.split(",") as RunState[]) : undefined;
+}
+
 export function Runs() {
   const [state, setState] = useState("");
   const [more, setMore] = useState<Run[]>([]);
@@ -31,7 +36,7 @@ export function Runs() {
   const [moreError, setMoreError] = useState<string | null>(null);
 
   const first = useLoad(async () => {
-    const page = await call(api.GET("/api/runs", { params: { query: { state: state || undefined, limit: PAGE } } }));
+    const page = await call(api.GET("/api/runs", { params: { query: { state: states(state), limit: PAGE } } }));
     setMore([]);
     setNext(page.nextBefore ?? null);
     return page.runs;
@@ -41,7 +46,7 @@ export function Runs() {
     if (!next) return;
     try {
       const page = await call(
-        api.GET("/api/runs", { params: { query: { state: state || undefined, limit: PAGE, before: next } } }),
+        api.GET("/api/runs", { params: { query: { state: states(state), limit: PAGE, before: next } } }),
       );
       setMore((m) => [...m, ...page.runs]);
       setNext(page.nextBefore ?? null);

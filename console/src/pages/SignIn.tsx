@@ -1,7 +1,7 @@
 /** The sign-in screen: a token in, a session cookie out (the token is never stored). */
 import { useState, type FormEvent } from "react";
 import { api, call, errorText } from "../api/client";
-import type { Session } from "../api/pending";
+import type { Session } from "../api/client";
 import { ErrorAlert } from "../components/ui";
 
 export function SignIn({

@@ -1,7 +1,7 @@
 /** Tokens (admins): the named tokens people sign in with; create one (shown once) or revoke one. */
 import { useState, type FormEvent } from "react";
 import { api, call, errorText } from "../api/client";
-import type { CreatedToken, Role } from "../api/pending";
+import type { CreatedToken, Role } from "../api/client";
 import { ErrorAlert, Loading, Time } from "../components/ui";
 import { useSession } from "../lib/context";
 import { useLoad } from "../lib/hooks";

@@ -5,7 +5,7 @@
  */
 import { useState, type FormEvent } from "react";
 import { api, call, errorText } from "../api/client";
-import type { UpgradeTarget } from "../api/pending";
+import type { UpgradeTarget } from "../api/client";
 import { ErrorAlert, Loading } from "../components/ui";
 import { useSession } from "../lib/context";
 import type { LiveRun } from "../lib/hooks";

@@ -2,7 +2,7 @@
 import { render } from "@testing-library/react";
 import type { ReactElement } from "react";
 import { vi } from "vitest";
-import type { Role } from "../api/pending";
+import type { Role } from "../api/client";
 import { LiveContext, SessionContext, sessionValue } from "../lib/context";
 import type { LiveSource, Watcher } from "../lib/live";
 import type { LiveEvent } from "../lib/liveRun";

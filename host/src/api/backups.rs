@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, BackupPath, CustomerPath, JsonOrDefault};
 use super::runs::Submitted;
@@ -118,11 +119,12 @@ fn backup_params(req: &CreateBackup) -> BTreeMap<String, String> {
 )]
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
     JsonOrDefault(body): JsonOrDefault<CreateBackup>,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
-    let actor = extract::actor(body.triggered_by.clone())?;
+    let actor = Some(caller.actor(body.triggered_by.clone())?);
     let params = backup_params(&body);
     runs::submit(state, id, "backup", params, actor, body.queue).await
 }
@@ -317,12 +319,13 @@ pub(super) fn open_customer_dir(
 )]
 async fn remove(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
     let backup_id = extract::backup_id(&backup_id)?.to_owned();
-    let actor = extract::actor(q.triggered_by.map(extract::Actor))?;
+    let actor = Some(caller.actor(q.triggered_by.map(extract::Actor))?);
     blocking(move || {
         let customer = customers::require(state.store.as_ref(), &id)?;
         match crate::ops::backups::delete(&state, &customer, &backup_id, actor.as_deref()) {
@@ -507,12 +510,13 @@ struct VerifyBackup {
 )]
 async fn verify(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     JsonOrDefault(body): JsonOrDefault<VerifyBackup>,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
     let backup_id = extract::backup_id(&backup_id)?.to_owned();
-    let actor = extract::actor(body.triggered_by)?;
+    let actor = Some(caller.actor(body.triggered_by)?);
     {
         let (state, id, backup_id) = (state.clone(), id.clone(), backup_id.clone());
         blocking(move || {

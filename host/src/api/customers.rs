@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiJson, ApiPath, ApiQuery, CustomerPath};
 use super::{blocking, runs};
@@ -123,6 +124,7 @@ async fn get_customer(
 )]
 async fn put_customer(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
     ApiJson(body): ApiJson<PutCustomer>,
 ) -> Result<Json<CustomerView>, ApiError> {
@@ -135,6 +137,7 @@ async fn put_customer(
             "tier must be 1-63 characters from a-z, 0-9 and `-` (it names pipelines/tiers/<tier>.toml)",
         ));
     }
+    let actor = caller.actor(None)?;
     blocking(move || {
         let store = state.store.as_ref();
         let before = store.customer(&id)?;
@@ -155,7 +158,7 @@ async fn put_customer(
             .is_none_or(|b| b.domain != record.domain || b.tier != record.tier);
         if changed {
             state.audit(
-                None,
+                Some(&actor),
                 if before.is_some() {
                     "customer.updated"
                 } else {

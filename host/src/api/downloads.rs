@@ -26,6 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, BackupPath, JsonOrDefault};
 use super::openapi::Binary;
@@ -254,6 +255,7 @@ struct FileQuery {
 )]
 async fn download(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     ApiQuery(q): ApiQuery<FileQuery>,
     headers: HeaderMap,
@@ -266,6 +268,7 @@ async fn download(
         backup_id,
         q.file,
         &headers,
+        caller.0.name,
         "api-token".to_owned(),
     )
     .await
@@ -344,13 +347,14 @@ struct UrlResponse {
 )]
 async fn download_url(
     State(state): State<AppState>,
+    caller: Caller,
     Extension(keys): Extension<SigningKeys>,
     ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     JsonOrDefault(body): JsonOrDefault<UrlRequest>,
 ) -> Result<Json<UrlResponse>, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
     let backup_id = extract::backup_id(&backup_id)?.to_owned();
-    let actor = extract::actor(body.triggered_by)?;
+    let actor = Some(caller.actor(body.triggered_by)?);
     let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL);
     if !(1..=MAX_TTL).contains(&ttl) {
         return Err(ApiError::bad_request(format!(
@@ -491,6 +495,7 @@ async fn signed_download(
         backup_id,
         q.file,
         &headers,
+        format!("signed-link:{kid}"),
         format!("signed-link:{kid}"),
     )
     .await
@@ -641,13 +646,15 @@ fn prepare(
 
 /// Answers a download and records it in the audit log (`backup.downloaded`: the file or `*` for
 /// the whole backup, the bytes the answer carries, the range, and how the caller got in: `via`
-/// is `api-token` or `signed-link:<kid>`).
+/// is `api-token` (a token or a session; the actor is its name) or `signed-link:<kid>` (also the
+/// actor).
 async fn serve(
     state: AppState,
     id: String,
     backup_id: String,
     file: Option<String>,
     headers: &HeaderMap,
+    actor: String,
     via: String,
 ) -> Result<Response, ApiError> {
     let prepared = {
@@ -671,7 +678,7 @@ async fn serve(
         "via": via,
     });
     tokio::task::spawn_blocking(move || {
-        state.audit(Some(&via), "backup.downloaded", Some(&id), None, detail)
+        state.audit(Some(&actor), "backup.downloaded", Some(&id), None, detail)
     });
     Ok(response)
 }

@@ -83,6 +83,11 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, detail)
     }
 
+    /// 403: the principal's role may not do this, or a cookie mutation lacks its CSRF token.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail)
+    }
+
     /// 404: no such customer, run or backup (or route).
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
@@ -189,7 +194,9 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownCustomer(id) => Self::not_found(format!(
                 "unknown customer {id}; register it with PUT /api/customers/{id}"
             )),
-            e @ StoreError::DomainTaken { .. } => Self::conflict(e.to_string()),
+            e @ (StoreError::DomainTaken { .. } | StoreError::TokenExists(_)) => {
+                Self::conflict(e.to_string())
+            }
             e @ StoreError::Db(_) => Self::internal("state store", e),
         }
     }

@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::ComponentsBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, ResponseBuilder, Schema};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
@@ -17,6 +19,8 @@ use super::error::{ApiProblem, PROBLEM_JSON};
 
 /// Name of the bearer security scheme.
 pub const BEARER: &str = "bearer";
+/// Name of the session cookie security scheme.
+pub const SESSION: &str = "session";
 
 /// What the document says before the routes add their paths.
 #[derive(OpenApi)]
@@ -26,9 +30,12 @@ pub const BEARER: &str = "bearer";
         description = "Runs Qodify backup, restore and upgrade pipelines for customers: register a \
             customer, queue backups, restores and blue/green upgrades, approve what an upgrade \
             asks, follow runs live (SSE), read the history and \
-            the audit log, download backups. Every `/api` route and `/metrics` need \
-            `Authorization: Bearer <QODIFY_API_TOKEN>`; errors are `application/problem+json` \
-            (`ApiProblem`).",
+            the audit log, download backups. Every `/api` route but `/api/session`, and \
+            `/metrics`, need a token, `Authorization: Bearer <token>` (the service token \
+            QODIFY_API_TOKEN, or a named token from `qodify-host tokens add`), or the web \
+            console's session cookie with `X-CSRF-Token` on changes; each operation's \
+            `x-required-role` says which role it needs (viewer < operator < admin; the service \
+            token is an admin). Errors are `application/problem+json` (`ApiProblem`).",
     ),
     servers((url = "/", description = "The host that serves this document.")),
     components(schemas(ApiProblem)),
@@ -40,6 +47,8 @@ pub const BEARER: &str = "bearer";
         (name = "runs", description = "Runs of pipelines: state, cancellation, live events."),
         (name = "downloads", description = "Backup files and signed, expiring links to them."),
         (name = "audit", description = "Who triggered what."),
+        (name = "tokens", description = "Named tokens people and programs sign in with (admins)."),
+        (name = "session", description = "The web console's sign-in: a session cookie for a token."),
         (name = "service", description = "Health, metrics and this document."),
     ),
 )]
@@ -71,15 +80,30 @@ pub(super) fn require_bearer(doc: &mut Document) {
         SecurityScheme::Http(
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
-                .description(Some("The host's API token (QODIFY_API_TOKEN)."))
+                .description(Some(
+                    "The service token (QODIFY_API_TOKEN) or a named token (`qdf_…`).",
+                ))
                 .build(),
         ),
     );
+    components.security_schemes.insert(
+        SESSION.to_owned(),
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            super::auth::SESSION_COOKIE,
+            "The web console's session (POST /api/session); changes also need X-CSRF-Token.",
+        ))),
+    );
     for_each_operation(doc, |op| {
-        op.security
-            .get_or_insert_with(Vec::new)
-            .push(SecurityRequirement::new::<_, _, &str>(BEARER, []));
-        add_problem(op, 401, "No bearer token, or a wrong one.");
+        let security = op.security.get_or_insert_with(Vec::new);
+        security.push(SecurityRequirement::new::<_, _, &str>(BEARER, []));
+        security.push(SecurityRequirement::new::<_, _, &str>(SESSION, []));
+        add_problem(op, 401, "No token or session, or a wrong or revoked one.");
+        add_problem(
+            op,
+            403,
+            "The caller's role may not do this (`x-required-role`), or a change made with the \
+             session cookie lacks its X-CSRF-Token.",
+        );
         add_problem(
             op,
             503,
@@ -104,6 +128,35 @@ fn add_internal_errors(doc: &mut Document) {
             );
         }
     });
+}
+
+/// States [`super::auth::required_role`] on every operation behind it as `x-required-role`:
+/// the document and the router read the one policy.
+fn add_required_roles(doc: &mut Document) {
+    use axum::http::Method;
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let below_api = match path.strip_prefix("/api") {
+            Some("/session") => continue,
+            Some(rest) => rest,
+            None if path == "/metrics" => path.as_str(),
+            None => continue,
+        };
+        for (method, op) in [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::HEAD, &mut item.head),
+            (Method::PATCH, &mut item.patch),
+        ] {
+            if let Some(op) = op {
+                let role = super::auth::required_role(&method, below_api);
+                op.extensions
+                    .get_or_insert_with(Default::default)
+                    .insert("x-required-role".to_owned(), role.as_str().into());
+            }
+        }
+    }
 }
 
 fn for_each_operation(doc: &mut Document, mut f: impl FnMut(&mut Operation)) {
@@ -148,6 +201,7 @@ impl Served {
     /// Finishes the document the routes made and renders it.
     pub(super) fn new(mut doc: Document) -> Self {
         add_internal_errors(&mut doc);
+        add_required_roles(&mut doc);
         let json = doc
             .to_pretty_json()
             .expect("an OpenAPI document always serialises");

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiJson, ApiPath, CustomerPath};
 use super::runs::Submitted;
@@ -84,12 +85,13 @@ fn valid_db_name(s: &str) -> bool {
 )]
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
     ApiJson(body): ApiJson<CreateRestore>,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
     let backup_id = extract::backup_id(&body.backup)?.to_owned();
-    let actor = extract::actor(body.triggered_by)?;
+    let actor = Some(caller.actor(body.triggered_by)?);
     if let Some(db) = &body.target_db
         && !valid_db_name(db)
     {

@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiPath, ApiQuery, JsonOrDefault, RunPath};
 use super::{blocking, customers};
@@ -436,11 +437,12 @@ struct CancelBody {
 )]
 async fn cancel(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(RunPath { run_id }): ApiPath<RunPath>,
     JsonOrDefault(body): JsonOrDefault<CancelBody>,
 ) -> Result<Response, ApiError> {
     let id = extract::run_id(&run_id)?;
-    let actor = extract::actor(body.triggered_by)?;
+    let actor = Some(caller.actor(body.triggered_by)?);
     blocking(move || {
         let before = state.store.run(&id)?.ok_or_else(|| unknown_run(&id))?;
         if !before.state.is_active() {

@@ -2,13 +2,13 @@
 //! `socket.io-client` than SSE: the same event names and payloads as
 //! `GET /api/runs/{runId}/events` (plus `customerId` and `seq`), in rooms per run and per
 //! customer. A client `subscribe`s to a run or a customer, first gets the stored events it missed,
-//! then the live ones; the bearer token of the API is required to connect.
+//! then the live ones; a token (the handshake's `auth.token` or `Authorization: Bearer`) or the
+//! console's session cookie is required to connect (any role: events are reads).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::http::header;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use socketioxide::extract::{AckSender, SocketRef, TryData};
@@ -19,8 +19,10 @@ use socketioxide::{ParserError, SendError, SocketError, SocketIo};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::auth::{SESSION_COOKIE, bearer, cookie};
 use super::events::is_terminal;
-use super::{extract, token_matches};
+use super::extract;
+use crate::ops::access;
 use crate::ops::{AppState, LiveEvent};
 use crate::store::{RunFilter, Store};
 
@@ -43,16 +45,21 @@ const CUSTOMER_RUNS: usize = 100;
 enum AuthError {
     #[error(
         "Socket.IO is disabled because no token is configured: set QODIFY_API_TOKEN (or api_token \
-         in qodify-host.toml) and restart qodify-host serve"
+         in qodify-host.toml) and restart qodify-host serve, or add a named token with \
+         qodify-host tokens add"
     )]
     Disabled,
     #[error(
-        "send the API token in the handshake, `io(url, {{ auth: {{ token }} }})`, or as \
-         `Authorization: Bearer <token>`"
+        "send a token in the handshake, `io(url, {{ auth: {{ token }} }})`, or as \
+         `Authorization: Bearer <token>`, or sign in to the console"
     )]
     Missing,
-    #[error("the token is wrong")]
+    #[error("the token is wrong, or it was revoked")]
     Wrong,
+    #[error("your session has ended; sign in again")]
+    SessionEnded,
+    #[error("the state store failed; see the host log")]
+    Store,
 }
 
 /// What a client subscribes to (or unsubscribes from).
@@ -116,7 +123,7 @@ pub(super) fn layer(state: &AppState) -> SocketIoLayer {
     let auth = {
         let shared = shared.clone();
         move |socket: SocketRef, TryData(auth): TryData<Value>| async move {
-            authorize(&shared.state, &socket, auth)
+            authorize(&shared.state, &socket, auth).await
         }
     };
     let connected = move |socket: SocketRef, io: SocketIo| async move {
@@ -170,41 +177,46 @@ pub(super) fn layer(state: &AppState) -> SocketIoLayer {
     layer
 }
 
-/// Deny by default, as for `/api`: the handshake's `auth.token`, else `Authorization: Bearer`.
-fn authorize(
+/// Deny by default, as for `/api`: the handshake's `auth.token`, else `Authorization: Bearer`,
+/// else the session cookie.
+async fn authorize(
     state: &AppState,
     socket: &SocketRef,
     auth: Result<Value, ParserError>,
 ) -> Result<(), AuthError> {
-    let Some(expected) = state
-        .settings
-        .api_token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-    else {
-        return Err(AuthError::Disabled);
-    };
-    let from_auth = auth
+    let headers = &socket.req_parts().headers;
+    let token = auth
         .ok()
-        .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned));
-    let from_header = || {
-        socket
-            .req_parts()
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim().to_owned())
-            })
-    };
-    match from_auth.or_else(from_header) {
-        Some(token) if token_matches(&token, expected) => Ok(()),
-        Some(_) => Err(AuthError::Wrong),
-        None => Err(AuthError::Missing),
-    }
+        .and_then(|v| v.get("token").and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| bearer(headers).map(str::to_owned));
+    let session = cookie(headers, SESSION_COOKIE).map(str::to_owned);
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let store_failed = |e: access::AccessError| {
+            tracing::warn!("Socket.IO sign-in: {e}");
+            AuthError::Store
+        };
+        if let Some(token) = token {
+            return match access::authenticate(&state, &token).map_err(store_failed)? {
+                Some(_) => Ok(()),
+                None if !access::enabled(&state).map_err(store_failed)? => Err(AuthError::Disabled),
+                None => Err(AuthError::Wrong),
+            };
+        }
+        if let Some(cookie) = session {
+            return match access::session(&state, &cookie).map_err(store_failed)? {
+                Some(_) => Ok(()),
+                None => Err(AuthError::SessionEnded),
+            };
+        }
+        if access::enabled(&state).map_err(store_failed)? {
+            Err(AuthError::Missing)
+        } else {
+            Err(AuthError::Disabled)
+        }
+    })
+    .await
+    .map_err(|_| AuthError::Store)?
 }
 
 /// `{runId, after?}` or `{customerId}`; `after` only on subscribe.

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiProblem, PROBLEM_JSON};
 use super::extract::{self, ApiJson, ApiPath, CustomerPath, RunPath};
 use super::runs::Submitted;
@@ -68,11 +69,12 @@ struct CreateUpgrade {
 )]
 async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(CustomerPath { id }): ApiPath<CustomerPath>,
     ApiJson(body): ApiJson<CreateUpgrade>,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
-    let actor = extract::actor(body.triggered_by)?;
+    let actor = Some(caller.actor(body.triggered_by)?);
     if !crate::releases::is_version_name(&body.target_version) {
         return Err(ApiError::bad_request(
             "targetVersion must be a release name from releases.json: 1-64 characters from A-Z, a-z, 0-9, `.`, `_`, `+` and `-`, not starting with `.`",
@@ -304,11 +306,12 @@ struct Decided {
 )]
 async fn approve(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(RunPath { run_id }): ApiPath<RunPath>,
     ApiJson(body): ApiJson<Decide>,
 ) -> Result<Json<Decided>, ApiError> {
     let run_id = extract::run_id(&run_id)?;
-    let by = extract::actor(body.by)?;
+    let by = Some(caller.actor(body.by)?);
     blocking(move || {
         use crate::ops::approvals::{ApproveError, decide};
         let request =

@@ -741,6 +741,7 @@ mod tests {
             commands: Default::default(),
             grants: Default::default(),
             runs: Default::default(),
+            console: Default::default(),
         }
     }
 

@@ -5,6 +5,8 @@
 //! - [`plan`]: turn a pipeline name, a customer, a tier and params into a resolved plan (one
 //!   loader, one overlay policy, the customer's layout and database read from disk, the run's
 //!   timestamp).
+//! - [`access`]: named tokens (add, list, revoke), who a bearer token is, and the console's
+//!   sessions (sign in, look up, sign out).
 //! - [`approvals`]: decide what a waiting run asks people.
 //! - [`backups`]: delete a backup (pins, runs, history, audit), reconcile the history with the
 //!   folders.
@@ -23,6 +25,7 @@
 //! - [`hub`]: turns run events into the plan's live events (`backup-progress`,
 //!   `backup-completed`, `backup-failed`, and `restore-…`, `upgrade-…` alike).
 
+pub mod access;
 pub mod approvals;
 pub mod backups;
 pub mod customers;

@@ -872,6 +872,7 @@ mod tests {
             commands: Default::default(),
             grants: Default::default(),
             runs: Default::default(),
+            console: Default::default(),
         };
         let state = AppState {
             hub: super::super::EventHub::new(store.clone()),

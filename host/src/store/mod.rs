@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Role;
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -36,6 +38,9 @@ pub enum StoreError {
         /// The customer that has it.
         owner: String,
     },
+    /// A token of that name exists already.
+    #[error("a token named {0} exists already; revoke it first or choose another name")]
+    TokenExists(String),
     /// The database itself failed.
     #[error("state store: {0}")]
     Db(String),
@@ -349,6 +354,38 @@ pub struct AuditRow {
     pub entry: AuditEntry,
 }
 
+/// A named token (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Its name: the actor of what it does.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Who added it.
+    pub created_by: Option<String>,
+    /// RFC 3339 UTC, to the minute: when it was last used (signing in or calling the API).
+    pub last_used_at: Option<String>,
+}
+
+/// A console session (the cookie's value is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// SHA-256 of the cookie's value, hex.
+    pub hash: String,
+    /// The token it was opened with (its name), or `service`.
+    pub principal: String,
+    /// That token's role.
+    pub role: Role,
+    /// The CSRF token mutations must send (`X-CSRF-Token`).
+    pub csrf: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Unix seconds after which it is gone.
+    pub expires_unix: i64,
+}
+
 /// The state store.
 pub trait Store: Send + Sync {
     /// Registers or updates a customer (id ↔ domain, tier).
@@ -471,4 +508,20 @@ pub trait Store: Send + Sync {
     fn runs_page(&self, query: &RunQuery) -> StoreResult<Vec<RunRecord>>;
     /// Audit entries, newest first, filtered by customer, action and actor, from a cursor.
     fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>>;
+
+    /// Adds a named token with the SHA-256 of its secret ([`StoreError::TokenExists`] when the
+    /// name is taken).
+    fn add_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()>;
+    /// Every named token, by name.
+    fn tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    /// The token whose secret hashes to `hash`, marked used at `now` (at most once a minute).
+    fn use_token(&self, hash: &str, now: &str, now_unix: i64) -> StoreResult<Option<TokenRecord>>;
+    /// Removes a token and ends its sessions; whether it existed.
+    fn revoke_token(&self, name: &str) -> StoreResult<bool>;
+    /// Opens a session (and forgets the sessions that expired before `session.created_at`).
+    fn add_session(&self, session: &SessionRecord, now_unix: i64) -> StoreResult<()>;
+    /// The session whose cookie hashes to `hash`, unless it expired before `now_unix`.
+    fn session(&self, hash: &str, now_unix: i64) -> StoreResult<Option<SessionRecord>>;
+    /// Ends a session; whether it existed.
+    fn end_session(&self, hash: &str) -> StoreResult<bool>;
 }

@@ -19,8 +19,10 @@ use time::OffsetDateTime;
 use super::{
     ActiveRun, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary, CustomerOverview,
     CustomerQuery, CustomerRecord, DurationHistogram, EventRecord, LastBackup, NewRun, RunFilter,
-    RunFinish, RunQuery, RunRecord, RunState, Store, StoreError, StoreResult,
+    RunFinish, RunQuery, RunRecord, RunState, SessionRecord, Store, StoreError, StoreResult,
+    TokenRecord,
 };
+use crate::auth::Role;
 
 /// The migrations, in order: migration N is `MIGRATIONS[N - 1]`. Append only, never edit one that
 /// shipped.
@@ -30,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_history_notes.sql"),
     include_str!("migrations/0004_metrics.sql"),
     include_str!("migrations/0005_run_insight.sql"),
+    include_str!("migrations/0006_tokens_sessions.sql"),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -340,6 +343,23 @@ fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEntry> {
         customer_id: row.get(3)?,
         run_id: row.get(4)?,
         detail: json_column(row, 5)?,
+    })
+}
+
+fn role_column(row: &Row<'_>, i: usize) -> rusqlite::Result<Role> {
+    let text: String = row.get(i)?;
+    text.parse().map_err(|e: crate::auth::UnknownRole| {
+        rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e))
+    })
+}
+
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        name: row.get(0)?,
+        role: role_column(row, 1)?,
+        created_at: row.get(2)?,
+        created_by: row.get(3)?,
+        last_used_at: row.get(4)?,
     })
 }
 
@@ -1211,6 +1231,122 @@ impl Store for SqliteStore {
             },
         )
     }
+
+    fn add_token(&self, token: &TokenRecord, hash: &str) -> StoreResult<()> {
+        let res = self.conn().execute(
+            "INSERT INTO tokens (name, role, hash, created_at, created_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                token.name,
+                token.role.as_str(),
+                hash,
+                token.created_at,
+                token.created_by
+            ],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::TokenExists(token.name.clone()))
+            }
+            Err(e) => Err(StoreError::Db(e.to_string())),
+        }
+    }
+
+    fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        query_all(
+            &self.conn(),
+            "SELECT name, role, created_at, created_by, last_used_at FROM tokens ORDER BY name",
+            [],
+            token_from_row,
+        )
+    }
+
+    fn use_token(&self, hash: &str, now: &str, now_unix: i64) -> StoreResult<Option<TokenRecord>> {
+        let conn = self.conn();
+        // At most one write a minute per token: reading the API must not mean writing to disk.
+        conn.execute(
+            "UPDATE tokens SET last_used_at = ?2, last_used_unix = ?3 WHERE hash = ?1 \
+             AND (last_used_unix IS NULL OR last_used_unix <= ?3 - 60)",
+            params![hash, now, now_unix],
+        )
+        .db()?;
+        conn.prepare_cached(
+            "SELECT name, role, created_at, created_by, last_used_at FROM tokens WHERE hash = ?1",
+        )
+        .db()?
+        .query_row(params![hash], token_from_row)
+        .optional()
+        .db()
+    }
+
+    fn revoke_token(&self, name: &str) -> StoreResult<bool> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let removed = tx
+            .execute("DELETE FROM tokens WHERE name = ?1", params![name])
+            .db()?;
+        tx.execute("DELETE FROM sessions WHERE principal = ?1", params![name])
+            .db()?;
+        tx.commit().db()?;
+        Ok(removed > 0)
+    }
+
+    fn add_session(&self, session: &SessionRecord, now_unix: i64) -> StoreResult<()> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM sessions WHERE expires_unix <= ?1",
+            params![now_unix],
+        )
+        .db()?;
+        conn.execute(
+            "INSERT INTO sessions (hash, principal, role, csrf, created_at, expires_unix) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                session.hash,
+                session.principal,
+                session.role.as_str(),
+                session.csrf,
+                session.created_at,
+                session.expires_unix
+            ],
+        )
+        .db()?;
+        Ok(())
+    }
+
+    fn session(&self, hash: &str, now_unix: i64) -> StoreResult<Option<SessionRecord>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT hash, principal, role, csrf, created_at, expires_unix FROM sessions \
+                 WHERE hash = ?1 AND expires_unix > ?2",
+            )
+            .db()?
+            .query_row(params![hash, now_unix], |row| {
+                Ok(SessionRecord {
+                    hash: row.get(0)?,
+                    principal: row.get(1)?,
+                    role: role_column(row, 2)?,
+                    csrf: row.get(3)?,
+                    created_at: row.get(4)?,
+                    expires_unix: row.get(5)?,
+                })
+            })
+            .optional()
+            .db()
+    }
+
+    fn end_session(&self, hash: &str) -> StoreResult<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM sessions WHERE hash = ?1", params![hash])
+            .db()?
+            > 0)
+    }
 }
 
 #[cfg(test)]
@@ -1956,7 +2092,8 @@ mod tests {
             store
                 .conn()
                 .execute_batch(
-                    "DROP INDEX runs_durations; DROP INDEX backups_present; \
+                    "DROP TABLE sessions; DROP TABLE tokens; \
+                     DROP INDEX runs_durations; DROP INDEX backups_present; \
                      ALTER TABLE runs DROP COLUMN insight_json; \
                      ALTER TABLE runs DROP COLUMN duration_ms; PRAGMA user_version = 3;",
                 )
@@ -2446,5 +2583,102 @@ mod tests {
         customers(&store, &["c1"]);
         store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
         assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r1");
+    }
+
+    fn token(name: &str, role: Role) -> TokenRecord {
+        TokenRecord {
+            name: name.into(),
+            role,
+            created_at: "2026-12-06T10:00:00Z".into(),
+            created_by: Some("cli:root".into()),
+            last_used_at: None,
+        }
+    }
+
+    fn session(hash: &str, principal: &str, expires_unix: i64) -> SessionRecord {
+        SessionRecord {
+            hash: hash.into(),
+            principal: principal.into(),
+            role: Role::Operator,
+            csrf: "c".into(),
+            created_at: "2026-12-06T10:00:00Z".into(),
+            expires_unix,
+        }
+    }
+
+    #[test]
+    fn tokens_are_found_by_hash_marked_used_once_a_minute_and_unique_by_name() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .add_token(&token("anna", Role::Operator), "h1")
+            .unwrap();
+        store.add_token(&token("veli", Role::Viewer), "h2").unwrap();
+        assert!(matches!(
+            store.add_token(&token("anna", Role::Admin), "h3"),
+            Err(StoreError::TokenExists(n)) if n == "anna"
+        ));
+        assert!(store.use_token("nope", "t", 100).unwrap().is_none());
+        let used = store
+            .use_token("h1", "2026-12-06T10:01:00Z", 1000)
+            .unwrap()
+            .unwrap();
+        assert_eq!((used.name.as_str(), used.role), ("anna", Role::Operator));
+        assert_eq!(used.last_used_at.as_deref(), Some("2026-12-06T10:01:00Z"));
+        // Within the minute: not written again.
+        let again = store
+            .use_token("h1", "2026-12-06T10:01:30Z", 1030)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.last_used_at.as_deref(), Some("2026-12-06T10:01:00Z"));
+        let later = store
+            .use_token("h1", "2026-12-06T10:02:00Z", 1060)
+            .unwrap()
+            .unwrap();
+        assert_eq!(later.last_used_at.as_deref(), Some("2026-12-06T10:02:00Z"));
+        let names: Vec<_> = store
+            .tokens()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["anna", "veli"]);
+    }
+
+    #[test]
+    fn sessions_expire_and_end_with_their_token() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .add_token(&token("anna", Role::Operator), "h1")
+            .unwrap();
+        store.add_session(&session("s1", "anna", 200), 100).unwrap();
+        store.add_session(&session("s2", "anna", 300), 100).unwrap();
+        store
+            .add_session(&session("s3", "service", 300), 100)
+            .unwrap();
+        assert_eq!(store.session("s1", 150).unwrap().unwrap().principal, "anna");
+        assert!(store.session("s1", 200).unwrap().is_none(), "expired");
+        // Opening a session forgets the expired ones.
+        store
+            .add_session(&session("s4", "service", 400), 250)
+            .unwrap();
+        assert_eq!(
+            store
+                .conn()
+                .query_row("SELECT count(*) FROM sessions WHERE hash = 's1'", [], |r| r
+                    .get::<_, i64>(0))
+                .unwrap(),
+            0
+        );
+        assert!(store.revoke_token("anna").unwrap());
+        assert!(!store.revoke_token("anna").unwrap());
+        assert!(
+            store.session("s2", 150).unwrap().is_none(),
+            "ended with its token"
+        );
+        assert!(store.use_token("h1", "t", 1).unwrap().is_none());
+        assert!(store.session("s3", 150).unwrap().is_some());
+        assert!(store.end_session("s3").unwrap());
+        assert!(!store.end_session("s3").unwrap());
+        assert!(store.session("s3", 150).unwrap().is_none());
     }
 }

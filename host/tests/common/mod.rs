@@ -39,6 +39,7 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         commands: Default::default(),
         grants: Default::default(),
         runs: Default::default(),
+        console: Default::default(),
     };
     let state = AppState {
         hub: EventHub::new(store.clone()),
