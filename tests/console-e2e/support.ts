@@ -1,5 +1,6 @@
 // What every console flow needs: the test's configuration (from tests/tests/console_pg.rs), a
 // bearer-token API client for checks behind the page's back, accessibility and screenshots.
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -21,6 +22,8 @@ export const env = {
   shopId: need("SHOP_ID"),
   shopDomain: need("SHOP_DOMAIN"),
   shopTier: need("SHOP_TIER"),
+  shopDb: need("SHOP_DB"),
+  restoreDb: need("RESTORE_DB"),
   bigId: need("BIG_ID"),
   bigDomain: need("BIG_DOMAIN"),
   screenshots: process.env.QODIFY_SCREENSHOTS,
@@ -51,6 +54,25 @@ export async function api(
   return { status: res.status, json };
 }
 
+/** One value from `psql` as `postgres` on the local server. */
+export function psql(db: string, sql: string): string {
+  return execFileSync(
+    "psql",
+    ["-h", "127.0.0.1", "-U", "postgres", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
+    { encoding: "utf8" },
+  ).trim();
+}
+
+/** Every table of the public schema with its row count and a checksum of its rows. */
+export function tableChecksums(db: string): string {
+  const tables = psql(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    .split("\n")
+    .filter(Boolean);
+  return tables
+    .map((t) => `${t}=${psql(db, `SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM "${t}" t`)}`)
+    .join(" ");
+}
+
 export function sha256(bytes: Buffer): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
@@ -74,10 +96,18 @@ export async function shoot(page: Page, name: string): Promise<void> {
   for (const width of [1280, 390]) {
     await page.setViewportSize({ width, height: width === 390 ? 844 : 800 });
     await page.waitForTimeout(100);
-    const overflow = await page.evaluate(
-      () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
-    );
-    expect(overflow, `${name} at ${width} px scrolls sideways`).toBeLessThanOrEqual(0);
+    const { overflow, widest } = await page.evaluate(() => {
+      const doc = document.documentElement;
+      // The outermost elements that reach past the right edge, to say what to fix.
+      const past = [...document.querySelectorAll<HTMLElement>("body *")].filter(
+        (el) => el.getBoundingClientRect().right > doc.clientWidth + 0.5,
+      );
+      const outer = past.filter((el) => !past.some((o) => o !== el && o.contains(el)));
+      const describe = (el: HTMLElement) =>
+        `<${el.tagName.toLowerCase()}${el.className ? ` class="${el.className}"` : ""}> ${Math.round(el.getBoundingClientRect().right)} px: ${(el.textContent ?? "").slice(0, 60)}`;
+      return { overflow: doc.scrollWidth - doc.clientWidth, widest: outer.slice(0, 5).map(describe) };
+    });
+    expect(overflow, `${name} at ${width} px scrolls sideways: ${widest.join("; ")}`).toBeLessThanOrEqual(0);
     await accessible(page, `${name} at ${width} px`);
     if (env.screenshots) {
       mkdirSync(env.screenshots, { recursive: true });

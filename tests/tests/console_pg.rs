@@ -72,7 +72,6 @@ fn big_customer(shop: &Shop, domain: &str, db: &TestDb, mib: usize) {
 }
 
 #[test]
-#[ignore = "the console lands with issue 12"]
 fn the_console_in_a_real_browser() {
     if !pm2_available() {
         return;
@@ -115,6 +114,9 @@ fn the_console_in_a_real_browser() {
     let big_domain = "big.console.test";
     big_customer(&shop, big_domain, &big_db, 384);
 
+    // Where the console restores the shop's database, to compare it with the source.
+    let restore_db = TestDb::empty("consolerestore");
+
     let operator = add_token(&shop, "ops-anna", "operator");
     let viewer = add_token(&shop, "support-veli", "viewer");
     let admin = add_token(&shop, "admin-deniz", "admin");
@@ -154,6 +156,8 @@ fn the_console_in_a_real_browser() {
         .env("SHOP_ID", "c-shop")
         .env("SHOP_DOMAIN", &shop.domain)
         .env("SHOP_TIER", "fixture")
+        .env("SHOP_DB", &shop.db.name)
+        .env("RESTORE_DB", &restore_db.name)
         .env("BIG_ID", "c-big")
         .env("BIG_DOMAIN", big_domain)
         .env("CHROMIUM", chromium())
