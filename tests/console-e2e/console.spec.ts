@@ -2,7 +2,7 @@
 // apps, PostgreSQL) and a big customer: every flow of issue 12, in order, as ops would do it.
 // Started by tests/tests/console_pg.rs, which makes the shop, the tokens and the server.
 import { readFileSync } from "node:fs";
-import { expect, test, type Page } from "@playwright/test";
+import { expect, test, type Locator, type Page } from "@playwright/test";
 import { accessible, api, env, sha256, shoot, signIn, tableChecksums, watchConsole } from "./support";
 
 test.describe.configure({ mode: "serial" });
@@ -330,6 +330,47 @@ test("a rejected approval rolls the upgrade back", async () => {
   await expect(live.getByRole("status").getByText("Failed", { exact: true })).toBeVisible();
   const { json } = await api(env.service, "GET", `/api/runs?customer=${env.shopId}&limit=1`);
   expect(json.runs[0].state).toBe("failed");
+});
+
+/**
+ * Presses Tab (at most `max` times) until `target` has the focus: what a person without a mouse
+ * does to reach it.
+ */
+async function tabTo(target: Locator, max = 80) {
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press("Tab");
+    // `count` does not wait, so a target not there yet costs one Tab, not a timeout.
+    if ((await target.count()) === 1 && (await target.evaluate((el) => el === document.activeElement))) {
+      return;
+    }
+  }
+  throw new Error(`${target} cannot be reached with Tab`);
+}
+
+test("a backup by keyboard alone", async () => {
+  await page.goto("/#/customers");
+  await expect(page.getByRole("heading", { level: 1, name: "Customers" })).toBeVisible();
+  await tabTo(page.getByLabel("Filter customers", { exact: true }));
+  await page.keyboard.type(env.shopDomain);
+  await tabTo(page.getByRole("link", { name: env.shopDomain, exact: true }));
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("heading", { level: 1, name: env.shopDomain, exact: true })).toBeVisible();
+  await tabTo(page.getByRole("tab", { name: "Backups", exact: true }));
+  await page.keyboard.press("Enter");
+  await expect(page.getByRole("tab", { name: "Backups" })).toHaveAttribute("aria-selected", "true");
+  await tabTo(page.getByRole("button", { name: "New backup", exact: true }));
+  await page.keyboard.press("Enter");
+  const dialog = page.getByRole("dialog", { name: "New backup" });
+  await expect(dialog).toBeVisible();
+  // The dialog holds the focus: Escape closes it and gives the focus back.
+  await page.keyboard.press("Escape");
+  await expect(dialog).toBeHidden();
+  await expect(page.getByRole("button", { name: "New backup" })).toBeFocused();
+  await page.keyboard.press("Enter");
+  await expect(dialog).toBeVisible();
+  await tabTo(dialog.getByRole("button", { name: "Start backup", exact: true }));
+  const runId = await startsRun(() => page.keyboard.press("Enter"));
+  await runEnds(runId, "Completed");
 });
 
 test("Runs and a run's page; the audit log with filters", async () => {
