@@ -552,12 +552,12 @@ export interface components {
             type: string | null;
             /** @description When the backup started (RFC 3339), as backup.json says. */
             timestamp: string | null;
-            /** @description backup.json's `include` flags. */
-            include: Record<string, never>;
-            /** @description backup.json's service `versions`. */
-            versions: Record<string, never>;
-            /** @description backup.json's `paths` (`uploadsPath`). */
-            paths: Record<string, never>;
+            /** @description backup.json's `include` flags (`null` when backup.json has none). */
+            include: Record<string, never> | null;
+            /** @description backup.json's service `versions` (`null` when backup.json has none). */
+            versions: Record<string, never> | null;
+            /** @description backup.json's `paths` (`uploadsPath`) (`null` when backup.json has none). */
+            paths: Record<string, never> | null;
             /** @description The artifacts and their checksums. */
             artifacts: components["schemas"]["ArtifactView"][];
             /**

@@ -376,14 +376,14 @@ struct Detail {
     /// When the backup started (RFC 3339), as backup.json says.
     #[schema(required = true)]
     timestamp: Option<String>,
-    /// backup.json's `include` flags.
-    #[schema(value_type = Object)]
+    /// backup.json's `include` flags (`null` when backup.json has none).
+    #[schema(value_type = Option<Object>, required = true)]
     include: serde_json::Value,
-    /// backup.json's service `versions`.
-    #[schema(value_type = Object)]
+    /// backup.json's service `versions` (`null` when backup.json has none).
+    #[schema(value_type = Option<Object>, required = true)]
     versions: serde_json::Value,
-    /// backup.json's `paths` (`uploadsPath`).
-    #[schema(value_type = Object)]
+    /// backup.json's `paths` (`uploadsPath`) (`null` when backup.json has none).
+    #[schema(value_type = Option<Object>, required = true)]
     paths: serde_json::Value,
     /// The artifacts and their checksums.
     artifacts: Vec<ArtifactView>,
