@@ -46,6 +46,8 @@ const DOMAIN_LOCK_CLASS: i32 = 0x716f_6401;
 
 /// Connections per store (per host process): the service's workers and API requests share them.
 const POOL_SIZE: usize = 16;
+/// Connections for the writes that do not wait for the disk (events, progress).
+const RELAXED_POOL_SIZE: usize = 4;
 /// How long connecting may take, unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a call waits for a free connection before it fails.
@@ -59,6 +61,12 @@ const RUN_COLUMNS: &str = "id, customer_id, pipeline, params, triggered_by, stat
 /// The PostgreSQL state store.
 pub struct PgStore {
     pool: Pool,
+    /// Connections with `synchronous_commit` off, for what a running run writes most often
+    /// (events, progress, insight): a commit there does not wait for the WAL to reach the disk
+    /// (some 4 ms each here), like SQLite's WAL with `synchronous = NORMAL`. Nothing is lost that
+    /// matters: a server crash can only lose the last such writes, and the next ordinary commit
+    /// (the run's end, a lease renewal) flushes the WAL, and with it every write before it.
+    relaxed: Pool,
     /// Where the queries run; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     /// Where the database is, without the password, for messages.
@@ -107,23 +115,16 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Db(format!("starting the PostgreSQL store's runtime: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(WAIT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| StoreError::Db(format!("PostgreSQL connection pool: {e}")))?;
+        let mut relaxed = config.clone();
+        relaxed.options(&match config.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=off"),
+            None => "-c synchronous_commit=off".to_owned(),
+        });
+        let pool = pool_of(config, POOL_SIZE)?;
+        let relaxed = pool_of(relaxed, RELAXED_POOL_SIZE)?;
         let store = Self {
             pool,
+            relaxed,
             runtime: Some(runtime),
             target,
         };
@@ -139,10 +140,29 @@ impl PgStore {
         F: FnOnce(Object) -> Fut + Send + 'static,
         Fut: Future<Output = StoreResult<T>> + Send + 'static,
     {
+        self.call_on(&self.pool, f)
+    }
+
+    /// [`PgStore::call`] on a connection whose commits do not wait for the disk.
+    fn call_relaxed<T, F, Fut>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        self.call_on(&self.relaxed, f)
+    }
+
+    fn call_on<T, F, Fut>(&self, pool: &Pool, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Object) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<T>> + Send + 'static,
+    {
         let Some(runtime) = &self.runtime else {
             return Err(StoreError::Db("the PostgreSQL store is closed".into()));
         };
-        let pool = self.pool.clone();
+        let pool = pool.clone();
         let target = self.target.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         runtime.spawn(async move {
@@ -158,6 +178,25 @@ impl PgStore {
             ))
         })
     }
+}
+
+/// A pool of up to `size` connections made from `config`, made when first needed.
+fn pool_of(config: tokio_postgres::Config, size: usize) -> StoreResult<Pool> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(WAIT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError::Db(format!("PostgreSQL connection pool: {e}")))
 }
 
 /// `user@host:port/database` of `config`: what a message may say about where the store is.
@@ -1010,7 +1049,7 @@ impl Store for PgStore {
         // NaN keeps the previous value.
         let percent = (!percent.is_nan()).then(|| f64::from(percent.clamp(0.0, 100.0)));
         let (run_id, message) = (run_id.to_owned(), clean(message).into_owned());
-        self.call(move |c| async move {
+        self.call_relaxed(move |c| async move {
             let changed = execute(
                 &c,
                 "UPDATE runs SET progress = COALESCE($3, progress), message = $4 \
@@ -1029,7 +1068,7 @@ impl Store for PgStore {
         insight: &serde_json::Value,
     ) -> StoreResult<bool> {
         let (run_id, insight) = (run_id.to_owned(), clean_json(insight));
-        self.call(move |c| async move {
+        self.call_relaxed(move |c| async move {
             let changed = execute(
                 &c,
                 "UPDATE runs SET insight = $3 WHERE id = $1 AND epoch = $2 AND state = 'running'",
@@ -1170,7 +1209,7 @@ impl Store for PgStore {
     fn append_event(&self, run_id: &str, name: &str, data: &serde_json::Value) -> StoreResult<u64> {
         let (run_id, name, data) = (run_id.to_owned(), name.to_owned(), clean_json(data));
         let (now, _) = now();
-        self.call(move |c| async move {
+        self.call_relaxed(move |c| async move {
             // One statement: the run's counter is bumped under its row lock, so appends to one
             // run from anywhere are numbered without gaps or duplicates.
             let row = query_opt(
@@ -1929,6 +1968,26 @@ mod tests {
         assert_eq!(stored, seqs);
         drop(store);
         drop(f.db);
+    }
+
+    #[test]
+    fn only_events_and_progress_commit_without_waiting_for_the_disk() {
+        let Some(db) = TestDb::create() else { return };
+        // Options the URL gives are kept on both kinds of connection.
+        let store = PgStore::open(&format!("{}?options=-c%20lock_timeout%3D7s", db.url)).unwrap();
+        let show = |relaxed: bool| {
+            let sql = "SELECT current_setting('synchronous_commit') || ' ' || \
+                       current_setting('lock_timeout')";
+            let f =
+                move |c: Object| async move { col::<String>(&query(&c, sql, &[]).await?[0], 0) };
+            if relaxed {
+                store.call_relaxed(f).unwrap()
+            } else {
+                store.call(f).unwrap()
+            }
+        };
+        assert_eq!(show(false), "on 7s");
+        assert_eq!(show(true), "off 7s");
     }
 
     #[test]
