@@ -29,6 +29,90 @@ pub mod env {
     pub const CONFIG: &str = "QODIFY_CONFIG";
     /// The release catalog folder (not one of the fixed names; `releases_dir` in the file).
     pub const RELEASES_DIR: &str = "QODIFY_RELEASES_DIR";
+    /// Where the state is kept: `sqlite` or a `postgres://` URL (`store` in the file).
+    pub const STORE: &str = "QODIFY_STORE";
+}
+
+/// Where the service keeps its state (`store`): customers, runs, events, history, audit log,
+/// tokens and sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreSetting {
+    /// `sqlite`: `<data_dir>/state.sqlite`, the embedded default.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, which several hosts can share.
+    Postgres(PgUrl),
+}
+
+impl StoreSetting {
+    /// `sqlite`, or a `postgres://` (`postgresql://`) URL; `what` names where the value came
+    /// from. The error never repeats the value: a URL may hold a password.
+    pub fn parse(value: &str, what: &str) -> Result<Self> {
+        let value = value.trim();
+        if value == "sqlite" {
+            return Ok(Self::Sqlite);
+        }
+        let url = url::Url::parse(value)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "postgres" | "postgresql") && !u.cannot_be_a_base());
+        anyhow::ensure!(
+            url.is_some(),
+            "{what}: expected `sqlite` or a PostgreSQL URL like \
+             postgres://user:password@host:5432/database"
+        );
+        Ok(Self::Postgres(PgUrl(value.to_owned())))
+    }
+}
+
+/// A PostgreSQL connection URL. It may hold a password, so it is shown (`Debug`, `Display`) only
+/// without one; [`PgUrl::expose`] gives the whole URL to the one place that connects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgUrl(String);
+
+impl PgUrl {
+    /// The URL as given, password included: for connecting, never for showing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its password (in the user info or a `password` parameter).
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                if u.query_pairs().any(|(k, _)| k == "password") {
+                    let pairs: Vec<(String, String)> = u
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k == "password" {
+                                "***".into()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    u.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                u.to_string()
+            }
+            Err(_) => "(a PostgreSQL URL that does not parse)".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// The most a pipeline may ask of the host per step, and what a step gets when it asks nothing.
@@ -66,8 +150,10 @@ impl Default for Ceilings {
 pub struct Settings {
     /// Folder holding one `<domain>/` folder per customer.
     pub customers_root: PathBuf,
-    /// State: compile cache, run work folders.
+    /// State: compile cache, run work folders, and the SQLite store.
     pub data_dir: PathBuf,
+    /// Where the service's state is kept.
+    pub store: StoreSetting,
     /// Folders searched for `<plugin-id>.wasm`, first match wins.
     pub plugin_dirs: Vec<PathBuf>,
     /// Folder of `<name>.toml` pipelines and `tiers/<tier>.toml` overlays.
@@ -200,6 +286,7 @@ struct FileGrants {
 struct FileSettings {
     customers_root: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     plugin_dirs: Option<Vec<PathBuf>>,
     pipelines_dir: Option<PathBuf>,
     releases_dir: Option<PathBuf>,
@@ -292,6 +379,16 @@ impl Settings {
             .or_else(|| env(env::DATA_DIR).map(PathBuf::from))
             .or(file.data_dir.map(rel))
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let store = match env(env::STORE) {
+            Some(v) => StoreSetting::parse(
+                &v.to_string_lossy(),
+                &format!("{} in the environment", env::STORE),
+            )?,
+            None => match &file.store {
+                Some(v) => StoreSetting::parse(v, "store in the settings file")?,
+                None => StoreSetting::Sqlite,
+            },
+        };
         let plugin_dirs = if !over.plugin_dirs.is_empty() {
             over.plugin_dirs.clone()
         } else if let Some(dirs) = file.plugin_dirs {
@@ -415,6 +512,7 @@ impl Settings {
         Ok(Self {
             customers_root,
             data_dir,
+            store,
             plugin_dirs,
             pipelines_dir,
             releases_dir,
@@ -619,6 +717,43 @@ mod tests {
             format!("{err:#}").contains("console.session_ttl"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn the_store_is_sqlite_or_a_postgres_url_never_shown_with_its_password() {
+        assert_eq!(load("").unwrap().store, StoreSetting::Sqlite);
+        assert_eq!(
+            load("store = \"sqlite\"\n").unwrap().store,
+            StoreSetting::Sqlite
+        );
+        let s = load("store = \"postgres://qodify:s3cret@db.internal:5433/state\"\n").unwrap();
+        let StoreSetting::Postgres(url) = &s.store else {
+            panic!("{:?}", s.store)
+        };
+        assert_eq!(
+            url.expose(),
+            "postgres://qodify:s3cret@db.internal:5433/state"
+        );
+        assert_eq!(
+            url.to_string(),
+            "postgres://qodify:***@db.internal:5433/state"
+        );
+        assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+        let url = PgUrl("postgresql://qodify@db/state?password=s3cret&sslmode=disable".into());
+        assert_eq!(
+            url.redacted(),
+            "postgresql://qodify@db/state?password=***&sslmode=disable"
+        );
+        for bad in ["mysql://x@y/z", "postgres:state", "sqlite3", "s3cret"] {
+            let err = load(&format!("store = \"{bad}\"\n")).unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.contains("store in the settings file"), "{err}");
+            assert!(
+                err.contains("expected `sqlite` or a PostgreSQL URL"),
+                "{err}"
+            );
+            assert!(!err.contains(bad), "{err}");
+        }
     }
 
     #[test]

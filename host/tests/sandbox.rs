@@ -49,6 +49,7 @@ fn fixture() -> Fixture {
     let settings = Settings {
         customers_root: root.join("customers"),
         data_dir: root.join("data"),
+        store: Default::default(),
         plugin_dirs,
         pipelines_dir: root.join("pipelines"),
         releases_dir: root.join("releases"),

@@ -731,6 +731,7 @@ mod tests {
         Settings {
             customers_root: "/nonexistent".into(),
             data_dir: "/nonexistent".into(),
+            store: Default::default(),
             plugin_dirs: vec![],
             pipelines_dir: "/nonexistent".into(),
             releases_dir: "/nonexistent".into(),

@@ -10,7 +10,7 @@ use crate::engine::caps::CancelToken;
 
 use crate::engine::plugins::Catalog;
 use crate::engine::runtime::Runtime;
-use crate::settings::Settings;
+use crate::settings::{Settings, StoreSetting};
 use crate::store::{AuditEntry, NewRun, RunRecord, Store, StoreResult};
 
 use super::hub::{self, EventHub};
@@ -46,16 +46,23 @@ pub fn now() -> String {
 }
 
 impl AppState {
-    /// The state of a host process on `settings`' data dir: the store (`state.sqlite`, shared by
-    /// `serve` and every CLI command on that data dir), the event hub, the plugins and the
-    /// runtime. `host_id` owns the leases of the runs this process executes.
+    /// The state of a host process on `settings`' data dir: the store (`store`: the data dir's
+    /// `state.sqlite`, or a PostgreSQL database; shared by `serve` and every CLI command with the
+    /// same settings), the event hub, the plugins and the runtime. `host_id` owns the leases of
+    /// the runs this process executes.
     pub fn open(settings: Settings, host_id: String) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         crate::files::private_dir_all(&settings.data_dir)
             .with_context(|| format!("creating {}", settings.data_dir.display()))?;
-        let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(
-            &settings.data_dir.join("state.sqlite"),
-        )?);
+        let store: Arc<dyn Store> = match &settings.store {
+            StoreSetting::Sqlite => Arc::new(crate::store::sqlite::SqliteStore::open(
+                &settings.data_dir.join("state.sqlite"),
+            )?),
+            StoreSetting::Postgres(url) => {
+                tracing::info!(store = %url, "state store: PostgreSQL");
+                Arc::new(crate::store::postgres::PgStore::open(url.expose())?)
+            }
+        };
         let runtime = Arc::new(Runtime::new(&settings.data_dir)?);
         let catalog = Arc::new(Catalog::scan(&settings.plugin_dirs));
         Ok(AppState {

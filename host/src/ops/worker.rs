@@ -862,6 +862,7 @@ mod tests {
         let settings = crate::settings::Settings {
             customers_root: tmp.path().join("customers"),
             data_dir: tmp.path().join("data"),
+            store: Default::default(),
             plugin_dirs: vec![],
             pipelines_dir: tmp.path().join("pipelines"),
             releases_dir: tmp.path().join("releases"),

@@ -1,15 +1,80 @@
 //! The service's state: customers, runs (the queue), run events, the backups index and the audit
 //! log, behind one interface. [`sqlite::SqliteStore`] is the embedded default (one file in the
-//! data folder); a PostgreSQL store shared by several hosts can implement the same trait later,
-//! which is why runs are claimed with leases and fenced by an epoch.
+//! data folder); [`postgres::PgStore`] keeps the same in a PostgreSQL database that several hosts
+//! can share, which is why runs are claimed with leases and fenced by an epoch. Both behave alike:
+//! one suite of tests (`suite.rs`) runs against each.
 
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
+
+/// Default and maximum page size of [`Store::runs`].
+pub(crate) const RUNS_DEFAULT_LIMIT: usize = 100;
+pub(crate) const RUNS_MAX_LIMIT: usize = 1000;
+
+/// The error of a run that was queued when it was cancelled.
+pub(crate) const CANCELLED_BEFORE_START: &str = "cancelled before it started";
+/// The error of a run whose host stopped while it ran.
+pub(crate) const INTERRUPTED: &str = "interrupted: the host stopped while it ran";
+
+/// A time as stores write it: RFC 3339 UTC with milliseconds (fixed width, so such strings sort
+/// as times).
+pub(crate) fn format_time(t: time::OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+}
+
+/// Now, as [`format_time`] writes it, and in unix milliseconds.
+pub(crate) fn now() -> (String, i64) {
+    let now = time::OffsetDateTime::now_utc();
+    let ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    (format_time(now), ms)
+}
+
+/// A duration in milliseconds, saturating.
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Unsigned → a database integer (saturating: no size or duration comes near `i64::MAX`).
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A state as stores write it.
+pub(crate) fn state_str(state: RunState) -> &'static str {
+    match state {
+        RunState::Queued => "queued",
+        RunState::Running => "running",
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        RunState::Cancelled => "cancelled",
+        RunState::Interrupted => "interrupted",
+    }
+}
+
+/// A state as stores write it, read back.
+pub(crate) fn parse_state(s: &str) -> Option<RunState> {
+    Some(match s {
+        "queued" => RunState::Queued,
+        "running" => RunState::Running,
+        "succeeded" => RunState::Succeeded,
+        "failed" => RunState::Failed,
+        "cancelled" => RunState::Cancelled,
+        "interrupted" => RunState::Interrupted,
+        _ => return None,
+    })
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -91,14 +156,7 @@ impl RunState {
 
 impl std::fmt::Display for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RunState::Queued => "queued",
-            RunState::Running => "running",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-            RunState::Interrupted => "interrupted",
-        })
+        f.write_str(state_str(*self))
     }
 }
 

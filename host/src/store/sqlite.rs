@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
-use time::OffsetDateTime;
 
 use super::{
-    ActiveRun, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary, CustomerOverview,
-    CustomerQuery, CustomerRecord, DurationHistogram, EventRecord, LastBackup, NewRun, RunFilter,
+    ActiveRun, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
+    CANCELLED_BEFORE_START, CustomerOverview, CustomerQuery, CustomerRecord, DurationHistogram,
+    EventRecord, INTERRUPTED, LastBackup, NewRun, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter,
     RunFinish, RunQuery, RunRecord, RunState, SessionRecord, Store, StoreError, StoreResult,
-    TokenRecord,
+    TokenRecord, duration_ms, now, parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 
@@ -37,15 +37,6 @@ const MIGRATIONS: &[&str] = &[
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
-
-/// Default and maximum page size of [`Store::runs`].
-const RUNS_DEFAULT_LIMIT: usize = 100;
-const RUNS_MAX_LIMIT: usize = 1000;
-
-/// The error of a run that was queued when it was cancelled.
-const CANCELLED_BEFORE_START: &str = "cancelled before it started";
-/// The error of a run whose host stopped while it ran.
-const INTERRUPTED: &str = "interrupted: the host stopped while it ran";
 
 /// The columns [`run_from_row`] reads, in its order.
 const RUN_COLUMNS: &str = "id, customer_id, pipeline, params_json, triggered_by, state, \
@@ -166,51 +157,6 @@ impl<T> Db<T> for rusqlite::Result<T> {
     fn db(self) -> StoreResult<T> {
         self.map_err(|e| StoreError::Db(e.to_string()))
     }
-}
-
-/// Now: RFC 3339 UTC with milliseconds (fixed width, so such strings sort as times), and unix
-/// milliseconds.
-fn now() -> (String, i64) {
-    let now = OffsetDateTime::now_utc();
-    let text = now
-        .format(time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        ))
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into());
-    let ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-    (text, ms)
-}
-
-fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Unsigned → SQLite integer (saturating: no size or duration comes near `i64::MAX`).
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn state_str(state: RunState) -> &'static str {
-    match state {
-        RunState::Queued => "queued",
-        RunState::Running => "running",
-        RunState::Succeeded => "succeeded",
-        RunState::Failed => "failed",
-        RunState::Cancelled => "cancelled",
-        RunState::Interrupted => "interrupted",
-    }
-}
-
-fn parse_state(s: &str) -> Option<RunState> {
-    Some(match s {
-        "queued" => RunState::Queued,
-        "running" => RunState::Running,
-        "succeeded" => RunState::Succeeded,
-        "failed" => RunState::Failed,
-        "cancelled" => RunState::Cancelled,
-        "interrupted" => RunState::Interrupted,
-        _ => return None,
-    })
 }
 
 fn conversion_error(
@@ -1353,170 +1299,55 @@ impl Store for SqliteStore {
 mod tests {
     use std::sync::{Arc, Barrier};
 
-    use serde_json::json;
-
     use super::*;
+    use crate::store::suite::{self, HOUR, SuiteStore, customers, new_run, ran};
 
-    const HOUR: Duration = Duration::from_secs(3600);
+    impl SuiteStore for SqliteStore {
+        fn set_started_at(&self, run_id: &str, at: &str) {
+            self.conn()
+                .execute(
+                    "UPDATE runs SET started_at = ?2 WHERE id = ?1",
+                    params![run_id, at],
+                )
+                .unwrap();
+        }
+
+        fn delete_run(&self, run_id: &str) {
+            self.conn()
+                .execute("DELETE FROM runs WHERE id = ?1", [run_id])
+                .unwrap();
+        }
+
+        fn stored_sessions(&self) -> Vec<String> {
+            query_all(&self.conn(), "SELECT hash FROM sessions", [], |r| r.get(0)).unwrap()
+        }
+    }
+
+    /// A fresh store in a temporary folder, removed with it.
+    struct Fixture {
+        store: SqliteStore,
+        _dir: tempfile::TempDir,
+    }
+
+    impl std::ops::Deref for Fixture {
+        type Target = SqliteStore;
+        fn deref(&self) -> &SqliteStore {
+            &self.store
+        }
+    }
+
+    fn fixture() -> Option<Fixture> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("state").join("qodify.db")).unwrap();
+        Some(Fixture { store, _dir: dir })
+    }
+
+    suite::store_suite!(fixture);
 
     fn temp_store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("state").join("qodify.db")).unwrap();
         (dir, store)
-    }
-
-    fn new_run(id: &str, customer: &str) -> NewRun {
-        NewRun {
-            id: id.into(),
-            customer_id: customer.into(),
-            pipeline: "backup".into(),
-            params: BTreeMap::from([("kind".into(), "fast".into())]),
-            triggered_by: Some("alice".into()),
-        }
-    }
-
-    fn customers(store: &SqliteStore, ids: &[&str]) {
-        for id in ids {
-            store
-                .upsert_customer(id, &format!("{id}.example.com"), None)
-                .unwrap();
-        }
-    }
-
-    fn running_per_customer(store: &SqliteStore) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for run in store.runs(&RunFilter::default()).unwrap() {
-            if run.state == RunState::Running {
-                *counts.entry(run.customer_id).or_default() += 1;
-            }
-        }
-        counts
-    }
-
-    fn finished(state: RunState) -> RunFinish {
-        RunFinish {
-            state,
-            error: None,
-            backup_id: None,
-        }
-    }
-
-    #[test]
-    fn customers_upsert_and_domain_taken() {
-        let (_dir, store) = temp_store();
-        let c = store
-            .upsert_customer("c1", "one.example.com", Some("gold"))
-            .unwrap();
-        assert_eq!(c.id, "c1");
-        assert_eq!(c.domain, "one.example.com");
-        assert_eq!(c.tier.as_deref(), Some("gold"));
-        assert_eq!(c.created_at, c.updated_at);
-        assert_eq!(store.customer("c1").unwrap(), Some(c.clone()));
-        assert_eq!(store.customer("nobody").unwrap(), None);
-
-        // Repeating the same registration changes nothing.
-        assert_eq!(
-            store
-                .upsert_customer("c1", "one.example.com", Some("gold"))
-                .unwrap(),
-            c
-        );
-        std::thread::sleep(Duration::from_millis(2));
-        let moved = store
-            .upsert_customer("c1", "uno.example.com", None)
-            .unwrap();
-        assert_eq!(moved.domain, "uno.example.com");
-        assert_eq!(moved.tier, None);
-        assert_eq!(moved.created_at, c.created_at);
-        assert!(moved.updated_at > c.updated_at);
-
-        // The old domain is free again; the new one is taken, whatever its case.
-        store
-            .upsert_customer("c2", "one.example.com", None)
-            .unwrap();
-        for domain in ["uno.example.com", "UNO.Example.com"] {
-            match store.upsert_customer("c2", domain, None) {
-                Err(StoreError::DomainTaken { domain: d, owner }) => {
-                    assert_eq!(d, domain);
-                    assert_eq!(owner, "c1");
-                }
-                other => panic!("expected DomainTaken, got {other:?}"),
-            }
-        }
-        assert_eq!(
-            store.customer("c2").unwrap().unwrap().domain,
-            "one.example.com"
-        );
-    }
-
-    #[test]
-    fn enqueue_busy_names_the_active_run_and_queue_if_busy_queues() {
-        let (_dir, store) = temp_store();
-        assert!(matches!(
-            store.enqueue_run(&new_run("r0", "ghost"), true),
-            Err(StoreError::UnknownCustomer(c)) if c == "ghost"
-        ));
-        customers(&store, &["c1", "c2"]);
-
-        let r1 = store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
-        assert_eq!(r1.state, RunState::Queued);
-        assert_eq!(r1.params.get("kind").map(String::as_str), Some("fast"));
-        assert_eq!(r1.triggered_by.as_deref(), Some("alice"));
-        assert_eq!(r1.epoch, 0);
-        assert!(!r1.cancel_requested);
-        assert_eq!(store.run("r1").unwrap(), Some(r1.clone()));
-
-        match store.enqueue_run(&new_run("r2", "c1"), false) {
-            Err(StoreError::Busy {
-                customer,
-                run_id,
-                pipeline,
-                state,
-            }) => {
-                assert_eq!(customer, "c1");
-                assert_eq!(run_id, "r1");
-                assert_eq!(pipeline, "backup");
-                assert_eq!(state, RunState::Queued);
-            }
-            other => panic!("expected Busy, got {other:?}"),
-        }
-        assert_eq!(store.run("r2").unwrap(), None);
-        // Another customer is not affected.
-        store.enqueue_run(&new_run("r3", "c2"), false).unwrap();
-
-        let r2 = store.enqueue_run(&new_run("r2", "c1"), true).unwrap();
-        assert_eq!(r2.state, RunState::Queued);
-
-        // Once r1 runs, Busy names it (the running one) rather than the queued r2.
-        let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
-        assert_eq!(claimed.id, "r1");
-        match store.enqueue_run(&new_run("r4", "c1"), false) {
-            Err(StoreError::Busy { run_id, state, .. }) => {
-                assert_eq!(run_id, "r1");
-                assert_eq!(state, RunState::Running);
-            }
-            other => panic!("expected Busy, got {other:?}"),
-        }
-
-        // Newest first, per customer or all.
-        let ids = |f: RunFilter| -> Vec<String> {
-            store.runs(&f).unwrap().into_iter().map(|r| r.id).collect()
-        };
-        assert_eq!(ids(RunFilter::default()), ["r2", "r3", "r1"]);
-        assert_eq!(
-            ids(RunFilter {
-                customer_id: Some("c1".into()),
-                limit: None
-            }),
-            ["r2", "r1"]
-        );
-        assert_eq!(
-            ids(RunFilter {
-                customer_id: None,
-                limit: Some(1)
-            }),
-            ["r2"]
-        );
     }
 
     #[test]
@@ -1553,365 +1384,6 @@ mod tests {
         let runs = store.runs(&RunFilter::default()).unwrap();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].id, accepted[0]);
-    }
-
-    #[test]
-    fn claims_take_customers_in_turn_one_run_each() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["a", "b"]);
-        for id in ["a1", "a2", "a3"] {
-            store.enqueue_run(&new_run(id, "a"), true).unwrap();
-        }
-        for id in ["b1", "b2"] {
-            store.enqueue_run(&new_run(id, "b"), true).unwrap();
-        }
-
-        // Two slots: one run per customer at a time.
-        let first = store.claim_next("h", HOUR).unwrap().unwrap();
-        assert_eq!(first.id, "a1");
-        assert_eq!(first.state, RunState::Running);
-        assert_eq!(first.epoch, 1);
-        assert_eq!(first.lease_owner.as_deref(), Some("h"));
-        assert!(first.started_at.is_some());
-        let second = store.claim_next("h", HOUR).unwrap().unwrap();
-        assert_eq!(second.id, "b1");
-        assert_eq!(store.claim_next("h", HOUR).unwrap(), None);
-        assert!(running_per_customer(&store).values().all(|&n| n == 1));
-
-        // One slot from here on: a's long queue does not starve b.
-        let mut order = Vec::new();
-        assert!(
-            store
-                .finish_run("a1", 1, &finished(RunState::Succeeded))
-                .unwrap()
-        );
-        assert!(
-            store
-                .finish_run("b1", 1, &finished(RunState::Succeeded))
-                .unwrap()
-        );
-        while let Some(run) = store.claim_next("h", HOUR).unwrap() {
-            assert!(running_per_customer(&store).values().all(|&n| n == 1));
-            order.push(run.id.clone());
-            assert!(
-                store
-                    .finish_run(&run.id, run.epoch, &finished(RunState::Failed))
-                    .unwrap()
-            );
-        }
-        assert_eq!(order, ["a2", "b2", "a3"]);
-    }
-
-    #[test]
-    fn a_newcomer_is_served_before_a_long_queue() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["a", "b"]);
-        for id in ["a1", "a2", "a3"] {
-            store.enqueue_run(&new_run(id, "a"), true).unwrap();
-        }
-        store.enqueue_run(&new_run("b1", "b"), true).unwrap();
-        let mut order = Vec::new();
-        while let Some(run) = store.claim_next("h", HOUR).unwrap() {
-            order.push(run.id.clone());
-            assert!(
-                store
-                    .finish_run(&run.id, run.epoch, &finished(RunState::Succeeded))
-                    .unwrap()
-            );
-        }
-        assert_eq!(order, ["a1", "b1", "a2", "a3"]);
-    }
-
-    #[test]
-    fn a_runs_insight_is_kept_while_it_runs_and_fenced() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1"]);
-        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
-        assert_eq!(store.run("r1").unwrap().unwrap().insight, None);
-        let run = store.claim_next("h1", HOUR).unwrap().unwrap();
-        let insight = json!({ "preflight": { "etaSeconds": 42 }, "warnings": ["low"] });
-        assert!(!store.set_insight("r1", run.epoch - 1, &insight).unwrap());
-        assert!(store.set_insight("r1", run.epoch, &insight).unwrap());
-        assert_eq!(
-            store.run("r1").unwrap().unwrap().insight,
-            Some(insight.clone())
-        );
-        store
-            .finish_run("r1", run.epoch, &finished(RunState::Succeeded))
-            .unwrap();
-        // An ended run keeps what it learnt and takes nothing more.
-        assert!(!store.set_insight("r1", run.epoch, &json!({})).unwrap());
-        assert_eq!(store.run("r1").unwrap().unwrap().insight, Some(insight));
-    }
-
-    #[test]
-    fn stale_epochs_are_fenced() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1"]);
-        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
-        let run = store.claim_next("h1", HOUR).unwrap().unwrap();
-        assert_eq!(run.epoch, 1);
-
-        let stale = RunFinish {
-            state: RunState::Failed,
-            error: Some("late".into()),
-            backup_id: None,
-        };
-        assert!(!store.finish_run("r1", 0, &stale).unwrap());
-        assert!(!store.set_progress("r1", 0, 50.0, "late").unwrap());
-        assert!(!store.renew_lease("r1", "h1", 0, HOUR).unwrap());
-        assert!(!store.renew_lease("r1", "h2", 1, HOUR).unwrap());
-        assert_eq!(store.run("r1").unwrap().unwrap(), run);
-
-        assert!(store.renew_lease("r1", "h1", 1, HOUR).unwrap());
-        assert!(store.set_progress("r1", 1, 140.0, "copying").unwrap());
-        let now = store.run("r1").unwrap().unwrap();
-        assert_eq!(now.progress, Some(100.0));
-        assert_eq!(now.message.as_deref(), Some("copying"));
-        assert!(
-            store
-                .set_progress("r1", 1, f32::NAN, "still copying")
-                .unwrap()
-        );
-        assert_eq!(store.run("r1").unwrap().unwrap().progress, Some(100.0));
-
-        assert!(matches!(
-            store.finish_run("r1", 1, &finished(RunState::Running)),
-            Err(StoreError::Db(_))
-        ));
-        // The backup is named as soon as it is complete, fenced like the rest; a run that
-        // then fails (an upgrade rolled back) keeps it.
-        assert!(!store.set_backup_id("r1", 0, "20231231-000000").unwrap());
-        assert!(store.set_backup_id("r1", 1, "20240101-000000").unwrap());
-        assert_eq!(
-            store.run("r1").unwrap().unwrap().backup_id.as_deref(),
-            Some("20240101-000000")
-        );
-        let done = RunFinish {
-            state: RunState::Failed,
-            error: Some("health check failed; rolled back".into()),
-            backup_id: None,
-        };
-        assert!(store.finish_run("r1", 1, &done).unwrap());
-        let after = store.run("r1").unwrap().unwrap();
-        assert_eq!(after.state, RunState::Failed);
-        assert_eq!(after.backup_id.as_deref(), Some("20240101-000000"));
-        assert_eq!(after.lease_owner, None);
-        assert!(after.finished_at.is_some());
-        // Finished: nothing more changes it.
-        assert!(!store.finish_run("r1", 1, &stale).unwrap());
-        assert!(!store.set_progress("r1", 1, 1.0, "x").unwrap());
-        assert!(!store.renew_lease("r1", "h1", 1, HOUR).unwrap());
-        assert_eq!(store.run("r1").unwrap().unwrap(), after);
-    }
-
-    #[test]
-    fn recover_interrupted_by_owner_and_by_expired_lease() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1", "c2", "c3", "c4"]);
-        for (run, customer) in [("r1", "c1"), ("r2", "c2"), ("r3", "c3"), ("r4", "c4")] {
-            store.enqueue_run(&new_run(run, customer), false).unwrap();
-        }
-        let r1 = store.claim_next("me", HOUR).unwrap().unwrap();
-        let r2 = store.claim_next("dead", Duration::ZERO).unwrap().unwrap();
-        let r3 = store.claim_next("alive", HOUR).unwrap().unwrap();
-        assert_eq!(
-            (r1.id.as_str(), r2.id.as_str(), r3.id.as_str()),
-            ("r1", "r2", "r3")
-        );
-        std::thread::sleep(Duration::from_millis(5));
-
-        let recovered = store.recover_interrupted("me").unwrap();
-        let ids: Vec<_> = recovered.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["r1", "r2"]);
-        for run in &recovered {
-            assert_eq!(run.state, RunState::Interrupted);
-            assert_eq!(run.error.as_deref(), Some(INTERRUPTED));
-            assert_eq!(run.lease_owner, None);
-            assert!(run.finished_at.is_some());
-        }
-        // The dead host's late writes are refused.
-        assert!(
-            !store
-                .finish_run("r2", r2.epoch, &finished(RunState::Succeeded))
-                .unwrap()
-        );
-        assert_eq!(store.run("r3").unwrap().unwrap().state, RunState::Running);
-        assert_eq!(store.run("r4").unwrap().unwrap().state, RunState::Queued);
-        assert!(store.recover_interrupted("me").unwrap().is_empty());
-    }
-
-    #[test]
-    fn cancel_queued_running_and_finished_runs() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1"]);
-        assert_eq!(store.request_cancel("nope").unwrap(), None);
-        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
-        store.enqueue_run(&new_run("r2", "c1"), true).unwrap();
-
-        let running = store.claim_next("h", HOUR).unwrap().unwrap();
-        assert_eq!(running.id, "r1");
-
-        let queued = store.request_cancel("r2").unwrap().unwrap();
-        assert_eq!(queued.state, RunState::Cancelled);
-        assert_eq!(queued.error.as_deref(), Some(CANCELLED_BEFORE_START));
-        assert!(queued.finished_at.is_some());
-
-        let asked = store.request_cancel("r1").unwrap().unwrap();
-        assert_eq!(asked.state, RunState::Running);
-        assert!(asked.cancel_requested);
-        assert_eq!(store.run("r1").unwrap().unwrap(), asked);
-
-        assert!(
-            store
-                .finish_run("r1", 1, &finished(RunState::Cancelled))
-                .unwrap()
-        );
-        let done = store.run("r1").unwrap().unwrap();
-        assert_eq!(store.request_cancel("r1").unwrap(), Some(done.clone()));
-        assert_eq!(store.request_cancel("r2").unwrap(), Some(queued));
-        // A cancelled queued run is never claimed.
-        assert_eq!(store.claim_next("h", HOUR).unwrap(), None);
-        assert_eq!(done.state, RunState::Cancelled);
-    }
-
-    #[test]
-    fn events_are_numbered_per_run_and_filtered() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1", "c2"]);
-        store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
-        store.enqueue_run(&new_run("r2", "c2"), false).unwrap();
-        for i in 1..=5u64 {
-            assert_eq!(
-                store
-                    .append_event("r1", "backup-progress", &json!({ "i": i }))
-                    .unwrap(),
-                i
-            );
-        }
-        assert_eq!(
-            store
-                .append_event("r2", "run-started", &json!(null))
-                .unwrap(),
-            1
-        );
-        assert!(store.append_event("ghost", "x", &json!({})).is_err());
-
-        let all = store.events("r1", 0).unwrap();
-        assert_eq!(
-            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5]
-        );
-        assert_eq!(all[2].data, json!({ "i": 3 }));
-        assert_eq!(all[2].name, "backup-progress");
-        assert_eq!(all[2].run_id, "r1");
-        let tail = store.events("r1", 3).unwrap();
-        assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
-        assert_eq!(tail[..], all[3..]);
-        assert!(store.events("r1", 5).unwrap().is_empty());
-        assert!(store.events("r1", u64::MAX).unwrap().is_empty());
-        assert_eq!(store.events("r2", 0).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn backups_history_newest_first_and_updated_by_run_id() {
-        let (_dir, store) = temp_store();
-        let line = |run: &str, created_at: &str, result: &str| BackupRecord {
-            customer_id: "c1".into(),
-            run_id: run.into(),
-            backup_id: None,
-            kind: "fast".into(),
-            size: None,
-            duration_ms: Some(1200),
-            result: result.into(),
-            triggered_by: Some("alice".into()),
-            created_at: created_at.into(),
-            note: None,
-        };
-        // Fractions of varying length and offsets: ordered as times, not as text.
-        store
-            .record_backup(&line("r1", "2024-01-01T10:00:00Z", "failed"))
-            .unwrap();
-        store
-            .record_backup(&line("r2", "2024-01-01T10:00:00.5Z", "succeeded"))
-            .unwrap();
-        store
-            .record_backup(&line("r3", "2024-01-01T11:59:00+02:00", "cancelled"))
-            .unwrap();
-        store
-            .record_backup(&line("r4", "2024-01-02T00:00:00.123456789Z", "running"))
-            .unwrap();
-        let mut other = line("r5", "2030-01-01T00:00:00Z", "succeeded");
-        other.customer_id = "c2".into();
-        store.record_backup(&other).unwrap();
-
-        let mut done = line("r4", "2024-01-02T00:00:00.123456789Z", "succeeded");
-        done.backup_id = Some("20240102-000000".into());
-        done.size = Some(u64::from(u32::MAX) * 4);
-        store.record_backup(&done).unwrap();
-
-        let history = store.backups("c1", 100, None).unwrap();
-        let ids: Vec<_> = history.iter().map(|b| b.run_id.as_str()).collect();
-        assert_eq!(ids, ["r4", "r2", "r1", "r3"]);
-        assert_eq!(history[0], done);
-        assert_eq!(store.backups("c2", 100, None).unwrap(), [other]);
-        assert!(store.backups("c3", 100, None).unwrap().is_empty());
-        // Pages follow each other without gaps or repeats; an unknown cursor gives nothing.
-        let page = |before| {
-            store
-                .backups("c1", 2, before)
-                .unwrap()
-                .into_iter()
-                .map(|b| b.run_id)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(page(None), ["r4", "r2"]);
-        assert_eq!(page(Some("r2")), ["r1", "r3"]);
-        assert!(page(Some("r3")).is_empty());
-        assert!(page(Some("nope")).is_empty());
-    }
-
-    #[test]
-    fn audit_log_newest_first() {
-        let (_dir, store) = temp_store();
-        for (i, customer) in ["c1", "c2", "c1", "c1"].iter().enumerate() {
-            store
-                .audit(&AuditEntry {
-                    at: format!("2024-01-01T00:00:0{i}Z"),
-                    actor: Some("alice".into()),
-                    action: "backup.requested".into(),
-                    customer_id: Some((*customer).into()),
-                    run_id: Some(format!("r{i}")),
-                    detail: json!({ "i": i }),
-                })
-                .unwrap();
-        }
-        store
-            .audit(&AuditEntry {
-                at: "2024-01-01T00:00:09Z".into(),
-                actor: None,
-                action: "host.started".into(),
-                customer_id: None,
-                run_id: None,
-                detail: json!({}),
-            })
-            .unwrap();
-        let runs = |entries: Vec<AuditEntry>| -> Vec<Option<String>> {
-            entries.into_iter().map(|e| e.run_id).collect()
-        };
-        let all = store.audit_log(None, 100).unwrap();
-        assert_eq!(all.len(), 5);
-        assert_eq!(all[0].action, "host.started");
-        assert_eq!(all[1].detail, json!({ "i": 3 }));
-        assert_eq!(
-            runs(store.audit_log(Some("c1"), 2).unwrap()),
-            [Some("r3".to_owned()), Some("r2".to_owned())]
-        );
-        assert_eq!(
-            runs(store.audit_log(Some("c2"), 10).unwrap()),
-            [Some("r1".to_owned())]
-        );
-        assert!(store.audit_log(Some("c1"), 0).unwrap().is_empty());
     }
 
     #[test]
@@ -1987,36 +1459,6 @@ mod tests {
         }
     }
 
-    /// Runs `id` of `pipeline` for `customer` as if it had started `secs_ago` seconds ago, and
-    /// ends it as `state`.
-    fn ran(
-        store: &SqliteStore,
-        id: &str,
-        customer: &str,
-        pipeline: &str,
-        secs_ago: f64,
-        state: RunState,
-    ) {
-        let mut run = new_run(id, customer);
-        run.pipeline = pipeline.into();
-        store.enqueue_run(&run, false).unwrap();
-        let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
-        assert_eq!(claimed.id, id);
-        store
-            .conn()
-            .execute(
-                "UPDATE runs SET started_at = \
-                 strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2) WHERE id = ?1",
-                params![id, format!("-{secs_ago} seconds")],
-            )
-            .unwrap();
-        assert!(
-            store
-                .finish_run(id, claimed.epoch, &finished(state))
-                .unwrap()
-        );
-    }
-
     /// What SQLite plans for `sql`, one step a line.
     fn query_plan(store: &SqliteStore, sql: &str, params: impl rusqlite::Params) -> String {
         query_all(
@@ -2027,55 +1469,6 @@ mod tests {
         )
         .unwrap()
         .join("\n")
-    }
-
-    #[test]
-    fn run_durations_are_histograms_by_pipeline_and_result_of_the_runs_that_ran() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1"]);
-        ran(&store, "r1", "c1", "backup", 90.0, RunState::Succeeded);
-        ran(&store, "r2", "c1", "backup", 30.0, RunState::Succeeded);
-        ran(&store, "r3", "c1", "backup", 2.0, RunState::Failed);
-        ran(&store, "r4", "c1", "backup", 7200.0, RunState::Cancelled);
-        ran(&store, "r5", "c1", "restore", 0.3, RunState::Succeeded);
-        // Neither a run cancelled before it started nor an interrupted one ran to an end.
-        store.enqueue_run(&new_run("r6", "c1"), false).unwrap();
-        store.request_cancel("r6").unwrap();
-        store.enqueue_run(&new_run("r7", "c1"), false).unwrap();
-        store.claim_next("dead-host", HOUR).unwrap().unwrap();
-        assert_eq!(store.recover_interrupted("dead-host").unwrap().len(), 1);
-
-        let bounds = [1_000, 5_000, 100_000, 10_000_000];
-        let got = store.run_durations(&bounds).unwrap();
-        let rows: Vec<(&str, RunState, u64, &[u64])> = got
-            .iter()
-            .map(|h| (h.pipeline.as_str(), h.result, h.count, h.at_most.as_slice()))
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                ("backup", RunState::Cancelled, 1, &[0, 0, 0, 1][..]),
-                ("backup", RunState::Failed, 1, &[0, 1, 1, 1][..]),
-                ("backup", RunState::Succeeded, 2, &[0, 0, 2, 2][..]),
-                ("restore", RunState::Succeeded, 1, &[1, 1, 1, 1][..]),
-            ]
-        );
-        // From the start it was given to the end `finish_run` stamped, to the millisecond.
-        let ok = &got[2];
-        assert!((120_000..121_000).contains(&ok.sum_ms), "{ok:?}");
-        assert!(store.run_durations(&[]).unwrap()[0].at_most.is_empty());
-
-        // Read from the index alone, whatever the number of runs.
-        let plan = query_plan(
-            &store,
-            &run_durations_sql(bounds.len()),
-            rusqlite::params_from_iter(bounds.map(to_i64)),
-        );
-        assert!(
-            plan.contains("USING COVERING INDEX runs_durations"),
-            "{plan}"
-        );
-        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
     }
 
     #[test]
@@ -2110,305 +1503,6 @@ mod tests {
     }
 
     #[test]
-    fn backup_summaries_give_each_customer_s_newest_present_backup_and_their_total() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1", "c2", "c3"]);
-        let line = |customer: &str,
-                    run: &str,
-                    backup: Option<&str>,
-                    size: Option<u64>,
-                    result: &str,
-                    created: &str| {
-            store
-                .record_backup(&BackupRecord {
-                    customer_id: customer.into(),
-                    run_id: run.into(),
-                    backup_id: backup.map(str::to_owned),
-                    kind: "fast".into(),
-                    size,
-                    duration_ms: Some(1000),
-                    result: result.into(),
-                    triggered_by: None,
-                    created_at: created.into(),
-                    note: None,
-                })
-                .unwrap();
-        };
-        // c1: an old backup found on disk (no run: made when its manifest says), a newer one
-        // retention deleted, one that completed in a run that failed later (a real run: made
-        // when it ended), and the newest line, a run that made nothing.
-        line(
-            "c1",
-            "disk-1",
-            Some("20260101-000000"),
-            Some(100),
-            "succeeded",
-            "2026-01-01T00:00:00Z",
-        );
-        line(
-            "c1",
-            "r-deleted",
-            Some("20260102-000000"),
-            Some(200),
-            "deleted",
-            "2026-01-02T00:00:00Z",
-        );
-        ran(&store, "r-late", "c1", "backup", 5.0, RunState::Failed);
-        line(
-            "c1",
-            "r-late",
-            Some("20260101-120000"),
-            Some(50),
-            "failed",
-            "2026-01-01T12:00:00Z",
-        );
-        line("c1", "r-none", None, None, "failed", "2026-01-03T00:00:00Z");
-        // c2: only a failure; c3: nothing at all.
-        line("c2", "r-c2", None, None, "failed", "2026-01-01T00:00:00Z");
-
-        let ended_ms: i64 = store
-            .conn()
-            .query_row(
-                "SELECT CAST(round((julianday(finished_at) - 2440587.5) * 86400000.0) AS INTEGER) \
-                 FROM runs WHERE id = 'r-late'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let got = store.backup_summaries().unwrap();
-        assert_eq!(
-            got,
-            [
-                BackupSummary {
-                    customer_id: "c1".into(),
-                    domain: "c1.example.com".into(),
-                    last: Some(LastBackup {
-                        backup_id: "20260101-120000".into(),
-                        size: Some(50),
-                        made_ms: Some(ended_ms),
-                    }),
-                    present: 2,
-                    present_bytes: 150,
-                },
-                BackupSummary {
-                    customer_id: "c2".into(),
-                    domain: "c2.example.com".into(),
-                    last: None,
-                    present: 0,
-                    present_bytes: 0,
-                },
-                BackupSummary {
-                    customer_id: "c3".into(),
-                    domain: "c3.example.com".into(),
-                    last: None,
-                    present: 0,
-                    present_bytes: 0,
-                },
-            ]
-        );
-        // Without the run, the time its line was made (the manifest's, for one from the disk).
-        store
-            .conn()
-            .execute("DELETE FROM runs WHERE id = 'r-late'", [])
-            .unwrap();
-        let c1 = &store.backup_summaries().unwrap()[0];
-        assert_eq!(
-            c1.last.as_ref().unwrap().made_ms,
-            Some(1_767_268_800_000),
-            "{c1:?}"
-        );
-        line(
-            "c1",
-            "r-late",
-            Some("20260101-120000"),
-            Some(50),
-            "deleted",
-            "2026-01-01T12:00:00Z",
-        );
-        let c1 = &store.backup_summaries().unwrap()[0];
-        assert_eq!(
-            c1.last.as_ref().unwrap().made_ms,
-            Some(1_767_225_600_000),
-            "{c1:?}"
-        );
-        assert_eq!((c1.present, c1.present_bytes), (1, 100));
-
-        // Each customer's backups are found through the index, not by reading the history.
-        let plan = query_plan(&store, &backup_summaries_sql(), []);
-        assert!(plan.contains("INDEX backups_present"), "{plan}");
-        for table in ["SCAN p", "SCAN b", "SCAN r"] {
-            assert!(!plan.contains(table), "{plan}");
-        }
-    }
-
-    // What the web console reads (issue 12).
-
-    fn history_line(
-        store: &SqliteStore,
-        customer: &str,
-        run: &str,
-        result: &str,
-        created: &str,
-    ) -> BackupRecord {
-        let line = BackupRecord {
-            customer_id: customer.into(),
-            run_id: run.into(),
-            backup_id: (result == "succeeded").then(|| "20260101-000000".to_owned()),
-            kind: "fast".into(),
-            size: Some(42),
-            duration_ms: Some(1000),
-            result: result.into(),
-            triggered_by: Some("ayse".into()),
-            created_at: created.into(),
-            note: None,
-        };
-        store.record_backup(&line).unwrap();
-        line
-    }
-
-    fn overview_page(
-        store: &SqliteStore,
-        text: Option<&str>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Vec<String> {
-        store
-            .customer_overviews(&CustomerQuery {
-                text: text.map(str::to_owned),
-                after_domain: after.map(str::to_owned),
-                limit,
-            })
-            .unwrap()
-            .into_iter()
-            .map(|o| o.customer.id)
-            .collect()
-    }
-
-    #[test]
-    fn customer_overviews_are_pages_by_domain_filtered_by_id_or_domain() {
-        let (_dir, store) = temp_store();
-        for (id, domain) in [
-            ("42", "zeta.example.com"),
-            ("7", "alpha.example.com"),
-            ("shop-Big", "mid.example.org"),
-            ("9", "beta.example.com"),
-        ] {
-            store.upsert_customer(id, domain, None).unwrap();
-        }
-        assert_eq!(
-            overview_page(&store, None, None, 100),
-            ["7", "9", "shop-Big", "42"]
-        );
-        // Pages follow each other by the last domain, without gaps or repeats.
-        assert_eq!(overview_page(&store, None, None, 2), ["7", "9"]);
-        assert_eq!(
-            overview_page(&store, None, Some("beta.example.com"), 2),
-            ["shop-Big", "42"]
-        );
-        assert!(overview_page(&store, None, Some("zeta.example.com"), 2).is_empty());
-        // A substring of the id or the domain, in any case; the empty filter is no filter.
-        assert_eq!(overview_page(&store, Some("BIG"), None, 100), ["shop-Big"]);
-        assert_eq!(
-            overview_page(&store, Some(".COM"), None, 100),
-            ["7", "9", "42"]
-        );
-        assert_eq!(overview_page(&store, Some("4"), None, 100), ["42"]);
-        assert_eq!(
-            overview_page(&store, Some("example"), Some("alpha.example.com"), 1),
-            ["9"]
-        );
-        assert_eq!(overview_page(&store, Some(""), None, 100).len(), 4);
-        assert!(overview_page(&store, Some("%"), None, 100).is_empty());
-    }
-
-    #[test]
-    fn a_customer_overview_has_the_newest_history_line_and_the_active_run_with_its_step() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1", "c2", "c3"]);
-        history_line(&store, "c1", "r-old", "succeeded", "2026-01-01T00:00:00Z");
-        let newest = history_line(&store, "c1", "r-new", "failed", "2026-01-02T00:00:00.5Z");
-        history_line(&store, "c2", "r-c2", "succeeded", "2026-01-03T00:00:00Z");
-
-        // c1: a queued run behind a running one; the running one shows, with its latest step.
-        store.enqueue_run(&new_run("run-1", "c1"), false).unwrap();
-        let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
-        store.enqueue_run(&new_run("run-2", "c1"), true).unwrap();
-        assert!(
-            store
-                .set_progress("run-1", claimed.epoch, 37.5, "archiving")
-                .unwrap()
-        );
-        for (name, data) in [
-            (
-                "backup-progress",
-                json!({ "percent": 10, "step": "preflight" }),
-            ),
-            (
-                "backup-progress",
-                json!({ "percent": 30, "step": "archive-backend" }),
-            ),
-            (
-                "backup-progress",
-                json!({ "percent": 31, "step": null, "message": "x" }),
-            ),
-            ("backup-warning", json!({ "step": "not-progress" })),
-        ] {
-            store.append_event("run-1", name, &data).unwrap();
-        }
-        // c3: only a queued run, without any event.
-        store.enqueue_run(&new_run("run-3", "c3"), false).unwrap();
-
-        let got = store
-            .customer_overviews(&CustomerQuery {
-                limit: 10,
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(got.len(), 3);
-        assert_eq!(got[0].customer.id, "c1");
-        assert_eq!(got[0].last_backup.as_ref(), Some(&newest));
-        assert_eq!(
-            got[0].active_run,
-            Some(ActiveRun {
-                run_id: "run-1".into(),
-                pipeline: "backup".into(),
-                state: RunState::Running,
-                percent: Some(37.5),
-                step: Some("archive-backend".into()),
-            })
-        );
-        assert_eq!(got[1].last_backup.as_ref().unwrap().run_id, "r-c2");
-        assert_eq!(got[1].active_run, None);
-        assert_eq!(got[2].last_backup, None);
-        assert_eq!(
-            got[2].active_run,
-            Some(ActiveRun {
-                run_id: "run-3".into(),
-                pipeline: "backup".into(),
-                state: RunState::Queued,
-                percent: None,
-                step: None,
-            })
-        );
-
-        // Once the runs end, nothing is active.
-        assert!(
-            store
-                .finish_run("run-1", claimed.epoch, &finished(RunState::Succeeded))
-                .unwrap()
-        );
-        store.request_cancel("run-2").unwrap();
-        store.request_cancel("run-3").unwrap();
-        let got = store
-            .customer_overviews(&CustomerQuery {
-                limit: 10,
-                ..Default::default()
-            })
-            .unwrap();
-        assert!(got.iter().all(|o| o.active_run.is_none()), "{got:?}");
-    }
-
-    #[test]
     fn customer_overviews_look_up_each_row_of_the_page_by_index() {
         let (_dir, store) = temp_store();
         // Each customer's history and runs are found through their indexes; the customers
@@ -2437,147 +1531,6 @@ mod tests {
     }
 
     #[test]
-    fn run_pages_filter_by_customer_and_state_and_follow_a_cursor() {
-        let (_dir, store) = temp_store();
-        customers(&store, &["c1", "c2"]);
-        // r1 succeeded (c1), r2 failed (c2), r3 cancelled while queued (c1), r4 running (c2),
-        // r5 queued (c1).
-        ran(&store, "r1", "c1", "backup", 1.0, RunState::Succeeded);
-        ran(&store, "r2", "c2", "restore", 1.0, RunState::Failed);
-        store.enqueue_run(&new_run("r3", "c1"), false).unwrap();
-        store.request_cancel("r3").unwrap();
-        store.enqueue_run(&new_run("r4", "c2"), false).unwrap();
-        assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r4");
-        store.enqueue_run(&new_run("r5", "c1"), false).unwrap();
-
-        let page = |customer: Option<&str>, states: &[RunState], before: Option<&str>, limit| {
-            store
-                .runs_page(&RunQuery {
-                    customer_id: customer.map(str::to_owned),
-                    states: states.to_vec(),
-                    before: before.map(str::to_owned),
-                    limit,
-                })
-                .unwrap()
-                .into_iter()
-                .map(|r| r.id)
-                .collect::<Vec<_>>()
-        };
-        use RunState::*;
-        assert_eq!(page(None, &[], None, 100), ["r5", "r4", "r3", "r2", "r1"]);
-        assert_eq!(page(None, &[Queued, Running], None, 100), ["r5", "r4"]);
-        assert_eq!(page(None, &[Failed, Cancelled], None, 100), ["r3", "r2"]);
-        assert_eq!(page(Some("c1"), &[], None, 100), ["r5", "r3", "r1"]);
-        assert_eq!(page(Some("c1"), &[Succeeded], None, 100), ["r1"]);
-        assert!(page(Some("c2"), &[Interrupted], None, 100).is_empty());
-        // Pages by cursor, also combined with the filters; an unknown cursor gives nothing.
-        assert_eq!(page(None, &[], None, 2), ["r5", "r4"]);
-        assert_eq!(page(None, &[], Some("r4"), 2), ["r3", "r2"]);
-        assert_eq!(page(None, &[], Some("r2"), 2), ["r1"]);
-        assert_eq!(page(Some("c1"), &[], Some("r5"), 1), ["r3"]);
-        assert_eq!(
-            page(None, &[Queued, Running, Failed], Some("r4"), 10),
-            ["r2"]
-        );
-        assert!(page(None, &[], Some("nope"), 10).is_empty());
-        assert_eq!(
-            store
-                .runs_page(&RunQuery {
-                    limit: 1,
-                    ..Default::default()
-                })
-                .unwrap()[0],
-            store.run("r5").unwrap().unwrap()
-        );
-    }
-
-    #[test]
-    fn audit_pages_filter_by_customer_action_and_actor_and_follow_a_cursor() {
-        let (_dir, store) = temp_store();
-        for (i, (customer, action, actor)) in [
-            (Some("c1"), "backup.requested", Some("ayse")),
-            (Some("c2"), "backup.requested", Some("bora")),
-            (Some("c1"), "run.finished", None),
-            (None, "host.started", Some("system")),
-            (Some("c1"), "backup.requested", Some("bora")),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            store
-                .audit(&AuditEntry {
-                    at: format!("2026-01-01T00:00:0{i}Z"),
-                    actor: actor.map(str::to_owned),
-                    action: action.into(),
-                    customer_id: customer.map(str::to_owned),
-                    run_id: None,
-                    detail: json!({ "i": i }),
-                })
-                .unwrap();
-        }
-        let page = |customer: Option<&str>,
-                    action: Option<&str>,
-                    actor: Option<&str>,
-                    before: Option<i64>,
-                    limit| {
-            store
-                .audit_page(&AuditQuery {
-                    customer_id: customer.map(str::to_owned),
-                    action: action.map(str::to_owned),
-                    actor: actor.map(str::to_owned),
-                    before,
-                    limit,
-                })
-                .unwrap()
-                .into_iter()
-                .map(|r| (r.id, r.entry.detail["i"].as_i64().unwrap()))
-                .collect::<Vec<_>>()
-        };
-        let all = page(None, None, None, None, 100);
-        assert_eq!(all.iter().map(|e| e.1).collect::<Vec<_>>(), [4, 3, 2, 1, 0]);
-        assert!(all.windows(2).all(|w| w[0].0 > w[1].0), "{all:?}");
-        let is = |entries: Vec<(i64, i64)>| entries.into_iter().map(|e| e.1).collect::<Vec<_>>();
-        assert_eq!(
-            is(page(None, Some("backup.requested"), None, None, 100)),
-            [4, 1, 0]
-        );
-        assert_eq!(is(page(None, None, Some("bora"), None, 100)), [4, 1]);
-        assert_eq!(
-            is(page(
-                Some("c1"),
-                Some("backup.requested"),
-                Some("ayse"),
-                None,
-                100
-            )),
-            [0]
-        );
-        assert!(page(None, Some("backup"), None, None, 100).is_empty());
-        // The cursor is an entry's id: the next page starts after it.
-        let first = page(None, None, None, None, 2);
-        assert_eq!(is(first.clone()), [4, 3]);
-        assert_eq!(is(page(None, None, None, Some(first[1].0), 2)), [2, 1]);
-        assert_eq!(
-            is(page(
-                None,
-                Some("backup.requested"),
-                None,
-                Some(all[0].0),
-                1
-            )),
-            [1]
-        );
-        // Every row is the entry as it was written.
-        let full = store
-            .audit_page(&AuditQuery {
-                limit: 1,
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(full[0].entry, store.audit_log(None, 1).unwrap()[0]);
-    }
-
-    #[test]
     fn in_memory_store_works() {
         let store = SqliteStore::open_in_memory().unwrap();
         customers(&store, &["c1"]);
@@ -2585,100 +1538,32 @@ mod tests {
         assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r1");
     }
 
-    fn token(name: &str, role: Role) -> TokenRecord {
-        TokenRecord {
-            name: name.into(),
-            role,
-            created_at: "2026-12-06T10:00:00Z".into(),
-            created_by: Some("cli:root".into()),
-            last_used_at: None,
-        }
-    }
-
-    fn session(hash: &str, principal: &str, expires_unix: i64) -> SessionRecord {
-        SessionRecord {
-            hash: hash.into(),
-            principal: principal.into(),
-            role: Role::Operator,
-            csrf: "c".into(),
-            created_at: "2026-12-06T10:00:00Z".into(),
-            expires_unix,
-        }
-    }
-
     #[test]
-    fn tokens_are_found_by_hash_marked_used_once_a_minute_and_unique_by_name() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        store
-            .add_token(&token("anna", Role::Operator), "h1")
-            .unwrap();
-        store.add_token(&token("veli", Role::Viewer), "h2").unwrap();
-        assert!(matches!(
-            store.add_token(&token("anna", Role::Admin), "h3"),
-            Err(StoreError::TokenExists(n)) if n == "anna"
-        ));
-        assert!(store.use_token("nope", "t", 100).unwrap().is_none());
-        let used = store
-            .use_token("h1", "2026-12-06T10:01:00Z", 1000)
-            .unwrap()
-            .unwrap();
-        assert_eq!((used.name.as_str(), used.role), ("anna", Role::Operator));
-        assert_eq!(used.last_used_at.as_deref(), Some("2026-12-06T10:01:00Z"));
-        // Within the minute: not written again.
-        let again = store
-            .use_token("h1", "2026-12-06T10:01:30Z", 1030)
-            .unwrap()
-            .unwrap();
-        assert_eq!(again.last_used_at.as_deref(), Some("2026-12-06T10:01:00Z"));
-        let later = store
-            .use_token("h1", "2026-12-06T10:02:00Z", 1060)
-            .unwrap()
-            .unwrap();
-        assert_eq!(later.last_used_at.as_deref(), Some("2026-12-06T10:02:00Z"));
-        let names: Vec<_> = store
-            .tokens()
-            .unwrap()
-            .into_iter()
-            .map(|t| t.name)
-            .collect();
-        assert_eq!(names, ["anna", "veli"]);
-    }
-
-    #[test]
-    fn sessions_expire_and_end_with_their_token() {
-        let store = SqliteStore::open_in_memory().unwrap();
-        store
-            .add_token(&token("anna", Role::Operator), "h1")
-            .unwrap();
-        store.add_session(&session("s1", "anna", 200), 100).unwrap();
-        store.add_session(&session("s2", "anna", 300), 100).unwrap();
-        store
-            .add_session(&session("s3", "service", 300), 100)
-            .unwrap();
-        assert_eq!(store.session("s1", 150).unwrap().unwrap().principal, "anna");
-        assert!(store.session("s1", 200).unwrap().is_none(), "expired");
-        // Opening a session forgets the expired ones.
-        store
-            .add_session(&session("s4", "service", 400), 250)
-            .unwrap();
-        assert_eq!(
-            store
-                .conn()
-                .query_row("SELECT count(*) FROM sessions WHERE hash = 's1'", [], |r| r
-                    .get::<_, i64>(0))
-                .unwrap(),
-            0
+    fn run_durations_read_the_index_alone() {
+        let (_dir, store) = temp_store();
+        customers(&store, &["c1"]);
+        ran(&store, "r1", "c1", "backup", 90.0, RunState::Succeeded);
+        let bounds = [1_000, 5_000, 100_000, 10_000_000];
+        // Whatever the number of runs, no run row is read and nothing is sorted.
+        let plan = query_plan(
+            &store,
+            &run_durations_sql(bounds.len()),
+            rusqlite::params_from_iter(bounds.map(to_i64)),
         );
-        assert!(store.revoke_token("anna").unwrap());
-        assert!(!store.revoke_token("anna").unwrap());
         assert!(
-            store.session("s2", 150).unwrap().is_none(),
-            "ended with its token"
+            plan.contains("USING COVERING INDEX runs_durations"),
+            "{plan}"
         );
-        assert!(store.use_token("h1", "t", 1).unwrap().is_none());
-        assert!(store.session("s3", 150).unwrap().is_some());
-        assert!(store.end_session("s3").unwrap());
-        assert!(!store.end_session("s3").unwrap());
-        assert!(store.session("s3", 150).unwrap().is_none());
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    #[test]
+    fn backup_summaries_find_each_customer_s_backups_through_the_index() {
+        let (_dir, store) = temp_store();
+        let plan = query_plan(&store, &backup_summaries_sql(), []);
+        assert!(plan.contains("INDEX backups_present"), "{plan}");
+        for table in ["SCAN p", "SCAN b", "SCAN r"] {
+            assert!(!plan.contains(table), "{plan}");
+        }
     }
 }
