@@ -452,9 +452,20 @@ test("an admin makes and revokes a token", async () => {
   const token = await shown.inputValue();
   expect((await api(token, "GET", "/api/customers")).status).toBe(200);
   await shoot(page, "tokens");
-  // Revoke acts at once (the console asks no confirmation); the new token's box goes with it.
-  await page.getByRole("button", { name: "Revoke e2e-temp", exact: true }).click();
-  await expect(page.getByRole("button", { name: "Revoke e2e-temp", exact: true })).toHaveCount(0);
+  // Revoke asks first: "Keep it" keeps the token working.
+  const revoke = page.getByRole("button", { name: "Revoke e2e-temp", exact: true });
+  const confirm = page.getByRole("dialog", { name: "Revoke token e2e-temp", exact: true });
+  await revoke.click();
+  await expect(confirm).toContainText("stops working at once");
+  await accessible(page, "revoke confirmation");
+  await confirm.getByRole("button", { name: "Keep it" }).click();
+  await expect(confirm).toBeHidden();
+  expect((await api(token, "GET", "/api/customers")).status).toBe(200);
+  // Confirmed, it goes, and the new token's box with it.
+  await revoke.click();
+  await confirm.getByRole("button", { name: "Revoke token", exact: true }).click();
+  await expect(confirm).toBeHidden();
+  await expect(revoke).toHaveCount(0);
   await expect(shown).toHaveCount(0);
   expect((await api(token, "GET", "/api/customers")).status).toBe(401);
   // Operators cannot manage tokens.

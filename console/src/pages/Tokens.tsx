@@ -2,7 +2,7 @@
 import { useState, type FormEvent } from "react";
 import { api, call, errorText } from "../api/client";
 import type { CreatedToken, Role } from "../api/client";
-import { ErrorAlert, Loading, Time } from "../components/ui";
+import { Dialog, ErrorAlert, Loading, Time } from "../components/ui";
 import { useSession } from "../lib/context";
 import { useLoad } from "../lib/hooks";
 
@@ -17,6 +17,8 @@ export function Tokens() {
   const [copied, setCopied] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  // The token whose revocation waits for a confirmation.
+  const [revoking, setRevoking] = useState<string | null>(null);
 
   async function create(e: FormEvent) {
     e.preventDefault();
@@ -37,12 +39,16 @@ export function Tokens() {
 
   async function revoke(tokenName: string) {
     setError(null);
+    setBusy(true);
     try {
       await call(api.DELETE("/api/tokens/{name}", { params: { path: { name: tokenName } } }));
       if (created?.name === tokenName) setCreated(null);
       list.reload();
     } catch (err) {
       setError(errorText(err));
+    } finally {
+      setBusy(false);
+      setRevoking(null);
     }
   }
 
@@ -92,7 +98,7 @@ export function Tokens() {
                       type="button"
                       className="danger"
                       aria-label={`Revoke ${t.name}`}
-                      onClick={() => revoke(t.name)}
+                      onClick={() => setRevoking(t.name)}
                     >
                       Revoke
                     </button>
@@ -104,6 +110,21 @@ export function Tokens() {
           </table>
         </div>
       )}
+      <Dialog open={revoking != null} title={`Revoke token ${revoking ?? ""}`} onClose={() => setRevoking(null)}>
+        <p>
+          <strong>{revoking}</strong> stops working at once, and every console session opened with it
+          ends. It cannot be undone: the person needs a new token.
+          {revoking === session.name && " This is your own token: you will be signed out."}
+        </p>
+        <div className="actions">
+          <button type="button" className="danger" disabled={busy} onClick={() => revoking && revoke(revoking)}>
+            Revoke token
+          </button>
+          <button type="button" onClick={() => setRevoking(null)}>
+            Keep it
+          </button>
+        </div>
+      </Dialog>
       <h2>Create a token</h2>
       <form onSubmit={create} className="stack card">
         <label htmlFor="token-name">Name</label>
