@@ -851,6 +851,7 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
                     tier: None,
                     created_at: String::new(),
                     updated_at: String::new(),
+                    node: None,
                 }
             });
             let size = ops::backups::delete(&state, &record, &id, Some(&actor))?;

@@ -31,6 +31,8 @@ pub mod env {
     pub const RELEASES_DIR: &str = "QODIFY_RELEASES_DIR";
     /// Where the state is kept: `sqlite` or a `postgres://` URL (`store` in the file).
     pub const STORE: &str = "QODIFY_STORE";
+    /// This host's node name (`node` in the file).
+    pub const NODE: &str = "QODIFY_NODE";
 }
 
 /// Where the service keeps its state (`store`): customers, runs, events, history, audit log,
@@ -154,6 +156,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Where the service's state is kept.
     pub store: StoreSetting,
+    /// This host's node name (`node`): it runs the runs of the customers that belong to it.
+    /// Default: the hostname.
+    pub node: String,
     /// Folders searched for `<plugin-id>.wasm`, first match wins.
     pub plugin_dirs: Vec<PathBuf>,
     /// Folder of `<name>.toml` pipelines and `tiers/<tier>.toml` overlays.
@@ -287,6 +292,7 @@ struct FileSettings {
     customers_root: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    node: Option<String>,
     plugin_dirs: Option<Vec<PathBuf>>,
     pipelines_dir: Option<PathBuf>,
     releases_dir: Option<PathBuf>,
@@ -388,6 +394,27 @@ impl Settings {
                 Some(v) => StoreSetting::parse(v, "store in the settings file")?,
                 None => StoreSetting::Sqlite,
             },
+        };
+        let node = match env(env::NODE) {
+            Some(v) => Some((
+                v.to_string_lossy().into_owned(),
+                format!("{} in the environment", env::NODE),
+            )),
+            None => file
+                .node
+                .clone()
+                .map(|v| (v, "node in the settings file".to_owned())),
+        };
+        let node = match node {
+            Some((name, what)) => {
+                anyhow::ensure!(
+                    crate::store::valid_node(&name),
+                    "{what}: a node name is 1-253 characters from A-Z, a-z, 0-9, `.`, `_` and \
+                     `-`, starting with a letter or digit"
+                );
+                name
+            }
+            None => default_node(),
         };
         let plugin_dirs = if !over.plugin_dirs.is_empty() {
             over.plugin_dirs.clone()
@@ -513,6 +540,7 @@ impl Settings {
             customers_root,
             data_dir,
             store,
+            node,
             plugin_dirs,
             pipelines_dir,
             releases_dir,
@@ -525,6 +553,19 @@ impl Settings {
             runs,
             console,
         })
+    }
+}
+
+/// The default node name: the hostname (`local` when it is no node name).
+pub fn default_node() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if crate::store::valid_node(&name) {
+        name
+    } else {
+        "local".into()
     }
 }
 
@@ -753,6 +794,19 @@ mod tests {
                 "{err}"
             );
             assert!(!err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_node_is_the_hostname_unless_named() {
+        assert_eq!(load("").unwrap().node, default_node());
+        assert_eq!(load("node = \"web-2\"\n").unwrap().node, "web-2");
+        for bad in ["", "-x", "a b", "x/y"] {
+            let err = load(&format!("node = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("node in the settings file"),
+                "{err:#}"
+            );
         }
     }
 

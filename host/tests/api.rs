@@ -1052,8 +1052,33 @@ impl Store for LeakyStore {
     fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>> {
         self.0.runs(filter)
     }
-    fn claim_next(&self, owner: &str, lease: Duration) -> StoreResult<Option<RunRecord>> {
-        self.0.claim_next(owner, lease)
+    fn claim_next(
+        &self,
+        by: &qodify_host::store::Claimant<'_>,
+        lease: Duration,
+    ) -> StoreResult<Option<RunRecord>> {
+        self.0.claim_next(by, lease)
+    }
+    fn move_customer(&self, id: &str, node: &str) -> StoreResult<CustomerRecord> {
+        self.0.move_customer(id, node)
+    }
+    fn adopt_customer(&self, id: &str, node: &str) -> StoreResult<bool> {
+        self.0.adopt_customer(id, node)
+    }
+    fn unassigned_customers(&self) -> StoreResult<Vec<CustomerRecord>> {
+        self.0.unassigned_customers()
+    }
+    fn heartbeat(&self, beat: &qodify_host::store::NodeBeat) -> StoreResult<()> {
+        self.0.heartbeat(beat)
+    }
+    fn nodes(&self) -> StoreResult<Vec<qodify_host::store::NodeRecord>> {
+        self.0.nodes()
+    }
+    fn active_runs_by_node(&self) -> StoreResult<Vec<(Option<String>, RunRecord)>> {
+        self.0.active_runs_by_node()
+    }
+    fn listen(&self, node: &str, on_notice: qodify_host::store::Notice) -> bool {
+        self.0.listen(node, on_notice)
     }
     fn renew_lease(
         &self,

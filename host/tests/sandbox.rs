@@ -50,6 +50,7 @@ fn fixture() -> Fixture {
         customers_root: root.join("customers"),
         data_dir: root.join("data"),
         store: Default::default(),
+        node: "test".into(),
         plugin_dirs,
         pipelines_dir: root.join("pipelines"),
         releases_dir: root.join("releases"),

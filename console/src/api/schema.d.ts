@@ -52,7 +52,8 @@ export interface paths {
         get: operations["getCustomer"];
         /**
          * Registers a customer or updates its domain and tier (installer-api calls it when it creates
-         *     one).
+         *     one), or moves it to another node. Without a node, a customer of no node is claimed by this
+         *     host when its folder is here; otherwise by the node that has it, when that node is told.
          */
         put: operations["putCustomer"];
         post?: never;
@@ -188,6 +189,23 @@ export interface paths {
         put?: never;
         /** Queues an upgrade of the customer to another release (the shipped `upgrade` pipeline). */
         post: operations["createUpgrade"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/nodes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the nodes sharing this host's store, with their heartbeats and active runs. */
+        get: operations["listNodes"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -712,6 +730,8 @@ export interface components {
              * @description RFC 3339 UTC.
              */
             updatedAt: string;
+            /** @description The node whose workers run its runs; `null` until a node claims it. */
+            node: string | null;
         };
         /** @description Customers by domain, one page. */
         CustomerList: {
@@ -737,6 +757,8 @@ export interface components {
             release: string | null;
             lastBackup: null | components["schemas"]["LastBackup"];
             activeRun: null | components["schemas"]["ActiveRun"];
+            /** @description The node whose workers run its runs; `null` until a node claims it. */
+            node: string | null;
         };
         /** @description Body of `POST /api/runs/{runId}/approval`. */
         Decide: {
@@ -847,6 +869,68 @@ export interface components {
             /** @description What it may do. */
             role: components["schemas"]["Role"];
         };
+        /** @description A node as the API shows it. */
+        Node: {
+            /** @description Its name (the setting `node`, by default the hostname). */
+            name: string;
+            /** @description The host's version at its last heartbeat. */
+            version: string;
+            /**
+             * Format: date-time
+             * @description When its process started (RFC 3339 UTC).
+             */
+            startedAt: string;
+            /**
+             * Format: date-time
+             * @description Its last heartbeat (RFC 3339 UTC); a live node beats every 10 s.
+             */
+            heartbeatAt: string;
+            /**
+             * Format: int64
+             * @description Milliseconds since its last heartbeat, by this host's clock.
+             */
+            heartbeatAgeMs: number;
+            /** @description Whether it is the host that answers. */
+            thisNode: boolean;
+            /** @description The runs it runs, then its customers' queued runs, oldest first. */
+            activeRuns: components["schemas"]["NodeRun"][];
+        };
+        /** @description The nodes. */
+        NodeList: {
+            /** @description The host that answers. */
+            thisNode: string;
+            /** @description Every node that ever beat, by name. */
+            nodes: components["schemas"]["Node"][];
+            /**
+             * @description Queued runs of customers no node has claimed yet (with PostgreSQL they wait until the
+             *     node that has the customer's folder claims it, or the customer is given a node).
+             */
+            unassignedRuns: components["schemas"]["NodeRun"][];
+        };
+        /** @description An active run as the nodes list shows it. */
+        NodeRun: {
+            /**
+             * Format: uuid
+             * @description The run id.
+             */
+            runId: string;
+            /** @description The customer id. */
+            customerId: string;
+            /** @description `backup`, `restore`, `upgrade`… */
+            pipeline: string;
+            /** @description `queued` or `running`. */
+            state: components["schemas"]["RunState"];
+            /**
+             * Format: date-time
+             * @description When it started running.
+             */
+            startedAt: string | null;
+            /**
+             * Format: float
+             * @description Latest progress, 0-100.
+             */
+            progress: number | null;
+        };
         /** @description What a run's preflight found. */
         Preflight: {
             /** @description The step that gave the figures. */
@@ -891,6 +975,13 @@ export interface components {
              * @example paid
              */
             tier?: string | null;
+            /**
+             * @description The node whose workers run its runs. Left out: the node it has (none at first: the host
+             *     that has its folder under its customers root claims it). A different node moves it, which
+             *     is refused (409) while it has an active run.
+             * @example web-2
+             */
+            node?: string | null;
         };
         /** @description What to restore; the flags left out keep the pipeline's defaults (everything). */
         RestoreInclude: {
@@ -954,6 +1045,11 @@ export interface components {
             triggeredBy: string | null;
             /** @description A cancel was asked while it ran. */
             cancelRequested: boolean;
+            /**
+             * @description The node that claimed it and runs (or ran) it; `null` while queued, and for runs a CLI
+             *     started.
+             */
+            node: string | null;
             /** @description Its live events (SSE). */
             eventsUrl: string;
             approval?: null | components["schemas"]["ApprovalView"];
@@ -1413,7 +1509,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description The domain belongs to another customer, or the customer has an active run and the domain would change. */
+            /** @description The domain belongs to another customer, or the customer has an active run and the domain or node would change. */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2478,6 +2574,62 @@ export interface operations {
             };
             /** @description The body is not JSON. */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    listNodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The nodes, by name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeList"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -41,6 +41,16 @@ struct PutCustomer {
     #[serde(default)]
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", example = "paid")]
     tier: Option<String>,
+    /// The node whose workers run its runs. Left out: the node it has (none at first: the host
+    /// that has its folder under its customers root claims it). A different node moves it, which
+    /// is refused (409) while it has an active run.
+    #[serde(default)]
+    #[schema(
+        max_length = 253,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        example = "web-2"
+    )]
+    node: Option<String>,
 }
 
 /// A customer as the API shows it.
@@ -61,6 +71,9 @@ struct CustomerView {
     /// RFC 3339 UTC.
     #[schema(format = DateTime)]
     updated_at: String,
+    /// The node whose workers run its runs; `null` until a node claims it.
+    #[schema(required = true)]
+    node: Option<String>,
 }
 
 impl From<CustomerRecord> for CustomerView {
@@ -71,6 +84,7 @@ impl From<CustomerRecord> for CustomerView {
             tier: c.tier,
             created_at: c.created_at,
             updated_at: c.updated_at,
+            node: c.node,
         }
     }
 }
@@ -106,7 +120,8 @@ async fn get_customer(
 }
 
 /// Registers a customer or updates its domain and tier (installer-api calls it when it creates
-/// one).
+/// one), or moves it to another node. Without a node, a customer of no node is claimed by this
+/// host when its folder is here; otherwise by the node that has it, when that node is told.
 #[utoipa::path(
     put,
     path = "/customers/{id}",
@@ -117,7 +132,7 @@ async fn get_customer(
     responses(
         (status = 200, description = "The customer as stored.", body = CustomerView),
         (status = 400, description = "A bad id, domain, tier or body.", body = ApiProblem, content_type = PROBLEM_JSON),
-        (status = 409, description = "The domain belongs to another customer, or the customer has an active run and the domain would change.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The domain belongs to another customer, or the customer has an active run and the domain or node would change.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
     ),
@@ -137,22 +152,64 @@ async fn put_customer(
             "tier must be 1-63 characters from a-z, 0-9 and `-` (it names pipelines/tiers/<tier>.toml)",
         ));
     }
+    if let Some(node) = &body.node
+        && !crate::store::valid_node(node)
+    {
+        return Err(ApiError::bad_request(
+            "node must be a node name: 1-253 characters from A-Z, a-z, 0-9, `.`, `_` and `-`, \
+             starting with a letter or digit",
+        ));
+    }
     let actor = caller.actor(None)?;
     blocking(move || {
         let store = state.store.as_ref();
         let before = store.customer(&id)?;
-        // Runs find the customer's folder through its domain: never move it under a run.
+        // Runs find the customer's folder through its domain, on its node's disk: never move it
+        // under a run.
+        let moving = body
+            .node
+            .as_deref()
+            .is_some_and(|n| before.as_ref().is_none_or(|b| b.node.as_deref() != Some(n)));
         if let Some(b) = &before
-            && b.domain != domain.as_str()
+            && (b.domain != domain.as_str() || moving)
             && let Some(run) = runs::active_run(store, &id)?
         {
+            let what = if moving { "node" } else { "domain" };
             return Err(ApiError::conflict(format!(
-                "customer {id} has an active run {} ({}, {}); change its domain when the run has ended",
+                "customer {id} has an active run {} ({}, {}); change its {what} when the run has ended",
                 run.id, run.pipeline, run.state
             ))
             .with_active_run(&run.id, run.state));
         }
-        let record = store.upsert_customer(&id, domain.as_str(), body.tier.as_deref())?;
+        let mut record = store.upsert_customer(&id, domain.as_str(), body.tier.as_deref())?;
+        match &body.node {
+            // The store checks again, atomically, that no run became active meanwhile.
+            Some(node) if moving => record = store.move_customer(&id, node)?,
+            Some(_) => {}
+            None => {
+                if record.node.is_none()
+                    && std::fs::symlink_metadata(
+                        state.settings.customers_root.join(&record.domain),
+                    )
+                    .is_ok_and(|m| m.is_dir())
+                    && store.adopt_customer(&id, &state.settings.node)?
+                {
+                    record = require(store, &id)?;
+                }
+            }
+        }
+        if moving && before.is_some() {
+            state.audit(
+                Some(&actor),
+                "customer.moved",
+                Some(&id),
+                None,
+                serde_json::json!({
+                    "from": before.as_ref().and_then(|b| b.node.clone()),
+                    "to": record.node,
+                }),
+            );
+        }
         let changed = before
             .as_ref()
             .is_none_or(|b| b.domain != record.domain || b.tier != record.tier);
@@ -166,7 +223,11 @@ async fn put_customer(
                 },
                 Some(&id),
                 None,
-                serde_json::json!({ "domain": record.domain, "tier": record.tier }),
+                serde_json::json!({
+                    "domain": record.domain,
+                    "tier": record.tier,
+                    "node": record.node,
+                }),
             );
         }
         Ok(Json(record.into()))
@@ -222,6 +283,9 @@ struct SummaryView {
     /// The customer's queued or running run (the running one first).
     #[schema(required = true)]
     active_run: Option<ActiveRunView>,
+    /// The node whose workers run its runs; `null` until a node claims it.
+    #[schema(required = true)]
+    node: Option<String>,
 }
 
 /// The newest line of a customer's backup history.
@@ -270,6 +334,7 @@ impl From<Listed> for SummaryView {
             id: l.customer.id,
             domain: l.customer.domain,
             tier: l.customer.tier,
+            node: l.customer.node,
             layout: l.installed.layout,
             release: l.installed.release,
             last_backup: l.last_backup.map(|b| LastBackupView {

@@ -18,6 +18,7 @@ mod error;
 mod events;
 mod extract;
 mod metrics;
+mod nodes;
 mod openapi;
 mod restores;
 mod runs;
@@ -63,6 +64,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(runs::router())
         .merge(events::router())
         .merge(audit::router())
+        .merge(nodes::router())
         .merge(downloads::api_router(signing_keys.clone()))
         .merge(tokens::router())
         .fallback(not_found);

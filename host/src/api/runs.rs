@@ -68,6 +68,10 @@ pub(super) struct RunView {
     triggered_by: Option<String>,
     /// A cancel was asked while it ran.
     cancel_requested: bool,
+    /// The node that claimed it and runs (or ran) it; `null` while queued, and for runs a CLI
+    /// started.
+    #[schema(required = true)]
+    node: Option<String>,
     /// Its live events (SSE).
     events_url: String,
     /// What the run waits for people to decide (`POST /api/runs/{runId}/approval`), if anything.
@@ -157,6 +161,7 @@ impl From<RunRecord> for RunView {
             message: r.message,
             triggered_by: r.triggered_by,
             cancel_requested: r.cancel_requested,
+            node: r.node,
             approval: None,
         }
     }

@@ -732,6 +732,7 @@ mod tests {
             customers_root: "/nonexistent".into(),
             data_dir: "/nonexistent".into(),
             store: Default::default(),
+            node: "test".into(),
             plugin_dirs: vec![],
             pipelines_dir: "/nonexistent".into(),
             releases_dir: "/nonexistent".into(),

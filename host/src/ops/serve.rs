@@ -37,12 +37,60 @@ pub async fn start(settings: Settings, workers: usize) -> anyhow::Result<Started
             .await
             .context("recovering interrupted runs")??
     };
-    tokio::spawn(worker::run_workers(state.clone(), workers));
+    // This node's wake-ups from other hosts (PostgreSQL): a run queued or cancelled through any
+    // host wakes the workers at once; without a listener (SQLite, one node) requests through
+    // this host wake them directly and the workers look again every second.
+    let listening = state.store.listen(&state.settings.node, {
+        let state = state.clone();
+        std::sync::Arc::new(move |payload: &str| {
+            if let Some(run_id) = payload.strip_prefix("cancel:")
+                && let Some(token) = state
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(run_id)
+            {
+                token.cancel();
+            }
+            state.wake.notify_waiters();
+        })
+    });
+    let recheck = if listening {
+        worker::RECHECK_LISTENING
+    } else {
+        worker::RECHECK
+    };
+    tokio::spawn(heartbeat(state.clone()));
+    tokio::spawn(worker::run_workers(state.clone(), workers, recheck));
     Ok(Started {
         state,
         recovered,
         _serve_lock: serve_lock,
     })
+}
+
+/// How often a node tells the store it is alive (`GET /api/nodes` shows the age).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Beats for this node every [`HEARTBEAT`] until the process ends (the first at once).
+async fn heartbeat(state: AppState) {
+    let beat = crate::store::NodeBeat {
+        name: state.settings.node.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: crate::store::now().0,
+        advertise_url: None,
+    };
+    let mut every = tokio::time::interval(HEARTBEAT);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let (state, beat) = (state.clone(), beat.clone());
+        match tokio::task::spawn_blocking(move || state.store.heartbeat(&beat)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("node heartbeat: {e}"),
+            Err(e) => tracing::warn!("node heartbeat: {e}"),
+        }
+    }
 }
 
 /// Stops the service's runs: waits up to `grace` for the running ones to end, then cancels

@@ -176,6 +176,39 @@ impl AppState {
         }
     }
 
+    /// Whether this host is the only node (SQLite): it runs the runs of customers of no node
+    /// too. With PostgreSQL, a customer's runs wait until a node claims it.
+    pub fn single_node(&self) -> bool {
+        matches!(self.settings.store, StoreSetting::Sqlite)
+    }
+
+    /// Gives this node the customers of no node whose folder is in its customers root (a
+    /// customer belongs to the node that has its folder), and says so in the audit log.
+    pub fn adopt_local_customers(&self) {
+        let Ok(customers) = self.store.unassigned_customers() else {
+            return;
+        };
+        for c in customers {
+            let here = std::fs::symlink_metadata(self.settings.customers_root.join(&c.domain))
+                .is_ok_and(|m| m.is_dir());
+            if here
+                && matches!(
+                    self.store.adopt_customer(&c.id, &self.settings.node),
+                    Ok(true)
+                )
+            {
+                tracing::info!(customer = %c.id, node = %self.settings.node, "customer claimed by this node: its folder is here");
+                self.audit(
+                    Some("system"),
+                    "customer.claimed",
+                    Some(&c.id),
+                    None,
+                    serde_json::json!({ "node": self.settings.node, "domain": c.domain }),
+                );
+            }
+        }
+    }
+
     /// Starts a run in this process now (a CLI `run`), recorded like a queued one: refused when
     /// the customer has an active run anywhere on this data dir; audited; its first event
     /// published. Execute it with [`worker::execute_recorded`].

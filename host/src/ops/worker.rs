@@ -19,6 +19,13 @@ use super::{AppState, now};
 
 /// How long a claim lasts without renewal.
 pub const LEASE: Duration = Duration::from_secs(30);
+/// How long an idle worker waits before it looks for work unasked, when the store wakes it
+/// (PostgreSQL's `LISTEN`): only a safety net, for a wake-up lost while the listener
+/// reconnected. Every queued, cancelled or ended run of this node wakes it at once.
+pub const RECHECK_LISTENING: Duration = Duration::from_secs(30);
+/// The same with SQLite, whose other writers (CLI runs on the data dir) wake nobody when a run
+/// ends that another waits behind.
+pub const RECHECK: Duration = Duration::from_secs(1);
 /// Stored progress events per run per second, at most (the last one always goes out).
 const PROGRESS_PER_SECOND: u32 = 4;
 /// Stored events per run, at most: past this one marker event says so and further progress and
@@ -149,8 +156,11 @@ fn engine(state: &AppState) -> ops::recover::Engine<'_> {
     }
 }
 
-/// Runs `slots` workers until the process ends.
-pub async fn run_workers(state: AppState, slots: usize) {
+/// Runs `slots` workers until the process ends. Each claims the runs of this node's customers
+/// (SQLite: also of customers of no node), after giving this node the customers of no node whose
+/// folder it has; an idle one sleeps until woken (a run queued through this host, or the store's
+/// listener) or `recheck` passed.
+pub async fn run_workers(state: AppState, slots: usize, recheck: Duration) {
     let mut handles = Vec::new();
     for _ in 0..slots.max(1) {
         let state = state.clone();
@@ -166,7 +176,15 @@ pub async fn run_workers(state: AppState, slots: usize) {
                 let claimed = tokio::task::spawn_blocking(move || {
                     // A dead CLI run must not hold its customer's queue for its whole lease.
                     s.reap_dead_cli_runs();
-                    s.store.claim_next(&s.host_id, LEASE)
+                    s.adopt_local_customers();
+                    s.store.claim_next(
+                        &crate::store::Claimant {
+                            node: &s.settings.node,
+                            owner: &s.host_id,
+                            unassigned: s.single_node(),
+                        },
+                        LEASE,
+                    )
                 })
                 .await;
                 match claimed {
@@ -177,7 +195,7 @@ pub async fn run_workers(state: AppState, slots: usize) {
                         state.wake.notify_waiters();
                     }
                     Ok(Ok(None)) => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                        let _ = tokio::time::timeout(recheck, notified).await;
                     }
                     Ok(Err(e)) => {
                         tracing::error!("claiming a run: {e}");
@@ -800,13 +818,9 @@ fn execute(
     })
 }
 
-/// A stable id for this host: its hostname and data folder.
+/// A stable id for this host: its node name (by default the hostname) and data folder.
 pub fn host_id(settings: &crate::settings::Settings) -> String {
-    let name = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    format!("{name}:{}", settings.data_dir.display())
+    format!("{}:{}", settings.node, settings.data_dir.display())
 }
 
 #[cfg(test)]
@@ -858,11 +872,22 @@ mod tests {
                 false,
             )
             .unwrap();
-        let run = store.claim_next("test", LEASE).unwrap().unwrap();
+        let run = store
+            .claim_next(
+                &crate::store::Claimant {
+                    node: "test",
+                    owner: "test",
+                    unassigned: true,
+                },
+                LEASE,
+            )
+            .unwrap()
+            .unwrap();
         let settings = crate::settings::Settings {
             customers_root: tmp.path().join("customers"),
             data_dir: tmp.path().join("data"),
             store: Default::default(),
+            node: "test".into(),
             plugin_dirs: vec![],
             pipelines_dir: tmp.path().join("pipelines"),
             releases_dir: tmp.path().join("releases"),

@@ -127,6 +127,60 @@ pub struct CustomerRecord {
     pub created_at: String,
     /// RFC 3339 UTC.
     pub updated_at: String,
+    /// The node whose workers run its runs (the host that has its folder); `None` until a node
+    /// claims it.
+    pub node: Option<String>,
+}
+
+/// Whether `name` is a node name: 1-253 characters from `A-Z a-z 0-9 . _ -`, starting with a
+/// letter or digit (a hostname is one).
+pub fn valid_node(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Which queued runs a claim may take, and for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    /// The claiming node: it takes the runs of its customers.
+    pub node: &'a str,
+    /// The lease owner of what it claims (the host id).
+    pub owner: &'a str,
+    /// Also the runs of customers no node has claimed yet (a single node: SQLite).
+    pub unassigned: bool,
+}
+
+/// What a node says about itself each heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBeat {
+    /// Its name (`node`).
+    pub name: String,
+    /// The host's version.
+    pub version: String,
+    /// When this process started (RFC 3339 UTC).
+    pub started_at: String,
+    /// Where other hosts reach its API (`advertise_url`), when set.
+    pub advertise_url: Option<String>,
+}
+
+/// A node as the store has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Its name.
+    pub name: String,
+    /// The host's version at its last heartbeat.
+    pub version: String,
+    /// When its process started (RFC 3339 UTC).
+    pub started_at: String,
+    /// Its last heartbeat (RFC 3339 UTC).
+    pub heartbeat_at: String,
+    /// Its last heartbeat, unix milliseconds.
+    pub heartbeat_ms: i64,
+    /// Where other hosts reach its API, when set.
+    pub advertise_url: Option<String>,
 }
 
 /// Where a run is.
@@ -212,6 +266,9 @@ pub struct RunRecord {
     pub message: Option<String>,
     /// What the run learnt while it ran (preflight figures, warnings), as the hub keeps it.
     pub insight: Option<serde_json::Value>,
+    /// The node that claimed it (kept after it ended); `None` for queued runs and runs a CLI
+    /// started.
+    pub node: Option<String>,
 }
 
 /// How a run ended.
@@ -444,6 +501,10 @@ pub struct SessionRecord {
     pub expires_unix: i64,
 }
 
+/// What a store's listener calls with each wake-up's payload (`queued:<run>`, `cancel:<run>`,
+/// `ended:<run>`, `customer:<id>`; empty when it (re)connected and may have missed some).
+pub type Notice = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The state store.
 pub trait Store: Send + Sync {
     /// Registers or updates a customer (id ↔ domain, tier).
@@ -455,6 +516,30 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<CustomerRecord>;
     /// A customer by id.
     fn customer(&self, id: &str) -> StoreResult<Option<CustomerRecord>>;
+    /// Moves a customer to `node` (an explicit move): refused with [`StoreError::Busy`] while it
+    /// has an active run and `node` is not already its node. Wakes the node.
+    fn move_customer(&self, id: &str, node: &str) -> StoreResult<CustomerRecord>;
+    /// Gives a customer of no node to `node` (the node that has its folder); `false` when it has
+    /// a node already (or there is no such customer).
+    fn adopt_customer(&self, id: &str, node: &str) -> StoreResult<bool>;
+    /// The customers of no node, by id (bounded: at most 1000).
+    fn unassigned_customers(&self) -> StoreResult<Vec<CustomerRecord>>;
+
+    /// Records a node's heartbeat (registering it on its first).
+    fn heartbeat(&self, beat: &NodeBeat) -> StoreResult<()>;
+    /// Every node that ever beat, by name.
+    fn nodes(&self) -> StoreResult<Vec<NodeRecord>>;
+    /// Active runs (running, then queued, oldest first; at most 1000) with the node they are
+    /// for: the node running one, else its customer's node (`None`: a customer of no node).
+    fn active_runs_by_node(&self) -> StoreResult<Vec<(Option<String>, RunRecord)>>;
+    /// Calls `on_notice` whenever another host (or this one) queues, cancels or ends a run of
+    /// `node`'s customers, or of customers of no node, or registers a customer of no node, for
+    /// as long as the store lives; `false` when the store cannot tell (SQLite: a single node,
+    /// whose own requests wake its workers directly).
+    fn listen(&self, node: &str, on_notice: Notice) -> bool {
+        let _ = (node, on_notice);
+        false
+    }
 
     /// Queues a run. When the customer has an active run: `Err(Busy)` unless `queue_if_busy`.
     /// Atomic: of many concurrent calls for one customer, at most one gets in without queueing.
@@ -470,9 +555,11 @@ pub trait Store: Send + Sync {
     fn run(&self, id: &str) -> StoreResult<Option<RunRecord>>;
     /// Runs, newest first.
     fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<RunRecord>>;
-    /// Claims the next runnable run: the oldest queued run of a customer with no running run,
-    /// taking customers in turn (fair). Marks it running with a lease for `owner`, bumps its epoch.
-    fn claim_next(&self, owner: &str, lease: Duration) -> StoreResult<Option<RunRecord>>;
+    /// Claims the next runnable run of `by.node`'s customers (and of customers of no node when
+    /// `by.unassigned`): the oldest queued run of a customer with no running run, taking
+    /// customers in turn (fair). Marks it running with a lease for `by.owner` on `by.node`, bumps
+    /// its epoch.
+    fn claim_next(&self, by: &Claimant<'_>, lease: Duration) -> StoreResult<Option<RunRecord>>;
     /// Extends a lease; `false` when the run is no longer this owner's at this epoch (fenced).
     fn renew_lease(
         &self,

@@ -26,21 +26,39 @@ use tokio_postgres::{NoTls, Row};
 
 use super::{
     ActiveRun, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
-    CANCELLED_BEFORE_START, CustomerOverview, CustomerQuery, CustomerRecord, DurationHistogram,
-    EventRecord, INTERRUPTED, LastBackup, NewRun, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter,
-    RunFinish, RunQuery, RunRecord, RunState, SessionRecord, Store, StoreError, StoreResult,
-    TokenRecord, duration_ms, now, parse_state, state_str, to_i64,
+    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord,
+    DurationHistogram, EventRecord, INTERRUPTED, LastBackup, NewRun, NodeBeat, NodeRecord, Notice,
+    RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord, RunState,
+    SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now, parse_state,
+    state_str, to_i64,
 };
 use crate::auth::Role;
 
 /// The migrations, in order: migration N is `MIGRATIONS[N - 1]`. Append only, never edit one that
 /// shipped.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("pg_migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("pg_migrations/0001_init.sql")),
+    ("0002_nodes", include_str!("pg_migrations/0002_nodes.sql")),
+];
+
+/// The channel that wakes the workers of every node: a run of a customer of no node was queued,
+/// or such a customer was registered (the node that has its folder claims it).
+const UNASSIGNED_CHANNEL: &str = "qodify_unassigned";
+
+/// The channel a node's workers are woken on (what SQL's `qodify_node_channel` gives): a hash,
+/// since a node name may be longer than a channel name can be.
+pub fn node_channel(node: &str) -> String {
+    use sha2::Digest as _;
+    let hash = hex::encode(sha2::Sha256::digest(node.as_bytes()));
+    format!("qodify_node_{}", &hash[..16])
+}
 
 /// Advisory lock keys (one 64-bit key space; the domain locks use the two-key space, which does
 /// not overlap it). Any fixed numbers do: these spell `qodify` and a purpose.
 const MIGRATION_LOCK: i64 = 0x716f_6469_6679_0001;
 const CLAIM_LOCK: i64 = 0x716f_6469_6679_0002;
+/// First key of the two-key advisory locks of one node's claims (the second is the name's hash).
+const CLAIM_LOCK_CLASS: i32 = 0x716f_6402;
 /// First key of the two-key advisory locks on a domain (the second is the domain's hash).
 const DOMAIN_LOCK_CLASS: i32 = 0x716f_6401;
 
@@ -56,7 +74,7 @@ const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The columns [`run_from_row`] reads, in its order.
 const RUN_COLUMNS: &str = "id, customer_id, pipeline, params, triggered_by, state, created_at, \
      started_at, finished_at, error, backup_id, cancel_requested, lease_owner, epoch, progress, \
-     message, insight";
+     message, insight, node";
 
 /// The PostgreSQL state store.
 pub struct PgStore {
@@ -71,6 +89,8 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     /// Where the database is, without the password, for messages.
     target: String,
+    /// How to connect, for the listener's own connection.
+    config: tokio_postgres::Config,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -120,13 +140,14 @@ impl PgStore {
             Some(given) => format!("{given} -c synchronous_commit=off"),
             None => "-c synchronous_commit=off".to_owned(),
         });
-        let pool = pool_of(config, POOL_SIZE)?;
+        let pool = pool_of(config.clone(), POOL_SIZE)?;
         let relaxed = pool_of(relaxed, RELAXED_POOL_SIZE)?;
         let store = Self {
             pool,
             relaxed,
             runtime: Some(runtime),
             target,
+            config,
         };
         store.call(|mut c| async move { migrate(&mut c).await })?;
         Ok(store)
@@ -442,6 +463,7 @@ fn run_from_row(row: &Row) -> StoreResult<RunRecord> {
         progress: col::<Option<f64>>(row, 14)?.map(|p| p as f32),
         message: col(row, 15)?,
         insight: col(row, 16)?,
+        node: col(row, 17)?,
     })
 }
 
@@ -449,18 +471,25 @@ fn runs_from_rows(rows: &[Row]) -> StoreResult<Vec<RunRecord>> {
     rows.iter().map(run_from_row).collect()
 }
 
-/// Customer columns `at..at + 5`.
-fn customer_from_row(row: &Row, at: usize) -> StoreResult<CustomerRecord> {
+/// Customer columns `id, domain, tier, created_at, updated_at` at `at..at + 5`, `node` at
+/// `node_at`.
+fn customer_at(row: &Row, at: usize, node_at: usize) -> StoreResult<CustomerRecord> {
     Ok(CustomerRecord {
         id: col(row, at)?,
         domain: col(row, at + 1)?,
         tier: col(row, at + 2)?,
         created_at: col(row, at + 3)?,
         updated_at: col(row, at + 4)?,
+        node: col(row, node_at)?,
     })
 }
 
-const CUSTOMER_COLUMNS: &str = "id, domain, tier, created_at, updated_at";
+/// [`CUSTOMER_COLUMNS`] at `at..at + 6`.
+fn customer_from_row(row: &Row, at: usize) -> StoreResult<CustomerRecord> {
+    customer_at(row, at, at + 5)
+}
+
+const CUSTOMER_COLUMNS: &str = "id, domain, tier, created_at, updated_at, node";
 
 /// Backup history columns `at..at + 10`.
 fn backup_from_row(row: &Row, at: usize) -> StoreResult<BackupRecord> {
@@ -543,6 +572,58 @@ async fn lock_customer(c: &impl GenericClient, customer: &str) -> StoreResult<()
         Some(_) => Ok(()),
         None => Err(StoreError::UnknownCustomer(customer.to_owned())),
     }
+}
+
+/// Inside a transaction: `NOTIFY`s the node of `customer` (every node, when it has none) with
+/// `payload`, delivered at commit.
+async fn wake(c: &impl GenericClient, customer: &str, payload: &str) -> StoreResult<()> {
+    execute(c, "SELECT qodify_wake($1, $2)", &[&customer, &payload])
+        .await
+        .map(drop)
+}
+
+/// One connection that `LISTEN`s on `channel` and [`UNASSIGNED_CHANNEL`], passing each payload
+/// to `on_notice`, until the connection ends; why it ended.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    channel: &str,
+    on_notice: &(dyn Fn(&str) + Send + Sync),
+) -> String {
+    use tokio_postgres::AsyncMessage;
+    let (client, mut connection) = match config.connect(NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => return pg_message(&e),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // The connection delivers notifications only while it is polled.
+    let polled = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        return "stopped".to_owned();
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return pg_message(&e),
+                None => return "the server closed the connection".to_owned(),
+            }
+        }
+    });
+    if let Err(e) = client
+        .batch_execute(&format!("LISTEN {channel}; LISTEN {UNASSIGNED_CHANNEL}"))
+        .await
+    {
+        polled.abort();
+        return pg_message(&e);
+    }
+    // Listening now: what was queued before is looked for once.
+    on_notice("");
+    while let Some(payload) = rx.recv().await {
+        on_notice(&payload);
+    }
+    drop(client);
+    polled.await.unwrap_or_else(|e| e.to_string())
 }
 
 /// With the customer's row locked: `Busy` naming its active run (the running one if any, else
@@ -635,7 +716,8 @@ const CUSTOMER_OVERVIEWS_SQL: &str = "SELECT c.id, c.domain, c.tier, c.created_a
       FROM events e \
       WHERE e.run_id = r.id AND e.name LIKE '%-progress' \
         AND jsonb_typeof(e.data -> 'step') <> 'null' \
-      ORDER BY e.seq DESC LIMIT 1) \
+      ORDER BY e.seq DESC LIMIT 1), \
+     c.node \
      FROM customers c \
      LEFT JOIN LATERAL (SELECT * FROM backups p WHERE p.customer_id = c.id \
          ORDER BY COALESCE(p.created_ms, -1) DESC, p.created_at DESC, p.run_id DESC LIMIT 1) b \
@@ -650,7 +732,7 @@ const CUSTOMER_OVERVIEWS_SQL: &str = "SELECT c.id, c.domain, c.tier, c.created_a
      ORDER BY lower(c.domain) LIMIT $3::bigint";
 
 fn customer_overview_from_row(row: &Row) -> StoreResult<CustomerOverview> {
-    let customer = customer_from_row(row, 0)?;
+    let customer = customer_at(row, 0, 20)?;
     let last_backup = match col::<Option<String>>(row, 6)? {
         Some(_) => Some(backup_from_row(row, 5)?),
         None => None,
@@ -810,6 +892,10 @@ impl Store for PgStore {
             let record = get_customer(&tx, &id)
                 .await?
                 .ok_or_else(|| StoreError::Db(format!("customer {id} vanished")))?;
+            if record.node.is_none() {
+                // The node that has its folder claims it.
+                wake(&tx, &id, &format!("customer:{id}")).await?;
+            }
             tx.commit().await.pg()?;
             Ok(record)
         })
@@ -818,6 +904,164 @@ impl Store for PgStore {
     fn customer(&self, id: &str) -> StoreResult<Option<CustomerRecord>> {
         let id = id.to_owned();
         self.call(move |c| async move { get_customer(&c, &id).await })
+    }
+
+    fn move_customer(&self, id: &str, node: &str) -> StoreResult<CustomerRecord> {
+        let (id, node) = (id.to_owned(), node.to_owned());
+        self.call(move |mut c| async move {
+            let tx = c.transaction().await.pg()?;
+            // The customer's row lock: no run is admitted while it moves.
+            lock_customer(&tx, &id).await?;
+            let before = get_customer(&tx, &id)
+                .await?
+                .ok_or_else(|| StoreError::UnknownCustomer(id.clone()))?;
+            if before.node.as_deref() == Some(node.as_str()) {
+                return Ok(before);
+            }
+            // Its runs find its folder on its node's disk: never move it under a run.
+            check_free(&tx, &id).await?;
+            let (now, _) = now();
+            execute(
+                &tx,
+                "UPDATE customers SET node = $2, updated_at = $3 WHERE id = $1",
+                &[&id, &node, &now],
+            )
+            .await?;
+            let record = get_customer(&tx, &id)
+                .await?
+                .ok_or_else(|| StoreError::Db(format!("customer {id} vanished")))?;
+            tx.commit().await.pg()?;
+            Ok(record)
+        })
+    }
+
+    fn adopt_customer(&self, id: &str, node: &str) -> StoreResult<bool> {
+        let (id, node) = (id.to_owned(), node.to_owned());
+        let (now, _) = now();
+        self.call(move |c| async move {
+            let changed = execute(
+                &c,
+                "UPDATE customers SET node = $2, updated_at = $3 WHERE id = $1 AND node IS NULL",
+                &[&id, &node, &now],
+            )
+            .await?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn unassigned_customers(&self) -> StoreResult<Vec<CustomerRecord>> {
+        self.call(|c| async move {
+            query(
+                &c,
+                &format!(
+                    "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE node IS NULL \
+                     ORDER BY id LIMIT 1000"
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| customer_from_row(row, 0))
+            .collect()
+        })
+    }
+
+    fn heartbeat(&self, beat: &NodeBeat) -> StoreResult<()> {
+        let beat = beat.clone();
+        let (now, now_ms) = now();
+        self.call(move |c| async move {
+            execute(
+                &c,
+                "INSERT INTO nodes (name, version, started_at, heartbeat_at, heartbeat_ms, \
+                 advertise_url) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version, \
+                   started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at, \
+                   heartbeat_ms = EXCLUDED.heartbeat_ms, advertise_url = EXCLUDED.advertise_url",
+                &[
+                    &beat.name,
+                    &beat.version,
+                    &beat.started_at,
+                    &now,
+                    &now_ms,
+                    &beat.advertise_url,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.call(|c| async move {
+            query(
+                &c,
+                "SELECT name, version, started_at, heartbeat_at, heartbeat_ms, advertise_url \
+                 FROM nodes ORDER BY name",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(NodeRecord {
+                    name: col(row, 0)?,
+                    version: col(row, 1)?,
+                    started_at: col(row, 2)?,
+                    heartbeat_at: col(row, 3)?,
+                    heartbeat_ms: col(row, 4)?,
+                    advertise_url: col(row, 5)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn active_runs_by_node(&self) -> StoreResult<Vec<(Option<String>, RunRecord)>> {
+        let columns: Vec<String> = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{}", c.trim()))
+            .collect();
+        let sql = format!(
+            "SELECT {}, COALESCE(r.node, c.node) FROM runs r \
+             JOIN customers c ON c.id = r.customer_id \
+             WHERE r.state IN ('running', 'queued') \
+             ORDER BY r.state = 'running' DESC, r.seq LIMIT 1000",
+            columns.join(", ")
+        );
+        self.call(move |c| async move {
+            query(&c, &sql, &[])
+                .await?
+                .iter()
+                .map(|row| Ok((col(row, 18)?, run_from_row(row)?)))
+                .collect()
+        })
+    }
+
+    fn listen(&self, node: &str, on_notice: Notice) -> bool {
+        let Some(runtime) = &self.runtime else {
+            return false;
+        };
+        let (config, target, channel) =
+            (self.config.clone(), self.target.clone(), node_channel(node));
+        runtime.spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let started = std::time::Instant::now();
+                let why = listen_once(&config, &channel, &*on_notice).await;
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_millis(200);
+                }
+                tracing::warn!(
+                    "listening for wake-ups from PostgreSQL at {target}: {why}; connecting \
+                     again in {} ms",
+                    backoff.as_millis()
+                );
+                // Whatever ended the connection, wake-ups may have been missed: look again.
+                on_notice("");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        });
+        true
     }
 
     fn enqueue_run(&self, run: &NewRun, queue_if_busy: bool) -> StoreResult<RunRecord> {
@@ -848,6 +1092,9 @@ impl Store for PgStore {
             .await?
             .ok_or_else(|| StoreError::Db(format!("run {} vanished", run.id)))?;
             let record = run_from_row(&row)?;
+            // Delivered at commit: the customer's node (any node, for a customer of none) looks
+            // for work at once.
+            wake(&tx, &run.customer_id, &format!("queued:{}", run.id)).await?;
             tx.commit().await.pg()?;
             Ok(record)
         })
@@ -958,29 +1205,42 @@ impl Store for PgStore {
         })
     }
 
-    fn claim_next(&self, owner: &str, lease: Duration) -> StoreResult<Option<RunRecord>> {
-        let owner = owner.to_owned();
+    fn claim_next(&self, by: &Claimant<'_>, lease: Duration) -> StoreResult<Option<RunRecord>> {
+        let (node, owner, unassigned) = (by.node.to_owned(), by.owner.to_owned(), by.unassigned);
         self.call(move |mut c| async move {
             let tx = c.transaction().await.pg()?;
-            // Claims take turns (whichever host makes them), so that customers keep taking
-            // turns and no customer gets two runs at once.
-            execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK]).await?;
+            // One node's claims take turns (whichever of its workers makes them), so that its
+            // customers keep taking turns and none gets two runs at once. Nodes claim disjoint
+            // sets of customers, so they do not wait for each other; claims that may also take
+            // customers of no node take turns across nodes as well.
+            execute(
+                &tx,
+                "SELECT pg_advisory_xact_lock($1, hashtext($2::text))",
+                &[&CLAIM_LOCK_CLASS, &node],
+            )
+            .await?;
+            if unassigned {
+                execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK]).await?;
+            }
             loop {
-                // Candidates: each customer's oldest queued run, for customers with nothing
-                // running. Among them, the customer whose last turn is the oldest (never:
-                // first) goes, then the oldest run.
+                // Candidates: each customer's oldest queued run, for this node's customers with
+                // nothing running. Among them, the customer whose last turn is the oldest
+                // (never: first) goes, then the oldest run. A run a cancel is ending right now
+                // (its row locked) is skipped, not waited for.
                 let next = query_opt(
                     &tx,
                     "SELECT r.id, r.customer_id FROM runs r \
                      JOIN customers c ON c.id = r.customer_id \
                      WHERE r.state = 'queued' \
+                       AND (c.node = $1::text OR ($2::bool AND c.node IS NULL)) \
                        AND r.seq = (SELECT min(q.seq) FROM runs q \
                                     WHERE q.customer_id = r.customer_id AND q.state = 'queued') \
                        AND NOT EXISTS (SELECT 1 FROM runs x \
                                        WHERE x.customer_id = r.customer_id \
                                          AND x.state = 'running') \
-                     ORDER BY c.last_claim, r.seq LIMIT 1",
-                    &[],
+                     ORDER BY c.last_claim, r.seq LIMIT 1 \
+                     FOR UPDATE OF r SKIP LOCKED",
+                    &[&node, &unassigned],
                 )
                 .await?;
                 let Some(next) = next else {
@@ -995,10 +1255,10 @@ impl Store for PgStore {
                     &tx,
                     &format!(
                         "UPDATE runs SET state = 'running', started_at = $2, lease_owner = $3, \
-                         lease_expires_at = $4, epoch = epoch + 1 \
+                         lease_expires_at = $4, epoch = epoch + 1, node = $5 \
                          WHERE id = $1 AND state = 'queued' RETURNING {RUN_COLUMNS}"
                     ),
-                    &[&run_id, &now, &owner, &expires],
+                    &[&run_id, &now, &owner, &expires, &node],
                 )
                 .await?;
                 let Some(claimed) = claimed else {
@@ -1105,19 +1365,23 @@ impl Store for PgStore {
         let backup_id = finish.backup_id.clone();
         let (now, _) = now();
         self.call(move |c| async move {
-            let changed = execute(
+            // The run's end wakes its customer's node: a run queued behind it (or behind a CLI
+            // run) may go now.
+            let ended = query(
                 &c,
-                "UPDATE runs SET state = $3, finished_at = $4::text, error = $5, \
-                 backup_id = COALESCE($6, backup_id), \
-                 duration_ms = CASE WHEN started_at IS NULL THEN NULL ELSE GREATEST(0, \
-                     round(extract(epoch FROM ($4::text::timestamptz - started_at::timestamptz)) \
-                           * 1000)::bigint) END, \
-                 lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $1 AND epoch = $2 AND state = 'running'",
+                "WITH ended AS (\
+                   UPDATE runs SET state = $3, finished_at = $4::text, error = $5, \
+                   backup_id = COALESCE($6, backup_id), \
+                   duration_ms = CASE WHEN started_at IS NULL THEN NULL ELSE GREATEST(0, \
+                       round(extract(epoch FROM ($4::text::timestamptz - started_at::timestamptz)) \
+                             * 1000)::bigint) END, \
+                   lease_owner = NULL, lease_expires_at = NULL \
+                   WHERE id = $1 AND epoch = $2 AND state = 'running' RETURNING customer_id) \
+                 SELECT qodify_wake(customer_id, 'ended:' || $1::text)::text FROM ended",
                 &[&run_id, &epoch, &state, &now, &error, &backup_id],
             )
             .await?;
-            Ok(changed > 0)
+            Ok(!ended.is_empty())
         })
     }
 
@@ -1165,6 +1429,8 @@ impl Store for PgStore {
                 .map(|row| run_from_row(&row))
                 .transpose()?
                 .ok_or_else(|| StoreError::Db(format!("run {run_id} vanished")))?;
+            // The node running it stops it at once; a queued run's end frees its customer.
+            wake(&tx, &record.customer_id, &format!("cancel:{run_id}")).await?;
             tx.commit().await.pg()?;
             Ok(Some(record))
         })
@@ -1628,7 +1894,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::suite::{self, HOUR, SuiteStore, customers, finished, new_run};
+    use crate::store::suite::{self, HOUR, SuiteStore, anyone, customers, finished, new_run};
 
     /// The server the tests use: the local one, as `postgres` with trust auth, unless
     /// `QODIFY_TEST_PG` names another (`postgres://user@host:port`, no database).
@@ -1898,7 +2164,7 @@ mod tests {
                     barrier.wait();
                     let host = format!("host-{i}");
                     while claimed.lock().unwrap().len() < total {
-                        let Some(run) = store.claim_next(&host, HOUR).unwrap() else {
+                        let Some(run) = store.claim_next(&anyone(&host), HOUR).unwrap() else {
                             std::thread::sleep(Duration::from_millis(2));
                             continue;
                         };
@@ -1997,7 +2263,7 @@ mod tests {
         let mut run = new_run("r1", "c1");
         run.params.insert("note".into(), "a\0b".into());
         store.enqueue_run(&run, false).unwrap();
-        let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
+        let claimed = store.claim_next(&anyone("h"), HOUR).unwrap().unwrap();
         assert_eq!(claimed.params["note"], "a\u{FFFD}b");
         assert!(store.set_progress("r1", 1, 5.0, "tar: \0").unwrap());
         let seq = store

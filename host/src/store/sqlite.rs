@@ -17,10 +17,11 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 
 use super::{
     ActiveRun, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
-    CANCELLED_BEFORE_START, CustomerOverview, CustomerQuery, CustomerRecord, DurationHistogram,
-    EventRecord, INTERRUPTED, LastBackup, NewRun, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter,
-    RunFinish, RunQuery, RunRecord, RunState, SessionRecord, Store, StoreError, StoreResult,
-    TokenRecord, duration_ms, now, parse_state, state_str, to_i64,
+    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord,
+    DurationHistogram, EventRecord, INTERRUPTED, LastBackup, NewRun, NodeBeat, NodeRecord,
+    RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord, RunState,
+    SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now, parse_state,
+    state_str, to_i64,
 };
 use crate::auth::Role;
 
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_metrics.sql"),
     include_str!("migrations/0005_run_insight.sql"),
     include_str!("migrations/0006_tokens_sessions.sql"),
+    include_str!("migrations/0007_nodes.sql"),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -41,7 +43,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 /// The columns [`run_from_row`] reads, in its order.
 const RUN_COLUMNS: &str = "id, customer_id, pipeline, params_json, triggered_by, state, \
      created_at, started_at, finished_at, error, backup_id, cancel_requested, lease_owner, \
-     epoch, progress, message, insight_json";
+     epoch, progress, message, insight_json, node";
 
 /// The SQLite state store.
 pub struct SqliteStore {
@@ -199,18 +201,28 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         insight: row
             .get::<_, Option<String>>(16)?
             .and_then(|t| serde_json::from_str(&t).ok()),
+        node: row.get(17)?,
     })
 }
 
-fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerRecord> {
+/// The customer columns `id, domain, tier, created_at, updated_at` from 0, and `node` at `node_at`.
+fn customer_at(row: &Row<'_>, node_at: usize) -> rusqlite::Result<CustomerRecord> {
     Ok(CustomerRecord {
         id: row.get(0)?,
         domain: row.get(1)?,
         tier: row.get(2)?,
         created_at: row.get(3)?,
         updated_at: row.get(4)?,
+        node: row.get(node_at)?,
     })
 }
+
+/// [`CUSTOMER_COLUMNS`].
+fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerRecord> {
+    customer_at(row, 5)
+}
+
+const CUSTOMER_COLUMNS: &str = "id, domain, tier, created_at, updated_at, node";
 
 /// Inside a write transaction: the customer is registered and has no active run (`Busy` names
 /// the running one if any, else the oldest queued).
@@ -241,7 +253,7 @@ fn check_free(conn: &Connection, customer: &str) -> StoreResult<()> {
 
 fn get_customer(conn: &Connection, id: &str) -> StoreResult<Option<CustomerRecord>> {
     conn.query_row(
-        "SELECT id, domain, tier, created_at, updated_at FROM customers WHERE id = ?1",
+        &format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?1"),
         [id],
         customer_from_row,
     )
@@ -375,7 +387,8 @@ const CUSTOMER_OVERVIEWS_SQL: &str = "SELECT c.id, c.domain, c.tier, c.created_a
      (SELECT json_extract(e.data_json, '$.step') FROM events e \
       WHERE e.run_id = r.id AND e.name GLOB '*-progress' \
         AND json_extract(e.data_json, '$.step') IS NOT NULL \
-      ORDER BY e.seq DESC LIMIT 1) \
+      ORDER BY e.seq DESC LIMIT 1), \
+     c.node \
      FROM customers c \
      LEFT JOIN backups b ON b.run_id = \
          (SELECT p.run_id FROM backups p WHERE p.customer_id = c.id \
@@ -390,7 +403,7 @@ const CUSTOMER_OVERVIEWS_SQL: &str = "SELECT c.id, c.domain, c.tier, c.created_a
      ORDER BY c.domain LIMIT ?3";
 
 fn customer_overview_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerOverview> {
-    let customer = customer_from_row(row)?;
+    let customer = customer_at(row, 20)?;
     let last_backup = match row.get::<_, Option<String>>(6)? {
         Some(run_id) => {
             let size: Option<i64> = row.get(9)?;
@@ -587,6 +600,114 @@ impl Store for SqliteStore {
         get_customer(&self.conn(), id)
     }
 
+    fn move_customer(&self, id: &str, node: &str) -> StoreResult<CustomerRecord> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let Some(before) = get_customer(&tx, id)? else {
+            return Err(StoreError::UnknownCustomer(id.to_owned()));
+        };
+        if before.node.as_deref() == Some(node) {
+            return Ok(before);
+        }
+        // Its runs find its folder on its node's disk: never move it under a run.
+        check_free(&tx, id)?;
+        let (now, _) = now();
+        tx.execute(
+            "UPDATE customers SET node = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, node, now],
+        )
+        .db()?;
+        let record = get_customer(&tx, id)?
+            .ok_or_else(|| StoreError::Db(format!("customer {id} vanished")))?;
+        tx.commit().db()?;
+        Ok(record)
+    }
+
+    fn adopt_customer(&self, id: &str, node: &str) -> StoreResult<bool> {
+        let (now, _) = now();
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE customers SET node = ?2, updated_at = ?3 WHERE id = ?1 AND node IS NULL",
+                params![id, node, now],
+            )
+            .db()?;
+        Ok(changed > 0)
+    }
+
+    fn unassigned_customers(&self) -> StoreResult<Vec<CustomerRecord>> {
+        query_all(
+            &self.conn(),
+            &format!(
+                "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE node IS NULL ORDER BY id LIMIT 1000"
+            ),
+            [],
+            customer_from_row,
+        )
+    }
+
+    fn heartbeat(&self, beat: &NodeBeat) -> StoreResult<()> {
+        let (now, now_ms) = now();
+        self.conn()
+            .execute(
+                "INSERT INTO nodes (name, version, started_at, heartbeat_at, heartbeat_ms, \
+                 advertise_url) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version, \
+                   started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+                   heartbeat_ms = excluded.heartbeat_ms, advertise_url = excluded.advertise_url",
+                params![
+                    beat.name,
+                    beat.version,
+                    beat.started_at,
+                    now,
+                    now_ms,
+                    beat.advertise_url
+                ],
+            )
+            .db()?;
+        Ok(())
+    }
+
+    fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        query_all(
+            &self.conn(),
+            "SELECT name, version, started_at, heartbeat_at, heartbeat_ms, advertise_url \
+             FROM nodes ORDER BY name",
+            [],
+            |r| {
+                Ok(NodeRecord {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    started_at: r.get(2)?,
+                    heartbeat_at: r.get(3)?,
+                    heartbeat_ms: r.get(4)?,
+                    advertise_url: r.get(5)?,
+                })
+            },
+        )
+    }
+
+    fn active_runs_by_node(&self) -> StoreResult<Vec<(Option<String>, RunRecord)>> {
+        let columns: Vec<String> = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{}", c.trim()))
+            .collect();
+        query_all(
+            &self.conn(),
+            &format!(
+                "SELECT {}, COALESCE(r.node, c.node) FROM runs r \
+                 JOIN customers c ON c.id = r.customer_id \
+                 WHERE r.state IN ('running', 'queued') \
+                 ORDER BY r.state = 'running' DESC, r.seq LIMIT 1000",
+                columns.join(", ")
+            ),
+            [],
+            |r| Ok((r.get(18)?, run_from_row(r)?)),
+        )
+    }
+
     fn enqueue_run(&self, run: &NewRun, queue_if_busy: bool) -> StoreResult<RunRecord> {
         let params_json = to_json(&run.params)?;
         let mut conn = self.conn();
@@ -711,7 +832,7 @@ impl Store for SqliteStore {
         }
     }
 
-    fn claim_next(&self, owner: &str, lease: Duration) -> StoreResult<Option<RunRecord>> {
+    fn claim_next(&self, by: &Claimant<'_>, lease: Duration) -> StoreResult<Option<RunRecord>> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -719,17 +840,18 @@ impl Store for SqliteStore {
         // Candidates: each customer's oldest queued run, for customers with nothing running
         // (so a customer never has two runs at once). Among them, the customer whose last turn
         // is the oldest (never: first) goes, then the oldest run: customers take turns, and one
-        // with a long queue cannot starve the others.
+        // with a long queue cannot starve the others. Only the runs of this node's customers
+        // (and of customers of no node, when asked).
         let next: Option<(String, String)> = tx
             .query_row(
                 "SELECT r.id, r.customer_id FROM runs r JOIN customers c ON c.id = r.customer_id \
-                 WHERE r.state = 'queued' \
+                 WHERE r.state = 'queued' AND (c.node = ?1 OR (?2 AND c.node IS NULL)) \
                    AND r.seq = (SELECT MIN(q.seq) FROM runs q \
                                 WHERE q.customer_id = r.customer_id AND q.state = 'queued') \
                    AND NOT EXISTS (SELECT 1 FROM runs x \
                                    WHERE x.customer_id = r.customer_id AND x.state = 'running') \
                  ORDER BY c.last_claim, r.seq LIMIT 1",
-                [],
+                params![by.node, by.unassigned],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -741,8 +863,8 @@ impl Store for SqliteStore {
         let expires = now_ms.saturating_add(duration_ms(lease));
         tx.execute(
             "UPDATE runs SET state = 'running', started_at = ?2, lease_owner = ?3, \
-             lease_expires_at = ?4, epoch = epoch + 1 WHERE id = ?1",
-            params![run_id, now, owner, expires],
+             lease_expires_at = ?4, epoch = epoch + 1, node = ?5 WHERE id = ?1",
+            params![run_id, now, by.owner, expires, by.node],
         )
         .db()?;
         tx.execute(
@@ -1300,7 +1422,7 @@ mod tests {
     use std::sync::{Arc, Barrier};
 
     use super::*;
-    use crate::store::suite::{self, HOUR, SuiteStore, customers, new_run, ran};
+    use crate::store::suite::{self, HOUR, SuiteStore, anyone, customers, new_run, ran};
 
     impl SuiteStore for SqliteStore {
         fn set_started_at(&self, run_id: &str, at: &str) {
@@ -1485,7 +1607,9 @@ mod tests {
             store
                 .conn()
                 .execute_batch(
-                    "DROP TABLE sessions; DROP TABLE tokens; \
+                    "DROP TABLE nodes; DROP INDEX customers_node; \
+                     ALTER TABLE customers DROP COLUMN node; ALTER TABLE runs DROP COLUMN node; \
+                     DROP TABLE sessions; DROP TABLE tokens; \
                      DROP INDEX runs_durations; DROP INDEX backups_present; \
                      ALTER TABLE runs DROP COLUMN insight_json; \
                      ALTER TABLE runs DROP COLUMN duration_ms; PRAGMA user_version = 3;",
@@ -1535,7 +1659,10 @@ mod tests {
         let store = SqliteStore::open_in_memory().unwrap();
         customers(&store, &["c1"]);
         store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
-        assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r1");
+        assert_eq!(
+            store.claim_next(&anyone("h"), HOUR).unwrap().unwrap().id,
+            "r1"
+        );
     }
 
     #[test]

@@ -47,6 +47,11 @@ macro_rules! store_suite {
             sessions_expire_and_end_with_their_token,
             start_run_runs_at_once_and_is_refused_like_enqueue,
             run_counts_count_every_run_by_state,
+            claims_take_only_the_claiming_node_s_customers,
+            customers_of_no_node_are_adopted_once_and_claimed_only_when_asked,
+            moving_a_customer_is_refused_while_it_has_an_active_run,
+            heartbeats_register_and_refresh_nodes,
+            active_runs_are_listed_by_node,
         );
     };
     (@each $fixture:path; $($test:ident,)*) => {
@@ -61,6 +66,16 @@ macro_rules! store_suite {
     };
 }
 pub(crate) use store_suite;
+
+/// A claim by a node that also takes the runs of customers of no node (the suite's customers
+/// have none), owned by `owner`.
+pub(crate) fn anyone(owner: &str) -> Claimant<'_> {
+    Claimant {
+        node: "n",
+        owner,
+        unassigned: true,
+    }
+}
 
 /// A lease no test outlives.
 pub(crate) const HOUR: Duration = Duration::from_secs(3600);
@@ -117,7 +132,7 @@ pub(crate) fn ran(
     let mut run = new_run(id, customer);
     run.pipeline = pipeline.into();
     store.enqueue_run(&run, false).unwrap();
-    let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
+    let claimed = store.claim_next(&anyone("h"), HOUR).unwrap().unwrap();
     assert_eq!(claimed.id, id);
     let started = time::OffsetDateTime::now_utc() - Duration::from_secs_f64(secs_ago);
     store.set_started_at(id, &format_time(started));
@@ -273,7 +288,7 @@ pub(crate) fn enqueue_busy_names_the_active_run_and_queue_if_busy_queues(store: 
     assert_eq!(r2.state, RunState::Queued);
 
     // Once r1 runs, Busy names it (the running one) rather than the queued r2.
-    let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
+    let claimed = store.claim_next(&anyone("h"), HOUR).unwrap().unwrap();
     assert_eq!(claimed.id, "r1");
     match store.enqueue_run(&new_run("r4", "c1"), false) {
         Err(StoreError::Busy { run_id, state, .. }) => {
@@ -314,15 +329,15 @@ pub(crate) fn claims_take_customers_in_turn_one_run_each(store: &dyn SuiteStore)
     }
 
     // Two slots: one run per customer at a time.
-    let first = store.claim_next("h", HOUR).unwrap().unwrap();
+    let first = store.claim_next(&anyone("h"), HOUR).unwrap().unwrap();
     assert_eq!(first.id, "a1");
     assert_eq!(first.state, RunState::Running);
     assert_eq!(first.epoch, 1);
     assert_eq!(first.lease_owner.as_deref(), Some("h"));
     assert!(first.started_at.is_some());
-    let second = store.claim_next("h", HOUR).unwrap().unwrap();
+    let second = store.claim_next(&anyone("h"), HOUR).unwrap().unwrap();
     assert_eq!(second.id, "b1");
-    assert_eq!(store.claim_next("h", HOUR).unwrap(), None);
+    assert_eq!(store.claim_next(&anyone("h"), HOUR).unwrap(), None);
     assert!(running_per_customer(store).values().all(|&n| n == 1));
 
     // One slot from here on: a's long queue does not starve b.
@@ -337,7 +352,7 @@ pub(crate) fn claims_take_customers_in_turn_one_run_each(store: &dyn SuiteStore)
             .finish_run("b1", 1, &finished(RunState::Succeeded))
             .unwrap()
     );
-    while let Some(run) = store.claim_next("h", HOUR).unwrap() {
+    while let Some(run) = store.claim_next(&anyone("h"), HOUR).unwrap() {
         assert!(running_per_customer(store).values().all(|&n| n == 1));
         order.push(run.id.clone());
         assert!(
@@ -356,7 +371,7 @@ pub(crate) fn a_newcomer_is_served_before_a_long_queue(store: &dyn SuiteStore) {
     }
     store.enqueue_run(&new_run("b1", "b"), true).unwrap();
     let mut order = Vec::new();
-    while let Some(run) = store.claim_next("h", HOUR).unwrap() {
+    while let Some(run) = store.claim_next(&anyone("h"), HOUR).unwrap() {
         order.push(run.id.clone());
         assert!(
             store
@@ -371,7 +386,7 @@ pub(crate) fn a_runs_insight_is_kept_while_it_runs_and_fenced(store: &dyn SuiteS
     customers(store, &["c1"]);
     store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
     assert_eq!(store.run("r1").unwrap().unwrap().insight, None);
-    let run = store.claim_next("h1", HOUR).unwrap().unwrap();
+    let run = store.claim_next(&anyone("h1"), HOUR).unwrap().unwrap();
     let insight = json!({ "preflight": { "etaSeconds": 42 }, "warnings": ["low"] });
     assert!(!store.set_insight("r1", run.epoch - 1, &insight).unwrap());
     assert!(store.set_insight("r1", run.epoch, &insight).unwrap());
@@ -390,7 +405,7 @@ pub(crate) fn a_runs_insight_is_kept_while_it_runs_and_fenced(store: &dyn SuiteS
 pub(crate) fn stale_epochs_are_fenced(store: &dyn SuiteStore) {
     customers(store, &["c1"]);
     store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
-    let run = store.claim_next("h1", HOUR).unwrap().unwrap();
+    let run = store.claim_next(&anyone("h1"), HOUR).unwrap().unwrap();
     assert_eq!(run.epoch, 1);
 
     let stale = RunFinish {
@@ -451,9 +466,12 @@ pub(crate) fn recover_interrupted_by_owner_and_by_expired_lease(store: &dyn Suit
     for (run, customer) in [("r1", "c1"), ("r2", "c2"), ("r3", "c3"), ("r4", "c4")] {
         store.enqueue_run(&new_run(run, customer), false).unwrap();
     }
-    let r1 = store.claim_next("me", HOUR).unwrap().unwrap();
-    let r2 = store.claim_next("dead", Duration::ZERO).unwrap().unwrap();
-    let r3 = store.claim_next("alive", HOUR).unwrap().unwrap();
+    let r1 = store.claim_next(&anyone("me"), HOUR).unwrap().unwrap();
+    let r2 = store
+        .claim_next(&anyone("dead"), Duration::ZERO)
+        .unwrap()
+        .unwrap();
+    let r3 = store.claim_next(&anyone("alive"), HOUR).unwrap().unwrap();
     assert_eq!(
         (r1.id.as_str(), r2.id.as_str(), r3.id.as_str()),
         ("r1", "r2", "r3")
@@ -486,7 +504,7 @@ pub(crate) fn cancel_queued_running_and_finished_runs(store: &dyn SuiteStore) {
     store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
     store.enqueue_run(&new_run("r2", "c1"), true).unwrap();
 
-    let running = store.claim_next("h", HOUR).unwrap().unwrap();
+    let running = store.claim_next(&anyone("h"), HOUR).unwrap().unwrap();
     assert_eq!(running.id, "r1");
 
     let queued = store.request_cancel("r2").unwrap().unwrap();
@@ -508,7 +526,7 @@ pub(crate) fn cancel_queued_running_and_finished_runs(store: &dyn SuiteStore) {
     assert_eq!(store.request_cancel("r1").unwrap(), Some(done.clone()));
     assert_eq!(store.request_cancel("r2").unwrap(), Some(queued));
     // A cancelled queued run is never claimed.
-    assert_eq!(store.claim_next("h", HOUR).unwrap(), None);
+    assert_eq!(store.claim_next(&anyone("h"), HOUR).unwrap(), None);
     assert_eq!(done.state, RunState::Cancelled);
 }
 
@@ -658,7 +676,10 @@ pub(crate) fn run_durations_are_histograms_by_pipeline_and_result_of_the_runs_th
     store.enqueue_run(&new_run("r6", "c1"), false).unwrap();
     store.request_cancel("r6").unwrap();
     store.enqueue_run(&new_run("r7", "c1"), false).unwrap();
-    store.claim_next("dead-host", HOUR).unwrap().unwrap();
+    store
+        .claim_next(&anyone("dead-host"), HOUR)
+        .unwrap()
+        .unwrap();
     assert_eq!(store.recover_interrupted("dead-host").unwrap().len(), 1);
 
     let bounds = [1_000, 5_000, 100_000, 10_000_000];
@@ -847,7 +868,7 @@ pub(crate) fn a_customer_overview_has_the_newest_history_line_and_the_active_run
 
     // c1: a queued run behind a running one; the running one shows, with its latest step.
     store.enqueue_run(&new_run("run-1", "c1"), false).unwrap();
-    let claimed = store.claim_next("h", HOUR).unwrap().unwrap();
+    let claimed = store.claim_next(&anyone("h"), HOUR).unwrap().unwrap();
     store.enqueue_run(&new_run("run-2", "c1"), true).unwrap();
     assert!(
         store
@@ -933,7 +954,10 @@ pub(crate) fn run_pages_filter_by_customer_and_state_and_follow_a_cursor(store: 
     store.enqueue_run(&new_run("r3", "c1"), false).unwrap();
     store.request_cancel("r3").unwrap();
     store.enqueue_run(&new_run("r4", "c2"), false).unwrap();
-    assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r4");
+    assert_eq!(
+        store.claim_next(&anyone("h"), HOUR).unwrap().unwrap().id,
+        "r4"
+    );
     store.enqueue_run(&new_run("r5", "c1"), false).unwrap();
 
     let page = |customer: Option<&str>, states: &[RunState], before: Option<&str>, limit| {
@@ -1161,7 +1185,7 @@ pub(crate) fn start_run_runs_at_once_and_is_refused_like_enqueue(store: &dyn Sui
         Err(StoreError::Busy { .. })
     ));
     store.enqueue_run(&new_run("r3", "c1"), true).unwrap();
-    assert_eq!(store.claim_next("h", HOUR).unwrap(), None);
+    assert_eq!(store.claim_next(&anyone("h"), HOUR).unwrap(), None);
 
     // Once it ended, the queued run is the active one: a start is refused, a claim takes it.
     assert!(
@@ -1173,7 +1197,10 @@ pub(crate) fn start_run_runs_at_once_and_is_refused_like_enqueue(store: &dyn Sui
         store.start_run(&new_run("r4", "c1"), "cli:h:1", HOUR),
         Err(StoreError::Busy { run_id, state: RunState::Queued, .. }) if run_id == "r3"
     ));
-    assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r3");
+    assert_eq!(
+        store.claim_next(&anyone("h"), HOUR).unwrap().unwrap().id,
+        "r3"
+    );
 }
 
 pub(crate) fn run_counts_count_every_run_by_state(store: &dyn SuiteStore) {
@@ -1182,7 +1209,10 @@ pub(crate) fn run_counts_count_every_run_by_state(store: &dyn SuiteStore) {
     ran(store, "r1", "c1", "backup", 1.0, RunState::Succeeded);
     ran(store, "r2", "c1", "backup", 1.0, RunState::Succeeded);
     store.enqueue_run(&new_run("r3", "c2"), false).unwrap();
-    assert_eq!(store.claim_next("h", HOUR).unwrap().unwrap().id, "r3");
+    assert_eq!(
+        store.claim_next(&anyone("h"), HOUR).unwrap().unwrap().id,
+        "r3"
+    );
     store.enqueue_run(&new_run("r4", "c2"), true).unwrap();
     store.enqueue_run(&new_run("r5", "c3"), false).unwrap();
     store.request_cancel("r5").unwrap();
@@ -1192,5 +1222,284 @@ pub(crate) fn run_counts_count_every_run_by_state(store: &dyn SuiteStore) {
     assert_eq!(
         counts,
         [(Cancelled, 1), (Queued, 1), (Running, 1), (Succeeded, 2)]
+    );
+}
+
+fn claim_as<'a>(node: &'a str, owner: &'a str) -> Claimant<'a> {
+    Claimant {
+        node,
+        owner,
+        unassigned: false,
+    }
+}
+
+pub(crate) fn claims_take_only_the_claiming_node_s_customers(store: &dyn SuiteStore) {
+    customers(store, &["a1", "a2", "b1"]);
+    store.move_customer("a1", "node-a").unwrap();
+    store.move_customer("a2", "node-a").unwrap();
+    store.move_customer("b1", "node-b").unwrap();
+    for (run, customer) in [("r1", "b1"), ("r2", "a1"), ("r3", "b1"), ("r4", "a2")] {
+        store.enqueue_run(&new_run(run, customer), true).unwrap();
+    }
+    // A node that has no customers claims nothing, even with runs queued.
+    assert_eq!(
+        store
+            .claim_next(&claim_as("node-c", "host-c"), HOUR)
+            .unwrap(),
+        None
+    );
+    let b = store
+        .claim_next(&claim_as("node-b", "host-b"), HOUR)
+        .unwrap()
+        .unwrap();
+    assert_eq!((b.id.as_str(), b.customer_id.as_str()), ("r1", "b1"));
+    assert_eq!(b.lease_owner.as_deref(), Some("host-b"));
+    assert_eq!(b.node.as_deref(), Some("node-b"));
+    // b1's next run waits for its running one; node-a's runs are not node-b's to take.
+    assert_eq!(
+        store
+            .claim_next(&claim_as("node-b", "host-b"), HOUR)
+            .unwrap(),
+        None
+    );
+    let mut a: Vec<String> = std::iter::from_fn(|| {
+        store
+            .claim_next(&claim_as("node-a", "host-a"), HOUR)
+            .unwrap()
+    })
+    .map(|r| {
+        assert_eq!(r.node.as_deref(), Some("node-a"));
+        r.id
+    })
+    .collect();
+    a.sort();
+    assert_eq!(a, ["r2", "r4"]);
+    // The node is kept after the run ended.
+    assert!(
+        store
+            .finish_run("r1", b.epoch, &finished(RunState::Succeeded))
+            .unwrap()
+    );
+    assert_eq!(
+        store.run("r1").unwrap().unwrap().node.as_deref(),
+        Some("node-b")
+    );
+    assert_eq!(
+        store
+            .claim_next(&claim_as("node-b", "host-b"), HOUR)
+            .unwrap()
+            .unwrap()
+            .id,
+        "r3"
+    );
+    // A queued run has no node yet.
+    store.enqueue_run(&new_run("r5", "a1"), true).unwrap();
+    assert_eq!(store.run("r5").unwrap().unwrap().node, None);
+}
+
+pub(crate) fn customers_of_no_node_are_adopted_once_and_claimed_only_when_asked(
+    store: &dyn SuiteStore,
+) {
+    customers(store, &["c1", "c2"]);
+    assert_eq!(store.customer("c1").unwrap().unwrap().node, None);
+    let unassigned: Vec<String> = store
+        .unassigned_customers()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(unassigned, ["c1", "c2"]);
+    store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+    // Runs of a customer of no node wait, unless the claim asks for them (a single node).
+    assert_eq!(
+        store
+            .claim_next(&claim_as("node-a", "host-a"), HOUR)
+            .unwrap(),
+        None
+    );
+    // The first node to adopt it has it; a second cannot take it over that way.
+    assert!(store.adopt_customer("c1", "node-a").unwrap());
+    assert!(!store.adopt_customer("c1", "node-b").unwrap());
+    assert!(!store.adopt_customer("nobody", "node-b").unwrap());
+    assert_eq!(
+        store.customer("c1").unwrap().unwrap().node.as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(
+        store
+            .claim_next(&claim_as("node-b", "host-b"), HOUR)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .claim_next(&claim_as("node-a", "host-a"), HOUR)
+            .unwrap()
+            .unwrap()
+            .id,
+        "r1"
+    );
+    // A single node claims the runs of customers of no node, and leaves them of no node.
+    store.enqueue_run(&new_run("r2", "c2"), false).unwrap();
+    let r2 = store
+        .claim_next(
+            &Claimant {
+                node: "solo",
+                owner: "host-solo",
+                unassigned: true,
+            },
+            HOUR,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!((r2.id.as_str(), r2.node.as_deref()), ("r2", Some("solo")));
+    assert_eq!(store.customer("c2").unwrap().unwrap().node, None);
+    // A registration repeated keeps the node.
+    store.upsert_customer("c1", "c1.example.com", None).unwrap();
+    assert_eq!(
+        store.customer("c1").unwrap().unwrap().node.as_deref(),
+        Some("node-a")
+    );
+}
+
+pub(crate) fn moving_a_customer_is_refused_while_it_has_an_active_run(store: &dyn SuiteStore) {
+    customers(store, &["c1"]);
+    assert!(matches!(
+        store.move_customer("nobody", "node-a"),
+        Err(StoreError::UnknownCustomer(_))
+    ));
+    let moved = store.move_customer("c1", "node-a").unwrap();
+    assert_eq!(moved.node.as_deref(), Some("node-a"));
+    store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+    // Queued: refused, naming the run.
+    match store.move_customer("c1", "node-b") {
+        Err(StoreError::Busy { run_id, state, .. }) => {
+            assert_eq!((run_id.as_str(), state), ("r1", RunState::Queued));
+        }
+        other => panic!("{other:?}"),
+    }
+    // To the node it has: nothing to move, so not refused.
+    assert_eq!(
+        store.move_customer("c1", "node-a").unwrap().node.as_deref(),
+        Some("node-a")
+    );
+    let run = store
+        .claim_next(&claim_as("node-a", "host-a"), HOUR)
+        .unwrap()
+        .unwrap();
+    // Running: refused.
+    assert!(matches!(
+        store.move_customer("c1", "node-b"),
+        Err(StoreError::Busy {
+            state: RunState::Running,
+            ..
+        })
+    ));
+    assert_eq!(
+        store.customer("c1").unwrap().unwrap().node.as_deref(),
+        Some("node-a")
+    );
+    assert!(
+        store
+            .finish_run(&run.id, run.epoch, &finished(RunState::Succeeded))
+            .unwrap()
+    );
+    // Ended: it moves, and its next runs are the new node's.
+    assert_eq!(
+        store.move_customer("c1", "node-b").unwrap().node.as_deref(),
+        Some("node-b")
+    );
+    store.enqueue_run(&new_run("r2", "c1"), false).unwrap();
+    assert_eq!(
+        store
+            .claim_next(&claim_as("node-a", "host-a"), HOUR)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .claim_next(&claim_as("node-b", "host-b"), HOUR)
+            .unwrap()
+            .unwrap()
+            .id,
+        "r2"
+    );
+}
+
+pub(crate) fn heartbeats_register_and_refresh_nodes(store: &dyn SuiteStore) {
+    assert!(store.nodes().unwrap().is_empty());
+    let beat = |name: &str, started: &str| NodeBeat {
+        name: name.into(),
+        version: "0.1.0".into(),
+        started_at: started.into(),
+        advertise_url: None,
+    };
+    let (_, before_ms) = now();
+    store
+        .heartbeat(&beat("node-b", "2026-01-01T00:00:00.000Z"))
+        .unwrap();
+    store
+        .heartbeat(&beat("node-a", "2026-01-01T00:00:00.000Z"))
+        .unwrap();
+    let nodes = store.nodes().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["node-a", "node-b"]);
+    let first = nodes[0].clone();
+    assert!(first.heartbeat_ms >= before_ms, "{first:?}");
+    assert_eq!(first.version, "0.1.0");
+    std::thread::sleep(Duration::from_millis(5));
+    // A restarted node: its start and its heartbeat move on, it stays one node.
+    let mut again = beat("node-a", "2026-01-02T00:00:00.000Z");
+    again.version = "0.2.0".into();
+    again.advertise_url = Some("http://10.0.0.1:8610".into());
+    store.heartbeat(&again).unwrap();
+    let nodes = store.nodes().unwrap();
+    assert_eq!(nodes.len(), 2);
+    let a = &nodes[0];
+    assert!(a.heartbeat_ms > first.heartbeat_ms, "{a:?} {first:?}");
+    assert!(a.heartbeat_at > first.heartbeat_at, "{a:?} {first:?}");
+    assert_eq!(
+        (
+            a.version.as_str(),
+            a.started_at.as_str(),
+            a.advertise_url.as_deref()
+        ),
+        (
+            "0.2.0",
+            "2026-01-02T00:00:00.000Z",
+            Some("http://10.0.0.1:8610")
+        )
+    );
+}
+
+pub(crate) fn active_runs_are_listed_by_node(store: &dyn SuiteStore) {
+    customers(store, &["a1", "b1", "x1"]);
+    store.move_customer("a1", "node-a").unwrap();
+    store.move_customer("b1", "node-b").unwrap();
+    store.enqueue_run(&new_run("r1", "a1"), false).unwrap();
+    store.enqueue_run(&new_run("r2", "b1"), false).unwrap();
+    store.enqueue_run(&new_run("r3", "b1"), true).unwrap();
+    store.enqueue_run(&new_run("r4", "x1"), false).unwrap();
+    store.enqueue_run(&new_run("r5", "x1"), true).unwrap();
+    store.request_cancel("r5").unwrap();
+    store
+        .claim_next(&claim_as("node-b", "host-b"), HOUR)
+        .unwrap()
+        .unwrap();
+    let listed: Vec<(Option<String>, String, RunState)> = store
+        .active_runs_by_node()
+        .unwrap()
+        .into_iter()
+        .map(|(node, r)| (node, r.id, r.state))
+        .collect();
+    let b = || Some("node-b".to_owned());
+    assert_eq!(
+        listed,
+        [
+            (b(), "r2".to_owned(), RunState::Running),
+            (Some("node-a".into()), "r1".into(), RunState::Queued),
+            (b(), "r3".into(), RunState::Queued),
+            (None, "r4".into(), RunState::Queued),
+        ]
     );
 }

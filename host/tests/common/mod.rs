@@ -30,6 +30,7 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         customers_root: customers_root.clone(),
         data_dir: data_dir.clone(),
         store: Default::default(),
+        node: "test".into(),
         plugin_dirs: Vec::new(),
         pipelines_dir: tmp.path().join("pipelines"),
         releases_dir: tmp.path().join("releases"),
