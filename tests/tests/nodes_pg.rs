@@ -8,9 +8,7 @@
 mod common;
 mod pg;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -21,38 +19,15 @@ const DOMAIN: &str = "shop.example.com";
 
 /// `serve` of `host` as node `node`, with the state in `store`, its log in `log`.
 fn serve(host: &Host, node: &str, store: &str, log: &Path) -> Server {
-    let mut child = host
-        .cmd()
-        .env("QODIFY_NODE", node)
+    let mut cmd = host.cmd();
+    cmd.env("QODIFY_NODE", node)
         .env("QODIFY_STORE", store)
-        .env("QODIFY_LOG", "info")
-        .env("QODIFY_API_TOKEN", TOKEN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| {
-            panic!(
-                "unexpected first line {line:?}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })
-        .to_owned();
-    Server { child, base }
+        .env("QODIFY_LOG", "info");
+    serve_logged(cmd, TOKEN, log)
 }
 
 fn get(s: &Server, path: &str) -> serde_json::Value {
-    let (code, body) = json_of(api(TOKEN, "GET", &format!("{}{path}", s.base)).call());
-    assert_eq!(code, 200, "{path}: {body}");
-    body
+    get_ok(s, TOKEN, path)
 }
 
 fn put_customer(s: &Server, body: serde_json::Value) -> (u16, serde_json::Value) {

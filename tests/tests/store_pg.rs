@@ -6,9 +6,7 @@
 mod common;
 mod pg;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,37 +20,14 @@ const PASSWORD: &str = "pw-never-shown";
 /// `serve` on `data_dir` with the state in `store`, its log (info and up) in `log`.
 fn serve(host: &Host, data_dir: &Path, store: &str, log: &Path) -> Server {
     let mut cmd = host.cmd();
-    let mut child = cmd
-        .env("QODIFY_DATA_DIR", data_dir)
+    cmd.env("QODIFY_DATA_DIR", data_dir)
         .env("QODIFY_STORE", store)
-        .env("QODIFY_LOG", "info")
-        .env("QODIFY_API_TOKEN", TOKEN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| {
-            panic!(
-                "unexpected first line {line:?}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })
-        .to_owned();
-    Server { child, base }
+        .env("QODIFY_LOG", "info");
+    serve_logged(cmd, TOKEN, log)
 }
 
 fn get(s: &Server, path: &str) -> serde_json::Value {
-    let (code, body) = json_of(api(TOKEN, "GET", &format!("{}{path}", s.base)).call());
-    assert_eq!(code, 200, "{path}: {body}");
-    body
+    get_ok(s, TOKEN, path)
 }
 
 /// Waits for the run to end; the run as the API shows it.

@@ -102,13 +102,26 @@ impl Host {
 
 /// Starts `cmd serve` (2 workers, API token `token`, plus `extra` flags) and waits until it
 /// listens.
-pub fn serve_cmd(mut cmd: Command, token: &str, extra: &[&str]) -> Server {
+pub fn serve_cmd(cmd: Command, token: &str, extra: &[&str]) -> Server {
+    start_serve(cmd, token, extra, None)
+}
+
+/// [`serve_cmd`] with the server's log written to `log` (shown if it does not start).
+pub fn serve_logged(cmd: Command, token: &str, log: &Path) -> Server {
+    start_serve(cmd, token, &[], Some(log))
+}
+
+fn start_serve(mut cmd: Command, token: &str, extra: &[&str], log: Option<&Path>) -> Server {
+    let stderr = match log {
+        Some(log) => Stdio::from(std::fs::File::create(log).unwrap()),
+        None => Stdio::inherit(),
+    };
     let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
         .args(extra)
         .env("QODIFY_API_TOKEN", token)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -118,9 +131,21 @@ pub fn serve_cmd(mut cmd: Command, token: &str, extra: &[&str]) -> Server {
     let base = line
         .trim()
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .unwrap_or_else(|| {
+            let log = log
+                .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                .unwrap_or_default();
+            panic!("unexpected first line {line:?}; log:\n{log}")
+        })
         .to_owned();
     Server { child, base }
+}
+
+/// `GET base+path` with `token`, asserting 200; the JSON body.
+pub fn get_ok(s: &Server, token: &str, path: &str) -> serde_json::Value {
+    let (code, body) = json_of(api(token, "GET", &format!("{}{path}", s.base)).call());
+    assert_eq!(code, 200, "{path}: {body}");
+    body
 }
 
 /// A request to a test server's API with `token` as the bearer token (30 s timeout).
