@@ -33,6 +33,8 @@ pub mod env {
     pub const STORE: &str = "QODIFY_STORE";
     /// This host's node name (`node` in the file).
     pub const NODE: &str = "QODIFY_NODE";
+    /// Where other hosts and clients reach this host's API (`advertise_url` in the file).
+    pub const ADVERTISE_URL: &str = "QODIFY_ADVERTISE_URL";
 }
 
 /// Where the service keeps its state (`store`): customers, runs, events, history, audit log,
@@ -159,6 +161,9 @@ pub struct Settings {
     /// This host's node name (`node`): it runs the runs of the customers that belong to it.
     /// Default: the hostname.
     pub node: String,
+    /// Where other hosts send clients for what only this node has (a backup's download):
+    /// `advertise_url`, e.g. `http://10.0.0.3:8610`; `None` when not set.
+    pub advertise_url: Option<String>,
     /// Folders searched for `<plugin-id>.wasm`, first match wins.
     pub plugin_dirs: Vec<PathBuf>,
     /// Folder of `<name>.toml` pipelines and `tiers/<tier>.toml` overlays.
@@ -217,12 +222,17 @@ pub struct RunSettings {
     /// `long_eta_warning`: a run whose preflight expects it to take longer gets a warning event
     /// (default `2h`; `"off"` for none).
     pub long_eta_warning: Option<Duration>,
+    /// `lease`: how long a node's claim on a running run lasts without renewal (default `30s`,
+    /// between `2s` and `10m`). A node that cannot renew it (stopped, paused, cut off) loses the
+    /// run: another node marks it `interrupted` and the late node's writes are refused.
+    pub lease: Duration,
 }
 
 impl Default for RunSettings {
     fn default() -> Self {
         Self {
             long_eta_warning: Some(Duration::from_secs(2 * 3600)),
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -232,6 +242,7 @@ impl Default for RunSettings {
 #[serde(deny_unknown_fields)]
 struct FileRuns {
     long_eta_warning: Option<String>,
+    lease: Option<String>,
 }
 
 /// `[commands]`: how the programs steps are granted run on this host.
@@ -293,6 +304,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     store: Option<String>,
     node: Option<String>,
+    advertise_url: Option<String>,
     plugin_dirs: Option<Vec<PathBuf>>,
     pipelines_dir: Option<PathBuf>,
     releases_dir: Option<PathBuf>,
@@ -416,6 +428,20 @@ impl Settings {
             }
             None => default_node(),
         };
+        let advertise_url = match env(env::ADVERTISE_URL) {
+            Some(v) => Some((
+                v.to_string_lossy().into_owned(),
+                format!("{} in the environment", env::ADVERTISE_URL),
+            )),
+            None => file
+                .advertise_url
+                .clone()
+                .map(|v| (v, "advertise_url in the settings file".to_owned())),
+        };
+        let advertise_url = match advertise_url {
+            Some((v, what)) if !v.trim().is_empty() => Some(parse_advertise_url(&v, &what)?),
+            _ => None,
+        };
         let plugin_dirs = if !over.plugin_dirs.is_empty() {
             over.plugin_dirs.clone()
         } else if let Some(dirs) = file.plugin_dirs {
@@ -516,6 +542,19 @@ impl Settings {
                     "runs.long_eta_warning in the settings file (a duration like \"2h\", or \"off\")"
                 })?),
             },
+            lease: match file.runs.lease.as_deref() {
+                None => RunSettings::default().lease,
+                Some(v) => {
+                    let lease = parse_duration(v).with_context(
+                        || "runs.lease in the settings file (a duration like \"30s\")",
+                    )?;
+                    anyhow::ensure!(
+                        lease >= Duration::from_secs(2) && lease <= Duration::from_secs(600),
+                        "runs.lease in the settings file must be between 2s and 10m"
+                    );
+                    lease
+                }
+            },
         };
 
         let console = ConsoleSettings {
@@ -541,6 +580,7 @@ impl Settings {
             data_dir,
             store,
             node,
+            advertise_url,
             plugin_dirs,
             pipelines_dir,
             releases_dir,
@@ -554,6 +594,26 @@ impl Settings {
             console,
         })
     }
+}
+
+/// An `advertise_url`: an `http://` or `https://` base URL (a path is kept, a trailing `/`
+/// dropped), without query, fragment or credentials.
+fn parse_advertise_url(value: &str, what: &str) -> Result<String> {
+    let value = value.trim();
+    let url = url::Url::parse(value).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
+    });
+    anyhow::ensure!(
+        url.is_some(),
+        "{what}: expected the base URL other hosts reach this one's API at, like \
+         http://10.0.0.3:8610 (http or https, no query, no credentials)"
+    );
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 /// The default node name: the hostname (`local` when it is no node name).
@@ -806,6 +866,37 @@ mod tests {
             assert!(
                 format!("{err:#}").contains("node in the settings file"),
                 "{err:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lease_and_the_advertised_url_are_checked() {
+        assert_eq!(load("").unwrap().runs.lease, Duration::from_secs(30));
+        assert_eq!(
+            load("[runs]\nlease = \"5s\"\n").unwrap().runs.lease,
+            Duration::from_secs(5)
+        );
+        let err = load("[runs]\nlease = \"1s\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("between 2s and 10m"), "{err:#}");
+        assert_eq!(load("").unwrap().advertise_url, None);
+        assert_eq!(
+            load("advertise_url = \"http://10.0.0.3:8610/\"\n")
+                .unwrap()
+                .advertise_url
+                .as_deref(),
+            Some("http://10.0.0.3:8610")
+        );
+        for bad in [
+            "10.0.0.3:8610",
+            "ftp://x",
+            "http://u:p@x:1",
+            "http://x/?a=1",
+        ] {
+            let err = load(&format!("advertise_url = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("advertise_url in the settings file"),
+                "{bad}: {err:#}"
             );
         }
     }

@@ -78,7 +78,7 @@ async fn heartbeat(state: AppState) {
         name: state.settings.node.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: crate::store::now().0,
-        advertise_url: None,
+        advertise_url: state.settings.advertise_url.clone(),
     };
     let mut every = tokio::time::interval(HEARTBEAT);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -214,7 +214,9 @@ impl AppState {
     /// published. Execute it with [`worker::execute_recorded`].
     pub fn start(&self, run: &NewRun) -> StoreResult<RunRecord> {
         self.reap_dead_cli_runs();
-        let record = self.store.start_run(run, &self.host_id, worker::LEASE)?;
+        let record = self
+            .store
+            .start_run(run, &self.host_id, self.settings.runs.lease)?;
         let _ = self.store.audit(&AuditEntry {
             at: now(),
             actor: run.triggered_by.clone(),

@@ -17,8 +17,6 @@ use crate::store::{AuditEntry, BackupRecord, RunFinish, RunRecord, RunState};
 use super::hub::family;
 use super::{AppState, now};
 
-/// How long a claim lasts without renewal.
-pub const LEASE: Duration = Duration::from_secs(30);
 /// How long an idle worker waits before it looks for work unasked, when the store wakes it
 /// (PostgreSQL's `LISTEN`): only a safety net, for a wake-up lost while the listener
 /// reconnected. Every queued, cancelled or ended run of this node wakes it at once.
@@ -183,7 +181,7 @@ pub async fn run_workers(state: AppState, slots: usize, recheck: Duration) {
                             owner: &s.host_id,
                             unassigned: s.single_node(),
                         },
-                        LEASE,
+                        s.settings.runs.lease,
                     )
                 })
                 .await;
@@ -608,10 +606,12 @@ pub fn execute_recorded(
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 ended.recv_timeout(Duration::from_millis(500))
             {
-                match state
-                    .store
-                    .renew_lease(&run.id, &state.host_id, run.epoch, LEASE)
-                {
+                match state.store.renew_lease(
+                    &run.id,
+                    &state.host_id,
+                    run.epoch,
+                    state.settings.runs.lease,
+                ) {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!("run {} lost its lease; stopping it", run.id);
@@ -879,7 +879,7 @@ mod tests {
                     owner: "test",
                     unassigned: true,
                 },
-                LEASE,
+                crate::settings::RunSettings::default().lease,
             )
             .unwrap()
             .unwrap();
