@@ -368,12 +368,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve_cmd(settings, args),
         Command::Approve { run_id, reject, by } => {
             let by = by.or_else(|| std::env::var("USER").ok());
-            let request = qodify_host::engine::caps::approvals::decide(
-                &settings.data_dir,
-                &run_id,
-                !reject,
-                by.as_deref(),
-            )?;
+            let request = approve_cmd(&settings, &run_id, !reject, by.as_deref())?;
             println!(
                 "{} `{}` (step {} of run {})",
                 if reject { "rejected" } else { "approved" },
@@ -392,6 +387,24 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Decides what a run waits for: through the state store (the one `serve` and every host
+/// sharing it use) when the run is recorded there, else through the data folder's files (a CLI
+/// `run` of an unregistered customer).
+fn approve_cmd(
+    settings: &Settings,
+    run_id: &str,
+    approve: bool,
+    by: Option<&str>,
+) -> anyhow::Result<qodify_host::engine::caps::approvals::PendingApproval> {
+    let state = cli_state(settings)?;
+    match ops::approvals::decide(&state, run_id, approve, by) {
+        Err(ops::approvals::ApproveError::NoSuchRun(_)) => Ok(
+            qodify_host::engine::caps::approvals::decide(&settings.data_dir, run_id, approve, by)?,
+        ),
+        other => Ok(other?),
     }
 }
 

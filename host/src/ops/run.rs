@@ -84,6 +84,7 @@ pub fn run_now(state: &AppState, req: RunNow<'_>) -> anyhow::Result<worker::Reco
                     events: events.clone(),
                     recovery_events: events,
                     cancel,
+                    approvals: None,
                 },
             )?;
             Ok(worker::Recorded {
