@@ -51,6 +51,7 @@ fn fixture() -> Fixture {
         data_dir: root.join("data"),
         store: Default::default(),
         node: "test".into(),
+        advertise_url: None,
         plugin_dirs,
         pipelines_dir: root.join("pipelines"),
         releases_dir: root.join("releases"),
