@@ -113,6 +113,10 @@ enum Command {
     ///
     /// Exit code 0 only when every step succeeded; 1 when the run failed, 2 when it could not
     /// start (bad pipeline, params, customer), 130 when cancelled with Ctrl-C.
+    ///
+    /// A registered customer that belongs to another node (hosts sharing one store) is refused
+    /// with exit 2: run it on that node, or move the customer to this one first
+    /// (PUT /api/customers/ID {"node": "THIS-NODE"}).
     Run(RunArgs),
     /// Run the HTTP API and the run queue (installer-api's entry point).
     ///
@@ -644,11 +648,14 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
         spec.tier.as_deref(),
     )?;
     pipeline::check_params(&pipeline, &spec.params)?;
+    let state = cli_state(settings)?;
+    // A customer of another node is refused before its folder is looked for here: the error
+    // names the node to run it on.
+    ops::run::registered_here(&state, &customer, args.customer_id.is_some())?;
     qodify_host::engine::sandbox::open_customer(
         &settings.customers_root,
         customer.domain.as_str(),
     )?;
-    let state = cli_state(settings)?;
     let ui = Arc::new(ui::Ui::new(ui_mode(args.json), verbose));
     let cancel = CancelToken::default();
     {

@@ -1278,20 +1278,34 @@ async fn metrics_count_runs_by_state_behind_the_token() {
     let r = env.call("GET", "/metrics", None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
-        r.text.contains("qodify_runs{state=\"queued\"} 1"),
+        r.text
+            .contains("qodify_runs{node=\"test\",state=\"queued\"} 1"),
         "{}",
         r.text
     );
     assert!(
-        r.text.contains("qodify_runs{state=\"running\"} 0"),
+        r.text
+            .contains("qodify_runs{node=\"test\",state=\"running\"} 0"),
         "{}",
         r.text
     );
-    assert!(r.text.contains("qodify_runs_executing 0"), "{}", r.text);
+    assert!(
+        r.text.contains("qodify_runs_executing{node=\"test\"} 0"),
+        "{}",
+        r.text
+    );
+    // With no node in the store yet (this host beats only when serving), the customer's
+    // queued run is one of no node.
+    assert!(
+        r.text
+            .contains("qodify_unassigned_active_runs{node=\"test\",state=\"queued\"} 1"),
+        "{}",
+        r.text
+    );
     // Says whether granted programs run confined on this kernel, and the mode asked for.
     let enforced = qodify_host::engine::confine::Confinement::new(Default::default()).enforced();
     let line = format!(
-        "qodify_commands_confined{{mode=\"landlock\"}} {}",
+        "qodify_commands_confined{{node=\"test\",mode=\"landlock\"}} {}",
         u8::from(enforced)
     );
     assert!(r.text.contains(&line), "{}", r.text);
