@@ -113,6 +113,10 @@ enum Command {
     ///
     /// Exit code 0 only when every step succeeded; 1 when the run failed, 2 when it could not
     /// start (bad pipeline, params, customer), 130 when cancelled with Ctrl-C.
+    ///
+    /// A registered customer that belongs to another node (hosts sharing one store) is refused
+    /// with exit 2: run it on that node, or move the customer to this one first
+    /// (PUT /api/customers/ID {"node": "THIS-NODE"}).
     Run(RunArgs),
     /// Run the HTTP API and the run queue (installer-api's entry point).
     ///
@@ -368,12 +372,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve_cmd(settings, args),
         Command::Approve { run_id, reject, by } => {
             let by = by.or_else(|| std::env::var("USER").ok());
-            let request = qodify_host::engine::caps::approvals::decide(
-                &settings.data_dir,
-                &run_id,
-                !reject,
-                by.as_deref(),
-            )?;
+            let request = approve_cmd(&settings, &run_id, !reject, by.as_deref())?;
             println!(
                 "{} `{}` (step {} of run {})",
                 if reject { "rejected" } else { "approved" },
@@ -392,6 +391,24 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Decides what a run waits for: through the state store (the one `serve` and every host
+/// sharing it use) when the run is recorded there, else through the data folder's files (a CLI
+/// `run` of an unregistered customer).
+fn approve_cmd(
+    settings: &Settings,
+    run_id: &str,
+    approve: bool,
+    by: Option<&str>,
+) -> anyhow::Result<qodify_host::engine::caps::approvals::PendingApproval> {
+    let state = cli_state(settings)?;
+    match ops::approvals::decide(&state, run_id, approve, by) {
+        Err(ops::approvals::ApproveError::NoSuchRun(_)) => Ok(
+            qodify_host::engine::caps::approvals::decide(&settings.data_dir, run_id, approve, by)?,
+        ),
+        other => Ok(other?),
     }
 }
 
@@ -631,11 +648,14 @@ fn run_cmd(settings: &Settings, args: &RunArgs, verbose: bool) -> Result<ExitCod
         spec.tier.as_deref(),
     )?;
     pipeline::check_params(&pipeline, &spec.params)?;
+    let state = cli_state(settings)?;
+    // A customer of another node is refused before its folder is looked for here: the error
+    // names the node to run it on.
+    ops::run::registered_here(&state, &customer, args.customer_id.is_some())?;
     qodify_host::engine::sandbox::open_customer(
         &settings.customers_root,
         customer.domain.as_str(),
     )?;
-    let state = cli_state(settings)?;
     let ui = Arc::new(ui::Ui::new(ui_mode(args.json), verbose));
     let cancel = CancelToken::default();
     {

@@ -1133,6 +1133,34 @@ impl Store for LeakyStore {
     fn append_event(&self, run_id: &str, name: &str, data: &Value) -> StoreResult<u64> {
         self.0.append_event(run_id, name, data)
     }
+    fn append_event_fenced(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        name: &str,
+        data: &Value,
+    ) -> StoreResult<Option<u64>> {
+        self.0.append_event_fenced(run_id, epoch, name, data)
+    }
+    fn expire_leases(&self) -> StoreResult<Vec<RunRecord>> {
+        self.0.expire_leases()
+    }
+    fn ask_approval(&self, run_id: &str, epoch: i64, request: &Value) -> StoreResult<bool> {
+        self.0.ask_approval(run_id, epoch, request)
+    }
+    fn approval(&self, run_id: &str) -> StoreResult<Option<qodify_host::store::ApprovalRecord>> {
+        self.0.approval(run_id)
+    }
+    fn decide_approval(
+        &self,
+        run_id: &str,
+        decision: &Value,
+    ) -> StoreResult<qodify_host::store::Decided> {
+        self.0.decide_approval(run_id, decision)
+    }
+    fn clear_approval(&self, run_id: &str) -> StoreResult<()> {
+        self.0.clear_approval(run_id)
+    }
     fn events(&self, run_id: &str, after_seq: u64) -> StoreResult<Vec<EventRecord>> {
         self.0.events(run_id, after_seq)
     }
@@ -1250,20 +1278,34 @@ async fn metrics_count_runs_by_state_behind_the_token() {
     let r = env.call("GET", "/metrics", None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
-        r.text.contains("qodify_runs{state=\"queued\"} 1"),
+        r.text
+            .contains("qodify_runs{node=\"test\",state=\"queued\"} 1"),
         "{}",
         r.text
     );
     assert!(
-        r.text.contains("qodify_runs{state=\"running\"} 0"),
+        r.text
+            .contains("qodify_runs{node=\"test\",state=\"running\"} 0"),
         "{}",
         r.text
     );
-    assert!(r.text.contains("qodify_runs_executing 0"), "{}", r.text);
+    assert!(
+        r.text.contains("qodify_runs_executing{node=\"test\"} 0"),
+        "{}",
+        r.text
+    );
+    // With no node in the store yet (this host beats only when serving), the customer's
+    // queued run is one of no node.
+    assert!(
+        r.text
+            .contains("qodify_unassigned_active_runs{node=\"test\",state=\"queued\"} 1"),
+        "{}",
+        r.text
+    );
     // Says whether granted programs run confined on this kernel, and the mode asked for.
     let enforced = qodify_host::engine::confine::Confinement::new(Default::default()).enforced();
     let line = format!(
-        "qodify_commands_confined{{mode=\"landlock\"}} {}",
+        "qodify_commands_confined{{node=\"test\",mode=\"landlock\"}} {}",
         u8::from(enforced)
     );
     assert!(r.text.contains(&line), "{}", r.text);

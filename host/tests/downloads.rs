@@ -1,6 +1,8 @@
 //! Backup downloads driven in-process with `oneshot`: one file (whole, `Range`, `If-Range`),
 //! the whole backup as a tar, refused names and incomplete backups, and signed expiring links
-//! (no token; tampered, expired, unknown-kid and deleted-backup links refused).
+//! (no token; tampered, expired, unknown-kid and deleted-backup links refused). With several
+//! hosts on one store, a host that does not hold the backup redirects both kinds of download to
+//! the node that does (two in-process hosts sharing one store), or names that node in a 503.
 //!
 //! The signing key is the one derived from the API token (these tests expect
 //! `QODIFY_SIGNING_KEYS` to be unset).
@@ -605,4 +607,188 @@ fn stalled_tar_downloads_hold_no_thread() {
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// The node that holds the backup in the multi-node tests, and where it says its API is.
+const OWNER: &str = "web-2";
+const OWNER_URL: &str = "http://10.0.0.2:8610";
+
+/// Two hosts on one store: `test` (this one, without the backup) and `OWNER`, which has customer
+/// 42 with its backup in its folder and in the shared history. `OWNER` beat with `advertised`.
+async fn two_nodes(advertised: Option<&str>) -> (Env, Env) {
+    let store: Arc<dyn qodify_host::store::Store> =
+        Arc::new(SqliteStore::open_in_memory().unwrap());
+    let here = env_on(store.clone(), Some(TOKEN));
+    let mut owner = env_on(store.clone(), Some(TOKEN));
+    Arc::make_mut(&mut owner.state.settings).node = OWNER.into();
+    let owner = owner.with_backup().await;
+    store.move_customer(CUSTOMER, OWNER).unwrap();
+    store
+        .record_backup(&qodify_host::store::BackupRecord {
+            customer_id: CUSTOMER.into(),
+            run_id: "0193a000-0000-7000-8000-000000000001".into(),
+            backup_id: Some(BACKUP.into()),
+            kind: "fast".into(),
+            size: Some(100),
+            duration_ms: Some(1000),
+            result: "succeeded".into(),
+            triggered_by: None,
+            created_at: "2026-01-01T00:00:01Z".into(),
+            note: None,
+        })
+        .unwrap();
+    store
+        .heartbeat(&qodify_host::store::NodeBeat {
+            name: OWNER.into(),
+            version: "0".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            advertise_url: advertised.map(str::to_owned),
+        })
+        .unwrap();
+    (here, owner)
+}
+
+/// Where a 307 sends the client, checked to be `OWNER_URL` + `path_and_query`, and that path.
+fn redirected(r: &Reply, path_and_query: &str) -> String {
+    assert_eq!(
+        r.status,
+        StatusCode::TEMPORARY_REDIRECT,
+        "{}",
+        String::from_utf8_lossy(&r.bytes)
+    );
+    assert_eq!(
+        r.header(header::LOCATION),
+        format!("{OWNER_URL}{path_and_query}")
+    );
+    assert_eq!(r.header(header::CACHE_CONTROL), "no-store");
+    r.header(header::LOCATION)
+        .strip_prefix(OWNER_URL)
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_host_without_the_backup_redirects_downloads_to_the_node_that_has_it() {
+    let (here, owner) = two_nodes(Some(OWNER_URL)).await;
+    let db = db_bytes();
+
+    // One file, with its query and a range: the same path and query on the owner, which
+    // serves it (the client sends the token and the range again).
+    let r = here
+        .get(&file_url("db.dump"), &[("range", "bytes=10-19")])
+        .await;
+    let there = redirected(&r, &file_url("db.dump"));
+    let r = owner.get(&there, &[("range", "bytes=10-19")]).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes, &db[10..20]);
+    let r = owner.get(&there, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(sha(&r.bytes), sha(&db));
+    // The whole backup: no query, none added.
+    let whole = format!("/api/customers/{CUSTOMER}/backups/{BACKUP}/download");
+    redirected(&here.get(&whole, &[]).await, &whole);
+    // Still behind the token, and bad names are refused here rather than sent on.
+    here.get_as(&file_url("db.dump"), None, &[])
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    here.get(&file_url(".."), &[])
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+
+    // A signed link issued through this host (checked against the shared history) is sent
+    // as it is to the owner, where its signature verifies: both hosts have the same key.
+    let link = here.link(Some(json!({ "file": "db.dump" }))).await;
+    let there = redirected(&here.get_as(&link, None, &[]).await, &link);
+    assert_eq!(there, link);
+    let r = owner.get_as(&there, None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(sha(&r.bytes), sha(&db));
+    // A tampered link gets the same 403 here as anywhere, not a redirect.
+    let bad = with_param(&link, "file", "uploads.bin");
+    here.get_as(&bad, None, &[])
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    // No link for a backup the history does not have.
+    let r = here
+        .call(
+            "POST",
+            &format!("/api/customers/{CUSTOMER}/backups/20250101-000000/download-url"),
+            None,
+        )
+        .await;
+    let detail = r.problem(StatusCode::NOT_FOUND);
+    assert!(detail.contains(OWNER), "{detail}");
+}
+
+#[tokio::test]
+async fn a_node_that_advertises_no_url_is_named_in_a_503() {
+    let (here, owner) = two_nodes(None).await;
+    let link = owner.link(Some(json!({ "file": "db.dump" }))).await;
+    let r = here.get(&file_url("db.dump"), &[]).await;
+    let detail = r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json["node"], OWNER, "{}", r.json);
+    assert!(
+        detail.contains(&format!("on node {OWNER}")) && detail.contains("advertise_url"),
+        "{detail}"
+    );
+    let r = here.get_as(&link, None, &[]).await;
+    r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json["node"], OWNER, "{}", r.json);
+    // Nor is a link issued that could not be followed.
+    let r = here
+        .call(
+            "POST",
+            &format!("/api/customers/{CUSTOMER}/backups/{BACKUP}/download-url"),
+            None,
+        )
+        .await;
+    r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    // The owner itself still serves it.
+    let r = owner.get(&file_url("db.dump"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // A node that never beat: start it, or move the customer.
+    here.state.store.move_customer(CUSTOMER, "web-9").unwrap();
+    let r = here.get(&file_url("db.dump"), &[]).await;
+    let detail = r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json["node"], "web-9", "{}", r.json);
+    assert!(
+        detail.contains("never sent a heartbeat") && detail.contains("PUT /api/customers/42"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_advertising_this_hosts_own_url_is_refused_rather_than_looped() {
+    let (mut here, _owner) = two_nodes(Some(OWNER_URL)).await;
+    Arc::make_mut(&mut here.state.settings).advertise_url = Some(OWNER_URL.into());
+    let r = here.get(&file_url("db.dump"), &[]).await;
+    let detail = r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        detail.contains("its own node name and advertise_url"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn a_customer_of_this_node_is_served_here_as_before() {
+    let env = env_with(Some(TOKEN)).with_backup().await;
+    env.state.store.move_customer(CUSTOMER, "test").unwrap();
+    // Another node advertising a URL changes nothing for this node's customers.
+    env.state
+        .store
+        .heartbeat(&qodify_host::store::NodeBeat {
+            name: OWNER.into(),
+            version: "0".into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            advertise_url: Some(OWNER_URL.into()),
+        })
+        .unwrap();
+    let r = env.get(&file_url("db.dump"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes, db_bytes());
+    let link = env.link(Some(json!({ "file": "db.dump" }))).await;
+    let r = env.get_as(&link, None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.bytes, db_bytes());
 }

@@ -51,6 +51,7 @@ fn fixture() -> Fixture {
         data_dir: root.join("data"),
         store: Default::default(),
         node: "test".into(),
+        advertise_url: None,
         plugin_dirs,
         pipelines_dir: root.join("pipelines"),
         releases_dir: root.join("releases"),
@@ -144,6 +145,7 @@ fn run_with(
             events: sink.clone(),
             cancel,
             recovery: None,
+            approvals: None,
         },
     )
     .unwrap();
@@ -361,6 +363,7 @@ fn a_pinned_sha256_that_does_not_match_refuses_to_run() {
             events: Arc::new(MemorySink::default()),
             cancel: CancelToken::default(),
             recovery: None,
+            approvals: None,
         },
     )
     .unwrap_err();

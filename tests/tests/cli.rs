@@ -1,6 +1,7 @@
 //! The CLI end to end, without PostgreSQL: `plan` shows what a run would do (grants resolved
 //! against the customer as found on disk, in either layout) and runs nothing; settings come
-//! from the file `QODIFY_CONFIG` names and `serve` listens where `QODIFY_LISTEN` says.
+//! from the file `QODIFY_CONFIG` names and `serve` listens where `QODIFY_LISTEN` says; `run`
+//! refuses a customer of another node.
 
 mod common;
 
@@ -172,4 +173,51 @@ fn settings_come_from_the_file_qodify_config_names_and_serve_listens_on_qodify_l
     ]));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_on"));
+}
+
+#[test]
+fn run_refuses_a_customer_of_another_node_naming_the_node() {
+    let host = Host::new();
+    let dir = host.customer(DOMAIN);
+    write(&dir.join("backend/package.json"), r#"{"version":"1.0.0"}"#);
+    write(&dir.join("backend/.env"), format!("DATABASE_URL={URL}\n"));
+    // Registered through `serve` on node web-2, and given to it.
+    {
+        let mut cmd = host.cmd();
+        cmd.env("QODIFY_NODE", "web-2");
+        let s = serve_cmd(cmd, "t", &[]);
+        let (code, body) = json_of(
+            api("t", "PUT", &format!("{}/api/customers/42", s.base))
+                .send_json(serde_json::json!({ "domain": DOMAIN, "node": "web-2" })),
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["node"], "web-2", "{body}");
+    }
+
+    let out =
+        run(host
+            .cmd()
+            .env("QODIFY_NODE", "web-1")
+            .args(["run", "backup", "--customer", DOMAIN]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "customer 42 (shop.example.com) belongs to node web-2, not to this host's node web-1"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("run it on web-2"), "{err}");
+    assert!(
+        err.contains(r#"PUT /api/customers/42 {"node": "web-1"}"#),
+        "{err}"
+    );
+    // Nothing ran, nothing was recorded.
+    assert!(!dir.join("backups").exists());
+    let mut cmd = host.cmd();
+    cmd.env("QODIFY_NODE", "web-2");
+    let s = serve_cmd(cmd, "t", &[]);
+    let (code, runs) = json_of(api("t", "GET", &format!("{}/api/runs", s.base)).call());
+    assert_eq!(code, 200, "{runs}");
+    assert_eq!(runs["runs"], serde_json::json!([]), "{runs}");
 }

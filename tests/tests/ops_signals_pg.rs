@@ -23,6 +23,8 @@ const BROKEN: &str = "broken.example.com";
 const NEW: &str = "new.example.com";
 /// The target of a run's events and its steps' log lines in the host's log.
 const RUN_EVENTS: &str = "qodify_host::run_events";
+/// The node `serve` runs as: every metric sample names it.
+const NODE: &str = "ops-1";
 
 /// `serve` with the JSON log; its stderr lines are collected as they come.
 fn serve_json(host: &Host) -> (Server, Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
@@ -30,6 +32,7 @@ fn serve_json(host: &Host) -> (Server, Arc<Mutex<Vec<String>>>, std::thread::Joi
         .cmd()
         .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
         .env("QODIFY_API_TOKEN", TOKEN)
+        .env("QODIFY_NODE", NODE)
         .env("QODIFY_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -185,14 +188,29 @@ fn json_logs_name_the_run_and_step_and_metrics_count_runs_durations_and_backups(
         *m.get(series)
             .unwrap_or_else(|| panic!("no {series} in {m:#?}"))
     };
+    // Every sample names the node that answered; this node is in the store, beating, with
+    // nothing running.
+    let node = format!("node=\"{NODE}\"");
+    assert!(m.keys().all(|k| k.contains(&format!("{{{node}"))), "{m:#?}");
+    assert!(
+        get(&format!(
+            "qodify_node_heartbeat_age_seconds{{{node},peer=\"{NODE}\"}}"
+        )) < 60.0
+    );
+    assert_eq!(
+        get(&format!(
+            "qodify_node_active_runs{{{node},peer=\"{NODE}\",state=\"running\"}}"
+        )),
+        0.0
+    );
     // Every run that ran, by pipeline and result, and nothing else.
     let histograms: Vec<&String> = m
         .keys()
-        .filter(|k| k.starts_with("qodify_run_duration_seconds_count{"))
+        .filter(|k| k.starts_with(&format!("qodify_run_duration_seconds_count{{{node}")))
         .collect();
     assert_eq!(histograms.len(), 2, "{histograms:?}");
     for (result, n) in [("succeeded", 2.0), ("failed", 1.0)] {
-        let labels = format!("pipeline=\"backup\",result=\"{result}\"");
+        let labels = format!("{node},pipeline=\"backup\",result=\"{result}\"");
         assert_eq!(
             get(&format!("qodify_run_duration_seconds_count{{{labels}}}")),
             n
@@ -216,13 +234,16 @@ fn json_logs_name_the_run_and_step_and_metrics_count_runs_durations_and_backups(
         let sum = get(&format!("qodify_run_duration_seconds_sum{{{labels}}}"));
         assert!(sum > 0.0 && sum < wall, "{sum} of {wall}");
     }
-    assert_eq!(get(r#"qodify_runs{state="succeeded"}"#), 2.0);
-    assert_eq!(get(r#"qodify_runs{state="failed"}"#), 1.0);
-    assert_eq!(get("qodify_queue_depth"), 0.0);
-    assert_eq!(get("qodify_runs_running"), 0.0);
+    assert_eq!(
+        get(&format!("qodify_runs{{{node},state=\"succeeded\"}}")),
+        2.0
+    );
+    assert_eq!(get(&format!("qodify_runs{{{node},state=\"failed\"}}")), 1.0);
+    assert_eq!(get(&format!("qodify_queue_depth{{{node}}}")), 0.0);
+    assert_eq!(get(&format!("qodify_runs_running{{{node}}}")), 0.0);
 
     // The shop's newest backup: the size the API reports, made during the test.
-    let shop = format!("{{customer=\"42\",domain=\"{SHOP}\"}}");
+    let shop = format!("{{{node},customer=\"42\",domain=\"{SHOP}\"}}");
     assert_eq!(get(&format!("qodify_backup_size_bytes{shop}")), sizes[0]);
     assert_eq!(get(&format!("qodify_backups_present{shop}")), 2.0);
     assert_eq!(
@@ -240,7 +261,7 @@ fn json_logs_name_the_run_and_step_and_metrics_count_runs_durations_and_backups(
     assert!((0.0..wall + 5.0).contains(&age), "age {age}");
     // Customers without a backup: time 0 and age +Inf, so `age > 26h` fires for them too.
     for (id, domain) in [("43", BROKEN), ("44", NEW)] {
-        let who = format!("{{customer=\"{id}\",domain=\"{domain}\"}}");
+        let who = format!("{{{node},customer=\"{id}\",domain=\"{domain}\"}}");
         assert_eq!(
             get(&format!(
                 "qodify_last_successful_backup_timestamp_seconds{who}"

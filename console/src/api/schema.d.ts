@@ -490,6 +490,8 @@ export interface components {
             pinned?: string;
             /** @description 409 for cancelling a finished run: the state it finished in. */
             state?: components["schemas"]["RunState"];
+            /** @description 503 for a download of a backup another node holds: that node. */
+            node?: string;
         };
         /** @description A run's pending approval request. */
         ApprovalView: {
@@ -1994,6 +1996,15 @@ export interface operations {
                     "application/octet-stream": components["schemas"]["Binary"];
                 };
             };
+            /** @description The customer belongs to another node: ask it, at the same path and query (send the token again: clients drop `Authorization` when a redirect leaves the host). */
+            307: {
+                headers: {
+                    /** @description The owning node's `advertise_url` followed by this request's path and query. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description A bad id or file name. */
             400: {
                 headers: {
@@ -2048,7 +2059,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description The API is disabled: the host has no API token configured. */
+            /** @description The API is disabled (the host has no API token configured), or the customer belongs to another node that advertises no URL (`advertise_url`; `node` names it). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2156,7 +2167,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`). */
+            /** @description No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`), or the customer belongs to another node that advertises no URL (`advertise_url`; `node` names it). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3565,6 +3576,15 @@ export interface operations {
                     "application/octet-stream": components["schemas"]["Binary"];
                 };
             };
+            /** @description A valid link to a backup another node holds: the same link on that node. */
+            307: {
+                headers: {
+                    /** @description The owning node's `advertise_url` followed by this request's path and query. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description Invalid or expired link. */
             403: {
                 headers: {
@@ -3601,7 +3621,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description Signed links are disabled on this host (no signing key). */
+            /** @description Signed links are disabled on this host (no signing key), or the backup is on another node that advertises no URL (`advertise_url`; `node` names it). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3641,7 +3661,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus text format: `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused). */
+            /** @description Prometheus text format, every sample labelled `node` (the node that answers; store-wide figures are the same on every node): `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, per node in the store `qodify_node_heartbeat_age_seconds{peer}` and `qodify_node_active_runs{peer,state}`, `qodify_unassigned_active_runs{state}`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused). */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -7,8 +7,8 @@ import { Customers } from "./Customers";
 const hoursAgo = (h: number) => new Date(Date.now() - h * 3600e3).toISOString();
 const list = {
   customers: [
-    { id: "42", domain: "shop.example.com", tier: "paid", layout: "blue-green", release: "v1.0.0", lastBackup: { backupId: "20261126-101500", date: hoursAgo(3), result: "succeeded", size: 524_288_000, runId: "a" }, activeRun: { runId: "r", pipeline: "backup", state: "running", percent: 41.7, step: "archive-uploads" } },
-    { id: "43", domain: "stale.example.org", tier: null, layout: "current", release: null, lastBackup: { backupId: "20261120-020000", date: hoursAgo(30), result: "succeeded", size: 1000, runId: "b" }, activeRun: null },
+    { id: "42", domain: "shop.example.com", tier: "paid", node: "web-2", layout: "blue-green", release: "v1.0.0", lastBackup: { backupId: "20261126-101500", date: hoursAgo(3), result: "succeeded", size: 524_288_000, runId: "a" }, activeRun: { runId: "r", pipeline: "backup", state: "running", percent: 41.7, step: "archive-uploads" } },
+    { id: "43", domain: "stale.example.org", tier: null, node: null, layout: "current", release: null, lastBackup: { backupId: "20261120-020000", date: hoursAgo(30), result: "succeeded", size: 1000, runId: "b" }, activeRun: null },
   ],
 };
 
@@ -44,5 +44,17 @@ describe("Customers", () => {
     expect(screen.queryByRole("button", { name: "Register customer" })).toBeNull();
     await user.type(screen.getByLabelText("Filter customers"), "shop");
     await waitFor(() => expect(calls.some((c) => c.search.includes("q=shop"))).toBe(true));
+  });
+
+  it("shows the node each customer belongs to, and none yet for a customer no node has claimed", async () => {
+    mockApi({ "GET /api/customers": { body: list } });
+    renderAs("viewer", <Customers />);
+    const shop = (await screen.findByRole("link", { name: "shop.example.com" })).closest("tr")!;
+    const headers = screen.getAllByRole("columnheader").map((h) => h.textContent);
+    const column = headers.indexOf("Node");
+    expect(column).toBeGreaterThan(0);
+    expect(within(shop).getAllByRole("cell")[column].textContent).toBe("web-2");
+    const stale = screen.getByRole("link", { name: "stale.example.org" }).closest("tr")!;
+    expect(within(stale).getAllByRole("cell")[column].textContent).toBe("none yet");
   });
 });

@@ -1,4 +1,4 @@
-/** Customers: filter, the table (release, last backup, active run), register a customer. */
+/** Customers: filter, the table (node, release, last backup, active run), register a customer. */
 import { useEffect, useState, type FormEvent } from "react";
 import { api, call, errorText } from "../api/client";
 import type { CustomerSummary } from "../api/client";
@@ -105,6 +105,7 @@ function CustomerTable({ rows }: { rows: CustomerSummary[] }) {
           <tr>
             <th scope="col">Domain</th>
             <th scope="col">Tier</th>
+            <th scope="col">Node</th>
             <th scope="col">Layout</th>
             <th scope="col">Release</th>
             <th scope="col">Last backup</th>
@@ -119,6 +120,13 @@ function CustomerTable({ rows }: { rows: CustomerSummary[] }) {
                 <div className="muted small">id {c.id}</div>
               </td>
               <td>{c.tier ?? "—"}</td>
+              <td>
+                {c.node ?? (
+                  <span className="muted" title="no node has claimed it yet: the host that has its folder will">
+                    none yet
+                  </span>
+                )}
+              </td>
               <td>{c.layout}</td>
               <td>{c.release ?? "—"}</td>
               <td>

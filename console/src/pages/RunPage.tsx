@@ -45,6 +45,8 @@ export function RunPage({ runId }: { runId: string }) {
             </dd>
             <dt>Pipeline</dt>
             <dd>{run.pipeline}</dd>
+            <dt>Node</dt>
+            <dd>{run.node ?? (run.state === "queued" ? "not claimed yet" : "—")}</dd>
             <dt>Created</dt>
             <dd>
               <Time value={run.createdAt} />

@@ -8,6 +8,12 @@
 //! token (HMAC-SHA256 of the token over `qodify-download-v1`); with neither, signed links are
 //! refused with 503. Files are opened through cap-std inside the customer's folder, and only files
 //! the backup's `backup.json` lists (or `backup.json` itself) of a complete backup are served.
+//!
+//! Several hosts sharing one store (issue 13): a backup is on the disk of its customer's node
+//! only. Any other host answers both download routes with `307` to that node's `advertise_url`
+//! and the same path and query (a signed link's signature covers customer, backup, file and
+//! expiry, not the host, so it verifies on every host that has the same signing keys), or with
+//! 503 naming the node when it advertises no URL.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path as FsPath;
@@ -15,7 +21,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -34,6 +40,7 @@ use super::{backups, blocking, customers};
 use crate::backups::{BACKUPS, MANIFEST};
 use crate::ops::AppState;
 use crate::settings::Settings;
+use crate::store::NodeRecord;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -248,9 +255,14 @@ struct FileQuery {
             ("Content-Range" = String, description = "`bytes first-last/length`."),
             ("ETag" = String, description = "The file's sha256, quoted."),
          )),
+        (status = 307, description = "The customer belongs to another node: ask it, at the same path and query (send the token again: clients drop `Authorization` when a redirect leaves the host).",
+         headers(
+            ("Location" = String, description = "The owning node's `advertise_url` followed by this request's path and query."),
+         )),
         (status = 400, description = "A bad id or file name.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such customer, complete backup or file.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 416, description = "The range starts past the end of the file.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The API is disabled (the host has no API token configured), or the customer belongs to another node that advertises no URL (`advertise_url`; `node` names it).", body = ApiProblem, content_type = PROBLEM_JSON),
     ),
 )]
 async fn download(
@@ -258,10 +270,17 @@ async fn download(
     caller: Caller,
     ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     ApiQuery(q): ApiQuery<FileQuery>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = extract::customer_id(&id)?.to_owned();
     let backup_id = extract::backup_id(&backup_id)?.to_owned();
+    if let Some(f) = &q.file {
+        check_file_name(f)?;
+    }
+    if let Holder::Node { url, .. } = holder_of(&state, &id).await? {
+        return redirect(&url, &uri);
+    }
     serve(
         state,
         id,
@@ -342,7 +361,7 @@ struct UrlResponse {
         (status = 404, description = "No such customer, complete backup or file.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
-        (status = 503, description = "No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 503, description = "No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`), or the customer belongs to another node that advertises no URL (`advertise_url`; `node` names it).", body = ApiProblem, content_type = PROBLEM_JSON),
     ),
 )]
 async fn download_url(
@@ -371,11 +390,29 @@ async fn download_url(
              token and restart qodify-host serve"
         )));
     }
-    // The link is only issued for something that can be downloaded now.
-    {
-        let (state, id, backup_id, file) =
-            (state.clone(), id.clone(), backup_id.clone(), file.clone());
-        blocking(move || prepare(&state, &id, &backup_id, file.as_deref()).map(drop)).await?;
+    // The link is only issued for something that can be downloaded now: checked on the disk
+    // here, or, for a backup another node holds, in the shared history (that node checks the
+    // file when the link is used, after this host redirects the link there).
+    match holder_of(&state, &id).await? {
+        Holder::Here => {
+            let (state, id, backup_id, file) =
+                (state.clone(), id.clone(), backup_id.clone(), file.clone());
+            blocking(move || prepare(&state, &id, &backup_id, file.as_deref()).map(drop)).await?;
+        }
+        Holder::Node { node, .. } => {
+            let (state, id, backup_id) = (state.clone(), id.clone(), backup_id.clone());
+            blocking(move || {
+                if in_history(state.store.as_ref(), &id, &backup_id)? {
+                    Ok(())
+                } else {
+                    Err(ApiError::not_found(format!(
+                        "customer {id} has no backup {backup_id} (by the history; its backups \
+                         are on node {node})"
+                    )))
+                }
+            })
+            .await?;
+        }
     }
     let (kid, key) = keys
         .signing()
@@ -447,10 +484,14 @@ struct SignedQuery {
             ("Content-Range" = String, description = "`bytes first-last/length`."),
             ("ETag" = String, description = "The file's sha256, quoted."),
          )),
+        (status = 307, description = "A valid link to a backup another node holds: the same link on that node.",
+         headers(
+            ("Location" = String, description = "The owning node's `advertise_url` followed by this request's path and query."),
+         )),
         (status = 403, description = "Invalid or expired link.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 404, description = "The backup or file is gone.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 416, description = "The range starts past the end of the file.", body = ApiProblem, content_type = PROBLEM_JSON),
-        (status = 503, description = "Signed links are disabled on this host (no signing key).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Signed links are disabled on this host (no signing key), or the backup is on another node that advertises no URL (`advertise_url`; `node` names it).", body = ApiProblem, content_type = PROBLEM_JSON),
     ),
 )]
 async fn signed_download(
@@ -458,6 +499,7 @@ async fn signed_download(
     Extension(keys): Extension<SigningKeys>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<SignedQuery>, QueryRejection>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !keys.configured() {
@@ -489,6 +531,10 @@ async fn signed_download(
     if mac.verify_slice(&sig).is_err() || exp_n <= unix_now() {
         return Ok(forbidden());
     }
+    // Checked after the signature: a bad link gets the same 403 on every host.
+    if let Holder::Node { url, .. } = holder_of(&state, &id).await? {
+        return redirect(&url, &uri);
+    }
     serve(
         state,
         id,
@@ -518,6 +564,100 @@ fn problem(status: StatusCode, detail: &str) -> Response {
 
 fn forbidden() -> Response {
     problem(StatusCode::FORBIDDEN, INVALID_LINK)
+}
+
+/// Where a customer's backups are.
+#[derive(Debug, PartialEq, Eq)]
+enum Holder {
+    /// On this host's disk: a customer of this node, of no node, or no customer at all (then
+    /// [`prepare`] answers 404).
+    Here,
+    /// On another node's, whose API is at `url` (its `advertise_url`, no trailing `/`).
+    Node { node: String, url: String },
+}
+
+async fn holder_of(state: &AppState, id: &str) -> Result<Holder, ApiError> {
+    let (state, id) = (state.clone(), id.to_owned());
+    blocking(move || holder(&state, &id)).await
+}
+
+/// Who holds `id`'s backups; 503 (naming the node in `node`) when another node holds them and
+/// cannot be sent to: it advertises no URL, never sent a heartbeat, or advertises this host's
+/// own URL (which would send the client round in circles).
+fn holder(state: &AppState, id: &str) -> Result<Holder, ApiError> {
+    let Some(customer) = state.store.customer(id)? else {
+        return Ok(Holder::Here);
+    };
+    let Some(node) = customer.node.filter(|n| *n != state.settings.node) else {
+        return Ok(Holder::Here);
+    };
+    let record = state.store.nodes()?.into_iter().find(|n| n.name == node);
+    let detail = match record {
+        Some(NodeRecord {
+            advertise_url: Some(url),
+            ..
+        }) if state.settings.advertise_url.as_deref() != Some(url.as_str()) => {
+            return Ok(Holder::Node { node, url });
+        }
+        Some(NodeRecord {
+            advertise_url: Some(url),
+            ..
+        }) => format!(
+            "customer {id}'s backups are on node {node}, which advertises this host's own URL \
+             {url}: give every node its own node name and advertise_url"
+        ),
+        Some(_) => format!(
+            "customer {id}'s backups are on node {node}, which advertises no URL: set \
+             advertise_url (QODIFY_ADVERTISE_URL) on {node} and restart it so that other hosts \
+             can send downloads there, or download through {node} itself"
+        ),
+        None => format!(
+            "customer {id}'s backups are on node {node}, which has never sent a heartbeat to the \
+             store: start qodify-host serve on {node} with advertise_url \
+             (QODIFY_ADVERTISE_URL) set, or move the customer with PUT /api/customers/{id} \
+             {{\"node\": …}}"
+        ),
+    };
+    Err(ApiError::unavailable(detail).with_node(node))
+}
+
+/// Whether `id`'s history has `backup_id` as a backup that completed and was not deleted.
+fn in_history(
+    store: &dyn crate::store::Store,
+    id: &str,
+    backup_id: &str,
+) -> Result<bool, ApiError> {
+    const PAGE: usize = 1000;
+    let mut before: Option<String> = None;
+    loop {
+        let lines = store.backups(id, PAGE, before.as_deref())?;
+        if lines
+            .iter()
+            .any(|b| b.backup_id.as_deref() == Some(backup_id) && b.result != "deleted")
+        {
+            return Ok(true);
+        }
+        match lines.last() {
+            Some(last) if lines.len() == PAGE => before = Some(last.run_id.clone()),
+            _ => return Ok(false),
+        }
+    }
+}
+
+/// `307` to `base` (another node's `advertise_url`) with this request's path and query, so a
+/// signed link keeps its signature and a file download its `?file=`.
+fn redirect(base: &str, uri: &axum::http::Uri) -> Result<Response, ApiError> {
+    let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let location = HeaderValue::from_str(&format!("{base}{path}"))
+        .map_err(|e| ApiError::internal("a redirect's Location", e))?;
+    Ok((
+        StatusCode::TEMPORARY_REDIRECT,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
 }
 
 /// A file name as `?file=` may give it: a plain name, no `/`, `..` or control characters.

@@ -54,6 +54,10 @@ pub struct ApiProblem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub state: Option<RunState>,
+    /// 503 for a download of a backup another node holds: that node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub node: Option<String>,
 }
 
 impl ApiError {
@@ -69,6 +73,7 @@ impl ApiError {
                 active_run_state: None,
                 pinned: None,
                 state: None,
+                node: None,
             }),
         }
     }
@@ -168,6 +173,12 @@ impl ApiError {
     /// Names the state a run is in (`state`).
     pub fn with_state(mut self, state: RunState) -> Self {
         self.body.state = Some(state);
+        self
+    }
+
+    /// Names the node a problem is about (`node`).
+    pub fn with_node(mut self, node: impl Into<String>) -> Self {
+        self.body.node = Some(node.into());
         self
     }
 

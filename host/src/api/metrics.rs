@@ -1,7 +1,12 @@
 //! `GET /metrics`: the Prometheus text exposition, computed on each scrape from the store (runs
-//! by state, the queue, run durations, each customer's newest backup) with bounded queries, and
-//! from this process (runs executing here, confinement, version). `docs/api.md` lists the series
-//! and the alert rules they are made for.
+//! by state, the queue, run durations, each customer's newest backup, every node's heartbeat and
+//! active runs) with bounded queries, and from this process (runs executing here, confinement,
+//! version). `docs/api.md` lists the series and the alert rules they are made for.
+//!
+//! Every sample carries `node`, the node that answered the scrape: with several hosts sharing one
+//! store, each reports the same store-wide figures, and the label tells the copies apart (a query
+//! takes one of them: `max without (instance, node) (…)`). Facts about each node from the store
+//! name it in `peer`.
 
 use std::fmt::Write as _;
 
@@ -38,6 +43,12 @@ const STATES: [RunState; 6] = [
 
 /// What one scrape shows.
 struct Snapshot {
+    /// The node answering (`node` on every sample).
+    node: String,
+    /// Every node in the store, by name.
+    nodes: Vec<NodeFacts>,
+    /// Active runs of customers of no node: (running, queued).
+    unassigned: (u64, u64),
     counts: Vec<(RunState, u64)>,
     executing: usize,
     durations: Vec<DurationHistogram>,
@@ -46,6 +57,47 @@ struct Snapshot {
     confined: (&'static str, bool, String),
     /// Unix seconds of the scrape.
     now: f64,
+}
+
+/// One node as the store has it.
+struct NodeFacts {
+    name: String,
+    /// Its last heartbeat, unix milliseconds.
+    heartbeat_ms: i64,
+    /// Its active runs (running, queued): the runs it runs and its customers' queued runs.
+    running: u64,
+    queued: u64,
+}
+
+/// `nodes` with their counts from `active` (what `Store::active_runs_by_node` gives), and the
+/// counts of the runs of customers of no node. Runs of a node that never beat are left out.
+fn node_facts(
+    nodes: Vec<crate::store::NodeRecord>,
+    active: &[(Option<String>, crate::store::RunRecord)],
+) -> (Vec<NodeFacts>, (u64, u64)) {
+    let count = |node: Option<&str>| {
+        active.iter().filter(|(n, _)| n.as_deref() == node).fold(
+            (0, 0),
+            |(running, queued), (_, r)| match r.state {
+                RunState::Running => (running + 1, queued),
+                RunState::Queued => (running, queued + 1),
+                _ => (running, queued),
+            },
+        )
+    };
+    let facts = nodes
+        .into_iter()
+        .map(|n| {
+            let (running, queued) = count(Some(&n.name));
+            NodeFacts {
+                name: n.name,
+                heartbeat_ms: n.heartbeat_ms,
+                running,
+                queued,
+            }
+        })
+        .collect();
+    (facts, count(None))
 }
 
 /// Prometheus text exposition: runs by state and executing here, the queue, run durations,
@@ -57,7 +109,7 @@ struct Snapshot {
     operation_id = "metrics",
     responses((
         status = 200,
-        description = "Prometheus text format: `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused).",
+        description = "Prometheus text format, every sample labelled `node` (the node that answers; store-wide figures are the same on every node): `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, per node in the store `qodify_node_heartbeat_age_seconds{peer}` and `qodify_node_active_runs{peer,state}`, `qodify_unassigned_active_runs{state}`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused).",
         body = String,
         content_type = "text/plain",
     )),
@@ -65,7 +117,7 @@ struct Snapshot {
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let bounds_ms: Vec<u64> = DURATION_BUCKETS.iter().map(|s| s * 1000).collect();
-    let (counts, durations, backups) = blocking(move || {
+    let (counts, durations, backups, (nodes, unassigned)) = blocking(move || {
         Ok((
             store
                 .run_counts()
@@ -76,11 +128,22 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             store
                 .backup_summaries()
                 .map_err(|e| ApiError::internal("reading the newest backups", e))?,
+            node_facts(
+                store
+                    .nodes()
+                    .map_err(|e| ApiError::internal("reading the nodes", e))?,
+                &store
+                    .active_runs_by_node()
+                    .map_err(|e| ApiError::internal("reading the nodes' active runs", e))?,
+            ),
         ))
     })
     .await?;
     let confinement = crate::engine::confine::Confinement::new(state.settings.commands.confinement);
     let snapshot = Snapshot {
+        node: state.settings.node.clone(),
+        nodes,
+        unassigned,
         counts,
         executing: state.running.lock().map(|m| m.len()).unwrap_or(0),
         durations,
@@ -109,56 +172,37 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 /// The exposition of `s`.
 fn render(s: &Snapshot) -> String {
-    let mut out = String::new();
+    let mut out = Exposition::new(&s.node);
     let count = |st: RunState| {
         s.counts
             .iter()
             .find(|(c, _)| *c == st)
             .map_or(0, |(_, n)| *n)
     };
-    family(
-        &mut out,
-        "qodify_runs",
-        "gauge",
-        "Runs in the state store, by state.",
-    );
+    out.family("qodify_runs", "gauge", "Runs in the state store, by state.");
     for st in STATES {
-        line(
-            &mut out,
-            "qodify_runs",
-            &[("state", &st.to_string())],
-            count(st),
-        );
+        out.line("qodify_runs", &[("state", &st.to_string())], count(st));
     }
-    family(
-        &mut out,
+    out.family(
         "qodify_runs_executing",
         "gauge",
         "Runs executing on this host now.",
     );
-    line(&mut out, "qodify_runs_executing", &[], s.executing);
-    family(
-        &mut out,
+    out.line("qodify_runs_executing", &[], s.executing);
+    out.family(
         "qodify_queue_depth",
         "gauge",
         "Runs waiting in the queue (every host sharing the store).",
     );
-    line(&mut out, "qodify_queue_depth", &[], count(RunState::Queued));
-    family(
-        &mut out,
+    out.line("qodify_queue_depth", &[], count(RunState::Queued));
+    out.family(
         "qodify_runs_running",
         "gauge",
         "Runs running (every host sharing the store).",
     );
-    line(
-        &mut out,
-        "qodify_runs_running",
-        &[],
-        count(RunState::Running),
-    );
+    out.line("qodify_runs_running", &[], count(RunState::Running));
 
-    family(
-        &mut out,
+    out.family(
         "qodify_run_duration_seconds",
         "histogram",
         "How long runs took from start to end, by pipeline and result (runs that started and ended).",
@@ -173,28 +217,17 @@ fn render(s: &Snapshot) -> String {
             let le = le.to_string();
             let mut with_le = labels.to_vec();
             with_le.push(("le", le.as_str()));
-            line(&mut out, "qodify_run_duration_seconds_bucket", &with_le, n);
+            out.line("qodify_run_duration_seconds_bucket", &with_le, n);
         }
         let mut inf = labels.to_vec();
         inf.push(("le", "+Inf"));
-        line(
-            &mut out,
-            "qodify_run_duration_seconds_bucket",
-            &inf,
-            h.count,
-        );
-        line(
-            &mut out,
+        out.line("qodify_run_duration_seconds_bucket", &inf, h.count);
+        out.line(
             "qodify_run_duration_seconds_sum",
             &labels,
             float(h.sum_ms as f64 / 1000.0),
         );
-        line(
-            &mut out,
-            "qodify_run_duration_seconds_count",
-            &labels,
-            h.count,
-        );
+        out.line("qodify_run_duration_seconds_count", &labels, h.count);
     }
 
     // Every registered customer gets a time and an age, so that one rule (`age > 26h`) also
@@ -211,102 +244,113 @@ fn render(s: &Snapshot) -> String {
             ("domain", b.domain.clone()),
         ]
     };
-    family(
-        &mut out,
+    out.family(
         "qodify_last_successful_backup_timestamp_seconds",
         "gauge",
         "When the customer's newest complete backup that is still there was made; 0: none.",
     );
     for b in &s.backups {
         let at = made(b).map_or_else(|| "0".to_owned(), float);
-        line(
-            &mut out,
+        out.line(
             "qodify_last_successful_backup_timestamp_seconds",
             &refs(&who(b)),
             at,
         );
     }
-    family(
-        &mut out,
+    out.family(
         "qodify_last_successful_backup_age_seconds",
         "gauge",
         "Seconds since that backup was made; +Inf: none.",
     );
     for b in &s.backups {
         let age = made(b).map_or(f64::INFINITY, |at| (s.now - at).max(0.0));
-        line(
-            &mut out,
+        out.line(
             "qodify_last_successful_backup_age_seconds",
             &refs(&who(b)),
             float(age),
         );
     }
-    family(
-        &mut out,
+    out.family(
         "qodify_backup_size_bytes",
         "gauge",
         "Size of the customer's newest complete backup that is still there.",
     );
     for b in &s.backups {
         if let Some(size) = b.last.as_ref().and_then(|l| l.size) {
-            line(&mut out, "qodify_backup_size_bytes", &refs(&who(b)), size);
+            out.line("qodify_backup_size_bytes", &refs(&who(b)), size);
         }
     }
-    family(
-        &mut out,
+    out.family(
         "qodify_backups_present",
         "gauge",
         "Complete backups of the customer that are still there, by the history.",
     );
     for b in &s.backups {
-        line(
-            &mut out,
-            "qodify_backups_present",
-            &refs(&who(b)),
-            b.present,
-        );
+        out.line("qodify_backups_present", &refs(&who(b)), b.present);
     }
-    family(
-        &mut out,
-        "qodify_backups_present_bytes",
-        "gauge",
-        "Their total size.",
-    );
+    out.family("qodify_backups_present_bytes", "gauge", "Their total size.");
     for b in &s.backups {
-        line(
-            &mut out,
+        out.line(
             "qodify_backups_present_bytes",
             &refs(&who(b)),
             b.present_bytes,
         );
     }
 
+    out.family(
+        "qodify_node_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since each node in the store (peer) last beat, by this node's clock; a live node beats every 10 s.",
+    );
+    for n in &s.nodes {
+        let age = (s.now - n.heartbeat_ms as f64 / 1000.0).max(0.0);
+        out.line(
+            "qodify_node_heartbeat_age_seconds",
+            &[("peer", n.name.as_str())],
+            float(age),
+        );
+    }
+    out.family(
+        "qodify_node_active_runs",
+        "gauge",
+        "Each node's active runs: the runs it runs, and its customers' queued runs (at most 1000 counted).",
+    );
+    for n in &s.nodes {
+        for (state, count) in [("running", n.running), ("queued", n.queued)] {
+            out.line(
+                "qodify_node_active_runs",
+                &[("peer", n.name.as_str()), ("state", state)],
+                count,
+            );
+        }
+    }
+    out.family(
+        "qodify_unassigned_active_runs",
+        "gauge",
+        "Active runs of customers of no node (with PostgreSQL, queued ones wait for a node to claim the customer).",
+    );
+    for (state, count) in [("running", s.unassigned.0), ("queued", s.unassigned.1)] {
+        out.line("qodify_unassigned_active_runs", &[("state", state)], count);
+    }
+
     let (mode, enforced, describe) = &s.confined;
-    family(
-        &mut out,
+    out.family(
         "qodify_commands_confined",
         "gauge",
         &format!("1 when granted programs run confined. {describe}"),
     );
-    line(
-        &mut out,
+    out.line(
         "qodify_commands_confined",
         &[("mode", mode)],
         u8::from(*enforced),
     );
-    family(
-        &mut out,
-        "qodify_build_info",
-        "gauge",
-        "The running qodify-host.",
-    );
-    line(
-        &mut out,
+    out.family("qodify_build_info", "gauge", "The running qodify-host.");
+    out.line(
         "qodify_build_info",
         &[("version", env!("CARGO_PKG_VERSION"))],
         1,
     );
-    out
+    out.text
 }
 
 fn refs<'a>(labels: &'a [(&'a str, String); 2]) -> [(&'a str, &'a str); 2] {
@@ -316,18 +360,33 @@ fn refs<'a>(labels: &'a [(&'a str, String); 2]) -> [(&'a str, &'a str); 2] {
     ]
 }
 
-/// The `# HELP` and `# TYPE` lines of a metric.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The exposition being written: every sample gets `node` first.
+struct Exposition<'a> {
+    text: String,
+    node: &'a str,
 }
 
-/// One sample.
-fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-    out.push_str(name);
-    if !labels.is_empty() {
+impl<'a> Exposition<'a> {
+    fn new(node: &'a str) -> Self {
+        Self {
+            text: String::new(),
+            node,
+        }
+    }
+
+    /// The `# HELP` and `# TYPE` lines of a metric.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample, labelled `node` and then `labels`.
+    fn line(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let out = &mut self.text;
+        out.push_str(name);
         out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
+        let node = [("node", self.node)];
+        for (i, (k, v)) in node.iter().chain(labels).enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -338,8 +397,8 @@ fn line(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::
             let _ = write!(out, "{k}=\"{v}\"");
         }
         out.push('}');
+        let _ = writeln!(out, " {value}");
     }
-    let _ = writeln!(out, " {value}");
 }
 
 /// A float as Prometheus writes it (`+Inf`, not `inf`).
@@ -362,6 +421,22 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         Snapshot {
+            node: "web-1".into(),
+            nodes: vec![
+                NodeFacts {
+                    name: "web-1".into(),
+                    heartbeat_ms: 1_767_225_695_500,
+                    running: 1,
+                    queued: 2,
+                },
+                NodeFacts {
+                    name: "web-2".into(),
+                    heartbeat_ms: 1_767_225_400_000,
+                    running: 0,
+                    queued: 0,
+                },
+            ],
+            unassigned: (0, 3),
             counts: vec![(RunState::Succeeded, 3), (RunState::Queued, 2)],
             executing: 1,
             durations: vec![DurationHistogram {
@@ -409,7 +484,7 @@ mod tests {
     #[test]
     fn the_histogram_is_cumulative_with_inf_sum_and_count_in_seconds() {
         let text = render(&snapshot());
-        let l = r#"pipeline="backup",result="succeeded""#;
+        let l = r#"node="web-1",pipeline="backup",result="succeeded""#;
         assert_eq!(
             sample(
                 &text,
@@ -452,8 +527,8 @@ mod tests {
     #[test]
     fn a_customer_without_a_backup_has_time_zero_and_infinite_age_and_labels_are_escaped() {
         let text = render(&snapshot());
-        let shop = r#"{customer="42",domain="shop.example.com"}"#;
-        let new = r#"{customer="x\"y",domain="new.example.com"}"#;
+        let shop = r#"{node="web-1",customer="42",domain="shop.example.com"}"#;
+        let new = r#"{node="web-1",customer="x\"y",domain="new.example.com"}"#;
         let ts = "qodify_last_successful_backup_timestamp_seconds";
         let age = "qodify_last_successful_backup_age_seconds";
         assert_eq!(sample(&text, &format!("{ts}{shop}")), "1767225600.25");
@@ -473,10 +548,13 @@ mod tests {
             sample(&text, &format!("qodify_backups_present_bytes{shop}")),
             "2000"
         );
-        assert_eq!(sample(&text, "qodify_queue_depth"), "2");
-        assert_eq!(sample(&text, "qodify_runs_running"), "0");
-        assert_eq!(sample(&text, r#"qodify_runs{state="succeeded"}"#), "3");
-        assert_eq!(sample(&text, "qodify_runs_executing"), "1");
+        assert_eq!(sample(&text, r#"qodify_queue_depth{node="web-1"}"#), "2");
+        assert_eq!(sample(&text, r#"qodify_runs_running{node="web-1"}"#), "0");
+        assert_eq!(
+            sample(&text, r#"qodify_runs{node="web-1",state="succeeded"}"#),
+            "3"
+        );
+        assert_eq!(sample(&text, r#"qodify_runs_executing{node="web-1"}"#), "1");
     }
 
     #[test]
@@ -487,9 +565,113 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                r#"qodify_last_successful_backup_age_seconds{customer="42",domain="shop.example.com"}"#
+                r#"qodify_last_successful_backup_age_seconds{node="web-1",customer="42",domain="shop.example.com"}"#
             ),
             "0"
         );
+    }
+
+    #[test]
+    fn every_sample_names_the_answering_node_and_each_peer_has_its_heartbeat_and_runs() {
+        let text = render(&snapshot());
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        assert!(!samples.is_empty());
+        for l in &samples {
+            assert!(
+                l.split_once('{')
+                    .is_some_and(|(_, rest)| rest.starts_with(r#"node="web-1""#)),
+                "{l}"
+            );
+        }
+        let age = "qodify_node_heartbeat_age_seconds";
+        assert_eq!(
+            sample(&text, &format!(r#"{age}{{node="web-1",peer="web-1"}}"#)),
+            "4.5"
+        );
+        assert_eq!(
+            sample(&text, &format!(r#"{age}{{node="web-1",peer="web-2"}}"#)),
+            "300"
+        );
+        let runs = "qodify_node_active_runs";
+        for (peer, state, n) in [
+            ("web-1", "running", "1"),
+            ("web-1", "queued", "2"),
+            ("web-2", "running", "0"),
+            ("web-2", "queued", "0"),
+        ] {
+            assert_eq!(
+                sample(
+                    &text,
+                    &format!(r#"{runs}{{node="web-1",peer="{peer}",state="{state}"}}"#)
+                ),
+                n
+            );
+        }
+        assert_eq!(
+            sample(
+                &text,
+                r#"qodify_unassigned_active_runs{node="web-1",state="queued"}"#
+            ),
+            "3"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    r#"qodify_build_info{{node="web-1",version="{}"}}"#,
+                    env!("CARGO_PKG_VERSION")
+                )
+            ),
+            "1"
+        );
+    }
+
+    #[test]
+    fn runs_count_for_the_node_that_has_them_or_as_unassigned() {
+        let node = |name: &str| crate::store::NodeRecord {
+            name: name.into(),
+            version: "0".into(),
+            started_at: String::new(),
+            heartbeat_at: String::new(),
+            heartbeat_ms: 5,
+            advertise_url: None,
+        };
+        let run = |state| crate::store::RunRecord {
+            id: "r".into(),
+            customer_id: "c".into(),
+            pipeline: "backup".into(),
+            params: Default::default(),
+            triggered_by: None,
+            state,
+            created_at: String::new(),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            backup_id: None,
+            cancel_requested: false,
+            lease_owner: None,
+            epoch: 0,
+            progress: None,
+            message: None,
+            insight: None,
+            node: None,
+        };
+        let active = vec![
+            (Some("a".to_owned()), run(RunState::Running)),
+            (Some("a".to_owned()), run(RunState::Queued)),
+            (Some("a".to_owned()), run(RunState::Queued)),
+            (Some("gone".to_owned()), run(RunState::Queued)),
+            (None, run(RunState::Queued)),
+        ];
+        let (facts, unassigned) = node_facts(vec![node("a"), node("b")], &active);
+        let counts: Vec<(&str, u64, u64)> = facts
+            .iter()
+            .map(|f| (f.name.as_str(), f.running, f.queued))
+            .collect();
+        assert_eq!(counts, [("a", 1, 2), ("b", 0, 0)]);
+        assert_eq!(unassigned, (0, 1));
     }
 }

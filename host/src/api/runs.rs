@@ -255,16 +255,13 @@ async fn get_run(
             let running = r.state == RunState::Running;
             let mut view = RunView::from(r);
             if running {
-                view.approval =
-                    crate::engine::caps::approvals::pending(&state.settings.data_dir, &id).map(
-                        |p| ApprovalView {
-                            step: p.step,
-                            summary: p.summary,
-                            details: p.details,
-                            requested_at: p.requested_at,
-                            expires_at: p.expires_at,
-                        },
-                    );
+                view.approval = crate::ops::approvals::pending(&state, &id).map(|p| ApprovalView {
+                    step: p.step,
+                    summary: p.summary,
+                    details: p.details,
+                    requested_at: p.requested_at,
+                    expires_at: p.expires_at,
+                });
             }
             Ok(Json(view))
         }

@@ -43,6 +43,8 @@ pub struct RunRequest<'a> {
     /// `Some(why)`: the run was interrupted by a host crash; run only its `on_failure` and
     /// `finally` steps now (the pipeline's `recover = "on_failure"`), with `why` as its error.
     pub recovery: Option<String>,
+    /// Where its steps' approval requests are kept; `None`: files in the data folder.
+    pub approvals: Option<Arc<dyn crate::engine::caps::approvals::ApprovalBook>>,
 }
 
 /// What happened to one step.
@@ -587,7 +589,11 @@ fn run_step(
     )
     .with_http(step.http.clone())
     .with_approvals(crate::engine::caps::approvals::ApprovalDesk {
-        data_dir: req.settings.data_dir.clone(),
+        book: req.approvals.clone().unwrap_or_else(|| {
+            Arc::new(crate::engine::caps::approvals::FileBook {
+                data_dir: req.settings.data_dir.clone(),
+            })
+        }),
         run_id: req.run_id.clone(),
     })
     .with_max_log_lines(req.settings.ceilings.max_log_lines);
@@ -733,6 +739,7 @@ mod tests {
             data_dir: "/nonexistent".into(),
             store: Default::default(),
             node: "test".into(),
+            advertise_url: None,
             plugin_dirs: vec![],
             pipelines_dir: "/nonexistent".into(),
             releases_dir: "/nonexistent".into(),

@@ -228,6 +228,7 @@ pub fn recover_locked(
             events,
             cancel: CancelToken::default(),
             recovery: Some(reason),
+            approvals: None,
         },
         lock,
     )?;
@@ -291,6 +292,8 @@ pub struct NewRun<'a> {
     pub recovery_events: Arc<dyn EventSink>,
     /// Its cancellation flag.
     pub cancel: CancelToken,
+    /// Where its steps' approval requests are kept (`None`: files in the data folder).
+    pub approvals: Option<Arc<dyn crate::engine::caps::approvals::ApprovalBook>>,
 }
 
 /// How a run went, and what had to be finished before it.
@@ -387,6 +390,7 @@ fn run_logged(engine: Engine<'_>, new: NewRun<'_>) -> Result<Ran> {
             events: new.events,
             cancel: new.cancel,
             recovery: None,
+            approvals: new.approvals,
         },
         &lock,
     );

@@ -1,6 +1,7 @@
 //! `qodify-host serve` from start to stop, less the HTTP listener: take the data dir's serve
 //! lock, open the state, finish the runs the last stop interrupted (the store's and the
-//! journals on disk), reconcile, start the workers; at the end, let running runs finish within
+//! journals on disk), reconcile, start the workers, the heartbeat and the sweep that expires
+//! leases; at the end, let running runs finish within
 //! a grace period and cancel the rest.
 
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ pub async fn start(settings: Settings, workers: usize) -> anyhow::Result<Started
     let serve_lock = crate::engine::lock::serve(&settings.data_dir)?;
     let host_id = worker::host_id(&settings);
     let state = AppState::open(settings, host_id)?;
+    // Live events of every host sharing the store (PostgreSQL), this one's included, reach
+    // this host's SSE and Socket.IO clients; with SQLite the hub broadcasts its own.
+    state.hub.listen();
     // Recovery may run steps (an upgrade's rollback): blocking work, off the async threads.
     let recovered = {
         let state = state.clone();
@@ -61,6 +65,7 @@ pub async fn start(settings: Settings, workers: usize) -> anyhow::Result<Started
         worker::RECHECK
     };
     tokio::spawn(heartbeat(state.clone()));
+    tokio::spawn(expire_leases(state.clone()));
     tokio::spawn(worker::run_workers(state.clone(), workers, recheck));
     Ok(Started {
         state,
@@ -89,6 +94,22 @@ async fn heartbeat(state: AppState) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("node heartbeat: {e}"),
             Err(e) => tracing::warn!("node heartbeat: {e}"),
+        }
+    }
+}
+
+/// Every third of a lease, marks the runs whose lease expired (any node's: a node that died or
+/// was paused cannot do it itself) as interrupted, so that they show as such within about a
+/// lease and a third, and their customers can run again.
+async fn expire_leases(state: AppState) {
+    let every = (state.settings.runs.lease / 3).max(Duration::from_millis(500));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let state = state.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || worker::expire_leases(&state)).await {
+            tracing::warn!("expiring leases: {e}");
         }
     }
 }

@@ -14,7 +14,6 @@ use crate::settings::{Settings, StoreSetting};
 use crate::store::{AuditEntry, NewRun, RunRecord, Store, StoreResult};
 
 use super::hub::{self, EventHub};
-use super::worker;
 
 /// Everything the API handlers and the workers share.
 #[derive(Clone)]
@@ -174,6 +173,15 @@ impl AppState {
                 Err(e) => tracing::warn!("ending the runs of {owner}: {e}"),
             }
         }
+    }
+
+    /// Whether this host looks after `customer`'s folder: the customer is this node's, or of
+    /// no node (with one node, all are its).
+    pub fn owns(&self, customer: &crate::store::CustomerRecord) -> bool {
+        customer
+            .node
+            .as_deref()
+            .is_none_or(|node| node == self.settings.node)
     }
 
     /// Whether this host is the only node (SQLite): it runs the runs of customers of no node

@@ -31,64 +31,35 @@ const PROGRESS_PER_SECOND: u32 = 4;
 /// decisions and the completed backup always are.
 pub const MAX_RUN_EVENTS: u64 = 100_000;
 
-/// Marks this host's runs that were running when it died as interrupted, removes their partial
-/// backup folders, finishes every interrupted run found on disk (a run journal beside a
+/// Marks this host's runs that were running when it died as interrupted (and any other node's
+/// whose lease expired), removes the partial backup folders of this node's customers that no
+/// run is writing any more, finishes every interrupted run found on disk (a run journal beside a
 /// customer's lock, whoever started the run: this serve before it died, or a CLI `run`), and
 /// tells the clients.
 pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
     let runs = state.store.recover_interrupted(&state.host_id)?;
-    for run in &runs {
-        if let Ok(Some(c)) = state.store.customer(&run.customer_id)
-            && let Ok(dir) =
-                crate::engine::sandbox::open_customer(&state.settings.customers_root, &c.domain)
-            && let Ok(backups) = dir.open_dir(crate::backups::BACKUPS)
-        {
-            let partial = format!("{}{}", crate::backups::PARTIAL_PREFIX, run.id);
-            if backups.exists(&partial) {
-                let _ = backups.remove_dir_all(&partial);
-            }
-        }
-    }
+    remove_stale_partials(state);
     let mut recovered = finish_journaled(state);
     for run in &runs {
-        let f = family(&run.pipeline);
-        let mut payload =
-            serde_json::json!({ "runId": run.id, "state": "interrupted", "error": run.error });
-        if let Some(r) = recovered.remove(&run.id) {
-            let outcome = &r.outcome;
-            payload["error"] = outcome.error.clone().into();
-            payload["failedStep"] = outcome.failed_step.clone().into();
-            payload["rolledBack"] = outcome.rolled_back.clone().into();
-            payload["recovery"] = serde_json::json!(outcome.status);
-            let _ = state.store.annotate_run(
-                &run.id,
-                outcome.error.as_deref().unwrap_or("interrupted; recovered"),
-            );
-        }
-        state
-            .hub
-            .publish(&run.id, &run.customer_id, &format!("{f}-failed"), payload);
-        if run.pipeline == "backup" {
-            let _ = state
-                .store
-                .record_backup(&backup_record(run, None, None, None, "interrupted"));
-        }
-        let _ = state.store.audit(&AuditEntry {
-            at: now(),
-            actor: Some("system".into()),
-            action: "run.interrupted".into(),
-            customer_id: Some(run.customer_id.clone()),
-            run_id: Some(run.id.clone()),
-            detail: serde_json::json!({ "pipeline": run.pipeline }),
-        });
+        announce_interrupted(state, run, recovered.remove(&run.id));
     }
-    // Runs this store never had (a CLI `run` that died): recorded in the audit log.
+    // Runs this store never had (a CLI `run` that died), or that another node marked
+    // interrupted while this one was down: recorded in the audit log.
     for r in recovered.into_values() {
         audit_recovered(state, &r);
+        let note = r
+            .outcome
+            .error
+            .as_deref()
+            .unwrap_or("interrupted; recovered");
+        let _ = state.store.annotate_run(&r.journal.run_id, note);
     }
     // The history matches the folders again (backups deleted by hand, or made while the
     // store was elsewhere).
     for customer in state.store.all_customers().unwrap_or_default() {
+        if !state.owns(&customer) {
+            continue;
+        }
         match ops::backups::reconcile(state, &customer) {
             Ok(r) if !r.marked_deleted.is_empty() || !r.added.is_empty() => tracing::info!(
                 "customer {}: backup history reconciled with the disk: {} marked deleted, {} added",
@@ -101,6 +72,115 @@ pub fn recover(state: &AppState) -> anyhow::Result<Vec<RunRecord>> {
         }
     }
     Ok(runs)
+}
+
+/// Marks the runs whose lease expired, on any node, as interrupted and says so (each once,
+/// whichever host's sweep found it). Their node cleans its disk when it runs again: it alone
+/// has the folders.
+pub fn expire_leases(state: &AppState) {
+    match state.store.expire_leases() {
+        Ok(runs) => {
+            for run in &runs {
+                tracing::warn!(
+                    "run {} of customer {} on node {}: its lease expired; marked interrupted",
+                    run.id,
+                    run.customer_id,
+                    run.node.as_deref().unwrap_or("?")
+                );
+                announce_interrupted(state, run, None);
+            }
+        }
+        Err(e) => tracing::warn!("looking for runs whose lease expired: {e}"),
+    }
+}
+
+/// Tells the clients, the history and the audit log that `run` was interrupted (and how its
+/// recovery ended, when it was finished here).
+fn announce_interrupted(
+    state: &AppState,
+    run: &RunRecord,
+    recovered: Option<ops::recover::Recovered>,
+) {
+    let f = family(&run.pipeline);
+    let mut payload = serde_json::json!({
+        "runId": run.id, "state": "interrupted", "error": run.error, "node": run.node,
+    });
+    if let Some(r) = recovered {
+        let outcome = &r.outcome;
+        payload["error"] = outcome.error.clone().into();
+        payload["failedStep"] = outcome.failed_step.clone().into();
+        payload["rolledBack"] = outcome.rolled_back.clone().into();
+        payload["recovery"] = serde_json::json!(outcome.status);
+        let _ = state.store.annotate_run(
+            &run.id,
+            outcome.error.as_deref().unwrap_or("interrupted; recovered"),
+        );
+    }
+    state
+        .hub
+        .publish(&run.id, &run.customer_id, &format!("{f}-failed"), payload);
+    if run.pipeline == "backup" {
+        let _ = state
+            .store
+            .record_backup(&backup_record(run, None, None, None, "interrupted"));
+    }
+    let _ = state.store.audit(&AuditEntry {
+        at: now(),
+        actor: Some("system".into()),
+        action: "run.interrupted".into(),
+        customer_id: Some(run.customer_id.clone()),
+        run_id: Some(run.id.clone()),
+        detail: serde_json::json!({ "pipeline": run.pipeline, "node": run.node, "error": run.error }),
+    });
+}
+
+/// Removes `backups/.partial-<run>` folders of this node's customers whose run is no longer
+/// active (it died with this host, or another node marked it interrupted while this one was
+/// down or paused), each under the customer's lock, so that a run writing one now is never
+/// disturbed.
+fn remove_stale_partials(state: &AppState) {
+    for customer in state.store.all_customers().unwrap_or_default() {
+        if !state.owns(&customer) {
+            continue;
+        }
+        let Ok(dir) =
+            crate::engine::sandbox::open_customer(&state.settings.customers_root, &customer.domain)
+        else {
+            continue;
+        };
+        let Ok(backups) = dir.open_dir(crate::backups::BACKUPS) else {
+            continue;
+        };
+        let partials: Vec<String> = backups
+            .entries()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| n.starts_with(crate::backups::PARTIAL_PREFIX))
+            .collect();
+        for name in partials {
+            let run_id = &name[crate::backups::PARTIAL_PREFIX.len()..];
+            if matches!(state.store.run(run_id), Ok(Some(r)) if r.state.is_active()) {
+                continue;
+            }
+            let Ok(_lock) = crate::engine::lock::acquire(
+                &state.settings.customers_root,
+                &customer.domain,
+                run_id,
+                "recovery",
+            ) else {
+                continue;
+            };
+            match backups.remove_dir_all(&name) {
+                Ok(()) => tracing::info!(
+                    "customer {}: removed {name}, left by run {run_id}, which no longer runs",
+                    customer.domain
+                ),
+                Err(e) => tracing::warn!("customer {}: removing {name}: {e}", customer.domain),
+            }
+        }
+    }
 }
 
 /// Finishes the interrupted run of every customer that has a run journal; by run id.
@@ -379,9 +459,10 @@ impl HubSink {
         if let Some(map) = data.as_object_mut() {
             map.extend(extra);
         }
-        self.state.hub.publish(
+        self.state.hub.publish_fenced(
             &self.run.id,
             &self.run.customer_id,
+            self.run.epoch,
             &format!("{}-progress", self.family),
             data,
         );
@@ -418,9 +499,10 @@ impl HubSink {
         if let Some(p) = percent {
             data["percent"] = ((p * 10.0).round() / 10.0).into();
         }
-        self.state.hub.publish(
+        self.state.hub.publish_fenced(
             &self.run.id,
             &self.run.customer_id,
+            self.run.epoch,
             &format!("{}-progress", self.family),
             data,
         );
@@ -516,9 +598,10 @@ impl EventSink for HubSink {
                     Err(true) => return self.publish_cap_marker(None),
                     Err(false) => return,
                 }
-                self.state.hub.publish(
+                self.state.hub.publish_fenced(
                     &self.run.id,
                     &self.run.customer_id,
+                    self.run.epoch,
                     &format!("{}-progress", self.family),
                     serde_json::json!({
                         "runId": self.run.id,
@@ -687,7 +770,29 @@ pub fn execute_recorded(
     };
     match state.store.finish_run(&run.id, run.epoch, &finish) {
         Ok(true) => {}
-        Ok(false) => tracing::warn!("run {} was taken over; its result is not recorded", run.id),
+        Ok(false) => {
+            // Fenced: the run is no longer this node's (its lease expired and another host
+            // marked it interrupted, or it was taken over). Nothing more is written for it but
+            // this note; what it left on this node's disk its own steps undid, or the next run
+            // of the customer removes.
+            tracing::warn!(
+                "run {} lost its lease; its result ({}) is not recorded",
+                run.id,
+                finish.state
+            );
+            let _ = state.store.audit(&AuditEntry {
+                at: now(),
+                actor: Some("system".into()),
+                action: "run.fenced".into(),
+                customer_id: Some(run.customer_id.clone()),
+                run_id: Some(run.id.clone()),
+                detail: serde_json::json!({
+                    "pipeline": run.pipeline, "node": state.settings.node,
+                    "result": finish.state, "error": finish.error,
+                }),
+            });
+            return result.map_err(|e| format!("{e:#}"));
+        }
         Err(e) => tracing::error!("recording the end of run {}: {e}", run.id),
     }
     // Every backup a run made is in the history: a backup run's, failed ones too; an upgrade's
@@ -801,6 +906,10 @@ fn execute(
             events,
             recovery_events,
             cancel,
+            approvals: Some(Arc::new(ops::approvals::StoreBook {
+                store: state.store.clone(),
+                epoch: run.epoch,
+            })),
         },
     )?;
     if let Some(r) = &ran.recovered {
@@ -888,6 +997,7 @@ mod tests {
             data_dir: tmp.path().join("data"),
             store: Default::default(),
             node: "test".into(),
+            advertise_url: None,
             plugin_dirs: vec![],
             pipelines_dir: tmp.path().join("pipelines"),
             releases_dir: tmp.path().join("releases"),

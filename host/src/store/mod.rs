@@ -23,6 +23,9 @@ pub(crate) const RUNS_MAX_LIMIT: usize = 1000;
 pub(crate) const CANCELLED_BEFORE_START: &str = "cancelled before it started";
 /// The error of a run whose host stopped while it ran.
 pub(crate) const INTERRUPTED: &str = "interrupted: the host stopped while it ran";
+/// The error of a run whose node stopped renewing its lease (see [`Store::expire_leases`]).
+pub(crate) const LEASE_EXPIRED: &str = "interrupted: its node stopped renewing the run's lease (stopped, paused or cut off from the \
+     database); the node cleans up what the run left on its disk when it runs again";
 
 /// A time as stores write it: RFC 3339 UTC with milliseconds (fixed width, so such strings sort
 /// as times).
@@ -505,6 +508,53 @@ pub struct SessionRecord {
 /// `ended:<run>`, `customer:<id>`; empty when it (re)connected and may have missed some).
 pub type Notice = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
+/// What a store's event listener calls with each event any host stored (the event's run,
+/// customer, seq and name, and its data unless it was too large to send along: then `None`, and
+/// the listener reads it with [`Store::events`]), or with `None` when it (re)connected and may
+/// have missed some.
+pub type EventNotice = std::sync::Arc<dyn Fn(Option<StoredEvent>) + Send + Sync>;
+
+/// An event as a store's listener hears of it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct StoredEvent {
+    /// The run.
+    #[serde(rename = "r")]
+    pub run_id: String,
+    /// Its customer.
+    #[serde(rename = "c")]
+    pub customer_id: String,
+    /// The event's sequence number in its run.
+    #[serde(rename = "s")]
+    pub seq: u64,
+    /// Its name.
+    #[serde(rename = "n")]
+    pub name: String,
+    /// Its data, when it was small enough to send along.
+    #[serde(rename = "d", default)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// What a run asks people, as the store keeps it: the request and, once someone decided, the
+/// decision (both JSON; the engine defines them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRecord {
+    /// The question.
+    pub request: serde_json::Value,
+    /// The answer, once given.
+    pub decision: Option<serde_json::Value>,
+}
+
+/// The outcome of [`Store::decide_approval`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided {
+    /// Recorded; the question it answers.
+    Recorded(serde_json::Value),
+    /// The run asks nothing now.
+    NotWaiting,
+    /// Someone answered first.
+    AlreadyDecided,
+}
+
 /// The state store.
 pub trait Store: Send + Sync {
     /// Registers or updates a customer (id ↔ domain, tier).
@@ -595,13 +645,49 @@ pub trait Store: Send + Sync {
     /// Marks runs still `running` whose lease expired, or whose owner is `owner` (this host,
     /// restarting), as `interrupted`, and returns them so their partial output can be cleaned.
     fn recover_interrupted(&self, owner: &str) -> StoreResult<Vec<RunRecord>>;
+    /// Marks runs still `running` whose lease expired (by the database's clock, where several
+    /// hosts share it) as `interrupted`, whoever owns them, and returns them: a node that
+    /// stopped renewing (dead, paused, cut off) loses its runs, and its late writes are refused.
+    /// Each run is returned once, to one caller, whichever host asks.
+    fn expire_leases(&self) -> StoreResult<Vec<RunRecord>>;
     /// Replaces the error text of an interrupted run (what its recovery did).
     fn annotate_run(&self, run_id: &str, error: &str) -> StoreResult<()>;
 
     /// Appends an event to a run; returns its sequence number.
     fn append_event(&self, run_id: &str, name: &str, data: &serde_json::Value) -> StoreResult<u64>;
+    /// Appends an event to a run while it is running at `epoch` (fenced): `None`, and nothing
+    /// stored, when the run ended or was taken over.
+    fn append_event_fenced(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> StoreResult<Option<u64>>;
+    /// Calls `on_event` with every event stored from now on by any host sharing the store, in
+    /// each run's order, for as long as the store lives; `false` when the store cannot tell
+    /// (SQLite: one host, whose hub broadcasts its own events).
+    fn listen_events(&self, on_event: EventNotice) -> bool {
+        let _ = on_event;
+        false
+    }
     /// A run's events after `after_seq`, in order.
     fn events(&self, run_id: &str, after_seq: u64) -> StoreResult<Vec<EventRecord>>;
+
+    /// Records what a running run asks people (replacing an earlier question and its answer);
+    /// fenced like its events: `false` when the run no longer runs at `epoch`.
+    fn ask_approval(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        request: &serde_json::Value,
+    ) -> StoreResult<bool>;
+    /// What run `run_id` asks, and the answer if any.
+    fn approval(&self, run_id: &str) -> StoreResult<Option<ApprovalRecord>>;
+    /// Answers what run `run_id` asks, once: the first answer wins.
+    fn decide_approval(&self, run_id: &str, decision: &serde_json::Value) -> StoreResult<Decided>;
+    /// Forgets what run `run_id` asked (it got its answer, gave up, or ended).
+    fn clear_approval(&self, run_id: &str) -> StoreResult<()>;
 
     /// Adds or updates (by run id) a line of backup history.
     fn record_backup(&self, b: &BackupRecord) -> StoreResult<()>;

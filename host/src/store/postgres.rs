@@ -25,12 +25,12 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    ActiveRun, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
-    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord,
-    DurationHistogram, EventRecord, INTERRUPTED, LastBackup, NewRun, NodeBeat, NodeRecord, Notice,
-    RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord, RunState,
-    SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now, parse_state,
-    state_str, to_i64,
+    ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
+    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord, Decided,
+    DurationHistogram, EventNotice, EventRecord, INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun,
+    NodeBeat, NodeRecord, Notice, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish,
+    RunQuery, RunRecord, RunState, SessionRecord, Store, StoreError, StoreResult, TokenRecord,
+    duration_ms, now, parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 
@@ -39,11 +39,22 @@ use crate::auth::Role;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("pg_migrations/0001_init.sql")),
     ("0002_nodes", include_str!("pg_migrations/0002_nodes.sql")),
+    (
+        "0003_fencing_events_approvals",
+        include_str!("pg_migrations/0003_fencing_events_approvals.sql"),
+    ),
 ];
 
 /// The channel that wakes the workers of every node: a run of a customer of no node was queued,
 /// or such a customer was registered (the node that has its folder claims it).
 const UNASSIGNED_CHANNEL: &str = "qodify_unassigned";
+
+/// The channel every stored event is announced on (`NOTIFY` at its commit), so that each host's
+/// SSE and Socket.IO clients see the runs of every node.
+const EVENTS_CHANNEL: &str = "qodify_events";
+/// Largest event notification sent with its data: PostgreSQL refuses payloads of 8000 bytes or
+/// more; a larger event is announced without its data, which the listener reads from `events`.
+const MAX_NOTIFY_PAYLOAD: i32 = 7000;
 
 /// The channel a node's workers are woken on (what SQL's `qodify_node_channel` gives): a hash,
 /// since a node name may be longer than a channel name can be.
@@ -155,6 +166,55 @@ impl PgStore {
 
     /// Runs `f` with a pooled connection on the store's runtime and waits for its answer. Safe on
     /// any thread: the caller only waits on a channel.
+    /// Appends an event and announces it on [`EVENTS_CHANNEL`] (when `epoch` is given, only
+    /// while the run runs at that epoch: `None` otherwise).
+    fn append(
+        &self,
+        run_id: &str,
+        epoch: Option<i64>,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> StoreResult<Option<u64>> {
+        let (run_id, name, data) = (run_id.to_owned(), name.to_owned(), clean_json(data));
+        let (now, _) = now();
+        self.call_relaxed(move |c| async move {
+            // One statement: the run's counter is bumped under its row lock, so appends to one
+            // run from anywhere are numbered without gaps or duplicates, and committed (and
+            // announced: notifications go out at commit, in commit order) in that order.
+            let row = query_opt(
+                &c,
+                &format!(
+                    "WITH counter AS (\
+                       UPDATE runs SET last_event_seq = last_event_seq + 1 \
+                       WHERE id = $1 AND ($5::bigint IS NULL \
+                         OR (epoch = $5::bigint AND state = 'running')) \
+                       RETURNING id, customer_id, last_event_seq), \
+                     inserted AS (\
+                       INSERT INTO events (run_id, seq, name, data, at) \
+                       SELECT id, last_event_seq, $2::text, $3::jsonb, $4::text FROM counter \
+                       RETURNING seq), \
+                     announced AS (\
+                       SELECT c.last_event_seq, \
+                         jsonb_build_object('r', c.id, 'c', c.customer_id, 's', c.last_event_seq, \
+                                            'n', $2::text) AS head \
+                       FROM counter c) \
+                     SELECT a.last_event_seq, pg_notify('{EVENTS_CHANNEL}', \
+                       CASE WHEN octet_length((a.head || jsonb_build_object('d', $3::jsonb))::text) \
+                                 < {MAX_NOTIFY_PAYLOAD} \
+                            THEN (a.head || jsonb_build_object('d', $3::jsonb))::text \
+                            ELSE a.head::text END)::text \
+                     FROM announced a"
+                ),
+                &[&run_id, &name, &data, &now, &epoch],
+            )
+            .await?;
+            match row {
+                Some(row) => Ok(Some(u64::try_from(col::<i64>(&row, 0)?).unwrap_or(0))),
+                None => Ok(None),
+            }
+        })
+    }
+
     fn call<T, F, Fut>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -582,11 +642,39 @@ async fn wake(c: &impl GenericClient, customer: &str, payload: &str) -> StoreRes
         .map(drop)
 }
 
-/// One connection that `LISTEN`s on `channel` and [`UNASSIGNED_CHANNEL`], passing each payload
-/// to `on_notice`, until the connection ends; why it ended.
+/// `LISTEN`s on `channels` for as long as the process lives, passing each payload to
+/// `on_notice`, and an empty payload whenever it (re)connected, since notifications may have been
+/// missed meanwhile; connects again (backing off up to 10 s) when the connection ends.
+async fn listen_forever(
+    config: &tokio_postgres::Config,
+    target: &str,
+    channels: &[&str],
+    on_notice: &(dyn Fn(&str) + Send + Sync),
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = std::time::Instant::now();
+        let why = listen_once(config, channels, on_notice).await;
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_millis(200);
+        }
+        tracing::warn!(
+            "listening to PostgreSQL at {target} ({}): {why}; connecting again in {} ms",
+            channels.join(", "),
+            backoff.as_millis()
+        );
+        // Whatever ended the connection, notifications may have been missed: look again.
+        on_notice("");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// One connection that `LISTEN`s on `channels`, passing each payload to `on_notice`, until the
+/// connection ends; why it ended.
 async fn listen_once(
     config: &tokio_postgres::Config,
-    channel: &str,
+    channels: &[&str],
     on_notice: &(dyn Fn(&str) + Send + Sync),
 ) -> String {
     use tokio_postgres::AsyncMessage;
@@ -610,10 +698,8 @@ async fn listen_once(
             }
         }
     });
-    if let Err(e) = client
-        .batch_execute(&format!("LISTEN {channel}; LISTEN {UNASSIGNED_CHANNEL}"))
-        .await
-    {
+    let listen: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
+    if let Err(e) = client.batch_execute(&listen).await {
         polled.abort();
         return pg_message(&e);
     }
@@ -1043,23 +1129,13 @@ impl Store for PgStore {
         let (config, target, channel) =
             (self.config.clone(), self.target.clone(), node_channel(node));
         runtime.spawn(async move {
-            let mut backoff = Duration::from_millis(200);
-            loop {
-                let started = std::time::Instant::now();
-                let why = listen_once(&config, &channel, &*on_notice).await;
-                if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_millis(200);
-                }
-                tracing::warn!(
-                    "listening for wake-ups from PostgreSQL at {target}: {why}; connecting \
-                     again in {} ms",
-                    backoff.as_millis()
-                );
-                // Whatever ended the connection, wake-ups may have been missed: look again.
-                on_notice("");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
+            listen_forever(
+                &config,
+                &target,
+                &[channel.as_str(), UNASSIGNED_CHANNEL],
+                &*on_notice,
+            )
+            .await;
         });
         true
     }
@@ -1107,14 +1183,14 @@ impl Store for PgStore {
             let tx = c.transaction().await.pg()?;
             lock_customer(&tx, &run.customer_id).await?;
             check_free(&tx, &run.customer_id).await?;
-            let (now, now_ms) = now();
-            let expires = now_ms.saturating_add(duration_ms(lease));
+            let (now, _) = now();
+            let lease_ms = duration_ms(lease);
             let row = query_opt(
                 &tx,
                 &format!(
                     "INSERT INTO runs (id, customer_id, pipeline, params, triggered_by, state, \
                      created_at, started_at, lease_owner, lease_expires_at, epoch) \
-                     VALUES ($1, $2, $3, $4, $5, 'running', $6, $6, $7, $8, 1) \
+                     VALUES ($1, $2, $3, $4, $5, 'running', $6, $6, $7, qodify_now_ms() + $8, 1) \
                      RETURNING {RUN_COLUMNS}"
                 ),
                 &[
@@ -1125,7 +1201,7 @@ impl Store for PgStore {
                     &run.triggered_by,
                     &now,
                     &owner,
-                    &expires,
+                    &lease_ms,
                 ],
             )
             .await?
@@ -1248,17 +1324,17 @@ impl Store for PgStore {
                 };
                 let run_id: String = col(&next, 0)?;
                 let customer_id: String = col(&next, 1)?;
-                let (now, now_ms) = now();
-                let expires = now_ms.saturating_add(duration_ms(lease));
+                let (now, _) = now();
+                let lease_ms = duration_ms(lease);
                 // Still queued: a cancel (which takes no claim lock) may have ended it since.
                 let claimed = query_opt(
                     &tx,
                     &format!(
                         "UPDATE runs SET state = 'running', started_at = $2, lease_owner = $3, \
-                         lease_expires_at = $4, epoch = epoch + 1, node = $5 \
+                         lease_expires_at = qodify_now_ms() + $4, epoch = epoch + 1, node = $5 \
                          WHERE id = $1 AND state = 'queued' RETURNING {RUN_COLUMNS}"
                     ),
-                    &[&run_id, &now, &owner, &expires, &node],
+                    &[&run_id, &now, &owner, &lease_ms, &node],
                 )
                 .await?;
                 let Some(claimed) = claimed else {
@@ -1285,14 +1361,13 @@ impl Store for PgStore {
         lease: Duration,
     ) -> StoreResult<bool> {
         let (run_id, owner) = (run_id.to_owned(), owner.to_owned());
-        let (_, now_ms) = now();
-        let expires = now_ms.saturating_add(duration_ms(lease));
+        let lease_ms = duration_ms(lease);
         self.call(move |c| async move {
             let changed = execute(
                 &c,
-                "UPDATE runs SET lease_expires_at = $4 \
+                "UPDATE runs SET lease_expires_at = qodify_now_ms() + $4 \
                  WHERE id = $1 AND lease_owner = $2 AND epoch = $3 AND state = 'running'",
-                &[&run_id, &owner, &epoch, &expires],
+                &[&run_id, &owner, &epoch, &lease_ms],
             )
             .await?;
             Ok(changed > 0)
@@ -1438,21 +1513,45 @@ impl Store for PgStore {
 
     fn recover_interrupted(&self, owner: &str) -> StoreResult<Vec<RunRecord>> {
         let owner = owner.to_owned();
-        let (now, now_ms) = now();
+        let (now, _) = now();
         self.call(move |c| async move {
             // A running run without a lease cannot be renewed by anyone: recover it too.
             let rows = query(
                 &c,
                 &format!(
                     "WITH ended AS (\
-                       UPDATE runs SET state = 'interrupted', finished_at = $3, error = $4, \
+                       UPDATE runs SET state = 'interrupted', finished_at = $2, error = $3, \
                          lease_owner = NULL, lease_expires_at = NULL \
                        WHERE state = 'running' AND (lease_owner = $1 \
-                         OR lease_expires_at IS NULL OR lease_expires_at < $2) \
+                         OR lease_expires_at IS NULL OR lease_expires_at < qodify_now_ms()) \
                        RETURNING seq, {RUN_COLUMNS}) \
                      SELECT {RUN_COLUMNS} FROM ended ORDER BY seq"
                 ),
-                &[&owner, &now_ms, &now, &INTERRUPTED],
+                &[&owner, &now, &INTERRUPTED],
+            )
+            .await?;
+            runs_from_rows(&rows)
+        })
+    }
+
+    fn expire_leases(&self) -> StoreResult<Vec<RunRecord>> {
+        let (now, _) = now();
+        self.call(move |c| async move {
+            // Row by row under the row's lock: of several hosts sweeping at once, one ends each
+            // run and gets it back; a lease renewed meanwhile is no longer expired.
+            let rows = query(
+                &c,
+                &format!(
+                    "WITH ended AS (\
+                       UPDATE runs SET state = 'interrupted', finished_at = $1, error = $2, \
+                         lease_owner = NULL, lease_expires_at = NULL \
+                       WHERE state = 'running' \
+                         AND (lease_expires_at IS NULL OR lease_expires_at < qodify_now_ms()) \
+                       RETURNING seq, {RUN_COLUMNS}) \
+                     SELECT {RUN_COLUMNS}, qodify_wake(customer_id, 'ended:' || id)::text \
+                     FROM ended ORDER BY seq"
+                ),
+                &[&now, &LEASE_EXPIRED],
             )
             .await?;
             runs_from_rows(&rows)
@@ -1473,28 +1572,115 @@ impl Store for PgStore {
     }
 
     fn append_event(&self, run_id: &str, name: &str, data: &serde_json::Value) -> StoreResult<u64> {
-        let (run_id, name, data) = (run_id.to_owned(), name.to_owned(), clean_json(data));
-        let (now, _) = now();
-        self.call_relaxed(move |c| async move {
-            // One statement: the run's counter is bumped under its row lock, so appends to one
-            // run from anywhere are numbered without gaps or duplicates.
-            let row = query_opt(
+        self.append(run_id, None, name, data)?.ok_or_else(|| {
+            StoreError::Db(format!("cannot add an event to run {run_id}: no such run"))
+        })
+    }
+
+    fn append_event_fenced(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> StoreResult<Option<u64>> {
+        self.append(run_id, Some(epoch), name, data)
+    }
+
+    fn listen_events(&self, on_event: EventNotice) -> bool {
+        let Some(runtime) = &self.runtime else {
+            return false;
+        };
+        let (config, target) = (self.config.clone(), self.target.clone());
+        runtime.spawn(async move {
+            let on_notice = |payload: &str| {
+                if payload.is_empty() {
+                    on_event(None);
+                    return;
+                }
+                match serde_json::from_str::<super::StoredEvent>(payload) {
+                    Ok(event) => on_event(Some(event)),
+                    Err(e) => tracing::warn!("an event notification that is not one: {e}"),
+                }
+            };
+            listen_forever(&config, &target, &[EVENTS_CHANNEL], &on_notice).await;
+        });
+        true
+    }
+
+    fn ask_approval(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        request: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let (run_id, request) = (run_id.to_owned(), clean_json(request));
+        self.call(move |c| async move {
+            let asked = execute(
                 &c,
-                "WITH counter AS (\
-                   UPDATE runs SET last_event_seq = last_event_seq + 1 WHERE id = $1 \
-                   RETURNING id, last_event_seq) \
-                 INSERT INTO events (run_id, seq, name, data, at) \
-                 SELECT id, last_event_seq, $2::text, $3::jsonb, $4::text FROM counter \
-                 RETURNING seq",
-                &[&run_id, &name, &data, &now],
+                "INSERT INTO approvals (run_id, request, decision) \
+                 SELECT id, $3::jsonb, NULL::jsonb FROM runs \
+                 WHERE id = $1 AND epoch = $2::bigint AND state = 'running' \
+                 ON CONFLICT (run_id) DO UPDATE SET request = excluded.request, decision = NULL",
+                &[&run_id, &epoch, &request],
             )
             .await?;
-            match row {
-                Some(row) => Ok(u64::try_from(col::<i64>(&row, 0)?).unwrap_or(0)),
-                None => Err(StoreError::Db(format!(
-                    "cannot add an event to run {run_id}: no such run"
-                ))),
-            }
+            Ok(asked > 0)
+        })
+    }
+
+    fn approval(&self, run_id: &str) -> StoreResult<Option<ApprovalRecord>> {
+        let run_id = run_id.to_owned();
+        self.call(move |c| async move {
+            let row = query_opt(
+                &c,
+                "SELECT request, decision FROM approvals WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await?;
+            row.map(|row| {
+                Ok(ApprovalRecord {
+                    request: col(&row, 0)?,
+                    decision: col(&row, 1)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn decide_approval(&self, run_id: &str, decision: &serde_json::Value) -> StoreResult<Decided> {
+        let (run_id, decision) = (run_id.to_owned(), clean_json(decision));
+        self.call(move |mut c| async move {
+            let tx = c.transaction().await.pg()?;
+            let row = query_opt(
+                &tx,
+                "SELECT request, decision IS NOT NULL FROM approvals WHERE run_id = $1 FOR UPDATE",
+                &[&run_id],
+            )
+            .await?;
+            let outcome = match row {
+                None => Decided::NotWaiting,
+                Some(row) if col::<bool>(&row, 1)? => Decided::AlreadyDecided,
+                Some(row) => {
+                    execute(
+                        &tx,
+                        "UPDATE approvals SET decision = $2 WHERE run_id = $1",
+                        &[&run_id, &decision],
+                    )
+                    .await?;
+                    Decided::Recorded(col(&row, 0)?)
+                }
+            };
+            tx.commit().await.pg()?;
+            Ok(outcome)
+        })
+    }
+
+    fn clear_approval(&self, run_id: &str) -> StoreResult<()> {
+        let run_id = run_id.to_owned();
+        self.call(move |c| async move {
+            execute(&c, "DELETE FROM approvals WHERE run_id = $1", &[&run_id]).await?;
+            Ok(())
         })
     }
 
@@ -2286,6 +2472,97 @@ mod tests {
         let run = store.run("r1").unwrap().unwrap();
         assert_eq!(run.error.as_deref(), Some("step wrote \u{FFFD}"));
         assert_eq!(run.message.as_deref(), Some("tar: \u{FFFD}"));
+    }
+
+    #[test]
+    fn every_host_hears_each_stored_event_in_order_with_its_data_unless_too_large() {
+        let Some(db) = TestDb::create() else { return };
+        let h = hosts(&db, 2);
+        let (tx, rx) = std::sync::mpsc::channel::<Option<super::super::StoredEvent>>();
+        let tx = std::sync::Mutex::new(tx);
+        assert!(h[0].listen_events(Arc::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        })));
+        // First the listener says it connected (a `None`: look for what may have been missed).
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), None);
+        h[1].upsert_customer("c1", "c1.example.com", None).unwrap();
+        h[1].enqueue_run(&suite::new_run("r1", "c1"), false)
+            .unwrap();
+        let run = h[1]
+            .claim_next(&suite::anyone("b"), suite::HOUR)
+            .unwrap()
+            .unwrap();
+        let big = serde_json::json!({ "log": "x".repeat(10_000) });
+        for i in 1..=20 {
+            let data = if i == 7 {
+                big.clone()
+            } else {
+                serde_json::json!({ "i": i })
+            };
+            let seq = h[1]
+                .append_event_fenced("r1", run.epoch, "backup-progress", &data)
+                .unwrap();
+            assert_eq!(seq, Some(i));
+        }
+        for i in 1..=20u64 {
+            let e = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap()
+                .expect("an event");
+            assert_eq!(
+                (
+                    e.run_id.as_str(),
+                    e.customer_id.as_str(),
+                    e.seq,
+                    e.name.as_str()
+                ),
+                ("r1", "c1", i, "backup-progress")
+            );
+            if i == 7 {
+                // Too large for a notification: the listener reads it from the store.
+                assert_eq!(e.data, None);
+            } else {
+                assert_eq!(e.data, Some(serde_json::json!({ "i": i })));
+            }
+        }
+        // A fenced-off write is neither stored nor announced.
+        h[1].finish_run(
+            "r1",
+            run.epoch,
+            &suite::finished(super::super::RunState::Succeeded),
+        )
+        .unwrap();
+        assert_eq!(
+            h[1].append_event_fenced("r1", run.epoch, "late", &serde_json::json!({}))
+                .unwrap(),
+            None
+        );
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn leases_run_on_the_database_clock() {
+        let Some(db) = TestDb::create() else { return };
+        let h = hosts(&db, 1);
+        h[0].upsert_customer("c1", "c1.example.com", None).unwrap();
+        h[0].enqueue_run(&suite::new_run("r1", "c1"), false)
+            .unwrap();
+        h[0].claim_next(&suite::anyone("a"), Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
+        let row = h[0]
+            .call(|c| async move {
+                query_opt(
+                    &c,
+                    "SELECT lease_expires_at - qodify_now_ms() FROM runs WHERE id = 'r1'",
+                    &[],
+                )
+                .await
+            })
+            .unwrap()
+            .unwrap();
+        let left: i64 = col(&row, 0).unwrap();
+        assert!((29_000..=30_000).contains(&left), "{left}");
     }
 
     #[test]

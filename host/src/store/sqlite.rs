@@ -16,12 +16,12 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
 use super::{
-    ActiveRun, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
-    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord,
-    DurationHistogram, EventRecord, INTERRUPTED, LastBackup, NewRun, NodeBeat, NodeRecord,
-    RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord, RunState,
-    SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now, parse_state,
-    state_str, to_i64,
+    ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
+    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord, Decided,
+    DurationHistogram, EventRecord, INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun, NodeBeat,
+    NodeRecord, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord,
+    RunState, SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now,
+    parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 
@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_run_insight.sql"),
     include_str!("migrations/0006_tokens_sessions.sql"),
     include_str!("migrations/0007_nodes.sql"),
+    include_str!("migrations/0008_approvals.sql"),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -107,6 +108,49 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Appends an event (when `epoch` is given, only while the run runs at that epoch).
+    fn append(
+        &self,
+        run_id: &str,
+        epoch: Option<i64>,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> StoreResult<Option<u64>> {
+        let data_json = to_json(data)?;
+        let (now, _) = now();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        if let Some(epoch) = epoch {
+            let running: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND epoch = ?2 \
+                     AND state = 'running')",
+                    params![run_id, epoch],
+                    |r| r.get(0),
+                )
+                .db()?;
+            if !running {
+                return Ok(None);
+            }
+        }
+        let seq: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .db()?;
+        tx.execute(
+            "INSERT INTO events (run_id, seq, name, data_json, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id, seq, name, data_json, now],
+        )
+        .db()?;
+        tx.commit().db()?;
+        Ok(Some(u64::try_from(seq).unwrap_or(0)))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -337,6 +381,10 @@ fn query_all<T>(
 
 fn to_json(v: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Db(format!("encoding JSON: {e}")))
+}
+
+fn from_json(text: &str) -> StoreResult<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Db(format!("decoding stored JSON: {e}")))
 }
 
 /// Per customer, the index `backups_present` gives the newest present backup (its first entry)
@@ -1036,6 +1084,33 @@ impl Store for SqliteStore {
         Ok(recovered)
     }
 
+    fn expire_leases(&self) -> StoreResult<Vec<RunRecord>> {
+        let (now, now_ms) = now();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let ids: Vec<String> = query_all(
+            &tx,
+            "SELECT id FROM runs WHERE state = 'running' \
+             AND (lease_expires_at IS NULL OR lease_expires_at < ?1) ORDER BY seq",
+            params![now_ms],
+            |r| r.get(0),
+        )?;
+        let mut expired = Vec::with_capacity(ids.len());
+        for id in &ids {
+            tx.execute(
+                "UPDATE runs SET state = 'interrupted', finished_at = ?2, error = ?3, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
+                params![id, now, LEASE_EXPIRED],
+            )
+            .db()?;
+            expired.push(must_get_run(&tx, id)?);
+        }
+        tx.commit().db()?;
+        Ok(expired)
+    }
+
     fn annotate_run(&self, run_id: &str, error: &str) -> StoreResult<()> {
         self.conn()
             .execute(
@@ -1047,26 +1122,106 @@ impl Store for SqliteStore {
     }
 
     fn append_event(&self, run_id: &str, name: &str, data: &serde_json::Value) -> StoreResult<u64> {
-        let data_json = to_json(data)?;
-        let (now, _) = now();
+        self.append(run_id, None, name, data)?
+            .ok_or_else(|| StoreError::Db(format!("run {run_id} vanished")))
+    }
+
+    fn append_event_fenced(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        name: &str,
+        data: &serde_json::Value,
+    ) -> StoreResult<Option<u64>> {
+        self.append(run_id, Some(epoch), name, data)
+    }
+
+    fn ask_approval(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        request: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let request = to_json(request)?;
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .db()?;
-        let seq: i64 = tx
+        let running: bool = tx
             .query_row(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?1",
-                [run_id],
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND epoch = ?2 \
+                 AND state = 'running')",
+                params![run_id, epoch],
                 |r| r.get(0),
             )
             .db()?;
-        tx.execute(
-            "INSERT INTO events (run_id, seq, name, data_json, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![run_id, seq, name, data_json, now],
-        )
-        .db()?;
+        if running {
+            tx.execute(
+                "INSERT INTO approvals (run_id, request_json, decision_json) VALUES (?1, ?2, NULL) \
+                 ON CONFLICT (run_id) DO UPDATE SET request_json = excluded.request_json, \
+                   decision_json = NULL",
+                params![run_id, request],
+            )
+            .db()?;
+        }
         tx.commit().db()?;
-        Ok(u64::try_from(seq).unwrap_or(0))
+        Ok(running)
+    }
+
+    fn approval(&self, run_id: &str) -> StoreResult<Option<ApprovalRecord>> {
+        let row: Option<(String, Option<String>)> = self
+            .conn()
+            .query_row(
+                "SELECT request_json, decision_json FROM approvals WHERE run_id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .db()?;
+        row.map(|(request, decision)| {
+            Ok(ApprovalRecord {
+                request: from_json(&request)?,
+                decision: decision.as_deref().map(from_json).transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    fn decide_approval(&self, run_id: &str, decision: &serde_json::Value) -> StoreResult<Decided> {
+        let decision = to_json(decision)?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let row: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT request_json, decision_json FROM approvals WHERE run_id = ?1",
+                [run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .db()?;
+        let outcome = match row {
+            None => Decided::NotWaiting,
+            Some((_, Some(_))) => Decided::AlreadyDecided,
+            Some((request, None)) => {
+                tx.execute(
+                    "UPDATE approvals SET decision_json = ?2 WHERE run_id = ?1",
+                    params![run_id, decision],
+                )
+                .db()?;
+                Decided::Recorded(from_json(&request)?)
+            }
+        };
+        tx.commit().db()?;
+        Ok(outcome)
+    }
+
+    fn clear_approval(&self, run_id: &str) -> StoreResult<()> {
+        self.conn()
+            .execute("DELETE FROM approvals WHERE run_id = ?1", [run_id])
+            .db()?;
+        Ok(())
     }
 
     fn events(&self, run_id: &str, after_seq: u64) -> StoreResult<Vec<EventRecord>> {
@@ -1607,7 +1762,7 @@ mod tests {
             store
                 .conn()
                 .execute_batch(
-                    "DROP TABLE nodes; DROP INDEX customers_node; \
+                    "DROP TABLE approvals; DROP TABLE nodes; DROP INDEX customers_node; \
                      ALTER TABLE customers DROP COLUMN node; ALTER TABLE runs DROP COLUMN node; \
                      DROP TABLE sessions; DROP TABLE tokens; \
                      DROP INDEX runs_durations; DROP INDEX backups_present; \

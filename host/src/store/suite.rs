@@ -33,6 +33,8 @@ macro_rules! store_suite {
             a_runs_insight_is_kept_while_it_runs_and_fenced,
             stale_epochs_are_fenced,
             recover_interrupted_by_owner_and_by_expired_lease,
+            expired_leases_end_runs_once_and_fence_their_node,
+            approvals_are_asked_while_running_and_answered_once,
             cancel_queued_running_and_finished_runs,
             events_are_numbered_per_run_and_filtered,
             backups_history_newest_first_and_updated_by_run_id,
@@ -496,6 +498,137 @@ pub(crate) fn recover_interrupted_by_owner_and_by_expired_lease(store: &dyn Suit
     assert_eq!(store.run("r3").unwrap().unwrap().state, RunState::Running);
     assert_eq!(store.run("r4").unwrap().unwrap().state, RunState::Queued);
     assert!(store.recover_interrupted("me").unwrap().is_empty());
+}
+
+pub(crate) fn expired_leases_end_runs_once_and_fence_their_node(store: &dyn SuiteStore) {
+    customers(store, &["c1", "c2"]);
+    store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+    store.enqueue_run(&new_run("r2", "c2"), false).unwrap();
+    let paused = store
+        .claim_next(&anyone("paused"), Duration::ZERO)
+        .unwrap()
+        .unwrap();
+    let alive = store.claim_next(&anyone("alive"), HOUR).unwrap().unwrap();
+    assert_eq!((paused.id.as_str(), alive.id.as_str()), ("r1", "r2"));
+    // Until someone expires it, the run is still its node's.
+    assert_eq!(
+        store
+            .append_event_fenced("r1", paused.epoch, "backup-progress", &json!({ "i": 1 }))
+            .unwrap(),
+        Some(1)
+    );
+    std::thread::sleep(Duration::from_millis(5));
+
+    let expired = store.expire_leases().unwrap();
+    let ids: Vec<_> = expired.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["r1"]);
+    assert_eq!(expired[0].state, RunState::Interrupted);
+    assert_eq!(expired[0].error.as_deref(), Some(LEASE_EXPIRED));
+    assert_eq!(expired[0].lease_owner, None);
+    assert!(expired[0].finished_at.is_some());
+    // Once: a second sweep (another host's) finds nothing.
+    assert!(store.expire_leases().unwrap().is_empty());
+    assert_eq!(store.run("r2").unwrap().unwrap().state, RunState::Running);
+
+    // The paused node wakes up: every late write is refused, and nothing changes.
+    let before = store.run("r1").unwrap().unwrap();
+    assert_eq!(
+        store
+            .append_event_fenced("r1", paused.epoch, "backup-progress", &json!({ "i": 2 }))
+            .unwrap(),
+        None
+    );
+    assert!(
+        !store
+            .renew_lease("r1", "paused", paused.epoch, HOUR)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_progress("r1", paused.epoch, 50.0, "late")
+            .unwrap()
+    );
+    assert!(
+        !store
+            .ask_approval("r1", paused.epoch, &json!({ "q": 1 }))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_run("r1", paused.epoch, &finished(RunState::Succeeded))
+            .unwrap()
+    );
+    assert_eq!(store.run("r1").unwrap().unwrap(), before);
+    assert_eq!(store.events("r1", 0).unwrap().len(), 1);
+    // Whoever marked it says so (unfenced), numbered after the last one.
+    assert_eq!(
+        store
+            .append_event("r1", "backup-failed", &json!({ "state": "interrupted" }))
+            .unwrap(),
+        2
+    );
+    // The customer can run again.
+    store.enqueue_run(&new_run("r3", "c1"), false).unwrap();
+    assert_eq!(
+        store.claim_next(&anyone("h"), HOUR).unwrap().unwrap().id,
+        "r3"
+    );
+}
+
+pub(crate) fn approvals_are_asked_while_running_and_answered_once(store: &dyn SuiteStore) {
+    customers(store, &["c1"]);
+    store.enqueue_run(&new_run("r1", "c1"), false).unwrap();
+    assert_eq!(store.approval("r1").unwrap(), None);
+    assert_eq!(
+        store
+            .decide_approval("r1", &json!({ "approved": true }))
+            .unwrap(),
+        Decided::NotWaiting
+    );
+    // A queued run asks nothing.
+    assert!(!store.ask_approval("r1", 0, &json!({ "q": 0 })).unwrap());
+    let run = store.claim_next(&anyone("h"), HOUR).unwrap().unwrap();
+    assert!(
+        !store
+            .ask_approval("r1", run.epoch + 1, &json!({ "q": 0 }))
+            .unwrap()
+    );
+    assert_eq!(store.approval("r1").unwrap(), None);
+
+    let question = json!({ "summary": "change 1 key", "details": { "changed": ["A"] } });
+    assert!(store.ask_approval("r1", run.epoch, &question).unwrap());
+    assert_eq!(
+        store.approval("r1").unwrap(),
+        Some(ApprovalRecord {
+            request: question.clone(),
+            decision: None
+        })
+    );
+    let yes = json!({ "approved": true, "by": "ayse" });
+    assert_eq!(
+        store.decide_approval("r1", &yes).unwrap(),
+        Decided::Recorded(question.clone())
+    );
+    assert_eq!(
+        store
+            .decide_approval("r1", &json!({ "approved": false }))
+            .unwrap(),
+        Decided::AlreadyDecided
+    );
+    assert_eq!(store.approval("r1").unwrap().unwrap().decision, Some(yes));
+    // The next question replaces the answered one.
+    let second = json!({ "summary": "drop 1 key" });
+    assert!(store.ask_approval("r1", run.epoch, &second).unwrap());
+    assert_eq!(
+        store.approval("r1").unwrap(),
+        Some(ApprovalRecord {
+            request: second,
+            decision: None
+        })
+    );
+    store.clear_approval("r1").unwrap();
+    assert_eq!(store.approval("r1").unwrap(), None);
+    store.clear_approval("r1").unwrap();
 }
 
 pub(crate) fn cancel_queued_running_and_finished_runs(store: &dyn SuiteStore) {

@@ -31,6 +31,7 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         data_dir: data_dir.clone(),
         store: Default::default(),
         node: "test".into(),
+        advertise_url: None,
         plugin_dirs: Vec::new(),
         pipelines_dir: tmp.path().join("pipelines"),
         releases_dir: tmp.path().join("releases"),

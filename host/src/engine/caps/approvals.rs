@@ -1,12 +1,14 @@
 //! `approvals`: a step asks people to decide (e.g. an `.env` merge that would change or drop
-//! existing keys) and waits. The request is a file in the data folder, so the API of a running
-//! `serve` and `qodify-host approve` in another shell decide it the same way, and a decision
-//! survives neither being in memory:
+//! existing keys) and waits. Where the question and its answer are kept is an [`ApprovalBook`]
+//! the run is given: a recorded run's is the state store (`ops::approvals::StoreBook`), so that
+//! any surface of any host sharing the store decides it; a run nothing records (a CLI `run` of an
+//! unregistered customer) uses files in the data folder ([`FileBook`]), which
+//! `qodify-host approve` in another shell decides the same way:
 //!
 //! - `<data_dir>/approvals/<run-id>.json`: the pending request (written by the waiting step);
 //! - `<data_dir>/approvals/<run-id>.decision.json`: the answer (written by [`decide`]).
 //!
-//! The waiting step polls for the answer, removes both files, and reports it as an event.
+//! The waiting step polls for the answer, forgets the question, and reports it as an event.
 //!
 //! A run asks one question at a time (steps of a concurrent group would otherwise overwrite each
 //! other's request), and what a plugin asks is clipped: people read it, the API serves it, and
@@ -14,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -34,11 +36,11 @@ pub const MAX_DETAIL_ITEMS: usize = 1000;
 /// Largest details kept, as JSON text; larger ones are replaced by their clipped text.
 pub const MAX_DETAILS: usize = 64 << 10;
 
-/// The requests waiting in this process, by request file, with the step that asks.
-static WAITING: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+/// The requests waiting in this process, by run, with the step that asks.
+static WAITING: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
 /// A run's place at the desk, given back when its step stops waiting.
-struct Waiting(PathBuf);
+struct Waiting(String);
 
 impl Drop for Waiting {
     fn drop(&mut self) {
@@ -214,25 +216,69 @@ pub fn decide(
     Ok(request)
 }
 
-/// Where a run's approval requests live; held by the step host.
+/// Where a run's questions and their answers are kept.
+pub trait ApprovalBook: Send + Sync {
+    /// Records the question, replacing an earlier one and its answer; `Err(why)` when it cannot
+    /// be asked (the step then gets no answer).
+    fn ask(&self, request: &PendingApproval) -> Result<(), String>;
+    /// The answer to run `run_id`'s question, once someone gave it.
+    fn answer(&self, run_id: &str) -> Option<Decision>;
+    /// Forgets run `run_id`'s question and answer.
+    fn clear(&self, run_id: &str);
+}
+
+/// Questions and answers as files in `<data_dir>/approvals/`.
 #[derive(Debug, Clone)]
-pub struct ApprovalDesk {
+pub struct FileBook {
     /// `<data_dir>`.
     pub data_dir: PathBuf,
+}
+
+impl FileBook {
+    fn request_path(&self, run_id: &str) -> PathBuf {
+        dir(&self.data_dir).join(format!("{run_id}.json"))
+    }
+    fn decision_path(&self, run_id: &str) -> PathBuf {
+        dir(&self.data_dir).join(format!("{run_id}.decision.json"))
+    }
+}
+
+impl ApprovalBook for FileBook {
+    fn ask(&self, request: &PendingApproval) -> Result<(), String> {
+        let d = dir(&self.data_dir);
+        crate::files::private_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        self.clear(&request.run_id);
+        let tmp = d.join(format!(".{}.tmp", request.run_id));
+        std::fs::write(&tmp, serde_json::to_vec(request).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, self.request_path(&request.run_id)))
+            .map_err(|e| format!("writing {}: {e}", tmp.display()))
+    }
+
+    fn answer(&self, run_id: &str) -> Option<Decision> {
+        let text = std::fs::read(self.decision_path(run_id)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn clear(&self, run_id: &str) {
+        let _ = std::fs::remove_file(self.request_path(run_id));
+        let _ = std::fs::remove_file(self.decision_path(run_id));
+    }
+}
+
+/// Where a run's approval requests go; held by the step host.
+#[derive(Clone)]
+pub struct ApprovalDesk {
+    /// Where they are kept.
+    pub book: Arc<dyn ApprovalBook>,
     /// The run.
     pub run_id: String,
 }
 
-impl ApprovalDesk {
-    fn request_path(&self) -> PathBuf {
-        dir(&self.data_dir).join(format!("{}.json", self.run_id))
-    }
-    fn decision_path(&self) -> PathBuf {
-        dir(&self.data_dir).join(format!("{}.decision.json", self.run_id))
-    }
-    fn clear(&self) {
-        let _ = std::fs::remove_file(self.request_path());
-        let _ = std::fs::remove_file(self.decision_path());
+impl std::fmt::Debug for ApprovalDesk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalDesk")
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -249,7 +295,7 @@ impl Host for StepHost {
         };
         let _waiting = {
             let mut waiting = WAITING.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(step) = waiting.get(&desk.request_path()) {
+            if let Some(step) = waiting.get(&desk.run_id) {
                 self.emit(Event::StepLog {
                     step: self.step_id.clone(),
                     level: crate::events::LogLevel::Error,
@@ -259,8 +305,8 @@ impl Host for StepHost {
                 });
                 return Err(ApprovalError::TimedOut);
             }
-            waiting.insert(desk.request_path(), self.step_id.clone());
-            Waiting(desk.request_path())
+            waiting.insert(desk.run_id.clone(), self.step_id.clone());
+            Waiting(desk.run_id.clone())
         };
         let left = self.deadline.saturating_duration_since(Instant::now());
         let wait = Duration::from_millis(timeout_ms).min(left);
@@ -273,17 +319,9 @@ impl Host for StepHost {
             requested_at: rfc3339(now),
             expires_at: rfc3339(now + wait),
         };
-        let d = dir(&desk.data_dir);
-        if crate::files::private_dir_all(&d).is_err() {
-            return Err(ApprovalError::TimedOut);
-        }
-        desk.clear();
-        let tmp = d.join(format!(".{}.tmp", desk.run_id));
-        let written = std::fs::write(&tmp, serde_json::to_vec(&request).unwrap_or_default())
-            .and_then(|()| std::fs::rename(&tmp, desk.request_path()));
-        if let Err(e) = written {
+        if let Err(why) = desk.book.ask(&request) {
             tracing::warn!(
-                "cannot write the approval request of run {}: {e}",
+                "cannot record the approval request of run {}: {why}",
                 desk.run_id
             );
             return Err(ApprovalError::TimedOut);
@@ -296,10 +334,8 @@ impl Host for StepHost {
         });
         let until = Instant::now() + wait;
         loop {
-            if let Ok(text) = std::fs::read(desk.decision_path())
-                && let Ok(decision) = serde_json::from_slice::<Decision>(&text)
-            {
-                desk.clear();
+            if let Some(decision) = desk.book.answer(&desk.run_id) {
+                desk.book.clear(&desk.run_id);
                 self.emit(Event::ApprovalDecided {
                     step: self.step_id.clone(),
                     approved: decision.approved,
@@ -308,11 +344,11 @@ impl Host for StepHost {
                 return Ok(decision.approved);
             }
             if self.cancel.is_cancelled() {
-                desk.clear();
+                desk.book.clear(&desk.run_id);
                 return Err(ApprovalError::Cancelled);
             }
             if Instant::now() >= until {
-                desk.clear();
+                desk.book.clear(&desk.run_id);
                 self.emit(Event::StepLog {
                     step: self.step_id.clone(),
                     level: crate::events::LogLevel::Warn,

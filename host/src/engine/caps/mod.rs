@@ -219,7 +219,9 @@ pub(crate) fn test_host(
     )
     .with_commands(commands, confinement, Default::default())
     .with_approvals(approvals::ApprovalDesk {
-        data_dir: t.path().join("data"),
+        book: std::sync::Arc::new(approvals::FileBook {
+            data_dir: t.path().join("data"),
+        }),
         run_id: "run-1".into(),
     })
     .with_work(roots.work.try_clone().unwrap(), roots.work_path.clone())
