@@ -76,10 +76,16 @@ impl Drop for Node {
 impl Node {
     fn new(name: &'static str, store: &str, pipelines: &Path, releases: &Path) -> Self {
         let host = Host::new();
-        let ns = match Netns::new() {
-            Ok(ns) => Some(ns),
+        let ns = match Netns::usable() {
+            Ok(()) => Some(Netns::new().unwrap_or_else(|e| panic!("a namespace for {name}: {e}"))),
             Err(e) => {
-                eprintln!("note: no network namespace ({e}); {name} listens on 127.0.0.1 instead");
+                static NOTE: std::sync::Once = std::sync::Once::new();
+                NOTE.call_once(|| {
+                    eprintln!(
+                        "note: network namespaces are not usable here ({e}); the three hosts \
+                         listen on 127.0.0.1 instead"
+                    )
+                });
                 None
             }
         };
@@ -251,6 +257,12 @@ fn socket_url(user_info: &str, db: &str) -> String {
     format!("postgres://{user_info}@%2Fvar%2Frun%2Fpostgresql/{db}")
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        keep_compile_cache(&self.nodes[2]);
+    }
+}
+
 impl Cluster {
     fn new(setup: Setup) -> Self {
         let serial = serial();
@@ -290,6 +302,7 @@ impl Cluster {
         }
         write(&dir.join("backend/.env"), env);
         random_file(&dir.join("backend/uploads/photos.bin"), setup.uploads_mib);
+        seed_compile_cache(&nodes[2]);
 
         for n in &mut nodes {
             n.start();
@@ -449,6 +462,62 @@ impl Cluster {
         let dir = self.c().customer().join("backups").join(backup_id);
         assert!(dir.join("db.dump").is_file(), "{}", dir.display());
     }
+}
+
+/// Compiled plugins kept in the target folder between clusters (and test runs): C, the only host
+/// that runs steps, starts with them and gives back what it compiled, so that the plugins are
+/// compiled once rather than in every test (a dozen seconds each on a small machine). Safe to
+/// share: the host loads an entry only when its MAC, made with the key that is copied along,
+/// matches, and compiles again whatever does not.
+fn compile_cache() -> PathBuf {
+    common::target_dir().join("hosts_pg-compile-cache")
+}
+
+/// Past this size the shared cache is started afresh (entries of old builds pile up).
+const COMPILE_CACHE_CAP: u64 = 1 << 30;
+
+/// `cp -a from/. to` (a best effort: a cache).
+fn copy_tree(from: &Path, to: &Path) {
+    let _ = std::fs::create_dir_all(to);
+    let _ = Command::new("cp")
+        .arg("-a")
+        .arg(from.join("."))
+        .arg(to)
+        .status();
+}
+
+fn seed_compile_cache(node: &Node) {
+    let shared = compile_cache();
+    let size: u64 = walk_size(&shared);
+    if size > COMPILE_CACHE_CAP {
+        let _ = std::fs::remove_dir_all(&shared);
+    } else if shared.is_dir() {
+        let data = node.host.tmp.path().join("data");
+        let _ = std::fs::create_dir_all(&data);
+        common::chmod(&data, 0o700);
+        copy_tree(&shared, &data.join("cache"));
+    }
+}
+
+/// What `node` compiled, back into the shared cache.
+fn keep_compile_cache(node: &Node) {
+    let cache = node.host.tmp.path().join("data/cache");
+    if cache.is_dir() {
+        copy_tree(&cache, &compile_cache());
+    }
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist).
+fn walk_size(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }
 
 /// `mib` MiB of random bytes (from the kernel: fast even in an unoptimised test build).
@@ -878,6 +947,12 @@ fn a_hundred_parallel_posts_spread_over_three_hosts_make_one_active_run_at_a_tim
         .map(|(_, _, body)| body["runId"].as_str().unwrap())
         .collect();
     assert!(!accepted.is_empty(), "{codes:?}");
+    eprintln!(
+        "{} posts accepted, {} refused as busy; {} samples of the store",
+        accepted.len(),
+        codes.len() - accepted.len(),
+        samples.load(Ordering::SeqCst)
+    );
     assert!(samples.load(Ordering::SeqCst) >= 5, "too few samples");
     assert_eq!(
         worst,
