@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{Host, json_of, repo, write};
 use netns::Netns;
@@ -567,16 +567,18 @@ fn fetch(url: &str, token: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
 /// A run's events: `(seq, name, data)`.
 type Events = Vec<(u64, String, Value)>;
 
-/// A run's whole SSE stream, read on a thread until the stream ends.
-fn sse(node: &Node, run_id: &str) -> Receiver<Result<Events, String>> {
+/// A run's whole SSE stream, read on a thread until the stream ends; and when it was
+/// connected (its headers arrived).
+fn sse(node: &Node, run_id: &str) -> Receiver<Result<(SystemTime, Events), String>> {
     let url = node.url(&format!("/api/runs/{run_id}/events"));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let read = || -> Result<Events, String> {
+        let read = || -> Result<(SystemTime, Events), String> {
             let resp = common::api(TOKEN, "GET", &url)
                 .timeout(Duration::from_secs(90))
                 .call()
                 .map_err(|e| format!("GET {url}: {e}"))?;
+            let connected = SystemTime::now();
             let (mut events, mut id, mut name) = (Vec::new(), 0, String::new());
             for line in BufReader::new(resp.into_reader()).lines() {
                 let line = line.map_err(|e| format!("reading {url}: {e} after {events:?}"))?;
@@ -589,7 +591,7 @@ fn sse(node: &Node, run_id: &str) -> Receiver<Result<Events, String>> {
                     events.push((id, name.clone(), data));
                 }
             }
-            Ok(events)
+            Ok((connected, events))
         };
         let _ = tx.send(read());
     });
@@ -631,6 +633,7 @@ fn ensure_client() {
 struct Watcher {
     child: Child,
     lines: Receiver<Value>,
+    seen: Vec<Value>,
 }
 
 impl Drop for Watcher {
@@ -641,12 +644,14 @@ impl Drop for Watcher {
 }
 
 impl Watcher {
-    fn start(node: &Node, run_id: &str) -> Self {
+    /// `watch.mjs` on `node` with `args` (`--run <id>` or `--customer <id>`).
+    fn start(node: &Node, args: &[&str]) -> Self {
         ensure_client();
         let mut child = Command::new("node")
             .arg(client_dir().join("watch.mjs"))
             .arg(&node.base)
-            .args(["--run", run_id, "--token", TOKEN, "--timeout", "90"])
+            .args(args)
+            .args(["--token", TOKEN, "--timeout", "90"])
             .env_remove("QODIFY_API_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -663,13 +668,32 @@ impl Watcher {
                 }
             }
         });
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line that has `key`; every line so far when none came within `within`.
+    fn wait_for(&mut self, key: &str, within: Duration) -> Result<Value, Vec<Value>> {
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let Ok(v) = self.lines.recv_timeout(left) else {
+                return Err(self.seen.clone());
+            };
+            self.seen.push(v.clone());
+            if let Some(found) = v.get(key) {
+                return Ok(found.clone());
+            }
+        }
     }
 
     /// Every line until the client exits (its code), or what came before `within` passed.
     fn finish(mut self, within: Duration) -> Result<(i32, Vec<Value>), Vec<Value>> {
         let until = Instant::now() + within;
-        let mut seen = Vec::new();
+        let mut seen = std::mem::take(&mut self.seen);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 seen.extend(self.lines.try_iter());
@@ -743,10 +767,15 @@ fn a_backup_posted_to_a_runs_on_c_streams_to_a_and_b_and_downloads_through_a_red
         pipelines: None,
         files: vec![],
     });
+    // Socket.IO on B follows the customer's room from before the run exists: all it gets is
+    // live. SSE on A follows the run from as soon as it exists.
+    let mut sio_b = Watcher::start(cl.b(), &["--customer", "42"]);
+    let ack = sio_b
+        .wait_for("ack", Duration::from_secs(30))
+        .unwrap_or_else(|seen| panic!("no ack from watch.mjs on B: {seen:?}\n{}", cl.logs()));
+    assert_eq!(ack, json!({"ok": true, "replayed": 0}));
     let run_id = cl.post_backup(cl.a());
-    // Followed live from the start: SSE on A, Socket.IO on B.
     let sse_a = sse(cl.a(), &run_id);
-    let sio_b = Watcher::start(cl.b(), &run_id);
 
     let run = cl.ended(cl.a(), &run_id, Duration::from_secs(60));
     assert_eq!(run["state"], "succeeded", "{run}\n{}", cl.logs());
@@ -764,8 +793,8 @@ fn a_backup_posted_to_a_runs_on_c_streams_to_a_and_b_and_downloads_through_a_red
     }
 
     // The same story on both: same seq, names and payloads, 1..n, ending with completion.
-    let events = match sse_a.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(events)) => events,
+    let (connected, events) = match sse_a.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(stream)) => stream,
         Ok(Err(e)) => panic!("SSE on A: {e}\n{}", cl.logs()),
         Err(_) => panic!("SSE on A did not end with the run\n{}", cl.logs()),
     };
@@ -780,6 +809,19 @@ fn a_backup_posted_to_a_runs_on_c_streams_to_a_and_b_and_downloads_through_a_red
     ));
     let streamed: Vec<String> = events.iter().map(|e| format!("{}:{}", e.0, e.1)).collect();
     assert_eq!(stored, streamed.join(","));
+    // Live, not a replay of a finished run: A's stream was open before C stored the last event.
+    let last_stored: f64 = cl
+        .sql(&format!(
+            "SELECT extract(epoch FROM at::timestamptz) * 1000 FROM events \
+             WHERE run_id = '{run_id}' ORDER BY seq DESC LIMIT 1"
+        ))
+        .parse()
+        .unwrap();
+    let connected = connected.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+    assert!(
+        (connected.as_millis() as f64) < last_stored,
+        "SSE on A connected at {connected:?}, after the run's end ({last_stored} ms)"
+    );
     let mut parts = Parts::default();
     parts.check("Socket.IO on B", || {
         // The run has ended: the client has had everything by now.
