@@ -59,7 +59,10 @@ impl Netns {
                 sweep_stale();
                 let probe = format!("{PREFIX}{}-probe", std::process::id());
                 ip(&["netns", "add", &probe])?;
-                ip(&["netns", "del", &probe])
+                // Running in it needs more (a mount namespace for its /sys) than making it.
+                let ran = ip(&["netns", "exec", &probe, "true"]);
+                ip(&["netns", "del", &probe])?;
+                ran
             })
             .clone()
     }
