@@ -892,6 +892,8 @@ export interface components {
              * @description Milliseconds since its last heartbeat, by this host's clock.
              */
             heartbeatAgeMs: number;
+            /** @description Where other hosts send clients for what only it has (its `advertise_url`), if set. */
+            advertiseUrl: string | null;
             /** @description Whether it is the host that answers. */
             thisNode: boolean;
             /** @description The runs it runs, then its customers' queued runs, oldest first. */

@@ -35,6 +35,9 @@ struct NodeView {
     /// Milliseconds since its last heartbeat, by this host's clock.
     #[schema(minimum = 0)]
     heartbeat_age_ms: u64,
+    /// Where other hosts send clients for what only it has (its `advertise_url`), if set.
+    #[schema(required = true)]
+    advertise_url: Option<String>,
     /// Whether it is the host that answers.
     this_node: bool,
     /// The runs it runs, then its customers' queued runs, oldest first.
@@ -122,6 +125,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<NodeList>, ApiError>
                     version: n.version,
                     started_at: n.started_at,
                     heartbeat_at: n.heartbeat_at,
+                    advertise_url: n.advertise_url,
                     active_runs: mine.into_iter().map(|(_, r)| r.into()).collect(),
                 }
             })

@@ -96,9 +96,22 @@ impl SqliteStore {
         // First, so that everything below waits for other connections instead of failing.
         conn.busy_timeout(BUSY_TIMEOUT).db()?;
         // Returns the mode now in force: `memory` for an in-memory database.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .db()?;
+        // Switching a new database to WAL needs a lock SQLite does not wait for with the busy
+        // handler: several processes opening it at once retry here for as long.
+        let until = std::time::Instant::now() + BUSY_TIMEOUT;
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other.db()?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
             tracing::warn!(mode, "state store: SQLite refused WAL mode");
         }
