@@ -446,6 +446,19 @@ impl Cluster {
         audit["entries"].as_array().unwrap().clone()
     }
 
+    /// The results of the run's lines in the customer's backup history, as `node` shows it.
+    fn history(&self, node: &Node, run_id: &str) -> Vec<Value> {
+        let (code, history) = node.get("/api/customers/42/backups");
+        assert_eq!(code, 200, "{history}");
+        history["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["runId"] == run_id)
+            .map(|b| b["result"].clone())
+            .collect()
+    }
+
     /// A backup posted through `node` right away is accepted and succeeds on C (the database and
     /// the services; the uploads are left out, to be quick).
     fn next_backup_succeeds(&self, node: &Node) {
@@ -1119,6 +1132,7 @@ fn kill_9_of_c_mid_backup_leaves_the_run_to_c_interrupted_after_the_lease_and_cl
     let audit = cl.interrupted_audit(cl.a());
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["runId"], run_id.as_str(), "{audit:?}");
+    assert_eq!(cl.history(cl.b(), &run_id), ["interrupted"]);
     cl.next_backup_succeeds(cl.a());
     parts.finish();
 }
@@ -1219,6 +1233,7 @@ fn kill_stop_of_c_past_its_lease_fences_its_late_writes_and_recovers_the_run_onc
     let audit = cl.interrupted_audit(cl.b());
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["runId"], run_id.as_str(), "{audit:?}");
+    assert_eq!(cl.history(cl.a(), &run_id), ["interrupted"]);
     assert_eq!(cl.c().partials(), Vec::<String>::new());
 }
 
