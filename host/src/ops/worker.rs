@@ -130,7 +130,10 @@ fn announce_interrupted(
         action: "run.interrupted".into(),
         customer_id: Some(run.customer_id.clone()),
         run_id: Some(run.id.clone()),
-        detail: serde_json::json!({ "pipeline": run.pipeline, "node": run.node, "error": run.error }),
+        detail: serde_json::json!({
+            "pipeline": run.pipeline, "node": run.node, "error": run.error,
+            "markedBy": state.settings.node,
+        }),
     });
 }
 

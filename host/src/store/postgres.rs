@@ -363,8 +363,11 @@ async fn migrate(c: &mut Object) -> StoreResult<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .pg()?;
+    // `SET LOCAL`: the server's "already exists, skipping" notice on every start but the
+    // first is no news; only this transaction is quieted.
     tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS qodify_migrations (\
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS qodify_migrations (\
              version    INTEGER PRIMARY KEY, \
              name       TEXT NOT NULL, \
              applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
