@@ -230,7 +230,7 @@ pub(crate) struct ServeOpts<'a> {
     pub(crate) env: &'a [(&'a str, String)],
 }
 
-fn clock_ticks() -> u64 {
+pub(crate) fn clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -422,6 +422,8 @@ pub(crate) fn verdict(what: &str, p99: Duration, target: Duration) {
 #[derive(Default)]
 struct ClientLog {
     post: Vec<Duration>,
+    /// Each POST's host, counted from the client's first one (0: its first host).
+    post_turn: Vec<usize>,
     poll: Vec<Duration>,
     /// From sending the POST to seeing the run ended.
     run: Vec<Duration>,
@@ -467,6 +469,7 @@ fn client(
             r#"{"triggeredBy":"bench"}"#,
         );
         log.post.push(r.took);
+        log.post_turn.push((turn - 1 - first) % hosts.len());
         let id = match (r.status, run_id(&r.body)) {
             (202, Ok(id)) => id,
             (409, _) => {
@@ -521,6 +524,10 @@ pub(crate) struct Load {
     pub(crate) poll_every: Duration,
     pub(crate) baseline: Samples,
     pub(crate) post: Samples,
+    /// POSTs to each client's first host (`[0]`) and to the others (`[1]`); empty for one host.
+    pub(crate) post_first_other: [Samples; 2],
+    /// The table's labels of those two rows.
+    pub(crate) first_other_labels: [&'static str; 2],
     pub(crate) poll: Samples,
     pub(crate) run: Samples,
     pub(crate) succeeded: usize,
@@ -548,6 +555,15 @@ impl Load {
             .row("GET /healthz (same load, every 10 ms)", Base::Is, "");
         let base = Base::Against(b50, b99);
         let (_, post_p99) = self.post.row("POST /api/customers/{id}/backups", base, "");
+        for (s, label) in self
+            .post_first_other
+            .iter_mut()
+            .zip(self.first_other_labels)
+        {
+            if !s.0.is_empty() {
+                s.row(label, base, "");
+            }
+        }
         self.poll.row("GET /api/runs/{id} (poll)", base, "");
         self.run
             .row("a run: POST sent → seen ended", Base::None, "");
@@ -643,6 +659,8 @@ pub(crate) fn drive(servers: &[&Server], customers: &[String], opts: &Opts) -> R
         poll_every: opts.poll,
         baseline,
         post: Samples::default(),
+        post_first_other: Default::default(),
+        first_other_labels: ["  to the client's first host", "  to its other hosts"],
         poll: Samples::default(),
         run: Samples::default(),
         succeeded: 0,
@@ -653,6 +671,11 @@ pub(crate) fn drive(servers: &[&Server], customers: &[String], opts: &Opts) -> R
         cpu,
     };
     for l in logs {
+        if servers.len() > 1 {
+            for (took, turn) in l.post.iter().zip(&l.post_turn) {
+                load.post_first_other[usize::from(*turn != 0)].0.push(*took);
+            }
+        }
         load.post.0.extend(l.post);
         load.poll.0.extend(l.poll);
         load.run.0.extend(l.run);

@@ -191,7 +191,7 @@ fn measure(target: &Path, dir: &Path, opts: &bench_api::Opts) -> Result<()> {
     );
 
     // 1. One host, SQLite.
-    let mut single = {
+    let (mut single, pg_single) = {
         let sqlite_dir = dir.join("sqlite");
         let server = serve(&sqlite_dir, "127.0.0.1:0", &[])?;
         let http = Http::new(&server.base);
@@ -203,13 +203,18 @@ fn measure(target: &Path, dir: &Path, opts: &bench_api::Opts) -> Result<()> {
             "SQLite host: warm-up run (compiles the noop plugin): {:.0} ms",
             ms(took)
         );
-        bench_api::drive(&[&server], &ids, opts)?
+        let (pg_before, started) = (postgres_cpu(), Instant::now());
+        let load = bench_api::drive(&[&server], &ids, opts)?;
+        let pg = postgres_cpu().saturating_sub(pg_before).as_secs_f64()
+            / started.elapsed().as_secs_f64();
+        (load, pg)
     };
     println!(
         "\n1 host, SQLite (the default store): {} clients, each posting to it:",
         single.clients
     );
     let single_post_p99 = single.table();
+    print_postgres_cpu(pg_single);
     verdict("POST", single_post_p99, POST_P99_TARGET);
 
     // 2. Three hosts, one PostgreSQL database. The database outlives the servers (dropped after).
@@ -243,7 +248,12 @@ fn measure(target: &Path, dir: &Path, opts: &bench_api::Opts) -> Result<()> {
     register(&via_a, &customers_of(2), EVENTS_CUSTOMER, Some(NODES[2]))?;
 
     let servers: Vec<&Server> = hosts.iter().collect();
+    let (pg_before, started) = (postgres_cpu(), Instant::now());
     let mut multi = bench_api::drive(&servers, &ids, opts)?;
+    let pg_multi =
+        postgres_cpu().saturating_sub(pg_before).as_secs_f64() / started.elapsed().as_secs_f64();
+    // Client i starts at host i % 3, its customer's node.
+    multi.first_other_labels = ["  to the customer's node", "  to another node"];
     let per_node: Vec<usize> = (0..3)
         .map(|n| ids.len() / 3 + usize::from(n < ids.len() % 3))
         .collect();
@@ -253,6 +263,7 @@ fn measure(target: &Path, dir: &Path, opts: &bench_api::Opts) -> Result<()> {
         per_node[0], per_node[1], per_node[2]
     );
     let multi_post_p99 = multi.table();
+    print_postgres_cpu(pg_multi);
     println!("  {}", placement(&db.name)?);
     let ratio = multi.runs_per_sec() / single.runs_per_sec().max(1e-9);
     println!(
@@ -270,11 +281,36 @@ fn measure(target: &Path, dir: &Path, opts: &bench_api::Opts) -> Result<()> {
         }
     );
 
-    history(&hosts, opts)?;
+    history(&hosts, &db.name, opts)?;
     events(&hosts, &db)?;
     drop(hosts);
     drop(db);
     Ok(())
+}
+
+/// CPU time (user + system) of every `postgres` process on the machine so far (connections that
+/// ended since are not counted).
+fn postgres_cpu() -> Duration {
+    let mut ticks = 0u64;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != "postgres" {
+            continue;
+        }
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let cpu = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += cpu(11) + cpu(12);
+    }
+    Duration::from_secs_f64(ticks as f64 / bench_api::clock_ticks() as f64)
+}
+
+fn print_postgres_cpu(cores: f64) {
+    println!("  PostgreSQL CPU {cores:>8.2} cores of 2 (every postgres process on the machine)");
 }
 
 /// Where the load's runs were executed, from the database: per node, and how many on a node that
@@ -303,17 +339,28 @@ fn placement(db: &str) -> Result<String> {
 }
 
 /// The history of a customer of node-a, seeded and read through node-b.
-fn history(hosts: &[Server], opts: &bench_api::Opts) -> Result<()> {
+fn history(hosts: &[Server], db: &str, opts: &bench_api::Opts) -> Result<()> {
     let via_b = Http::new(&hosts[1].base);
     let n = opts.history_runs;
     let mut seeded = bench_api::seed_history(&via_b, HISTORY_CUSTOMER, n, &hosts[0].log)?;
     let mut routes = HistoryRoutes::measure(&via_b, HISTORY_CUSTOMER, opts.samples)?;
+    // The history route answers a page (100 lines by default): count what is stored.
+    let stored = psql(
+        db,
+        &format!(
+            "SELECT count(*) FILTER (WHERE r.state = 'succeeded'), \
+                    (SELECT count(*) FROM backups b WHERE b.customer_id = '{HISTORY_CUSTOMER}') \
+             FROM runs r WHERE r.customer_id = '{HISTORY_CUSTOMER}'"
+        ),
+    )?;
+    let (succeeded, lines) = stored.split_once('|').unwrap_or((&stored, "?"));
     println!(
-        "\nhistory on PostgreSQL: customer `{HISTORY_CUSTOMER}` of node-a with {} finished no-op runs \
-         ({n} queued at once through node-b, all ended in {:.1} s = {:.1} runs/s);",
-        seeded.have,
+        "\nhistory on PostgreSQL: customer `{HISTORY_CUSTOMER}` of node-a with {succeeded} succeeded \
+         no-op runs and {lines} history lines ({n} queued at once through node-b, all ended in {:.1} s \
+         = {:.1} runs/s; the history route answers its first {} lines);",
         seeded.took.as_secs_f64(),
-        n as f64 / seeded.took.as_secs_f64().max(1e-9)
+        n as f64 / seeded.took.as_secs_f64().max(1e-9),
+        seeded.have
     );
     println!(
         "{} sequential rounds of each route through node-b (not the customer's node), the hosts \
@@ -551,8 +598,8 @@ fn events(hosts: &[Server], db: &Database) -> Result<()> {
     );
     for (host, l) in [("node-c", &own), ("node-a", &other)] {
         println!(
-            "  {host}: {} events measured, {} replayed (stored before the stream connected, not \
-             counted), {} stored but never received, {} arrived before their stored time",
+            "  {host}: {} events measured, {} replayed (stored before the stream connected: the POST's \
+             `queued` event; not counted), {} stored but never received, {} arrived before their stored time",
             l.samples.0.len(),
             l.replayed,
             l.missing,
