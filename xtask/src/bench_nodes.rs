@@ -182,7 +182,8 @@ fn measure(target: &Path, dir: &Path, opts: &bench_api::Opts) -> Result<()> {
          three reach a host that is not the customer's node (the run is polled through the host it was \
          posted to). Then, on PostgreSQL, a customer's history of {} finished runs read through a host \
          that is not its node; and how long a run event takes from the node that stores it to an SSE \
-         client on another host. Latency ratios are against GET /healthz measured at the same time.",
+         client on another host, against one on the executing host. Request latencies are also given \
+         as ratios against GET /healthz measured at the same time.",
         opts.clients,
         opts.poll.as_millis(),
         opts.duration.as_secs(),
