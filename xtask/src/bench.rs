@@ -3,7 +3,8 @@
 //! (store + instantiate from a pre-linked component + a no-op call) against spawning a native
 //! no-op process; a whole backup against a plain script; and the HTTP API under load
 //! ([`crate::bench_api`]); the downtime of a layout migration and of an upgrade's swap on real
-//! PM2 apps against plain scripts ([`crate::bench_upgrade`]). Prints ratios. A benchmark, not a
+//! PM2 apps against plain scripts ([`crate::bench_upgrade`]); three hosts sharing one PostgreSQL
+//! store against one on SQLite ([`crate::bench_nodes`]). Prints ratios. A benchmark, not a
 //! test: nothing here fails on a number.
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ struct Opts {
     api: bool,
     upgrade: bool,
     console: bool,
+    nodes: bool,
     /// PM2 exec modes the upgrade benchmark runs in.
     pm2_modes: Vec<&'static str>,
     /// The PM2 daemon's cluster scheduling policies the cluster-mode runs use.
@@ -35,7 +37,7 @@ struct Opts {
 const OPTIONS: &str = "--size-mib N, --runs N, --db-rows N, --clients N, --duration-secs N, \
     --poll-ms N, --workers N, --history-runs N, --samples N, --pm2-mode cluster|fork|both, \
     --cluster-sched rr|none|both, \
-    --archive-only, --backup-only, --api-only, --upgrade-only, --console-only";
+    --archive-only, --backup-only, --api-only, --upgrade-only, --console-only, --nodes-only";
 
 /// The number after `flag`.
 fn num(flag: &str, it: &mut std::slice::Iter<'_, &str>) -> Result<u64> {
@@ -71,6 +73,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         api: true,
         upgrade: true,
         console: true,
+        nodes: true,
         pm2_modes: vec!["cluster", "fork"],
         cluster_scheds: vec!["rr", "none"],
         db_rows: 1_200_000,
@@ -96,6 +99,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--api-only" => only.push("api"),
             "--upgrade-only" => only.push("upgrade"),
             "--console-only" => only.push("console"),
+            "--nodes-only" => only.push("nodes"),
             "--cluster-sched" => o.cluster_scheds = one_or_both(a, &mut it, ["rr", "none"])?,
             "--pm2-mode" => o.pm2_modes = one_or_both(a, &mut it, ["cluster", "fork"])?,
             other => anyhow::bail!("unknown bench option `{other}` (use {OPTIONS})"),
@@ -107,6 +111,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         o.api = only.contains(&"api");
         o.upgrade = only.contains(&"upgrade");
         o.console = only.contains(&"console");
+        o.nodes = only.contains(&"nodes");
     }
     anyhow::ensure!(
         o.runs > 0
@@ -259,6 +264,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     if opts.console {
         crate::bench_console::run(&target, 20)?;
     }
+    if opts.nodes {
+        crate::bench_nodes::run(&target, &opts.api_opts)?;
+    }
     Ok(())
 }
 
@@ -358,7 +366,7 @@ fn overhead(target: &Path) -> Result<()> {
 const BACKUP_DOMAIN: &str = "backup-bench.example.com";
 const BACKUP_DB: &str = "qodify_bench_backup";
 
-fn psql(db: &str, sql: &str) -> Result<String> {
+pub(crate) fn psql(db: &str, sql: &str) -> Result<String> {
     let out = Command::new("psql")
         .args([
             "-h",

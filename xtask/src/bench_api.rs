@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-const TOKEN: &str = "bench-api-token";
+pub(crate) const TOKEN: &str = "bench-api-token";
 const HISTORY_CUSTOMER: &str = "history";
 /// Targets from the issue, printed next to the figures (never enforced).
-const POST_P99_TARGET: Duration = Duration::from_millis(20);
-const HISTORY_P99_TARGET: Duration = Duration::from_millis(5);
+pub(crate) const POST_P99_TARGET: Duration = Duration::from_millis(20);
+pub(crate) const HISTORY_P99_TARGET: Duration = Duration::from_millis(5);
 
 /// Shadows the shipped `backup` pipeline: `POST /api/customers/{id}/backups` always queues the
 /// pipeline named `backup`, and passes the `type` param.
@@ -125,10 +125,10 @@ pub fn run(target: &Path, opts: &Opts) -> Result<()> {
 }
 
 /// `qodify-host serve` on 127.0.0.1:<free port>, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
-    log: PathBuf,
+    pub(crate) base: String,
+    pub(crate) log: PathBuf,
 }
 
 impl Drop for Server {
@@ -140,19 +140,42 @@ impl Drop for Server {
 
 impl Server {
     fn start(bin: &Path, dir: &Path, plugins: &Path, workers: usize) -> Result<Self> {
+        Self::spawn(
+            bin,
+            &ServeOpts {
+                dir,
+                pipelines: &dir.join("pipelines"),
+                plugins,
+                workers,
+                listen: "127.0.0.1:0",
+                env: &[],
+            },
+        )
+    }
+
+    /// `serve` with its customers root, data dir and log (`serve.log`) in `o.dir`.
+    pub(crate) fn spawn(bin: &Path, o: &ServeOpts<'_>) -> Result<Self> {
+        let dir = o.dir;
         let log = dir.join("serve.log");
-        let mut child = Command::new(bin)
-            .arg("--plugins-dir")
-            .arg(plugins)
+        let mut cmd = Command::new(bin);
+        cmd.arg("--plugins-dir")
+            .arg(o.plugins)
             .arg("--pipelines-dir")
-            .arg(dir.join("pipelines"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers"])
-            .arg(workers.to_string())
+            .arg(o.pipelines)
+            .args(["serve", "--listen", o.listen, "--workers"])
+            .arg(o.workers.to_string())
             .env("QODIFY_API_TOKEN", TOKEN)
             .env("QODIFY_CUSTOMERS_ROOT", dir.join("customers"))
             .env("QODIFY_DATA_DIR", dir.join("data"))
             .env_remove("QODIFY_CONFIG")
             .env_remove("QODIFY_LISTEN")
+            .env_remove("QODIFY_STORE")
+            .env_remove("QODIFY_NODE")
+            .env_remove("QODIFY_ADVERTISE_URL");
+        for (k, v) in o.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -183,7 +206,7 @@ impl Server {
     }
 
     /// CPU time (user + system) the server has used so far.
-    fn cpu(&self) -> Option<Duration> {
+    pub(crate) fn cpu(&self) -> Option<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
         // Fields after the command name, which is in parentheses and may hold spaces.
         let rest = &stat[stat.rfind(')')? + 2..];
@@ -193,7 +216,21 @@ impl Server {
     }
 }
 
-fn clock_ticks() -> u64 {
+/// How to start one `serve` ([`Server::spawn`]).
+pub(crate) struct ServeOpts<'a> {
+    /// Holds `customers/`, `data/` and `serve.log`; the working directory.
+    pub(crate) dir: &'a Path,
+    pub(crate) pipelines: &'a Path,
+    pub(crate) plugins: &'a Path,
+    /// `serve --workers`.
+    pub(crate) workers: usize,
+    /// `serve --listen`.
+    pub(crate) listen: &'a str,
+    /// More environment (the store, the node…).
+    pub(crate) env: &'a [(&'a str, String)],
+}
+
+pub(crate) fn clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -203,20 +240,20 @@ fn clock_ticks() -> u64 {
 }
 
 /// One HTTP answer; `status` 0 is a transport error (its text in `body`).
-struct Reply {
-    status: u16,
-    body: String,
-    took: Duration,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+    pub(crate) took: Duration,
 }
 
 /// A keep-alive connection to the server, one per client thread.
-struct Http {
+pub(crate) struct Http {
     agent: ureq::Agent,
     base: String,
 }
 
 impl Http {
-    fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str) -> Self {
         Self {
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(60))
@@ -254,20 +291,20 @@ impl Http {
         }
     }
 
-    fn get(&self, path: &str) -> Reply {
+    pub(crate) fn get(&self, path: &str) -> Reply {
         self.send("GET", path, None)
     }
 
-    fn post_json(&self, path: &str, body: &str) -> Reply {
+    pub(crate) fn post_json(&self, path: &str, body: &str) -> Reply {
         self.send("POST", path, Some(body))
     }
 
-    fn put_json(&self, path: &str, body: &str) -> Reply {
+    pub(crate) fn put_json(&self, path: &str, body: &str) -> Reply {
         self.send("PUT", path, Some(body))
     }
 
     /// Polls the run until it has ended; returns its final state.
-    fn wait_ended(&self, run: &str, limit: Duration) -> Result<String> {
+    pub(crate) fn wait_ended(&self, run: &str, limit: Duration) -> Result<String> {
         let until = Instant::now() + limit;
         loop {
             let r = self.get(&format!("/api/runs/{run}"));
@@ -287,20 +324,20 @@ impl Http {
     }
 }
 
-fn run_id(body: &str) -> Result<String> {
+pub(crate) fn run_id(body: &str) -> Result<String> {
     let v: serde_json::Value = serde_json::from_str(body)?;
     Ok(v["runId"].as_str().context("no runId")?.to_owned())
 }
 
 /// The run's state when it has ended.
-fn ended(run_json: &str) -> Option<String> {
+pub(crate) fn ended(run_json: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(run_json).ok()?;
     let state = v["state"].as_str()?;
     (state != "queued" && state != "running").then(|| state.to_owned())
 }
 
 /// Nearest-rank percentile.
-fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -308,12 +345,12 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 /// A latency in an 11-character table cell: milliseconds, or seconds from 10 s on.
-fn cell(d: Duration) -> String {
+pub(crate) fn cell(d: Duration) -> String {
     if d >= Duration::from_secs(10) {
         format!("{:>9.2} s", d.as_secs_f64())
     } else {
@@ -323,7 +360,7 @@ fn cell(d: Duration) -> String {
 
 /// What a row's ratios are taken against.
 #[derive(Clone, Copy)]
-enum Base {
+pub(crate) enum Base {
     /// This row is the baseline.
     Is,
     /// The baseline's p50 and p99.
@@ -334,16 +371,16 @@ enum Base {
 
 /// Latencies of one kind of request.
 #[derive(Default)]
-struct Samples(Vec<Duration>);
+pub(crate) struct Samples(pub(crate) Vec<Duration>);
 
 impl Samples {
-    fn p50_p99(&mut self) -> (Duration, Duration) {
+    pub(crate) fn p50_p99(&mut self) -> (Duration, Duration) {
         self.0.sort();
         (pct(&self.0, 50.0), pct(&self.0, 99.0))
     }
 
     /// One table row: p50, p99, count, and the ratios against the baseline's p50 and p99.
-    fn row(&mut self, label: &str, base: Base, extra: &str) -> (Duration, Duration) {
+    pub(crate) fn row(&mut self, label: &str, base: Base, extra: &str) -> (Duration, Duration) {
         let (p50, p99) = self.p50_p99();
         let ratio = match base {
             Base::Is => format!("{:>17}", "(baseline)"),
@@ -365,14 +402,14 @@ impl Samples {
     }
 }
 
-fn header() {
+pub(crate) fn header() {
     println!(
         "  {:<44} {:>11} {:>11} {:>8}   {:>8} {:>8}",
         "", "p50", "p99", "samples", "p50/base", "p99/base"
     );
 }
 
-fn verdict(what: &str, p99: Duration, target: Duration) {
+pub(crate) fn verdict(what: &str, p99: Duration, target: Duration) {
     println!(
         "  target {what} p99 < {:.0} ms: {} ({:.2} ms)",
         ms(target),
@@ -385,6 +422,8 @@ fn verdict(what: &str, p99: Duration, target: Duration) {
 #[derive(Default)]
 struct ClientLog {
     post: Vec<Duration>,
+    /// Each POST's host, counted from the client's first one (0: its first host).
+    post_turn: Vec<usize>,
     poll: Vec<Duration>,
     /// From sending the POST to seeing the run ended.
     run: Vec<Duration>,
@@ -405,26 +444,32 @@ impl ClientLog {
 }
 
 /// One client: POST a backup for its customer, poll until the run ends, again, until `until`.
-/// A run still going at `until` is cancelled and waited for, unmeasured, so the queue is empty
-/// for what comes next.
+/// Its `k`-th POST goes to `bases[(first + k) % bases.len()]`, and the run is polled through the
+/// host it was posted to. A run still going at `until` is cancelled and waited for, unmeasured,
+/// so the queue is empty for what comes next.
 fn client(
-    base: &str,
+    bases: &[&str],
+    first: usize,
     customer: &str,
     start_at: Instant,
     until: Instant,
     poll: Duration,
 ) -> ClientLog {
-    let http = Http::new(base);
+    let hosts: Vec<Http> = bases.iter().map(|b| Http::new(b)).collect();
     let mut log = ClientLog::default();
     std::thread::sleep(start_at.saturating_duration_since(Instant::now()));
     let mut in_flight = None;
+    let mut turn = first;
     'runs: while Instant::now() < until {
+        let http = &hosts[turn % hosts.len()];
+        turn += 1;
         let posted = Instant::now();
         let r = http.post_json(
             &format!("/api/customers/{customer}/backups"),
             r#"{"triggeredBy":"bench"}"#,
         );
         log.post.push(r.took);
+        log.post_turn.push((turn - 1 - first) % hosts.len());
         let id = match (r.status, run_id(&r.body)) {
             (202, Ok(id)) => id,
             (409, _) => {
@@ -441,7 +486,7 @@ fn client(
         loop {
             std::thread::sleep(poll);
             if Instant::now() >= until {
-                in_flight = Some(id);
+                in_flight = Some((http, id));
                 break 'runs;
             }
             let r = http.get(&format!("/api/runs/{id}"));
@@ -461,7 +506,7 @@ fn client(
             }
         }
     }
-    if let Some(id) = in_flight {
+    if let Some((http, id)) = in_flight {
         let _ = http.post_json(&format!("/api/runs/{id}/cancel"), "{}");
         if let Err(e) = http.wait_ended(&id, Duration::from_secs(300)) {
             log.errors += 1;
@@ -471,8 +516,97 @@ fn client(
     log
 }
 
-fn load(server: &Server, ids: &[String], opts: &Opts) -> Result<()> {
-    let n = ids.len();
+/// What the load clients saw, all together, and the baseline probe beside them.
+pub(crate) struct Load {
+    pub(crate) clients: usize,
+    /// The measured window.
+    pub(crate) window: Duration,
+    pub(crate) poll_every: Duration,
+    pub(crate) baseline: Samples,
+    pub(crate) post: Samples,
+    /// POSTs to each client's first host (`[0]`) and to the others (`[1]`); empty for one host.
+    pub(crate) post_first_other: [Samples; 2],
+    /// The table's labels of those two rows.
+    pub(crate) first_other_labels: [&'static str; 2],
+    pub(crate) poll: Samples,
+    pub(crate) run: Samples,
+    pub(crate) succeeded: usize,
+    pub(crate) other_end: usize,
+    pub(crate) busy: usize,
+    pub(crate) errors: usize,
+    pub(crate) first_error: Option<String>,
+    /// CPU time of every server over the window, summed.
+    pub(crate) cpu: Option<Duration>,
+}
+
+impl Load {
+    /// Runs that ended, per second of the window.
+    pub(crate) fn runs_per_sec(&self) -> f64 {
+        (self.succeeded + self.other_end) as f64 / self.window.as_secs_f64()
+    }
+
+    /// The table (baseline, POST, poll, a run) and the counts below it; returns POST's p99.
+    pub(crate) fn table(&mut self) -> Duration {
+        let window = self.window.as_secs_f64();
+        let requests = self.post.0.len() + self.poll.0.len();
+        header();
+        let (b50, b99) = self
+            .baseline
+            .row("GET /healthz (same load, every 10 ms)", Base::Is, "");
+        let base = Base::Against(b50, b99);
+        let (_, post_p99) = self.post.row("POST /api/customers/{id}/backups", base, "");
+        for (s, label) in self
+            .post_first_other
+            .iter_mut()
+            .zip(self.first_other_labels)
+        {
+            if !s.0.is_empty() {
+                s.row(label, base, "");
+            }
+        }
+        self.poll.row("GET /api/runs/{id} (poll)", base, "");
+        self.run
+            .row("a run: POST sent → seen ended", Base::None, "");
+        println!(
+            "  runs ended     {:>8.1} /s   ({} succeeded, {} ended otherwise)",
+            self.runs_per_sec(),
+            self.succeeded,
+            self.other_end
+        );
+        println!(
+            "  requests       {:>8.1} /s   ({} POST, {} GET; the baseline probe not counted)",
+            requests as f64 / window,
+            self.post.0.len(),
+            self.poll.0.len()
+        );
+        println!(
+            "  409 busy       {:>8}   (expected none: each client waits for its run)",
+            self.busy
+        );
+        println!(
+            "  errors         {:>8}{}",
+            self.errors,
+            self.first_error
+                .as_ref()
+                .map(|e| format!("   first: {e}"))
+                .unwrap_or_default()
+        );
+        if let Some(cpu) = self.cpu {
+            println!(
+                "  server CPU     {:>8.2} cores of 2 (the clients share the machine)",
+                cpu.as_secs_f64() / window
+            );
+        }
+        post_p99
+    }
+}
+
+/// `customers.len()` clients, one customer each, post and poll through `servers` (client `i`
+/// starts at server `i`, then takes them in turn) for `opts.duration`, while a probe times
+/// `GET /healthz` every 10 ms, taking the servers in turn too.
+pub(crate) fn drive(servers: &[&Server], customers: &[String], opts: &Opts) -> Result<Load> {
+    let n = customers.len();
+    let bases: Vec<&str> = servers.iter().map(|s| s.base.as_str()).collect();
     eprintln!(
         "load: {n} clients for {} s, polling every {} ms…",
         opts.duration.as_secs(),
@@ -482,31 +616,33 @@ fn load(server: &Server, ids: &[String], opts: &Opts) -> Result<()> {
     let spread = Duration::from_secs(1);
     let start = Instant::now() + Duration::from_millis(200);
     let until = start + opts.duration;
-    let (logs, mut baseline, cpu) = std::thread::scope(|scope| {
-        let clients = ids
+    let cpu_all = || -> Option<Duration> { servers.iter().map(|s| s.cpu()).sum() };
+    let (logs, baseline, cpu) = std::thread::scope(|scope| {
+        let clients = customers
             .iter()
             .enumerate()
             .map(|(i, id)| {
                 let at = start + spread.mul_f64(i as f64 / n as f64);
+                let bases = &bases;
                 std::thread::Builder::new()
                     .stack_size(256 << 10)
-                    .spawn_scoped(scope, move || {
-                        client(&server.base, id, at, until, opts.poll)
-                    })
+                    .spawn_scoped(scope, move || client(bases, i, id, at, until, opts.poll))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         // The baseline under the same load: a no-op round trip every 10 ms. It also reads the
-        // server's CPU time at both ends of the window.
+        // servers' CPU time at both ends of the window.
         let probe = scope.spawn(|| {
-            let http = Http::new(&server.base);
+            let hosts: Vec<Http> = bases.iter().map(|b| Http::new(b)).collect();
             let mut s = Samples::default();
             std::thread::sleep(start.saturating_duration_since(Instant::now()));
-            let before = server.cpu();
+            let before = cpu_all();
+            let mut turn = 0;
             while Instant::now() < until {
-                s.0.push(http.get("/healthz").took);
+                s.0.push(hosts[turn % hosts.len()].get("/healthz").took);
+                turn += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let cpu = before.zip(server.cpu()).map(|(a, b)| b.saturating_sub(a));
+            let cpu = before.zip(cpu_all()).map(|(a, b)| b.saturating_sub(a));
             (s, cpu)
         });
         let logs: Vec<ClientLog> = clients
@@ -516,70 +652,74 @@ fn load(server: &Server, ids: &[String], opts: &Opts) -> Result<()> {
         let (baseline, cpu) = probe.join().expect("the probe thread panicked");
         anyhow::Ok((logs, baseline, cpu))
     })?;
-    let window = opts.duration.as_secs_f64();
 
-    let mut post = Samples::default();
-    let mut poll = Samples::default();
-    let mut run = Samples::default();
-    let (mut succeeded, mut other, mut busy, mut errors, mut first_error) = (0, 0, 0, 0, None);
+    let mut load = Load {
+        clients: n,
+        window: opts.duration,
+        poll_every: opts.poll,
+        baseline,
+        post: Samples::default(),
+        post_first_other: Default::default(),
+        first_other_labels: ["  to the client's first host", "  to its other hosts"],
+        poll: Samples::default(),
+        run: Samples::default(),
+        succeeded: 0,
+        other_end: 0,
+        busy: 0,
+        errors: 0,
+        first_error: None,
+        cpu,
+    };
     for l in logs {
-        post.0.extend(l.post);
-        poll.0.extend(l.poll);
-        run.0.extend(l.run);
-        succeeded += l.succeeded;
-        other += l.other_end;
-        busy += l.busy;
-        errors += l.errors;
-        first_error = first_error.or(l.first_error);
+        if servers.len() > 1 {
+            for (took, turn) in l.post.iter().zip(&l.post_turn) {
+                load.post_first_other[usize::from(*turn != 0)].0.push(*took);
+            }
+        }
+        load.post.0.extend(l.post);
+        load.poll.0.extend(l.poll);
+        load.run.0.extend(l.run);
+        load.succeeded += l.succeeded;
+        load.other_end += l.other_end;
+        load.busy += l.busy;
+        load.errors += l.errors;
+        load.first_error = load.first_error.or(l.first_error);
     }
-    let requests = post.0.len() + poll.0.len();
+    Ok(load)
+}
+
+fn load(server: &Server, ids: &[String], opts: &Opts) -> Result<()> {
+    let mut load = drive(&[server], ids, opts)?;
     println!(
-        "\nAPI under load: qodify-host serve --workers {}, {n} clients (one customer each) for {} s;",
+        "\nAPI under load: qodify-host serve --workers {}, {} clients (one customer each) for {} s;",
         opts.workers,
-        opts.duration.as_secs()
+        load.clients,
+        load.window.as_secs()
     );
     println!(
         "each: POST a backup (a no-op `backup` pipeline: one `noop` step), poll the run every {} ms until it ends, again:",
-        opts.poll.as_millis()
+        load.poll_every.as_millis()
     );
-    header();
-    let (b50, b99) = baseline.row("GET /healthz (same load, every 10 ms)", Base::Is, "");
-    let base = Base::Against(b50, b99);
-    let (_, post_p99) = post.row("POST /api/customers/{id}/backups", base, "");
-    poll.row("GET /api/runs/{id} (poll)", base, "");
-    run.row("a run: POST sent → seen ended", Base::None, "");
-    println!(
-        "  runs ended     {:>8.1} /s   ({succeeded} succeeded, {other} ended otherwise)",
-        (succeeded + other) as f64 / window
-    );
-    println!(
-        "  requests       {:>8.1} /s   ({} POST, {} GET; the baseline probe not counted)",
-        requests as f64 / window,
-        post.0.len(),
-        poll.0.len()
-    );
-    println!("  409 busy       {busy:>8}   (expected none: each client waits for its run)");
-    println!(
-        "  errors         {errors:>8}{}",
-        first_error
-            .map(|e| format!("   first: {e}"))
-            .unwrap_or_default()
-    );
-    if let Some(cpu) = cpu {
-        println!(
-            "  server CPU     {:>8.2} cores of 2 (the clients share the machine)",
-            cpu.as_secs_f64() / window
-        );
-    }
+    let post_p99 = load.table();
     verdict("POST", post_p99, POST_P99_TARGET);
     Ok(())
 }
 
-fn history(server: &Server, opts: &Opts) -> Result<()> {
-    let http = Http::new(&server.base);
-    let n = opts.history_runs;
-    let backups = format!("/api/customers/{HISTORY_CUSTOMER}/backups");
-    eprintln!("history: queueing {n} no-op runs for customer {HISTORY_CUSTOMER}…");
+/// `n` runs queued at once for `customer` through `http`, all waited for.
+pub(crate) struct Seeded {
+    /// The POSTs that queued them, one by one.
+    pub(crate) queued_post: Samples,
+    /// From the last POST to the last run ended.
+    pub(crate) took: Duration,
+    /// Lines in the customer's history afterwards.
+    pub(crate) have: usize,
+}
+
+/// Queues `n` no-op runs for `customer` (`queue: true`, one behind the other) and waits until
+/// the last one has ended; `log` is named when that takes more than an hour.
+pub(crate) fn seed_history(http: &Http, customer: &str, n: usize, log: &Path) -> Result<Seeded> {
+    let backups = format!("/api/customers/{customer}/backups");
+    eprintln!("history: queueing {n} no-op runs for customer {customer}…");
     // Queued behind each other (`queue: true`), they run one after the other at the queue's pace.
     let mut queued_post = Samples::default();
     let mut last = None;
@@ -600,11 +740,11 @@ fn history(server: &Server, opts: &Opts) -> Result<()> {
             anyhow::ensure!(
                 seeding.elapsed() < Duration::from_secs(3600),
                 "the history runs have not ended after an hour; see {}",
-                server.log.display()
+                log.display()
             );
             if report.elapsed() >= Duration::from_secs(15) {
                 report = Instant::now();
-                let done = history_len(&http, &backups);
+                let done = history_len(http, &backups);
                 let rate = done as f64 / seeding.elapsed().as_secs_f64();
                 eprintln!(
                     "history: {done} of {n} runs ended ({rate:.1}/s, about {:.0} s to go)",
@@ -614,54 +754,88 @@ fn history(server: &Server, opts: &Opts) -> Result<()> {
             std::thread::sleep(Duration::from_millis(250));
         }
     }
-    let seeded = seeding.elapsed();
-    let have = history_len(&http, &backups);
+    Ok(Seeded {
+        queued_post,
+        took: seeding.elapsed(),
+        have: history_len(http, &backups),
+    })
+}
 
-    // Interleaved, so that any drift in the machine's speed touches every route alike.
-    let routes = [
-        ("GET /healthz".to_owned(), "/healthz".to_owned()),
-        (format!("GET {backups}"), backups.clone()),
-        (
-            format!("GET /api/runs?customer={HISTORY_CUSTOMER}"),
-            format!("/api/runs?customer={HISTORY_CUSTOMER}"),
-        ),
-        (
-            format!("GET /api/runs?customer={HISTORY_CUSTOMER}&limit=1000"),
-            format!("/api/runs?customer={HISTORY_CUSTOMER}&limit=1000"),
-        ),
-    ];
-    let mut samples: Vec<Samples> = routes.iter().map(|_| Samples::default()).collect();
-    let mut sizes = vec![0; routes.len()];
-    for _ in 0..opts.samples {
-        for (i, (label, path)) in routes.iter().enumerate() {
-            let r = http.get(path);
-            anyhow::ensure!(r.status == 200, "{label}: {} {}", r.status, r.body);
-            samples[i].0.push(r.took);
-            sizes[i] = r.body.len();
+/// `samples` sequential rounds of `GET /healthz`, the customer's history and its run list
+/// (default page and 1000), interleaved, through `http`.
+pub(crate) struct HistoryRoutes {
+    routes: Vec<(String, String)>,
+    samples: Vec<Samples>,
+    sizes: Vec<usize>,
+}
+
+impl HistoryRoutes {
+    pub(crate) fn measure(http: &Http, customer: &str, samples: usize) -> Result<Self> {
+        let backups = format!("/api/customers/{customer}/backups");
+        let routes = vec![
+            ("GET /healthz".to_owned(), "/healthz".to_owned()),
+            (format!("GET {backups}"), backups.clone()),
+            (
+                format!("GET /api/runs?customer={customer}"),
+                format!("/api/runs?customer={customer}"),
+            ),
+            (
+                format!("GET /api/runs?customer={customer}&limit=1000"),
+                format!("/api/runs?customer={customer}&limit=1000"),
+            ),
+        ];
+        let mut out = Self {
+            samples: routes.iter().map(|_| Samples::default()).collect(),
+            sizes: vec![0; routes.len()],
+            routes,
+        };
+        // Interleaved, so that any drift in the machine's speed touches every route alike.
+        for _ in 0..samples {
+            for (i, (label, path)) in out.routes.iter().enumerate() {
+                let r = http.get(path);
+                anyhow::ensure!(r.status == 200, "{label}: {} {}", r.status, r.body);
+                out.samples[i].0.push(r.took);
+                out.sizes[i] = r.body.len();
+            }
         }
+        Ok(out)
     }
+
+    /// The table, with `queued_post` as its last row; returns the history route's p99.
+    pub(crate) fn table(&mut self, queued_post: &mut Samples) -> Duration {
+        header();
+        let mut base = Base::Is;
+        let mut history_p99 = Duration::ZERO;
+        for (i, ((label, _), s)) in self.routes.iter().zip(self.samples.iter_mut()).enumerate() {
+            let (p50, p99) = s.row(label, base, &format!("   {} bytes", self.sizes[i]));
+            if i == 0 {
+                base = Base::Against(p50, p99);
+            }
+            if i == 1 {
+                history_p99 = p99;
+            }
+        }
+        queued_post.row("POST backups (queue: true, one by one)", base, "");
+        history_p99
+    }
+}
+
+fn history(server: &Server, opts: &Opts) -> Result<()> {
+    let http = Http::new(&server.base);
+    let n = opts.history_runs;
+    let mut seeded = seed_history(&http, HISTORY_CUSTOMER, n, &server.log)?;
+    let mut routes = HistoryRoutes::measure(&http, HISTORY_CUSTOMER, opts.samples)?;
     println!(
-        "\nhistory: customer `{HISTORY_CUSTOMER}` with {have} finished no-op runs ({n} queued at once, all ended in {:.1} s = {:.1} runs/s);",
-        seeded.as_secs_f64(),
-        n as f64 / seeded.as_secs_f64().max(1e-9)
+        "\nhistory: customer `{HISTORY_CUSTOMER}` with {} finished no-op runs ({n} queued at once, all ended in {:.1} s = {:.1} runs/s);",
+        seeded.have,
+        seeded.took.as_secs_f64(),
+        n as f64 / seeded.took.as_secs_f64().max(1e-9)
     );
     println!(
         "{} sequential rounds of each route on the otherwise idle server, one keep-alive connection:",
         opts.samples
     );
-    header();
-    let mut base = Base::Is;
-    let mut history_p99 = Duration::ZERO;
-    for (i, ((label, _), s)) in routes.iter().zip(samples.iter_mut()).enumerate() {
-        let (p50, p99) = s.row(label, base, &format!("   {} bytes", sizes[i]));
-        if i == 0 {
-            base = Base::Against(p50, p99);
-        }
-        if i == 1 {
-            history_p99 = p99;
-        }
-    }
-    queued_post.row("POST backups (queue: true, one by one)", base, "");
+    let history_p99 = routes.table(&mut seeded.queued_post);
     verdict("history", history_p99, HISTORY_P99_TARGET);
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_api;
 mod bench_console;
+mod bench_nodes;
 mod bench_upgrade;
 mod demo;
 
@@ -28,8 +29,11 @@ Commands:
                       migration and of an upgrade's swap on real PM2 apps vs plain scripts
                       (release build); pick some with --archive-only, --backup-only, --api-only,
                       --upgrade-only, --console-only (the console's first-load JS and render
-                      times in Chromium with 1000 customers and backups vs a plain table).
-                      --runs N (3) for archive, backup and upgrade. API options:
+                      times in Chromium with 1000 customers and backups vs a plain table),
+                      --nodes-only (three hosts sharing one PostgreSQL store vs one on SQLite:
+                      the API load, history through another host, event latency from the
+                      executing host to SSE on another; needs PostgreSQL on 127.0.0.1:5432).
+                      --runs N (3) for archive, backup and upgrade. API (and nodes) options:
                       --clients N (200), --duration-secs N (30), --poll-ms N (100), --workers N
                       (4), --history-runs N (1000), --samples N (500). Upgrade options:
                       --pm2-mode cluster|fork|both (both), --cluster-sched rr|none|both (both:
