@@ -131,15 +131,18 @@ impl AppState {
             .to_string_lossy()
             .into_owned();
         let prefix = format!("cli:{host}:");
-        let Ok(runs) = self.store.runs(&crate::store::RunFilter {
+        // Only the running runs, by the state index: this runs before every claim and every
+        // POST, and must not read the history to find the few runs running now.
+        let Ok(runs) = self.store.runs_page(&crate::store::RunQuery {
             customer_id: None,
-            limit: Some(1000),
+            states: vec![crate::store::RunState::Running],
+            before: None,
+            limit: 1000,
         }) else {
             return;
         };
         let dead: std::collections::BTreeSet<String> = runs
             .iter()
-            .filter(|r| r.state == crate::store::RunState::Running)
             .filter_map(|r| r.lease_owner.clone())
             .filter(|owner| {
                 owner
