@@ -2,7 +2,7 @@
 //! the whole backup as a tar, refused names and incomplete backups, and signed expiring links
 //! (no token; tampered, expired, unknown-kid and deleted-backup links refused). With several
 //! hosts on one store, a host that does not hold the backup redirects both kinds of download to
-//! the node that does (two in-process hosts sharing one store), or names that node in a 503.
+//! the node that does (two in-process hosts sharing one store), or names that node in a 409.
 //!
 //! The signing key is the one derived from the API token (these tests expect
 //! `QODIFY_SIGNING_KEYS` to be unset).
@@ -721,18 +721,18 @@ async fn a_host_without_the_backup_redirects_downloads_to_the_node_that_has_it()
 }
 
 #[tokio::test]
-async fn a_node_that_advertises_no_url_is_named_in_a_503() {
+async fn a_node_that_advertises_no_url_is_named_in_a_409() {
     let (here, owner) = two_nodes(None).await;
     let link = owner.link(Some(json!({ "file": "db.dump" }))).await;
     let r = here.get(&file_url("db.dump"), &[]).await;
-    let detail = r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    let detail = r.problem(StatusCode::CONFLICT);
     assert_eq!(r.json["node"], OWNER, "{}", r.json);
     assert!(
         detail.contains(&format!("on node {OWNER}")) && detail.contains("advertise_url"),
         "{detail}"
     );
     let r = here.get_as(&link, None, &[]).await;
-    r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    r.problem(StatusCode::CONFLICT);
     assert_eq!(r.json["node"], OWNER, "{}", r.json);
     // Nor is a link issued that could not be followed.
     let r = here
@@ -742,7 +742,7 @@ async fn a_node_that_advertises_no_url_is_named_in_a_503() {
             None,
         )
         .await;
-    r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    r.problem(StatusCode::CONFLICT);
     // The owner itself still serves it.
     let r = owner.get(&file_url("db.dump"), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -750,7 +750,7 @@ async fn a_node_that_advertises_no_url_is_named_in_a_503() {
     // A node that never beat: start it, or move the customer.
     here.state.store.move_customer(CUSTOMER, "web-9").unwrap();
     let r = here.get(&file_url("db.dump"), &[]).await;
-    let detail = r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    let detail = r.problem(StatusCode::CONFLICT);
     assert_eq!(r.json["node"], "web-9", "{}", r.json);
     assert!(
         detail.contains("never sent a heartbeat") && detail.contains("PUT /api/customers/42"),
@@ -763,7 +763,7 @@ async fn a_node_advertising_this_hosts_own_url_is_refused_rather_than_looped() {
     let (mut here, _owner) = two_nodes(Some(OWNER_URL)).await;
     Arc::make_mut(&mut here.state.settings).advertise_url = Some(OWNER_URL.into());
     let r = here.get(&file_url("db.dump"), &[]).await;
-    let detail = r.problem(StatusCode::SERVICE_UNAVAILABLE);
+    let detail = r.problem(StatusCode::CONFLICT);
     assert!(
         detail.contains("its own node name and advertise_url"),
         "{detail}"

@@ -2043,6 +2043,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
+            /** @description The customer belongs to another node that cannot be sent to: it advertises no URL (`advertise_url`), never sent a heartbeat, or advertises this host's own URL; `node` names it. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
             /** @description The range starts past the end of the file. */
             416: {
                 headers: {
@@ -2061,7 +2070,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description The API is disabled (the host has no API token configured), or the customer belongs to another node that advertises no URL (`advertise_url`; `node` names it). */
+            /** @description The API is disabled (the host has no API token configured). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2142,6 +2151,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
+            /** @description The customer belongs to another node that cannot be sent to: it advertises no URL (`advertise_url`), never sent a heartbeat, or advertises this host's own URL; `node` names it. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
             /** @description The body is too large. */
             413: {
                 headers: {
@@ -2169,7 +2187,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`), or the customer belongs to another node that advertises no URL (`advertise_url`; `node` names it). */
+            /** @description No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3605,6 +3623,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
+            /** @description The customer belongs to another node that cannot be sent to: it advertises no URL (`advertise_url`), never sent a heartbeat, or advertises this host's own URL; `node` names it. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
             /** @description The range starts past the end of the file. */
             416: {
                 headers: {
@@ -3623,7 +3650,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["ApiProblem"];
                 };
             };
-            /** @description Signed links are disabled on this host (no signing key), or the backup is on another node that advertises no URL (`advertise_url`; `node` names it). */
+            /** @description Signed links are disabled on this host (no signing key). */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -13,7 +13,7 @@
 //! only. Any other host answers both download routes with `307` to that node's `advertise_url`
 //! and the same path and query (a signed link's signature covers customer, backup, file and
 //! expiry, not the host, so it verifies on every host that has the same signing keys), or with
-//! 503 naming the node when it advertises no URL.
+//! 409 naming the node when it cannot be sent there (it advertises no URL).
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path as FsPath;
@@ -262,7 +262,8 @@ struct FileQuery {
         (status = 400, description = "A bad id or file name.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such customer, complete backup or file.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 416, description = "The range starts past the end of the file.", body = ApiProblem, content_type = PROBLEM_JSON),
-        (status = 503, description = "The API is disabled (the host has no API token configured), or the customer belongs to another node that advertises no URL (`advertise_url`; `node` names it).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The API is disabled (the host has no API token configured).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The customer belongs to another node that cannot be sent to: it advertises no URL (`advertise_url`), never sent a heartbeat, or advertises this host's own URL; `node` names it.", body = ApiProblem, content_type = PROBLEM_JSON),
     ),
 )]
 async fn download(
@@ -361,7 +362,8 @@ struct UrlResponse {
         (status = 404, description = "No such customer, complete backup or file.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
-        (status = 503, description = "No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`), or the customer belongs to another node that advertises no URL (`advertise_url`; `node` names it).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 503, description = "No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The customer belongs to another node that cannot be sent to: it advertises no URL (`advertise_url`), never sent a heartbeat, or advertises this host's own URL; `node` names it.", body = ApiProblem, content_type = PROBLEM_JSON),
     ),
 )]
 async fn download_url(
@@ -491,7 +493,8 @@ struct SignedQuery {
         (status = 403, description = "Invalid or expired link.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 404, description = "The backup or file is gone.", body = ApiProblem, content_type = PROBLEM_JSON),
         (status = 416, description = "The range starts past the end of the file.", body = ApiProblem, content_type = PROBLEM_JSON),
-        (status = 503, description = "Signed links are disabled on this host (no signing key), or the backup is on another node that advertises no URL (`advertise_url`; `node` names it).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Signed links are disabled on this host (no signing key).", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The customer belongs to another node that cannot be sent to: it advertises no URL (`advertise_url`), never sent a heartbeat, or advertises this host's own URL; `node` names it.", body = ApiProblem, content_type = PROBLEM_JSON),
     ),
 )]
 async fn signed_download(
@@ -581,7 +584,7 @@ async fn holder_of(state: &AppState, id: &str) -> Result<Holder, ApiError> {
     blocking(move || holder(&state, &id)).await
 }
 
-/// Who holds `id`'s backups; 503 (naming the node in `node`) when another node holds them and
+/// Who holds `id`'s backups; 409 (naming the node in `node`) when another node holds them and
 /// cannot be sent to: it advertises no URL, never sent a heartbeat, or advertises this host's
 /// own URL (which would send the client round in circles).
 fn holder(state: &AppState, id: &str) -> Result<Holder, ApiError> {
@@ -618,7 +621,9 @@ fn holder(state: &AppState, id: &str) -> Result<Holder, ApiError> {
              {{\"node\": …}}"
         ),
     };
-    Err(ApiError::unavailable(detail).with_node(node))
+    // A conflict with how the customer is placed, not the host failing: 409, like a move
+    // refused while a run is active.
+    Err(ApiError::conflict(detail).with_node(node))
 }
 
 /// Whether `id`'s history has `backup_id` as a backup that completed and was not deleted.
