@@ -201,4 +201,33 @@ fn a_typescript_plugin_runs_as_a_step_and_stays_in_its_mounts() {
             }
         }
     }
+
+    // A second host process on the same data folder: the compiled plugins come from the disk cache.
+    drop(rt);
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    for (name, toml) in [("hello-ts", HELLO), ("noop", NOOP)] {
+        let t = Instant::now();
+        let (outcome, _) = run(&rt, &fx, toml);
+        assert_eq!(outcome.status, RunStatus::Succeeded, "{:?}", outcome.error);
+        eprintln!("{name} from the disk cache: run {:?}", t.elapsed());
+    }
+}
+
+/// componentize-js's default features (`http`, `fetch-event`) make the component import
+/// `wasi:http/types@0.2.10` and `wasi:http/outgoing-handler@0.2.10`; the host links no wasi:http,
+/// so such a component is refused before anything runs.
+#[test]
+fn a_js_component_built_with_fetch_is_refused() {
+    let fx = fixture();
+    let Some(file) = fx.catalog.iter().find(|p| p.id == "hello-ts-http") else {
+        eprintln!("hello-ts-http.wasm not built; skipping");
+        return;
+    };
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let err = rt
+        .prepare(&plugins::read_hashed(&file.path).unwrap())
+        .err()
+        .expect("a component importing wasi:http must not link");
+    eprintln!("{err:#}");
+    assert!(format!("{err:#}").contains("wasi:http"), "{err:#}");
 }
