@@ -231,3 +231,23 @@ fn a_js_component_built_with_fetch_is_refused() {
     eprintln!("{err:#}");
     assert!(format!("{err:#}").contains("wasi:http"), "{err:#}");
 }
+
+/// A plain `{ kind, message }` object thrown from `run` becomes the step's `step-error`.
+#[test]
+fn a_thrown_step_error_fails_the_step_with_its_kind() {
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let toml = HELLO.replace("output = \"/out/hello.txt\"\n", "");
+    let (outcome, _) = run(&rt, &fx, &toml);
+    eprintln!("{:?}: {:?}", outcome.status, outcome.error);
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(
+        outcome
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("config field `output`"),
+        "{:?}",
+        outcome.error
+    );
+}
