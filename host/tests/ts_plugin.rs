@@ -1,6 +1,11 @@
 //! Feasibility prototype for issue 14 item 1: a TypeScript plugin, built with componentize-js
 //! (`node sdk/ts/build.mjs plugins-ts/hello <target>/ts-plugins/hello-ts.wasm`), runs as a step
 //! under the same grants as a Rust one, and cannot leave its mounts.
+//!
+//! Ignored until `cargo xtask build` builds the TS plugins from source (issue 14's next step):
+//! run them by hand with `cargo test -p qodify-host --test ts_plugin -- --ignored` after
+//! `(cd sdk/ts && npm ci)` and building `hello-ts.wasm` (and `hello-ts-http.wasm`, componentize-js's default features) as
+//! above.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,6 +143,7 @@ plugin = "noop"
 "#;
 
 #[test]
+#[ignore = "needs the TS plugins built by hand (see the module doc); cargo xtask build does not build them yet"]
 fn a_typescript_plugin_runs_as_a_step_and_stays_in_its_mounts() {
     let fx = fixture();
     for id in ["hello-ts", "noop"] {
@@ -217,12 +223,14 @@ fn a_typescript_plugin_runs_as_a_step_and_stays_in_its_mounts() {
 /// `wasi:http/types@0.2.10` and `wasi:http/outgoing-handler@0.2.10`; the host links no wasi:http,
 /// so such a component is refused before anything runs.
 #[test]
+#[ignore = "needs the TS plugins built by hand (see the module doc); cargo xtask build does not build them yet"]
 fn a_js_component_built_with_fetch_is_refused() {
     let fx = fixture();
-    let Some(file) = fx.catalog.iter().find(|p| p.id == "hello-ts-http") else {
-        eprintln!("hello-ts-http.wasm not built; skipping");
-        return;
-    };
+    let file = fx
+        .catalog
+        .iter()
+        .find(|p| p.id == "hello-ts-http")
+        .expect("hello-ts-http.wasm is built (see the module doc)");
     let rt = Runtime::new(&fx.settings.data_dir).unwrap();
     let err = rt
         .prepare(&plugins::read_hashed(&file.path).unwrap())
@@ -234,6 +242,7 @@ fn a_js_component_built_with_fetch_is_refused() {
 
 /// A plain `{ kind, message }` object thrown from `run` becomes the step's `step-error`.
 #[test]
+#[ignore = "needs the TS plugins built by hand (see the module doc); cargo xtask build does not build them yet"]
 fn a_thrown_step_error_fails_the_step_with_its_kind() {
     let fx = fixture();
     let rt = Runtime::new(&fx.settings.data_dir).unwrap();
