@@ -56,7 +56,7 @@ pub async fn start(settings: Settings, workers: usize) -> anyhow::Result<Started
             {
                 token.cancel();
             }
-            state.wake.notify_one();
+            state.wake.notify_waiters();
         })
     });
     let recheck = if listening {

@@ -259,7 +259,7 @@ impl AppState {
             &format!("{family}-progress"),
             serde_json::json!({ "runId": run.id, "percent": 0.0, "step": null, "message": "queued" }),
         );
-        self.wake.notify_one();
+        self.wake.notify_waiters();
         Ok(record)
     }
 

@@ -248,8 +248,7 @@ pub async fn run_workers(state: AppState, slots: usize, recheck: Duration) {
         handles.push(tokio::spawn(async move {
             loop {
                 // Registered before looking, so a run queued between the look and the wait
-                // still wakes this worker. A wake-up wakes one idle worker (`notify_one`), not
-                // all of them: each would run a claim, and all but one find nothing.
+                // still wakes this worker (`notify_waiters` keeps no permit).
                 let wake = state.wake.clone();
                 let notified = wake.notified();
                 tokio::pin!(notified);
@@ -271,12 +270,10 @@ pub async fn run_workers(state: AppState, slots: usize, recheck: Duration) {
                 .await;
                 match claimed {
                     Ok(Ok(Some(run))) => {
-                        // More may be waiting: pass the wake-up on to another idle worker while
-                        // this one runs. This worker itself looks again as soon as its run
-                        // ended (a run queued behind it for the same customer, say).
-                        state.wake.notify_one();
                         let s = state.clone();
                         let _ = tokio::task::spawn_blocking(move || execute_claimed(&s, run)).await;
+                        // Another run may be waiting for this customer: look again at once.
+                        state.wake.notify_waiters();
                     }
                     Ok(Ok(None)) => {
                         let _ = tokio::time::timeout(recheck, notified).await;
