@@ -23,9 +23,9 @@ mod pg;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{Host, json_of, repo, write};
@@ -612,37 +612,6 @@ fn sse(node: &Node, run_id: &str) -> Receiver<Result<(SystemTime, Events), Strin
     rx
 }
 
-fn client_dir() -> PathBuf {
-    repo().join("tests/socketio-client")
-}
-
-/// `npm ci` once per test binary when socket.io-client is not installed; a failure fails the
-/// test, it never skips it.
-fn ensure_client() {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = INSTALLED.get_or_init(|| {
-        if client_dir().join("node_modules/socket.io-client").is_dir() {
-            return Ok(());
-        }
-        let out = Command::new("npm")
-            .args(["ci", "--prefer-offline", "--no-audit", "--no-fund"])
-            .current_dir(client_dir())
-            .output()
-            .map_err(|e| format!("running npm: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(e) = result {
-        panic!(
-            "socket.io-client is not installed and `npm ci` in {} failed:\n{e}",
-            client_dir().display()
-        );
-    }
-}
-
 /// `watch.mjs` following one run over Socket.IO; its JSON lines, read on a thread.
 struct Watcher {
     child: Child,
@@ -660,9 +629,9 @@ impl Drop for Watcher {
 impl Watcher {
     /// `watch.mjs` on `node` with `args` (`--run <id>` or `--customer <id>`).
     fn start(node: &Node, args: &[&str]) -> Self {
-        ensure_client();
+        common::ensure_socketio_client();
         let mut child = Command::new("node")
-            .arg(client_dir().join("watch.mjs"))
+            .arg(common::socketio_client_dir().join("watch.mjs"))
             .arg(&node.base)
             .args(args)
             .args(["--token", TOKEN, "--timeout", "90"])

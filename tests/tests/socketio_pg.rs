@@ -8,9 +8,7 @@ mod common;
 mod pg;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -118,38 +116,6 @@ fn sse(s: &Server, run_id: &str) -> Vec<(u64, String, Value)> {
     events
 }
 
-fn client_dir() -> PathBuf {
-    repo().join("tests/socketio-client")
-}
-
-/// `npm ci` once per test binary when socket.io-client is not installed (CI runs it beforehand);
-/// a failure fails the test, it never skips it.
-fn ensure_client() {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = INSTALLED.get_or_init(|| {
-        if client_dir().join("node_modules/socket.io-client").is_dir() {
-            return Ok(());
-        }
-        let out = Command::new("npm")
-            .args(["ci", "--prefer-offline", "--no-audit", "--no-fund"])
-            .current_dir(client_dir())
-            .output()
-            .map_err(|e| format!("running npm: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(e) = result {
-        panic!(
-            "socket.io-client is not installed and `npm ci` in {} failed (install node and npm, \
-             or run `npm ci` there):\n{e}",
-            client_dir().display()
-        );
-    }
-}
-
 /// A running `watch.mjs`, its JSON lines read as they come.
 struct Watcher {
     child: Child,
@@ -159,9 +125,9 @@ struct Watcher {
 
 impl Watcher {
     fn start(s: &Server, args: &[&str]) -> Self {
-        ensure_client();
+        common::ensure_socketio_client();
         let mut child = Command::new("node")
-            .arg(client_dir().join("watch.mjs"))
+            .arg(common::socketio_client_dir().join("watch.mjs"))
             .arg(&s.base)
             .args(args)
             .args(["--timeout", "120"])

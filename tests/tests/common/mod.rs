@@ -317,3 +317,39 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// The Socket.IO test client (`tests/socketio-client`: `watch.mjs` on socket.io-client).
+pub fn socketio_client_dir() -> PathBuf {
+    repo().join("tests/socketio-client")
+}
+
+/// `npm ci` once per test binary when socket.io-client is not installed (CI runs it beforehand);
+/// a failure fails the test, it never skips it.
+pub fn ensure_socketio_client() {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = INSTALLED.get_or_init(|| {
+        if socketio_client_dir()
+            .join("node_modules/socket.io-client")
+            .is_dir()
+        {
+            return Ok(());
+        }
+        let out = Command::new("npm")
+            .args(["ci", "--prefer-offline", "--no-audit", "--no-fund"])
+            .current_dir(socketio_client_dir())
+            .output()
+            .map_err(|e| format!("running npm: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(e) = result {
+        panic!(
+            "socket.io-client is not installed and `npm ci` in {} failed (install node and npm, \
+             or run `npm ci` there):\n{e}",
+            socketio_client_dir().display()
+        );
+    }
+}
