@@ -215,6 +215,38 @@ impl PgStore {
         })
     }
 
+    /// Marks `interrupted` (with `error`) the running runs whose lease expired by the database's
+    /// clock, and those of `owner` when given, and wakes their customers' nodes; returns them.
+    /// Row by row under the row's lock: of several hosts sweeping at once, one ends each run and
+    /// gets it back; a lease renewed meanwhile is no longer expired. A running run without a
+    /// lease cannot be renewed by anyone: it counts as expired.
+    fn interrupt_running(
+        &self,
+        owner: Option<&str>,
+        error: &'static str,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let owner = owner.map(str::to_owned);
+        let (now, _) = now();
+        self.call(move |c| async move {
+            let rows = query(
+                &c,
+                &format!(
+                    "WITH ended AS (\
+                       UPDATE runs SET state = 'interrupted', finished_at = $2, error = $3, \
+                         lease_owner = NULL, lease_expires_at = NULL \
+                       WHERE state = 'running' AND (lease_owner = $1::text \
+                         OR lease_expires_at IS NULL OR lease_expires_at < qodify_now_ms()) \
+                       RETURNING seq, {RUN_COLUMNS}) \
+                     SELECT {RUN_COLUMNS}, qodify_wake(customer_id, 'ended:' || id)::text \
+                     FROM ended ORDER BY seq"
+                ),
+                &[&owner, &now, &error],
+            )
+            .await?;
+            runs_from_rows(&rows)
+        })
+    }
+
     fn call<T, F, Fut>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -1515,50 +1547,11 @@ impl Store for PgStore {
     }
 
     fn recover_interrupted(&self, owner: &str) -> StoreResult<Vec<RunRecord>> {
-        let owner = owner.to_owned();
-        let (now, _) = now();
-        self.call(move |c| async move {
-            // A running run without a lease cannot be renewed by anyone: recover it too.
-            let rows = query(
-                &c,
-                &format!(
-                    "WITH ended AS (\
-                       UPDATE runs SET state = 'interrupted', finished_at = $2, error = $3, \
-                         lease_owner = NULL, lease_expires_at = NULL \
-                       WHERE state = 'running' AND (lease_owner = $1 \
-                         OR lease_expires_at IS NULL OR lease_expires_at < qodify_now_ms()) \
-                       RETURNING seq, {RUN_COLUMNS}) \
-                     SELECT {RUN_COLUMNS} FROM ended ORDER BY seq"
-                ),
-                &[&owner, &now, &INTERRUPTED],
-            )
-            .await?;
-            runs_from_rows(&rows)
-        })
+        self.interrupt_running(Some(owner), INTERRUPTED)
     }
 
     fn expire_leases(&self) -> StoreResult<Vec<RunRecord>> {
-        let (now, _) = now();
-        self.call(move |c| async move {
-            // Row by row under the row's lock: of several hosts sweeping at once, one ends each
-            // run and gets it back; a lease renewed meanwhile is no longer expired.
-            let rows = query(
-                &c,
-                &format!(
-                    "WITH ended AS (\
-                       UPDATE runs SET state = 'interrupted', finished_at = $1, error = $2, \
-                         lease_owner = NULL, lease_expires_at = NULL \
-                       WHERE state = 'running' \
-                         AND (lease_expires_at IS NULL OR lease_expires_at < qodify_now_ms()) \
-                       RETURNING seq, {RUN_COLUMNS}) \
-                     SELECT {RUN_COLUMNS}, qodify_wake(customer_id, 'ended:' || id)::text \
-                     FROM ended ORDER BY seq"
-                ),
-                &[&now, &LEASE_EXPIRED],
-            )
-            .await?;
-            runs_from_rows(&rows)
-        })
+        self.interrupt_running(None, LEASE_EXPIRED)
     }
 
     fn annotate_run(&self, run_id: &str, error: &str) -> StoreResult<()> {

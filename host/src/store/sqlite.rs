@@ -166,6 +166,36 @@ impl SqliteStore {
         Ok(Some(u64::try_from(seq).unwrap_or(0)))
     }
 
+    /// Marks `interrupted` (with `error`) the running runs whose lease expired, and those of
+    /// `owner` when given; returns them. A running run without a lease cannot be renewed by
+    /// anyone: it counts as expired.
+    fn interrupt_running(&self, owner: Option<&str>, error: &str) -> StoreResult<Vec<RunRecord>> {
+        let (now, now_ms) = now();
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let ids: Vec<String> = query_all(
+            &tx,
+            "SELECT id FROM runs WHERE state = 'running' AND (lease_owner = ?1 \
+             OR lease_expires_at IS NULL OR lease_expires_at < ?2) ORDER BY seq",
+            params![owner, now_ms],
+            |r| r.get(0),
+        )?;
+        let mut ended = Vec::with_capacity(ids.len());
+        for id in &ids {
+            tx.execute(
+                "UPDATE runs SET state = 'interrupted', finished_at = ?2, error = ?3, \
+                 lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
+                params![id, now, error],
+            )
+            .db()?;
+            ended.push(must_get_run(&tx, id)?);
+        }
+        tx.commit().db()?;
+        Ok(ended)
+    }
+
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while the lock was held rolled its transaction back (dropping a `Transaction`
         // rolls back), so the connection is fine to use.
@@ -1070,58 +1100,11 @@ impl Store for SqliteStore {
     }
 
     fn recover_interrupted(&self, owner: &str) -> StoreResult<Vec<RunRecord>> {
-        let (now, now_ms) = now();
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .db()?;
-        // A running run without a lease cannot be renewed by anyone: recover it too.
-        let ids: Vec<String> = query_all(
-            &tx,
-            "SELECT id FROM runs WHERE state = 'running' AND (lease_owner = ?1 \
-             OR lease_expires_at IS NULL OR lease_expires_at < ?2) ORDER BY seq",
-            params![owner, now_ms],
-            |r| r.get(0),
-        )?;
-        let mut recovered = Vec::with_capacity(ids.len());
-        for id in &ids {
-            tx.execute(
-                "UPDATE runs SET state = 'interrupted', finished_at = ?2, error = ?3, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
-                params![id, now, INTERRUPTED],
-            )
-            .db()?;
-            recovered.push(must_get_run(&tx, id)?);
-        }
-        tx.commit().db()?;
-        Ok(recovered)
+        self.interrupt_running(Some(owner), INTERRUPTED)
     }
 
     fn expire_leases(&self) -> StoreResult<Vec<RunRecord>> {
-        let (now, now_ms) = now();
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .db()?;
-        let ids: Vec<String> = query_all(
-            &tx,
-            "SELECT id FROM runs WHERE state = 'running' \
-             AND (lease_expires_at IS NULL OR lease_expires_at < ?1) ORDER BY seq",
-            params![now_ms],
-            |r| r.get(0),
-        )?;
-        let mut expired = Vec::with_capacity(ids.len());
-        for id in &ids {
-            tx.execute(
-                "UPDATE runs SET state = 'interrupted', finished_at = ?2, error = ?3, \
-                 lease_owner = NULL, lease_expires_at = NULL WHERE id = ?1",
-                params![id, now, LEASE_EXPIRED],
-            )
-            .db()?;
-            expired.push(must_get_run(&tx, id)?);
-        }
-        tx.commit().db()?;
-        Ok(expired)
+        self.interrupt_running(None, LEASE_EXPIRED)
     }
 
     fn annotate_run(&self, run_id: &str, error: &str) -> StoreResult<()> {
