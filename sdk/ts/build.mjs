@@ -1,34 +1,295 @@
-// Builds a TypeScript step plugin: tsc (type-check + emit) then componentize-js.
-// Usage: node sdk/ts/build.mjs <plugin dir with tsconfig.json> <out.wasm>
-import { componentize } from '@bytecodealliance/componentize-js';
-import { execFileSync } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { dirname, resolve } from 'node:path';
+// Builds TypeScript step plugins into WebAssembly components, and runs their Node unit tests.
+//
+//   node sdk/ts/build.mjs build [--force] <plugin dir>=<out.wasm> ...
+//   node sdk/ts/build.mjs test <dir> ...
+//
+// `build` (what `cargo xtask build` runs, once for every plugin): for each plugin folder
+// (src/index.ts exporting `run`, tsconfig.json), unless its stamp says nothing changed:
+// type-check with tsc, bundle plugin + SDK into one ES module with esbuild (the `qodify:*` and
+// `wasi:*` imports stay imports: they are the component's WIT imports), componentize-js it
+// against sdk/ts/wit's `step-ts` world with every optional engine feature off (`http` would
+// import wasi:http, which the host refuses), append the folder's qodify-plugin.toml as the
+// `qodify-manifest` custom section, and write <out.wasm> only when its bytes changed. The stamp
+// (<out.wasm>.stamp) holds a SHA-256 over the plugin's files, the SDK, the WIT, this script and
+// the lock file, so an unchanged plugin costs a hash.
+//
+// A plugin folder may hold `componentize.json` ({ "enableFeatures": ["http", "fetch-event"] })
+// to keep some of those features: only the test that proves such a component is refused does.
+//
+// `test`: bundles every <dir>/test/**/*.test.ts (imports of `qodify:*`/`wasi:*` become stubs
+// that throw, so only logic that does not call the host can run; use `Context.forTest`) into a
+// temporary folder and runs `node --test` on them.
+import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const [pluginDir, out] = process.argv.slice(2);
-if (!pluginDir || !out) {
-  console.error('usage: node sdk/ts/build.mjs <plugin dir> <out.wasm>');
+const here = dirname(fileURLToPath(import.meta.url));
+const sdkEntry = join(here, 'src/index.ts');
+const witDir = join(here, 'wit');
+const worldName = 'qodify:plugin-ts/step-ts@0.1.1';
+const defaultDisabled = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
+const MANIFEST_FILE = 'qodify-plugin.toml';
+const MANIFEST_SECTION = 'qodify-manifest';
+
+/** Files of a folder, recursively, sorted; build output and dependencies left out. */
+function filesUnder(dir) {
+  const out = [];
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      if (['node_modules', 'dist', 'generated', '.git'].includes(e.name)) continue;
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) out.push(p);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+/** What a plugin's component depends on: its folder, the SDK, the WIT, this script, the lock. */
+function inputsHash(pluginDir) {
+  const h = createHash('sha256');
+  const add = (root, files) => {
+    for (const f of files) {
+      h.update(`${relative(root, f)}\0`);
+      h.update(readFileSync(f));
+      h.update('\0');
+    }
+  };
+  add(pluginDir, filesUnder(pluginDir).filter((f) => !relative(pluginDir, f).startsWith('test/fixture')));
+  add(here, filesUnder(join(here, 'src')));
+  add(here, filesUnder(join(here, 'types')));
+  // The WIT folder links to the repository's wit/pipeline.wit: read through the link.
+  add(here, filesUnder(witDir));
+  add(here, [join(here, 'build.mjs'), join(here, 'package-lock.json'), join(here, 'tsconfig.base.json')]);
+  h.update(process.version);
+  return h.digest('hex');
+}
+
+/**
+ * Type-checks the files of a tsconfig.json (only those under `only` when given: a build checks
+ * src/, which must not see Node's types); returns the formatted errors, or '' when clean.
+ */
+async function typeCheck(ts, configPath, extra = {}, only = undefined) {
+  const host = { ...ts.sys, onUnRecoverableConfigFileDiagnostic: (d) => { throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n')); } };
+  const parsed = ts.getParsedCommandLineOfConfigFile(configPath, extra, host);
+  // StarlingMonkey's globals clash with Node's: a build checks against the former, tests the latter.
+  const engineTypes = join(here, 'types/starlingmonkey.d.ts');
+  const rootNames =
+    only === undefined
+      ? parsed.fileNames.filter((f) => resolve(f) !== engineTypes)
+      : [...parsed.fileNames.filter((f) => resolve(f).startsWith(`${only}/`)), engineTypes];
+  const program = ts.createProgram({ rootNames, options: { ...parsed.options, noEmit: true } });
+  const diagnostics = [...parsed.errors, ...ts.getPreEmitDiagnostics(program)];
+  if (diagnostics.length === 0) return '';
+  return ts.formatDiagnostics(diagnostics, {
+    getCanonicalFileName: (f) => f,
+    getCurrentDirectory: () => process.cwd(),
+    getNewLine: () => '\n',
+  });
+}
+
+/** Bundles `entry` with the SDK into one ES module; host imports stay external (or stubbed). */
+async function bundle(esbuild, entry, { stubHost = false, outfile } = {}) {
+  const plugins = [
+    {
+      name: 'qodify-sdk',
+      setup(b) {
+        // The SDK is source, not an npm package: plugins import it by name wherever they are.
+        b.onResolve({ filter: /^@qodify\/plugin-sdk$/ }, () => ({ path: sdkEntry }));
+        if (stubHost) {
+          b.onResolve({ filter: /^(qodify|wasi):/ }, (a) => ({ path: a.path, namespace: 'host-stub' }));
+          b.onLoad({ filter: /.*/, namespace: 'host-stub' }, (a) => ({ contents: hostStub(a.path), loader: 'js' }));
+        }
+      },
+    },
+  ];
+  const result = await esbuild.build({
+    entryPoints: [entry],
+    bundle: true,
+    format: 'esm',
+    platform: stubHost ? 'node' : 'neutral',
+    target: 'es2022',
+    external: stubHost ? [] : ['qodify:*', 'wasi:*'],
+    write: outfile !== undefined,
+    outfile,
+    plugins,
+    logLevel: 'silent',
+    legalComments: 'none',
+    // Readable names in stack traces of internal errors.
+    keepNames: true,
+  });
+  return result.outputFiles?.[0]?.text;
+}
+
+/** A module standing in for a WIT interface under Node: every export throws "needs the host". */
+function hostStub(specifier) {
+  const names = new Set();
+  for (const f of filesUnder(join(here, 'generated'))) {
+    const text = readFileSync(f, 'utf8');
+    const start = text.indexOf(`declare module '${specifier}' {`);
+    if (start < 0) continue;
+    const end = text.indexOf('\n}', start);
+    for (const m of text.slice(start, end).matchAll(/^ {2}export (?:function|class) (\w+)/gm)) names.add(m[1]);
+  }
+  const fail = `throw new Error(${JSON.stringify(`${specifier} needs the host: run the plugin with qodify-host`)} + ' (' + name + ')')`;
+  return [...names]
+    .map((n) => `export function ${n}() { const name = ${JSON.stringify(n)}; ${fail}; }`)
+    .join('\n');
+}
+
+/** A wasm custom section: id 0, size, name (LEB128 length + bytes), payload. */
+export function customSection(name, payload) {
+  const leb = (n) => {
+    const out = [];
+    do {
+      let b = n & 0x7f;
+      n >>>= 7;
+      if (n !== 0) b |= 0x80;
+      out.push(b);
+    } while (n !== 0);
+    return Buffer.from(out);
+  };
+  const nameBytes = Buffer.from(name, 'utf8');
+  const body = Buffer.concat([leb(nameBytes.length), nameBytes, payload]);
+  return Buffer.concat([Buffer.from([0]), leb(body.length), body]);
+}
+
+function readFeatures(pluginDir) {
+  const path = join(pluginDir, 'componentize.json');
+  if (!existsSync(path)) return defaultDisabled;
+  const { enableFeatures = [] } = JSON.parse(readFileSync(path, 'utf8'));
+  return defaultDisabled.filter((f) => !enableFeatures.includes(f));
+}
+
+async function build(args) {
+  const force = args.includes('--force');
+  const jobs = args
+    .filter((a) => a !== '--force')
+    .map((a) => {
+      const at = a.lastIndexOf('=');
+      if (at < 0) throw new Error(`expected <plugin dir>=<out.wasm>, got ${a}`);
+      return { dir: resolve(a.slice(0, at)), out: resolve(a.slice(at + 1)) };
+    });
+  let tools;
+  const load = async () => {
+    // Loaded only when something must be built, so an up-to-date build stays a hash.
+    tools ??= {
+      ts: (await import('typescript')).default,
+      esbuild: await import('esbuild'),
+      componentize: (await import('@bytecodealliance/componentize-js')).componentize,
+    };
+    return tools;
+  };
+  let failed = 0;
+  for (const { dir, out } of jobs) {
+    const id = basename(out, '.wasm');
+    const stampPath = `${out}.stamp`;
+    const hash = inputsHash(dir);
+    if (!force && existsSync(out) && existsSync(stampPath) && readFileSync(stampPath, 'utf8').trim() === hash) {
+      continue;
+    }
+    const { ts, esbuild, componentize } = await load();
+    const started = performance.now();
+    const errors = await typeCheck(ts, join(dir, 'tsconfig.json'), {}, join(dir, 'src'));
+    if (errors !== '') {
+      process.stderr.write(`${id}: type errors\n${errors}`);
+      failed += 1;
+      continue;
+    }
+    const checked = performance.now();
+    let source;
+    try {
+      source = await bundle(esbuild, join(dir, 'src/index.ts'));
+    } catch (e) {
+      process.stderr.write(`${id}: bundling failed: ${e.message}\n`);
+      failed += 1;
+      continue;
+    }
+    const bundled = performance.now();
+    let component;
+    try {
+      ({ component } = await componentize(source, {
+        witPath: witDir,
+        worldName,
+        disableFeatures: readFeatures(dir),
+      }));
+    } catch (e) {
+      process.stderr.write(`${id}: componentize failed: ${e.message ?? e}\n`);
+      failed += 1;
+      continue;
+    }
+    let bytes = Buffer.from(component);
+    const manifest = join(dir, MANIFEST_FILE);
+    if (existsSync(manifest)) bytes = Buffer.concat([bytes, customSection(MANIFEST_SECTION, readFileSync(manifest))]);
+    mkdirSync(dirname(out), { recursive: true });
+    // Written only on change, so the host's compile cache and file times stay as they were.
+    if (!existsSync(out) || !readFileSync(out).equals(bytes)) {
+      const tmp = `${out}.tmp-${process.pid}`;
+      writeFileSync(tmp, bytes);
+      renameSync(tmp, out);
+    }
+    writeFileSync(stampPath, `${hash}\n`);
+    const done = performance.now();
+    console.error(
+      `ts plugin ${id}: ${(bytes.length / 1e6).toFixed(1)} MB (tsc ${ms(checked - started)}, esbuild ${ms(bundled - checked)}, componentize ${ms(done - bundled)})`,
+    );
+  }
+  if (failed > 0) {
+    console.error(`${failed} TypeScript plugin(s) failed to build`);
+    process.exit(1);
+  }
+}
+
+function ms(n) {
+  return `${n.toFixed(0)} ms`;
+}
+
+async function test(dirs) {
+  const ts = (await import('typescript')).default;
+  const esbuild = await import('esbuild');
+  const work = mkdtempSync(join(tmpdir(), 'qodify-ts-test-'));
+  try {
+    const outs = [];
+    for (const d of dirs.map((x) => resolve(x))) {
+      const testDir = join(d, 'test');
+      if (!existsSync(testDir)) continue;
+      const files = filesUnder(testDir).filter((f) => f.endsWith('.test.ts'));
+      if (files.length === 0) continue;
+      const config = join(d, 'tsconfig.json');
+      // Tests run under Node: they get Node's types, which a plugin's own code never sees.
+      const errors = await typeCheck(ts, config, {
+        types: ['node'],
+        typeRoots: [join(here, 'node_modules/@types')],
+      });
+      if (errors !== '') {
+        process.stderr.write(`${relative(process.cwd(), d)}: type errors\n${errors}`);
+        process.exit(1);
+      }
+      for (const f of files) {
+        const outfile = join(work, basename(d), relative(testDir, f).replace(/\.ts$/, '.mjs'));
+        await bundle(esbuild, f, { stubHost: true, outfile });
+        outs.push(outfile);
+      }
+    }
+    if (outs.length === 0) {
+      console.error('no test/**/*.test.ts files');
+      return;
+    }
+    const r = spawnSync(process.execPath, ['--test', ...outs], { stdio: 'inherit' });
+    if (r.status !== 0) process.exit(r.status ?? 1);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+const [command, ...rest] = process.argv.slice(2);
+if (command === 'build') await build(rest);
+else if (command === 'test') await test(rest);
+else {
+  console.error('usage: node sdk/ts/build.mjs build [--force] <plugin dir>=<out.wasm>... | test <dir>...');
   process.exit(2);
 }
-const here = dirname(fileURLToPath(import.meta.url));
-const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-
-let t = performance.now();
-execFileSync(process.execPath, [tsc, '-p', resolve(pluginDir, 'tsconfig.json')], { stdio: 'inherit' });
-const tscMs = performance.now() - t;
-
-t = performance.now();
-const source = await readFile(resolve(pluginDir, 'dist/index.js'), 'utf8');
-const { component, imports } = await componentize(source, {
-  witPath: resolve(here, process.env.QODIFY_WIT ?? 'wit'),
-  worldName: process.env.QODIFY_WORLD ?? 'qodify:plugin-ts/step-ts@0.1.1',
-  disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'],
-});
-const componentizeMs = performance.now() - t;
-await writeFile(out, component);
-console.log(
-  `${out}: ${component.length} bytes; tsc ${tscMs.toFixed(0)} ms, componentize ${componentizeMs.toFixed(0)} ms`,
-);
-console.log(`imports: ${JSON.stringify(imports)}`);

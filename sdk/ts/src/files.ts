@@ -1,0 +1,73 @@
+// What WASI does not tell a guest about files (`qodify:pipeline/files`): Unix modes, owners,
+// exact symlink targets (absolute ones too), free space, folder fsync, and which mounted folder a
+// process works in. Paths are guest paths; nothing here follows a final symlink.
+import * as wit from 'qodify:pipeline/files@0.1.1';
+import type { DirEntry, EntryKind, FilesError, FsSpace, Metadata } from 'qodify:pipeline/files@0.1.1';
+
+import { Io, NotFound, PermissionDenied, StepError } from './errors';
+
+export type { DirEntry, EntryKind, FsSpace, Metadata };
+
+/** Maps a `files-error` onto a `StepError` naming what was being done. */
+function filesError(what: string, path: string, thrown: unknown): StepError {
+  if (thrown instanceof StepError) return thrown;
+  const payload = (thrown as { payload?: FilesError } | null)?.payload;
+  if (payload === undefined) return new Io(`${what} ${path}: ${String(thrown)}`);
+  const message = `${what} ${path}: ${payload.val}`;
+  switch (payload.tag) {
+    case 'not-permitted':
+      return new PermissionDenied(message);
+    case 'not-found':
+      return new NotFound(message);
+    case 'io':
+      return new Io(message);
+  }
+}
+
+function call<T>(what: string, path: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw filesError(what, path, e);
+  }
+}
+
+/** Metadata of `path` (mode, owner, size, mtime, symlink target) without following a final symlink. */
+export function stat(path: string): Metadata {
+  return call('reading the metadata of', path, () => wit.stat(path));
+}
+
+/** Lists a folder with every entry's metadata, sorted by name: one host call for the folder. */
+export function listDir(path: string): DirEntry[] {
+  return call('listing', path, () => wit.listDir(path));
+}
+
+/** Sets the permission bits (0o777) of `path`; needs a writable mount. */
+export function setMode(path: string, mode: number): void {
+  call('setting the mode of', path, () => wit.setMode(path, mode));
+}
+
+/** Sets the modification time of `path`; needs a writable mount. */
+export function setMtime(path: string, seconds: bigint, nanos = 0): void {
+  call('setting the mtime of', path, () => wit.setMtime(path, seconds, nanos));
+}
+
+/** Creates a symlink at `path` whose target `target` is stored verbatim; needs a writable mount. */
+export function symlink(target: string, path: string): void {
+  call('creating the symlink', path, () => wit.symlink(target, path));
+}
+
+/** Free and total bytes of the file system holding `path`. */
+export function space(path: string): FsSpace {
+  return call('reading the free space of', path, () => wit.space(path));
+}
+
+/** Flushes a folder's entries to disk, so a rename or symlink made in it survives a power loss. */
+export function syncDir(path: string): void {
+  call('syncing', path, () => wit.syncDir(path));
+}
+
+/** The working folder of process `pid` as a guest path, when it is inside a mount. */
+export function processCwd(pid: number): string {
+  return call('reading the working folder of process', String(pid), () => wit.processCwd(pid));
+}
