@@ -59,7 +59,8 @@ function inputsHash(pluginDir) {
       h.update('\0');
     }
   };
-  add(pluginDir, filesUnder(pluginDir).filter((f) => !relative(pluginDir, f).startsWith('test/fixture')));
+  // Its Node tests and fixtures are not part of the component.
+  add(pluginDir, filesUnder(pluginDir).filter((f) => !relative(pluginDir, f).startsWith('test/')));
   add(here, filesUnder(join(here, 'src')));
   add(here, filesUnder(join(here, 'types')));
   // The WIT folder links to the repository's wit/pipeline.wit: read through the link.

@@ -4,8 +4,9 @@
 //! no-op process; a whole backup against a plain script; and the HTTP API under load
 //! ([`crate::bench_api`]); the downtime of a layout migration and of an upgrade's swap on real
 //! PM2 apps against plain scripts ([`crate::bench_upgrade`]); three hosts sharing one PostgreSQL
-//! store against one on SQLite ([`crate::bench_nodes`]). Prints ratios. A benchmark, not a
-//! test: nothing here fails on a number.
+//! store against one on SQLite ([`crate::bench_nodes`]); a TypeScript plugin against the same
+//! step in Rust ([`crate::bench_plugins`]). Prints ratios. A benchmark, not a test: nothing
+//! here fails on a number.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,7 @@ struct Opts {
     upgrade: bool,
     console: bool,
     nodes: bool,
+    plugins: bool,
     /// PM2 exec modes the upgrade benchmark runs in.
     pm2_modes: Vec<&'static str>,
     /// The PM2 daemon's cluster scheduling policies the cluster-mode runs use.
@@ -37,7 +39,8 @@ struct Opts {
 const OPTIONS: &str = "--size-mib N, --runs N, --db-rows N, --clients N, --duration-secs N, \
     --poll-ms N, --workers N, --history-runs N, --samples N, --pm2-mode cluster|fork|both, \
     --cluster-sched rr|none|both, \
-    --archive-only, --backup-only, --api-only, --upgrade-only, --console-only, --nodes-only";
+    --archive-only, --backup-only, --api-only, --upgrade-only, --console-only, --nodes-only, \
+    --plugins-only";
 
 /// The number after `flag`.
 fn num(flag: &str, it: &mut std::slice::Iter<'_, &str>) -> Result<u64> {
@@ -74,6 +77,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         upgrade: true,
         console: true,
         nodes: true,
+        plugins: true,
         pm2_modes: vec!["cluster", "fork"],
         cluster_scheds: vec!["rr", "none"],
         db_rows: 1_200_000,
@@ -100,6 +104,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--upgrade-only" => only.push("upgrade"),
             "--console-only" => only.push("console"),
             "--nodes-only" => only.push("nodes"),
+            "--plugins-only" => only.push("plugins"),
             "--cluster-sched" => o.cluster_scheds = one_or_both(a, &mut it, ["rr", "none"])?,
             "--pm2-mode" => o.pm2_modes = one_or_both(a, &mut it, ["cluster", "fork"])?,
             other => anyhow::bail!("unknown bench option `{other}` (use {OPTIONS})"),
@@ -112,6 +117,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         o.upgrade = only.contains(&"upgrade");
         o.console = only.contains(&"console");
         o.nodes = only.contains(&"nodes");
+        o.plugins = only.contains(&"plugins");
     }
     anyhow::ensure!(
         o.runs > 0
@@ -266,6 +272,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     if opts.nodes {
         crate::bench_nodes::run(&target, &opts.api_opts)?;
+    }
+    if opts.plugins {
+        crate::bench_plugins::run(&target)?;
     }
     Ok(())
 }

@@ -5,8 +5,12 @@ mod bench;
 mod bench_api;
 mod bench_console;
 mod bench_nodes;
+mod bench_plugins;
 mod bench_upgrade;
 mod demo;
+mod manifest;
+mod scaffold_ts;
+mod ts_plugins;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,9 +24,13 @@ Commands:
   build [--release]   build the web console (console/: `npm ci` when needed, `npm run build`;
                       the host embeds console/dist; without npm a warning, an error under CI),
                       then qodify-host and every plugin (wasm32-wasip2); plugins land in
-                      <target>/plugins/<id>.wasm, test-only plugins in <target>/test-plugins/
+                      <target>/plugins/<id>.wasm, test-only plugins in <target>/test-plugins/;
+                      then the TypeScript plugins (plugins-ts/<id>, tests/plugins-ts/<id>:
+                      `npm ci` in sdk/ts when needed, one node process, unchanged ones skipped)
+                      beside them. A plugin folder's qodify-plugin.toml is appended to its
+                      component as the `qodify-manifest` custom section
   test                build, then run every test (host, plugins, end-to-end, the console's
-                      Vitest suite)
+                      Vitest suite, the TypeScript SDK's and plugins' Node tests)
   demo                make a sample customer and back it up with the shipped `backup` pipeline
   bench               archive plugin vs native `tar -czf`, per-step overhead, a whole backup vs a
                       plain script, the HTTP API under load, and the downtime of a layout
@@ -32,14 +40,18 @@ Commands:
                       times in Chromium with 1000 customers and backups vs a plain table),
                       --nodes-only (three hosts sharing one PostgreSQL store vs one on SQLite:
                       the API load, history through another host, event latency from the
-                      executing host to SSE on another; needs PostgreSQL on 127.0.0.1:5432).
+                      executing host to SSE on another; needs PostgreSQL on 127.0.0.1:5432),
+                      --plugins-only (the TypeScript example plugin vs its Rust twin: size,
+                      compile, disk-cache load, warm instantiation and run time).
                       --runs N (3) for archive, backup and upgrade. API (and nodes) options:
                       --clients N (200), --duration-secs N (30), --poll-ms N (100), --workers N
                       (4), --history-runs N (1000), --samples N (500). Upgrade options:
                       --pm2-mode cluster|fork|both (both), --cluster-sched rr|none|both (both:
                       the PM2 daemon's NODE_CLUSTER_SCHED_POLICY in cluster mode); needs pm2,
                       node and PostgreSQL
-  new-plugin <id>     scaffold plugins/<id> from the SDK template
+  new-plugin <id> [--ts [--dir <parent>]]
+                      scaffold plugins/<id> from the SDK template; with --ts a TypeScript
+                      plugin in plugins-ts/<id> (or <parent>/<id>) with its own Node test
 ";
 
 fn main() -> Result<()> {
@@ -50,7 +62,7 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("demo") => demo::run(),
         Some("bench") => bench::run(&rest),
-        Some("new-plugin") => new_plugin(rest.first().copied()),
+        Some("new-plugin") => new_plugin(&rest),
         Some("-h" | "--help" | "help") | None => {
             print!("{HELP}");
             Ok(())
@@ -165,12 +177,22 @@ pub fn build(release: bool) -> Result<PathBuf> {
         });
         std::fs::create_dir_all(&dest_dir)?;
         let dest = dest_dir.join(format!("{p}.wasm"));
+        let component =
+            std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+        let source_dir = root()
+            .join(if *test_only {
+                "tests/plugins"
+            } else {
+                "plugins"
+            })
+            .join(p);
+        let new = manifest::embed(component, &source_dir)?;
         // Copy only on change, so the host's compile cache and file times stay stable.
-        let new = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
         if std::fs::read(&dest).ok().as_deref() != Some(&new[..]) {
             std::fs::write(&dest, &new)?;
         }
     }
+    ts_plugins::build(&target)?;
     eprintln!("plugins: {}", target.join("plugins").display());
     Ok(target)
 }
@@ -216,9 +238,9 @@ fn npm_available(what: &str) -> Result<bool> {
     Ok(false)
 }
 
-/// True when `console/node_modules` is missing or older than `package-lock.json` (npm writes
+/// True when `<dir>/node_modules` is missing or older than `package-lock.json` (npm writes
 /// `node_modules/.package-lock.json` at every install).
-fn console_deps_stale(dir: &Path) -> bool {
+fn npm_deps_stale(dir: &Path) -> bool {
     let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     match (
         modified(dir.join("package-lock.json")),
@@ -229,18 +251,24 @@ fn console_deps_stale(dir: &Path) -> bool {
     }
 }
 
+/// `npm ci` in `dir` when its packages are missing or older than its lock file.
+fn npm_ci_if_stale(dir: &Path) -> Result<()> {
+    if npm_deps_stale(dir) {
+        run_in(
+            dir,
+            Command::new("npm").args(["ci", "--no-audit", "--no-fund"]),
+        )?;
+    }
+    Ok(())
+}
+
 /// Installs the console's packages when needed and builds it into `console/dist`.
 fn build_console() -> Result<()> {
     let dir = console_dir();
     if !npm_available("the web console's build")? {
         return Ok(());
     }
-    if console_deps_stale(&dir) {
-        run_in(
-            &dir,
-            Command::new("npm").args(["ci", "--no-audit", "--no-fund"]),
-        )?;
-    }
+    npm_ci_if_stale(&dir)?;
     run_in(&dir, Command::new("npm").args(["run", "build"]))
 }
 
@@ -253,6 +281,7 @@ fn test() -> Result<()> {
             Command::new("npm").args(["test", "--", "--run"]),
         )?;
     }
+    ts_plugins::test()?;
     let plugins: Vec<String> = plugin_crates()?.into_iter().map(|(p, _)| p).collect();
     // Plugin logic is tested natively (the SDK's imports are stubs off wasm).
     let mut cmd = Command::new(cargo());
@@ -267,14 +296,49 @@ fn test() -> Result<()> {
         .env("QODIFY_TEST_TARGET_DIR", &target))
 }
 
-fn new_plugin(id: Option<&str>) -> Result<()> {
-    let id = id.context("usage: cargo xtask new-plugin <id>  (lowercase letters, digits and -)")?;
+fn new_plugin(args: &[&str]) -> Result<()> {
+    const USAGE: &str = "usage: cargo xtask new-plugin <id> [--ts [--dir <parent>]]  (id: lowercase letters, digits and -)";
+    let (mut id, mut ts, mut dir) = (None, false, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--ts" => ts = true,
+            "--dir" => dir = Some(Path::new(*it.next().context(USAGE)?)),
+            other if other.starts_with('-') => bail!("unknown option `{other}`\n{USAGE}"),
+            other if id.is_none() => id = Some(other),
+            other => bail!("unexpected `{other}`\n{USAGE}"),
+        }
+    }
+    let id = id.context(USAGE)?;
     anyhow::ensure!(
         !id.is_empty()
             && id
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
         "plugin id `{id}` must use lowercase letters, digits and `-` (it is the crate name, the folder and the .wasm name)"
+    );
+    if ts {
+        let dir = scaffold_ts::create(id, dir)?;
+        let out = if dir.parent() == Some(&root().join("plugins-ts")) {
+            format!("build it with `cargo xtask build` (→ <target>/plugins/{id}.wasm)")
+        } else {
+            format!(
+                "build it with `node {}/sdk/ts/build.mjs build {}=<out>/{id}.wasm`",
+                root().display(),
+                dir.display()
+            )
+        };
+        eprintln!(
+            "created {}; {out}; test it with `node {}/sdk/ts/build.mjs test {}`",
+            dir.display(),
+            root().display(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    anyhow::ensure!(
+        dir.is_none(),
+        "--dir is for --ts plugins; Rust plugins live in plugins/"
     );
     let dir = root().join("plugins").join(id);
     anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
@@ -304,14 +368,14 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     #[test]
-    fn console_packages_are_installed_when_missing_or_older_than_the_lock_file() {
+    fn npm_packages_are_installed_when_missing_or_older_than_the_lock_file() {
         let dir = std::env::temp_dir().join(format!("xtask-console-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("node_modules")).unwrap();
         let lock = dir.join("package-lock.json");
         let installed = dir.join("node_modules/.package-lock.json");
         std::fs::write(&lock, "{}").unwrap();
-        assert!(console_deps_stale(&dir), "no install yet");
+        assert!(npm_deps_stale(&dir), "no install yet");
 
         std::fs::write(&installed, "{}").unwrap();
         let at = |path: &Path, t: SystemTime| {
@@ -326,15 +390,12 @@ mod tests {
         at(&lock, now - Duration::from_secs(60));
         at(&installed, now);
         assert!(
-            !console_deps_stale(&dir),
+            !npm_deps_stale(&dir),
             "installed after the lock was written"
         );
 
         at(&lock, now + Duration::from_secs(60));
-        assert!(
-            console_deps_stale(&dir),
-            "the lock changed since the install"
-        );
+        assert!(npm_deps_stale(&dir), "the lock changed since the install");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

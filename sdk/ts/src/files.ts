@@ -13,14 +13,13 @@ function filesError(what: string, path: string, thrown: unknown): StepError {
   if (thrown instanceof StepError) return thrown;
   const payload = (thrown as { payload?: FilesError } | null)?.payload;
   if (payload === undefined) return new Io(`${what} ${path}: ${String(thrown)}`);
-  const message = `${what} ${path}: ${payload.val}`;
   switch (payload.tag) {
     case 'not-permitted':
-      return new PermissionDenied(message);
+      return new PermissionDenied(`${what} ${path}: not permitted: ${payload.val}`);
     case 'not-found':
-      return new NotFound(message);
+      return new NotFound(`${what} ${path}: not found: ${payload.val}`);
     case 'io':
-      return new Io(message);
+      return new Io(`${what} ${path}: ${payload.val}`);
   }
 }
 
@@ -34,7 +33,7 @@ function call<T>(what: string, path: string, f: () => T): T {
 
 /** Metadata of `path` (mode, owner, size, mtime, symlink target) without following a final symlink. */
 export function stat(path: string): Metadata {
-  return call('reading the metadata of', path, () => wit.stat(path));
+  return call('stat', path, () => wit.stat(path));
 }
 
 /** Lists a folder with every entry's metadata, sorted by name: one host call for the folder. */

@@ -36,7 +36,10 @@ export class Output {
   }
 }
 
-/** What a step function may return: an `Output`, a plain object with values and artifacts, or nothing. */
+/**
+ * What a step function may return: an `Output`, a plain object with values and artifacts, or
+ * nothing. `values` must be an object type, not an `interface` (which has no index signature).
+ */
 export type StepReturn =
   | Output
   | { values?: Record<string, Printable> | Array<[string, Printable]>; artifacts?: Artifact[] }

@@ -16,6 +16,9 @@ export type StepFn<Config> = (ctx: Context, config: Config) => StepReturn;
 
 const noConfig = t.object({});
 
+/** What SpiderMonkey throws when an allocation fails. */
+const OUT_OF_MEMORY = 'out of memory';
+
 /**
  * Defines the step; export the result as `run`:
  *
@@ -48,6 +51,9 @@ export function defineStep<Config>(
       const config = parseConfig(schema, raw.config);
       return toOutput(step(ctx, config)).toWit();
     } catch (e) {
+      // The engine ran out of memory (the host refused to grow it): let the step trap, so the
+      // host names its memory limit as the cause instead of reporting a plugin error.
+      if (e === OUT_OF_MEMORY) throw e;
       // componentize-js turns a thrown value into the `err` of the export's result.
       throw toStepError(e).toWit();
     }
