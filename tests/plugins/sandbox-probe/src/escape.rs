@@ -8,7 +8,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 
 use qodify_plugin_sdk::command::Command;
-use qodify_plugin_sdk::{Output, fs as files};
+use qodify_plugin_sdk::{Output, fs as files, http};
 
 /// At most this much of what an attempt got goes into its value.
 const SHOWN: usize = 120;
@@ -82,8 +82,8 @@ fn follow_created(created: Result<(), String>, read_through: &str) -> String {
     }
 }
 
-/// Runs every attempt; never panics.
-pub fn run(data: &str, out: &str) -> Output {
+/// Runs every attempt; never panics. `command` and `origin` are granted controls (none when empty).
+pub fn run(data: &str, out: &str, command: &[String], origin: Option<&str>) -> Output {
     let data = data.trim_end_matches('/');
     let out_dir = out.trim_end_matches('/');
     let mut o = Output::new();
@@ -105,6 +105,26 @@ pub fn run(data: &str, out: &str) -> Output {
         Err(e) => format!("FAILED:{e}"),
     };
     o.push_value("control-write", control_write);
+    if let Some((program, args)) = command.split_first() {
+        let ran = Command::new(program.as_str())
+            .args(args.iter().map(String::as_str))
+            .cwd(out_dir)
+            .capture_stdout()
+            .run();
+        let shown = match ran {
+            Ok(r) if r.success() => format!("ok:{}", r.stdout_text().trim()),
+            Ok(r) => format!("FAILED:exit {:?}", r.exit_code),
+            Err(e) => format!("FAILED:{e}"),
+        };
+        o.push_value("control-command", shown);
+    }
+    if let Some(url) = origin {
+        let shown = match http::get(url, std::time::Duration::from_secs(5)) {
+            Ok(r) => format!("ok:{}", r.status),
+            Err(e) => format!("FAILED:{e}"),
+        };
+        o.push_value("control-http", shown);
+    }
 
     // Path tricks.
     let tricks = [
@@ -237,7 +257,7 @@ pub fn run(data: &str, out: &str) -> Output {
         }),
     );
 
-    // Host commands, environment and stdin.
+    // Host programs, arguments and origins not granted; environment and stdin.
     let cat = Command::new("sh")
         .args(["-c", "cat /etc/passwd"])
         .capture_stdout()
@@ -247,6 +267,25 @@ pub fn run(data: &str, out: &str) -> Output {
         report(cat, |c| {
             format!("exit {:?}: {}", c.exit_code, c.stdout_text())
         }),
+    );
+    let echo = Command::new("echo")
+        .arg("not-granted-arg")
+        .cwd(out_dir)
+        .capture_stdout()
+        .run();
+    o.push_value(
+        "command-arg-not-granted",
+        report(echo, |c| {
+            format!("exit {:?}: {}", c.exit_code, c.stdout_text())
+        }),
+    );
+    // Port 9 (discard) is never the granted origin's.
+    o.push_value(
+        "http-not-granted",
+        report(
+            http::get("http://127.0.0.1:9/", std::time::Duration::from_secs(2)),
+            |r| format!("status {}", r.status),
+        ),
     );
     let vars: Vec<String> = std::env::vars_os()
         .map(|(k, _)| k.to_string_lossy().into())

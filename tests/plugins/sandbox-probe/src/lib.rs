@@ -1,8 +1,10 @@
 //! `sandbox-probe` test plugin: tries to break out of its grants and to exhaust the host, so tests
 //! can prove the host holds. Config: `{ "mode": "escape" | "loop" | "memory-bomb" | "log-flood" |
 //! "huge-output" | "sleep-host" | "wasi-sleep" | "read-fifo" | "files-fifo" | "native", "data":
-//! "/data", "out": "/out", "path": "/data/.env" }`, `data` being a read-only mount and `out` a
-//! read-write one; `path` is the file `read-fifo` and `files-fifo` aim at.
+//! "/data", "out": "/out", "path": "/data/.env", "command": ["echo", "granted"], "origin":
+//! "http://127.0.0.1:8080/" }`, `data` being a read-only mount and `out` a read-write one;
+//! `path` is the file `read-fifo` and `files-fifo` aim at; `command` and `origin`, when given,
+//! are granted ones `escape` runs as controls (`control-command`, `control-http`).
 //!
 //! In `native` mode the probe plants the symlinks of `links` in `out` (absolute and `../`
 //! targets), then has the host run each of `commands` (its granted programs, aimed at those
@@ -11,7 +13,8 @@
 //!
 //! In `escape` mode every attempt becomes one output whose value starts with `denied:` (and the
 //! error) or `ALLOWED:` (and what it got); `control-read` and `control-write` must be `ok…`,
-//! proving the probe itself works. The probe never panics on a failed attempt.
+//! proving the probe itself works. The probe never panics on a failed attempt. Its TypeScript
+//! port, `tests/plugins-ts/sandbox-probe-ts`, makes the same attempts under the same keys.
 
 mod escape;
 
@@ -35,6 +38,12 @@ struct Config {
     /// `read-fifo`, `files-fifo`: the file to read or change.
     #[serde(default = "default_path")]
     path: String,
+    /// `escape`: a granted argv, run as the control `control-command`.
+    #[serde(default)]
+    command: Vec<String>,
+    /// `escape`: a granted URL, fetched as the control `control-http`.
+    #[serde(default)]
+    origin: Option<String>,
 }
 
 fn default_path() -> String {
@@ -94,7 +103,12 @@ impl Step for Probe {
 
     fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
         match config.mode {
-            Mode::Escape => Ok(escape::run(&config.data, &config.out)),
+            Mode::Escape => Ok(escape::run(
+                &config.data,
+                &config.out,
+                &config.command,
+                config.origin.as_deref(),
+            )),
             Mode::Loop => spin(),
             Mode::MemoryBomb => memory_bomb(),
             Mode::LogFlood => {
