@@ -7,6 +7,7 @@ mod bench_console;
 mod bench_nodes;
 mod bench_upgrade;
 mod demo;
+mod manifest;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,6 +168,12 @@ pub fn build(release: bool) -> Result<PathBuf> {
         let dest = dest_dir.join(format!("{p}.wasm"));
         // Copy only on change, so the host's compile cache and file times stay stable.
         let new = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+        let src = root().join(if *test_only {
+            "tests/plugins"
+        } else {
+            "plugins"
+        });
+        let new = manifest::embed(new, &src.join(p))?;
         if std::fs::read(&dest).ok().as_deref() != Some(&new[..]) {
             std::fs::write(&dest, &new)?;
         }
