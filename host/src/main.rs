@@ -107,8 +107,15 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Show what a run would do: the pipeline after the tier overlay and params, with each
-    /// step's grants, limits and reasons. Runs nothing.
-    Plan(RunArgs),
+    /// step's grants, limits and reasons, and what each step is granted beyond what its
+    /// plugin declares (its manifest). Runs nothing.
+    ///
+    /// --diff shows what would change against the customer's last recorded run of the pipeline
+    /// (`--diff last`) or against an older pipeline file (`--diff old.toml`, planned for the same
+    /// customer, tier and params): plugin builds (by sha256), mounts, programs, origins and
+    /// limits, as added (+) and removed (-) lines per step. A recorded run writes the same
+    /// changes into the audit log (`run.capabilities`) before its first step.
+    Plan(PlanArgs),
     /// Run a pipeline for one customer in the foreground.
     ///
     /// Exit code 0 only when every step succeeded; 1 when the run failed, 2 when it could not
@@ -137,6 +144,19 @@ enum Command {
     /// after a rollback failed. Exit 0 when there was nothing to do or the customer is back; 1
     /// when a rollback step failed (see docs/upgrades.md, "When a rollback fails").
     Recover(RecoverArgs),
+    /// Run one plugin once against a folder, with the same sandbox as a pipeline step: the
+    /// plugin author's test.
+    ///
+    /// The fixture folder stands in for a customer's folder; the step sees only the mounts,
+    /// programs and origins given here (with no --grant, the fixture read-only at /customer).
+    /// Prints the step's outputs, artifacts (checked by the host), log lines and what it was
+    /// granted and called; --json prints one object instead. Exit 0 when the step succeeded, 1
+    /// when it failed, 2 when it could not start (unknown plugin, bad grant or config).
+    #[command(after_help = "Examples:
+  qodify-host step disk-usage --fixture tests/fixture --step-config step.toml
+  qodify-host step db-dump --fixture shop --grant rw:backups=/backups --program pg_dump --json
+  qodify-host step health-check --fixture shop --origin 'http://127.0.0.1:*' --param mode=live")]
+    Step(StepArgs),
     /// Plugins the host can run.
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -178,6 +198,71 @@ enum Command {
         #[arg(long)]
         overlay: bool,
     },
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Show the changes against `last` (the customer's last recorded run of this pipeline) or
+    /// an older pipeline .toml file; exit 0 either way.
+    #[arg(long, value_name = "last|FILE")]
+    diff: Option<String>,
+}
+
+#[derive(Args)]
+struct StepArgs {
+    /// Plugin id (a <id>.wasm in the plugin folders; --plugins-dir adds yours).
+    plugin: String,
+    /// The folder the step runs against, as if it were a customer's folder.
+    #[arg(long, value_name = "DIR")]
+    fixture: PathBuf,
+    /// The step's config (what a pipeline writes under [steps.config]): a .toml table or a
+    /// .json object [default: {}]. (`--config` names the host's settings file.)
+    #[arg(long = "step-config", value_name = "FILE")]
+    step_config: Option<PathBuf>,
+    /// A run param the step can read, e.g. --param mode=live (true/false and digits are typed
+    /// as bool and int; repeatable).
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_kv)]
+    params: Vec<(String, String)>,
+    /// A mount: [ro:|rw:]PATH=GUEST, PATH inside the fixture (`.` for all of it), e.g.
+    /// --grant rw:backups=/backups (repeatable; read-only without a prefix).
+    #[arg(long = "grant", value_name = "GRANT", value_parser = parse_grant)]
+    grants: Vec<qodify_host::pipeline::PlannedMount>,
+    /// A host program the step may run: NAME (any argument) or NAME:GLOB,GLOB (repeatable).
+    #[arg(long = "program", value_name = "GRANT", value_parser = parse_program)]
+    programs: Vec<qodify_host::pipeline::CommandGrant>,
+    /// An HTTP origin the step may reach: http://HOST:PORT, PORT may be `*` (repeatable).
+    #[arg(long = "origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    origins: Vec<qodify_host::pipeline::HttpGrant>,
+    /// The customer's domain the step is told [default: fixture.example].
+    #[arg(long, value_name = "DOMAIN", default_value = "fixture.example")]
+    customer: String,
+    /// The step's wall-clock limit, e.g. 30s or 5m [default: the host's].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// Pin the plugin file's sha256.
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// Print one JSON object (outputs, artifacts, logs, progress, granted, used) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_grant(s: &str) -> Result<qodify_host::pipeline::PlannedMount, String> {
+    ops::step::parse_mount(s).map_err(|e| e.to_string())
+}
+
+fn parse_program(s: &str) -> Result<qodify_host::pipeline::CommandGrant, String> {
+    ops::step::parse_program(s).map_err(|e| e.to_string())
+}
+
+fn parse_origin(s: &str) -> Result<qodify_host::pipeline::HttpGrant, String> {
+    ops::step::parse_origin(s).map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    ops::step::parse_timeout(s)
 }
 
 #[derive(Args)]
@@ -279,15 +364,38 @@ fn parse_role(s: &str) -> Result<qodify_host::auth::Role, String> {
 
 #[derive(Subcommand)]
 enum PluginsCommand {
-    /// List plugins: id, sha256 (for pinning), size and file.
+    /// List plugins: id, sha256 (for pinning), size, the host interfaces each imports and what
+    /// its manifest declares it needs granted (programs, origins, mounts).
     List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a built plugin (.wasm component) to the plugin folder: the first of plugin_dirs.
+    ///
+    /// Refuses a file that is not a step plugin this host can run (it must compile, import only
+    /// qodify:pipeline@0.1.x and WASI 0.2 — no wasi:http — and export the step world's `run`).
+    /// Prints its sha256, to pin it in pipelines (`sha256 = "…"` on the step), and what it
+    /// declares. The file is written beside the target and renamed into place.
+    #[command(after_help = "Example:
+  qodify-host plugins add ./disk-usage.wasm
+  qodify-host plugins add build/plugin.wasm --id disk-usage --replace")]
+    Add {
+        /// The component file.
+        file: PathBuf,
+        /// Its plugin id [default: the file stem].
+        #[arg(long)]
+        id: Option<String>,
+        /// Replace a different plugin with the same id.
+        #[arg(long)]
+        replace: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct RunArgs {
     /// Pipeline name (from the pipelines folder) or path to a .toml file.
     pipeline: String,
@@ -366,7 +474,23 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => plan_cmd(&settings, &args),
         Command::Run(args) => run_cmd(&settings, &args, cli.global.verbose),
         Command::Recover(args) => recover_cmd(&settings, &args, cli.global.verbose),
+        Command::Step(args) => step_cmd(&settings, args, cli.global.verbose),
         Command::Plugins(PluginsCommand::List { json }) => plugins_list(&settings, json),
+        Command::Plugins(PluginsCommand::Add {
+            file,
+            id,
+            replace,
+            json,
+        }) => {
+            let runtime = Runtime::new(&settings.data_dir)?;
+            let added = ops::plugins::add(&settings, &runtime, &file, id.as_deref(), replace)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&added)?);
+            } else {
+                ui::print_added(&added);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Backups(cmd) => backups_cmd(&settings, cmd),
         Command::Tokens(cmd) => tokens_cmd(&settings, cmd),
         Command::Serve(args) => serve_cmd(settings, args),
@@ -462,6 +586,22 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
     };
     let mut errors = 0usize;
     let mut loaded: BTreeMap<String, Pipeline> = BTreeMap::new();
+    // Each plugin's manifest, read once: grants beyond it are warnings.
+    let manifests: std::cell::RefCell<BTreeMap<String, Option<_>>> = Default::default();
+    let declared = |plugin: &str| {
+        manifests
+            .borrow_mut()
+            .entry(plugin.to_owned())
+            .or_insert_with(|| ops::capabilities::declared(&cat, plugin).ok().flatten())
+            .clone()
+    };
+    let warn = |p: &Pipeline, only: &Path| {
+        for w in pipeline::check_declared(p, &declared) {
+            if w.file == only {
+                eprintln!("{w}");
+            }
+        }
+    };
     for path in &pipelines {
         match pipeline::load_pipeline(path).and_then(|p| {
             pipeline::validate(&p, &known, &hint)
@@ -470,6 +610,7 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
         }) {
             Ok(p) => {
                 println!("ok    {}", path.display());
+                warn(&p, path);
                 loaded.insert(p.name().to_owned(), p);
             }
             Err(d) => {
@@ -506,12 +647,16 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
                     }
                 },
             };
-            if let Err(d) = overlay.apply(&base).and_then(|p| {
+            match overlay.apply(&base).and_then(|p| {
                 pipeline::validate(&p, &known, &hint)
                     .and_then(|()| pipeline::check_ceilings(&p, &settings.grants))
+                    .map(|()| p)
             }) {
-                ok = false;
-                eprintln!("{d}");
+                Ok(p) => warn(&p, path),
+                Err(d) => {
+                    ok = false;
+                    eprintln!("{d}");
+                }
             }
         }
         if ok {
@@ -577,9 +722,49 @@ fn load_for_run(settings: &Settings, cat: &Catalog, args: &RunArgs) -> Result<Lo
     })
 }
 
-fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
+fn plan_cmd(settings: &Settings, plan_args: &PlanArgs) -> Result<ExitCode> {
+    let args = &plan_args.run;
     let cat = catalog(settings);
     let loaded = load_for_run(settings, &cat, args)?;
+    if let Some(old) = &plan_args.diff {
+        let new = ops::capabilities::snapshot(&loaded.plan, &cat);
+        let (against, before) = if old == "last" {
+            ops::capabilities::last_run_of(
+                &cli_state(settings)?,
+                &loaded.customer,
+                args.customer_id.is_some(),
+                &loaded.plan.pipeline,
+            )?
+        } else {
+            let old_args = RunArgs {
+                pipeline: old.clone(),
+                ..args.clone()
+            };
+            let old_plan = load_for_run(settings, &cat, &old_args)
+                .with_context(|| format!("planning the older pipeline {old}"))?;
+            (
+                old.clone(),
+                ops::capabilities::snapshot(&old_plan.plan, &cat),
+            )
+        };
+        let changes = ops::capabilities::diff(&before, &new);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "against": against, "changes": changes })
+                )?
+            );
+        } else if changes.is_empty() {
+            println!("no change in capabilities against {against}");
+        } else {
+            println!("capabilities against {against}:");
+            for c in &changes {
+                println!("  {c}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&loaded.plan)?);
         return Ok(ExitCode::SUCCESS);
@@ -593,6 +778,7 @@ fn plan_cmd(settings: &Settings, args: &RunArgs) -> Result<ExitCode> {
         &confinement.describe(),
         &settings.ceilings,
     );
+    ui::print_excess(&ops::capabilities::excess(&loaded.plan, &cat));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -740,24 +926,64 @@ fn recover_cmd(settings: &Settings, args: &RecoverArgs, verbose: bool) -> Result
     }
 }
 
+fn step_cmd(settings: &Settings, args: StepArgs, verbose: bool) -> Result<ExitCode> {
+    let customer = Customer::new(&args.customer, Some("fixture"))?;
+    let config = match &args.step_config {
+        Some(path) => ops::step::read_config(path)?,
+        None => serde_json::json!({}),
+    };
+    let runtime = Runtime::new(&settings.data_dir)?;
+    let cat = catalog(settings);
+    // Log lines go to stderr as they come (not with --json: they are in the object).
+    let live: Option<ops::step::LiveEvents> = (!args.json).then(|| {
+        Box::new(move |e: &qodify_host::events::Event| {
+            if let qodify_host::events::Event::StepLog { level, message, .. } = e
+                && (verbose || *level >= qodify_host::events::LogLevel::Info)
+            {
+                eprintln!("{:>5} {message}", format!("{level:?}").to_lowercase());
+            }
+        }) as ops::step::LiveEvents
+    });
+    let report = ops::step::run_step(
+        &runtime,
+        settings,
+        &cat,
+        ops::step::StepRun {
+            plugin: args.plugin,
+            sha256: args.sha256,
+            fixture: args.fixture,
+            customer,
+            config,
+            params: args
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), ops::step::param_value(v)))
+                .collect(),
+            mounts: args.grants,
+            commands: args.programs,
+            http: args.origins,
+            limits: qodify_host::pipeline::Limits {
+                memory_bytes: None,
+                timeout: args.timeout,
+            },
+        },
+        live,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        ui::print_step(&report);
+    }
+    Ok(if report.status == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn plugins_list(settings: &Settings, json: bool) -> Result<ExitCode> {
     let cat = catalog(settings);
-    let mut rows = Vec::new();
-    for p in cat.iter() {
-        let bytes = qodify_host::engine::plugins::read_hashed(&p.path)?;
-        let imports = qodify_host::engine::plugins::imports(&bytes.bytes).unwrap_or_default();
-        // The host interfaces it can ask for; WASI (files in its mounts, clocks, random) is always there.
-        let host: Vec<String> = imports
-            .iter()
-            .filter_map(|i| i.strip_prefix("qodify:pipeline/"))
-            .map(|i| i.split('@').next().unwrap_or(i).to_owned())
-            .filter(|i| i != "types")
-            .collect();
-        rows.push(serde_json::json!({
-            "id": p.id, "sha256": bytes.sha256, "size": bytes.bytes.len(), "path": p.path,
-            "host_interfaces": host, "imports": imports,
-        }));
-    }
+    let rows = ops::plugins::list(&cat)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {

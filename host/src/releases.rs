@@ -709,6 +709,7 @@ fn at(file: &Path, text: &str, span: Range<usize>, message: impl Into<String>) -
             text: line_text.to_owned(),
             width: width.max(1),
         }),
+        warning: false,
     }
 }
 
@@ -725,6 +726,7 @@ fn at_line_col(file: &Path, text: &str, line: usize, col: usize, message: String
             text: line_text.trim_end_matches('\r').to_owned(),
             width: 1,
         }),
+        warning: false,
     }
 }
 

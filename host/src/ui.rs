@@ -324,26 +324,151 @@ pub fn report_recovered(r: &qodify_host::ops::recover::Recovered, json: bool) {
     }
 }
 
-/// Prints the plugin catalog as a table (rows as `plugins list --json` gives them).
-pub fn print_plugins(rows: &[serde_json::Value]) {
+/// Prints, per step, what it is granted beyond its plugin's manifest.
+pub fn print_excess(steps: &[qodify_host::ops::capabilities::Excess]) {
+    let mut header = false;
+    for e in steps {
+        let lines: Vec<String> = match (&e.beyond, &e.problem) {
+            (_, Some(p)) => vec![format!("manifest unreadable: {p}")],
+            (None, None) => {
+                vec!["declares nothing (no manifest): grants cannot be compared".into()]
+            }
+            (Some(b), None) => b.clone(),
+        };
+        for line in lines {
+            if !header {
+                println!("\ngranted beyond what the plugins declare:");
+                header = true;
+            }
+            println!("  {} ({}): {line}", e.step, e.plugin);
+        }
+    }
+}
+
+/// Prints what `qodify-host step` did: status, outputs, artifacts, then grants and their use.
+/// Log lines were printed as they came.
+pub fn print_step(r: &qodify_host::ops::step::StepReport) {
+    println!(
+        "{} {} in {} ms (plugin sha256 {})",
+        r.plugin, r.status, r.duration_ms, r.sha256
+    );
+    if let Some(e) = &r.error {
+        println!("error: {e}");
+    }
+    for (k, v) in &r.outputs {
+        println!("output   {k} = {v}");
+    }
+    for a in &r.artifacts {
+        println!(
+            "artifact {} {} ({}, sha256 {})",
+            a.name,
+            a.path,
+            human_bytes(a.size),
+            a.sha256
+        );
+    }
+    for m in &r.granted.mounts {
+        println!(
+            "granted  mount {} = {} ({})",
+            m.guest,
+            m.path,
+            if m.writable { "rw" } else { "ro" }
+        );
+    }
+    for p in &r.granted.programs {
+        println!("granted  program {} {}", p.program, p.args.join(" "));
+    }
+    for o in &r.granted.origins {
+        println!("granted  origin {o}");
+    }
+    let calls =
+        |kind: &str, map: &std::collections::BTreeMap<String, qodify_host::engine::caps::Calls>| {
+            for (name, c) in map {
+                println!(
+                    "called   {kind} {name}: {} allowed, {} denied",
+                    c.allowed, c.denied
+                );
+            }
+        };
+    calls("program", &r.used.programs);
+    calls("origin", &r.used.origins);
+}
+
+/// Prints the plugin catalog as a table, then what each plugin declares.
+pub fn print_plugins(rows: &[qodify_host::ops::plugins::PluginInfo]) {
     println!(
         "{:<20} {:<64} {:>9}  {:<36} path",
         "id", "sha256", "size", "asks for"
     );
     for r in rows {
-        let asks: Vec<&str> = r["host_interfaces"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
         println!(
             "{:<20} {:<64} {:>9}  {:<36} {}",
-            r["id"].as_str().unwrap_or_default(),
-            r["sha256"].as_str().unwrap_or_default(),
-            human_bytes(r["size"].as_u64().unwrap_or(0)),
-            asks.join(", "),
-            r["path"].as_str().unwrap_or_default()
+            r.id,
+            r.sha256,
+            human_bytes(r.size),
+            r.host_interfaces.join(", "),
+            r.path.display()
         );
     }
+    println!();
+    for r in rows {
+        println!("{}: {}", r.id, declared_line(r));
+    }
+}
+
+/// What a plugin's manifest declares, on one line.
+fn declared_line(r: &qodify_host::ops::plugins::PluginInfo) -> String {
+    if let Some(p) = &r.problem {
+        return format!("unreadable manifest: {p}");
+    }
+    let Some(m) = &r.declares else {
+        return "declares nothing (no manifest)".to_owned();
+    };
+    let mounts: Vec<String> = m
+        .mounts
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}",
+                d.role,
+                serde_json::to_value(d.access)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "declares mounts [{}], programs [{}], origins [{}]",
+        list(&mounts),
+        list(&m.programs),
+        list(&m.origins)
+    )
+}
+
+/// Tells what `plugins add` did.
+pub fn print_added(a: &qodify_host::ops::plugins::Added) {
+    let p = &a.plugin;
+    match (&a.replaced, a.changed) {
+        (_, false) => println!("{} is already in place ({})", p.id, p.path.display()),
+        (Some(old), true) => println!(
+            "replaced {} (was sha256 {old}) at {}",
+            p.id,
+            p.path.display()
+        ),
+        (None, true) => println!("added {} at {}", p.id, p.path.display()),
+    }
+    println!("sha256 {}  ({})", p.sha256, human_bytes(p.size));
+    println!("imports: {}", p.host_interfaces.join(", "));
+    println!("{}", declared_line(p));
+    println!("pin it in a pipeline step with: sha256 = \"{}\"", p.sha256);
 }
 
 /// Prints a customer's complete backups as a table.

@@ -225,7 +225,17 @@ async function build(args) {
     }
     let bytes = Buffer.from(component);
     const manifest = join(dir, MANIFEST_FILE);
-    if (existsSync(manifest)) bytes = Buffer.concat([bytes, customSection(MANIFEST_SECTION, readFileSync(manifest))]);
+    if (existsSync(manifest)) {
+      const text = readFileSync(manifest);
+      try {
+        new TextDecoder('utf-8', { fatal: true }).decode(text);
+      } catch {
+        process.stderr.write(`${id}: ${manifest} is not UTF-8 text\n`);
+        failed += 1;
+        continue;
+      }
+      bytes = Buffer.concat([bytes, customSection(MANIFEST_SECTION, text)]);
+    }
     mkdirSync(dirname(out), { recursive: true });
     // Written only on change, so the host's compile cache and file times stay as they were.
     if (!existsSync(out) || !readFileSync(out).equals(bytes)) {

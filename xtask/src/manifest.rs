@@ -1,7 +1,8 @@
 //! Capability manifests: a plugin folder's `qodify-plugin.toml` (what the plugin expects to be
 //! granted), appended verbatim to its component as the top-level custom section
-//! `qodify-manifest`, where the host reads it. The TypeScript build (`sdk/ts/build.mjs`) appends
-//! the same section the same way.
+//! `qodify-manifest`, where the host reads it (host `engine::manifest`). The section goes at the
+//! end, so the component itself is unchanged and the manifest is covered by the file's sha256.
+//! The TypeScript build (`sdk/ts/build.mjs`) appends the same section the same way.
 
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use wasm_encoder::{CustomSection, Section as _};
 
 /// The manifest's file name in a plugin folder.
 pub const FILE: &str = "qodify-plugin.toml";
-/// The custom section's name.
+/// The custom section's name (the host's `engine::manifest::SECTION`).
 pub const SECTION: &str = "qodify-manifest";
 
 /// `component` with `<plugin_dir>/qodify-plugin.toml` appended as the `qodify-manifest` custom
@@ -22,6 +23,11 @@ pub fn embed(mut component: Vec<u8>, plugin_dir: &Path) -> Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(component),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    anyhow::ensure!(
+        std::str::from_utf8(&payload).is_ok(),
+        "{} is not UTF-8 text",
+        path.display()
+    );
     append(&mut component, &payload);
     Ok(component)
 }

@@ -64,6 +64,9 @@ pub struct StepRecord {
     pub error: Option<String>,
     /// Wall time.
     pub duration_ms: u64,
+    /// The host programs and HTTP origins it called, allowed or refused.
+    #[serde(skip_serializing_if = "crate::engine::caps::Usage::is_empty")]
+    pub used: crate::engine::caps::Usage,
 }
 
 /// How a run ended.
@@ -199,7 +202,31 @@ pub fn execute_locked(
         .join("work");
     private_dir_all(&work)
         .with_context(|| format!("creating the run's work folder {}", work.display()))?;
-    let outcome = execute_in(runtime, &req, &work, started);
+    let outcome = execute_in(runtime, &req, &work, None, started);
+    if let Some(run_dir) = work.parent() {
+        let _ = std::fs::remove_dir_all(run_dir);
+    }
+    outcome
+}
+
+/// Runs a plan against `folder` as the customer's folder instead of
+/// `<customers_root>/<domain>`, with no customer lock: `qodify-host step` on a plugin author's
+/// fixture. Grants, limits and confinement are those of any run.
+pub fn execute_on_folder(
+    runtime: &Runtime,
+    req: RunRequest<'_>,
+    folder: &Path,
+) -> anyhow::Result<RunOutcome> {
+    let started = Instant::now();
+    let work = req
+        .settings
+        .data_dir
+        .join("runs")
+        .join(&req.run_id)
+        .join("work");
+    private_dir_all(&work)
+        .with_context(|| format!("creating the run's work folder {}", work.display()))?;
+    let outcome = execute_in(runtime, &req, &work, Some(folder), started);
     if let Some(run_dir) = work.parent() {
         let _ = std::fs::remove_dir_all(run_dir);
     }
@@ -210,14 +237,18 @@ fn execute_in(
     runtime: &Runtime,
     req: &RunRequest<'_>,
     work: &Path,
+    folder: Option<&Path>,
     started: Instant,
 ) -> anyhow::Result<RunOutcome> {
     let prepared = prepare(runtime, req)?;
-    let mut roots = Roots::open(
-        &req.settings.customers_root,
-        req.customer.domain.as_str(),
-        work,
-    )?;
+    let mut roots = match folder {
+        Some(folder) => Roots::open_folder(folder, work)?,
+        None => Roots::open(
+            &req.settings.customers_root,
+            req.customer.domain.as_str(),
+            work,
+        )?,
+    };
     if let Ok(dir) =
         cap_std::fs::Dir::open_ambient_dir(&req.settings.releases_dir, cap_std::ambient_authority())
     {
@@ -502,9 +533,13 @@ fn run_step(
         outputs: Vec::new(),
         error: None,
         duration_ms: 0,
+        used: Default::default(),
     };
+    let ledger = crate::engine::caps::UsageLedger::default();
+    let used = || ledger.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let fail = |mut record: StepRecord, err: String| {
         record.duration_ms = started.elapsed().as_millis() as u64;
+        record.used = used();
         req.events.emit(Event::StepFailed {
             step: record.id.clone(),
             duration_ms: record.duration_ms,
@@ -596,7 +631,8 @@ fn run_step(
         }),
         run_id: req.run_id.clone(),
     })
-    .with_max_log_lines(req.settings.ceilings.max_log_lines);
+    .with_max_log_lines(req.settings.ceilings.max_log_lines)
+    .with_usage(ledger.clone());
     if let Ok(work) = roots.work.try_clone() {
         host = host.with_work(work, roots.work_path.clone());
     }
@@ -630,6 +666,7 @@ fn run_step(
         .collect();
     record.status = "succeeded";
     record.duration_ms = started.elapsed().as_millis() as u64;
+    record.used = used();
     req.events.emit(Event::StepSucceeded {
         step: step.id.clone(),
         duration_ms: record.duration_ms,

@@ -109,8 +109,26 @@ impl Roots {
         domain: &str,
         work_path: &Path,
     ) -> Result<Self, SandboxError> {
-        let customer_path = customers_root.join(domain);
         let customer = open_customer(customers_root, domain)?;
+        Self::with_customer(customer, customers_root.join(domain), work_path)
+    }
+
+    /// Opens `folder` as the customer's folder (`qodify-host step`'s fixture) and the run's
+    /// work folder.
+    pub fn open_folder(folder: &Path, work_path: &Path) -> Result<Self, SandboxError> {
+        let customer = Dir::open_ambient_dir(folder, ambient_authority()).map_err(|_| {
+            SandboxError::NoCustomerFolder {
+                path: folder.to_path_buf(),
+            }
+        })?;
+        Self::with_customer(customer, folder.to_path_buf(), work_path)
+    }
+
+    fn with_customer(
+        customer: Dir,
+        customer_path: PathBuf,
+        work_path: &Path,
+    ) -> Result<Self, SandboxError> {
         let work = Dir::open_ambient_dir(work_path, ambient_authority()).map_err(|source| {
             SandboxError::Io {
                 guest: "(work folder)".into(),

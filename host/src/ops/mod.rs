@@ -8,10 +8,13 @@
 //! - [`access`]: named tokens (add, list, revoke), who a bearer token is, and the console's
 //!   sessions (sign in, look up, sign out).
 //! - [`approvals`]: decide what a waiting run asks people.
+//! - [`capabilities`]: what a run may do step by step, and what changed since the customer's
+//!   last run of the pipeline (audited as `run.capabilities`, shown by `plan --diff`).
 //! - [`backups`]: delete a backup (pins, runs, history, audit), reconcile the history with the
 //!   folders.
 //! - [`customers`]: what the web console reads about customers: the list (layout, release, last
 //!   backup, active run) and a customer's upgrade targets; [`Page`], the pages every list gives.
+//! - [`plugins`]: what each plugin asks for, and adding a built plugin after checking its world.
 //! - [`progress`]: a run's live percent (weighted by bytes), time left and warnings.
 //! - [`recover`]: runs that a host stop interrupted, found on disk (the run journal next to the
 //!   customer's lock), finished by their pipeline's `on_failure` steps before anything else runs
@@ -20,6 +23,7 @@
 //! - [`run`]: run a pipeline now in this process (the CLI), recorded when the customer is
 //!   registered.
 //! - [`serve`]: the service's start-up (lock, recovery, workers) and its drain at stop.
+//! - [`step`]: one plugin, once, against a fixture folder (`qodify-host step`).
 //! - [`state`]: [`AppState`], what all of them run against (store, hub, plugins, runtime).
 //! - [`worker`]: runs recorded in the store, queued by the API or started by the CLI.
 //! - [`hub`]: turns run events into the plan's live events (`backup-progress`,
@@ -28,14 +32,17 @@
 pub mod access;
 pub mod approvals;
 pub mod backups;
+pub mod capabilities;
 pub mod customers;
 pub mod hub;
 pub mod plan;
+pub mod plugins;
 pub mod progress;
 pub mod recover;
 pub mod run;
 pub mod serve;
 pub mod state;
+pub mod step;
 pub mod worker;
 
 pub use hub::{EventHub, LiveEvent};

@@ -294,6 +294,9 @@ pub struct NewRun<'a> {
     pub cancel: CancelToken,
     /// Where its steps' approval requests are kept (`None`: files in the data folder).
     pub approvals: Option<Arc<dyn crate::engine::caps::approvals::ApprovalBook>>,
+    /// Called once the run is planned, before any step runs (a recorded run audits its
+    /// capabilities here).
+    pub on_planned: Option<&'a (dyn Fn(&crate::pipeline::Plan) + Sync)>,
 }
 
 /// How a run went, and what had to be finished before it.
@@ -362,6 +365,9 @@ fn run_logged(engine: Engine<'_>, new: NewRun<'_>) -> Result<Ran> {
         &new.run_id,
         None,
     )?;
+    if let Some(on_planned) = new.on_planned {
+        on_planned(&planned.plan);
+    }
     let journaled = planned.plan.recover_on_failure;
     if journaled {
         write_journal(

@@ -138,6 +138,7 @@ pub fn run_now(state: &AppState, req: RunNow<'_>) -> anyhow::Result<worker::Reco
                     recovery_events: events,
                     cancel,
                     approvals: None,
+                    on_planned: None,
                 },
             )?;
             Ok(worker::Recorded {

@@ -383,6 +383,9 @@ struct HubSink {
     run: RunRecord,
     family: &'static str,
     inner: Mutex<SinkState>,
+    /// Held from computing a progress event's percent to publishing it: steps report from
+    /// several threads, and percents must go out in the order they were computed.
+    publishing: Mutex<()>,
 }
 
 struct SinkState {
@@ -424,6 +427,7 @@ impl HubSink {
         force: bool,
         extra: serde_json::Map<String, serde_json::Value>,
     ) {
+        let _order = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let percent = st.progress.percent();
         let eta = st.progress.eta_seconds(Instant::now());
@@ -895,10 +899,34 @@ fn execute(
             max_events: MAX_RUN_EVENTS,
             capped: false,
         }),
+        publishing: Mutex::new(()),
     });
     let (events, recovery_events): (Arc<dyn EventSink>, Arc<dyn EventSink>) = match &extra.events {
         Some(tee) => (Arc::new(Tee(sink, tee.clone())), tee.clone()),
         None => (sink, Arc::new(NullSink)),
+    };
+    // What the run may do, against the customer's last run of this pipeline: a change (a new
+    // plugin build, a wider grant) goes into the audit log before any step runs.
+    let audit_capabilities = |plan: &crate::pipeline::Plan| {
+        let snapshot = ops::capabilities::snapshot(plan, &state.catalog);
+        match ops::capabilities::record(
+            state.store.as_ref(),
+            &run.customer_id,
+            &run.id,
+            &run.pipeline,
+            run.triggered_by.as_deref(),
+            &snapshot,
+        ) {
+            Ok(changes) => {
+                for c in changes {
+                    tracing::warn!(
+                        "capabilities changed since the last {} run: {c}",
+                        run.pipeline
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("recording the run's capabilities: {e}"),
+        }
     };
     let ran = ops::recover::run(
         engine(state),
@@ -913,6 +941,7 @@ fn execute(
                 store: state.store.clone(),
                 epoch: run.epoch,
             })),
+            on_planned: Some(&audit_capabilities),
         },
     )?;
     if let Some(r) = &ran.recovered {
@@ -1036,6 +1065,7 @@ mod tests {
                 max_events: 20,
                 capped: false,
             }),
+            publishing: Mutex::new(()),
         };
         sink.emit(Event::RunStarted {
             run_id: "run-1".into(),

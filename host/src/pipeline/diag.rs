@@ -20,6 +20,8 @@ pub struct Diagnostic {
     pub hint: Option<String>,
     /// The source line and the underline width, when the source is known.
     pub snippet: Option<Snippet>,
+    /// A warning: worth a look, but the file is valid.
+    pub warning: bool,
 }
 
 /// The source line a [`Diagnostic`] points into.
@@ -46,7 +48,14 @@ impl Diagnostic {
             message: message.into(),
             hint: None,
             snippet: None,
+            warning: false,
         }
+    }
+
+    /// The same, as a warning.
+    pub fn into_warning(mut self) -> Self {
+        self.warning = true;
+        self
     }
 
     /// Adds (or replaces) the hint.
@@ -61,10 +70,11 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}: error: {}",
+            "{}:{}:{}: {}: {}",
             self.file.display(),
             self.line,
             self.col,
+            if self.warning { "warning" } else { "error" },
             self.message
         )?;
         if let Some(snippet) = &self.snippet {
@@ -198,6 +208,7 @@ impl Source {
                 text: line_text.to_owned(),
                 width: width.max(1),
             }),
+            warning: false,
         }
     }
 

@@ -225,6 +225,106 @@ pub fn validate(
     check::check(p, Some((known_plugins, plugin_hint))).map(|_| ())
 }
 
+/// Where `p` grants a step more than its plugin declares in its manifest: one warning per grant,
+/// at the grant. `declared(plugin)` gives a plugin's manifest and imported interfaces, `None`
+/// when it has no manifest (such steps are not compared).
+pub fn check_declared(
+    p: &Pipeline,
+    declared: &dyn Fn(&str) -> Option<crate::engine::manifest::Declared>,
+) -> Vec<Diagnostic> {
+    use crate::engine::manifest::DeclaredAccess;
+    let mut out = Vec::new();
+    let at = |loc_src: usize, span: std::ops::Range<usize>, message: String, hint: &str| {
+        p.sources[loc_src]
+            .error(span, message)
+            .with_hint(hint)
+            .into_warning()
+    };
+    let fix =
+        "remove the grant, or declare it in the plugin's qodify-plugin.toml if the plugin needs it";
+    for step in p.all_steps() {
+        let Some(crate::engine::manifest::Declared {
+            manifest: m,
+            imports,
+        }) = declared(step.plugin.get())
+        else {
+            continue;
+        };
+        let (id, plugin) = (step.id.get(), step.plugin.get());
+        let imports_iface = |name: &str| {
+            imports
+                .iter()
+                .any(|i| i.starts_with(&format!("qodify:pipeline/{name}@")))
+        };
+        for c in &step.commands {
+            let message = if !imports_iface("commands") {
+                format!(
+                    "step `{id}` grants program `{}`, but plugin `{plugin}` cannot run programs (it does not import `commands`)",
+                    c.program.get()
+                )
+            } else if !m.programs.iter().any(|d| d == c.program.get()) {
+                format!(
+                    "step `{id}` grants program `{}`, which plugin `{plugin}` does not declare",
+                    c.program.get()
+                )
+            } else {
+                continue;
+            };
+            out.push(at(c.program.src(), c.program.span(), message, fix));
+        }
+        for h in &step.http {
+            let granted = HttpGrant::parse(h.origin.get()).ok();
+            let covered = granted.as_ref().is_some_and(|(host, port)| {
+                m.origins.iter().any(|d| {
+                    HttpGrant::parse(d)
+                        .is_ok_and(|(dh, dp)| dh == *host && (dp.is_none() || dp == *port))
+                })
+            });
+            let message = if !imports_iface("http") {
+                format!(
+                    "step `{id}` grants origin `{}`, but plugin `{plugin}` cannot send requests (it does not import `http`)",
+                    h.origin.get()
+                )
+            } else if !covered {
+                format!(
+                    "step `{id}` grants origin `{}`, which plugin `{plugin}` does not declare",
+                    h.origin.get()
+                )
+            } else {
+                continue;
+            };
+            out.push(at(h.origin.src(), h.origin.span(), message, fix));
+        }
+        let declared_rw = m
+            .mounts
+            .iter()
+            .filter(|d| d.access == DeclaredAccess::Rw)
+            .count();
+        let mut rw = 0;
+        for (i, mount) in step.mounts.iter().enumerate() {
+            if mount.access == spec::Access::Rw {
+                rw += 1;
+            }
+            let message = if i >= m.mounts.len() {
+                format!(
+                    "step `{id}` grants {} mounts, but plugin `{plugin}` declares {}",
+                    step.mounts.len(),
+                    m.mounts.len()
+                )
+            } else if mount.access == spec::Access::Rw && rw > declared_rw {
+                format!(
+                    "step `{id}` grants mount `{}` read-write, but plugin `{plugin}` declares {declared_rw} writable mount(s)",
+                    mount.guest.get()
+                )
+            } else {
+                continue;
+            };
+            out.push(at(mount.guest.src(), mount.guest.span(), message, fix));
+        }
+    }
+    out
+}
+
 /// Checks that the pipeline's `name` equals its file stem, as it must in a pipelines folder.
 pub fn check_name_matches_file(p: &Pipeline) -> Result<(), Diagnostics> {
     let stem = p.file().file_stem().and_then(|s| s.to_str()).unwrap_or("");

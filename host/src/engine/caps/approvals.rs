@@ -450,6 +450,11 @@ mod tests {
     fn approval_texts_are_clipped_counted_and_redacted() {
         let t = tempfile::tempdir().unwrap();
         let (mut host, sink) = crate::engine::caps::test_host(&t, vec![]);
+        // A run id of its own: a run asks one question at a time, and the test above keeps
+        // `run-1` waiting while it runs in parallel.
+        if let Some(desk) = host.approvals.as_mut() {
+            desk.run_id = "run-clip".into();
+        }
         host.secrets.push("hunter2-password".into());
         let summary = format!(
             "change DB_PASSWORD=hunter2-password {}",

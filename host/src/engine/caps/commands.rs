@@ -397,9 +397,9 @@ impl Host for StepHost {
                 self.secrets.push(value.clone());
             }
         }
-        let grant = check_grant(&self.commands, &cmd)
-            .map_err(CommandError::NotGranted)?
-            .clone();
+        let grant = check_grant(&self.commands, &cmd);
+        self.note_program(&cmd.program, grant.is_ok());
+        let grant = grant.map_err(CommandError::NotGranted)?.clone();
         let program = find_program(&cmd.program).ok_or_else(|| {
             CommandError::SpawnFailed(format!("`{}` is not installed on this host", cmd.program))
         })?;

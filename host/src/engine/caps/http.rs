@@ -59,7 +59,9 @@ impl Host for StepHost {
         if self.should_stop() {
             return Err(HttpError::Cancelled);
         }
-        let url = check_grant(&self.http, &req.method, &req.url)?;
+        let url = check_grant(&self.http, &req.method, &req.url);
+        self.note_origin(&req.url, url.is_ok());
+        let url = url?;
         let left = self.deadline.saturating_duration_since(Instant::now());
         let timeout = req
             .timeout_ms

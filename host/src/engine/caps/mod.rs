@@ -11,8 +11,9 @@ pub mod files;
 pub mod http;
 pub mod progress;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::engine::sandbox::MountTable;
@@ -31,6 +32,51 @@ impl CancelToken {
     /// True once cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a step asked of its grants: every host program and HTTP origin it called, with how many
+/// calls were allowed and how many refused. `qodify-host step` prints it and each step's record
+/// keeps it, so a plugin author sees what the plugin really needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// By program name as the step asked for it.
+    pub programs: BTreeMap<String, Calls>,
+    /// By origin (`http://host:port`), or by the URL as given when it has none.
+    pub origins: BTreeMap<String, Calls>,
+}
+
+/// Calls of one program or origin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Calls {
+    /// Calls the grants allowed (whatever happened next).
+    pub allowed: u32,
+    /// Calls refused as not granted.
+    pub denied: u32,
+}
+
+impl Usage {
+    /// True when the step called no program and no origin.
+    pub fn is_empty(&self) -> bool {
+        self.programs.is_empty() && self.origins.is_empty()
+    }
+}
+
+/// A step's [`Usage`], shared between its host and whoever records the step.
+pub type UsageLedger = Arc<Mutex<Usage>>;
+
+/// Names are cut so that a hostile plugin cannot grow the record without bound.
+const MAX_USAGE_KEYS: usize = 64;
+
+fn note(map: &mut BTreeMap<String, Calls>, key: &str, allowed: bool) {
+    if !map.contains_key(key) && map.len() >= MAX_USAGE_KEYS {
+        return;
+    }
+    let calls = map.entry(clip(key, 120)).or_default();
+    if allowed {
+        calls.allowed = calls.allowed.saturating_add(1);
+    } else {
+        calls.denied = calls.denied.saturating_add(1);
     }
 }
 
@@ -67,6 +113,8 @@ pub struct StepHost {
     pub(in crate::engine) work: Option<(cap_std::fs::Dir, std::path::PathBuf)>,
     /// Host folders a program may change besides the mounts, by program (host settings).
     pub(in crate::engine) host_paths: std::collections::BTreeMap<String, Vec<std::path::PathBuf>>,
+    /// What the step called.
+    pub(in crate::engine) usage: UsageLedger,
 }
 
 impl StepHost {
@@ -98,7 +146,35 @@ impl StepHost {
             ),
             work: None,
             host_paths: Default::default(),
+            usage: Default::default(),
         }
+    }
+
+    /// Records what the step calls in `ledger`.
+    pub fn with_usage(mut self, ledger: UsageLedger) -> Self {
+        self.usage = ledger;
+        self
+    }
+
+    /// Notes a call of host program `program`.
+    pub(in crate::engine) fn note_program(&self, program: &str, allowed: bool) {
+        let mut u = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        note(&mut u.programs, program, allowed);
+    }
+
+    /// Notes a request to `url`, counted by its origin.
+    pub(in crate::engine) fn note_origin(&self, url: &str, allowed: bool) {
+        let origin = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| {
+                let scheme = &url[..url.len() - rest.len()];
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                format!("{scheme}{authority}")
+            })
+            .unwrap_or_else(|| url.to_owned());
+        let mut u = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        note(&mut u.origins, &origin, allowed);
     }
 
     /// Grants host programs, run under `confinement` with the `host_paths` it may change
