@@ -18,7 +18,9 @@
 //
 // `test`: bundles every <dir>/test/**/*.test.ts (imports of `qodify:*`/`wasi:*` become stubs
 // that throw, so only logic that does not call the host can run; use `Context.forTest`) into a
-// temporary folder and runs `node --test` on them.
+// temporary folder and runs `node --test` on them, with QODIFY_PLUGIN_DIR=<dir>. With
+// QODIFY_HOST and QODIFY_PLUGINS_DIR set (`cargo xtask test` sets them), a test can run the
+// built plugin on a fixture through the real host (`@qodify/plugin-sdk/testing`, `runStep`).
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -101,6 +103,11 @@ async function bundle(esbuild, entry, { stubHost = false, outfile } = {}) {
       setup(b) {
         // The SDK is source, not an npm package: plugins import it by name wherever they are.
         b.onResolve({ filter: /^@qodify\/plugin-sdk$/ }, () => ({ path: sdkEntry }));
+        // Node-only helpers for a plugin's tests; a component never imports them.
+        b.onResolve({ filter: /^@qodify\/plugin-sdk\/testing$/ }, () => {
+          if (!stubHost) return { errors: [{ text: '@qodify/plugin-sdk/testing is for tests under Node, not for a plugin' }] };
+          return { path: join(here, 'src/testing.ts') };
+        });
         if (stubHost) {
           b.onResolve({ filter: /^(qodify|wasi):/ }, (a) => ({ path: a.path, namespace: 'host-stub' }));
           b.onLoad({ filter: /.*/, namespace: 'host-stub' }, (a) => ({ contents: hostStub(a.path), loader: 'js' }));
@@ -264,8 +271,9 @@ async function test(dirs) {
   const esbuild = await import('esbuild');
   const work = mkdtempSync(join(tmpdir(), 'qodify-ts-test-'));
   try {
-    const outs = [];
+    let ran = 0;
     for (const d of dirs.map((x) => resolve(x))) {
+      const outs = [];
       const testDir = join(d, 'test');
       if (!existsSync(testDir)) continue;
       const files = filesUnder(testDir).filter((f) => f.endsWith('.test.ts'));
@@ -285,13 +293,15 @@ async function test(dirs) {
         await bundle(esbuild, f, { stubHost: true, outfile });
         outs.push(outfile);
       }
+      // One `node --test` per folder, told which folder it tests (fixtures are found from it).
+      const r = spawnSync(process.execPath, ['--test', ...outs], {
+        stdio: 'inherit',
+        env: { ...process.env, QODIFY_PLUGIN_DIR: d },
+      });
+      if (r.status !== 0) process.exit(r.status ?? 1);
+      ran += outs.length;
     }
-    if (outs.length === 0) {
-      console.error('no test/**/*.test.ts files');
-      return;
-    }
-    const r = spawnSync(process.execPath, ['--test', ...outs], { stdio: 'inherit' });
-    if (r.status !== 0) process.exit(r.status ?? 1);
+    if (ran === 0) console.error('no test/**/*.test.ts files');
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

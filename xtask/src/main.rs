@@ -281,7 +281,7 @@ fn test() -> Result<()> {
             Command::new("npm").args(["test", "--", "--run"]),
         )?;
     }
-    ts_plugins::test()?;
+    ts_plugins::test(&target)?;
     let plugins: Vec<String> = plugin_crates()?.into_iter().map(|(p, _)| p).collect();
     // Plugin logic is tested natively (the SDK's imports are stubs off wasm).
     let mut cmd = Command::new(cargo());

@@ -1,7 +1,8 @@
 //! `cargo xtask new-plugin <id> --ts [--dir <parent>]`: a TypeScript plugin folder that builds
-//! with the SDK (`sdk/ts`) and passes its own generated test: `src/index.ts` (the step),
-//! `src/summary.ts` (its logic, which Node tests without the host), `test/summary.test.ts`,
-//! `test/fixture/` (a folder to run it on), `tsconfig.json` and `qodify-plugin.toml`.
+//! with the SDK (`sdk/ts`) and passes its own generated tests: `src/index.ts` (the step),
+//! `src/summary.ts` (its logic, which Node tests without the host: `test/summary.test.ts`),
+//! `test/fixture/` with `test/step.test.ts` and `test/step.expected.json` (the built plugin run
+//! on the fixture by `qodify-host step`), `tsconfig.json` and `qodify-plugin.toml`.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -27,6 +28,8 @@ pub fn create(id: &str, parent: Option<&Path>) -> Result<PathBuf> {
         ("src/index.ts", index(id)),
         ("src/summary.ts", SUMMARY.to_owned()),
         ("test/summary.test.ts", TEST.to_owned()),
+        ("test/step.test.ts", step_test(id)),
+        ("test/step.expected.json", step_expected(id)),
         ("test/fixture/hello.txt", "hello\n".to_owned()),
         (
             "test/fixture/sub/data.json",
@@ -129,6 +132,54 @@ test('an empty folder', () => {
 });
 "#;
 
+fn step_test(id: &str) -> String {
+    format!(
+        r#"// The built plugin on test/fixture through the real host and sandbox (`qodify-host step`).
+// Runs when QODIFY_HOST and QODIFY_PLUGINS_DIR are set: `cargo xtask test` sets them for
+// plugins-ts/; elsewhere build the plugin into a folder and set them yourself.
+import assert from 'node:assert/strict';
+import {{ join }} from 'node:path';
+import {{ test }} from 'node:test';
+
+import {{ hostSetup, pluginDir, readJson, runStep }} from '@qodify/plugin-sdk/testing';
+
+const setup = hostSetup();
+
+test('qodify-host step on the fixture gives the expected JSON', {{ skip: setup === undefined && 'QODIFY_HOST is not set' }}, () => {{
+  const report = runStep(setup!, {{
+    plugin: '{id}',
+    fixture: join(pluginDir(), 'test/fixture'),
+    config: {{ source: '/customer' }},
+  }});
+  assert.deepEqual(report, readJson(join(pluginDir(), 'test/step.expected.json')));
+}});
+"#
+    )
+}
+
+/// What `qodify-host step --json` prints for the scaffold on its fixture, without `sha256` and
+/// `durationMs`: `hello.txt` (6 bytes) and `sub/`, the fixture read-only at `/customer`.
+fn step_expected(id: &str) -> String {
+    format!(
+        r#"{{
+  "plugin": "{id}",
+  "status": "succeeded",
+  "error": null,
+  "outputs": [["entries", "2"], ["files", "1"], ["bytes", "6"]],
+  "artifacts": [],
+  "logs": [{{ "level": "info", "message": "/customer has 2 entries" }}],
+  "progress": [],
+  "granted": {{
+    "mounts": [{{ "guest": "/customer", "path": ".", "writable": false }}],
+    "programs": [],
+    "origins": []
+  }},
+  "used": {{ "programs": {{}}, "origins": {{}} }}
+}}
+"#
+    )
+}
+
 fn manifest(id: &str) -> String {
     format!(
         r#"schema = 1
@@ -149,23 +200,41 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// The scaffold, made where a team would make it (outside the repository), passes its own
-    /// Node test and builds into a component that carries its manifest. Needs Node.js and npm;
-    /// without them it is skipped, except under CI.
+    /// The scaffold, made where a team would make it (outside the repository), builds into a
+    /// component that carries its manifest and passes its own tests: its logic under Node, and
+    /// the built plugin on its fixture under `qodify-host step`. Needs Node.js and npm, and the
+    /// host built by `cargo xtask build`; without them it is skipped, except under CI.
     #[test]
-    fn a_typescript_scaffold_passes_its_own_test_and_builds() {
+    fn a_typescript_scaffold_builds_and_passes_its_own_tests() {
         if !crate::ts_plugins::prepare_sdk("the TypeScript scaffold's test").unwrap() {
             return;
+        }
+        let host = crate::target_dir().unwrap().join("debug/qodify-host");
+        let with_host = host.is_file();
+        if !with_host {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{} is missing: run `cargo xtask build` first",
+                host.display()
+            );
+            eprintln!(
+                "{} is missing: the qodify-host step test is skipped",
+                host.display()
+            );
         }
         let tmp = std::env::temp_dir().join(format!("xtask-scaffold-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let dir = create("hello-ts", Some(&tmp)).unwrap();
+        let out_dir = tmp.join("out");
         let node = |args: &[&std::ffi::OsStr]| {
-            let out = Command::new("node")
-                .arg(root().join("sdk/ts/build.mjs"))
-                .args(args)
-                .output()
-                .unwrap();
+            let mut cmd = Command::new("node");
+            cmd.arg(root().join("sdk/ts/build.mjs")).args(args);
+            if with_host {
+                cmd.env("QODIFY_HOST", &host)
+                    .env("QODIFY_PLUGINS_DIR", &out_dir)
+                    .env("QODIFY_DATA_DIR", tmp.join("data"));
+            }
+            let out = cmd.output().unwrap();
             let text = format!(
                 "{}{}",
                 String::from_utf8_lossy(&out.stdout),
@@ -174,12 +243,7 @@ mod tests {
             assert!(out.status.success(), "{args:?}:\n{text}");
             text
         };
-        let tested = node(&["test".as_ref(), dir.as_os_str()]);
-        assert!(
-            tested.contains("# pass 2") && tested.contains("# fail 0"),
-            "{tested}"
-        );
-        let wasm = tmp.join("out/hello-ts.wasm");
+        let wasm = out_dir.join("hello-ts.wasm");
         let mut job = dir.clone().into_os_string();
         job.push("=");
         job.push(&wasm);
@@ -191,6 +255,16 @@ mod tests {
             bytes.ends_with(&manifest),
             "the manifest is the last section"
         );
+
+        let tested = node(&["test".as_ref(), dir.as_os_str()]);
+        let (pass, skipped) = if with_host { (3, 0) } else { (2, 1) };
+        assert!(
+            tested.contains(&format!("# pass {pass}"))
+                && tested.contains(&format!("# skipped {skipped}"))
+                && tested.contains("# fail 0"),
+            "{tested}"
+        );
+
         // Unchanged sources: the stamp makes the second build a no-op.
         let before = std::fs::metadata(&wasm).unwrap().modified().unwrap();
         node(&["build".as_ref(), &job]);

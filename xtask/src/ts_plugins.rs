@@ -87,13 +87,18 @@ pub fn build(target: &Path) -> Result<()> {
     run_in(&sdk_dir(), &mut cmd)
 }
 
-/// Runs the Node unit tests of the SDK and of every TypeScript plugin that has `test/`.
-pub fn test() -> Result<()> {
+/// Runs the Node tests of the SDK and of every TypeScript plugin that has `test/`; those that
+/// run a built plugin under `qodify-host step` get the host and the plugins `build` made.
+pub fn test(target: &Path) -> Result<()> {
     if !prepare_sdk("the TypeScript SDK's tests")? {
         return Ok(());
     }
     let mut cmd = Command::new("node");
-    cmd.args(["build.mjs", "test", "."]);
-    cmd.args(plugins().iter().map(|p| p.dir.clone()));
+    cmd.args(["build.mjs", "test", "."])
+        .args(plugins().iter().map(|p| p.dir.clone()))
+        .env("QODIFY_HOST", target.join("debug/qodify-host"))
+        .env("QODIFY_PLUGINS_DIR", target.join("plugins"))
+        // The compile cache of `qodify-host step`, kept between runs.
+        .env("QODIFY_DATA_DIR", target.join("ts-step-data"));
     run_in(&sdk_dir(), &mut cmd)
 }
