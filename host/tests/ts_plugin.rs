@@ -580,6 +580,50 @@ fn the_typescript_probe_is_denied_exactly_where_the_rust_probe_is() {
 }
 
 #[test]
+fn the_sdk_writes_reads_and_hashes_files_in_chunks_inside_its_mount() {
+    let fx = fixture();
+    make_probe_targets(&fx);
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let p = pipeline(
+        &fx,
+        "name = \"test\"\n[[steps]]\nid = \"sdk\"\nplugin = \"sandbox-probe-ts\"\n[steps.config]\nmode = \"sdk\"\n[[steps.mounts]]\nguest = \"/out\"\npath = \"out\"\naccess = \"rw\"\n[steps.limits]\ntimeout = \"60s\"\n",
+    );
+    let outcome = run_plan(&rt, &fx, &p, &[]);
+    assert_eq!(outcome.status, RunStatus::Succeeded, "{:?}", outcome.error);
+    let step = &outcome.steps[0];
+
+    // The bytes the plugin wrote, made here the same way: 48 chunks of 64 KiB and 7 more.
+    let mut x: u32 = 1;
+    let want: Vec<u8> = (0..48 * 65_536 + 7)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 24) as u8
+        })
+        .collect();
+    let file = fx.customer().join("out/sdk/a/b/c/big.bin");
+    assert!(
+        std::fs::read(&file).unwrap() == want,
+        "the file's bytes differ"
+    );
+    let sha = sha256_file(&file);
+    assert_eq!(output(step, "written-sha256"), Some(sha.as_str()));
+    assert_eq!(output(step, "read-sha256"), Some(sha.as_str()));
+    assert_eq!(output(step, "size"), Some(&*want.len().to_string()));
+    assert_eq!(output(step, "note"), Some("first\nsecond\n"));
+    assert_eq!(output(step, "listing"), Some("b:directory,note.txt:file"));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(output(step, "mode"), Some(&*format!("{mode:o}")));
+    assert_eq!(output(step, "space"), Some("true"));
+    assert_eq!(output(step, "note-exists"), Some("false"));
+    // The host re-hashed the artifact: the SDK's streaming SHA-256 agreed.
+    let a = &step.artifacts[0];
+    assert_eq!(
+        (a.size, a.sha256.as_str()),
+        (want.len() as u64, sha.as_str())
+    );
+}
+
+#[test]
 fn runaway_typescript_steps_are_stopped_by_the_same_limits() {
     let fx = fixture();
     let rt = Runtime::new(&fx.settings.data_dir).unwrap();

@@ -73,6 +73,21 @@ function inputsHash(pluginDir) {
 }
 
 /**
+ * Regenerates the WIT's TypeScript declarations (sdk/ts/generated, made by `npm ci`'s `prepare`)
+ * when the WIT changed since: the types must be the contract the component is built against.
+ */
+function ensureTypes() {
+  const h = createHash('sha256');
+  for (const f of filesUnder(witDir)) h.update(`${relative(witDir, f)}\0`).update(readFileSync(f)).update('\0');
+  const want = h.digest('hex');
+  const stamp = join(here, 'generated/.wit-sha256');
+  if (existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === want) return;
+  const r = spawnSync(process.execPath, [join(here, 'scripts/types.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) throw new Error('generating the WIT types failed (node sdk/ts/scripts/types.mjs)');
+  writeFileSync(stamp, `${want}\n`);
+}
+
+/**
  * Type-checks the files of a tsconfig.json (only those under `only` when given: a build checks
  * src/, which must not see Node's types); returns the formatted errors, or '' when clean.
  */
@@ -201,6 +216,7 @@ async function build(args) {
       continue;
     }
     const { ts, esbuild, componentize } = await load();
+    ensureTypes();
     const started = performance.now();
     const errors = await typeCheck(ts, join(dir, 'tsconfig.json'), {}, join(dir, 'src'));
     if (errors !== '') {
@@ -267,6 +283,7 @@ function ms(n) {
 }
 
 async function test(dirs) {
+  ensureTypes();
   const ts = (await import('typescript')).default;
   const esbuild = await import('esbuild');
   const work = mkdtempSync(join(tmpdir(), 'qodify-ts-test-'));

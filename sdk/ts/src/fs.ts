@@ -333,7 +333,8 @@ export function mkdir(path: string, options: { recursive?: boolean } = {}): void
     let at = '';
     for (const part of parts) {
       at += `/${part}`;
-      if (locate(at).rel === '.') continue; // a mount itself exists
+      // A mount, or a folder above one, exists (and may lie outside every mount).
+      if (mounts().some((m) => m.guest === at || m.guest.startsWith(`${at}/`))) continue;
       if (exists(at)) {
         if (stat(at, { follow: true }).type !== 'directory') throw new Io(`creating ${path}: ${at} is not a folder`);
         continue;

@@ -2,16 +2,18 @@
 // `escape` mode it makes the same attempts, under the same output keys, with the SDK (plus a
 // few raw WASI calls that skip the SDK's own checks), so a test can assert that every denial of
 // the Rust probe is a denial here too. `loop` and `memory-bomb` show the host's limits stop a
-// JS component like a Rust one.
+// JS component like a Rust one. `sdk` goes through the SDK's file helpers inside `out` (nested
+// folders, a 3 MiB file written and read back in chunks, rename, listing, removal) and returns
+// the file as an artifact, whose size and sha256 the host checks.
 //
-// Config: `mode` ("escape" | "loop" | "memory-bomb"), `data` (read-only mount), `out`
+// Config: `mode` ("escape" | "loop" | "memory-bomb" | "sdk"), `data` (read-only mount), `out`
 // (writable mount), `command` (a granted argv for the control), `origin` (a granted URL for
 // the control). Each output is `ok…`/`FAILED…` (controls), or `denied:<error>` / `ALLOWED:<what>`.
-import { commands, defineStep, files, fs, http, Output, t } from '@qodify/plugin-sdk';
+import { artifact, commands, defineStep, files, fs, http, Output, Sha256, t } from '@qodify/plugin-sdk';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 
 const config = t.object({
-  mode: t.enum(['escape', 'loop', 'memory-bomb']).default('escape'),
+  mode: t.enum(['escape', 'loop', 'memory-bomb', 'sdk']).default('escape'),
   data: t.string().default('/data'),
   out: t.string().default('/out'),
   command: t.array(t.string()).optional(),
@@ -236,6 +238,51 @@ function escape(dataPath: string, outPath: string, command: string[] | undefined
   return o;
 }
 
+/** The SDK's file helpers, round trip, inside the writable mount `out`. */
+function sdk(outPath: string): Output {
+  const base = `${outPath.replace(/\/+$/, '')}/sdk`;
+  if (fs.exists(base)) fs.remove(base, { recursive: true });
+  fs.mkdir(`${base}/a/b/c`, { recursive: true });
+  fs.mkdir(`${base}/a/b`, { recursive: true }); // exists: fine
+  // 3 MiB + 7 in uneven chunks, so writes, reads and hashing all cross their chunk sizes.
+  const w = fs.openWrite(`${base}/a/b/c/big.bin`, { hash: true });
+  let x = 1;
+  for (let i = 0; i < 48; i++) {
+    const chunk = new Uint8Array(65_536 + (i === 47 ? 7 : 0));
+    for (let j = 0; j < chunk.length; j++) {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      chunk[j] = x >>> 24;
+    }
+    w.write(chunk);
+  }
+  w.close();
+  const written = w.sha256();
+  const r = fs.openRead(`${base}/a/b/c/big.bin`);
+  const again = new Sha256();
+  for (const chunk of r.chunks(100_000)) again.update(chunk);
+  r.close();
+  fs.writeFile(`${base}/note.txt`, 'first\n');
+  const append = fs.openWrite(`${base}/note.txt`, { append: true });
+  append.write('second\n');
+  append.close();
+  fs.rename(`${base}/note.txt`, `${base}/a/note.txt`);
+  const listing = fs.readDir(`${base}/a`).map((e) => `${e.name}:${e.type}`).join(',');
+  const meta = files.stat(`${base}/a/b/c/big.bin`);
+  const a = artifact('big', `${base}/a/b/c/big.bin`);
+  const o = new Output()
+    .value('written-sha256', written)
+    .value('read-sha256', again.hex())
+    .value('size', fs.stat(`${base}/a/b/c/big.bin`).size)
+    .value('note', fs.readText(`${base}/a/note.txt`))
+    .value('listing', listing)
+    .value('mode', meta.mode.toString(8))
+    .value('space', files.space(base).totalBytes > 0n)
+    .artifact(a);
+  fs.remove(`${base}/a/note.txt`);
+  o.value('note-exists', fs.exists(`${base}/a/note.txt`));
+  return o;
+}
+
 /** An endless loop the engine cannot skip. */
 function spin(): never {
   let n = 0;
@@ -260,5 +307,7 @@ export const run = defineStep(config, (_ctx, cfg) => {
       return spin();
     case 'memory-bomb':
       return memoryBomb();
+    case 'sdk':
+      return sdk(cfg.out);
   }
 });
