@@ -8,6 +8,7 @@ mod bench_nodes;
 mod bench_upgrade;
 mod demo;
 mod manifest;
+mod scaffold;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,7 +41,11 @@ Commands:
                       --pm2-mode cluster|fork|both (both), --cluster-sched rr|none|both (both:
                       the PM2 daemon's NODE_CLUSTER_SCHED_POLICY in cluster mode); needs pm2,
                       node and PostgreSQL
-  new-plugin <id>     scaffold plugins/<id> from the SDK template
+  new-plugin <id> [--dir <parent>]
+                      scaffold a Rust step plugin: plugins/<id> (a workspace member), or
+                      <parent>/<id> as a crate of its own using this checkout's SDK; it comes
+                      with its capability manifest, a fixture, a native test and the expected
+                      output of `qodify-host step` on the fixture
 ";
 
 fn main() -> Result<()> {
@@ -51,7 +56,7 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("demo") => demo::run(),
         Some("bench") => bench::run(&rest),
-        Some("new-plugin") => new_plugin(rest.first().copied()),
+        Some("new-plugin") => new_plugin(&rest),
         Some("-h" | "--help" | "help") | None => {
             print!("{HELP}");
             Ok(())
@@ -274,33 +279,29 @@ fn test() -> Result<()> {
         .env("QODIFY_TEST_TARGET_DIR", &target))
 }
 
-fn new_plugin(id: Option<&str>) -> Result<()> {
-    let id = id.context("usage: cargo xtask new-plugin <id>  (lowercase letters, digits and -)")?;
-    anyhow::ensure!(
-        !id.is_empty()
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-        "plugin id `{id}` must use lowercase letters, digits and `-` (it is the crate name, the folder and the .wasm name)"
-    );
-    let dir = root().join("plugins").join(id);
-    anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
-    std::fs::create_dir_all(dir.join("src"))?;
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"{id}\"\ndescription = \"qodify-host step plugin `{id}`\"\nversion.workspace = true\nedition.workspace = true\nrust-version.workspace = true\nlicense.workspace = true\npublish.workspace = true\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nqodify-plugin-sdk.workspace = true\nserde.workspace = true\n\n[lints]\nworkspace = true\n"
-        ),
-    )?;
-    std::fs::write(
-        dir.join("src/lib.rs"),
-        format!(
-            "//! `{id}`: describe what this step does.\n\nuse qodify_plugin_sdk::prelude::*;\n\n/// The step's `config` table from the pipeline.\n#[derive(Deserialize)]\n#[serde(deny_unknown_fields)]\npub struct Config {{\n    /// A folder the pipeline mounts for this step.\n    pub source: String,\n}}\n\n/// The step.\npub struct Plugin;\n\nimpl Step for Plugin {{\n    type Config = Config;\n\n    fn run(ctx: &Context, config: Config) -> Result<Output, Error> {{\n        let entries = std::fs::read_dir(&config.source)?.count();\n        ctx.info(&format!(\"{{}} has {{entries}} entries\", config.source));\n        Ok(Output::new().value(\"entries\", entries.to_string()))\n    }}\n}}\n\nexport_step!(Plugin);\n"
-        ),
-    )?;
+fn new_plugin(args: &[&str]) -> Result<()> {
+    let usage = "usage: cargo xtask new-plugin <id> [--dir <parent folder>]  (id: lowercase letters, digits and -)";
+    let mut id = None;
+    let mut dir = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--dir" => dir = Some(PathBuf::from(it.next().context(usage)?)),
+            flag if flag.starts_with('-') => bail!("unknown option `{flag}`; {usage}"),
+            name if id.is_none() => id = Some(name),
+            extra => bail!("unexpected `{extra}`; {usage}"),
+        }
+    }
+    let id = id.context(usage)?;
+    let dir = scaffold::rust(id, dir.as_deref())?;
     eprintln!(
-        "created {}; build it with `cargo xtask build` (→ <target>/plugins/{id}.wasm)",
-        dir.display()
+        "created {}: `cargo test` tests its logic natively; {}; then `qodify-host step {id} --fixture tests/fixture --step-config tests/step.toml` runs it (see its README.md)",
+        dir.display(),
+        if dir.starts_with(root().join("plugins")) {
+            format!("`cargo xtask build` builds it into <target>/plugins/{id}.wasm")
+        } else {
+            "`cargo build --release --target wasm32-wasip2` builds it".to_owned()
+        }
     );
     Ok(())
 }
