@@ -386,6 +386,10 @@ enum PluginsCommand {
         /// Its plugin id [default: the file stem].
         #[arg(long)]
         id: Option<String>,
+        /// Embed this capability manifest (qodify-plugin.toml) first, for a plugin built
+        /// without `cargo xtask build` or sdk/ts/build.mjs (which embed it themselves).
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
         /// Replace a different plugin with the same id.
         #[arg(long)]
         replace: bool,
@@ -479,11 +483,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Plugins(PluginsCommand::Add {
             file,
             id,
+            manifest,
             replace,
             json,
         }) => {
             let runtime = Runtime::new(&settings.data_dir)?;
-            let added = ops::plugins::add(&settings, &runtime, &file, id.as_deref(), replace)?;
+            let added = ops::plugins::add(
+                &settings,
+                &runtime,
+                &file,
+                id.as_deref(),
+                manifest.as_deref(),
+                replace,
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&added)?);
             } else {

@@ -9,6 +9,7 @@ mod bench_plugins;
 mod bench_upgrade;
 mod demo;
 mod manifest;
+mod scaffold;
 mod scaffold_ts;
 mod ts_plugins;
 
@@ -49,9 +50,13 @@ Commands:
                       --pm2-mode cluster|fork|both (both), --cluster-sched rr|none|both (both:
                       the PM2 daemon's NODE_CLUSTER_SCHED_POLICY in cluster mode); needs pm2,
                       node and PostgreSQL
-  new-plugin <id> [--ts [--dir <parent>]]
-                      scaffold plugins/<id> from the SDK template; with --ts a TypeScript
-                      plugin in plugins-ts/<id> (or <parent>/<id>) with its own Node test
+  new-plugin <id> [--ts] [--dir <parent>]
+                      scaffold a Rust step plugin: plugins/<id> (a workspace member), or
+                      <parent>/<id> as a crate of its own using this checkout's SDK; it comes
+                      with its capability manifest, a fixture, a native test and the expected
+                      output of `qodify-host step` on the fixture. With --ts a TypeScript plugin
+                      in plugins-ts/<id> (or <parent>/<id>) using sdk/ts, with the same kit and
+                      Node tests (its logic, and the built plugin under `qodify-host step`)
 ";
 
 fn main() -> Result<()> {
@@ -297,67 +302,47 @@ fn test() -> Result<()> {
 }
 
 fn new_plugin(args: &[&str]) -> Result<()> {
-    const USAGE: &str = "usage: cargo xtask new-plugin <id> [--ts [--dir <parent>]]  (id: lowercase letters, digits and -)";
+    let usage = "usage: cargo xtask new-plugin <id> [--ts] [--dir <parent folder>]  (id: lowercase letters, digits and -)";
     let (mut id, mut ts, mut dir) = (None, false, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--ts" => ts = true,
-            "--dir" => dir = Some(Path::new(*it.next().context(USAGE)?)),
-            other if other.starts_with('-') => bail!("unknown option `{other}`\n{USAGE}"),
-            other if id.is_none() => id = Some(other),
-            other => bail!("unexpected `{other}`\n{USAGE}"),
+            "--dir" => dir = Some(PathBuf::from(it.next().context(usage)?)),
+            flag if flag.starts_with('-') => bail!("unknown option `{flag}`; {usage}"),
+            name if id.is_none() => id = Some(name),
+            extra => bail!("unexpected `{extra}`; {usage}"),
         }
     }
-    let id = id.context(USAGE)?;
-    anyhow::ensure!(
-        !id.is_empty()
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-        "plugin id `{id}` must use lowercase letters, digits and `-` (it is the crate name, the folder and the .wasm name)"
-    );
+    let id = id.context(usage)?;
     if ts {
-        let dir = scaffold_ts::create(id, dir)?;
-        let out = if dir.parent() == Some(&root().join("plugins-ts")) {
-            format!("build it with `cargo xtask build` (→ <target>/plugins/{id}.wasm)")
+        let dir = scaffold_ts::create(id, dir.as_deref())?;
+        let build = if dir.parent() == Some(&root().join("plugins-ts")) {
+            format!("`cargo xtask build` builds it into <target>/plugins/{id}.wasm")
         } else {
             format!(
-                "build it with `node {}/sdk/ts/build.mjs build {}=<out>/{id}.wasm`",
+                "`node {}/sdk/ts/build.mjs build {}=<out>/{id}.wasm` builds it",
                 root().display(),
                 dir.display()
             )
         };
         eprintln!(
-            "created {}; {out}; test it with `node {}/sdk/ts/build.mjs test {}`",
+            "created {}: {build}; `node {}/sdk/ts/build.mjs test {}` runs its tests (its step test needs QODIFY_HOST and QODIFY_PLUGINS_DIR; `cargo xtask test` sets them)",
             dir.display(),
             root().display(),
             dir.display()
         );
         return Ok(());
     }
-    anyhow::ensure!(
-        dir.is_none(),
-        "--dir is for --ts plugins; Rust plugins live in plugins/"
-    );
-    let dir = root().join("plugins").join(id);
-    anyhow::ensure!(!dir.exists(), "{} already exists", dir.display());
-    std::fs::create_dir_all(dir.join("src"))?;
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"{id}\"\ndescription = \"qodify-host step plugin `{id}`\"\nversion.workspace = true\nedition.workspace = true\nrust-version.workspace = true\nlicense.workspace = true\npublish.workspace = true\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nqodify-plugin-sdk.workspace = true\nserde.workspace = true\n\n[lints]\nworkspace = true\n"
-        ),
-    )?;
-    std::fs::write(
-        dir.join("src/lib.rs"),
-        format!(
-            "//! `{id}`: describe what this step does.\n\nuse qodify_plugin_sdk::prelude::*;\n\n/// The step's `config` table from the pipeline.\n#[derive(Deserialize)]\n#[serde(deny_unknown_fields)]\npub struct Config {{\n    /// A folder the pipeline mounts for this step.\n    pub source: String,\n}}\n\n/// The step.\npub struct Plugin;\n\nimpl Step for Plugin {{\n    type Config = Config;\n\n    fn run(ctx: &Context, config: Config) -> Result<Output, Error> {{\n        let entries = std::fs::read_dir(&config.source)?.count();\n        ctx.info(&format!(\"{{}} has {{entries}} entries\", config.source));\n        Ok(Output::new().value(\"entries\", entries.to_string()))\n    }}\n}}\n\nexport_step!(Plugin);\n"
-        ),
-    )?;
+    let dir = scaffold::rust(id, dir.as_deref())?;
     eprintln!(
-        "created {}; build it with `cargo xtask build` (→ <target>/plugins/{id}.wasm)",
-        dir.display()
+        "created {}: `cargo test` tests its logic natively; {}; then `qodify-host step {id} --fixture tests/fixture --step-config tests/step.toml` runs it (see its README.md)",
+        dir.display(),
+        if dir.starts_with(root().join("plugins")) {
+            format!("`cargo xtask build` builds it into <target>/plugins/{id}.wasm")
+        } else {
+            "`cargo build --release --target wasm32-wasip2` builds it".to_owned()
+        }
     );
     Ok(())
 }

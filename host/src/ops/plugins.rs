@@ -99,6 +99,7 @@ pub fn add(
     runtime: &Runtime,
     file: &Path,
     id: Option<&str>,
+    manifest: Option<&Path>,
     replace: bool,
 ) -> anyhow::Result<Added> {
     let id = match id {
@@ -118,7 +119,10 @@ pub fn add(
         plugins::valid_id(&id),
         "`{id}` is not a plugin id (lowercase letters, digits and `-`, up to 63); pass --id"
     );
-    let bytes = plugins::read_hashed(file).map_err(anyhow::Error::from)?;
+    let mut bytes = plugins::read_hashed(file).map_err(anyhow::Error::from)?;
+    if let Some(path) = manifest {
+        bytes = with_manifest(&bytes, path)?;
+    }
     check_world(runtime, &bytes).with_context(|| format!("{} cannot be added", file.display()))?;
     let dir = settings.plugin_dirs.first().with_context(
         || "no plugin folder is configured (plugin_dirs in qodify-host.toml, or --plugins-dir)",
@@ -153,6 +157,26 @@ pub fn add(
         plugin: describe(&id, &dest, &bytes),
         changed: true,
         replaced,
+    })
+}
+
+/// The component with the manifest file at `path` embedded (a plugin built outside
+/// `cargo xtask build` and `sdk/ts/build.mjs`, which embed it themselves). The manifest is
+/// checked first; a component that has one already is refused.
+fn with_manifest(bytes: &PluginBytes, path: &Path) -> anyhow::Result<PluginBytes> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the manifest {}", path.display()))?;
+    Manifest::parse(&text).with_context(|| format!("{}", path.display()))?;
+    if Manifest::of_component(&bytes.bytes)
+        .map_err(anyhow::Error::from)?
+        .is_some()
+    {
+        bail!("the component has a manifest already; leave out --manifest");
+    }
+    let out = crate::engine::manifest::embed(&bytes.bytes, &text);
+    Ok(PluginBytes {
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&out)),
+        bytes: out,
     })
 }
 
