@@ -662,6 +662,19 @@ fn runaway_typescript_steps_are_stopped_by_the_same_limits() {
         err.contains("step probe exceeded its 128 MiB memory limit"),
         "{err}"
     );
+    // A plugin that catches the failure and returns its own error: the limit is named too.
+    let outcome = run_plan(
+        &rt,
+        &fx,
+        &probe("memory-caught", "memory = \"128MiB\"\ntimeout = \"60s\""),
+        &[],
+    );
+    let err = outcome.error.unwrap();
+    assert!(
+        err.contains("could not allocate the buffers")
+            && err.contains("reached its memory limit of 128 MiB"),
+        "{err}"
+    );
 
     // The same host goes on: the next TS step runs normally.
     let outcome = run_plan(&rt, &fx, &escape, &[]);

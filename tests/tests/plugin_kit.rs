@@ -200,6 +200,17 @@ fn plugins_add_copies_only_step_plugins_and_never_replaces_silently() {
     );
     assert!(!dir.join("junk.wasm").exists());
 
+    // A component built with componentize-js's fetch imports wasi:http, which steps do not get.
+    let fetch = target_dir().join("test-plugins/fetch-imports-ts.wasm");
+    let out = add(&fetch, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("wasi:http/") && stderr(&out).contains("disableFeatures"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.join("fetch-imports-ts.wasm").exists());
+
     let noop = target_dir().join("test-plugins/noop.wasm");
     let out = add(&noop, &["--json"]);
     assert!(out.status.success(), "{}", stderr(&out));

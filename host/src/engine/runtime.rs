@@ -715,10 +715,19 @@ fn run_step(
             if state.host.cancel.is_cancelled() {
                 return Err(StepFailure::Cancelled { step });
             }
+            let mut message = state.host.redact(&e.message);
+            // A plugin that catches its own allocation failure (a JS engine's "out of memory")
+            // still failed because of the limit: say so.
+            if state.limiter.memory_refused {
+                message.push_str(&format!(
+                    " (the step reached its memory limit of {}; raise the step's limits.memory if it needs more)",
+                    human_bytes(call.memory_bytes)
+                ));
+            }
             Err(StepFailure::Plugin {
                 step,
                 kind: error_kind(e.kind).to_owned(),
-                message: state.host.redact(&e.message),
+                message,
             })
         }
         Err(trap) => Err(classify(trap)),

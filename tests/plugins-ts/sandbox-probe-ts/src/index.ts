@@ -6,14 +6,14 @@
 // folders, a 3 MiB file written and read back in chunks, rename, listing, removal) and returns
 // the file as an artifact, whose size and sha256 the host checks.
 //
-// Config: `mode` ("escape" | "loop" | "memory-bomb" | "sdk"), `data` (read-only mount), `out`
+// Config: `mode` ("escape" | "loop" | "memory-bomb" | "memory-caught" | "sdk"), `data` (read-only mount), `out`
 // (writable mount), `command` (a granted argv for the control), `origin` (a granted URL for
 // the control). Each output is `ok…`/`FAILED…` (controls), or `denied:<error>` / `ALLOWED:<what>`.
-import { artifact, commands, defineStep, files, fs, http, Output, Sha256, t } from '@qodify/plugin-sdk';
+import { artifact, commands, defineStep, files, fs, http, Internal, Output, Sha256, t } from '@qodify/plugin-sdk';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 
 const config = t.object({
-  mode: t.enum(['escape', 'loop', 'memory-bomb', 'sdk']).default('escape'),
+  mode: t.enum(['escape', 'loop', 'memory-bomb', 'memory-caught', 'sdk']).default('escape'),
   data: t.string().default('/data'),
   out: t.string().default('/out'),
   command: t.array(t.string()).optional(),
@@ -307,6 +307,13 @@ export const run = defineStep(config, (_ctx, cfg) => {
       return spin();
     case 'memory-bomb':
       return memoryBomb();
+    case 'memory-caught':
+      // A plugin that catches its own allocation failure and returns an error of its own.
+      try {
+        return memoryBomb();
+      } catch {
+        throw new Internal('could not allocate the buffers');
+      }
     case 'sdk':
       return sdk(cfg.out);
   }
