@@ -99,12 +99,18 @@ pub fn acquire(
     // A lock this process released can look held for a moment: a child forked by another
     // thread (a granted program's supervisor) holds a copy of every open file until it closes
     // them or execs. So when the holder is this very process, wait a little for that copy to go.
+    // The same holds for a holder that just died (`kill -9`): a child it had just forked holds
+    // the lock until it execs or its supervisor sees the host gone, which is moments.
     let ours = format!("pid {} ", std::process::id());
-    let until = std::time::Instant::now() + OWN_COPY_GRACE;
+    let started = std::time::Instant::now();
     loop {
+        let waited = started.elapsed();
         match try_lock(&path, &holder).with_context(|| format!("locking {}", path.display()))? {
             Ok(file) => return Ok(CustomerLock { _file: file }),
-            Err(held_by) if held_by.starts_with(&ours) && std::time::Instant::now() < until => {
+            Err(held_by)
+                if (held_by.starts_with(&ours) && waited < OWN_COPY_GRACE)
+                    || (holder_is_gone(&held_by) && waited < DEAD_HOLDER_GRACE) =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(holder) => {
@@ -120,6 +126,22 @@ pub fn acquire(
 
 /// How long a lock held by this same process is waited for (see [`acquire`]).
 const OWN_COPY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a lock whose recorded holder is no longer running is waited for (see [`acquire`]).
+const DEAD_HOLDER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// True when `held_by` (`pid N run …`) names a process that no longer exists on this machine.
+fn holder_is_gone(held_by: &str) -> bool {
+    let Some(pid) = held_by
+        .strip_prefix("pid ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+}
 
 /// Takes `<data_dir>/serve.lock` without waiting: the first thing `serve` does, before it opens
 /// the store or recovers anything, so a second `serve` on the same data dir never marks the
@@ -158,6 +180,33 @@ mod tests {
         let _other = acquire(dir.path(), "b.example.com", "r3", "backup").unwrap();
         drop(first);
         acquire(dir.path(), "a.example.com", "r4", "backup").unwrap();
+    }
+
+    #[test]
+    fn a_lock_left_to_a_child_of_a_dead_holder_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCKS_DIR).join("a.example.com.lock");
+        crate::files::private_dir_all(path.parent().unwrap()).unwrap();
+        // A process that has exited (reaped, so its pid is free) is named as the holder, and a
+        // copy of the lock stays open here for a moment, like a child it forked.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead = gone.id();
+        gone.wait().unwrap();
+        assert!(holder_is_gone(&format!("pid {dead} run r1 pipeline upgrade")));
+        assert!(!holder_is_gone(&format!("pid {} run r1", std::process::id())));
+        let copy = match try_lock(&path, &format!("pid {dead} run r1 pipeline upgrade")).unwrap() {
+            Ok(file) => file,
+            Err(h) => panic!("held by {h}"),
+        };
+        // The copy lives in another thread's hands: `acquire` from here is not "ours" by pid.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(copy);
+        });
+        let started = std::time::Instant::now();
+        acquire(dir.path(), "a.example.com", "r2", "recover").unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+        release.join().unwrap();
     }
 
     #[test]
