@@ -263,8 +263,14 @@ fn grants_beyond_the_manifest_are_warnings_and_a_new_grant_is_diffed_and_audited
     let host = Host::new();
     let pipelines = host.tmp.path().join("pipelines");
     write(&pipelines.join("compat.toml"), v2());
+    // wit-compat from a folder of this test's own, so a new build of it can be dropped in.
+    let plugins = host.tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let build_1 = std::fs::read(target_dir().join("test-plugins/wit-compat.wasm")).unwrap();
+    std::fs::write(plugins.join("wit-compat.wasm"), &build_1).unwrap();
     let cmd = |host: &Host| {
         let mut c = host.cmd_with_pipelines(&pipelines);
+        c.arg("--plugins-dir").arg(&plugins);
         c.arg("--plugins-dir")
             .arg(target_dir().join("test-plugins"));
         c
@@ -341,7 +347,20 @@ fn grants_beyond_the_manifest_are_warnings_and_a_new_grant_is_diffed_and_audited
     );
     assert_eq!(entries[1]["detail"]["first"], true);
 
-    // A third run with nothing changed writes nothing new.
+    // A new build of the plugin (one more custom section: other bytes, same code) is a change
+    // too, named by both hashes.
+    let mut build_2 = build_1.clone();
+    build_2.extend_from_slice(b"\x00\x07\x05build2");
+    std::fs::write(plugins.join("wit-compat.wasm"), &build_2).unwrap();
+    let (old_sha, new_sha) = (sha256_of(&build_1), sha256_of(&build_2));
+    let out = run(cmd(&host).args(["plan", "compat", "--customer", domain, "--diff", "last"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("- list plugin: wit-compat@{old_sha}"))
+            && text.contains(&format!("+ list plugin: wit-compat@{new_sha}"))
+            && !text.contains("program"),
+        "{text}"
+    );
     let out = run(cmd(&host).args(["run", "compat", "--customer", domain]));
     assert!(out.status.success(), "{}", stderr(&out));
     let (_, audit) = json_of(
@@ -352,5 +371,29 @@ fn grants_beyond_the_manifest_are_warnings_and_a_new_grant_is_diffed_and_audited
         )
         .call(),
     );
-    assert_eq!(audit["entries"].as_array().unwrap().len(), 2, "{audit}");
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{audit}");
+    assert_eq!(
+        entries[0]["detail"]["changes"].as_array().unwrap().len(),
+        2,
+        "{audit}"
+    );
+
+    // A run with nothing changed writes nothing new.
+    let out = run(cmd(&host).args(["run", "compat", "--customer", domain]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, audit) = json_of(
+        api(
+            TOKEN,
+            "GET",
+            &format!("{}/api/audit?customer=7&action=run.capabilities", s.base),
+        )
+        .call(),
+    );
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 3, "{audit}");
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

@@ -192,8 +192,13 @@ mod tests {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         let dead = gone.id();
         gone.wait().unwrap();
-        assert!(holder_is_gone(&format!("pid {dead} run r1 pipeline upgrade")));
-        assert!(!holder_is_gone(&format!("pid {} run r1", std::process::id())));
+        assert!(holder_is_gone(&format!(
+            "pid {dead} run r1 pipeline upgrade"
+        )));
+        assert!(!holder_is_gone(&format!(
+            "pid {} run r1",
+            std::process::id()
+        )));
         let copy = match try_lock(&path, &format!("pid {dead} run r1 pipeline upgrade")).unwrap() {
             Ok(file) => file,
             Err(h) => panic!("held by {h}"),
