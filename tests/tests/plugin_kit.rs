@@ -315,14 +315,7 @@ fn grants_beyond_the_manifest_are_warnings_and_a_new_grant_is_diffed_and_audited
     }
     let out = run(cmd(&host).args(["run", "compat", "--customer", domain]));
     assert!(out.status.success(), "{}", stderr(&out));
-    let (_, audit) = json_of(
-        api(
-            TOKEN,
-            "GET",
-            &format!("{}/api/audit?customer=7&action=run.capabilities", s.base),
-        )
-        .call(),
-    );
+    let audit = capability_audit(&s);
     let entries = audit["entries"]
         .as_array()
         .unwrap_or_else(|| panic!("{audit}"));
@@ -363,14 +356,7 @@ fn grants_beyond_the_manifest_are_warnings_and_a_new_grant_is_diffed_and_audited
     );
     let out = run(cmd(&host).args(["run", "compat", "--customer", domain]));
     assert!(out.status.success(), "{}", stderr(&out));
-    let (_, audit) = json_of(
-        api(
-            TOKEN,
-            "GET",
-            &format!("{}/api/audit?customer=7&action=run.capabilities", s.base),
-        )
-        .call(),
-    );
+    let audit = capability_audit(&s);
     let entries = audit["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 3, "{audit}");
     assert_eq!(
@@ -382,7 +368,13 @@ fn grants_beyond_the_manifest_are_warnings_and_a_new_grant_is_diffed_and_audited
     // A run with nothing changed writes nothing new.
     let out = run(cmd(&host).args(["run", "compat", "--customer", domain]));
     assert!(out.status.success(), "{}", stderr(&out));
-    let (_, audit) = json_of(
+    let audit = capability_audit(&s);
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 3, "{audit}");
+}
+
+/// Customer 7's `run.capabilities` audit entries, newest first.
+fn capability_audit(s: &common::Server) -> serde_json::Value {
+    let (code, audit) = json_of(
         api(
             TOKEN,
             "GET",
@@ -390,7 +382,8 @@ fn grants_beyond_the_manifest_are_warnings_and_a_new_grant_is_diffed_and_audited
         )
         .call(),
     );
-    assert_eq!(audit["entries"].as_array().unwrap().len(), 3, "{audit}");
+    assert_eq!(code, 200, "{audit}");
+    audit
 }
 
 fn sha256_of(bytes: &[u8]) -> String {

@@ -9,8 +9,9 @@ use anyhow::{Context as _, Result};
 
 use crate::root;
 
-/// Writes the plugin `id` under `parent` (default `plugins/`); returns its folder.
-pub fn rust(id: &str, parent: Option<&Path>) -> Result<PathBuf> {
+/// Refuses an id that cannot be a plugin id: the id is the folder, the crate or package name
+/// and the `.wasm` file stem (the host's `plugins::valid_id`).
+pub fn check_id(id: &str) -> Result<()> {
     anyhow::ensure!(
         !id.is_empty()
             && id.len() <= 63
@@ -18,8 +19,14 @@ pub fn rust(id: &str, parent: Option<&Path>) -> Result<PathBuf> {
             && id
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-        "plugin id `{id}` must use lowercase letters, digits and `-` (it is the crate name, the folder and the .wasm name)"
+        "plugin id `{id}` must use lowercase letters, digits and `-` (it is the folder, the package name and the .wasm name)"
     );
+    Ok(())
+}
+
+/// Writes the plugin `id` under `parent` (default `plugins/`); returns its folder.
+pub fn rust(id: &str, parent: Option<&Path>) -> Result<PathBuf> {
+    check_id(id)?;
     let in_workspace = parent.is_none();
     let parent = parent.map_or_else(|| root().join("plugins"), Path::to_path_buf);
     let dir = parent.join(id);

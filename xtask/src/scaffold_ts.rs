@@ -12,16 +12,7 @@ use crate::root;
 
 /// Creates `<parent>/<id>/` (default parent: `plugins-ts/`); returns the folder.
 pub fn create(id: &str, parent: Option<&Path>) -> Result<PathBuf> {
-    // The rule of Rust plugin ids (`scaffold::rust`): the id is the folder and the .wasm name.
-    anyhow::ensure!(
-        !id.is_empty()
-            && id.len() <= 63
-            && !id.starts_with('-')
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-        "plugin id `{id}` must use lowercase letters, digits and `-` (it is the folder and the .wasm name)"
-    );
+    crate::scaffold::check_id(id)?;
     let parent = match parent {
         Some(p) if p.is_absolute() => p.to_path_buf(),
         Some(p) => std::env::current_dir()?.join(p),

@@ -105,15 +105,6 @@ pub fn new_run_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-fn all_steps(plan: &Plan) -> impl Iterator<Item = &PlannedStep> {
-    plan.stages
-        .iter()
-        .chain(&plan.on_success)
-        .chain(&plan.on_failure)
-        .chain(&plan.finally)
-        .flat_map(|s| s.steps.iter())
-}
-
 /// Checks every step's limits against the host ceilings and returns (memory, timeout) per step.
 fn effective_limits(
     plan: &Plan,
@@ -121,7 +112,7 @@ fn effective_limits(
 ) -> anyhow::Result<HashMap<String, (u64, Duration)>> {
     let c = &settings.ceilings;
     let mut out = HashMap::new();
-    for s in all_steps(plan) {
+    for s in plan.all_steps() {
         let mem = s.limits.memory_bytes.unwrap_or(c.default_memory_bytes);
         let time = s.limits.timeout.unwrap_or(c.default_timeout);
         anyhow::ensure!(
@@ -155,7 +146,7 @@ fn prepare(runtime: &Runtime, req: &RunRequest<'_>) -> anyhow::Result<Prepared> 
     let mut pres = HashMap::new();
     // Steps sharing a plugin and pin share one read, hash and compile.
     let mut by_plugin: HashMap<(&str, Option<&str>), StepPre<StepState>> = HashMap::new();
-    for s in all_steps(req.plan) {
+    for s in req.plan.all_steps() {
         let key = (s.plugin.as_str(), s.sha256.as_deref());
         let pre = match by_plugin.get(&key) {
             Some(pre) => pre.clone(),
@@ -193,20 +184,7 @@ pub fn execute_locked(
     req: RunRequest<'_>,
     _lock: &crate::engine::lock::CustomerLock,
 ) -> anyhow::Result<RunOutcome> {
-    let started = Instant::now();
-    let work = req
-        .settings
-        .data_dir
-        .join("runs")
-        .join(&req.run_id)
-        .join("work");
-    private_dir_all(&work)
-        .with_context(|| format!("creating the run's work folder {}", work.display()))?;
-    let outcome = execute_in(runtime, &req, &work, None, started);
-    if let Some(run_dir) = work.parent() {
-        let _ = std::fs::remove_dir_all(run_dir);
-    }
-    outcome
+    with_work_folder(runtime, &req, None)
 }
 
 /// Runs a plan against `folder` as the customer's folder instead of
@@ -217,6 +195,16 @@ pub fn execute_on_folder(
     req: RunRequest<'_>,
     folder: &Path,
 ) -> anyhow::Result<RunOutcome> {
+    with_work_folder(runtime, &req, Some(folder))
+}
+
+/// Runs the plan with the run's private work folder (`<data_dir>/runs/<run-id>/work`), removed
+/// with its run folder afterwards whatever happened.
+fn with_work_folder(
+    runtime: &Runtime,
+    req: &RunRequest<'_>,
+    folder: Option<&Path>,
+) -> anyhow::Result<RunOutcome> {
     let started = Instant::now();
     let work = req
         .settings
@@ -226,7 +214,7 @@ pub fn execute_on_folder(
         .join("work");
     private_dir_all(&work)
         .with_context(|| format!("creating the run's work folder {}", work.display()))?;
-    let outcome = execute_in(runtime, &req, &work, Some(folder), started);
+    let outcome = execute_in(runtime, req, &work, folder, started);
     if let Some(run_dir) = work.parent() {
         let _ = std::fs::remove_dir_all(run_dir);
     }

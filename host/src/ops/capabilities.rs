@@ -118,12 +118,7 @@ fn step_caps(step: &PlannedStep, sha256: Option<String>) -> StepCaps {
 /// (or the pipeline's pin when the file cannot be read).
 pub fn snapshot(plan: &Plan, catalog: &Catalog) -> Snapshot {
     let mut hashes: BTreeMap<String, Option<String>> = BTreeMap::new();
-    plan.stages
-        .iter()
-        .chain(&plan.on_success)
-        .chain(&plan.on_failure)
-        .chain(&plan.finally)
-        .flat_map(|s| &s.steps)
+    plan.all_steps()
         .map(|step| {
             let sha = hashes
                 .entry(step.plugin.clone())
@@ -285,12 +280,7 @@ pub struct Excess {
 pub fn excess(plan: &Plan, catalog: &Catalog) -> Vec<Excess> {
     type Read = Result<Option<Declared>, String>;
     let mut read: BTreeMap<String, Read> = BTreeMap::new();
-    plan.stages
-        .iter()
-        .chain(&plan.on_success)
-        .chain(&plan.on_failure)
-        .chain(&plan.finally)
-        .flat_map(|s| &s.steps)
+    plan.all_steps()
         .map(|step| {
             let got = read
                 .entry(step.plugin.clone())

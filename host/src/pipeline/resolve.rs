@@ -190,6 +190,18 @@ pub struct Plan {
     pub recover_on_failure: bool,
 }
 
+impl Plan {
+    /// Every step: the main stages, then `on_success`, `on_failure` and `finally`.
+    pub fn all_steps(&self) -> impl Iterator<Item = &PlannedStep> {
+        self.stages
+            .iter()
+            .chain(&self.on_success)
+            .chain(&self.on_failure)
+            .chain(&self.finally)
+            .flat_map(|s| s.steps.iter())
+    }
+}
+
 /// Steps that run together: one step, or a contiguous group run concurrently.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stage {
