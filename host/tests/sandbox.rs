@@ -2,7 +2,11 @@
 //! grants; infinite loops and memory bombs are stopped; and the same host process then runs the
 //! next pipeline normally. Needs the test plugins built by `cargo xtask build`.
 
+mod common;
+
+use common::snapshot;
 use std::os::unix::fs::PermissionsExt as _;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,28 +188,6 @@ plugin = "noop"
 [steps.config]
 echo = "still serving"
 "#;
-
-fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            let md = std::fs::symlink_metadata(&p).unwrap();
-            if md.is_dir() {
-                stack.push(p.clone());
-            }
-            let content = if md.is_file() {
-                std::fs::read(&p).unwrap()
-            } else {
-                Vec::new()
-            };
-            out.push((p, content, md.permissions().mode()));
-        }
-    }
-    out.sort();
-    out
-}
 
 #[test]
 fn escape_attempts_all_fail_and_touch_nothing_outside_the_grants() {

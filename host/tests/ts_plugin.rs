@@ -5,9 +5,13 @@
 //! denied exactly where the Rust probe's are) and the same limits, and a JS component built with
 //! `fetch` (which imports wasi:http) is refused before it runs.
 
+mod common;
+
+use common::snapshot;
+use std::os::unix::fs::PermissionsExt as _;
+
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -455,28 +459,6 @@ timeout = "60s"
 /// `denied`, `ALLOWED`, `ok` or `FAILED`: what an attempt's value says happened, not its wording.
 fn verdict(value: &str) -> &str {
     value.split(':').next().unwrap_or(value)
-}
-
-fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            let md = std::fs::symlink_metadata(&p).unwrap();
-            if md.is_dir() {
-                stack.push(p.clone());
-            }
-            let content = if md.is_file() {
-                std::fs::read(&p).unwrap()
-            } else {
-                Vec::new()
-            };
-            out.push((p, content, md.permissions().mode()));
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

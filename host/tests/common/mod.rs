@@ -60,3 +60,28 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         state,
     }
 }
+
+/// Every entry below `root` (path, content of files, mode), sorted: to show a folder is
+/// unchanged.
+pub fn snapshot(root: &std::path::Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p.clone());
+            }
+            let content = if md.is_file() {
+                std::fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            out.push((p, content, md.permissions().mode()));
+        }
+    }
+    out.sort();
+    out
+}
