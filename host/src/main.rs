@@ -301,6 +301,18 @@ enum BackupsCommand {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// List the customer's off-site snapshots instead (runs the `offsite-list` pipeline,
+        /// not recorded; restore one with `run restore --param source=offsite`).
+        #[arg(long)]
+        offsite: bool,
+        /// With --offsite: the tier whose overlay names the repository (default: the
+        /// registered customer's tier).
+        #[arg(long, requires = "offsite")]
+        tier: Option<String>,
+        /// With --offsite: a param of the `offsite-list` pipeline, e.g.
+        /// offsite.repository=rest:http://10.0.0.5:8000 (repeatable).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_kv, requires = "offsite")]
+        params: Vec<(String, String)>,
     },
     /// Recompute every artifact's sha256 and size against backup.json; exit 1 on any mismatch.
     Verify {
@@ -1059,7 +1071,30 @@ fn tokens_cmd(settings: &Settings, cmd: TokensCommand) -> Result<ExitCode> {
 fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
     use qodify_host::backups;
     match cmd {
-        BackupsCommand::List { customer, json } => {
+        BackupsCommand::List {
+            customer,
+            json,
+            offsite: true,
+            tier,
+            params,
+        } => {
+            let c = Customer::new(&customer, None)?;
+            let state = cli_state(settings)?;
+            // The listing run's events are not shown: its result is the table, its failure the
+            // error.
+            let events = Arc::new(qodify_host::events::NullSink);
+            let list =
+                ops::offsite::list(&state, &c, tier, params.into_iter().collect(), events)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                eprintln!("no off-site snapshots for {customer}");
+            } else {
+                ui::print_offsite(&list);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackupsCommand::List { customer, json, .. } => {
             let (_, dir) = open_customer(settings, &customer)?;
             let list = backups::list(&dir)?;
             if json {

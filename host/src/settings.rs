@@ -171,6 +171,10 @@ pub struct Settings {
     /// The release catalog: `releases.json` and the release packages it names (mounted
     /// read-only with `from = "releases"`).
     pub releases_dir: PathBuf,
+    /// Host secrets that pipelines hand to granted programs by name (`secrets` of a command
+    /// grant): one file per secret, `<secrets_dir>/<name>`, readable by the host's user only.
+    /// Default: `<data_dir>/secrets`.
+    pub secrets_dir: PathBuf,
     /// `host:port` for `serve`.
     pub listen: String,
     /// Bearer token for the API.
@@ -308,6 +312,7 @@ struct FileSettings {
     plugin_dirs: Option<Vec<PathBuf>>,
     pipelines_dir: Option<PathBuf>,
     releases_dir: Option<PathBuf>,
+    secrets_dir: Option<PathBuf>,
     listen: Option<String>,
     api_token: Option<String>,
     #[serde(default)]
@@ -462,6 +467,10 @@ impl Settings {
             .or(file.releases_dir.map(rel))
             .or_else(|| checkout.as_ref().map(|c| c.join("templates")))
             .unwrap_or_else(|| "/etc/qodify/releases".into());
+        let secrets_dir = file
+            .secrets_dir
+            .map(rel)
+            .unwrap_or_else(|| data_dir.join("secrets"));
         let listen = env(env::LISTEN)
             .map(|v| v.to_string_lossy().into_owned())
             .or(file.listen)
@@ -584,6 +593,7 @@ impl Settings {
             plugin_dirs,
             pipelines_dir,
             releases_dir,
+            secrets_dir,
             listen,
             api_token,
             ceilings,

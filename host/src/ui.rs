@@ -279,8 +279,19 @@ pub fn print_plan(
                         let list: Vec<String> = grants.iter().map(ToString::to_string).collect();
                         format!(" {key} [{}]", list.join(", "))
                     };
+                    // Secrets by name only: the host reads the value when the program starts.
+                    let secrets = if c.secrets.is_empty() {
+                        String::new()
+                    } else {
+                        let list: Vec<String> = c
+                            .secrets
+                            .iter()
+                            .map(|(var, name)| format!("{var} from secret `{name}`"))
+                            .collect();
+                        format!(" secrets [{}]", list.join(", "))
+                    };
                     println!(
-                        "{ind}    command {} args [{}] env [{}]{}{}{}",
+                        "{ind}    command {} args [{}] env [{}]{secrets}{}{}{}",
                         c.program,
                         c.args.join(" "),
                         c.env.join(", "),
@@ -486,6 +497,20 @@ pub fn print_tokens(list: &[qodify_host::store::TokenRecord]) {
             t.created_at,
             t.last_used_at.as_deref().unwrap_or("never"),
             t.created_by.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// Prints a customer's off-site snapshots, newest first.
+pub fn print_offsite(list: &[qodify_host::ops::offsite::OffsiteSnapshot]) {
+    println!("{:<16} {:<10} {:<26} pinned", "backup", "snapshot", "time");
+    for s in list {
+        println!(
+            "{:<16} {:<10} {:<26} {}",
+            s.backup.as_deref().unwrap_or("-"),
+            s.id,
+            s.time.get(..19).unwrap_or(&s.time),
+            if s.pinned { "yes" } else { "" }
         );
     }
 }

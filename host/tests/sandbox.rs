@@ -59,6 +59,7 @@ fn fixture() -> Fixture {
         plugin_dirs,
         pipelines_dir: root.join("pipelines"),
         releases_dir: root.join("releases"),
+        secrets_dir: root.join("secrets"),
         listen: "127.0.0.1:0".into(),
         api_token: None,
         ceilings: Ceilings {

@@ -78,6 +78,7 @@ fn fixture() -> Fixture {
         plugin_dirs,
         pipelines_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines"),
         releases_dir: root.join("releases"),
+        secrets_dir: root.join("secrets"),
         listen: "127.0.0.1:0".into(),
         api_token: None,
         ceilings: Ceilings::default(),

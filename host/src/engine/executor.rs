@@ -610,6 +610,7 @@ fn run_step(
         confinement,
         req.settings.commands.host_paths.clone(),
     )
+    .with_secrets_dir(req.settings.secrets_dir.clone())
     .with_http(step.http.clone())
     .with_approvals(crate::engine::caps::approvals::ApprovalDesk {
         book: req.approvals.clone().unwrap_or_else(|| {
@@ -768,6 +769,7 @@ mod tests {
             plugin_dirs: vec![],
             pipelines_dir: "/nonexistent".into(),
             releases_dir: "/nonexistent".into(),
+            secrets_dir: "/nonexistent".into(),
             listen: String::new(),
             api_token: None,
             ceilings: Ceilings::default(),

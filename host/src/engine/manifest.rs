@@ -239,6 +239,7 @@ access = "rw"
                     args: vec![],
                     env: vec![],
                     inherit: vec![],
+                    secrets: Default::default(),
                     net: vec![],
                     bind: vec![],
                     reason: None,

@@ -83,8 +83,13 @@ fn step_caps(step: &PlannedStep, sha256: Option<String>) -> StepCaps {
             .map(|c| {
                 let mut line = format!("{} args [{}]", c.program, c.args.join(", "));
                 for (name, list) in [
-                    ("env", c.env.iter().map(String::as_str).collect::<Vec<_>>()),
-                    ("inherit", c.inherit.iter().map(String::as_str).collect()),
+                    ("env", c.env.clone()),
+                    ("inherit", c.inherit.clone()),
+                    // Secret names only: the values are the host's.
+                    (
+                        "secrets",
+                        c.secrets.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                    ),
                 ] {
                     if !list.is_empty() {
                         line.push_str(&format!(" {name} [{}]", list.join(", ")));

@@ -14,6 +14,7 @@
 //!   folders.
 //! - [`customers`]: what the web console reads about customers: the list (layout, release, last
 //!   backup, active run) and a customer's upgrade targets; [`Page`], the pages every list gives.
+//! - [`offsite`]: the customer's snapshots in its restic repository (`backups list --offsite`).
 //! - [`plugins`]: what each plugin asks for, and adding a built plugin after checking its world.
 //! - [`progress`]: a run's live percent (weighted by bytes), time left and warnings.
 //! - [`recover`]: runs that a host stop interrupted, found on disk (the run journal next to the
@@ -35,6 +36,7 @@ pub mod backups;
 pub mod capabilities;
 pub mod customers;
 pub mod hub;
+pub mod offsite;
 pub mod plan;
 pub mod plugins;
 pub mod progress;

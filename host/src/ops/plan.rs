@@ -138,6 +138,8 @@ pub fn plan_run(
     };
     let plan =
         pipeline::resolve(&p, &inputs).with_context(|| format!("pipeline {}", file.display()))?;
+    pipeline::check_plan_ceilings(&plan, &settings.grants)
+        .map_err(|e| anyhow::anyhow!("pipeline {}: {e}", file.display()))?;
     Ok(Planned {
         plan,
         timestamp,

@@ -174,6 +174,7 @@ mod tests {
             plugin_dirs: vec![],
             pipelines_dir: tmp.path().join("pipelines"),
             releases_dir: tmp.path().join("releases"),
+            secrets_dir: tmp.path().join("secrets"),
             listen: String::new(),
             api_token: None,
             ceilings: Default::default(),

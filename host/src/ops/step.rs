@@ -120,6 +120,7 @@ pub fn parse_program(grant: &str) -> Result<CommandGrant, GrantError> {
         args,
         env: Vec::new(),
         inherit: Vec::new(),
+        secrets: Default::default(),
         net: Vec::new(),
         bind: Vec::new(),
         reason: Some(format!("--program {grant}")),

@@ -25,7 +25,16 @@ impl Default for GrantCeilings {
     /// What the shipped pipelines need, and nothing else.
     fn default() -> Self {
         Self {
-            programs: ["node", "npm", "npx", "pg_dump", "pg_restore", "pm2", "psql"]
+            programs: [
+                "node",
+                "npm",
+                "npx",
+                "pg_dump",
+                "pg_restore",
+                "pm2",
+                "psql",
+                "restic",
+            ]
                 .map(String::from)
                 .to_vec(),
             connect_ports: vec![5432],
@@ -95,8 +104,19 @@ pub fn check_ceilings(p: &Pipeline, c: &GrantCeilings) -> Result<(), Diagnostics
                     ("bind", &cmd.bind, &c.bind_ports),
                 ] {
                     for grant in grants {
+                        // A param's default is checked here, the run's value by `check_plan`.
+                        let value = match NetGrant::param_ref(grant) {
+                            Some(param) => p
+                                .spec
+                                .params
+                                .get(param)
+                                .and_then(|s| s.default.as_ref())
+                                .and_then(|d| d.get().as_str().map(str::to_owned))
+                                .unwrap_or_default(),
+                            None => grant.get().clone(),
+                        };
                         // Unparsable grants are `validate`'s to report.
-                        let Ok(NetGrant { port, .. }) = NetGrant::parse(grant) else {
+                        let Ok(NetGrant { port, .. }) = NetGrant::parse(&value) else {
                             continue;
                         };
                         if !allowed.contains(&port) {
@@ -150,4 +170,29 @@ pub fn check_ceilings(p: &Pipeline, c: &GrantCeilings) -> Result<(), Diagnostics
         Some(d) => Err(d),
         None => Ok(()),
     }
+}
+
+/// Refuses a resolved plan whose `net` grants (a `{{params.NAME}}` grant takes the run's value,
+/// which `--param` may have changed) go past `c`'s ports.
+pub fn check_plan(plan: &super::Plan, c: &GrantCeilings) -> Result<(), String> {
+    for step in plan.all_steps() {
+        for cmd in &step.commands {
+            for grant in &cmd.net {
+                if !c.connect_ports.contains(&grant.port) {
+                    return Err(format!(
+                        "step {} grants `{}` net {grant}, whose port this host does not allow; allowed ports ([grants] connect_ports in {}): {}",
+                        step.id,
+                        cmd.program,
+                        c.origin,
+                        c.connect_ports
+                            .iter()
+                            .map(u16::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -70,6 +70,18 @@ fn is_env_name(s: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Variables the host sets for every program itself, after the granted ones.
+const RESERVED_ENV: &[&str] = &["PATH", "LANG", "HOME", "TMPDIR"];
+
+/// A file name in the host's `secrets_dir`: no `/`, no leading `.`.
+pub(crate) fn is_secret_name(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+        })
+}
+
 const ID_HINT: &str =
     "use lowercase letters, digits and `-`, starting with a letter or digit (at most 63 chars)";
 
@@ -701,6 +713,12 @@ impl Checker<'_> {
             ("bind", &command.bind, "`127.0.0.1:3000` or `[::1]:3000`"),
         ] {
             for grant in grants {
+                if key == "net"
+                    && let Some(param) = super::NetGrant::param_ref(grant)
+                {
+                    self.net_param(grant, param);
+                    continue;
+                }
                 if let Err(problem) = super::NetGrant::parse(grant) {
                     self.at(
                         grant,
@@ -720,6 +738,78 @@ impl Checker<'_> {
                     "use uppercase letters, digits and `_`, e.g. `PGPASSWORD`",
                 );
             }
+        }
+        for (var, secret) in command.secrets.iter() {
+            if !is_env_name(var) {
+                self.at(
+                    var,
+                    format!("invalid environment variable name `{}`", var.get()),
+                    "use uppercase letters, digits and `_`, e.g. `RESTIC_PASSWORD`",
+                );
+            } else if RESERVED_ENV.contains(&var.as_str()) {
+                self.at(
+                    var,
+                    format!("`{}` is set by the host for every program", var.get()),
+                    format!("a secret goes in another variable (the host sets {})", RESERVED_ENV.join(", ")),
+                );
+            } else if command
+                .env
+                .iter()
+                .chain(&command.inherit)
+                .any(|n| n.get() == var.get())
+            {
+                self.at(
+                    var,
+                    format!("`{}` is both a secret and granted in `env` or `inherit`", var.get()),
+                    "remove it from `env`/`inherit`: the step must not be able to set or see a secret's variable",
+                );
+            }
+            if !is_secret_name(secret) {
+                self.at(
+                    secret,
+                    format!("invalid secret name `{}`", secret.get()),
+                    "name a file in the host's secrets_dir: lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit (at most 63), e.g. \"offsite\"",
+                );
+            }
+        }
+    }
+
+    /// A `net` grant written `{{params.NAME}}`: a string param whose default, when set, is
+    /// `HOST:PORT`.
+    fn net_param(&mut self, grant: &Located<String>, param: &str) {
+        match self.kinds.get(param) {
+            Some(ParamKind::String) => {}
+            Some(_) => {
+                return self.at(
+                    grant,
+                    format!("`net` grant `{}`: param `{param}` is not a string param", grant.get()),
+                    "a `net` grant takes a string param holding `HOST:PORT` (or empty: no destination)",
+                );
+            }
+            None => {
+                return self.at(
+                    grant,
+                    format!("`net` grant `{}`: no param `{param}`", grant.get()),
+                    format!("declare it: [params.\"{param}\"] type = \"string\", default = \"\""),
+                );
+            }
+        }
+        let default = self
+            .p
+            .spec
+            .params
+            .get(param)
+            .and_then(|spec| spec.default.clone());
+        if let Some(default) = default
+            && let Some(value) = default.get().as_str()
+            && !value.is_empty()
+            && let Err(problem) = super::NetGrant::parse(value)
+        {
+            self.at(
+                &default,
+                format!("param `{param}` is granted as `net`, but its default `{value}` is not `HOST:PORT`: {problem}"),
+                "write e.g. \"10.0.0.5:8000\", or \"\" for no destination",
+            );
         }
     }
 

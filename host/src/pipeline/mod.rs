@@ -30,7 +30,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use ceilings::{GrantCeilings, check_ceilings};
+pub use ceilings::{GrantCeilings, check_ceilings, check_plan as check_plan_ceilings};
 pub use diag::{Diagnostic, Diagnostics, Snippet};
 pub use overlay::Overlay;
 pub use resolve::{

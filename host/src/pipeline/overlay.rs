@@ -1,5 +1,5 @@
-//! Tier overlays (`pipelines/tiers/<tier>.toml`): patch param defaults, step config and step
-//! limits of named pipelines without copying them.
+//! Tier overlays (`pipelines/tiers/<tier>.toml`): patch param defaults (of named pipelines, or of
+//! every pipeline declaring the param), step config and step limits without copying them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -65,15 +65,32 @@ impl Overlay {
     /// Applies the patches for `p` (none when the overlay does not name it) and checks the
     /// result; errors in patched values point into the overlay file.
     pub fn apply(&self, p: &Pipeline) -> Result<Pipeline, Diagnostics> {
-        let Some(patch) = self.spec.pipelines.get(p.name()) else {
+        let shared: Vec<_> = self
+            .spec
+            .params
+            .iter()
+            .filter(|(name, _)| p.spec.params.get(name).is_some())
+            .collect();
+        let patch = self.spec.pipelines.get(p.name());
+        if patch.is_none() && shared.is_empty() {
             check::check(p, None)?;
             return Ok(p.clone());
-        };
+        }
         let mut merged = p.clone();
         let src = merged.sources.len();
         merged.sources.push(self.source.clone());
         let mut unknown = Vec::new();
-        self.patch(&mut merged, patch.clone(), src, &mut unknown);
+        // The overlay's shared params first: a pipeline's own patch overrides them.
+        for (name, patch) in shared {
+            if let Some(spec) = merged.spec.params.get_mut(name) {
+                let mut default = patch.default.clone();
+                default.set_src(src);
+                spec.default = Some(default);
+            }
+        }
+        if let Some(patch) = patch {
+            self.patch(&mut merged, patch.clone(), src, &mut unknown);
+        }
         let checked = check::check(&merged, None)
             .err()
             .map(Diagnostics::into_vec)

@@ -274,6 +274,10 @@ pub struct CommandGrant {
     /// Host environment variables passed through unchanged.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inherit: Vec<String>,
+    /// Host secrets set in the program's environment: variable name → secret name (a file in
+    /// the host's `secrets_dir`). Names only: the host reads the value when the program starts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     /// TCP destinations the program may connect to (Landlock filters the port only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub net: Vec<NetGrant>,
@@ -294,11 +298,20 @@ pub struct NetGrant {
 }
 
 impl NetGrant {
+    /// The param a `net` grant written exactly `{{params.NAME}}` stands for.
+    pub fn param_ref(grant: &str) -> Option<&str> {
+        let inner = grant.strip_prefix("{{")?.strip_suffix("}}")?.trim();
+        let name = inner.strip_prefix("params.")?;
+        (!name.is_empty() && !name.contains(['{', '}', ' '])).then_some(name)
+    }
+
     /// Parses `HOST:PORT`: HOST a DNS name, an IPv4 address or `[IPv6]` (kept as written,
     /// lowercase), PORT a number from 1 to 65535; `Err` says what is wrong.
     pub fn parse(grant: &str) -> Result<NetGrant, String> {
         if grant.contains("{{") {
-            return Err("`net` and `bind` take no templates".into());
+            return Err(
+                "`net` takes no templates but a whole `{{params.NAME}}`, and `bind` none".into(),
+            );
         }
         let (host, port) = grant.rsplit_once(':').ok_or("a grant ends with `:PORT`")?;
         if port == "*" {
@@ -490,6 +503,20 @@ pub enum ResolveError {
         /// The reference, e.g. `customer.path.backend`.
         reference: String,
         /// Why it is not known, and what to do.
+        problem: String,
+    },
+    /// A param granted as a `net` destination does not hold `HOST:PORT`.
+    #[error("step {step}: param `{param}` = `{value}` is granted to `{program}` as `net`, but {problem}; set it to `HOST:PORT` (e.g. 10.0.0.5:8000) or empty")]
+    NetParam {
+        /// The step's id.
+        step: String,
+        /// The program whose grant uses it.
+        program: String,
+        /// The param.
+        param: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
         problem: String,
     },
     /// The pipeline does not pass validation.
@@ -831,12 +858,12 @@ impl Context<'_> {
                             .collect::<Result<_, _>>()?,
                         env: c.env.iter().map(|e| e.get().clone()).collect(),
                         inherit: c.inherit.iter().map(|e| e.get().clone()).collect(),
-                        // Checked before resolving: every value parses.
-                        net: c
-                            .net
+                        secrets: c
+                            .secrets
                             .iter()
-                            .filter_map(|n| NetGrant::parse(n).ok())
+                            .map(|(k, v)| (k.get().clone(), v.get().clone()))
                             .collect(),
+                        net: self.net(step.id.get(), c.program.get(), &c.net)?,
                         bind: c
                             .bind
                             .iter()
@@ -861,6 +888,41 @@ impl Context<'_> {
                 .collect(),
             limits: compiled.limits,
         })
+    }
+
+    /// `net` grants: literal ones were checked before resolving; `{{params.NAME}}` ones are
+    /// the param's value, none when it is empty.
+    fn net(
+        &self,
+        step: &str,
+        program: &str,
+        grants: &[super::spec::Located<String>],
+    ) -> Result<Vec<NetGrant>, ResolveError> {
+        let mut out = Vec::new();
+        for grant in grants {
+            let Some(param) = NetGrant::param_ref(grant) else {
+                out.extend(NetGrant::parse(grant).ok());
+                continue;
+            };
+            let value = self
+                .params
+                .get(param)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            if value.is_empty() {
+                continue;
+            }
+            out.push(
+                NetGrant::parse(&value).map_err(|problem| ResolveError::NetParam {
+                    step: step.to_owned(),
+                    program: program.to_owned(),
+                    param: param.to_owned(),
+                    value: value.clone(),
+                    problem,
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     fn table_json(&self, table: &ConfigTable) -> serde_json::Value {

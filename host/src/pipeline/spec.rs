@@ -437,14 +437,26 @@ pub struct CommandSpec {
     /// (e.g. `PM2_HOME`, so `pm2` talks to the host's PM2 daemon). The step never sees them.
     #[serde(default)]
     pub inherit: Vec<Located<String>>,
+    /// Host secrets set in the program's environment, by variable name: `{ RESTIC_PASSWORD =
+    /// "offsite" }` sets `RESTIC_PASSWORD` to the content of the host's secret file
+    /// `<secrets_dir>/offsite` (one line; the file must not be readable by group or others). The
+    /// step never sees the value and cannot set these variables itself; the value is redacted
+    /// from the program's output and from the step's logs and errors. `plan` shows names only.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, SecretNameSchema>")]
+    pub secrets: OrderedMap<Located<String>>,
     /// TCP destinations the program may connect to, as `HOST:PORT`: a DNS name, an IPv4 address
-    /// or `[IPv6]`, and a port from 1 to 65535 (no `*`), e.g. `127.0.0.1:5432`. Without `net` the
+    /// or `[IPv6]`, and a port from 1 to 65535 (no `*`), e.g. `127.0.0.1:5432`, or exactly
+    /// `{{params.NAME}}` of a string param holding such a value (empty: no destination), so a
+    /// tier overlay sets the destination next to the param that uses it. Without `net` the
     /// program cannot open any TCP connection. The program runs in a Landlock domain, which
     /// filters ports, not addresses: the kernel enforces only the port, and the host part
     /// documents the destination (and helps check the program's arguments). UDP (DNS) and unix
     /// sockets are not filtered.
     #[serde(default)]
-    #[schemars(inner(regex(pattern = r"^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")))]
+    #[schemars(inner(regex(
+        pattern = r"^(([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}|\{\{ *params\.[A-Za-z_][A-Za-z0-9_.-]* *\}\})$"
+    )))]
     pub net: Vec<Located<String>>,
     /// Addresses the program may listen on over TCP, as `HOST:PORT` like `net`, e.g.
     /// `127.0.0.1:3000`. Without `bind` the program cannot bind any TCP port. Landlock filters
@@ -456,6 +468,14 @@ pub struct CommandSpec {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// The name of a host secret: a file name in the host's `secrets_dir`.
+#[allow(dead_code)] // only its schema is used
+#[derive(JsonSchema)]
+#[schemars(rename = "SecretName")]
+pub(crate) struct SecretNameSchema(
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9._-]*$"), length(max = 63))] String,
+);
 
 /// An HTTP origin the step may reach.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -710,6 +730,11 @@ pub struct OverlaySpec {
     /// What the tier changes.
     #[serde(default)]
     pub description: Option<String>,
+    /// New param defaults for every pipeline that declares the param, by param name:
+    /// `[params."offsite.repository"]` sets it once for backup, restore and the off-site
+    /// pipelines. A pipeline without the param is left alone; `[pipelines.NAME.params]` wins.
+    #[serde(default)]
+    pub params: OrderedMap<ParamPatch>,
     /// Patches by pipeline name: `[pipelines.backup.params.retention]`.
     #[serde(default)]
     pub pipelines: OrderedMap<PipelinePatch>,

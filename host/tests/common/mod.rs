@@ -35,6 +35,7 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         plugin_dirs: Vec::new(),
         pipelines_dir: tmp.path().join("pipelines"),
         releases_dir: tmp.path().join("releases"),
+        secrets_dir: tmp.path().join("secrets"),
         listen: "127.0.0.1:0".into(),
         api_token: token.map(str::to_owned),
         ceilings: Ceilings::default(),

@@ -2,7 +2,8 @@
 //! gets an explicit environment (nothing inherited), a private `HOME` and `TMPDIR`, a working
 //! folder inside a mount, its own process group (killed whole on timeout or cancel), and runs in
 //! a Landlock domain built from the step's grants ([`crate::engine::confine`]); its exit status is
-//! always reported.
+//! always reported. Host secrets a grant names (`secrets`) are read from the host's
+//! `secrets_dir` and set only in that program's environment, redacted from all it prints.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -35,6 +36,89 @@ const SEARCH_PATH: &[&str] = &[
 pub const MAX_CAPTURE: usize = 16 << 20;
 /// Longest line a program's output adds to the run log; the rest of the line is dropped, marked.
 pub const MAX_LOG_LINE: usize = 16 << 10;
+
+/// Largest host secret file read: a password or a key, not a document.
+const MAX_SECRET: u64 = 64 << 10;
+
+/// Reads host secret `name` from `dir`: a regular file reached without following a link, readable
+/// by its owner only, of one line (a final newline is dropped). Errors name the file, never its
+/// content, and say how to fix it.
+pub fn read_secret(dir: &Path, name: &str) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let path = dir.join(name);
+    let shown = path.display();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "host secret `{name}` is missing: write it to {shown} (mode 600, owned by the host's user), or set secrets_dir in the settings"
+            ),
+            _ if e.raw_os_error() == Some(libc::ELOOP) => {
+                format!("host secret {shown} is a symbolic link; put the secret in a regular file")
+            }
+            _ => format!("reading host secret {shown}: {e}"),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("reading host secret {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "host secret {shown} is not a regular file"
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "host secret {shown} is readable or writable by group or others (mode {:o}); run `chmod 600 {shown}`",
+            meta.mode() & 0o777
+        ));
+    }
+    if meta.len() > MAX_SECRET {
+        return Err(format!(
+            "host secret {shown} is larger than {} KiB; a secret is one line",
+            MAX_SECRET >> 10
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRET)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("reading host secret {shown}: {e} (it must be UTF-8 text)"))?;
+    let value = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if value.is_empty() || value.contains(['\n', '\0']) {
+        return Err(format!(
+            "host secret {shown} must hold one non-empty line"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// `bytes` with every secret replaced by `***`, for output a program returns to its step.
+fn redact_bytes(bytes: Vec<u8>, secrets: &[String]) -> Vec<u8> {
+    let mut out = bytes;
+    for secret in secrets.iter().map(String::as_bytes).filter(|s| s.len() >= 3) {
+        if !out.windows(secret.len()).any(|w| w == secret) {
+            continue;
+        }
+        let mut next = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(secret) {
+                next.extend_from_slice(b"***");
+                i += secret.len();
+            } else {
+                next.push(out[i]);
+                i += 1;
+            }
+        }
+        out = next;
+    }
+    out
+}
 
 /// Checks a call against the grants; `Ok` names the grant that allows it.
 pub fn check_grant<'g>(
@@ -403,6 +487,23 @@ impl Host for StepHost {
         let program = find_program(&cmd.program).ok_or_else(|| {
             CommandError::SpawnFailed(format!("`{}` is not installed on this host", cmd.program))
         })?;
+        // Host secrets: read now, set only in this program's environment, never shown.
+        let mut host_secrets: Vec<(String, String)> = Vec::new();
+        for (var, name) in &grant.secrets {
+            let dir = self.secrets_dir.as_deref().ok_or_else(|| {
+                CommandError::SpawnFailed(format!(
+                    "`{}` needs host secret `{name}`, but this step has no secrets folder",
+                    cmd.program
+                ))
+            })?;
+            let value = read_secret(dir, name).map_err(|e| {
+                CommandError::SpawnFailed(format!("`{}` ({var}): {e}", cmd.program))
+            })?;
+            if !self.secrets.contains(&value) {
+                self.secrets.push(value.clone());
+            }
+            host_secrets.push((var.clone(), value));
+        }
 
         // Working folder: opened inside a mount, then entered through /proc/self/fd so the child
         // lands in exactly that folder.
@@ -472,6 +573,7 @@ impl Host for StepHost {
             .env("LANG", "C.UTF-8")
             .envs(inherited)
             .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(host_secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             // Last, so neither an inherited nor a granted variable can point them elsewhere.
             .env("HOME", &home_path)
             .env("TMPDIR", &tmp_path)
@@ -580,10 +682,12 @@ impl Host for StepHost {
                 )));
             }
         }
+        let shown: Vec<String> = host_secrets.into_iter().map(|(_, v)| v).collect();
         Ok(CommandOutput {
             exit_code: status.code(),
-            stdout: stdout.bytes,
-            stderr: stderr.bytes,
+            // The step never learns a host secret, not even from what its program printed.
+            stdout: redact_bytes(stdout.bytes, &shown),
+            stderr: redact_bytes(stderr.bytes, &shown),
         })
     }
 }
@@ -598,6 +702,7 @@ mod tests {
             args: vec!["-Fc".into(), "-f".into(), "*.dump".into()],
             env: vec!["PGPASSWORD".into()],
             inherit: vec![],
+            secrets: Default::default(),
             net: vec![],
             bind: vec![],
             reason: None,
@@ -687,6 +792,7 @@ mod tests {
                 args,
                 env: vec!["TOKEN".into()],
                 inherit: vec![],
+                secrets: Default::default(),
                 net: vec![],
                 bind: vec![],
                 reason: None,
@@ -835,5 +941,55 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].starts_with("log limit of 100 lines reached"));
         assert_eq!(logged(&sink).len(), 100);
+    }
+
+    #[test]
+    fn a_host_secret_reaches_only_its_program_and_is_never_shown() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("secrets");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("offsite");
+        std::fs::write(&file, "s3cr3t-pass\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let script = "echo \"log:$RESTIC_PASSWORD\"; echo \"out:$RESTIC_PASSWORD\" >&2";
+        let (host, sink) = step_host(&t, &[script]);
+        let mut host = host.with_secrets_dir(dir.clone());
+        host.commands[0]
+            .secrets
+            .insert("RESTIC_PASSWORD".into(), "offsite".into());
+        let mut call = sh(script, OutputTarget::Log);
+        call.stderr = OutputTarget::Capture;
+        let out = host.run(call).unwrap();
+        assert_eq!(out.exit_code, Some(0));
+        // The program had it; neither the log nor what the step gets back shows it.
+        assert_eq!(logged(&sink), ["log:***"]);
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "out:***\n");
+        assert_eq!(host.redact("x s3cr3t-pass y"), "x *** y");
+        // The step cannot set the variable itself: it is not in `env`.
+        let mut own = sh(script, OutputTarget::Log);
+        own.env = vec![("RESTIC_PASSWORD".into(), "mine".into())];
+        assert!(matches!(host.run(own), Err(CommandError::NotGranted(_))));
+
+        // A file others may read is refused, naming the file and the fix, not the content.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = match host.run(sh(script, OutputTarget::Log)) {
+            Err(CommandError::SpawnFailed(e)) => e,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(err.contains("mode 640") && err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+        std::fs::remove_file(&file).unwrap();
+        let err = read_secret(&dir, "offsite").unwrap_err();
+        assert!(err.contains("is missing") && err.contains("offsite"), "{err}");
+        std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
+        assert!(read_secret(&dir, "offsite").unwrap_err().contains("symbolic link"));
+    }
+
+    #[test]
+    fn redacting_bytes_replaces_every_occurrence() {
+        let secrets = vec!["abc".to_owned()];
+        assert_eq!(redact_bytes(b"xabcyabc\xff".to_vec(), &secrets), b"x***y***\xff");
+        assert_eq!(redact_bytes(b"ab".to_vec(), &secrets), b"ab");
     }
 }

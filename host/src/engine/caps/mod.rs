@@ -113,6 +113,9 @@ pub struct StepHost {
     pub(in crate::engine) work: Option<(cap_std::fs::Dir, std::path::PathBuf)>,
     /// Host folders a program may change besides the mounts, by program (host settings).
     pub(in crate::engine) host_paths: std::collections::BTreeMap<String, Vec<std::path::PathBuf>>,
+    /// Where host secrets named by command grants are read (`secrets_dir`); `None`: no
+    /// secrets on this host, a grant naming one fails.
+    pub(in crate::engine) secrets_dir: Option<std::path::PathBuf>,
     /// What the step called.
     pub(in crate::engine) usage: UsageLedger,
 }
@@ -146,6 +149,7 @@ impl StepHost {
             ),
             work: None,
             host_paths: Default::default(),
+            secrets_dir: None,
             usage: Default::default(),
         }
     }
@@ -188,6 +192,12 @@ impl StepHost {
         self.commands = commands;
         self.confinement = confinement;
         self.host_paths = host_paths;
+        self
+    }
+
+    /// Reads the host secrets that command grants name from `dir`.
+    pub fn with_secrets_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.secrets_dir = Some(dir);
         self
     }
 
