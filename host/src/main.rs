@@ -1083,8 +1083,7 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
             // The listing run's events are not shown: its result is the table, its failure the
             // error.
             let events = Arc::new(qodify_host::events::NullSink);
-            let list =
-                ops::offsite::list(&state, &c, tier, params.into_iter().collect(), events)?;
+            let list = ops::offsite::list(&state, &c, tier, params.into_iter().collect(), events)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {

@@ -27,7 +27,10 @@ fn tools() -> bool {
     for tool in ["restic", "rclone"] {
         if !Path::new("/usr/bin").join(tool).is_file() {
             let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-            assert!(!ci, "{tool} is missing: `apt-get install restic rclone` (.ci/run does)");
+            assert!(
+                !ci,
+                "{tool} is missing: `apt-get install restic rclone` (.ci/run does)"
+            );
             eprintln!("skipped: {tool} is missing (apt-get install restic rclone)");
             return false;
         }
@@ -75,7 +78,8 @@ impl Drop for RepoServer {
 /// A host whose tier `offsite` sends to the repository server, with the password as host secret.
 struct Offsite {
     host: Host,
-    repo: RepoServer,
+    /// Kept for its drop: the server runs as long as the host.
+    _repo: RepoServer,
     pipelines: PathBuf,
     config: PathBuf,
 }
@@ -112,7 +116,7 @@ impl Offsite {
         );
         let o = Self {
             host,
-            repo,
+            _repo: repo,
             pipelines,
             config,
         };
@@ -136,7 +140,15 @@ impl Offsite {
 
     fn backup(&self, extra: &[&str]) -> std::process::Output {
         let mut c = self.cmd();
-        c.args(["run", "backup", "--customer", DOMAIN, "--tier", "offsite", "--json"]);
+        c.args([
+            "run",
+            "backup",
+            "--customer",
+            DOMAIN,
+            "--tier",
+            "offsite",
+            "--json",
+        ]);
         for p in extra {
             c.args(["--param", p]);
         }
@@ -154,7 +166,14 @@ impl Offsite {
 
     fn offsite_list(&self) -> Vec<serde_json::Value> {
         let out = run(self.cmd().args([
-            "backups", "list", "--customer", DOMAIN, "--offsite", "--tier", "offsite", "--json",
+            "backups",
+            "list",
+            "--customer",
+            DOMAIN,
+            "--offsite",
+            "--tier",
+            "offsite",
+            "--json",
         ]));
         assert!(out.status.success(), "backups list --offsite failed");
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
@@ -166,7 +185,10 @@ fn repo_root() -> PathBuf {
 }
 
 /// A step's outputs from a run result, as a map.
-fn step_outputs(result: &serde_json::Value, step: &str) -> serde_json::Map<String, serde_json::Value> {
+fn step_outputs(
+    result: &serde_json::Value,
+    step: &str,
+) -> serde_json::Map<String, serde_json::Value> {
     let s = result["steps"]
         .as_array()
         .unwrap()
@@ -189,13 +211,19 @@ fn number(outputs: &serde_json::Map<String, serde_json::Value>, key: &str) -> f6
 fn shop(host: &Host, db: &TestDb, uploads_mib: usize) -> PathBuf {
     let dir = host.customer(DOMAIN);
     let b = dir.join("backend");
-    write(&b.join("package.json"), r#"{"name":"backend","version":"1.0.0"}"#);
+    write(
+        &b.join("package.json"),
+        r#"{"name":"backend","version":"1.0.0"}"#,
+    );
     write(&b.join("server.js"), "// v1\n");
     write(&b.join("src/a.js"), "a\n");
     write(&b.join(".env"), format!("DATABASE_URL={}\n", db.url("pw")));
     chmod(&b.join(".env"), 0o600);
     for i in 0..uploads_mib {
-        write(&b.join(format!("uploads/{i}.jpg")), noise(1 << 20, i as u64 + 7));
+        write(
+            &b.join(format!("uploads/{i}.jpg")),
+            noise(1 << 20, i as u64 + 7),
+        );
     }
     write(&dir.join("admin/package.json"), r#"{"name":"admin"}"#);
     write(&dir.join("store/package.json"), r#"{"name":"store"}"#);
@@ -257,7 +285,10 @@ fn a_backup_sent_off_site_comes_back_after_the_local_copy_is_lost() {
     let local = dir.join("backups").join(&second);
     let before_backup = tree(&local, &|_| false);
     std::fs::remove_dir_all(&local).unwrap();
-    psql(&db.name, "DELETE FROM orders WHERE id % 2 = 0; UPDATE customers SET name = 'x';");
+    psql(
+        &db.name,
+        "DELETE FROM orders WHERE id % 2 = 0; UPDATE customers SET name = 'x';",
+    );
     write(&dir.join("backend/server.js"), "// broken\n");
     std::fs::remove_file(dir.join("backend/uploads/3.jpg")).unwrap();
 
@@ -275,8 +306,16 @@ fn a_backup_sent_off_site_comes_back_after_the_local_copy_is_lost() {
         "source=offsite",
     ]));
     assert!(out.status.success(), "restore from off-site failed");
-    assert_eq!(tree(&local, &|_| false), before_backup, "the fetched backup differs");
-    assert_eq!(db.checksums(), before_db, "database differs after the restore");
+    assert_eq!(
+        tree(&local, &|_| false),
+        before_backup,
+        "the fetched backup differs"
+    );
+    assert_eq!(
+        db.checksums(),
+        before_db,
+        "database differs after the restore"
+    );
     assert_eq!(
         tree(&dir.join("backend"), &no_dependencies),
         before_backend,
@@ -292,8 +331,17 @@ fn a_backup_sent_off_site_comes_back_after_the_local_copy_is_lost() {
 
     // A backup that is on the disk is not fetched over it.
     let out = run(o.cmd().args([
-        "run", "restore", "--customer", DOMAIN, "--tier", "offsite", "--json", "--param",
-        &format!("backup={second}"), "--param", "source=offsite",
+        "run",
+        "restore",
+        "--customer",
+        DOMAIN,
+        "--tier",
+        "offsite",
+        "--json",
+        "--param",
+        &format!("backup={second}"),
+        "--param",
+        "source=offsite",
     ]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("already on the disk"));
@@ -322,7 +370,12 @@ fn forget_keeps_pinned_backups_and_follows_the_tier_s_numbers() {
     let listed = o.offsite_list();
     let kept: Vec<(&str, bool)> = listed
         .iter()
-        .map(|s| (s["backup"].as_str().unwrap(), s["pinned"].as_bool().unwrap()))
+        .map(|s| {
+            (
+                s["backup"].as_str().unwrap(),
+                s["pinned"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(kept, [(third.as_str(), false), (first.as_str(), true)]);
 
@@ -330,7 +383,10 @@ fn forget_keeps_pinned_backups_and_follows_the_tier_s_numbers() {
     std::fs::remove_file(pins.join(&first)).unwrap();
     let (fourth, _) = o.sent(&keep_one);
     let listed = o.offsite_list();
-    let kept: Vec<&str> = listed.iter().map(|s| s["backup"].as_str().unwrap()).collect();
+    let kept: Vec<&str> = listed
+        .iter()
+        .map(|s| s["backup"].as_str().unwrap())
+        .collect();
     assert_eq!(kept, [fourth.as_str()]);
 }
 
@@ -381,7 +437,9 @@ fn a_wrong_repository_password_fails_cleanly_and_is_written_nowhere() {
                 } else if ft.is_file() {
                     let bytes = std::fs::read(&p).unwrap();
                     assert!(
-                        !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
+                        !bytes
+                            .windows(password.len())
+                            .any(|w| w == password.as_bytes()),
                         "the password is in {}",
                         p.display()
                     );
@@ -390,9 +448,14 @@ fn a_wrong_repository_password_fails_cleanly_and_is_written_nowhere() {
         }
     }
     // `plan` names the secret, never its value.
-    let out = run(o.cmd().args(["plan", "backup", "--customer", DOMAIN, "--tier", "offsite"]));
+    let out = run(o
+        .cmd()
+        .args(["plan", "backup", "--customer", DOMAIN, "--tier", "offsite"]));
     assert!(out.status.success());
     let plan = String::from_utf8_lossy(&out.stdout);
-    assert!(plan.contains("RESTIC_PASSWORD from secret `offsite`"), "{plan}");
+    assert!(
+        plan.contains("RESTIC_PASSWORD from secret `offsite`"),
+        "{plan}"
+    );
     assert!(!plan.contains(wrong));
 }

@@ -77,9 +77,8 @@ const RESERVED_ENV: &[&str] = &["PATH", "LANG", "HOME", "TMPDIR"];
 pub(crate) fn is_secret_name(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-        })
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
 const ID_HINT: &str =
@@ -750,7 +749,10 @@ impl Checker<'_> {
                 self.at(
                     var,
                     format!("`{}` is set by the host for every program", var.get()),
-                    format!("a secret goes in another variable (the host sets {})", RESERVED_ENV.join(", ")),
+                    format!(
+                        "a secret goes in another variable (the host sets {})",
+                        RESERVED_ENV.join(", ")
+                    ),
                 );
             } else if command
                 .env

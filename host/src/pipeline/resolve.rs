@@ -506,7 +506,9 @@ pub enum ResolveError {
         problem: String,
     },
     /// A param granted as a `net` destination does not hold `HOST:PORT`.
-    #[error("step {step}: param `{param}` = `{value}` is granted to `{program}` as `net`, but {problem}; set it to `HOST:PORT` (e.g. 10.0.0.5:8000) or empty")]
+    #[error(
+        "step {step}: param `{param}` = `{value}` is granted to `{program}` as `net`, but {problem}; set it to `HOST:PORT` (e.g. 10.0.0.5:8000) or empty"
+    )]
     NetParam {
         /// The step's id.
         step: String,

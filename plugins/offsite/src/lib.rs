@@ -165,7 +165,9 @@ pub fn parse_snapshots(json: &str) -> Result<Vec<Snapshot>, Error> {
         Vec::new()
     } else {
         serde_json::from_str(text).map_err(|e| {
-            Error::io(format!("restic snapshots printed JSON this step does not understand: {e}"))
+            Error::io(format!(
+                "restic snapshots printed JSON this step does not understand: {e}"
+            ))
         })?
     };
     list.sort_by(|a, b| b.time.cmp(&a.time));
@@ -218,7 +220,12 @@ fn quote(stderr: &str) -> String {
 }
 
 /// `restic forget` retention arguments; `None` when every rule is 0 (keep everything).
-pub fn forget_args(domain: &str, keep_last: u32, keep_daily: u32, keep_weekly: u32) -> Option<Vec<String>> {
+pub fn forget_args(
+    domain: &str,
+    keep_last: u32,
+    keep_daily: u32,
+    keep_weekly: u32,
+) -> Option<Vec<String>> {
     let mut args: Vec<String> = Vec::new();
     for (flag, n) in [
         ("--keep-last", keep_last),
@@ -267,7 +274,13 @@ pub fn check_net(repository: &str, net: &str) -> Result<(), Error> {
         .next()
         .unwrap_or_default();
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    if !authority.eq_ignore_ascii_case(net) {
+    // Without a port the URL's scheme says it.
+    let with_port = match authority.rsplit_once(':') {
+        Some((_, port)) if port.bytes().all(|b| b.is_ascii_digit()) => authority.to_owned(),
+        _ if url.starts_with("http://") => format!("{authority}:80"),
+        _ => format!("{authority}:443"),
+    };
+    if !with_port.eq_ignore_ascii_case(net) {
         return Err(Error::invalid_config(format!(
             "the repository's server is `{authority}` but restic is granted `{net}` (param offsite.net): set both to the same HOST:PORT"
         )));
@@ -293,15 +306,19 @@ pub fn pinned_ids(fs: &impl FileSystem, backups: &str) -> Result<Vec<String>, Er
 /// it was on the sending host) up to `<partial>/`, then removes the emptied folders.
 pub fn flatten(fs: &impl FileSystem, partial: &str, path: &str) -> Result<u64, Error> {
     let rel = path.trim_matches('/');
-    if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(Error::io(format!(
             "the snapshot's path `{path}` is not a plain absolute folder path"
         )));
     }
     let deep = format!("{partial}/{rel}");
-    let meta = fs.stat_opt(&deep)?.ok_or_else(|| {
-        Error::io(format!("restic restored nothing under {deep}"))
-    })?;
+    let meta = fs
+        .stat_opt(&deep)?
+        .ok_or_else(|| Error::io(format!("restic restored nothing under {deep}")))?;
     if !meta.is_dir() {
         return Err(Error::io(format!("{deep} is not a folder")));
     }
@@ -315,7 +332,10 @@ pub fn flatten(fs: &impl FileSystem, partial: &str, path: &str) -> Result<u64, E
                 entry.name
             )));
         }
-        fs.rename(&format!("{deep}/{}", entry.name), &format!("{partial}/{}", entry.name))?;
+        fs.rename(
+            &format!("{deep}/{}", entry.name),
+            &format!("{partial}/{}", entry.name),
+        )?;
         moved += 1;
     }
     fs.remove_tree(&format!("{partial}/{top}"))?;
@@ -345,7 +365,12 @@ impl Restic<'_> {
     }
 
     /// Runs restic; a failure says what it was doing, what restic said, and what to do.
-    fn run(&self, what: &str, args: &[String], timeout: Option<Duration>) -> Result<CommandOutput, Error> {
+    fn run(
+        &self,
+        what: &str,
+        args: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<CommandOutput, Error> {
         let mut cmd = self.command(args);
         if let Some(t) = timeout {
             cmd = cmd.timeout(t);
@@ -371,13 +396,18 @@ impl Restic<'_> {
                 "{what}: cannot reach {repo}; check that the repository server is up and that offsite.net grants its HOST:PORT: {}",
                 quote(stderr)
             )),
-            Failure::Other => Error::command_failed(format!("{what} ({repo}) failed: {}", quote(stderr))),
+            Failure::Other => {
+                Error::command_failed(format!("{what} ({repo}) failed: {}", quote(stderr)))
+            }
         }
     }
 
     /// Opens the repository, creating it when there is none.
     fn open_or_init(&self, ctx: &Context) -> Result<(), Error> {
-        let out = self.command(&["cat".into(), "config".into()]).timeout(SHORT).run()?;
+        let out = self
+            .command(&["cat".into(), "config".into()])
+            .timeout(SHORT)
+            .run()?;
         if out.success() {
             return Ok(());
         }
@@ -385,8 +415,15 @@ impl Restic<'_> {
         if classify(&stderr) != Failure::NoRepository {
             return Err(self.failed("opening the off-site repository", &stderr));
         }
-        ctx.info(format!("creating the restic repository {}", self.repository));
-        self.run("creating the off-site repository", &["init".into()], Some(SHORT))?;
+        ctx.info(format!(
+            "creating the restic repository {}",
+            self.repository
+        ));
+        self.run(
+            "creating the off-site repository",
+            &["init".into()],
+            Some(SHORT),
+        )?;
         Ok(())
     }
 
@@ -425,14 +462,26 @@ fn send(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error> 
             "backup {id} is not a complete backup of this customer (no {MANIFEST}); pick another one"
         )));
     }
-    let repo = Restic { repository: &config.repository, cwd: backups };
+    let repo = Restic {
+        repository: &config.repository,
+        cwd: backups,
+    };
     ctx.progress(0.0, "opening the off-site repository");
     repo.open_or_init(ctx)?;
     ctx.check_cancelled()?;
     ctx.progress(5.0, format!("sending backup {id}"));
-    let sender = Restic { repository: &config.repository, cwd: &folder };
+    let sender = Restic {
+        repository: &config.repository,
+        cwd: &folder,
+    };
     let args: Vec<String> = [
-        "backup", ".", "--host", domain, "--tag", &format!("customer={domain}"), "--tag",
+        "backup",
+        ".",
+        "--host",
+        domain,
+        "--tag",
+        &format!("customer={domain}"),
+        "--tag",
         &format!("backup={id}"),
     ]
     .map(str::to_owned)
@@ -476,7 +525,12 @@ fn send(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error> 
     }
 
     let mut forgotten = 0usize;
-    match forget_args(domain, config.keep_last, config.keep_daily, config.keep_weekly) {
+    match forget_args(
+        domain,
+        config.keep_last,
+        config.keep_daily,
+        config.keep_weekly,
+    ) {
         None => ctx.info("off-site retention is off (every keep rule is 0): nothing forgotten"),
         Some(args) => {
             ctx.progress(85.0, "applying the off-site retention");
@@ -504,7 +558,10 @@ fn send(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error> 
 
 fn list(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error> {
     let domain = ctx.customer_domain();
-    let repo = Restic { repository: &config.repository, cwd: backups };
+    let repo = Restic {
+        repository: &config.repository,
+        cwd: backups,
+    };
     let snapshots = repo.snapshots(&format!("customer={domain}"))?;
     let rows: Vec<serde_json::Value> = snapshots
         .iter()
@@ -533,7 +590,10 @@ fn fetch(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error>
     }
     let partial = partial_name(ctx.run_id());
     let target = format!("{backups}/{partial}");
-    let repo = Restic { repository: &config.repository, cwd: backups };
+    let repo = Restic {
+        repository: &config.repository,
+        cwd: backups,
+    };
     let filter = format!("customer={domain},backup={id}");
     let found = repo.snapshots(&filter)?;
     let newest = found.first().ok_or_else(|| {
@@ -543,7 +603,10 @@ fn fetch(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error>
         ))
     })?;
     let path = newest.paths.first().cloned().ok_or_else(|| {
-        Error::io(format!("snapshot {} of backup {id} names no path", newest.short_id))
+        Error::io(format!(
+            "snapshot {} of backup {id} names no path",
+            newest.short_id
+        ))
     })?;
     HostFs.remove_tree(&target)?;
     ctx.progress(0.0, format!("fetching backup {id} from off-site"));
@@ -561,10 +624,13 @@ fn fetch(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error>
     );
     // restic puts a snapshot of `.` at the top of the target; older versions nest it under its
     // absolute path.
-    let laid_out = restored.and_then(|_| match HostFs.stat_opt(&format!("{target}/{MANIFEST}"))? {
-        Some(_) => Ok(HostFs.list_dir(&target)?.len() as u64),
-        None => flatten(&HostFs, &target, &path),
-    });
+    let laid_out =
+        restored.and_then(
+            |_| match HostFs.stat_opt(&format!("{target}/{MANIFEST}"))? {
+                Some(_) => Ok(HostFs.list_dir(&target)?.len() as u64),
+                None => flatten(&HostFs, &target, &path),
+            },
+        );
     let moved = match laid_out {
         Ok(n) => n,
         Err(e) => {
@@ -577,7 +643,9 @@ fn fetch(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error>
         newest.short_id
     ));
     ctx.progress(100.0, format!("backup {id} fetched"));
-    Ok(Output::new().value("snapshot", &newest.short_id).value("files", moved))
+    Ok(Output::new()
+        .value("snapshot", &newest.short_id)
+        .value("files", moved))
 }
 
 fn place(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error> {
@@ -596,7 +664,9 @@ fn place(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error>
     }
     let dest = format!("{backups}/{id}");
     if HostFs.stat_opt(&dest)?.is_some() {
-        return Err(Error::io(format!("backup {id} appeared on the disk meanwhile; it is left as it is")));
+        return Err(Error::io(format!(
+            "backup {id} appeared on the disk meanwhile; it is left as it is"
+        )));
     }
     // Like every backup folder: the host's user only.
     HostFs.set_mode(&partial, 0o700)?;
@@ -627,6 +697,15 @@ impl Step for Offsite {
                 ));
             }
             check_net(&config.repository, &config.net)?;
+            if config
+                .repository
+                .ends_with(&format!("//{}/", ctx.customer_domain()))
+            {
+                return Err(Error::invalid_config(format!(
+                    "the repository {} has `//` before the customer: write offsite.repository without a trailing /",
+                    config.repository
+                )));
+            }
         }
         match config.action {
             Action::Send => send(ctx, &config, &backups),
@@ -658,7 +737,14 @@ mod tests {
             "\"total_duration\":0.25,\"snapshot_id\":\"abcdef0123\"}\n"
         );
         let s = parse_summary(out).unwrap();
-        assert_eq!((s.data_added, s.total_bytes_processed, s.total_files_processed), (1234, 5000, 3));
+        assert_eq!(
+            (
+                s.data_added,
+                s.total_bytes_processed,
+                s.total_files_processed
+            ),
+            (1234, 5000, 3)
+        );
         assert_eq!(s.snapshot_id, "abcdef0123");
         assert!(parse_summary("{\"message_type\":\"status\"}\n").is_none());
     }
@@ -677,12 +763,20 @@ mod tests {
 
     #[test]
     fn failures_are_told_apart() {
-        assert_eq!(classify("Fatal: wrong password or no key found\n"), Failure::WrongPassword);
         assert_eq!(
-            classify("Fatal: unable to open config file: <config/> does not exist\nIs there a repository at the following location?\n"),
+            classify("Fatal: wrong password or no key found\n"),
+            Failure::WrongPassword
+        );
+        assert_eq!(
+            classify(
+                "Fatal: unable to open config file: <config/> does not exist\nIs there a repository at the following location?\n"
+            ),
             Failure::NoRepository
         );
-        assert_eq!(classify("dial tcp 127.0.0.1:1: connect: connection refused"), Failure::Unreachable);
+        assert_eq!(
+            classify("dial tcp 127.0.0.1:1: connect: connection refused"),
+            Failure::Unreachable
+        );
         assert_eq!(classify("something else"), Failure::Other);
     }
 
@@ -699,10 +793,18 @@ mod tests {
     #[test]
     fn the_net_grant_must_name_the_repository_server() {
         assert!(check_net("rest:http://10.0.0.5:8000/shop/", "10.0.0.5:8000").is_ok());
-        assert!(check_net("rest:https://u:p@backup.example:8443/shop/", "backup.example:8443").is_ok());
+        assert!(
+            check_net(
+                "rest:https://u:p@backup.example:8443/shop/",
+                "backup.example:8443"
+            )
+            .is_ok()
+        );
         let e = check_net("rest:http://10.0.0.5:8000/shop/", "10.0.0.5:9000").unwrap_err();
         assert!(e.message().contains("10.0.0.5:8000") && e.message().contains("offsite.net"));
         assert!(check_net("rest:http://10.0.0.5:8000/shop/", "").is_err());
+        assert!(check_net("rest:https://backup.example/shop/", "backup.example:443").is_ok());
+        assert!(check_net("s3:http://minio.internal/bucket/shop/", "minio.internal:80").is_ok());
         assert!(check_net("sftp:backup@host:/srv/restic/shop", "").is_ok());
     }
 
@@ -710,12 +812,19 @@ mod tests {
     fn a_restored_tree_is_laid_out_flat_and_pins_are_listed() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_str().unwrap();
-        let deep = t.path().join(".partial-r/var/q/shop/backups/20261201-030000");
+        let deep = t
+            .path()
+            .join(".partial-r/var/q/shop/backups/20261201-030000");
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::write(deep.join("backup.json"), "{}").unwrap();
         std::fs::write(deep.join("db.dump"), "x").unwrap();
         let partial = format!("{root}/.partial-r");
-        let n = flatten(&StdFs::new(), &partial, "/var/q/shop/backups/20261201-030000").unwrap();
+        let n = flatten(
+            &StdFs::new(),
+            &partial,
+            "/var/q/shop/backups/20261201-030000",
+        )
+        .unwrap();
         assert_eq!(n, 2);
         let mut names: Vec<String> = std::fs::read_dir(&partial)
             .unwrap()
@@ -728,6 +837,9 @@ mod tests {
         std::fs::create_dir_all(t.path().join(".pins")).unwrap();
         std::fs::write(t.path().join(".pins/20261201-030000"), "why").unwrap();
         std::fs::write(t.path().join(".pins/junk"), "").unwrap();
-        assert_eq!(pinned_ids(&StdFs::new(), root).unwrap(), ["20261201-030000"]);
+        assert_eq!(
+            pinned_ids(&StdFs::new(), root).unwrap(),
+            ["20261201-030000"]
+        );
     }
 }

@@ -65,9 +65,7 @@ pub fn read_secret(dir: &Path, name: &str) -> Result<String, String> {
         .metadata()
         .map_err(|e| format!("reading host secret {shown}: {e}"))?;
     if !meta.is_file() {
-        return Err(format!(
-            "host secret {shown} is not a regular file"
-        ));
+        return Err(format!("host secret {shown} is not a regular file"));
     }
     if meta.mode() & 0o077 != 0 {
         return Err(format!(
@@ -90,9 +88,7 @@ pub fn read_secret(dir: &Path, name: &str) -> Result<String, String> {
         .map(|t| t.strip_suffix('\r').unwrap_or(t))
         .unwrap_or(&text);
     if value.is_empty() || value.contains(['\n', '\0']) {
-        return Err(format!(
-            "host secret {shown} must hold one non-empty line"
-        ));
+        return Err(format!("host secret {shown} must hold one non-empty line"));
     }
     Ok(value.to_owned())
 }
@@ -100,7 +96,11 @@ pub fn read_secret(dir: &Path, name: &str) -> Result<String, String> {
 /// `bytes` with every secret replaced by `***`, for output a program returns to its step.
 fn redact_bytes(bytes: Vec<u8>, secrets: &[String]) -> Vec<u8> {
     let mut out = bytes;
-    for secret in secrets.iter().map(String::as_bytes).filter(|s| s.len() >= 3) {
+    for secret in secrets
+        .iter()
+        .map(String::as_bytes)
+        .filter(|s| s.len() >= 3)
+    {
         if !out.windows(secret.len()).any(|w| w == secret) {
             continue;
         }
@@ -977,19 +977,32 @@ mod tests {
             Err(CommandError::SpawnFailed(e)) => e,
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert!(err.contains("mode 640") && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains("mode 640") && err.contains("chmod 600"),
+            "{err}"
+        );
         assert!(!err.contains("s3cr3t"), "{err}");
         std::fs::remove_file(&file).unwrap();
         let err = read_secret(&dir, "offsite").unwrap_err();
-        assert!(err.contains("is missing") && err.contains("offsite"), "{err}");
+        assert!(
+            err.contains("is missing") && err.contains("offsite"),
+            "{err}"
+        );
         std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
-        assert!(read_secret(&dir, "offsite").unwrap_err().contains("symbolic link"));
+        assert!(
+            read_secret(&dir, "offsite")
+                .unwrap_err()
+                .contains("symbolic link")
+        );
     }
 
     #[test]
     fn redacting_bytes_replaces_every_occurrence() {
         let secrets = vec!["abc".to_owned()];
-        assert_eq!(redact_bytes(b"xabcyabc\xff".to_vec(), &secrets), b"x***y***\xff");
+        assert_eq!(
+            redact_bytes(b"xabcyabc\xff".to_vec(), &secrets),
+            b"x***y***\xff"
+        );
         assert_eq!(redact_bytes(b"ab".to_vec(), &secrets), b"ab");
     }
 }
