@@ -776,6 +776,7 @@ mod tests {
             grants: Default::default(),
             runs: Default::default(),
             console: Default::default(),
+            schedule: Default::default(),
         }
     }
 

@@ -182,6 +182,7 @@ mod tests {
             grants: Default::default(),
             runs: Default::default(),
             console: Default::default(),
+            schedule: Default::default(),
         };
         std::fs::create_dir_all(&settings.data_dir).unwrap();
         let state = AppState {

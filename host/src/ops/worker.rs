@@ -1041,6 +1041,7 @@ mod tests {
             grants: Default::default(),
             runs: Default::default(),
             console: Default::default(),
+            schedule: Default::default(),
         };
         let state = AppState {
             hub: super::super::EventHub::new(store.clone()),
