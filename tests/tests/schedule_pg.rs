@@ -81,10 +81,16 @@ fn a_tier_s_one_minute_schedule_backs_up_at_the_minute_as_schedule() {
     assert_eq!(entry["params"]["type"], "fast");
     let next = unix_ms(entry["nextRunAt"].as_str().unwrap());
     if entry["due"] == true {
-        assert!(now_ms() % 60_000 <= 31_000, "due outside the window: {entry}");
+        assert!(
+            now_ms() % 60_000 <= 31_000,
+            "due outside the window: {entry}"
+        );
     } else {
         assert_eq!(next % 60_000, 0, "{entry}");
-        assert!(next > now_ms() - 2_000 && next <= now_ms() + 60_000, "{entry}");
+        assert!(
+            next > now_ms() - 2_000 && next <= now_ms() + 60_000,
+            "{entry}"
+        );
     }
 
     // The scheduled run appears in its slot's window (the tick is 1 s), triggered by `schedule`.
