@@ -515,6 +515,36 @@ pub fn print_offsite(list: &[qodify_host::ops::offsite::OffsiteSnapshot]) {
     }
 }
 
+pub fn print_schedules(list: &[qodify_host::ops::schedule::Listed]) {
+    println!(
+        "{:<28} {:<10} {:<26} {:<12} {:<22} last",
+        "customer", "pipeline", "at", "from", "next run"
+    );
+    for l in list {
+        let last = match (&l.error, &l.last) {
+            (Some(e), _) => format!("error: {e}"),
+            (None, Some(slot)) => format!(
+                "{}{}",
+                slot.outcome.as_deref().unwrap_or("-"),
+                slot.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            (None, None) => "-".into(),
+        };
+        let next = match (&l.next_run_at, l.due) {
+            (_, true) => "due now".to_owned(),
+            (Some(n), false) => n.clone(),
+            (None, false) => "-".to_owned(),
+        };
+        println!(
+            "{:<28} {:<10} {:<26} {:<12} {:<22} {last}",
+            l.domain, l.pipeline, l.at, l.origin, next
+        );
+    }
+}
+
 pub fn print_backups(list: &[qodify_host::backups::Backup]) {
     println!(
         "{:<16} {:<7} {:>10} {:>8}  artifacts",
