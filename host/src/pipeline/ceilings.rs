@@ -25,7 +25,17 @@ impl Default for GrantCeilings {
     /// What the shipped pipelines need, and nothing else.
     fn default() -> Self {
         Self {
-            programs: ["node", "npm", "npx", "pg_dump", "pg_restore", "pm2", "psql"]
+            programs: [
+                "createdb",
+                "dropdb",
+                "node",
+                "npm",
+                "npx",
+                "pg_dump",
+                "pg_restore",
+                "pm2",
+                "psql",
+            ]
                 .map(String::from)
                 .to_vec(),
             connect_ports: vec![5432],
