@@ -36,6 +36,7 @@ use std::time::Instant;
 
 use pg_conn::url::DbTarget;
 use qodify_plugin_sdk::command::{Command, CommandOutput};
+use qodify_plugin_sdk::fs::FileSystem as _;
 use qodify_plugin_sdk::path::normalize;
 use qodify_plugin_sdk::prelude::*;
 use tar_extract::extract::{Job, Limits, Wording, extract};
@@ -98,7 +99,7 @@ pub fn database_name(run_id: &str) -> String {
     format!("{DB_PREFIX}{run_id}")
 }
 
-fn required<'a>(value: &'a Option<String>, key: &str, action: &str) -> Result<String, Error> {
+fn required(value: &Option<String>, key: &str, action: &str) -> Result<String, Error> {
     let value = value.as_deref().ok_or_else(|| {
         Error::invalid_config(format!("`{key}` is required for action `{action}`"))
     })?;

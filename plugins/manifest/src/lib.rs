@@ -673,6 +673,33 @@ mod tests {
     }
 
     #[test]
+    fn an_archive_step_s_file_count_and_bytes_go_with_its_artifact() {
+        let ctx = Context::builder()
+            .previous(StepOutputs {
+                step: "archive-uploads".into(),
+                artifacts: vec![artifact("uploads", "/out/uploads.tar.gz", 9)],
+                values: vec![("files".into(), "4".into()), ("bytes".into(), "70".into())],
+            })
+            .previous(StepOutputs {
+                step: "two".into(),
+                artifacts: vec![
+                    artifact("a", "/out/a.tar.gz", 1),
+                    artifact("b", "/out/b.tar.gz", 1),
+                ],
+                values: vec![("files".into(), "4".into())],
+            })
+            .build();
+        let a = artifacts_in(&ctx, "/out", "/out/backup.json");
+        let uploads = a.iter().find(|a| a.name == "uploads").unwrap();
+        assert_eq!((uploads.files, uploads.bytes), (Some(4), Some(70)));
+        let json = serde_json::to_value(uploads).unwrap();
+        assert_eq!((json["files"].clone(), json["bytes"].clone()), (4.into(), 70.into()));
+        // A step with two artifacts: its counts are not either one's.
+        assert!(a.iter().filter(|a| a.name != "uploads").all(|a| a.files.is_none()));
+        assert!(serde_json::to_value(&a[0]).unwrap().get("files").is_none());
+    }
+
+    #[test]
     fn config_errors() {
         for bad in [
             r#"{"output":"backup.json","type":"fast","include":{"db":true,"uploads":true,"envPm2":true,"logs":false,"artifacts":false}}"#,
