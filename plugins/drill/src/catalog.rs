@@ -14,7 +14,7 @@ pub type Table = (String, String);
 /// with its own rows (`ONLY`: a partition's rows are counted once, in the partition), as one
 /// line of JSON: `[["schema","table",rows],…]`. Fixed text, granted literally to `psql -c` in
 /// `pipelines/drill.toml`, so the step can run no other SQL through that grant.
-pub const COUNT_QUERY: &str = r#"SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, (xpath('/row/n/text()', query_to_xml(format('SELECT count(1) AS n FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint) ORDER BY n.nspname, c.relname), '[]') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('information_schema') AND n.nspname NOT LIKE 'pg\_%'"#;
+pub const COUNT_QUERY: &str = r#"SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, array_to_string(xpath('/row/n/text()', query_to_xml(format('SELECT count(1) AS n FROM ONLY %I.%I', n.nspname, c.relname), false, true, '')), '')::bigint) ORDER BY n.nspname, c.relname), json_build_array()) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('information_schema') AND n.nspname NOT LIKE 'pg\_%'"#;
 
 /// The tables of a dump's table of contents (`pg_restore --list`): every `TABLE` entry (not
 /// `TABLE DATA` nor `TABLE ATTACH`). Entry lines read `<id>; <oid> <oid> TABLE <schema> <name>

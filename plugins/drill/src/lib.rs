@@ -398,7 +398,7 @@ fn check_database(
     let toc = catalog::toc_tables(&out.stdout_text());
     let data_file = format!("{scratch}/data.sql");
     let out = Command::new("pg_restore")
-        .args(["--data-only", "db.dump"])
+        .args(["--data-only", "--file=-", "db.dump"])
         .cwd(folder)
         .stdout_to_file(data_file.clone())
         .run()?;
