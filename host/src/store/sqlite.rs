@@ -1821,7 +1821,8 @@ mod tests {
             store
                 .conn()
                 .execute_batch(
-                    "DROP TABLE approvals; DROP TABLE nodes; DROP INDEX customers_node; \
+                    "DROP TABLE drills; DROP TABLE approvals; DROP TABLE nodes; \
+                     DROP INDEX customers_node; \
                      ALTER TABLE customers DROP COLUMN node; ALTER TABLE runs DROP COLUMN node; \
                      DROP TABLE sessions; DROP TABLE tokens; \
                      DROP INDEX runs_durations; DROP INDEX backups_present; \
