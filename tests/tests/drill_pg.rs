@@ -68,15 +68,24 @@ fn drill(host: &Host, params: &[&str]) -> Output {
     run(&mut c)
 }
 
-/// Scratch databases of drills on the server.
-fn scratch_dbs() -> Vec<String> {
+/// The scratch databases of drill run `run_id` on the server (other tests drill at the same
+/// time: each looks at its own runs).
+fn scratch_dbs(run_id: &str) -> Vec<String> {
     psql(
         "postgres",
-        "SELECT datname FROM pg_database WHERE datname LIKE 'qodify\\_drill\\_%' ORDER BY 1",
+        &format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'qodify\\_drill\\_%' \
+             AND datname = 'qodify_drill_{run_id}'"
+        ),
     )
     .lines()
     .map(str::to_owned)
     .collect()
+}
+
+/// The run id of a `run --json` output.
+fn run_id(out: &Output) -> String {
+    run_result(out)["run_id"].as_str().unwrap().to_owned()
 }
 
 /// What is left in the data folder's `runs/` (each run's work folder, the drill's scratch
@@ -192,6 +201,7 @@ fn a_good_backup_is_stamped_restorable_and_metrics_show_the_age_of_the_last_good
     let out = drill(&host, &["probe=SELECT 1 FROM orders WHERE qty = 3 LIMIT 1"]);
     let drill_time = started.elapsed();
     assert!(out.status.success(), "drill failed");
+    let drill_run = run_id(&out);
     let line = history_line(&s, TOKEN, &id);
     assert_eq!(line["restorable"], true, "{line}");
     assert!(line["drilledAt"].is_string(), "{line}");
@@ -200,7 +210,7 @@ fn a_good_backup_is_stamped_restorable_and_metrics_show_the_age_of_the_last_good
     assert!((0.0..120.0).contains(&age), "age {age}");
 
     assert_eq!(sha256_file(&manifest), before, "a drill never writes backup.json");
-    assert!(scratch_dbs().is_empty(), "{:?}", scratch_dbs());
+    assert!(scratch_dbs(&drill_run).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
     eprintln!(
         "drill of a backup with 1.2 M rows and 64 MiB of uploads: backup {:.1} s, drill {:.1} s, \
@@ -228,7 +238,8 @@ fn a_good_backup_is_stamped_restorable_and_metrics_show_the_age_of_the_last_good
     // The last good drill stays what the metric counts from.
     let age: f64 = good_drill_age(&s, TOKEN).parse().unwrap();
     assert!(age.is_finite(), "{age}");
-    assert!(scratch_dbs().is_empty(), "{:?}", scratch_dbs());
+    assert!(scratch_dbs(&run_id(&out)).is_empty());
+    assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
 }
 
 #[test]
@@ -259,7 +270,7 @@ fn a_truncated_dump_that_passes_verify_is_stamped_not_restorable_with_pg_restore
     assert!(reason.starts_with("db.dump does not restore: pg_restore exited"), "{reason}");
     assert!(reason.contains("pg_restore: error:"), "pg_restore's own words: {reason}");
     assert_eq!(good_drill_age(&s, TOKEN), "+Inf", "no drill ever passed");
-    assert!(scratch_dbs().is_empty(), "{:?}", scratch_dbs());
+    assert!(scratch_dbs(&run_id(&out)).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
 }
 
@@ -309,7 +320,7 @@ fn an_archive_missing_a_file_against_backup_json_is_stamped_not_restorable() {
         "{reason}"
     );
     assert!(!reason.contains("db.dump"), "the database was fine: {reason}");
-    assert!(scratch_dbs().is_empty(), "{:?}", scratch_dbs());
+    assert!(scratch_dbs(&run_id(&out)).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
 }
 
@@ -329,18 +340,20 @@ fn walk_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Whether a pg_restore is connected to a drill's scratch database.
-fn drill_restore_running() -> bool {
+/// Whether a pg_restore is connected to run `run_id`'s scratch database.
+fn drill_restore_running(run_id: &str) -> bool {
     psql(
         "postgres",
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname LIKE 'qodify\\_drill\\_%' AND application_name = 'pg_restore'",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = 'qodify_drill_{run_id}' AND application_name = 'pg_restore'"
+        ),
     ) != "0"
 }
 
-fn wait_for_drill_restore() {
+fn wait_for_drill_restore(run_id: &str) {
     let until = Instant::now() + Duration::from_secs(180);
-    while !drill_restore_running() {
+    while !drill_restore_running(run_id) {
         assert!(Instant::now() < until, "the drill's pg_restore never started");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -370,26 +383,44 @@ fn a_cli_killed_mid_drill_leaves_nothing_once_recover_ran() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_drill_restore();
+    // The run journal, written before the first step, names the run.
+    let until = Instant::now() + Duration::from_secs(60);
+    let run_id = loop {
+        if let Ok(text) = std::fs::read_to_string(journal(&host))
+            && let Ok(j) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            break j["runId"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < until, "the drill never journaled");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    wait_for_drill_restore(&run_id);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert_eq!(scratch_dbs().len(), 1, "the kill came mid-drill");
-    assert!(!run_folders(&host).is_empty(), "the run's work folder is left");
+    assert_eq!(scratch_dbs(&run_id).len(), 1, "the kill came mid-drill");
+    assert!(
+        host.tmp
+            .path()
+            .join(format!("data/runs/{run_id}/work/drill"))
+            .is_dir(),
+        "the run's scratch folder is left"
+    );
     assert!(journal(&host).is_file(), "the run journal names the drill");
 
     let out = run(host
         .cmd()
         .args(["recover", "--customer", DOMAIN, "--json"]));
     assert!(out.status.success(), "recover failed");
-    assert!(scratch_dbs().is_empty(), "{:?}", scratch_dbs());
+    assert!(scratch_dbs(&run_id).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
     assert!(!journal(&host).exists());
 
     // The customer drills normally afterwards.
     let s = serve(&host, TOKEN);
-    assert!(drill(&host, &[&format!("backup={id}")]).status.success());
+    let out = drill(&host, &[&format!("backup={id}")]);
+    assert!(out.status.success());
     assert_eq!(history_line(&s, TOKEN, &id)["restorable"], true);
-    assert!(scratch_dbs().is_empty(), "{:?}", scratch_dbs());
+    assert!(scratch_dbs(&self::run_id(&out)).is_empty());
 }
 
 #[test]
@@ -411,15 +442,15 @@ fn a_service_killed_mid_drill_drops_the_scratch_database_at_its_next_start() {
     );
     assert_eq!(code, 202, "{body}");
     let run_id = body["runId"].as_str().unwrap().to_owned();
-    wait_for_drill_restore();
+    wait_for_drill_restore(&run_id);
     s.child.kill().unwrap(); // SIGKILL
     s.child.wait().unwrap();
-    assert_eq!(scratch_dbs().len(), 1, "the kill came mid-drill");
+    assert_eq!(scratch_dbs(&run_id).len(), 1, "the kill came mid-drill");
     assert!(journal(&host).is_file());
 
     // The next start finishes the drill's `finally` before it serves anything.
     let s = serve(&host, TOKEN);
-    assert!(scratch_dbs().is_empty(), "{:?}", scratch_dbs());
+    assert!(scratch_dbs(&run_id).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
     assert!(!journal(&host).exists());
     let run = get_ok(&s, TOKEN, &format!("/api/runs/{run_id}"));
