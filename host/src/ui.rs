@@ -514,7 +514,8 @@ pub fn print_backups(
             .map(|a| a.file.as_str())
             .collect();
         let drill = drills.get(&b.id);
-        let day = |d: &qodify_host::store::DrillRecord| d.drilled_at.get(..10).unwrap_or("").to_owned();
+        let day =
+            |d: &qodify_host::store::DrillRecord| d.drilled_at.get(..10).unwrap_or("").to_owned();
         println!(
             "{:<16} {:<7} {:>10} {:>8}  {:<13} {}{}",
             b.id,

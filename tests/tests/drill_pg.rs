@@ -194,7 +194,10 @@ fn a_good_backup_is_stamped_restorable_and_metrics_show_the_age_of_the_last_good
         .iter()
         .find(|a| a["file"] == "uploads.tar.gz")
         .unwrap();
-    assert_eq!(uploads["files"], 4, "backup.json counts each archive's files");
+    assert_eq!(
+        uploads["files"], 4,
+        "backup.json counts each archive's files"
+    );
     assert_eq!(uploads["bytes"], 64 << 20);
 
     let started = Instant::now();
@@ -209,7 +212,11 @@ fn a_good_backup_is_stamped_restorable_and_metrics_show_the_age_of_the_last_good
     let age: f64 = good_drill_age(&s, TOKEN).parse().unwrap();
     assert!((0.0..120.0).contains(&age), "age {age}");
 
-    assert_eq!(sha256_file(&manifest), before, "a drill never writes backup.json");
+    assert_eq!(
+        sha256_file(&manifest),
+        before,
+        "a drill never writes backup.json"
+    );
     assert!(scratch_dbs(&drill_run).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
     eprintln!(
@@ -223,7 +230,10 @@ fn a_good_backup_is_stamped_restorable_and_metrics_show_the_age_of_the_last_good
     // A probe that finds nothing makes the backup not restorable, by the probe's rule.
     let out = drill(
         &host,
-        &[&format!("backup={id}"), "probe=SELECT 1 FROM orders WHERE qty > 100"],
+        &[
+            &format!("backup={id}"),
+            "probe=SELECT 1 FROM orders WHERE qty > 100",
+        ],
     );
     assert!(!out.status.success());
     let line = history_line(&s, TOKEN, &id);
@@ -267,8 +277,14 @@ fn a_truncated_dump_that_passes_verify_is_stamped_not_restorable_with_pg_restore
     let line = history_line(&s, TOKEN, &id);
     assert_eq!(line["restorable"], false, "{line}");
     let reason = line["drillReason"].as_str().unwrap();
-    assert!(reason.starts_with("db.dump does not restore: pg_restore exited"), "{reason}");
-    assert!(reason.contains("pg_restore: error:"), "pg_restore's own words: {reason}");
+    assert!(
+        reason.starts_with("db.dump does not restore: pg_restore exited"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("pg_restore: error:"),
+        "pg_restore's own words: {reason}"
+    );
     assert_eq!(good_drill_age(&s, TOKEN), "+Inf", "no drill ever passed");
     assert!(scratch_dbs(&run_id(&out)).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
@@ -319,7 +335,10 @@ fn an_archive_missing_a_file_against_backup_json_is_stamped_not_restorable() {
         reason.contains("uploads.tar.gz unpacks to 3 files, backup.json lists 4"),
         "{reason}"
     );
-    assert!(!reason.contains("db.dump"), "the database was fine: {reason}");
+    assert!(
+        !reason.contains("db.dump"),
+        "the database was fine: {reason}"
+    );
     assert!(scratch_dbs(&run_id(&out)).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
 }
@@ -354,7 +373,10 @@ fn drill_restore_running(run_id: &str) -> bool {
 fn wait_for_drill_restore(run_id: &str) {
     let until = Instant::now() + Duration::from_secs(180);
     while !drill_restore_running(run_id) {
-        assert!(Instant::now() < until, "the drill's pg_restore never started");
+        assert!(
+            Instant::now() < until,
+            "the drill's pg_restore never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -407,9 +429,7 @@ fn a_cli_killed_mid_drill_leaves_nothing_once_recover_ran() {
     );
     assert!(journal(&host).is_file(), "the run journal names the drill");
 
-    let out = run(host
-        .cmd()
-        .args(["recover", "--customer", DOMAIN, "--json"]));
+    let out = run(host.cmd().args(["recover", "--customer", DOMAIN, "--json"]));
     assert!(out.status.success(), "recover failed");
     assert!(scratch_dbs(&run_id).is_empty());
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
@@ -456,5 +476,8 @@ fn a_service_killed_mid_drill_drops_the_scratch_database_at_its_next_start() {
     let run = get_ok(&s, TOKEN, &format!("/api/runs/{run_id}"));
     assert_eq!(run["state"], "interrupted", "{run}");
     let line = history_line(&s, TOKEN, &id);
-    assert!(line["restorable"].is_null(), "an interrupted drill stamps nothing: {line}");
+    assert!(
+        line["restorable"].is_null(),
+        "an interrupted drill stamps nothing: {line}"
+    );
 }

@@ -311,9 +311,10 @@ fn render(s: &Snapshot) -> String {
         "Seconds since the customer's newest restore drill that found a backup restorable ended; +Inf: none.",
     );
     for b in &s.backups {
-        let age = s.good_drills.get(&b.customer_id).map_or(f64::INFINITY, |ms| {
-            (s.now - *ms as f64 / 1000.0).max(0.0)
-        });
+        let age = s
+            .good_drills
+            .get(&b.customer_id)
+            .map_or(f64::INFINITY, |ms| (s.now - *ms as f64 / 1000.0).max(0.0));
         out.line(
             "qodify_drill_last_good_age_seconds",
             &refs(&who(b)),

@@ -36,8 +36,8 @@ impl Default for GrantCeilings {
                 "pm2",
                 "psql",
             ]
-                .map(String::from)
-                .to_vec(),
+            .map(String::from)
+            .to_vec(),
             connect_ports: vec![5432],
             bind_ports: Vec::new(),
             http: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]

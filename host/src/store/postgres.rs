@@ -25,12 +25,12 @@ use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary, DrillRecord,
+    ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
     CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord, Decided,
-    DurationHistogram, EventNotice, EventRecord, INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun,
-    NodeBeat, NodeRecord, Notice, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish,
-    RunQuery, RunRecord, RunState, SessionRecord, Store, StoreError, StoreResult, TokenRecord,
-    duration_ms, now, parse_state, state_str, to_i64,
+    DrillRecord, DurationHistogram, EventNotice, EventRecord, INTERRUPTED, LEASE_EXPIRED,
+    LastBackup, NewRun, NodeBeat, NodeRecord, Notice, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT,
+    RunFilter, RunFinish, RunQuery, RunRecord, RunState, SessionRecord, Store, StoreError,
+    StoreResult, TokenRecord, duration_ms, now, parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 

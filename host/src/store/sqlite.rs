@@ -16,12 +16,12 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
 use super::{
-    ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary, DrillRecord,
+    ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
     CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord, Decided,
-    DurationHistogram, EventRecord, INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun, NodeBeat,
-    NodeRecord, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord,
-    RunState, SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now,
-    parse_state, state_str, to_i64,
+    DrillRecord, DurationHistogram, EventRecord, INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun,
+    NodeBeat, NodeRecord, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery,
+    RunRecord, RunState, SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms,
+    now, parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 

@@ -1644,7 +1644,8 @@ fn drill(customer: &str, backup: &str, run: &str, ok: bool, at: &str) -> DrillRe
         backup_id: backup.into(),
         run_id: run.into(),
         restorable: ok,
-        reason: (!ok).then(|| "pg_restore: error: could not read from input file: end of file".into()),
+        reason: (!ok)
+            .then(|| "pg_restore: error: could not read from input file: end of file".into()),
         drilled_at: at.into(),
     }
 }
@@ -1654,7 +1655,12 @@ pub(crate) fn drills_stamp_each_backup_with_its_newest_verdict_and_metrics_see_t
 ) {
     customers(store, &["c1", "c2", "c3"]);
     let (b1, b2) = ("20261201-030000".to_owned(), "20261202-030000".to_owned());
-    assert!(store.drills("c1", &[b1.clone()]).unwrap().is_empty());
+    assert!(
+        store
+            .drills("c1", std::slice::from_ref(&b1))
+            .unwrap()
+            .is_empty()
+    );
     assert!(store.last_good_drills().unwrap().is_empty());
     store
         .record_drill(&drill("c1", &b1, "r1", true, "2026-12-01T04:00:00.000Z"))
@@ -1681,8 +1687,16 @@ pub(crate) fn drills_stamp_each_backup_with_its_newest_verdict_and_metrics_see_t
     assert_eq!(got[1].run_id, "r3");
     assert!(got[1].restorable && got[1].reason.is_none());
     // Another customer's drills of the same backup id are its own.
-    assert_eq!(store.drills("c2", &[b1.clone()]).unwrap()[0].run_id, "r4");
-    assert!(store.drills("c3", &[b1.clone()]).unwrap().is_empty());
+    assert_eq!(
+        store.drills("c2", std::slice::from_ref(&b1)).unwrap()[0].run_id,
+        "r4"
+    );
+    assert!(
+        store
+            .drills("c3", std::slice::from_ref(&b1))
+            .unwrap()
+            .is_empty()
+    );
     // The newest good drill per customer; a customer with only bad ones has none.
     let good = store.last_good_drills().unwrap();
     assert_eq!(good, [("c1".to_owned(), 1_796_187_600_500)]);

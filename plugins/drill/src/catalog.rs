@@ -204,7 +204,11 @@ mod tests {
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[0].contains("public.gone is in the dump's catalog"));
         assert!(problems[1].contains("2 tables, the restored database 1"));
-        assert!(problems.iter().any(|p| p.contains("2 rows restored, the dump holds 3")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("2 rows restored, the dump holds 3"))
+        );
         let db = db_rows(r#"[["public","items",3],["public","gone",1]]"#).unwrap();
         assert!(compare(&toc, &data, &db).is_empty());
         assert!(db_rows("[]").unwrap().is_empty());

@@ -254,7 +254,13 @@ fn prepare(ctx: &Context, config: &Config) -> Result<Output, Error> {
     for entry in fs::list_dir(&backups)? {
         let is_dir = entry.metadata.is_dir();
         let manifest = backup_list::may_be_backup(&entry.name, is_dir)
-            .then(|| read_manifest(&format!("{backups}/{}/{}", entry.name, backup_rules::MANIFEST)))
+            .then(|| {
+                read_manifest(&format!(
+                    "{backups}/{}/{}",
+                    entry.name,
+                    backup_rules::MANIFEST
+                ))
+            })
             .flatten();
         listing.push(backup_list::Listed {
             name: entry.name,
@@ -332,7 +338,15 @@ fn check(ctx: &Context, config: &Config) -> Result<Output, Error> {
     if prepared.value("db") == Some("true") {
         let env_file = required(&config.env_file, "env_file", "check")?;
         let url = read_url(&env_file, &config.variable)?;
-        check_database(ctx, &folder, &scratch, &database, &url, &config.probe, &mut found)?;
+        check_database(
+            ctx,
+            &folder,
+            &scratch,
+            &database,
+            &url,
+            &config.probe,
+            &mut found,
+        )?;
     }
     let manifest = read_manifest(&format!("{folder}/{}", backup_rules::MANIFEST))
         .ok_or_else(|| Error::io(format!("backup {id}: backup.json cannot be read")))?;
@@ -390,9 +404,10 @@ fn check_database(
         .capture_stdout()
         .run()?;
     if !out.success() {
-        found
-            .problems
-            .push(format!("db.dump's catalog cannot be read: {}", failure(&out, url)));
+        found.problems.push(format!(
+            "db.dump's catalog cannot be read: {}",
+            failure(&out, url)
+        ));
         return Ok(());
     }
     let toc = catalog::toc_tables(&out.stdout_text());
@@ -410,25 +425,32 @@ fn check_database(
         rows
     } else {
         let _ = std::fs::remove_file(&data_file);
-        found
-            .problems
-            .push(format!("db.dump's data cannot be read: {}", failure(&out, url)));
+        found.problems.push(format!(
+            "db.dump's data cannot be read: {}",
+            failure(&out, url)
+        ));
         return Ok(());
     };
     ctx.progress(55.0, "counting the restored rows");
     let psql = |sql: &str| -> Result<CommandOutput, Error> {
         let mut args = vec!["-X".to_string(), "-A".into(), "-t".into(), "-q".into()];
         args.extend(customer_args(url, database));
-        args.extend(["-v".into(), "ON_ERROR_STOP=1".into(), "-c".into(), sql.into()]);
+        args.extend([
+            "-v".into(),
+            "ON_ERROR_STOP=1".into(),
+            "-c".into(),
+            sql.into(),
+        ]);
         customer_env(Command::new("psql").args(args).cwd(scratch), url)
             .capture_stdout()
             .run()
     };
     let out = psql(catalog::COUNT_QUERY)?;
     if !out.success() {
-        found
-            .problems
-            .push(format!("the restored tables cannot be counted: {}", failure(&out, url)));
+        found.problems.push(format!(
+            "the restored tables cannot be counted: {}",
+            failure(&out, url)
+        ));
         return Ok(());
     }
     match catalog::db_rows(&out.stdout_text()) {
@@ -466,7 +488,9 @@ fn log_counts(
         let dumped = data
             .get(&(schema.clone(), name.clone()))
             .map_or_else(|| "no data".to_string(), |n| format!("{n} rows"));
-        ctx.debug(format!("{schema}.{name}: {rows} rows restored, dump: {dumped}"));
+        ctx.debug(format!(
+            "{schema}.{name}: {rows} rows restored, dump: {dumped}"
+        ));
     }
 }
 
@@ -523,9 +547,11 @@ fn check_archives(
                 ));
             }
             Err(e) if e.kind() == ErrorKind::Cancelled => return Err(e),
-            Err(e) => found
-                .problems
-                .push(format!("{} does not unpack: {}", archive.file, e.message())),
+            Err(e) => {
+                found
+                    .problems
+                    .push(format!("{} does not unpack: {}", archive.file, e.message()))
+            }
         }
     }
     Ok(())
@@ -573,7 +599,9 @@ fn drop_scratch(ctx: &Context, config: &Config) -> Result<Output, Error> {
             failure(&out, &url)
         )));
     }
-    ctx.info(format!("the scratch database {database} is gone (if it was there)"));
+    ctx.info(format!(
+        "the scratch database {database} is gone (if it was there)"
+    ));
     Ok(Output::new().value("dropped", &database))
 }
 
@@ -589,7 +617,12 @@ mod tests {
         assert_eq!(pick(&ids, "20261206-030000").unwrap(), "20261206-030000");
         let err = pick(&ids, "20261205-030000").unwrap_err();
         assert!(err.message().contains("not a complete backup"), "{err}");
-        assert!(pick(&[], "latest").unwrap_err().message().contains("no complete backup"));
+        assert!(
+            pick(&[], "latest")
+                .unwrap_err()
+                .message()
+                .contains("no complete backup")
+        );
     }
 
     #[test]
@@ -621,7 +654,10 @@ mod tests {
             "pg_restore exited with code 1: pg_restore: error: could not read from input file: \
              end of file | <redacted>"
         );
-        assert_eq!(shorten(&"x".repeat(2000)).chars().count(), MAX_REASON_CHARS + 1);
+        assert_eq!(
+            shorten(&"x".repeat(2000)).chars().count(),
+            MAX_REASON_CHARS + 1
+        );
     }
 
     #[test]
@@ -629,9 +665,7 @@ mod tests {
         let c: Config = serde_json::from_value(serde_json::json!({"action": "drop"})).unwrap();
         assert_eq!(c.action, Action::Drop);
         assert!(required(&c.env_file, "env_file", "drop").is_err());
-        assert!(
-            serde_json::from_value::<Config>(serde_json::json!({"action": "x"})).is_err()
-        );
+        assert!(serde_json::from_value::<Config>(serde_json::json!({"action": "x"})).is_err());
         assert!(
             serde_json::from_value::<Config>(serde_json::json!({"action": "check", "nope": 1}))
                 .is_err()

@@ -693,9 +693,16 @@ mod tests {
         let uploads = a.iter().find(|a| a.name == "uploads").unwrap();
         assert_eq!((uploads.files, uploads.bytes), (Some(4), Some(70)));
         let json = serde_json::to_value(uploads).unwrap();
-        assert_eq!((json["files"].clone(), json["bytes"].clone()), (4.into(), 70.into()));
+        assert_eq!(
+            (json["files"].clone(), json["bytes"].clone()),
+            (4.into(), 70.into())
+        );
         // A step with two artifacts: its counts are not either one's.
-        assert!(a.iter().filter(|a| a.name != "uploads").all(|a| a.files.is_none()));
+        assert!(
+            a.iter()
+                .filter(|a| a.name != "uploads")
+                .all(|a| a.files.is_none())
+        );
         assert!(serde_json::to_value(&a[0]).unwrap().get("files").is_none());
     }
 
