@@ -490,6 +490,36 @@ pub fn print_tokens(list: &[qodify_host::store::TokenRecord]) {
     }
 }
 
+pub fn print_schedules(list: &[qodify_host::ops::schedule::Listed]) {
+    println!(
+        "{:<28} {:<10} {:<26} {:<12} {:<22} last",
+        "customer", "pipeline", "at", "from", "next run"
+    );
+    for l in list {
+        let last = match (&l.error, &l.last) {
+            (Some(e), _) => format!("error: {e}"),
+            (None, Some(slot)) => format!(
+                "{}{}",
+                slot.outcome.as_deref().unwrap_or("-"),
+                slot.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            (None, None) => "-".into(),
+        };
+        let next = match (&l.next_run_at, l.due) {
+            (_, true) => "due now".to_owned(),
+            (Some(n), false) => n.clone(),
+            (None, false) => "-".to_owned(),
+        };
+        println!(
+            "{:<28} {:<10} {:<26} {:<12} {:<22} {last}",
+            l.domain, l.pipeline, l.at, l.origin, next
+        );
+    }
+}
+
 /// The backups table; `drills` gives each backup's newest restore drill (`ok <date>`, or
 /// `FAILED <date>: <reason>` on a line of its own).
 pub fn print_backups(

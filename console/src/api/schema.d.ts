@@ -196,6 +196,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/customers/{id}/schedules/{pipeline}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Sets a customer's own schedule of a pipeline (checked against the pipeline with the
+         *     customer's tier); it replaces the tier's schedule of that pipeline. `at = "off"` turns it off.
+         */
+        put: operations["setSchedule"];
+        post?: never;
+        /** Removes a customer's own schedule of a pipeline: its tier's applies again. */
+        delete: operations["removeSchedule"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/customers/{id}/upgrades": {
         parameters: {
             query?: never;
@@ -314,6 +335,26 @@ export interface paths {
          *     `?after=`), then live ones, until the run's `*-completed` or `*-failed` event.
          */
         get: operations["runEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/schedules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists the customers' schedules: each customer's own, then its tier's, with the next run time
+         *     and how the last slot went.
+         */
+        get: operations["listSchedules"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1165,6 +1206,94 @@ export interface components {
             runUrl: string;
             /** @description `GET` it for the run's live events (SSE). */
             eventsUrl: string;
+        };
+        /** @description One customer's schedule of one pipeline. */
+        Schedule: {
+            /** @description installer-api's customer id. */
+            customerId: string;
+            /** @description Its domain. */
+            domain: string;
+            /** @description The pipeline (`*` when the tier's overlay cannot be read; see `error`). */
+            pipeline: string;
+            /** @description `tier:<name>` or `customer`. */
+            origin: string;
+            /** @description The cadence, or `off`. */
+            at: string;
+            /** @description Window, when scheduled. */
+            window: string | null;
+            /** @description Upper bound of the jitter, when scheduled. */
+            jitter: string | null;
+            /** @description Whether a missed slot runs once later, when scheduled. */
+            catchUp: boolean | null;
+            /** @description Params of the scheduled runs. */
+            params: {
+                [key: string]: string;
+            };
+            /**
+             * Format: date-time
+             * @description When the next run starts (this customer's jittered time; now when due).
+             */
+            nextRunAt: string | null;
+            /** @description Due now: waiting for the scheduler's next look or a free place (`max_concurrent`). */
+            due: boolean;
+            last: null | components["schemas"]["ScheduleLastSlot"];
+            /** @description Why it cannot run. */
+            error: string | null;
+        };
+        /** @description How a slot was last handled. */
+        ScheduleLastSlot: {
+            /**
+             * Format: date-time
+             * @description The slot's nominal time (RFC 3339 UTC).
+             */
+            slot: string;
+            /** @description `queued`, `skipped` or `missed`. */
+            outcome: string;
+            /**
+             * Format: uuid
+             * @description The run it queued.
+             */
+            runId: string | null;
+            /** @description Why it was skipped or missed, or that it was a catch-up. */
+            reason: string | null;
+            /**
+             * Format: date-time
+             * @description When it was handled (RFC 3339 UTC).
+             */
+            at: string | null;
+        };
+        /** @description The schedules. */
+        ScheduleList: {
+            /** @description By customer, then pipeline. */
+            schedules: components["schemas"]["Schedule"][];
+        };
+        /** @description A customer's own schedule of a pipeline; it replaces the tier's for that pipeline. */
+        ScheduleRequest: {
+            /**
+             * @description `daily HH:MM`, `weekly mon…sun HH:MM`, `every <duration>` (at least `1m`), each optionally
+             *     followed by a UTC offset (`+03:00`; UTC otherwise), or `off`: not scheduled, even when the
+             *     tier schedules it.
+             * @example daily 03:00 +03:00
+             */
+            at: string;
+            /**
+             * @description How long after its time a slot still starts on time (default `2h`); later it is a
+             *     catch-up.
+             * @example 2h
+             */
+            window?: string | null;
+            /**
+             * @description The customer's start is offset by a fixed amount below this (default a quarter of the
+             *     window, at most `30m`; `0s` for none).
+             * @example 30m
+             */
+            jitter?: string | null;
+            /** @description Whether a slot that passed unhandled (host down) runs once later (default true). */
+            catchUp?: boolean | null;
+            /** @description Params of the scheduled runs (`--param` values). */
+            params?: {
+                [key: string]: string;
+            };
         };
         /** @description Who is signed in, until when, and the CSRF token for changes. */
         Session: {
@@ -2607,6 +2736,205 @@ export interface operations {
             };
         };
     };
+    setSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description installer-api's customer id.
+                 * @example 42
+                 */
+                id: string;
+                /**
+                 * @description The scheduled pipeline, e.g. `backup` or `drill`.
+                 * @example backup
+                 */
+                pipeline: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ScheduleRequest"];
+            };
+        };
+        responses: {
+            /** @description The customer's schedules now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduleList"];
+                };
+            };
+            /** @description A bad id, pipeline or body. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The schedule does not parse, the pipeline does not exist, or its params do not fit. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    removeSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description installer-api's customer id.
+                 * @example 42
+                 */
+                id: string;
+                /**
+                 * @description The scheduled pipeline, e.g. `backup` or `drill`.
+                 * @example backup
+                 */
+                pipeline: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed (or there was none). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A bad id or pipeline. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
     listUpgradeTargets: {
         parameters: {
             query?: never;
@@ -3300,6 +3628,83 @@ export interface operations {
                 };
             };
             /** @description No such run. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    listSchedules: {
+        parameters: {
+            query?: {
+                /** @description Only this customer's (installer-api's id). */
+                customer?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedules. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduleList"];
+                };
+            };
+            /** @description A bad customer id. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer. */
             404: {
                 headers: {
                     [name: string]: unknown;

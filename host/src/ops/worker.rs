@@ -1063,24 +1063,7 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-        let settings = crate::settings::Settings {
-            customers_root: tmp.path().join("customers"),
-            data_dir: tmp.path().join("data"),
-            store: Default::default(),
-            node: "test".into(),
-            advertise_url: None,
-            plugin_dirs: vec![],
-            pipelines_dir: tmp.path().join("pipelines"),
-            releases_dir: tmp.path().join("releases"),
-            listen: String::new(),
-            api_token: None,
-            ceilings: Default::default(),
-            config_file: None,
-            commands: Default::default(),
-            grants: Default::default(),
-            runs: Default::default(),
-            console: Default::default(),
-        };
+        let settings = crate::settings::Settings::for_tests(tmp.path());
         let state = AppState {
             hub: super::super::EventHub::new(store.clone()),
             store: store.clone(),

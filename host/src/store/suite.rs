@@ -55,6 +55,8 @@ macro_rules! store_suite {
             heartbeats_register_and_refresh_nodes,
             active_runs_are_listed_by_node,
             drills_stamp_each_backup_with_its_newest_verdict_and_metrics_see_the_last_good,
+            schedule_slots_are_taken_once_and_remember_since_when,
+            customer_schedules_are_set_replaced_and_removed,
         );
     };
     (@each $fixture:path; $($test:ident,)*) => {
@@ -1706,4 +1708,71 @@ pub(crate) fn drills_stamp_each_backup_with_its_newest_verdict_and_metrics_see_t
         .unwrap();
     assert!(store.drills("c2", &[b1]).unwrap()[0].restorable);
     assert_eq!(store.last_good_drills().unwrap().len(), 2);
+}
+
+pub(crate) fn schedule_slots_are_taken_once_and_remember_since_when(store: &dyn SuiteStore) {
+    customers(store, &["c1", "c2"]);
+    let seen = store.schedule_seen("c1", "backup", 1_000).unwrap();
+    assert_eq!(
+        (seen.since_ms, seen.last_slot_ms, seen.outcome),
+        (1_000, None, None)
+    );
+    // Seen again later: since when it applies does not move.
+    assert_eq!(
+        store.schedule_seen("c1", "backup", 9_000).unwrap().since_ms,
+        1_000
+    );
+    let slot = |at: i64, outcome: &str| ScheduleSlot {
+        customer_id: "c1".into(),
+        pipeline: "backup".into(),
+        since_ms: 1_000,
+        last_slot_ms: Some(at),
+        outcome: Some(outcome.into()),
+        run_id: Some(format!("run-{at}")),
+        reason: None,
+        at: Some("2026-12-07T03:00:00Z".into()),
+    };
+    // A slot is taken once: a second host (or tick) taking the same slot is refused.
+    assert!(store.record_slot(&slot(5_000, "queued"), true).unwrap());
+    assert!(!store.record_slot(&slot(5_000, "queued"), true).unwrap());
+    assert!(!store.record_slot(&slot(4_000, "queued"), true).unwrap());
+    // The same slot's outcome can be corrected (the queue refused the run after all).
+    let mut skipped = slot(5_000, "skipped");
+    skipped.reason = Some("busy".into());
+    assert!(store.record_slot(&skipped, false).unwrap());
+    assert!(!store.record_slot(&slot(6_000, "skipped"), false).unwrap());
+    assert!(store.record_slot(&slot(6_000, "queued"), true).unwrap());
+    store.schedule_seen("c2", "drill", 2_000).unwrap();
+    let all = store.schedule_slots(None).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].last_slot_ms, Some(6_000));
+    assert_eq!(all[0].run_id.as_deref(), Some("run-6000"));
+    assert_eq!(all[1].pipeline, "drill");
+    assert_eq!(store.schedule_slots(Some("c2")).unwrap().len(), 1);
+}
+
+pub(crate) fn customer_schedules_are_set_replaced_and_removed(store: &dyn SuiteStore) {
+    customers(store, &["c1", "c2"]);
+    assert!(matches!(
+        store.set_customer_schedule("nobody", "backup", Some(&json!({ "at": "off" }))),
+        Err(StoreError::UnknownCustomer(_))
+    ));
+    store
+        .set_customer_schedule("c1", "backup", Some(&json!({ "at": "daily 02:00" })))
+        .unwrap();
+    store
+        .set_customer_schedule("c1", "backup", Some(&json!({ "at": "daily 04:00" })))
+        .unwrap();
+    store
+        .set_customer_schedule("c2", "drill", Some(&json!({ "at": "off" })))
+        .unwrap();
+    let all = store.customer_schedules(None).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].spec, json!({ "at": "daily 04:00" }));
+    assert_eq!(
+        store.customer_schedules(Some("c2")).unwrap()[0].pipeline,
+        "drill"
+    );
+    store.set_customer_schedule("c1", "backup", None).unwrap();
+    assert!(store.customer_schedules(Some("c1")).unwrap().is_empty());
 }

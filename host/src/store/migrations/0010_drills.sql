@@ -1,4 +1,4 @@
--- Migration 9: restore drills. Each drill's verdict on one backup, kept per run: the history
+-- Migration 10: restore drills. Each drill's verdict on one backup, kept per run: the history
 -- shows a backup's newest, `/metrics` each customer's newest restorable one. No foreign keys:
 -- verdicts outlive runs and backups, like the history lines they annotate.
 CREATE TABLE drills (
