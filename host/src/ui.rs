@@ -527,7 +527,7 @@ pub fn print_backups(
     drills: &std::collections::BTreeMap<String, qodify_host::store::DrillRecord>,
 ) {
     println!(
-        "{:<16} {:<7} {:>10} {:>8}  {:<13} artifacts",
+        "{:<16} {:<7} {:>10} {:>8}  {:<17} artifacts",
         "id", "type", "size", "seconds", "drill"
     );
     for b in list {
@@ -547,7 +547,7 @@ pub fn print_backups(
         let day =
             |d: &qodify_host::store::DrillRecord| d.drilled_at.get(..10).unwrap_or("").to_owned();
         println!(
-            "{:<16} {:<7} {:>10} {:>8}  {:<13} {}{}",
+            "{:<16} {:<7} {:>10} {:>8}  {:<17} {}{}",
             b.id,
             kind.as_str().unwrap_or("-"),
             human_bytes(b.size),

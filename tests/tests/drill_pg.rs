@@ -287,6 +287,15 @@ fn a_truncated_dump_that_passes_verify_is_stamped_not_restorable_with_pg_restore
     );
     assert_eq!(good_drill_age(&s, TOKEN), "+Inf", "no drill ever passed");
     assert!(scratch_dbs(&run_id(&out)).is_empty());
+    // `backups list` shows the stamp and the reason.
+    let out = run(host.cmd().args(["backups", "list", "--customer", DOMAIN]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(row.contains(" FAILED 20"), "{table}");
+    assert!(
+        table.contains("not restorable: db.dump does not restore: pg_restore exited"),
+        "{table}"
+    );
     assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
 }
 
