@@ -1214,6 +1214,34 @@ fn tokens_cmd(settings: &Settings, cmd: TokensCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The newest restore drill of each of `ids`, when the data dir's store has the customer; empty
+/// otherwise (a listing never creates a store, nor fails for want of one).
+fn drill_stamps(
+    settings: &Settings,
+    domain: &str,
+    ids: &[String],
+) -> BTreeMap<String, qodify_host::store::DrillRecord> {
+    use qodify_host::settings::StoreSetting;
+    if matches!(settings.store, StoreSetting::Sqlite)
+        && !settings.data_dir.join("state.sqlite").is_file()
+    {
+        return BTreeMap::new();
+    }
+    let Ok(state) = cli_state(settings) else {
+        return BTreeMap::new();
+    };
+    let Ok(Some(c)) = state.store.customer_by_domain(domain) else {
+        return BTreeMap::new();
+    };
+    state
+        .store
+        .drills(&c.id, ids)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| (d.backup_id.clone(), d))
+        .collect()
+}
+
 fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
     use qodify_host::backups;
     match cmd {
@@ -1250,7 +1278,8 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
                 eprintln!("no backups for {customer}");
                 return Ok(ExitCode::SUCCESS);
             }
-            ui::print_backups(&list);
+            let ids: Vec<String> = list.iter().map(|b| b.id.clone()).collect();
+            ui::print_backups(&list, &drill_stamps(settings, &customer, &ids));
             Ok(ExitCode::SUCCESS)
         }
         BackupsCommand::Verify { customer, id } => {

@@ -1210,6 +1210,19 @@ impl Store for LeakyStore {
     ) -> StoreResult<Vec<BackupRecord>> {
         Err(StoreError::Db(SECRET_ERROR.into()))
     }
+    fn record_drill(&self, d: &qodify_host::store::DrillRecord) -> StoreResult<()> {
+        self.0.record_drill(d)
+    }
+    fn drills(
+        &self,
+        customer_id: &str,
+        backup_ids: &[String],
+    ) -> StoreResult<Vec<qodify_host::store::DrillRecord>> {
+        self.0.drills(customer_id, backup_ids)
+    }
+    fn last_good_drills(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.0.last_good_drills()
+    }
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.0.audit(entry)
     }

@@ -136,6 +136,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/customers/{id}/backups/{backupId}/drill": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Queues a restore drill of one complete backup (the shipped `drill` pipeline): its database
+         *     restored into a scratch database and its archives into a scratch folder, checked against the
+         *     dump and `backup.json`, then dropped. The history then shows `restorable`, `drilledAt` and,
+         *     when it is not, `drillReason`.
+         */
+        post: operations["drillBackup"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/customers/{id}/backups/{backupId}/verify": {
         parameters: {
             query?: never;
@@ -678,6 +700,22 @@ export interface components {
              *     pre-upgrade backup while its upgrade can roll back. `null` when it is not.
              */
             pinned: string | null;
+            /**
+             * @description The newest restore drill's verdict on this backup (the `drill` pipeline): `true` when it
+             *     restored into a scratch database and folder and matched its dump and backup.json.
+             *     `null` when it was never drilled.
+             */
+            restorable: boolean | null;
+            /**
+             * Format: date-time
+             * @description When that drill ended (RFC 3339 UTC); `null` when never drilled.
+             */
+            drilledAt: string | null;
+            /**
+             * @description Why that drill found the backup not restorable (e.g. pg_restore's own error); `null`
+             *     otherwise.
+             */
+            drillReason: string | null;
         };
         /** @description Include flags of a backup; the ones left out keep the pipeline's defaults. */
         BackupInclude: {
@@ -844,6 +882,17 @@ export interface components {
              */
             ttlSeconds?: number | null;
             triggeredBy?: null | components["schemas"]["Actor"];
+        };
+        /** @description Body of `POST /api/customers/{id}/backups/{backupId}/drill` (may be empty). */
+        DrillBackup: {
+            triggeredBy?: null | components["schemas"]["Actor"];
+            /** @description Queue behind the customer's active run instead of answering 409. */
+            queue?: boolean;
+            /**
+             * @description SQL that must succeed and return a row in the restored database, e.g.
+             *     `SELECT 1 FROM orders LIMIT 1`; left out: the pipeline's default (none).
+             */
+            probe?: string | null;
         };
         /** @description `.env` keys by what a release does to them. */
         EnvChanges: {
@@ -2317,6 +2366,125 @@ export interface operations {
                 };
             };
             /** @description No API token, or signed links are disabled (a malformed `QODIFY_SIGNING_KEYS`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    drillBackup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description installer-api's customer id: 1-64 characters from `A-Z`, `a-z`, `0-9`, `-` and `_`.
+                 * @example 42
+                 */
+                id: string;
+                /**
+                 * @description The backup id, its folder name: `YYYYMMDD-HHMMSS` (UTC).
+                 * @example 20261126-101500
+                 */
+                backupId: string;
+            };
+            cookie?: never;
+        };
+        /** @description May be left out. */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["DrillBackup"];
+            };
+        };
+        responses: {
+            /** @description Queued; follow it at `runUrl` and `eventsUrl` (`run-completed`, or `run-failed` with the reason when the backup is not restorable). */
+            202: {
+                headers: {
+                    /** @description The run's URL. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunSubmitted"];
+                };
+            };
+            /** @description A bad id or body. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer, or no such complete backup. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The customer has an active run (named in `activeRunId`) and `queue` was not set. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4095,7 +4263,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus text format, every sample labelled `node` (the node that answers; store-wide figures are the same on every node): `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, per node in the store `qodify_node_heartbeat_age_seconds{peer}` and `qodify_node_active_runs{peer,state}`, `qodify_unassigned_active_runs{state}`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused). */
+            /** @description Prometheus text format, every sample labelled `node` (the node that answers; store-wide figures are the same on every node): `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, `qodify_drill_last_good_age_seconds` (since the newest restore drill that found a backup restorable; +Inf when none), per node in the store `qodify_node_heartbeat_age_seconds{peer}` and `qodify_node_active_runs{peer,state}`, `qodify_unassigned_active_runs{state}`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused). */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -26,6 +26,8 @@ impl Default for GrantCeilings {
     fn default() -> Self {
         Self {
             programs: [
+                "createdb",
+                "dropdb",
                 "node",
                 "npm",
                 "npx",

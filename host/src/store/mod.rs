@@ -335,6 +335,25 @@ pub struct BackupRecord {
     pub note: Option<String>,
 }
 
+/// A restore drill's verdict on one backup (the `drill` pipeline): whether the backup restored
+/// into a scratch database and folder and matched its dump and manifest. A backup may be
+/// drilled many times; its history line shows the newest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// Customer id.
+    pub customer_id: String,
+    /// The backup drilled.
+    pub backup_id: String,
+    /// The drill's run.
+    pub run_id: String,
+    /// Whether it restored and matched.
+    pub restorable: bool,
+    /// Why not, in the drill's words (pg_restore's own error, a count that differs).
+    pub reason: Option<String>,
+    /// When the drill ended (RFC 3339 UTC).
+    pub drilled_at: String,
+}
+
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -762,6 +781,14 @@ pub trait Store: Send + Sync {
         limit: usize,
         before: Option<&str>,
     ) -> StoreResult<Vec<BackupRecord>>;
+
+    /// Stamps a backup with a drill's verdict (adds, or replaces the line of the same run).
+    fn record_drill(&self, d: &DrillRecord) -> StoreResult<()>;
+    /// The newest drill of each of the customer's `backup_ids` that was drilled (any order).
+    fn drills(&self, customer_id: &str, backup_ids: &[String]) -> StoreResult<Vec<DrillRecord>>;
+    /// Per customer that had one, when its newest restorable drill ended, unix milliseconds
+    /// (for `/metrics`); by customer id.
+    fn last_good_drills(&self) -> StoreResult<Vec<(String, i64)>>;
 
     /// Appends to the audit log.
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;

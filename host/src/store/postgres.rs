@@ -27,11 +27,11 @@ use tokio_postgres::{NoTls, Row};
 use super::{
     ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
     CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord,
-    CustomerSchedule, Decided, DurationHistogram, EventNotice, EventRecord, INTERRUPTED,
-    LEASE_EXPIRED, LastBackup, NewRun, NodeBeat, NodeRecord, Notice, RUNS_DEFAULT_LIMIT,
-    RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord, RunState, ScheduleSlot,
-    SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now, parse_state,
-    state_str, to_i64,
+    CustomerSchedule, Decided, DrillRecord, DurationHistogram, EventNotice, EventRecord,
+    INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun, NodeBeat, NodeRecord, Notice,
+    RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord, RunState,
+    ScheduleSlot, SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now,
+    parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 
@@ -48,6 +48,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_schedules",
         include_str!("pg_migrations/0004_schedules.sql"),
     ),
+    ("0005_drills", include_str!("pg_migrations/0005_drills.sql")),
 ];
 
 /// The channel that wakes the workers of every node: a run of a customer of no node was queued,
@@ -1917,6 +1918,78 @@ impl Store for PgStore {
             .await?
             .iter()
             .map(|row| backup_from_row(row, 0))
+            .collect()
+        })
+    }
+
+    fn record_drill(&self, d: &DrillRecord) -> StoreResult<()> {
+        let drilled_ms = unix_ms(&d.drilled_at).unwrap_or(0);
+        let d = DrillRecord {
+            reason: clean_opt(d.reason.as_deref()),
+            ..d.clone()
+        };
+        self.call(move |c| async move {
+            execute(
+                &c,
+                "INSERT INTO drills (run_id, customer_id, backup_id, restorable, reason, \
+                 drilled_at, drilled_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (run_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
+                 backup_id = EXCLUDED.backup_id, restorable = EXCLUDED.restorable, \
+                 reason = EXCLUDED.reason, drilled_at = EXCLUDED.drilled_at, \
+                 drilled_ms = EXCLUDED.drilled_ms",
+                &[
+                    &d.run_id,
+                    &d.customer_id,
+                    &d.backup_id,
+                    &d.restorable,
+                    &d.reason,
+                    &d.drilled_at,
+                    &drilled_ms,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn drills(&self, customer_id: &str, backup_ids: &[String]) -> StoreResult<Vec<DrillRecord>> {
+        let customer_id = customer_id.to_owned();
+        let backup_ids = backup_ids.to_vec();
+        self.call(move |c| async move {
+            query(
+                &c,
+                "SELECT DISTINCT ON (backup_id) customer_id, backup_id, run_id, restorable, \
+                 reason, drilled_at FROM drills WHERE customer_id = $1 AND backup_id = ANY($2) \
+                 ORDER BY backup_id, drilled_ms DESC, run_id DESC",
+                &[&customer_id, &backup_ids],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DrillRecord {
+                    customer_id: col(row, 0)?,
+                    backup_id: col(row, 1)?,
+                    run_id: col(row, 2)?,
+                    restorable: col(row, 3)?,
+                    reason: col(row, 4)?,
+                    drilled_at: col(row, 5)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn last_good_drills(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.call(move |c| async move {
+            query(
+                &c,
+                "SELECT customer_id, max(drilled_ms) FROM drills WHERE restorable \
+                 GROUP BY customer_id ORDER BY customer_id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
             .collect()
         })
     }

@@ -18,10 +18,10 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 use super::{
     ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
     CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord,
-    CustomerSchedule, Decided, DurationHistogram, EventRecord, INTERRUPTED, LEASE_EXPIRED,
-    LastBackup, NewRun, NodeBeat, NodeRecord, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter,
-    RunFinish, RunQuery, RunRecord, RunState, ScheduleSlot, SessionRecord, Store, StoreError,
-    StoreResult, TokenRecord, duration_ms, now, parse_state, state_str, to_i64,
+    CustomerSchedule, Decided, DrillRecord, DurationHistogram, EventRecord, INTERRUPTED,
+    LEASE_EXPIRED, LastBackup, NewRun, NodeBeat, NodeRecord, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT,
+    RunFilter, RunFinish, RunQuery, RunRecord, RunState, ScheduleSlot, SessionRecord, Store,
+    StoreError, StoreResult, TokenRecord, duration_ms, now, parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 
@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_nodes.sql"),
     include_str!("migrations/0008_approvals.sql"),
     include_str!("migrations/0009_schedules.sql"),
+    include_str!("migrations/0010_drills.sql"),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -1417,6 +1418,68 @@ impl Store for SqliteStore {
         )
     }
 
+    fn record_drill(&self, d: &DrillRecord) -> StoreResult<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO drills (run_id, customer_id, backup_id, restorable, reason, \
+                 drilled_at, drilled_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                 IFNULL(CAST(round((julianday(?6) - 2440587.5) * 86400000.0) AS INTEGER), 0)) \
+                 ON CONFLICT (run_id) DO UPDATE SET customer_id = excluded.customer_id, \
+                 backup_id = excluded.backup_id, restorable = excluded.restorable, \
+                 reason = excluded.reason, drilled_at = excluded.drilled_at, \
+                 drilled_ms = excluded.drilled_ms",
+                params![
+                    d.run_id,
+                    d.customer_id,
+                    d.backup_id,
+                    d.restorable,
+                    d.reason,
+                    d.drilled_at
+                ],
+            )
+            .db()?;
+        Ok(())
+    }
+
+    fn drills(&self, customer_id: &str, backup_ids: &[String]) -> StoreResult<Vec<DrillRecord>> {
+        let ids = to_json(&backup_ids)?;
+        // Newest first per backup; the first line of each backup is its newest drill.
+        let all = query_all(
+            &self.conn(),
+            "SELECT customer_id, backup_id, run_id, restorable, reason, drilled_at FROM drills \
+             WHERE customer_id = ?1 AND backup_id IN (SELECT value FROM json_each(?2)) \
+             ORDER BY backup_id, drilled_ms DESC, run_id DESC",
+            params![customer_id, ids],
+            |row| {
+                Ok(DrillRecord {
+                    customer_id: row.get(0)?,
+                    backup_id: row.get(1)?,
+                    run_id: row.get(2)?,
+                    restorable: row.get(3)?,
+                    reason: row.get(4)?,
+                    drilled_at: row.get(5)?,
+                })
+            },
+        )?;
+        let mut newest: Vec<DrillRecord> = Vec::new();
+        for d in all {
+            if newest.last().is_none_or(|n| n.backup_id != d.backup_id) {
+                newest.push(d);
+            }
+        }
+        Ok(newest)
+    }
+
+    fn last_good_drills(&self) -> StoreResult<Vec<(String, i64)>> {
+        query_all(
+            &self.conn(),
+            "SELECT customer_id, max(drilled_ms) FROM drills WHERE restorable = 1 \
+             GROUP BY customer_id ORDER BY customer_id",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+    }
+
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         let detail_json = to_json(&entry.detail)?;
         self.conn()
@@ -1883,7 +1946,7 @@ mod tests {
             store
                 .conn()
                 .execute_batch(
-                    "DROP TABLE customer_schedules; DROP TABLE schedule_slots; \
+                    "DROP TABLE drills; DROP TABLE customer_schedules; DROP TABLE schedule_slots; \
                      DROP TABLE approvals; DROP TABLE nodes; DROP INDEX customers_node; \
                      ALTER TABLE customers DROP COLUMN node; ALTER TABLE runs DROP COLUMN node; \
                      DROP TABLE sessions; DROP TABLE tokens; \
