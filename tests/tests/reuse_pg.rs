@@ -109,9 +109,7 @@ fn linked(dir: &Path, id: &str, from: &str) -> Vec<&'static str> {
 }
 
 fn verify(host: &Host) {
-    let out = run(host
-        .cmd()
-        .args(["backups", "verify", "--customer", DOMAIN]));
+    let out = run(host.cmd().args(["backups", "verify", "--customer", DOMAIN]));
     assert!(
         out.status.success(),
         "verify failed: {}{}",
@@ -138,7 +136,11 @@ fn unchanged_archives_are_linked_and_changed_ones_written_anew() {
 
     settle();
     let second = backup(&host, &[]);
-    assert_eq!(linked(&dir, &second, &first), ARCHIVES, "unchanged: all linked");
+    assert_eq!(
+        linked(&dir, &second, &first),
+        ARCHIVES,
+        "unchanged: all linked"
+    );
     assert_ne!(
         inode(&dir, &second, "db.dump"),
         inode(&dir, &first, "db.dump")

@@ -74,7 +74,11 @@ pub fn fingerprint(
     put(settings.name);
     put(&settings.level.to_string());
     put(settings.prefix.unwrap_or("\0none"));
-    put(if settings.follow_symlinks { "follow" } else { "store-links" });
+    put(if settings.follow_symlinks {
+        "follow"
+    } else {
+        "store-links"
+    });
     put(&format!("exclude {}", settings.exclude.len()));
     for p in settings.exclude {
         put(p);

@@ -294,7 +294,10 @@ impl Plan {
             return None;
         };
         if !self.reuse {
-            ctx.info(format!("{}: a full backup, so the archive is written anew", self.name));
+            ctx.info(format!(
+                "{}: a full backup, so the archive is written anew",
+                self.name
+            ));
             return None;
         }
         match reuse::reuse(tree, backups, &self.name, fp, &self.output) {

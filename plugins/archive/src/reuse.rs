@@ -23,7 +23,10 @@ pub fn reuse(
     for entry in tree.list_dir(dir)? {
         let is_dir = entry.metadata.is_dir();
         let manifest = if backup_list::may_be_backup(&entry.name, is_dir) {
-            read_manifest(tree, &format!("{dir}/{}/{}", entry.name, backup_rules::MANIFEST))
+            read_manifest(
+                tree,
+                &format!("{dir}/{}/{}", entry.name, backup_rules::MANIFEST),
+            )
         } else {
             None
         };

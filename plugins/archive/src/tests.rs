@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use flate2::read::GzDecoder;
-use qodify_plugin_sdk::{ErrorKind, LogLevel};
 use qodify_plugin_sdk::fs::{FileKind, FileSystem as _, StdFs};
+use qodify_plugin_sdk::{ErrorKind, LogLevel};
 
 use super::*;
 use crate::tarball::TarStats;
@@ -541,7 +541,11 @@ fn the_fingerprint_changes_with_every_attribute_of_every_entry() {
     let plan = plan_for(&tmp, serde_json::json!({"exclude": ["**/node_modules/**"]}));
     let first = fingerprint_of(&plan);
     assert_eq!(first.len(), 64);
-    assert_eq!(fingerprint_of(&plan), first, "the same tree, the same fingerprint");
+    assert_eq!(
+        fingerprint_of(&plan),
+        first,
+        "the same tree, the same fingerprint"
+    );
 
     let mut seen = vec![first];
     let mut changed = |what: &str, change: &dyn Fn()| {
@@ -563,13 +567,21 @@ fn the_fingerprint_changes_with_every_attribute_of_every_entry() {
             .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
             .unwrap()
     });
-    changed("content of the same size with the mtime put back (ctime only)", &|| {
-        let old = stdfs::metadata(&file).unwrap().modified().unwrap();
-        let mut data = stdfs::read(&file).unwrap();
-        data[0] ^= 1;
-        stdfs::write(&file, &data).unwrap();
-        File::options().write(true).open(&file).unwrap().set_modified(old).unwrap();
-    });
+    changed(
+        "content of the same size with the mtime put back (ctime only)",
+        &|| {
+            let old = stdfs::metadata(&file).unwrap().modified().unwrap();
+            let mut data = stdfs::read(&file).unwrap();
+            data[0] ^= 1;
+            stdfs::write(&file, &data).unwrap();
+            File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        },
+    );
     changed("a copy put in place (inode)", &|| {
         let copy = src.join("src/app.js.copy");
         stdfs::copy(&file, &copy).unwrap();
@@ -583,13 +595,19 @@ fn the_fingerprint_changes_with_every_attribute_of_every_entry() {
         stdfs::set_permissions(&copy, m.permissions()).unwrap();
         stdfs::rename(&copy, &file).unwrap();
     });
-    changed("a size", &|| stdfs::write(src.join("server.js"), b"x").unwrap());
-    changed("a new file", &|| stdfs::write(src.join("new.txt"), b"").unwrap());
+    changed("a size", &|| {
+        stdfs::write(src.join("server.js"), b"x").unwrap()
+    });
+    changed("a new file", &|| {
+        stdfs::write(src.join("new.txt"), b"").unwrap()
+    });
     changed("a symlink's target", &|| {
         stdfs::remove_file(src.join("link-rel")).unwrap();
         symlink("server.js", src.join("link-rel")).unwrap();
     });
-    changed("a removed file", &|| stdfs::remove_file(src.join("new.txt")).unwrap());
+    changed("a removed file", &|| {
+        stdfs::remove_file(src.join("new.txt")).unwrap()
+    });
     // A change in an excluded folder is no change of the archive.
     let before = fingerprint_of(&plan);
     tick();
@@ -604,7 +622,10 @@ fn the_fingerprint_changes_with_the_settings_that_shape_the_archive() {
     let fp = |json: serde_json::Value| fingerprint_of(&plan_for(&tmp, json));
     let first = fp(base.clone());
     for (what, json) in [
-        ("another exclude", serde_json::json!({"exclude": ["**/logs/**"]})),
+        (
+            "another exclude",
+            serde_json::json!({"exclude": ["**/logs/**"]}),
+        ),
         (
             "keep",
             serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "keep": {"**/logs/**": true}}),
@@ -613,9 +634,18 @@ fn the_fingerprint_changes_with_the_settings_that_shape_the_archive() {
             "include",
             serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "include": ["**/*.js"]}),
         ),
-        ("level", serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "level": 1})),
-        ("prefix", serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "prefix": "b"})),
-        ("name", serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "name": "other"})),
+        (
+            "level",
+            serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "level": 1}),
+        ),
+        (
+            "prefix",
+            serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "prefix": "b"}),
+        ),
+        (
+            "name",
+            serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "name": "other"}),
+        ),
     ] {
         assert_ne!(fp(json), first, "{what}");
     }
@@ -661,32 +691,70 @@ fn earlier_backup(backups: &Path, id: &str, name: &str, file: &str, fingerprint:
 fn the_newest_complete_backup_with_the_fingerprint_is_linked() {
     let tmp = tempfile::tempdir().unwrap();
     let backups = tmp.path().join("backups");
-    earlier_backup(&backups, "20260101-000000", "uploads", "uploads.tar.gz", "fp");
-    let newest = earlier_backup(&backups, "20260102-000000", "uploads", "uploads.tar.gz", "fp");
-    earlier_backup(&backups, "20260103-000000", "uploads", "uploads.tar.gz", "other");
+    earlier_backup(
+        &backups,
+        "20260101-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "fp",
+    );
+    let newest = earlier_backup(
+        &backups,
+        "20260102-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "fp",
+    );
+    earlier_backup(
+        &backups,
+        "20260103-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "other",
+    );
     // Neither a partial folder nor a backup whose file is gone counts.
     earlier_backup(&backups, ".partial-run9", "uploads", "uploads.tar.gz", "fp");
-    earlier_backup(&backups, "20260104-000000", "uploads", "uploads.tar.gz", "fp");
+    earlier_backup(
+        &backups,
+        "20260104-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "fp",
+    );
     stdfs::remove_file(backups.join("20260104-000000/uploads.tar.gz")).unwrap();
     stdfs::create_dir(backups.join(".partial-run10")).unwrap();
     let out = backups.join(".partial-run10/uploads.tar.gz");
     let (b, o) = (backups.to_str().unwrap(), out.to_str().unwrap());
 
-    let found = reuse::reuse(&StdFs::new(), b, "uploads", "fp", o).unwrap().unwrap();
+    let found = reuse::reuse(&StdFs::new(), b, "uploads", "fp", o)
+        .unwrap()
+        .unwrap();
     assert_eq!(found.id, "20260102-000000");
     assert_eq!(found.sha256, newest);
     let ino = |p: &Path| stdfs::metadata(p).unwrap().ino();
-    assert_eq!(ino(&out), ino(&backups.join("20260102-000000/uploads.tar.gz")));
+    assert_eq!(
+        ino(&out),
+        ino(&backups.join("20260102-000000/uploads.tar.gz"))
+    );
 
     // Deleting the backup it came from leaves the new one whole.
     stdfs::remove_dir_all(backups.join("20260102-000000")).unwrap();
-    assert_eq!(stdfs::read_to_string(&out).unwrap(), "archive of 20260102-000000");
+    assert_eq!(
+        stdfs::read_to_string(&out).unwrap(),
+        "archive of 20260102-000000"
+    );
 
     // Another name or fingerprint: nothing to reuse.
     let o2 = backups.join(".partial-run10/x.tar.gz");
     let o2 = o2.to_str().unwrap();
-    assert_eq!(reuse::reuse(&StdFs::new(), b, "backend", "fp", o2).unwrap(), None);
-    assert_eq!(reuse::reuse(&StdFs::new(), b, "uploads", "nope", o2).unwrap(), None);
+    assert_eq!(
+        reuse::reuse(&StdFs::new(), b, "backend", "fp", o2).unwrap(),
+        None
+    );
+    assert_eq!(
+        reuse::reuse(&StdFs::new(), b, "uploads", "nope", o2).unwrap(),
+        None
+    );
     assert!(!Path::new(o2).exists());
 }
 
@@ -694,7 +762,13 @@ fn the_newest_complete_backup_with_the_fingerprint_is_linked() {
 fn a_link_across_file_systems_falls_back_to_writing_the_archive() {
     let tmp = tempfile::tempdir().unwrap();
     let backups = tmp.path().join("backups");
-    earlier_backup(&backups, "20260101-000000", "uploads", "uploads.tar.gz", "fp");
+    earlier_backup(
+        &backups,
+        "20260101-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "fp",
+    );
     stdfs::create_dir(backups.join(".partial-r")).unwrap();
     let out = backups.join(".partial-r/uploads.tar.gz");
     let mut plan = plan_for(
@@ -706,13 +780,20 @@ fn a_link_across_file_systems_falls_back_to_writing_the_archive() {
     let ctx = Context::builder().build();
     assert_eq!(plan.try_reuse(&ctx, &exdev, Some("fp")), None);
     let warned = ctx.logged(LogLevel::Warn).join("\n");
-    assert!(warned.contains("EXDEV") && warned.contains("writing it instead"), "{warned}");
+    assert!(
+        warned.contains("EXDEV") && warned.contains("writing it instead"),
+        "{warned}"
+    );
     assert!(!out.exists());
     // The same on one file system links; a full backup never looks.
     assert!(plan.try_reuse(&ctx, &StdFs::new(), Some("fp")).is_some());
     stdfs::remove_file(&out).unwrap();
     plan.reuse = false;
     assert_eq!(plan.try_reuse(&ctx, &StdFs::new(), Some("fp")), None);
-    assert!(ctx.logged(LogLevel::Info).join("\n").contains("a full backup"));
+    assert!(
+        ctx.logged(LogLevel::Info)
+            .join("\n")
+            .contains("a full backup")
+    );
     assert!(!out.exists());
 }

@@ -356,7 +356,10 @@ mod tests {
         assert_eq!(found.id, "20250102-000000");
         assert_eq!((found.file.as_str(), found.size), ("backend.tar.gz", 10));
         assert_eq!(found.sha256, "11");
-        assert_eq!(reusable(&backups, "backend", "bb").unwrap().id, "20250103-000000");
+        assert_eq!(
+            reusable(&backups, "backend", "bb").unwrap().id,
+            "20250103-000000"
+        );
         // Another artifact's name, or a fingerprint no backup has: nothing to reuse.
         assert_eq!(reusable(&backups, "db", "aa"), None);
         assert_eq!(reusable(&backups, "backend", "cc"), None);

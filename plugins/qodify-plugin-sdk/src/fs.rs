@@ -178,7 +178,8 @@ pub fn list_identities(path: impl AsRef<Path>) -> Result<Vec<(String, Identity)>
 pub fn hard_link(existing: impl AsRef<Path>, new: impl AsRef<Path>) -> Result<(), Error> {
     let existing = guest_path(existing.as_ref())?;
     let new = guest_path(new.as_ref())?;
-    wit::hard_link(existing, new).map_err(|e| files_error(&format!("linking {existing} as"), new, e))
+    wit::hard_link(existing, new)
+        .map_err(|e| files_error(&format!("linking {existing} as"), new, e))
 }
 
 /// Sets the permission bits of `path` (needs a writable mount); symlinks are not followed.

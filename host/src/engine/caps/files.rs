@@ -351,14 +351,18 @@ impl Host for StepHost {
                 "{new}: links are made only in the run's new backup (a mount with from = \"backup\")"
             )));
         }
-        let (src_dir, src_name) = open_parent_nofollow(&src).map_err(|e| match e.raw_os_error() {
-            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error()
-                || code == rustix::io::Errno::NOTDIR.raw_os_error() =>
-            {
-                FilesError::NotPermitted(format!("{existing}: a folder on the way is a symlink"))
-            }
-            _ => io_err(&existing, e),
-        })?;
+        let (src_dir, src_name) =
+            open_parent_nofollow(&src).map_err(|e| match e.raw_os_error() {
+                Some(code)
+                    if code == rustix::io::Errno::LOOP.raw_os_error()
+                        || code == rustix::io::Errno::NOTDIR.raw_os_error() =>
+                {
+                    FilesError::NotPermitted(format!(
+                        "{existing}: a folder on the way is a symlink"
+                    ))
+                }
+                _ => io_err(&existing, e),
+            })?;
         let before = rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| rx(&existing, e))?;
         if kind_of(before.st_mode) != EntryKind::File {
@@ -590,14 +594,19 @@ mod tests {
         std::fs::create_dir_all(customer.join("backups/20260101-000000")).unwrap();
         std::fs::create_dir_all(customer.join("backups/.partial-run1")).unwrap();
         std::fs::create_dir_all(customer.join("backups/.partial-old")).unwrap();
-        std::fs::write(customer.join("backups/20260101-000000/uploads.tar.gz"), "old").unwrap();
-        std::fs::write(customer.join("backups/.partial-old/uploads.tar.gz"), "partial").unwrap();
-        std::fs::write(customer.join("releases/v1/backend/.env"), "SECRET=1").unwrap();
-        std::os::unix::fs::symlink(
-            "20260101-000000",
-            customer.join("backups/20260102-000000"),
+        std::fs::write(
+            customer.join("backups/20260101-000000/uploads.tar.gz"),
+            "old",
         )
         .unwrap();
+        std::fs::write(
+            customer.join("backups/.partial-old/uploads.tar.gz"),
+            "partial",
+        )
+        .unwrap();
+        std::fs::write(customer.join("releases/v1/backend/.env"), "SECRET=1").unwrap();
+        std::os::unix::fs::symlink("20260101-000000", customer.join("backups/20260102-000000"))
+            .unwrap();
         let new_backup = roots.customer.open_dir("backups/.partial-run1").unwrap();
         roots.backup = Some((new_backup, customer.join("backups/.partial-run1")));
         let planned: Vec<PlannedMount> = [
@@ -670,13 +679,19 @@ mod tests {
             ("/backups/20260102-000000/uploads.tar.gz", "/out/s"),
             // Not into the new backup, and not into a read-only mount.
             ("/backups/20260101-000000/uploads.tar.gz", "/live/u.tar.gz"),
-            ("/backups/20260101-000000/uploads.tar.gz", "/backups/u.tar.gz"),
+            (
+                "/backups/20260101-000000/uploads.tar.gz",
+                "/backups/u.tar.gz",
+            ),
             // Outside every mount.
             ("/etc/passwd", "/out/passwd"),
         ];
         for (from, to) in cases {
             let err = Host::hard_link(&mut host, from.into(), to.into()).unwrap_err();
-            assert!(matches!(err, FilesError::NotPermitted(_)), "{from} -> {to}: {err:?}");
+            assert!(
+                matches!(err, FilesError::NotPermitted(_)),
+                "{from} -> {to}: {err:?}"
+            );
         }
         let out = tmp.path().join("real/shop.test/backups/.partial-run1");
         assert_eq!(std::fs::read_dir(out).unwrap().count(), 0);

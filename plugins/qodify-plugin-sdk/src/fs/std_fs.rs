@@ -234,7 +234,11 @@ impl FileSystem for StdFs {
     }
 
     fn hard_link(&self, existing: &str, new: &str) -> Result<(), Error> {
-        if self.fail_link.as_ref().is_some_and(|fail| fail(existing, new)) {
+        if self
+            .fail_link
+            .as_ref()
+            .is_some_and(|fail| fail(existing, new))
+        {
             return Err(Error::io(format!(
                 "linking {existing} as {new}: different file systems (EXDEV): injected failure"
             )));
