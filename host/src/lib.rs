@@ -28,5 +28,6 @@ pub mod files;
 pub mod logs;
 pub mod pipeline;
 pub mod releases;
+pub mod schedule;
 pub mod settings;
 pub mod store;

@@ -163,6 +163,24 @@ enum Command {
     /// Backups of one customer: list, verify, delete.
     #[command(subcommand)]
     Backups(BackupsCommand),
+    /// What runs on its own, when: the tiers' `[schedule]` (pipelines/tiers/<tier>.toml) and
+    /// customers' own schedules, which `serve` runs.
+    ///
+    /// `list` shows each customer's schedules with the next run time (the customer's own jittered
+    /// start) and how the last slot went (queued, skipped with the reason, missed); `set` gives a
+    /// customer its own schedule of a pipeline, over its tier's; `unset` removes it. Scheduled runs
+    /// go through the same queue and customer lock as any other, recorded as triggered by
+    /// `schedule`. See docs/operations.md#schedules.
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  qodify-host schedules list
+  qodify-host schedules set --customer shop.example.com backup 'daily 02:30 +03:00' --window 1h
+  qodify-host schedules set --customer shop.example.com drill 'weekly sun 04:00' --param backup=latest
+  qodify-host schedules set --customer shop.example.com backup off
+  qodify-host schedules unset --customer shop.example.com backup"
+    )]
+    Schedules(SchedulesCommand),
     /// Named tokens for people and programs: what they sign in to the web console (or call the
     /// API) with, and what they may do.
     ///
@@ -329,6 +347,50 @@ enum BackupsCommand {
         customer: String,
         /// Backup id (YYYYMMDD-HHMMSS).
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchedulesCommand {
+    /// Every registered customer's schedules (or one customer's), with the next run time.
+    List {
+        /// Only this customer (its domain).
+        #[arg(long, value_name = "DOMAIN")]
+        customer: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a registered customer its own schedule of a pipeline (replacing its tier's).
+    Set {
+        /// The customer's domain.
+        #[arg(long, value_name = "DOMAIN")]
+        customer: String,
+        /// The pipeline, e.g. backup or drill.
+        pipeline: String,
+        /// "daily HH:MM", "weekly mon..sun HH:MM", "every DURATION" (at least 1m), each optionally
+        /// followed by a UTC offset like +03:00 (UTC otherwise); or "off".
+        at: String,
+        /// How long after its time a slot still starts on time [default: 2h].
+        #[arg(long, value_name = "DURATION")]
+        window: Option<String>,
+        /// Upper bound of the customer's fixed start offset [default: window/4, at most 30m].
+        #[arg(long, value_name = "DURATION")]
+        jitter: Option<String>,
+        /// Record a slot the host missed (was down) as missed instead of running it once later.
+        #[arg(long)]
+        no_catch_up: bool,
+        /// A param of the scheduled runs, e.g. --param type=fast (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+    },
+    /// Remove a customer's own schedule of a pipeline: its tier's applies again.
+    Unset {
+        /// The customer's domain.
+        #[arg(long, value_name = "DOMAIN")]
+        customer: String,
+        /// The pipeline.
+        pipeline: String,
     },
 }
 
@@ -505,6 +567,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Backups(cmd) => backups_cmd(&settings, cmd),
         Command::Tokens(cmd) => tokens_cmd(&settings, cmd),
+        Command::Schedules(cmd) => schedules_cmd(&settings, cmd),
         Command::Serve(args) => serve_cmd(settings, args),
         Command::Approve { run_id, reject, by } => {
             let by = by.or_else(|| std::env::var("USER").ok());
@@ -670,6 +733,21 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
                     eprintln!("{d}");
                 }
             }
+        }
+        // The tier's [schedule]: cadences, options, pipelines and their params.
+        let load = |name: &str| {
+            loaded.get(name).cloned().or_else(|| {
+                ops::plan::pipeline_path(settings, name)
+                    .ok()
+                    .and_then(|p| pipeline::load_pipeline(&p).ok())
+            })
+        };
+        if let Err(d) = overlay.schedules(
+            &load,
+            "schedule pipelines that exist in the pipelines folder",
+        ) {
+            ok = false;
+            eprintln!("{d}");
         }
         if ok {
             println!("ok    {}", path.display());
@@ -1015,6 +1093,74 @@ fn open_customer(settings: &Settings, domain: &str) -> Result<(Customer, cap_std
     Ok((customer, dir))
 }
 
+fn schedules_cmd(settings: &Settings, cmd: SchedulesCommand) -> Result<ExitCode> {
+    use qodify_host::ops::schedule;
+    let state = cli_state(settings)?;
+    let customer_id = |domain: &str| -> Result<String> {
+        let found = state.store.customer_by_domain(domain)?;
+        found.map(|c| c.id).with_context(|| {
+            format!(
+                "{domain} is not a registered customer; installer-api registers customers \
+                 (PUT /api/customers/ID), and only they are scheduled"
+            )
+        })
+    };
+    match cmd {
+        SchedulesCommand::List { customer, json } => {
+            let id = customer.as_deref().map(customer_id).transpose()?;
+            let listed = schedule::list(&state, id.as_deref(), schedule::now_ms())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+            } else if listed.is_empty() {
+                eprintln!(
+                    "nothing is scheduled: add a [schedule] table to a tier overlay \
+                     (pipelines/tiers/<tier>.toml), or `qodify-host schedules set`"
+                );
+            } else {
+                ui::print_schedules(&listed);
+            }
+        }
+        SchedulesCommand::Set {
+            customer,
+            pipeline,
+            at,
+            window,
+            jitter,
+            no_catch_up,
+            params,
+        } => {
+            let id = customer_id(&customer)?;
+            let body = schedule::ScheduleBody {
+                at,
+                window,
+                jitter,
+                catch_up: no_catch_up.then_some(false),
+                params: params.into_iter().collect(),
+            };
+            schedule::set(&state, Some(&cli_actor()), &id, &pipeline, Some(&body))?;
+            for l in schedule::list(&state, Some(&id), schedule::now_ms())?
+                .iter()
+                .filter(|l| l.pipeline == pipeline)
+            {
+                eprintln!(
+                    "{customer}: {pipeline} {}{}",
+                    l.at,
+                    l.next_run_at
+                        .as_deref()
+                        .map(|n| format!(", next run {n}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        SchedulesCommand::Unset { customer, pipeline } => {
+            let id = customer_id(&customer)?;
+            schedule::set(&state, Some(&cli_actor()), &id, &pipeline, None)?;
+            eprintln!("{customer}: its own {pipeline} schedule is removed; its tier's applies");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn tokens_cmd(settings: &Settings, cmd: TokensCommand) -> Result<ExitCode> {
     use qodify_host::ops::access;
     let state = cli_state(settings)?;
@@ -1056,6 +1202,34 @@ fn tokens_cmd(settings: &Settings, cmd: TokensCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The newest restore drill of each of `ids`, when the data dir's store has the customer; empty
+/// otherwise (a listing never creates a store, nor fails for want of one).
+fn drill_stamps(
+    settings: &Settings,
+    domain: &str,
+    ids: &[String],
+) -> BTreeMap<String, qodify_host::store::DrillRecord> {
+    use qodify_host::settings::StoreSetting;
+    if matches!(settings.store, StoreSetting::Sqlite)
+        && !settings.data_dir.join("state.sqlite").is_file()
+    {
+        return BTreeMap::new();
+    }
+    let Ok(state) = cli_state(settings) else {
+        return BTreeMap::new();
+    };
+    let Ok(Some(c)) = state.store.customer_by_domain(domain) else {
+        return BTreeMap::new();
+    };
+    state
+        .store
+        .drills(&c.id, ids)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| (d.backup_id.clone(), d))
+        .collect()
+}
+
 fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
     use qodify_host::backups;
     match cmd {
@@ -1070,7 +1244,8 @@ fn backups_cmd(settings: &Settings, cmd: BackupsCommand) -> Result<ExitCode> {
                 eprintln!("no backups for {customer}");
                 return Ok(ExitCode::SUCCESS);
             }
-            ui::print_backups(&list);
+            let ids: Vec<String> = list.iter().map(|b| b.id.clone()).collect();
+            ui::print_backups(&list, &drill_stamps(settings, &customer, &ids));
             Ok(ExitCode::SUCCESS)
         }
         BackupsCommand::Verify { customer, id } => {

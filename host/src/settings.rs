@@ -187,6 +187,39 @@ pub struct Settings {
     pub runs: RunSettings,
     /// `[console]`: the web console's sessions.
     pub console: ConsoleSettings,
+    /// `[schedule]`: how `serve` runs the scheduled pipelines.
+    pub schedule: ScheduleSettings,
+}
+
+/// `[schedule]`: how `serve` runs what tiers and customers schedule (docs/operations.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSettings {
+    /// `enabled`: whether this host starts scheduled runs at all (default true).
+    pub enabled: bool,
+    /// `max_concurrent`: scheduled runs queued or running at once on this host (default 2,
+    /// 1 to 64); due slots wait for a free place, so a tier's 03:00 does not start every shop.
+    pub max_concurrent: usize,
+    /// `tick`: how often the scheduler looks for due slots (default `30s`, `1s` to `10m`).
+    pub tick: Duration,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent: 2,
+            tick: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[schedule]` in the settings file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSchedule {
+    enabled: Option<bool>,
+    max_concurrent: Option<usize>,
+    tick: Option<String>,
 }
 
 /// `[console]`: how long a browser stays signed in, and how its cookie is sent.
@@ -320,6 +353,8 @@ struct FileSettings {
     runs: FileRuns,
     #[serde(default)]
     console: FileConsole,
+    #[serde(default)]
+    schedule: FileSchedule,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -351,6 +386,31 @@ pub struct Overrides {
 }
 
 impl Settings {
+    /// Settings for unit tests: everything under `root` (customers, data, pipelines, releases),
+    /// one node named `test`, the defaults otherwise.
+    #[cfg(test)]
+    pub(crate) fn for_tests(root: &Path) -> Settings {
+        Settings {
+            customers_root: root.join("customers"),
+            data_dir: root.join("data"),
+            store: Default::default(),
+            node: "test".into(),
+            advertise_url: None,
+            plugin_dirs: vec![],
+            pipelines_dir: root.join("pipelines"),
+            releases_dir: root.join("releases"),
+            listen: String::new(),
+            api_token: None,
+            ceilings: Default::default(),
+            config_file: None,
+            commands: Default::default(),
+            grants: Default::default(),
+            runs: Default::default(),
+            console: Default::default(),
+            schedule: Default::default(),
+        }
+    }
+
     /// Loads settings from the file (flag, `QODIFY_CONFIG`, `./qodify-host.toml` or
     /// `/etc/qodify/qodify-host.toml`), then the environment, then the flags.
     pub fn load(over: &Overrides) -> Result<Self> {
@@ -557,6 +617,33 @@ impl Settings {
             },
         };
 
+        let schedule = ScheduleSettings {
+            enabled: file.schedule.enabled.unwrap_or(true),
+            max_concurrent: match file.schedule.max_concurrent {
+                None => ScheduleSettings::default().max_concurrent,
+                Some(n) => {
+                    anyhow::ensure!(
+                        (1..=64).contains(&n),
+                        "schedule.max_concurrent in the settings file must be between 1 and 64"
+                    );
+                    n
+                }
+            },
+            tick: match file.schedule.tick.as_deref() {
+                None => ScheduleSettings::default().tick,
+                Some(v) => {
+                    let tick = parse_duration(v).with_context(
+                        || "schedule.tick in the settings file (a duration like \"30s\")",
+                    )?;
+                    anyhow::ensure!(
+                        tick >= Duration::from_secs(1) && tick <= Duration::from_secs(600),
+                        "schedule.tick in the settings file must be between 1s and 10m"
+                    );
+                    tick
+                }
+            },
+        };
+
         let console = ConsoleSettings {
             session_ttl: match file.console.session_ttl.as_deref() {
                 None => ConsoleSettings::default().session_ttl,
@@ -592,6 +679,7 @@ impl Settings {
             grants,
             runs,
             console,
+            schedule,
         })
     }
 }

@@ -490,10 +490,45 @@ pub fn print_tokens(list: &[qodify_host::store::TokenRecord]) {
     }
 }
 
-pub fn print_backups(list: &[qodify_host::backups::Backup]) {
+pub fn print_schedules(list: &[qodify_host::ops::schedule::Listed]) {
     println!(
-        "{:<16} {:<7} {:>10} {:>8}  artifacts",
-        "id", "type", "size", "seconds"
+        "{:<28} {:<10} {:<26} {:<12} {:<22} last",
+        "customer", "pipeline", "at", "from", "next run"
+    );
+    for l in list {
+        let last = match (&l.error, &l.last) {
+            (Some(e), _) => format!("error: {e}"),
+            (None, Some(slot)) => format!(
+                "{}{}",
+                slot.outcome.as_deref().unwrap_or("-"),
+                slot.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            (None, None) => "-".into(),
+        };
+        let next = match (&l.next_run_at, l.due) {
+            (_, true) => "due now".to_owned(),
+            (Some(n), false) => n.clone(),
+            (None, false) => "-".to_owned(),
+        };
+        println!(
+            "{:<28} {:<10} {:<26} {:<12} {:<22} {last}",
+            l.domain, l.pipeline, l.at, l.origin, next
+        );
+    }
+}
+
+/// The backups table; `drills` gives each backup's newest restore drill (`ok <date>`, or
+/// `FAILED <date>: <reason>` on a line of its own).
+pub fn print_backups(
+    list: &[qodify_host::backups::Backup],
+    drills: &std::collections::BTreeMap<String, qodify_host::store::DrillRecord>,
+) {
+    println!(
+        "{:<16} {:<7} {:>10} {:>8}  {:<17} artifacts",
+        "id", "type", "size", "seconds", "drill"
     );
     for b in list {
         let field = |k: &str| b.manifest.rest.get(k).cloned().unwrap_or_default();
@@ -508,19 +543,34 @@ pub fn print_backups(list: &[qodify_host::backups::Backup]) {
             .iter()
             .map(|a| a.file.as_str())
             .collect();
+        let drill = drills.get(&b.id);
+        let day =
+            |d: &qodify_host::store::DrillRecord| d.drilled_at.get(..10).unwrap_or("").to_owned();
         println!(
-            "{:<16} {:<7} {:>10} {:>8}  {}{}",
+            "{:<16} {:<7} {:>10} {:>8}  {:<17} {}{}",
             b.id,
             kind.as_str().unwrap_or("-"),
             human_bytes(b.size),
             secs.as_f64()
                 .map(|s| format!("{s:.1}"))
                 .unwrap_or_else(|| "-".into()),
+            match drill {
+                Some(d) if d.restorable => format!("ok {}", day(d)),
+                Some(d) => format!("FAILED {}", day(d)),
+                None => "-".into(),
+            },
             files.join(", "),
             b.pinned
                 .as_deref()
                 .map(|r| format!("  [pinned: {r}]"))
                 .unwrap_or_default()
         );
+        if let Some(d) = drill.filter(|d| !d.restorable) {
+            println!(
+                "{:<16} not restorable: {}",
+                "",
+                d.reason.as_deref().unwrap_or("no reason recorded")
+            );
+        }
     }
 }

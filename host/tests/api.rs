@@ -1161,6 +1161,41 @@ impl Store for LeakyStore {
     fn clear_approval(&self, run_id: &str) -> StoreResult<()> {
         self.0.clear_approval(run_id)
     }
+    fn schedule_slots(
+        &self,
+        customer_id: Option<&str>,
+    ) -> StoreResult<Vec<qodify_host::store::ScheduleSlot>> {
+        self.0.schedule_slots(customer_id)
+    }
+    fn schedule_seen(
+        &self,
+        customer_id: &str,
+        pipeline: &str,
+        since_ms: i64,
+    ) -> StoreResult<qodify_host::store::ScheduleSlot> {
+        self.0.schedule_seen(customer_id, pipeline, since_ms)
+    }
+    fn record_slot(
+        &self,
+        slot: &qodify_host::store::ScheduleSlot,
+        only_if_newer: bool,
+    ) -> StoreResult<bool> {
+        self.0.record_slot(slot, only_if_newer)
+    }
+    fn customer_schedules(
+        &self,
+        customer_id: Option<&str>,
+    ) -> StoreResult<Vec<qodify_host::store::CustomerSchedule>> {
+        self.0.customer_schedules(customer_id)
+    }
+    fn set_customer_schedule(
+        &self,
+        customer_id: &str,
+        pipeline: &str,
+        spec: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        self.0.set_customer_schedule(customer_id, pipeline, spec)
+    }
     fn events(&self, run_id: &str, after_seq: u64) -> StoreResult<Vec<EventRecord>> {
         self.0.events(run_id, after_seq)
     }
@@ -1174,6 +1209,19 @@ impl Store for LeakyStore {
         _before: Option<&str>,
     ) -> StoreResult<Vec<BackupRecord>> {
         Err(StoreError::Db(SECRET_ERROR.into()))
+    }
+    fn record_drill(&self, d: &qodify_host::store::DrillRecord) -> StoreResult<()> {
+        self.0.record_drill(d)
+    }
+    fn drills(
+        &self,
+        customer_id: &str,
+        backup_ids: &[String],
+    ) -> StoreResult<Vec<qodify_host::store::DrillRecord>> {
+        self.0.drills(customer_id, backup_ids)
+    }
+    fn last_good_drills(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.0.last_good_drills()
     }
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()> {
         self.0.audit(entry)

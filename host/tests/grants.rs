@@ -183,3 +183,97 @@ fn pm2_grants_name_this_customers_apps_only() {
     }
     assert!(found >= 4, "only {found} pm2 grants found");
 }
+
+#[test]
+fn a_drill_reaches_only_its_own_scratch_database_and_runs_no_other_sql() {
+    let plan = plan_for(
+        "drill",
+        "shop.example.com",
+        &[("probe", "SELECT 1 FROM orders LIMIT 1")],
+    );
+    let all = grants(&plan);
+    let grant = |program: &str| {
+        let found: Vec<CommandGrant> = all
+            .iter()
+            .filter(|(_, g)| g.program == program)
+            .map(|(_, g)| g.clone())
+            .collect();
+        assert_eq!(found.len(), 1, "one {program} grant");
+        found
+    };
+    let scratch = connection("127.0.0.1", "5432", "shop_user", "qodify_drill_r1");
+    // Restore and count: the customer's role, in the run's scratch database only.
+    let restore = grant("pg_restore");
+    let mut args = vec!["--single-transaction".to_owned(), "--no-owner".into()];
+    args.extend(scratch.clone());
+    args.push("db.dump".into());
+    check_grant(&restore, &call("pg_restore", &args)).unwrap();
+    for db in ["shop_db", "qodify_drill_r2", "postgres"] {
+        let mut other = args.clone();
+        other[5] = format!("--dbname={db}");
+        assert!(
+            check_grant(&restore, &call("pg_restore", &other)).is_err(),
+            "{db}"
+        );
+    }
+    let psql = grant("psql");
+    let sql = |text: &str| {
+        let mut a = scratch.clone();
+        a.extend(["-c".to_owned(), text.to_owned()]);
+        a
+    };
+    check_grant(&psql, &call("psql", &sql("SELECT 1 FROM orders LIMIT 1"))).unwrap();
+    for text in ["DROP DATABASE shop_db", "SELECT 1 FROM orders", "\\! sh"] {
+        assert!(
+            check_grant(&psql, &call("psql", &sql(text))).is_err(),
+            "{text}"
+        );
+    }
+    let mut own = sql("SELECT 1 FROM orders LIMIT 1");
+    own[3] = "--dbname=shop_db".into();
+    assert!(check_grant(&psql, &call("psql", &own)).is_err());
+    // Create and drop: the drill role, the scratch database of this run only, owned by the
+    // customer's role.
+    let createdb = grant("createdb");
+    let base = [
+        "--no-password".to_owned(),
+        "--host=127.0.0.1".into(),
+        "--port=5432".into(),
+    ];
+    let mut create = base.to_vec();
+    create.extend(["--owner=shop_user".into(), "qodify_drill_r1".into()]);
+    check_grant(&createdb, &call("createdb", &create)).unwrap();
+    for (i, bad) in [
+        (3, "--owner=postgres"),
+        (4, "shop_db"),
+        (4, "qodify_drill_r2"),
+    ] {
+        let mut other = create.clone();
+        other[i] = bad.into();
+        assert!(
+            check_grant(&createdb, &call("createdb", &other)).is_err(),
+            "{bad}"
+        );
+    }
+    let dropdb = grant("dropdb");
+    let mut drop = base.to_vec();
+    drop.extend([
+        "--if-exists".into(),
+        "--force".into(),
+        "qodify_drill_r1".into(),
+    ]);
+    check_grant(&dropdb, &call("dropdb", &drop)).unwrap();
+    for bad in ["shop_db", "postgres", "qodify_drill_r2"] {
+        let mut other = drop.clone();
+        other[5] = bad.into();
+        assert!(
+            check_grant(&dropdb, &call("dropdb", &other)).is_err(),
+            "{bad}"
+        );
+    }
+    // Only these two inherit the host's drill role.
+    for (_, g) in &all {
+        let drill_role = ["createdb", "dropdb"].contains(&g.program.as_str());
+        assert_eq!(!g.inherit.is_empty(), drill_role, "{}", g.program);
+    }
+}

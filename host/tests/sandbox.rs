@@ -70,6 +70,7 @@ fn fixture() -> Fixture {
         grants: Default::default(),
         runs: Default::default(),
         console: Default::default(),
+        schedule: Default::default(),
     };
     let cust = root.join("customers/shop.example.com");
     std::fs::create_dir_all(cust.join("data/sub")).unwrap();

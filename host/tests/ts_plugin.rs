@@ -86,6 +86,7 @@ fn fixture() -> Fixture {
         grants: Default::default(),
         runs: Default::default(),
         console: Default::default(),
+        schedule: Default::default(),
     };
     std::fs::create_dir_all(root.join("customers").join(DOMAIN)).unwrap();
     Fixture {

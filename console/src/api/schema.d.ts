@@ -136,6 +136,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/customers/{id}/backups/{backupId}/drill": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Queues a restore drill of one complete backup (the shipped `drill` pipeline): its database
+         *     restored into a scratch database and its archives into a scratch folder, checked against the
+         *     dump and `backup.json`, then dropped. The history then shows `restorable`, `drilledAt` and,
+         *     when it is not, `drillReason`.
+         */
+        post: operations["drillBackup"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/customers/{id}/backups/{backupId}/verify": {
         parameters: {
             query?: never;
@@ -169,6 +191,27 @@ export interface paths {
         /** Queues a restore of one of the customer's complete backups (the shipped `restore` pipeline). */
         post: operations["createRestore"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/customers/{id}/schedules/{pipeline}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Sets a customer's own schedule of a pipeline (checked against the pipeline with the
+         *     customer's tier); it replaces the tier's schedule of that pipeline. `at = "off"` turns it off.
+         */
+        put: operations["setSchedule"];
+        post?: never;
+        /** Removes a customer's own schedule of a pipeline: its tier's applies again. */
+        delete: operations["removeSchedule"];
         options?: never;
         head?: never;
         patch?: never;
@@ -292,6 +335,26 @@ export interface paths {
          *     `?after=`), then live ones, until the run's `*-completed` or `*-failed` event.
          */
         get: operations["runEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/schedules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Lists the customers' schedules: each customer's own, then its tier's, with the next run time
+         *     and how the last slot went.
+         */
+        get: operations["listSchedules"];
         put?: never;
         post?: never;
         delete?: never;
@@ -637,6 +700,22 @@ export interface components {
              *     pre-upgrade backup while its upgrade can roll back. `null` when it is not.
              */
             pinned: string | null;
+            /**
+             * @description The newest restore drill's verdict on this backup (the `drill` pipeline): `true` when it
+             *     restored into a scratch database and folder and matched its dump and backup.json.
+             *     `null` when it was never drilled.
+             */
+            restorable: boolean | null;
+            /**
+             * Format: date-time
+             * @description When that drill ended (RFC 3339 UTC); `null` when never drilled.
+             */
+            drilledAt: string | null;
+            /**
+             * @description Why that drill found the backup not restorable (e.g. pg_restore's own error); `null`
+             *     otherwise.
+             */
+            drillReason: string | null;
         };
         /** @description Include flags of a backup; the ones left out keep the pipeline's defaults. */
         BackupInclude: {
@@ -803,6 +882,17 @@ export interface components {
              */
             ttlSeconds?: number | null;
             triggeredBy?: null | components["schemas"]["Actor"];
+        };
+        /** @description Body of `POST /api/customers/{id}/backups/{backupId}/drill` (may be empty). */
+        DrillBackup: {
+            triggeredBy?: null | components["schemas"]["Actor"];
+            /** @description Queue behind the customer's active run instead of answering 409. */
+            queue?: boolean;
+            /**
+             * @description SQL that must succeed and return a row in the restored database, e.g.
+             *     `SELECT 1 FROM orders LIMIT 1`; left out: the pipeline's default (none).
+             */
+            probe?: string | null;
         };
         /** @description `.env` keys by what a release does to them. */
         EnvChanges: {
@@ -1116,6 +1206,94 @@ export interface components {
             runUrl: string;
             /** @description `GET` it for the run's live events (SSE). */
             eventsUrl: string;
+        };
+        /** @description One customer's schedule of one pipeline. */
+        Schedule: {
+            /** @description installer-api's customer id. */
+            customerId: string;
+            /** @description Its domain. */
+            domain: string;
+            /** @description The pipeline (`*` when the tier's overlay cannot be read; see `error`). */
+            pipeline: string;
+            /** @description `tier:<name>` or `customer`. */
+            origin: string;
+            /** @description The cadence, or `off`. */
+            at: string;
+            /** @description Window, when scheduled. */
+            window: string | null;
+            /** @description Upper bound of the jitter, when scheduled. */
+            jitter: string | null;
+            /** @description Whether a missed slot runs once later, when scheduled. */
+            catchUp: boolean | null;
+            /** @description Params of the scheduled runs. */
+            params: {
+                [key: string]: string;
+            };
+            /**
+             * Format: date-time
+             * @description When the next run starts (this customer's jittered time; now when due).
+             */
+            nextRunAt: string | null;
+            /** @description Due now: waiting for the scheduler's next look or a free place (`max_concurrent`). */
+            due: boolean;
+            last: null | components["schemas"]["ScheduleLastSlot"];
+            /** @description Why it cannot run. */
+            error: string | null;
+        };
+        /** @description How a slot was last handled. */
+        ScheduleLastSlot: {
+            /**
+             * Format: date-time
+             * @description The slot's nominal time (RFC 3339 UTC).
+             */
+            slot: string;
+            /** @description `queued`, `skipped` or `missed`. */
+            outcome: string;
+            /**
+             * Format: uuid
+             * @description The run it queued.
+             */
+            runId: string | null;
+            /** @description Why it was skipped or missed, or that it was a catch-up. */
+            reason: string | null;
+            /**
+             * Format: date-time
+             * @description When it was handled (RFC 3339 UTC).
+             */
+            at: string | null;
+        };
+        /** @description The schedules. */
+        ScheduleList: {
+            /** @description By customer, then pipeline. */
+            schedules: components["schemas"]["Schedule"][];
+        };
+        /** @description A customer's own schedule of a pipeline; it replaces the tier's for that pipeline. */
+        ScheduleRequest: {
+            /**
+             * @description `daily HH:MM`, `weekly mon…sun HH:MM`, `every <duration>` (at least `1m`), each optionally
+             *     followed by a UTC offset (`+03:00`; UTC otherwise), or `off`: not scheduled, even when the
+             *     tier schedules it.
+             * @example daily 03:00 +03:00
+             */
+            at: string;
+            /**
+             * @description How long after its time a slot still starts on time (default `2h`); later it is a
+             *     catch-up.
+             * @example 2h
+             */
+            window?: string | null;
+            /**
+             * @description The customer's start is offset by a fixed amount below this (default a quarter of the
+             *     window, at most `30m`; `0s` for none).
+             * @example 30m
+             */
+            jitter?: string | null;
+            /** @description Whether a slot that passed unhandled (host down) runs once later (default true). */
+            catchUp?: boolean | null;
+            /** @description Params of the scheduled runs (`--param` values). */
+            params?: {
+                [key: string]: string;
+            };
         };
         /** @description Who is signed in, until when, and the CSRF token for changes. */
         Session: {
@@ -2198,6 +2376,125 @@ export interface operations {
             };
         };
     };
+    drillBackup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description installer-api's customer id: 1-64 characters from `A-Z`, `a-z`, `0-9`, `-` and `_`.
+                 * @example 42
+                 */
+                id: string;
+                /**
+                 * @description The backup id, its folder name: `YYYYMMDD-HHMMSS` (UTC).
+                 * @example 20261126-101500
+                 */
+                backupId: string;
+            };
+            cookie?: never;
+        };
+        /** @description May be left out. */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["DrillBackup"];
+            };
+        };
+        responses: {
+            /** @description Queued; follow it at `runUrl` and `eventsUrl` (`run-completed`, or `run-failed` with the reason when the backup is not restorable). */
+            202: {
+                headers: {
+                    /** @description The run's URL. */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunSubmitted"];
+                };
+            };
+            /** @description A bad id or body. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer, or no such complete backup. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The customer has an active run (named in `activeRunId`) and `queue` was not set. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
     verifyBackup: {
         parameters: {
             query?: never;
@@ -2412,6 +2709,205 @@ export interface operations {
             };
             /** @description Nothing to restore (every include flag false), or `targetDb` with `include.db` false. */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    setSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description installer-api's customer id.
+                 * @example 42
+                 */
+                id: string;
+                /**
+                 * @description The scheduled pipeline, e.g. `backup` or `drill`.
+                 * @example backup
+                 */
+                pipeline: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ScheduleRequest"];
+            };
+        };
+        responses: {
+            /** @description The customer's schedules now. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduleList"];
+                };
+            };
+            /** @description A bad id, pipeline or body. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is too large. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The body is not JSON. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The schedule does not parse, the pipeline does not exist, or its params do not fit. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
+    removeSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description installer-api's customer id.
+                 * @example 42
+                 */
+                id: string;
+                /**
+                 * @description The scheduled pipeline, e.g. `backup` or `drill`.
+                 * @example backup
+                 */
+                pipeline: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed (or there was none). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description A bad id or pipeline. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3160,6 +3656,83 @@ export interface operations {
             };
         };
     };
+    listSchedules: {
+        parameters: {
+            query?: {
+                /** @description Only this customer's (installer-api's id). */
+                customer?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedules. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduleList"];
+                };
+            };
+            /** @description A bad customer id. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No token or session, or a wrong or revoked one. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The caller's role may not do this (`x-required-role`), or a change made with the session cookie lacks its X-CSRF-Token. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description No such customer. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description Internal error; `detail` has a reference to the host log. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+            /** @description The API is disabled: the host has no API token configured. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ApiProblem"];
+                };
+            };
+        };
+    };
     getSession: {
         parameters: {
             query?: never;
@@ -3690,7 +4263,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus text format, every sample labelled `node` (the node that answers; store-wide figures are the same on every node): `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, per node in the store `qodify_node_heartbeat_age_seconds{peer}` and `qodify_node_active_runs{peer,state}`, `qodify_unassigned_active_runs{state}`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused). */
+            /** @description Prometheus text format, every sample labelled `node` (the node that answers; store-wide figures are the same on every node): `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, `qodify_drill_last_good_age_seconds` (since the newest restore drill that found a backup restorable; +Inf when none), per node in the store `qodify_node_heartbeat_age_seconds{peer}` and `qodify_node_active_runs{peer,state}`, `qodify_unassigned_active_runs{state}`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused). */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -23,7 +23,28 @@ const history = {
   backups: [entry("20261126-101500"), entry("20261125-020000", { type: "pre-upgrade", pinned: "pre-upgrade to v1.1.0" })],
 };
 
+const drilled = {
+  customer: "42",
+  backups: [
+    entry("20261126-101500", { restorable: true, drilledAt: "2026-11-26T11:00:00Z", drillReason: null }),
+    entry("20261125-020000", { restorable: false, drilledAt: "2026-11-26T11:05:00Z", drillReason: "db.dump does not restore: pg_restore exited with code 1" }),
+    entry("20261124-020000", { restorable: null, drilledAt: null, drillReason: null }),
+  ],
+};
+
 describe("Backups tab", () => {
+  it("shows each backup's newest restore drill, with the reason a backup is not restorable", async () => {
+    mockApi({ "GET /api/customers/42/backups": { body: drilled } });
+    renderAs("viewer", <BackupsTab customerId="42" version={0} onRunStarted={() => {}} />);
+    const good = (await screen.findByText("20261126-101500")).closest("tr")!;
+    expect(within(good).getByText("restorable")).toBeTruthy();
+    const bad = screen.getByText("20261125-020000").closest("tr")!;
+    expect(within(bad).getByText("not restorable")).toBeTruthy();
+    expect(within(bad).getByText("db.dump does not restore: pg_restore exited with code 1")).toBeTruthy();
+    const never = screen.getByText("20261124-020000").closest("tr")!;
+    expect(within(never).queryByText(/restorable/)).toBeNull();
+  });
+
   it("shows the history for people, and a viewer no mutating buttons at all", async () => {
     mockApi({ "GET /api/customers/42/backups": { body: history } });
     renderAs("viewer", <BackupsTab customerId="42" version={0} onRunStarted={() => {}} />);

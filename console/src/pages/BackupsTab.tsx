@@ -1,5 +1,6 @@
 /**
- * Customer › Backups: New backup (Fast or Custom with the plan's five toggles), the history,
+ * Customer › Backups: New backup (Fast or Custom with the plan's five toggles), the history
+ * (with each backup's newest restore drill),
  * and per backup Download (signed link, then the browser downloads), Verify and Delete.
  */
 import { useState, type FormEvent } from "react";
@@ -106,6 +107,7 @@ export function BackupsTab({ customerId, version, onRunStarted }: BackupsTabProp
                 <th scope="col">Duration</th>
                 <th scope="col">Result</th>
                 <th scope="col">Triggered by</th>
+                <th scope="col">Restore drill</th>
                 {canOperate && <th scope="col">Actions</th>}
               </tr>
             </thead>
@@ -124,6 +126,9 @@ export function BackupsTab({ customerId, version, onRunStarted }: BackupsTabProp
                     {b.note && <div className="muted small">{b.note}</div>}
                   </td>
                   <td>{b.triggeredBy ?? "—"}</td>
+                  <td>
+                    <Drill entry={b} />
+                  </td>
                   {canOperate && (
                     <td>
                       <RowActions
@@ -413,5 +418,17 @@ export function DeleteDialog({
         </button>
       </div>
     </Dialog>
+  );
+}
+
+/** The newest restore drill of a backup: restorable or not (with the reason), and when. */
+function Drill({ entry }: { entry: Entry }) {
+  if (entry.restorable === null || entry.restorable === undefined) return <span className="muted">—</span>;
+  return (
+    <>
+      {entry.restorable ? <span className="ok">restorable</span> : <strong className="overdue">not restorable</strong>}{" "}
+      <Time value={entry.drilledAt} />
+      {!entry.restorable && entry.drillReason && <div className="muted small">{entry.drillReason}</div>}
+    </>
   );
 }

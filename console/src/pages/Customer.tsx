@@ -1,10 +1,11 @@
 /**
- * One customer: its domain, the live run panel while it has a run, and the tabs Backups,
+ * One customer: its domain, its schedules, the live run panel while it has a run, and the tabs Backups,
  * Upgrades and Restore.
  */
 import { useCallback, useContext, useEffect, useRef, useState, type KeyboardEvent } from "react";
 import { api, call } from "../api/client";
 import { LiveRunPanel } from "../components/LiveRunPanel";
+import { Schedules } from "../components/Schedules";
 import { ErrorAlert, Loading } from "../components/ui";
 import { LiveContext, useSession } from "../lib/context";
 import { useLiveRun, useLoad } from "../lib/hooks";
@@ -106,6 +107,7 @@ export function CustomerPage({ id, tab }: { id: string; tab?: string }) {
       <p className="muted">
         id {c.id} · tier {c.tier ?? "none"}
       </p>
+      <Schedules customerId={id} />
       {live.state && <LiveRunPanel state={live.state} run={live.run} canOperate={canOperate} />}
       <div role="tablist" aria-labelledby="customer-title" className="tabs" onKeyDown={onTabKey}>
         {TABS.map((t) => (

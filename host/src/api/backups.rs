@@ -29,6 +29,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(history, create))
         .routes(routes!(show, remove))
         .routes(routes!(verify))
+        .routes(routes!(drill))
 }
 
 /// `fast`: the plan's recommended set; `custom`: chosen with the include flags.
@@ -165,6 +166,18 @@ struct HistoryView {
     /// pre-upgrade backup while its upgrade can roll back. `null` when it is not.
     #[schema(required = true)]
     pinned: Option<String>,
+    /// The newest restore drill's verdict on this backup (the `drill` pipeline): `true` when it
+    /// restored into a scratch database and folder and matched its dump and backup.json.
+    /// `null` when it was never drilled.
+    #[schema(required = true)]
+    restorable: Option<bool>,
+    /// When that drill ended (RFC 3339 UTC); `null` when never drilled.
+    #[schema(required = true, format = DateTime)]
+    drilled_at: Option<String>,
+    /// Why that drill found the backup not restorable (e.g. pg_restore's own error); `null`
+    /// otherwise.
+    #[schema(required = true)]
+    drill_reason: Option<String>,
 }
 
 impl From<BackupRecord> for HistoryView {
@@ -180,6 +193,9 @@ impl From<BackupRecord> for HistoryView {
             backup_id: b.backup_id,
             note: b.note,
             pinned: None,
+            restorable: None,
+            drilled_at: None,
+            drill_reason: None,
         }
     }
 }
@@ -250,6 +266,13 @@ async fn history(
                 .into_iter()
                 .filter_map(|b| Some((b.id, b.pinned?)))
                 .collect();
+        // Drill verdicts live in the store, beside the history: one query for the page.
+        let ids: Vec<String> = backups.iter().filter_map(|b| b.backup_id.clone()).collect();
+        let drills: std::collections::BTreeMap<String, crate::store::DrillRecord> = store
+            .drills(&id, &ids)?
+            .into_iter()
+            .map(|d| (d.backup_id.clone(), d))
+            .collect();
         let backups = backups
             .into_iter()
             .map(|b| {
@@ -258,8 +281,12 @@ async fn history(
                     .as_deref()
                     .filter(|_| b.result == "succeeded")
                     .and_then(|id| pins.get(id).cloned());
+                let drill = b.backup_id.as_deref().and_then(|id| drills.get(id));
                 HistoryView {
                     pinned,
+                    restorable: drill.map(|d| d.restorable),
+                    drilled_at: drill.map(|d| d.drilled_at.clone()),
+                    drill_reason: drill.and_then(|d| d.reason.clone()),
                     ..HistoryView::from(b)
                 }
             })
@@ -528,4 +555,68 @@ async fn verify(
     let mut params = BTreeMap::new();
     params.insert("backup".to_owned(), backup_id);
     runs::submit(state, id, "verify", params, actor, body.queue).await
+}
+
+/// Body of `POST /api/customers/{id}/backups/{backupId}/drill` (may be empty).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DrillBackup {
+    /// Who asked (a user name or id), for the audit log.
+    triggered_by: Option<extract::Actor>,
+    /// Queue behind the customer's active run instead of answering 409.
+    #[serde(default)]
+    queue: bool,
+    /// SQL that must succeed and return a row in the restored database, e.g.
+    /// `SELECT 1 FROM orders LIMIT 1`; left out: the pipeline's default (none).
+    #[schema(max_length = 4000)]
+    probe: Option<String>,
+}
+
+/// Queues a restore drill of one complete backup (the shipped `drill` pipeline): its database
+/// restored into a scratch database and its archives into a scratch folder, checked against the
+/// dump and `backup.json`, then dropped. The history then shows `restorable`, `drilledAt` and,
+/// when it is not, `drillReason`.
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/backups/{backupId}/drill",
+    tag = "backups",
+    operation_id = "drillBackup",
+    params(BackupPath),
+    request_body(content = Option<DrillBackup>, description = "May be left out."),
+    responses(
+        (status = 202, description = "Queued; follow it at `runUrl` and `eventsUrl` (`run-completed`, or `run-failed` with the reason when the backup is not restorable).", body = Submitted,
+         headers(("Location" = String, description = "The run's URL."))),
+        (status = 400, description = "A bad id or body.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such customer, or no such complete backup.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The customer has an active run (named in `activeRunId`) and `queue` was not set.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is too large.", body = ApiProblem, content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not JSON.", body = ApiProblem, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn drill(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
+    JsonOrDefault(body): JsonOrDefault<DrillBackup>,
+) -> Result<Response, ApiError> {
+    let id = extract::customer_id(&id)?.to_owned();
+    let backup_id = extract::backup_id(&backup_id)?.to_owned();
+    let actor = Some(caller.actor(body.triggered_by)?);
+    if body.probe.as_ref().is_some_and(|p| p.len() > 4000) {
+        return Err(ApiError::bad_request("probe is longer than 4000 bytes"));
+    }
+    {
+        let (state, id, backup_id) = (state.clone(), id.clone(), backup_id.clone());
+        blocking(move || {
+            let customer = customers::require(state.store.as_ref(), &id)?;
+            find_complete(&state, &customer, &backup_id).map(|_| ())
+        })
+        .await?;
+    }
+    let mut params = BTreeMap::new();
+    params.insert("backup".to_owned(), backup_id);
+    if let Some(probe) = body.probe {
+        params.insert("probe".to_owned(), probe);
+    }
+    runs::submit(state, id, "drill", params, actor, body.queue).await
 }

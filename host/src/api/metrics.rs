@@ -53,6 +53,8 @@ struct Snapshot {
     executing: usize,
     durations: Vec<DurationHistogram>,
     backups: Vec<BackupSummary>,
+    /// Each customer's newest restorable drill, unix milliseconds, by customer id.
+    good_drills: std::collections::BTreeMap<String, i64>,
     /// `qodify_commands_confined`'s label, value and help text.
     confined: (&'static str, bool, String),
     /// Unix seconds of the scrape.
@@ -109,7 +111,7 @@ fn node_facts(
     operation_id = "metrics",
     responses((
         status = 200,
-        description = "Prometheus text format, every sample labelled `node` (the node that answers; store-wide figures are the same on every node): `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, per node in the store `qodify_node_heartbeat_age_seconds{peer}` and `qodify_node_active_runs{peer,state}`, `qodify_unassigned_active_runs{state}`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused).",
+        description = "Prometheus text format, every sample labelled `node` (the node that answers; store-wide figures are the same on every node): `qodify_runs{state=…}`, `qodify_runs_executing`, `qodify_queue_depth`, `qodify_runs_running`, `qodify_run_duration_seconds{pipeline,result}` (histogram), per registered customer `qodify_last_successful_backup_timestamp_seconds{customer,domain}` (0 when it has none), `qodify_last_successful_backup_age_seconds` (+Inf when it has none), `qodify_backup_size_bytes`, `qodify_backups_present` and `qodify_backups_present_bytes`, `qodify_drill_last_good_age_seconds` (since the newest restore drill that found a backup restorable; +Inf when none), per node in the store `qodify_node_heartbeat_age_seconds{peer}` and `qodify_node_active_runs{peer,state}`, `qodify_unassigned_active_runs{state}`, `qodify_build_info`, `qodify_commands_confined` (1 when granted programs run in a Landlock domain, 0 when they run with the host's rights or are refused).",
         body = String,
         content_type = "text/plain",
     )),
@@ -117,7 +119,7 @@ fn node_facts(
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let bounds_ms: Vec<u64> = DURATION_BUCKETS.iter().map(|s| s * 1000).collect();
-    let (counts, durations, backups, (nodes, unassigned)) = blocking(move || {
+    let (counts, durations, backups, good_drills, (nodes, unassigned)) = blocking(move || {
         Ok((
             store
                 .run_counts()
@@ -128,6 +130,11 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             store
                 .backup_summaries()
                 .map_err(|e| ApiError::internal("reading the newest backups", e))?,
+            store
+                .last_good_drills()
+                .map_err(|e| ApiError::internal("reading the restore drills", e))?
+                .into_iter()
+                .collect(),
             node_facts(
                 store
                     .nodes()
@@ -148,6 +155,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         executing: state.running.lock().map(|m| m.len()).unwrap_or(0),
         durations,
         backups,
+        good_drills,
         confined: (
             match confinement.mode {
                 crate::engine::confine::Mode::Landlock => "landlock",
@@ -294,6 +302,23 @@ fn render(s: &Snapshot) -> String {
             "qodify_backups_present_bytes",
             &refs(&who(b)),
             b.present_bytes,
+        );
+    }
+
+    out.family(
+        "qodify_drill_last_good_age_seconds",
+        "gauge",
+        "Seconds since the customer's newest restore drill that found a backup restorable ended; +Inf: none.",
+    );
+    for b in &s.backups {
+        let age = s
+            .good_drills
+            .get(&b.customer_id)
+            .map_or(f64::INFINITY, |ms| (s.now - *ms as f64 / 1000.0).max(0.0));
+        out.line(
+            "qodify_drill_last_good_age_seconds",
+            &refs(&who(b)),
+            float(age),
         );
     }
 
@@ -466,6 +491,7 @@ mod tests {
                     present_bytes: 0,
                 },
             ],
+            good_drills: [("42".to_owned(), 1_767_225_640_000)].into(),
             confined: ("landlock", true, "Landlock ABI 6".into()),
             now: 1_767_225_700.0,
         }
@@ -555,6 +581,17 @@ mod tests {
             "3"
         );
         assert_eq!(sample(&text, r#"qodify_runs_executing{node="web-1"}"#), "1");
+    }
+
+    #[test]
+    fn each_customer_has_the_age_of_its_last_good_drill_or_infinity() {
+        let text = render(&snapshot());
+        let shop = r#"{node="web-1",customer="42",domain="shop.example.com"}"#;
+        let new = r#"{node="web-1",customer="x\"y",domain="new.example.com"}"#;
+        let age = "qodify_drill_last_good_age_seconds";
+        assert_eq!(sample(&text, &format!("{age}{shop}")), "60");
+        assert_eq!(sample(&text, &format!("{age}{new}")), "+Inf");
+        assert!(text.contains(&format!("# TYPE {age} gauge\n")), "{text}");
     }
 
     #[test]

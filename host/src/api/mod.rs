@@ -22,6 +22,7 @@ mod nodes;
 mod openapi;
 mod restores;
 mod runs;
+mod schedules;
 mod session;
 mod socketio;
 mod tokens;
@@ -65,6 +66,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(audit::router())
         .merge(nodes::router())
+        .merge(schedules::router())
         .merge(downloads::api_router(signing_keys.clone()))
         .merge(tokens::router())
         .fallback(not_found);

@@ -47,6 +47,7 @@ pub const SESSION: &str = "session";
         (name = "runs", description = "Runs of pipelines: state, cancellation, live events."),
         (name = "downloads", description = "Backup files and signed, expiring links to them."),
         (name = "audit", description = "Who triggered what."),
+        (name = "schedules", description = "What runs on its own, when: tiers' and customers' schedules."),
         (name = "nodes", description = "The hosts sharing one store, their heartbeats and runs."),
         (name = "tokens", description = "Named tokens people and programs sign in with (admins)."),
         (name = "session", description = "The web console's sign-in: a session cookie for a token."),

@@ -739,7 +739,6 @@ fn check_result(
 mod tests {
     use super::*;
     use crate::pipeline::{RunInputs, parse_pipeline, resolve};
-    use crate::settings::Ceilings;
 
     fn plan(limits: &str) -> Plan {
         let src = format!(
@@ -759,24 +758,7 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        Settings {
-            customers_root: "/nonexistent".into(),
-            data_dir: "/nonexistent".into(),
-            store: Default::default(),
-            node: "test".into(),
-            advertise_url: None,
-            plugin_dirs: vec![],
-            pipelines_dir: "/nonexistent".into(),
-            releases_dir: "/nonexistent".into(),
-            listen: String::new(),
-            api_token: None,
-            ceilings: Ceilings::default(),
-            config_file: None,
-            commands: Default::default(),
-            grants: Default::default(),
-            runs: Default::default(),
-            console: Default::default(),
-        }
+        Settings::for_tests(std::path::Path::new("/nonexistent"))
     }
 
     #[test]

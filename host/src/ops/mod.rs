@@ -40,6 +40,7 @@ pub mod plugins;
 pub mod progress;
 pub mod recover;
 pub mod run;
+pub mod schedule;
 pub mod serve;
 pub mod state;
 pub mod step;

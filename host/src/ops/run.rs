@@ -166,22 +166,8 @@ mod tests {
             store.move_customer("42", node).unwrap();
         }
         let settings = crate::settings::Settings {
-            customers_root: tmp.path().join("customers"),
-            data_dir: tmp.path().join("data"),
-            store: Default::default(),
             node: "web-1".into(),
-            advertise_url: None,
-            plugin_dirs: vec![],
-            pipelines_dir: tmp.path().join("pipelines"),
-            releases_dir: tmp.path().join("releases"),
-            listen: String::new(),
-            api_token: None,
-            ceilings: Default::default(),
-            config_file: None,
-            commands: Default::default(),
-            grants: Default::default(),
-            runs: Default::default(),
-            console: Default::default(),
+            ..crate::settings::Settings::for_tests(tmp.path())
         };
         std::fs::create_dir_all(&settings.data_dir).unwrap();
         let state = AppState {

@@ -1,7 +1,7 @@
 //! `qodify-host serve` from start to stop, less the HTTP listener: take the data dir's serve
 //! lock, open the state, finish the runs the last stop interrupted (the store's and the
 //! journals on disk), reconcile, start the workers, the heartbeat and the sweep that expires
-//! leases; at the end, let running runs finish within
+//! leases, and the scheduler; at the end, let running runs finish within
 //! a grace period and cancel the rest.
 
 use std::time::{Duration, Instant};
@@ -67,6 +67,7 @@ pub async fn start(settings: Settings, workers: usize) -> anyhow::Result<Started
     tokio::spawn(heartbeat(state.clone()));
     tokio::spawn(expire_leases(state.clone()));
     tokio::spawn(worker::run_workers(state.clone(), workers, recheck));
+    tokio::spawn(crate::ops::schedule::run(state.clone()));
     Ok(Started {
         state,
         recovered,

@@ -813,6 +813,15 @@ pub fn execute_recorded(
             &finish.state.to_string(),
         ));
     }
+    // A restore drill stamps the backup it drilled, restorable or not, whatever the run's end
+    // (its `verdict` step fails the run of a backup that is not).
+    if let Ok(Recorded { outcome, .. }) = &result {
+        for drill in drill_verdicts(&run.customer_id, &run.id, &outcome.steps) {
+            if let Err(e) = state.store.record_drill(&drill) {
+                tracing::warn!("stamping backup {} with its drill: {e}", drill.backup_id);
+            }
+        }
+    }
     // What retention deleted is no longer a backup anyone can download.
     if let Ok(Recorded { outcome, .. }) = &result {
         let deleted: Vec<String> = outcome
@@ -863,6 +872,36 @@ pub fn execute_recorded(
     };
     state.hub.publish(&run.id, &run.customer_id, &name, data);
     result.map_err(|e| format!("{e:#}"))
+}
+
+/// The verdicts of a run's `drill` steps that checked a backup (outputs `backup` and
+/// `restorable`, `reason` when it is not).
+fn drill_verdicts(
+    customer_id: &str,
+    run_id: &str,
+    steps: &[crate::engine::executor::StepRecord],
+) -> Vec<crate::store::DrillRecord> {
+    steps
+        .iter()
+        .filter(|s| s.plugin == "drill" && s.status == "succeeded")
+        .filter_map(|s| {
+            let value = |k: &str| {
+                s.outputs
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+            };
+            let restorable = value("restorable")? == "true";
+            Some(crate::store::DrillRecord {
+                customer_id: customer_id.to_owned(),
+                backup_id: value("backup")?,
+                run_id: run_id.to_owned(),
+                restorable,
+                reason: value("reason").filter(|r| !restorable && !r.is_empty()),
+                drilled_at: now(),
+            })
+        })
+        .collect()
 }
 
 /// Runs a claimed run through the same use case as the CLI ([`ops::recover::run`]): the
@@ -1024,24 +1063,7 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-        let settings = crate::settings::Settings {
-            customers_root: tmp.path().join("customers"),
-            data_dir: tmp.path().join("data"),
-            store: Default::default(),
-            node: "test".into(),
-            advertise_url: None,
-            plugin_dirs: vec![],
-            pipelines_dir: tmp.path().join("pipelines"),
-            releases_dir: tmp.path().join("releases"),
-            listen: String::new(),
-            api_token: None,
-            ceilings: Default::default(),
-            config_file: None,
-            commands: Default::default(),
-            grants: Default::default(),
-            runs: Default::default(),
-            console: Default::default(),
-        };
+        let settings = crate::settings::Settings::for_tests(tmp.path());
         let state = AppState {
             hub: super::super::EventHub::new(store.clone()),
             store: store.clone(),

@@ -25,9 +25,19 @@ impl Default for GrantCeilings {
     /// What the shipped pipelines need, and nothing else.
     fn default() -> Self {
         Self {
-            programs: ["node", "npm", "npx", "pg_dump", "pg_restore", "pm2", "psql"]
-                .map(String::from)
-                .to_vec(),
+            programs: [
+                "createdb",
+                "dropdb",
+                "node",
+                "npm",
+                "npx",
+                "pg_dump",
+                "pg_restore",
+                "pm2",
+                "psql",
+            ]
+            .map(String::from)
+            .to_vec(),
             connect_ports: vec![5432],
             bind_ports: Vec::new(),
             http: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]

@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 
 pub use ceilings::{GrantCeilings, check_ceilings};
 pub use diag::{Diagnostic, Diagnostics, Snippet};
-pub use overlay::Overlay;
+pub use overlay::{Overlay, TierSchedule};
 pub use resolve::{
     CommandGrant, CustomerDb, CustomerPaths, DbFacts, HttpGrant, Limits, NetGrant, ParamValue,
     Plan, PlannedMount, PlannedStep, ResolveError, RunInputs, ServicePaths, SkippedStep, Stage,

@@ -158,3 +158,152 @@ impl Overlay {
             .with_hint(hint)
     }
 }
+
+/// A pipeline a tier schedules, checked (see [`Overlay::schedules`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierSchedule {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// When; `None` when the tier says `"off"`.
+    pub schedule: Option<crate::schedule::Schedule>,
+    /// Params of the scheduled runs.
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+impl Overlay {
+    /// The tier's `[schedule]`, each entry checked: the cadence and its options parse, the
+    /// pipeline exists (`pipeline` loads it by name), and the params are the pipeline's, typed,
+    /// and with the tier's defaults complete. Errors point into the overlay file.
+    pub fn schedules(
+        &self,
+        pipeline: &dyn Fn(&str) -> Option<Pipeline>,
+        hint: &str,
+    ) -> Result<Vec<TierSchedule>, Diagnostics> {
+        use super::spec::ScheduleSpec;
+        let mut out = Vec::new();
+        let mut diags = Vec::new();
+        for (name, spec) in &self.spec.schedule.0 {
+            let Some(base) = pipeline(name.get()) else {
+                diags.push(
+                    self.source
+                        .error(
+                            name.span(),
+                            format!("unknown pipeline `{}` in [schedule]", name.get()),
+                        )
+                        .with_hint(hint),
+                );
+                continue;
+            };
+            let p = self.apply(&base).unwrap_or(base);
+            let (at, window, jitter, catch_up, params) = match spec.get() {
+                ScheduleSpec::Cadence(text) => (
+                    Located::new(text.clone(), spec.span()),
+                    None,
+                    None,
+                    None,
+                    Default::default(),
+                ),
+                ScheduleSpec::Table(t) => (
+                    t.at.clone(),
+                    t.window.clone(),
+                    t.jitter.clone(),
+                    t.catch_up,
+                    t.params.0.clone(),
+                ),
+            };
+            let mut raw = std::collections::BTreeMap::new();
+            for (key, value) in &params {
+                match param_text(value.get()) {
+                    Some(text) => {
+                        raw.insert(key.get().clone(), text);
+                    }
+                    None => diags.push(self.source.error(
+                        value.span(),
+                        format!(
+                            "param `{}` of a schedule must be a string, number or boolean",
+                            key.get()
+                        ),
+                    )),
+                }
+            }
+            if let Err(e) = super::resolve::check_params(&p, &raw) {
+                // At the param the error names, else at the schedule.
+                let named = match &e {
+                    super::ResolveError::UnknownParam { name, .. } => params
+                        .iter()
+                        .find(|(k, _)| k.get() == name)
+                        .map(|(k, _)| k.span()),
+                    super::ResolveError::InvalidParam { name, .. } => params
+                        .iter()
+                        .find(|(k, _)| k.get() == name)
+                        .map(|(_, v)| v.span()),
+                    _ => None,
+                };
+                diags.push(
+                    self.source
+                        .error(
+                            named.unwrap_or(spec.span()),
+                            format!("schedule of `{}`: {e}", name.get()),
+                        )
+                        .with_hint(
+                            "set the scheduled runs' params in the schedule's `params` table",
+                        ),
+                );
+            }
+            let (window_span, jitter_span) = (
+                window.as_ref().map(Located::span),
+                jitter.as_ref().map(Located::span),
+            );
+            let span_err = |s: &Option<Located<String>>| {
+                s.as_ref()
+                    .map(|l| crate::schedule::parse_span(l.get()).map_err(|e| (l.span(), e)))
+            };
+            let (window, jitter) =
+                match (span_err(&window).transpose(), span_err(&jitter).transpose()) {
+                    (Ok(w), Ok(j)) => (w, j),
+                    (Err((span, e)), _) | (_, Err((span, e))) => {
+                        diags.push(self.source.error(span, e));
+                        continue;
+                    }
+                };
+            if at.get() == "off" {
+                out.push(TierSchedule {
+                    pipeline: name.get().clone(),
+                    schedule: None,
+                    params: raw,
+                });
+                continue;
+            }
+            match crate::schedule::Schedule::new(at.get(), window, jitter, catch_up) {
+                Ok(schedule) => out.push(TierSchedule {
+                    pipeline: name.get().clone(),
+                    schedule: Some(schedule),
+                    params: raw,
+                }),
+                Err(e) => {
+                    // An option's error at the option, when it was written.
+                    let span = if e.message.starts_with("window") {
+                        window_span.unwrap_or(at.span())
+                    } else if e.message.starts_with("jitter") {
+                        jitter_span.or(window_span).unwrap_or(at.span())
+                    } else {
+                        at.span()
+                    };
+                    diags.push(self.source.error(span, e.message).with_hint(e.hint));
+                }
+            }
+        }
+        to_result(diags).map(|()| out)
+    }
+}
+
+/// A schedule's param value as a run takes it (`--param name=value`).
+fn param_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(n) => Some(n.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}

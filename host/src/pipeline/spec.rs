@@ -44,6 +44,17 @@ impl<T> Located<T> {
     }
 }
 
+impl<T> Located<T> {
+    /// A value with its span in the first source (the file being read).
+    pub(crate) fn new(value: T, span: Range<usize>) -> Self {
+        Located {
+            value,
+            span,
+            src: 0,
+        }
+    }
+}
+
 impl<T> std::ops::Deref for Located<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -713,6 +724,67 @@ pub struct OverlaySpec {
     /// Patches by pipeline name: `[pipelines.backup.params.retention]`.
     #[serde(default)]
     pub pipelines: OrderedMap<PipelinePatch>,
+    /// When `serve` runs pipelines on its own for the tier's customers, by pipeline name:
+    /// `[schedule] backup = "daily 03:00"`, or a table with options (`[schedule.drill]`).
+    #[serde(default)]
+    pub schedule: OrderedMap<Located<ScheduleSpec>>,
+}
+
+/// One pipeline's schedule in a tier overlay.
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
+pub enum ScheduleSpec {
+    /// The cadence alone, with the default window, jitter and catch-up: `"daily 03:00"`,
+    /// `"weekly sun 04:30 +03:00"`, `"every 6h"`, or `"off"` for none.
+    Cadence(String),
+    /// The cadence with options.
+    Table(ScheduleTable),
+}
+
+/// A schedule with its options.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTable {
+    /// The cadence: `"daily 03:00"`, `"weekly sun 04:30 +03:00"` (times are UTC unless an offset
+    /// follows), `"every 6h"` (at least `1m`), or `"off"`.
+    pub at: Located<String>,
+    /// How long after its (jittered) time a slot still starts on time; a slot found later (the
+    /// host was down, or busy with `max_concurrent` scheduled runs) is a catch-up. Default `2h`,
+    /// or the period of a shorter `every`.
+    #[serde(default)]
+    pub window: Option<Located<String>>,
+    /// Each customer starts at a fixed offset below this after the slot, so a tier's shops do not
+    /// all start at once. Default a quarter of the window, at most `30m`; `"0s"` for none.
+    #[serde(default)]
+    pub jitter: Option<Located<String>>,
+    /// Whether a slot that passed unhandled runs once when the host notices (true, the
+    /// default), or is recorded as missed. Several passed slots still make one run.
+    #[serde(default)]
+    pub catch_up: Option<bool>,
+    /// Params of the scheduled runs, e.g. `{ type = "fast" }`; every required param must be set.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, DefaultSchema>")]
+    pub params: OrderedMap<Located<toml::Value>>,
+}
+
+impl<'de> Deserialize<'de> for ScheduleSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ScheduleSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a schedule like \"daily 03:00\", or a table with `at`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ScheduleSpec, E> {
+                Ok(ScheduleSpec::Cadence(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ScheduleSpec, A::Error> {
+                ScheduleTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(ScheduleSpec::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The patches of one pipeline.

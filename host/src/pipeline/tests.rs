@@ -179,7 +179,54 @@ fn apply_overlay(rel: &Path) -> Result<Vec<(String, Plan)>, Diagnostics> {
             },
         }
     }
+    let load = |name: &str| {
+        let rel = format!("valid/{name}.toml");
+        fixtures()
+            .join(&rel)
+            .is_file()
+            .then(|| load_checked(Path::new(&rel)).ok())?
+    };
+    if let Err(d) = overlay.schedules(&load, "pipelines: see tests/fixtures/pipelines/valid") {
+        match &mut errors {
+            Some(all) => all.extend(d),
+            None => errors = Some(d),
+        }
+    }
     errors.map_or(Ok(plans), Err)
+}
+
+#[test]
+fn a_tier_schedules_pipelines_with_options_and_params() {
+    let rel = Path::new("tiers/paid.toml");
+    let overlay = parse_overlay(rel, &read(rel)).unwrap();
+    let load = |name: &str| load_checked(Path::new(&format!("valid/{name}.toml"))).ok();
+    let got = overlay.schedules(&load, "").unwrap();
+    let shown: Vec<String> = got
+        .iter()
+        .map(|t| {
+            let s = t.schedule.as_ref().map(|s| {
+                format!(
+                    "{s} window={} jitter={} catch_up={}",
+                    super::units::format_duration(s.window),
+                    super::units::format_duration(s.jitter),
+                    s.catch_up
+                )
+            });
+            format!(
+                "{} {} {:?}",
+                t.pipeline,
+                s.unwrap_or_else(|| "off".into()),
+                t.params
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "backup daily 03:00 +03:00 window=2h jitter=30m catch_up=true {}",
+            "minimal every 6h window=1h jitter=0s catch_up=false {}",
+        ]
+    );
 }
 
 #[test]

@@ -335,6 +335,25 @@ pub struct BackupRecord {
     pub note: Option<String>,
 }
 
+/// A restore drill's verdict on one backup (the `drill` pipeline): whether the backup restored
+/// into a scratch database and folder and matched its dump and manifest. A backup may be
+/// drilled many times; its history line shows the newest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// Customer id.
+    pub customer_id: String,
+    /// The backup drilled.
+    pub backup_id: String,
+    /// The drill's run.
+    pub run_id: String,
+    /// Whether it restored and matched.
+    pub restorable: bool,
+    /// Why not, in the drill's words (pg_restore's own error, a count that differs).
+    pub reason: Option<String>,
+    /// When the drill ended (RFC 3339 UTC).
+    pub drilled_at: String,
+}
+
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -534,6 +553,41 @@ pub struct StoredEvent {
     pub data: Option<serde_json::Value>,
 }
 
+/// Where one customer's schedule of one pipeline stands: since when it applies and the newest
+/// slot handled (run, skipped or missed), so every slot is handled once across restarts and hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSlot {
+    /// Customer id.
+    pub customer_id: String,
+    /// The scheduled pipeline.
+    pub pipeline: String,
+    /// Unix ms from which the schedule applies (when a host first saw it): slots before it are
+    /// not due, so a new schedule does not start with a catch-up.
+    pub since_ms: i64,
+    /// The newest slot handled, Unix ms.
+    pub last_slot_ms: Option<i64>,
+    /// How it was handled: `queued`, `skipped` or `missed`.
+    pub outcome: Option<String>,
+    /// The run it queued.
+    pub run_id: Option<String>,
+    /// Why it was skipped or missed, or that it was a catch-up.
+    pub reason: Option<String>,
+    /// RFC 3339 UTC of when it was handled.
+    pub at: Option<String>,
+}
+
+/// A customer's own schedule of one pipeline, over its tier's (JSON as the API takes it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerSchedule {
+    /// Customer id.
+    pub customer_id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The schedule (`ops::schedule::ScheduleBody`).
+    pub spec: serde_json::Value,
+}
+
 /// What a run asks people, as the store keeps it: the request and, once someone decided, the
 /// decision (both JSON; the engine defines them).
 #[derive(Debug, Clone, PartialEq)]
@@ -689,6 +743,34 @@ pub trait Store: Send + Sync {
     /// Forgets what run `run_id` asked (it got its answer, gave up, or ended).
     fn clear_approval(&self, run_id: &str) -> StoreResult<()>;
 
+    /// The schedule state of one customer's pipelines, or of every customer's.
+    fn schedule_slots(&self, customer_id: Option<&str>) -> StoreResult<Vec<ScheduleSlot>>;
+
+    /// Notes that `customer_id`'s `pipeline` is scheduled from `since_ms`, unless it is known
+    /// already; returns its state.
+    fn schedule_seen(
+        &self,
+        customer_id: &str,
+        pipeline: &str,
+        since_ms: i64,
+    ) -> StoreResult<ScheduleSlot>;
+
+    /// Records how a slot was handled. With `only_if_newer`, only when `slot.last_slot_ms` is
+    /// newer than the one recorded (false: another host or tick took the slot first); without,
+    /// it replaces the outcome of that same slot.
+    fn record_slot(&self, slot: &ScheduleSlot, only_if_newer: bool) -> StoreResult<bool>;
+
+    /// Customers' own schedules: one customer's, or every customer's.
+    fn customer_schedules(&self, customer_id: Option<&str>) -> StoreResult<Vec<CustomerSchedule>>;
+
+    /// Sets (`Some`) or removes (`None`) a customer's own schedule of a pipeline.
+    fn set_customer_schedule(
+        &self,
+        customer_id: &str,
+        pipeline: &str,
+        spec: Option<&serde_json::Value>,
+    ) -> StoreResult<()>;
+
     /// Adds or updates (by run id) a line of backup history.
     fn record_backup(&self, b: &BackupRecord) -> StoreResult<()>;
     /// A customer's backup history, newest first: at most `limit` lines, starting after the line
@@ -699,6 +781,14 @@ pub trait Store: Send + Sync {
         limit: usize,
         before: Option<&str>,
     ) -> StoreResult<Vec<BackupRecord>>;
+
+    /// Stamps a backup with a drill's verdict (adds, or replaces the line of the same run).
+    fn record_drill(&self, d: &DrillRecord) -> StoreResult<()>;
+    /// The newest drill of each of the customer's `backup_ids` that was drilled (any order).
+    fn drills(&self, customer_id: &str, backup_ids: &[String]) -> StoreResult<Vec<DrillRecord>>;
+    /// Per customer that had one, when its newest restorable drill ended, unix milliseconds
+    /// (for `/metrics`); by customer id.
+    fn last_good_drills(&self) -> StoreResult<Vec<(String, i64)>>;
 
     /// Appends to the audit log.
     fn audit(&self, entry: &AuditEntry) -> StoreResult<()>;

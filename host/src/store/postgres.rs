@@ -26,11 +26,12 @@ use tokio_postgres::{NoTls, Row};
 
 use super::{
     ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
-    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord, Decided,
-    DurationHistogram, EventNotice, EventRecord, INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun,
-    NodeBeat, NodeRecord, Notice, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish,
-    RunQuery, RunRecord, RunState, SessionRecord, Store, StoreError, StoreResult, TokenRecord,
-    duration_ms, now, parse_state, state_str, to_i64,
+    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord,
+    CustomerSchedule, Decided, DrillRecord, DurationHistogram, EventNotice, EventRecord,
+    INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun, NodeBeat, NodeRecord, Notice,
+    RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord, RunState,
+    ScheduleSlot, SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now,
+    parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 
@@ -43,6 +44,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_fencing_events_approvals",
         include_str!("pg_migrations/0003_fencing_events_approvals.sql"),
     ),
+    (
+        "0004_schedules",
+        include_str!("pg_migrations/0004_schedules.sql"),
+    ),
+    ("0005_drills", include_str!("pg_migrations/0005_drills.sql")),
 ];
 
 /// The channel that wakes the workers of every node: a run of a customer of no node was queued,
@@ -463,6 +469,19 @@ async fn execute(c: &impl GenericClient, sql: &str, params: Params<'_>) -> Store
 }
 
 /// Column `i` of `row`.
+fn slot_row(row: &Row) -> StoreResult<ScheduleSlot> {
+    Ok(ScheduleSlot {
+        customer_id: col(row, 0)?,
+        pipeline: col(row, 1)?,
+        since_ms: col(row, 2)?,
+        last_slot_ms: col(row, 3)?,
+        outcome: col(row, 4)?,
+        run_id: col(row, 5)?,
+        reason: col(row, 6)?,
+        at: col(row, 7)?,
+    })
+}
+
 fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> StoreResult<T> {
     row.try_get(i).pg()
 }
@@ -1680,6 +1699,136 @@ impl Store for PgStore {
         })
     }
 
+    fn schedule_slots(&self, customer_id: Option<&str>) -> StoreResult<Vec<ScheduleSlot>> {
+        let customer_id = customer_id.map(str::to_owned);
+        self.call(move |c| async move {
+            query(
+                &c,
+                "SELECT customer_id, pipeline, since_ms, last_slot_ms, outcome, run_id, reason, at \
+                 FROM schedule_slots WHERE $1::text IS NULL OR customer_id = $1 \
+                 ORDER BY customer_id, pipeline",
+                &[&customer_id],
+            )
+            .await?
+            .iter()
+            .map(slot_row)
+            .collect()
+        })
+    }
+
+    fn schedule_seen(
+        &self,
+        customer_id: &str,
+        pipeline: &str,
+        since_ms: i64,
+    ) -> StoreResult<ScheduleSlot> {
+        let (customer_id, pipeline) = (customer_id.to_owned(), pipeline.to_owned());
+        self.call(move |c| async move {
+            execute(
+                &c,
+                "INSERT INTO schedule_slots (customer_id, pipeline, since_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (customer_id, pipeline) DO NOTHING",
+                &[&customer_id, &pipeline, &since_ms],
+            )
+            .await?;
+            let rows = query(
+                &c,
+                "SELECT customer_id, pipeline, since_ms, last_slot_ms, outcome, run_id, reason, at \
+                 FROM schedule_slots WHERE customer_id = $1 AND pipeline = $2",
+                &[&customer_id, &pipeline],
+            )
+            .await?;
+            match rows.first() {
+                Some(row) => slot_row(row),
+                None => Err(StoreError::UnknownCustomer(customer_id)),
+            }
+        })
+    }
+
+    fn record_slot(&self, slot: &ScheduleSlot, only_if_newer: bool) -> StoreResult<bool> {
+        let slot = slot.clone();
+        self.call(move |c| async move {
+            let changed = execute(
+                &c,
+                "UPDATE schedule_slots SET last_slot_ms = $3, outcome = $4, run_id = $5, \
+                   reason = $6, at = $7 \
+                 WHERE customer_id = $1 AND pipeline = $2 AND (CASE WHEN $8 \
+                   THEN last_slot_ms IS NULL OR last_slot_ms < $3 \
+                   ELSE last_slot_ms = $3 END)",
+                &[
+                    &slot.customer_id,
+                    &slot.pipeline,
+                    &slot.last_slot_ms,
+                    &slot.outcome,
+                    &slot.run_id,
+                    &slot.reason,
+                    &slot.at,
+                    &only_if_newer,
+                ],
+            )
+            .await?;
+            Ok(changed > 0)
+        })
+    }
+
+    fn customer_schedules(&self, customer_id: Option<&str>) -> StoreResult<Vec<CustomerSchedule>> {
+        let customer_id = customer_id.map(str::to_owned);
+        self.call(move |c| async move {
+            query(
+                &c,
+                "SELECT customer_id, pipeline, spec FROM customer_schedules \
+                 WHERE $1::text IS NULL OR customer_id = $1 ORDER BY customer_id, pipeline",
+                &[&customer_id],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(CustomerSchedule {
+                    customer_id: col(row, 0)?,
+                    pipeline: col(row, 1)?,
+                    spec: col(row, 2)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn set_customer_schedule(
+        &self,
+        customer_id: &str,
+        pipeline: &str,
+        spec: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        let (customer_id, pipeline) = (customer_id.to_owned(), pipeline.to_owned());
+        let spec = spec.map(clean_json);
+        self.call(move |c| async move {
+            match spec {
+                Some(spec) => {
+                    let set = execute(
+                        &c,
+                        "INSERT INTO customer_schedules (customer_id, pipeline, spec) \
+                         SELECT id, $2, $3::jsonb FROM customers WHERE id = $1 \
+                         ON CONFLICT (customer_id, pipeline) DO UPDATE SET spec = excluded.spec",
+                        &[&customer_id, &pipeline, &spec],
+                    )
+                    .await?;
+                    if set == 0 {
+                        return Err(StoreError::UnknownCustomer(customer_id));
+                    }
+                }
+                None => {
+                    execute(
+                        &c,
+                        "DELETE FROM customer_schedules WHERE customer_id = $1 AND pipeline = $2",
+                        &[&customer_id, &pipeline],
+                    )
+                    .await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn events(&self, run_id: &str, after_seq: u64) -> StoreResult<Vec<EventRecord>> {
         let run_id = run_id.to_owned();
         let after = to_i64(after_seq);
@@ -1769,6 +1918,78 @@ impl Store for PgStore {
             .await?
             .iter()
             .map(|row| backup_from_row(row, 0))
+            .collect()
+        })
+    }
+
+    fn record_drill(&self, d: &DrillRecord) -> StoreResult<()> {
+        let drilled_ms = unix_ms(&d.drilled_at).unwrap_or(0);
+        let d = DrillRecord {
+            reason: clean_opt(d.reason.as_deref()),
+            ..d.clone()
+        };
+        self.call(move |c| async move {
+            execute(
+                &c,
+                "INSERT INTO drills (run_id, customer_id, backup_id, restorable, reason, \
+                 drilled_at, drilled_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (run_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, \
+                 backup_id = EXCLUDED.backup_id, restorable = EXCLUDED.restorable, \
+                 reason = EXCLUDED.reason, drilled_at = EXCLUDED.drilled_at, \
+                 drilled_ms = EXCLUDED.drilled_ms",
+                &[
+                    &d.run_id,
+                    &d.customer_id,
+                    &d.backup_id,
+                    &d.restorable,
+                    &d.reason,
+                    &d.drilled_at,
+                    &drilled_ms,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn drills(&self, customer_id: &str, backup_ids: &[String]) -> StoreResult<Vec<DrillRecord>> {
+        let customer_id = customer_id.to_owned();
+        let backup_ids = backup_ids.to_vec();
+        self.call(move |c| async move {
+            query(
+                &c,
+                "SELECT DISTINCT ON (backup_id) customer_id, backup_id, run_id, restorable, \
+                 reason, drilled_at FROM drills WHERE customer_id = $1 AND backup_id = ANY($2) \
+                 ORDER BY backup_id, drilled_ms DESC, run_id DESC",
+                &[&customer_id, &backup_ids],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DrillRecord {
+                    customer_id: col(row, 0)?,
+                    backup_id: col(row, 1)?,
+                    run_id: col(row, 2)?,
+                    restorable: col(row, 3)?,
+                    reason: col(row, 4)?,
+                    drilled_at: col(row, 5)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn last_good_drills(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.call(move |c| async move {
+            query(
+                &c,
+                "SELECT customer_id, max(drilled_ms) FROM drills WHERE restorable \
+                 GROUP BY customer_id ORDER BY customer_id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
             .collect()
         })
     }

@@ -17,11 +17,11 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 
 use super::{
     ActiveRun, ApprovalRecord, AuditEntry, AuditQuery, AuditRow, BackupRecord, BackupSummary,
-    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord, Decided,
-    DurationHistogram, EventRecord, INTERRUPTED, LEASE_EXPIRED, LastBackup, NewRun, NodeBeat,
-    NodeRecord, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT, RunFilter, RunFinish, RunQuery, RunRecord,
-    RunState, SessionRecord, Store, StoreError, StoreResult, TokenRecord, duration_ms, now,
-    parse_state, state_str, to_i64,
+    CANCELLED_BEFORE_START, Claimant, CustomerOverview, CustomerQuery, CustomerRecord,
+    CustomerSchedule, Decided, DrillRecord, DurationHistogram, EventRecord, INTERRUPTED,
+    LEASE_EXPIRED, LastBackup, NewRun, NodeBeat, NodeRecord, RUNS_DEFAULT_LIMIT, RUNS_MAX_LIMIT,
+    RunFilter, RunFinish, RunQuery, RunRecord, RunState, ScheduleSlot, SessionRecord, Store,
+    StoreError, StoreResult, TokenRecord, duration_ms, now, parse_state, state_str, to_i64,
 };
 use crate::auth::Role;
 
@@ -36,6 +36,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_tokens_sessions.sql"),
     include_str!("migrations/0007_nodes.sql"),
     include_str!("migrations/0008_approvals.sql"),
+    include_str!("migrations/0009_schedules.sql"),
+    include_str!("migrations/0010_drills.sql"),
 ];
 
 /// How long a statement waits for another connection's lock before failing.
@@ -258,6 +260,19 @@ fn conversion_error(
 #[derive(Debug, thiserror::Error)]
 #[error("unknown run state {0:?}")]
 struct BadState(String);
+
+fn slot_row(row: &Row<'_>) -> rusqlite::Result<ScheduleSlot> {
+    Ok(ScheduleSlot {
+        customer_id: row.get(0)?,
+        pipeline: row.get(1)?,
+        since_ms: row.get(2)?,
+        last_slot_ms: row.get(3)?,
+        outcome: row.get(4)?,
+        run_id: row.get(5)?,
+        reason: row.get(6)?,
+        at: row.get(7)?,
+    })
+}
 
 fn json_column<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
@@ -1220,6 +1235,117 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn schedule_slots(&self, customer_id: Option<&str>) -> StoreResult<Vec<ScheduleSlot>> {
+        query_all(
+            &self.conn(),
+            "SELECT customer_id, pipeline, since_ms, last_slot_ms, outcome, run_id, reason, at \
+             FROM schedule_slots WHERE ?1 IS NULL OR customer_id = ?1 \
+             ORDER BY customer_id, pipeline",
+            [customer_id],
+            slot_row,
+        )
+    }
+
+    fn schedule_seen(
+        &self,
+        customer_id: &str,
+        pipeline: &str,
+        since_ms: i64,
+    ) -> StoreResult<ScheduleSlot> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO schedule_slots (customer_id, pipeline, since_ms) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (customer_id, pipeline) DO NOTHING",
+            params![customer_id, pipeline, since_ms],
+        )
+        .db()?;
+        conn.query_row(
+            "SELECT customer_id, pipeline, since_ms, last_slot_ms, outcome, run_id, reason, at \
+             FROM schedule_slots WHERE customer_id = ?1 AND pipeline = ?2",
+            params![customer_id, pipeline],
+            slot_row,
+        )
+        .db()
+    }
+
+    fn record_slot(&self, slot: &ScheduleSlot, only_if_newer: bool) -> StoreResult<bool> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE schedule_slots SET last_slot_ms = ?3, outcome = ?4, run_id = ?5, \
+                   reason = ?6, at = ?7 \
+                 WHERE customer_id = ?1 AND pipeline = ?2 AND (CASE WHEN ?8 \
+                   THEN last_slot_ms IS NULL OR last_slot_ms < ?3 \
+                   ELSE last_slot_ms = ?3 END)",
+                params![
+                    slot.customer_id,
+                    slot.pipeline,
+                    slot.last_slot_ms,
+                    slot.outcome,
+                    slot.run_id,
+                    slot.reason,
+                    slot.at,
+                    only_if_newer
+                ],
+            )
+            .db()?;
+        Ok(changed > 0)
+    }
+
+    fn customer_schedules(&self, customer_id: Option<&str>) -> StoreResult<Vec<CustomerSchedule>> {
+        query_all(
+            &self.conn(),
+            "SELECT customer_id, pipeline, spec_json FROM customer_schedules \
+             WHERE ?1 IS NULL OR customer_id = ?1 ORDER BY customer_id, pipeline",
+            [customer_id],
+            |row| {
+                Ok(CustomerSchedule {
+                    customer_id: row.get(0)?,
+                    pipeline: row.get(1)?,
+                    spec: json_column(row, 2)?,
+                })
+            },
+        )
+    }
+
+    fn set_customer_schedule(
+        &self,
+        customer_id: &str,
+        pipeline: &str,
+        spec: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        let conn = self.conn();
+        match spec {
+            Some(spec) => {
+                let known: bool = conn
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM customers WHERE id = ?1)",
+                        [customer_id],
+                        |r| r.get(0),
+                    )
+                    .db()?;
+                if !known {
+                    return Err(StoreError::UnknownCustomer(customer_id.to_owned()));
+                }
+                conn.execute(
+                    "INSERT INTO customer_schedules (customer_id, pipeline, spec_json) \
+                     VALUES (?1, ?2, ?3) ON CONFLICT (customer_id, pipeline) \
+                     DO UPDATE SET spec_json = excluded.spec_json",
+                    params![customer_id, pipeline, to_json(spec)?],
+                )
+                .db()?;
+            }
+            None => {
+                conn.execute(
+                    "DELETE FROM customer_schedules WHERE customer_id = ?1 AND pipeline = ?2",
+                    params![customer_id, pipeline],
+                )
+                .db()?;
+            }
+        }
+        Ok(())
+    }
+
     fn events(&self, run_id: &str, after_seq: u64) -> StoreResult<Vec<EventRecord>> {
         query_all(
             &self.conn(),
@@ -1289,6 +1415,68 @@ impl Store for SqliteStore {
              ORDER BY IFNULL(created_ms, -1) DESC, created_at DESC, run_id DESC LIMIT ?2",
             params![customer_id, limit, before],
             backup_from_row,
+        )
+    }
+
+    fn record_drill(&self, d: &DrillRecord) -> StoreResult<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO drills (run_id, customer_id, backup_id, restorable, reason, \
+                 drilled_at, drilled_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                 IFNULL(CAST(round((julianday(?6) - 2440587.5) * 86400000.0) AS INTEGER), 0)) \
+                 ON CONFLICT (run_id) DO UPDATE SET customer_id = excluded.customer_id, \
+                 backup_id = excluded.backup_id, restorable = excluded.restorable, \
+                 reason = excluded.reason, drilled_at = excluded.drilled_at, \
+                 drilled_ms = excluded.drilled_ms",
+                params![
+                    d.run_id,
+                    d.customer_id,
+                    d.backup_id,
+                    d.restorable,
+                    d.reason,
+                    d.drilled_at
+                ],
+            )
+            .db()?;
+        Ok(())
+    }
+
+    fn drills(&self, customer_id: &str, backup_ids: &[String]) -> StoreResult<Vec<DrillRecord>> {
+        let ids = to_json(&backup_ids)?;
+        // Newest first per backup; the first line of each backup is its newest drill.
+        let all = query_all(
+            &self.conn(),
+            "SELECT customer_id, backup_id, run_id, restorable, reason, drilled_at FROM drills \
+             WHERE customer_id = ?1 AND backup_id IN (SELECT value FROM json_each(?2)) \
+             ORDER BY backup_id, drilled_ms DESC, run_id DESC",
+            params![customer_id, ids],
+            |row| {
+                Ok(DrillRecord {
+                    customer_id: row.get(0)?,
+                    backup_id: row.get(1)?,
+                    run_id: row.get(2)?,
+                    restorable: row.get(3)?,
+                    reason: row.get(4)?,
+                    drilled_at: row.get(5)?,
+                })
+            },
+        )?;
+        let mut newest: Vec<DrillRecord> = Vec::new();
+        for d in all {
+            if newest.last().is_none_or(|n| n.backup_id != d.backup_id) {
+                newest.push(d);
+            }
+        }
+        Ok(newest)
+    }
+
+    fn last_good_drills(&self) -> StoreResult<Vec<(String, i64)>> {
+        query_all(
+            &self.conn(),
+            "SELECT customer_id, max(drilled_ms) FROM drills WHERE restorable = 1 \
+             GROUP BY customer_id ORDER BY customer_id",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
     }
 
@@ -1758,7 +1946,8 @@ mod tests {
             store
                 .conn()
                 .execute_batch(
-                    "DROP TABLE approvals; DROP TABLE nodes; DROP INDEX customers_node; \
+                    "DROP TABLE drills; DROP TABLE customer_schedules; DROP TABLE schedule_slots; \
+                     DROP TABLE approvals; DROP TABLE nodes; DROP INDEX customers_node; \
                      ALTER TABLE customers DROP COLUMN node; ALTER TABLE runs DROP COLUMN node; \
                      DROP TABLE sessions; DROP TABLE tokens; \
                      DROP INDEX runs_durations; DROP INDEX backups_present; \

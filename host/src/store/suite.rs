@@ -54,6 +54,9 @@ macro_rules! store_suite {
             moving_a_customer_is_refused_while_it_has_an_active_run,
             heartbeats_register_and_refresh_nodes,
             active_runs_are_listed_by_node,
+            drills_stamp_each_backup_with_its_newest_verdict_and_metrics_see_the_last_good,
+            schedule_slots_are_taken_once_and_remember_since_when,
+            customer_schedules_are_set_replaced_and_removed,
         );
     };
     (@each $fixture:path; $($test:ident,)*) => {
@@ -1635,4 +1638,141 @@ pub(crate) fn active_runs_are_listed_by_node(store: &dyn SuiteStore) {
             (None, "r4".into(), RunState::Queued),
         ]
     );
+}
+
+fn drill(customer: &str, backup: &str, run: &str, ok: bool, at: &str) -> DrillRecord {
+    DrillRecord {
+        customer_id: customer.into(),
+        backup_id: backup.into(),
+        run_id: run.into(),
+        restorable: ok,
+        reason: (!ok)
+            .then(|| "pg_restore: error: could not read from input file: end of file".into()),
+        drilled_at: at.into(),
+    }
+}
+
+pub(crate) fn drills_stamp_each_backup_with_its_newest_verdict_and_metrics_see_the_last_good(
+    store: &dyn SuiteStore,
+) {
+    customers(store, &["c1", "c2", "c3"]);
+    let (b1, b2) = ("20261201-030000".to_owned(), "20261202-030000".to_owned());
+    assert!(
+        store
+            .drills("c1", std::slice::from_ref(&b1))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.last_good_drills().unwrap().is_empty());
+    store
+        .record_drill(&drill("c1", &b1, "r1", true, "2026-12-01T04:00:00.000Z"))
+        .unwrap();
+    // A later drill of the same backup that failed is what the history shows...
+    let bad = drill("c1", &b1, "r2", false, "2026-12-02T04:00:00.000Z");
+    store.record_drill(&bad).unwrap();
+    // ...and an earlier verdict recorded late does not hide it.
+    store
+        .record_drill(&drill("c1", &b1, "r0", true, "2026-11-30T04:00:00.000Z"))
+        .unwrap();
+    store
+        .record_drill(&drill("c1", &b2, "r3", true, "2026-12-02T05:00:00.500Z"))
+        .unwrap();
+    store
+        .record_drill(&drill("c2", &b1, "r4", false, "2026-12-02T06:00:00.000Z"))
+        .unwrap();
+    let mut got = store
+        .drills("c1", &[b1.clone(), b2.clone(), "20261203-030000".into()])
+        .unwrap();
+    got.sort_by(|a, b| a.backup_id.cmp(&b.backup_id));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], bad);
+    assert_eq!(got[1].run_id, "r3");
+    assert!(got[1].restorable && got[1].reason.is_none());
+    // Another customer's drills of the same backup id are its own.
+    assert_eq!(
+        store.drills("c2", std::slice::from_ref(&b1)).unwrap()[0].run_id,
+        "r4"
+    );
+    assert!(
+        store
+            .drills("c3", std::slice::from_ref(&b1))
+            .unwrap()
+            .is_empty()
+    );
+    // The newest good drill per customer; a customer with only bad ones has none.
+    let good = store.last_good_drills().unwrap();
+    assert_eq!(good, [("c1".to_owned(), 1_796_187_600_500)]);
+    // Recording the same run again replaces its line.
+    store
+        .record_drill(&drill("c2", &b1, "r4", true, "2026-12-02T06:00:00.000Z"))
+        .unwrap();
+    assert!(store.drills("c2", &[b1]).unwrap()[0].restorable);
+    assert_eq!(store.last_good_drills().unwrap().len(), 2);
+}
+
+pub(crate) fn schedule_slots_are_taken_once_and_remember_since_when(store: &dyn SuiteStore) {
+    customers(store, &["c1", "c2"]);
+    let seen = store.schedule_seen("c1", "backup", 1_000).unwrap();
+    assert_eq!(
+        (seen.since_ms, seen.last_slot_ms, seen.outcome),
+        (1_000, None, None)
+    );
+    // Seen again later: since when it applies does not move.
+    assert_eq!(
+        store.schedule_seen("c1", "backup", 9_000).unwrap().since_ms,
+        1_000
+    );
+    let slot = |at: i64, outcome: &str| ScheduleSlot {
+        customer_id: "c1".into(),
+        pipeline: "backup".into(),
+        since_ms: 1_000,
+        last_slot_ms: Some(at),
+        outcome: Some(outcome.into()),
+        run_id: Some(format!("run-{at}")),
+        reason: None,
+        at: Some("2026-12-07T03:00:00Z".into()),
+    };
+    // A slot is taken once: a second host (or tick) taking the same slot is refused.
+    assert!(store.record_slot(&slot(5_000, "queued"), true).unwrap());
+    assert!(!store.record_slot(&slot(5_000, "queued"), true).unwrap());
+    assert!(!store.record_slot(&slot(4_000, "queued"), true).unwrap());
+    // The same slot's outcome can be corrected (the queue refused the run after all).
+    let mut skipped = slot(5_000, "skipped");
+    skipped.reason = Some("busy".into());
+    assert!(store.record_slot(&skipped, false).unwrap());
+    assert!(!store.record_slot(&slot(6_000, "skipped"), false).unwrap());
+    assert!(store.record_slot(&slot(6_000, "queued"), true).unwrap());
+    store.schedule_seen("c2", "drill", 2_000).unwrap();
+    let all = store.schedule_slots(None).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].last_slot_ms, Some(6_000));
+    assert_eq!(all[0].run_id.as_deref(), Some("run-6000"));
+    assert_eq!(all[1].pipeline, "drill");
+    assert_eq!(store.schedule_slots(Some("c2")).unwrap().len(), 1);
+}
+
+pub(crate) fn customer_schedules_are_set_replaced_and_removed(store: &dyn SuiteStore) {
+    customers(store, &["c1", "c2"]);
+    assert!(matches!(
+        store.set_customer_schedule("nobody", "backup", Some(&json!({ "at": "off" }))),
+        Err(StoreError::UnknownCustomer(_))
+    ));
+    store
+        .set_customer_schedule("c1", "backup", Some(&json!({ "at": "daily 02:00" })))
+        .unwrap();
+    store
+        .set_customer_schedule("c1", "backup", Some(&json!({ "at": "daily 04:00" })))
+        .unwrap();
+    store
+        .set_customer_schedule("c2", "drill", Some(&json!({ "at": "off" })))
+        .unwrap();
+    let all = store.customer_schedules(None).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].spec, json!({ "at": "daily 04:00" }));
+    assert_eq!(
+        store.customer_schedules(Some("c2")).unwrap()[0].pipeline,
+        "drill"
+    );
+    store.set_customer_schedule("c1", "backup", None).unwrap();
+    assert!(store.customer_schedules(Some("c1")).unwrap().is_empty());
 }

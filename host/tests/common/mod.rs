@@ -43,6 +43,7 @@ pub fn env_on(store: Arc<dyn Store>, token: Option<&str>) -> Env {
         grants: Default::default(),
         runs: Default::default(),
         console: Default::default(),
+        schedule: Default::default(),
     };
     let state = AppState {
         hub: EventHub::new(store.clone()),

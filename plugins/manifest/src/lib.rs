@@ -4,9 +4,9 @@
 //! The document, in this key order: `formatVersion` (1), `id` (the run timestamp, i.e. the backup
 //! folder's name), `customer` {`domain`, `id`}, `timestamp` (ISO 8601 UTC), `type`, `include`,
 //! `versions` {`backend`, `admin`, `store`}, `paths` {`uploadsPath`}, `engine` {`node`,
-//! `packageManager`, `postgres`, `pgDump`}, `artifacts` [{`name`, `file`, `size`, `sha256`, and
-//! from `archive` steps `fingerprint` and, for an archive linked from an earlier backup,
-//! `reusedFrom`}],
+//! `packageManager`, `postgres`, `pgDump`}, `artifacts` [{`name`, `file`, `size`, `sha256`, and for
+//! an archive `files` and `bytes`: what its step counted, which a restore drill checks; and
+//! `fingerprint` and, for an archive linked from an earlier backup, `reusedFrom`}],
 //! `stats` {`totalBytes`, `totalMB`, `durationSeconds`}, `run` {`id`}.
 //!
 //! Artifacts are those of earlier steps (as the host checked them) whose guest path lies in the
@@ -165,6 +165,13 @@ pub struct ManifestArtifact {
     pub size: u64,
     /// Lowercase hex SHA-256.
     pub sha256: String,
+    /// For an archive: the regular files in it, as the step that wrote it counted them (its
+    /// output `files`); what a restore drill compares the unpacked archive with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// For an archive: those files' bytes (its step's output `bytes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
     /// The fingerprint of the source an `archive` step made it from: a later backup of an
     /// unchanged source reuses the file.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -332,6 +339,12 @@ fn artifacts_in(ctx: &Context, dir: &str, output: &str) -> Vec<ManifestArtifact>
                 .filter(|v| !v.is_empty())
                 .map(str::to_string)
         };
+        // A step's `files`/`bytes` describe its artifact only when it made just the one.
+        let counted = |key: &str| {
+            (step.artifacts.len() == 1)
+                .then(|| step.value(key)?.parse::<u64>().ok())
+                .flatten()
+        };
         let Some(path) = normalize(&artifact.path) else {
             continue;
         };
@@ -346,6 +359,8 @@ fn artifacts_in(ctx: &Context, dir: &str, output: &str) -> Vec<ManifestArtifact>
                     file: file.to_string(),
                     size: artifact.size,
                     sha256: artifact.sha256.clone(),
+                    files: counted("files"),
+                    bytes: counted("bytes"),
                     fingerprint: own("fingerprint"),
                     reused_from: own("reused-from"),
                 },
@@ -678,6 +693,40 @@ mod tests {
         let a = artifacts_in(&ctx, "/out", "/out/backup.json");
         assert_eq!(a.len(), 1);
         assert_eq!((a[0].name.as_str(), a[0].size), ("new", 2));
+    }
+
+    #[test]
+    fn an_archive_step_s_file_count_and_bytes_go_with_its_artifact() {
+        let ctx = Context::builder()
+            .previous(StepOutputs {
+                step: "archive-uploads".into(),
+                artifacts: vec![artifact("uploads", "/out/uploads.tar.gz", 9)],
+                values: vec![("files".into(), "4".into()), ("bytes".into(), "70".into())],
+            })
+            .previous(StepOutputs {
+                step: "two".into(),
+                artifacts: vec![
+                    artifact("a", "/out/a.tar.gz", 1),
+                    artifact("b", "/out/b.tar.gz", 1),
+                ],
+                values: vec![("files".into(), "4".into())],
+            })
+            .build();
+        let a = artifacts_in(&ctx, "/out", "/out/backup.json");
+        let uploads = a.iter().find(|a| a.name == "uploads").unwrap();
+        assert_eq!((uploads.files, uploads.bytes), (Some(4), Some(70)));
+        let json = serde_json::to_value(uploads).unwrap();
+        assert_eq!(
+            (json["files"].clone(), json["bytes"].clone()),
+            (4.into(), 70.into())
+        );
+        // A step with two artifacts: its counts are not either one's.
+        assert!(
+            a.iter()
+                .filter(|a| a.name != "uploads")
+                .all(|a| a.files.is_none())
+        );
+        assert!(serde_json::to_value(&a[0]).unwrap().get("files").is_none());
     }
 
     #[test]
