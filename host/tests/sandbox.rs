@@ -460,7 +460,7 @@ fn plugins_list_what_they_import() {
     assert!(
         imports
             .iter()
-            .any(|i| i == "qodify:pipeline/commands@0.1.1"),
+            .any(|i| i == "qodify:pipeline/commands@0.1.2"),
         "{imports:?}"
     );
     let noop =

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the archive plugin against native `tar -czf` (GNU tar + gzip -6) on one
 //! generated tree, run by the same script back to back; the per-step overhead of the runtime
 //! (store + instantiate from a pre-linked component + a no-op call) against spawning a native
-//! no-op process; a whole backup against a plain script; and the HTTP API under load
+//! no-op process; a whole backup against a plain script; a second backup of an unchanged
+//! customer, which reuses the first one's archives, against the first; and the HTTP API under load
 //! ([`crate::bench_api`]); the downtime of a layout migration and of an upgrade's swap on real
 //! PM2 apps against plain scripts ([`crate::bench_upgrade`]); three hosts sharing one PostgreSQL
 //! store against one on SQLite ([`crate::bench_nodes`]); a TypeScript plugin against the same
@@ -23,6 +24,7 @@ struct Opts {
     runs: usize,
     archive: bool,
     backup: bool,
+    reuse: bool,
     api: bool,
     upgrade: bool,
     console: bool,
@@ -39,7 +41,7 @@ struct Opts {
 const OPTIONS: &str = "--size-mib N, --runs N, --db-rows N, --clients N, --duration-secs N, \
     --poll-ms N, --workers N, --history-runs N, --samples N, --pm2-mode cluster|fork|both, \
     --cluster-sched rr|none|both, \
-    --archive-only, --backup-only, --api-only, --upgrade-only, --console-only, --nodes-only, \
+    --archive-only, --backup-only, --reuse-only, --api-only, --upgrade-only, --console-only, --nodes-only, \
     --plugins-only";
 
 /// The number after `flag`.
@@ -73,6 +75,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         runs: 3,
         archive: true,
         backup: true,
+        reuse: true,
         api: true,
         upgrade: true,
         console: true,
@@ -100,6 +103,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--samples" => api.samples = num(a, &mut it)? as usize,
             "--archive-only" => only.push("archive"),
             "--backup-only" => only.push("backup"),
+            "--reuse-only" => only.push("reuse"),
             "--api-only" => only.push("api"),
             "--upgrade-only" => only.push("upgrade"),
             "--console-only" => only.push("console"),
@@ -113,6 +117,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
     if !only.is_empty() {
         o.archive = only.contains(&"archive");
         o.backup = only.contains(&"backup");
+        o.reuse = only.contains(&"reuse");
         o.api = only.contains(&"api");
         o.upgrade = only.contains(&"upgrade");
         o.console = only.contains(&"console");
@@ -260,6 +265,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     if opts.backup {
         backup(&target, &opts)?;
+    }
+    if opts.reuse {
+        reuse(&target, &opts)?;
     }
     if opts.api {
         crate::bench_api::run(&target, &opts.api_opts)?;
@@ -515,6 +523,9 @@ tar -czf "$O/uploads.tar.gz" -C "$C/backend/uploads" .
             "--json",
             "--param",
             "retention=1",
+            // Every archive written, as the script writes them (`reuse` measures the rest).
+            "--param",
+            "full=true",
         ])
         .arg("--plugins-dir")
         .arg(target.join("plugins"))
@@ -571,6 +582,82 @@ tar -czf "$O/uploads.tar.gz" -C "$C/backend/uploads" .
     println!(
         "  qodify-host peak RSS                                   {:>8.1} MiB",
         rss as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// The first fast backup of the bench customer (nothing to reuse: `full=true`) against a second
+/// one of the unchanged customer (every archive linked, only the dump made anew) and one after a
+/// single upload changed (the uploads archive written again). Target: second ≤ 0.35× first.
+fn reuse(target: &Path, opts: &Opts) -> Result<()> {
+    if psql("postgres", "SELECT 1").is_err() {
+        eprintln!("PostgreSQL is not reachable on 127.0.0.1:5432: skipping the reuse benchmark");
+        return Ok(());
+    }
+    let bench = target.join("bench-backup");
+    let customers = bench.join("customers");
+    let dir = customers.join(BACKUP_DOMAIN);
+    make_backup_customer(&dir, opts.size_mib, opts.db_rows)?;
+    let bin = target.join("release/qodify-host");
+    let backup = |full: bool| -> Result<Duration> {
+        // A change within the last second keeps an archive from being reused (racy), and each
+        // backup needs its own second.
+        std::thread::sleep(Duration::from_millis(1300));
+        let mut c = Command::new(&bin);
+        c.args(["run", "backup", "--customer", BACKUP_DOMAIN, "--json"])
+            .args(["--param", "retention=3", "--param"])
+            .arg(format!("full={full}"))
+            .arg("--plugins-dir")
+            .arg(target.join("plugins"))
+            .env("QODIFY_CUSTOMERS_ROOT", &customers)
+            .env("QODIFY_DATA_DIR", bench.join("data"));
+        Ok(timed(&mut c)?.0)
+    };
+    backup(true)?; // warm-up: compile cache, page cache
+    let upload = std::fs::read_dir(dir.join("backend/uploads/d00/s00"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .context("no upload to change in the bench tree")?;
+    let (mut first, mut second, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..opts.runs {
+        first.push(backup(true)?);
+        second.push(backup(false)?);
+        let len = std::fs::metadata(&upload)?.len() as usize;
+        std::fs::write(&upload, noise(len, 1000 + i as u64))?;
+        changed.push(backup(false)?);
+        eprintln!(
+            "run {}: first {:.2}s, unchanged {:.2}s, one upload changed {:.2}s",
+            i + 1,
+            first[i].as_secs_f64(),
+            second[i].as_secs_f64(),
+            changed[i].as_secs_f64()
+        );
+    }
+    let (f, s, c) = (median(first), median(second), median(changed));
+    println!(
+        "\nreusing unchanged archives ({} MiB uploads, {} database rows), median of {}:",
+        opts.size_mib, opts.db_rows, opts.runs
+    );
+    println!(
+        "  first fast backup (full=true: every archive written)   {:>8.2} s",
+        f.as_secs_f64()
+    );
+    println!(
+        "  second, unchanged (archives linked, dump made anew)    {:>8.2} s",
+        s.as_secs_f64()
+    );
+    println!(
+        "  after one changed upload (uploads archive written)     {:>8.2} s",
+        c.as_secs_f64()
+    );
+    println!(
+        "  ratio unchanged/first (target <= 0.35)                 {:>8.2}x",
+        s.as_secs_f64() / f.as_secs_f64()
+    );
+    println!(
+        "  ratio one-changed-upload/first                         {:>8.2}x",
+        c.as_secs_f64() / f.as_secs_f64()
     );
     Ok(())
 }

@@ -285,8 +285,8 @@ access = "rw"
     fn grants_beyond_the_manifest_are_named() {
         let m = Manifest::parse(TEXT).unwrap();
         let imports = vec![
-            "qodify:pipeline/commands@0.1.1".to_owned(),
-            "qodify:pipeline/http@0.1.1".to_owned(),
+            "qodify:pipeline/commands@0.1.2".to_owned(),
+            "qodify:pipeline/http@0.1.2".to_owned(),
         ];
         assert!(
             m.excess(

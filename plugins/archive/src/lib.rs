@@ -5,11 +5,15 @@
 //! compress is stored instead of deflated, which is where the time goes.
 //!
 //! Config (see [`Config`]): `source`, `output`, `name`, `exclude`, `keep`, `include`, `follow_symlinks`,
-//! `level`, `prefix`. Returns the artifact `{name, output, size, sha256}` and the outputs `files`,
-//! `bytes` (input bytes) and `excluded`.
+//! `level`, `prefix`, `backups`, `reuse`. Returns the artifact `{name, output, size, sha256}` and
+//! the outputs `files`, `bytes` (input bytes), `excluded`, `fingerprint` (the source's, see
+//! [`fingerprint`]; absent when a file changed moments ago) and `reused-from` (the backup whose
+//! archive was linked instead of written, see [`reuse`]).
 
 pub mod deflater;
+pub mod fingerprint;
 pub mod gz;
+pub mod reuse;
 pub mod tarball;
 pub mod walk;
 
@@ -52,10 +56,21 @@ pub struct Config {
     /// Folder to put every entry under, e.g. `backend`.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// Guest path of the customer's backups folder (a read-only mount is enough): an earlier
+    /// complete backup's archive of the very same source is linked instead of written anew.
+    #[serde(default)]
+    pub backups: Option<String>,
+    /// False to write the archive even when an earlier one could be reused (a full backup).
+    #[serde(default = "default_reuse")]
+    pub reuse: bool,
 }
 
 fn default_level() -> u32 {
     6
+}
+
+fn default_reuse() -> bool {
+    true
 }
 
 struct Archive;
@@ -64,19 +79,43 @@ impl Step for Archive {
     type Config = Config;
 
     fn run(ctx: &Context, config: Config) -> Result<Output, Error> {
-        let plan = Plan::new(config)?;
+        let mut plan = Plan::new(config)?;
         let mount = ctx.mount_for(&plan.walk.source).ok_or_else(|| {
             Error::permission_denied(format!(
                 "source {} is not inside a folder granted to this step",
                 plan.walk.source
             ))
         })?;
-        let walk_opts = WalkOptions {
-            boundary: mount.guest_path.clone(),
-            ..plan.walk
-        };
+        plan.walk.boundary = mount.guest_path.clone();
         let mut hooks = CtxHooks(ctx);
-        let walked = walk(&fs::HostFs, &walk_opts, &mut hooks)?;
+        let started = now();
+        let walked = walk(&fs::HostFs, &plan.walk, &mut hooks)?;
+        let fingerprint = match fingerprint::fingerprint(&walked, &plan.settings(), started) {
+            Ok(fp) => Some(fp),
+            Err(why) => {
+                ctx.info(format!(
+                    "{}: {why}, so this archive gets no fingerprint and a later backup makes it anew",
+                    plan.name
+                ));
+                None
+            }
+        };
+        if let Some(reused) = plan.try_reuse(ctx, &fs::HostFs, fingerprint.as_deref()) {
+            let files = walked.entries.iter().filter(|e| e.meta.is_file()).count();
+            ctx.info(format!(
+                "{} unchanged since backup {} ({files} files, {:.1} MiB): its archive is linked, not written again",
+                plan.name,
+                reused.id,
+                walked.total_bytes as f64 / 1048576.0
+            ));
+            return Ok(Output::new()
+                .artifact(plan.name, plan.output, reused.size, reused.sha256)
+                .value("files", files)
+                .value("bytes", walked.total_bytes)
+                .value("excluded", walked.excluded)
+                .value("fingerprint", fingerprint.unwrap_or_default())
+                .value("reused-from", reused.id));
+        }
 
         let file = File::create(&plan.output)
             .with_context(|| format!("creating the archive {}", plan.output))?;
@@ -99,11 +138,26 @@ impl Step for Archive {
             stats.stored_files,
             walked.excluded
         ));
-        Ok(Output::new()
+        let out = Output::new()
             .artifact(plan.name, plan.output, size, sha256)
             .value("files", stats.files)
             .value("bytes", stats.bytes)
-            .value("excluded", walked.excluded))
+            .value("excluded", walked.excluded);
+        Ok(match fingerprint {
+            Some(fp) => out.value("fingerprint", fp),
+            None => out,
+        })
+    }
+}
+
+/// The wall clock, as file timestamps count.
+fn now() -> fs::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    fs::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos(),
     }
 }
 
@@ -120,6 +174,14 @@ pub struct Plan {
     pub output: String,
     /// Artifact name.
     pub name: String,
+    /// Exclude patterns in effect, include patterns: for the fingerprint.
+    pub exclude: Vec<String>,
+    /// Include patterns, when given.
+    pub include: Option<Vec<String>>,
+    /// Normalised guest path of the backups folder to reuse from.
+    pub backups: Option<String>,
+    /// Whether to look for an archive to reuse.
+    pub reuse: bool,
 }
 
 impl Plan {
@@ -177,6 +239,10 @@ impl Plan {
             .cloned()
             .collect();
         let skip_path = is_within(&source, &output).then(|| output.clone());
+        let backups = match &config.backups {
+            Some(b) => Some(normalize(b).map_err(|e| e.context("backups"))?),
+            None => None,
+        };
         Ok(Plan {
             walk: WalkOptions {
                 boundary: source.clone(),
@@ -185,7 +251,12 @@ impl Plan {
                 follow_symlinks: config.follow_symlinks,
                 skip_path,
                 source,
+                identities: true,
             },
+            exclude,
+            include: config.include,
+            backups,
+            reuse: config.reuse,
             tar: TarOptions {
                 level: config.level,
                 prefix,
@@ -194,6 +265,58 @@ impl Plan {
             output,
             name,
         })
+    }
+}
+
+impl Plan {
+    /// What besides the source shapes the archive.
+    pub fn settings(&self) -> fingerprint::Settings<'_> {
+        fingerprint::Settings {
+            exclude: &self.exclude,
+            include: self.include.as_deref(),
+            follow_symlinks: self.walk.follow_symlinks,
+            level: self.tar.level,
+            prefix: self.tar.prefix.as_deref(),
+            name: &self.name,
+        }
+    }
+
+    /// Links an earlier backup's archive of this very source as the output, when reuse is on,
+    /// the source has a fingerprint and an earlier complete backup has it; else says why not
+    /// and returns `None`, and the caller writes the archive.
+    pub fn try_reuse(
+        &self,
+        ctx: &Context,
+        tree: &impl fs::FileSystem,
+        fingerprint: Option<&str>,
+    ) -> Option<backup_list::Reusable> {
+        let (Some(backups), Some(fp)) = (self.backups.as_deref(), fingerprint) else {
+            return None;
+        };
+        if !self.reuse {
+            ctx.info(format!(
+                "{}: a full backup, so the archive is written anew",
+                self.name
+            ));
+            return None;
+        }
+        match reuse::reuse(tree, backups, &self.name, fp, &self.output) {
+            Ok(Some(found)) => Some(found),
+            Ok(None) => {
+                ctx.info(format!(
+                    "{}: no earlier complete backup has an archive of this very source; writing it",
+                    self.name
+                ));
+                None
+            }
+            Err(e) => {
+                ctx.warn(format!(
+                    "{}: could not link the earlier archive ({e}); writing it instead",
+                    self.name
+                ));
+                None
+            }
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use flate2::read::GzDecoder;
-use qodify_plugin_sdk::ErrorKind;
 use qodify_plugin_sdk::fs::{FileKind, FileSystem as _, StdFs};
+use qodify_plugin_sdk::{ErrorKind, LogLevel};
 
 use super::*;
 use crate::tarball::TarStats;
@@ -514,4 +514,286 @@ fn keep_drops_exclude_patterns_set_true_and_refuses_unknown_ones() {
         "{}",
         err.message()
     );
+}
+
+/// A moment well after every change the tests make, so no entry counts as changed moments ago.
+fn later() -> fs::Timestamp {
+    let mut t = now();
+    t.seconds += 60;
+    t
+}
+
+fn fingerprint_of(plan: &Plan) -> String {
+    let mut hooks = TestHooks::default();
+    let walked = walk(&StdFs::new(), &plan.walk, &mut hooks).unwrap();
+    fingerprint::fingerprint(&walked, &plan.settings(), later()).unwrap()
+}
+
+/// Waits out the file system's timestamp granularity, so a change shows in ctime.
+fn tick() {
+    std::thread::sleep(Duration::from_millis(30));
+}
+
+#[test]
+fn the_fingerprint_changes_with_every_attribute_of_every_entry() {
+    let tmp = sample_tree();
+    let src = tmp.path().join("src");
+    let plan = plan_for(&tmp, serde_json::json!({"exclude": ["**/node_modules/**"]}));
+    let first = fingerprint_of(&plan);
+    assert_eq!(first.len(), 64);
+    assert_eq!(
+        fingerprint_of(&plan),
+        first,
+        "the same tree, the same fingerprint"
+    );
+
+    let mut seen = vec![first];
+    let mut changed = |what: &str, change: &dyn Fn()| {
+        tick();
+        change();
+        let fp = fingerprint_of(&plan);
+        assert!(!seen.contains(&fp), "{what} left the fingerprint as it was");
+        seen.push(fp);
+    };
+    let file = src.join("src/app.js");
+    changed("a mode", &|| {
+        stdfs::set_permissions(&file, stdfs::Permissions::from_mode(0o600)).unwrap()
+    });
+    changed("an mtime", &|| {
+        File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+            .unwrap()
+    });
+    changed(
+        "content of the same size with the mtime put back (ctime only)",
+        &|| {
+            let old = stdfs::metadata(&file).unwrap().modified().unwrap();
+            let mut data = stdfs::read(&file).unwrap();
+            data[0] ^= 1;
+            stdfs::write(&file, &data).unwrap();
+            File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        },
+    );
+    changed("a copy put in place (inode)", &|| {
+        let copy = src.join("src/app.js.copy");
+        stdfs::copy(&file, &copy).unwrap();
+        let m = stdfs::metadata(&file).unwrap();
+        File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_modified(m.modified().unwrap())
+            .unwrap();
+        stdfs::set_permissions(&copy, m.permissions()).unwrap();
+        stdfs::rename(&copy, &file).unwrap();
+    });
+    changed("a size", &|| {
+        stdfs::write(src.join("server.js"), b"x").unwrap()
+    });
+    changed("a new file", &|| {
+        stdfs::write(src.join("new.txt"), b"").unwrap()
+    });
+    changed("a symlink's target", &|| {
+        stdfs::remove_file(src.join("link-rel")).unwrap();
+        symlink("server.js", src.join("link-rel")).unwrap();
+    });
+    changed("a removed file", &|| {
+        stdfs::remove_file(src.join("new.txt")).unwrap()
+    });
+    // A change in an excluded folder is no change of the archive.
+    let before = fingerprint_of(&plan);
+    tick();
+    stdfs::write(src.join("node_modules/x/index.js"), b"changed").unwrap();
+    assert_eq!(fingerprint_of(&plan), before);
+}
+
+#[test]
+fn the_fingerprint_changes_with_the_settings_that_shape_the_archive() {
+    let tmp = sample_tree();
+    let base = serde_json::json!({"exclude": ["**/logs/**", "tmp/**"]});
+    let fp = |json: serde_json::Value| fingerprint_of(&plan_for(&tmp, json));
+    let first = fp(base.clone());
+    for (what, json) in [
+        (
+            "another exclude",
+            serde_json::json!({"exclude": ["**/logs/**"]}),
+        ),
+        (
+            "keep",
+            serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "keep": {"**/logs/**": true}}),
+        ),
+        (
+            "include",
+            serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "include": ["**/*.js"]}),
+        ),
+        (
+            "level",
+            serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "level": 1}),
+        ),
+        (
+            "prefix",
+            serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "prefix": "b"}),
+        ),
+        (
+            "name",
+            serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "name": "other"}),
+        ),
+    ] {
+        assert_ne!(fp(json), first, "{what}");
+    }
+    // `keep = false` is the exclude as it was.
+    let kept_off =
+        serde_json::json!({"exclude": ["**/logs/**", "tmp/**"], "keep": {"**/logs/**": false}});
+    assert_eq!(fp(kept_off), first);
+}
+
+#[test]
+fn a_source_changed_moments_ago_gets_no_fingerprint() {
+    let tmp = sample_tree();
+    let plan = plan_for(&tmp, serde_json::json!({}));
+    let mut hooks = TestHooks::default();
+    let walked = walk(&StdFs::new(), &plan.walk, &mut hooks).unwrap();
+    // sample_tree just made every entry: its ctimes are now.
+    let err = fingerprint::fingerprint(&walked, &plan.settings(), now()).unwrap_err();
+    assert!(matches!(err, fingerprint::NoFingerprint::Racy(_)), "{err}");
+    assert!(fingerprint::fingerprint(&walked, &plan.settings(), later()).is_ok());
+}
+
+/// `<tmp>/backups` with backup `id` holding `file` (the given bytes) and a `backup.json` that
+/// lists it as artifact `name` with `fingerprint`.
+fn earlier_backup(backups: &Path, id: &str, name: &str, file: &str, fingerprint: &str) -> String {
+    let data = format!("archive of {id}");
+    stdfs::create_dir_all(backups.join(id)).unwrap();
+    stdfs::write(backups.join(id).join(file), &data).unwrap();
+    let (_, size, sha256) = {
+        let mut w = qodify_plugin_sdk::HashingWriter::new(std::io::sink());
+        std::io::Write::write_all(&mut w, data.as_bytes()).unwrap();
+        w.finish()
+    };
+    let doc = serde_json::json!({
+        "formatVersion": 1,
+        "id": id,
+        "artifacts": [{"name": name, "file": file, "size": size, "sha256": sha256, "fingerprint": fingerprint}],
+    });
+    stdfs::write(backups.join(id).join("backup.json"), doc.to_string()).unwrap();
+    sha256
+}
+
+#[test]
+fn the_newest_complete_backup_with_the_fingerprint_is_linked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    earlier_backup(
+        &backups,
+        "20260101-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "fp",
+    );
+    let newest = earlier_backup(
+        &backups,
+        "20260102-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "fp",
+    );
+    earlier_backup(
+        &backups,
+        "20260103-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "other",
+    );
+    // Neither a partial folder nor a backup whose file is gone counts.
+    earlier_backup(&backups, ".partial-run9", "uploads", "uploads.tar.gz", "fp");
+    earlier_backup(
+        &backups,
+        "20260104-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "fp",
+    );
+    stdfs::remove_file(backups.join("20260104-000000/uploads.tar.gz")).unwrap();
+    stdfs::create_dir(backups.join(".partial-run10")).unwrap();
+    let out = backups.join(".partial-run10/uploads.tar.gz");
+    let (b, o) = (backups.to_str().unwrap(), out.to_str().unwrap());
+
+    let found = reuse::reuse(&StdFs::new(), b, "uploads", "fp", o)
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, "20260102-000000");
+    assert_eq!(found.sha256, newest);
+    let ino = |p: &Path| stdfs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&out),
+        ino(&backups.join("20260102-000000/uploads.tar.gz"))
+    );
+
+    // Deleting the backup it came from leaves the new one whole.
+    stdfs::remove_dir_all(backups.join("20260102-000000")).unwrap();
+    assert_eq!(
+        stdfs::read_to_string(&out).unwrap(),
+        "archive of 20260102-000000"
+    );
+
+    // Another name or fingerprint: nothing to reuse.
+    let o2 = backups.join(".partial-run10/x.tar.gz");
+    let o2 = o2.to_str().unwrap();
+    assert_eq!(
+        reuse::reuse(&StdFs::new(), b, "backend", "fp", o2).unwrap(),
+        None
+    );
+    assert_eq!(
+        reuse::reuse(&StdFs::new(), b, "uploads", "nope", o2).unwrap(),
+        None
+    );
+    assert!(!Path::new(o2).exists());
+}
+
+#[test]
+fn a_link_across_file_systems_falls_back_to_writing_the_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backups = tmp.path().join("backups");
+    earlier_backup(
+        &backups,
+        "20260101-000000",
+        "uploads",
+        "uploads.tar.gz",
+        "fp",
+    );
+    stdfs::create_dir(backups.join(".partial-r")).unwrap();
+    let out = backups.join(".partial-r/uploads.tar.gz");
+    let mut plan = plan_for(
+        &tmp,
+        serde_json::json!({"backups": backups.to_str().unwrap(), "name": "uploads"}),
+    );
+    plan.output = out.to_str().unwrap().to_string();
+    let exdev = StdFs::failing_links(|_, _| true);
+    let ctx = Context::builder().build();
+    assert_eq!(plan.try_reuse(&ctx, &exdev, Some("fp")), None);
+    let warned = ctx.logged(LogLevel::Warn).join("\n");
+    assert!(
+        warned.contains("EXDEV") && warned.contains("writing it instead"),
+        "{warned}"
+    );
+    assert!(!out.exists());
+    // The same on one file system links; a full backup never looks.
+    assert!(plan.try_reuse(&ctx, &StdFs::new(), Some("fp")).is_some());
+    stdfs::remove_file(&out).unwrap();
+    plan.reuse = false;
+    assert_eq!(plan.try_reuse(&ctx, &StdFs::new(), Some("fp")), None);
+    assert!(
+        ctx.logged(LogLevel::Info)
+            .join("\n")
+            .contains("a full backup")
+    );
+    assert!(!out.exists());
 }

@@ -4,7 +4,7 @@
 //! in the plugin (`HostFs`).
 
 use glob_rules::GlobSet;
-use qodify_plugin_sdk::fs::{FileKind, FileSystem, Metadata};
+use qodify_plugin_sdk::fs::{FileKind, FileSystem, Identity, Metadata};
 pub use qodify_plugin_sdk::path::{is_within, normalize};
 use qodify_plugin_sdk::{Error, ErrorKind};
 
@@ -36,6 +36,8 @@ pub struct WalkOptions {
     pub follow_symlinks: bool,
     /// A path never to archive (the output itself, when it lies inside the source).
     pub skip_path: Option<String>,
+    /// Also read each entry's [`Identity`] (change time, inode), for the source's fingerprint.
+    pub identities: bool,
 }
 
 /// One entry to archive.
@@ -47,6 +49,9 @@ pub struct Entry {
     pub path: String,
     /// Its metadata: file, directory or symlink (with its target).
     pub meta: Metadata,
+    /// Its change time and inode, when [`WalkOptions::identities`] asked and the entry is what
+    /// was listed (not a followed symlink's target).
+    pub identity: Option<Identity>,
 }
 
 /// The walk's result.
@@ -157,7 +162,20 @@ impl<T: FileSystem, H: Hooks> Walker<'_, T, H> {
             Err(e) => return Err(e),
         };
         listing.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        let identities: std::collections::HashMap<String, Identity> = if self.opts.identities {
+            match self.tree.list_identities(path) {
+                Ok(ids) => ids.into_iter().collect(),
+                // Gone since the listing: its entries get no identity, the source no fingerprint.
+                Err(e) if e.kind() == ErrorKind::NotFound => Default::default(),
+                Err(e) => return Err(e),
+            }
+        } else {
+            Default::default()
+        };
         for entry in listing {
+            // Listed twice: an entry replaced in between has another identity or none, and a
+            // source without every identity gets no fingerprint.
+            let identity = identities.get(&entry.name).copied();
             let child_rel = join(rel, &entry.name);
             let child_path = join(path, &entry.name);
             if self.opts.skip_path.as_deref() == Some(child_path.as_str()) {
@@ -172,11 +190,11 @@ impl<T: FileSystem, H: Hooks> Walker<'_, T, H> {
                 self.out.excluded += 1;
                 continue;
             }
-            let (real_path, meta) = match entry.metadata.kind {
+            let (real_path, meta, identity) = match entry.metadata.kind {
                 FileKind::Symlink if self.opts.follow_symlinks => {
                     let target = entry.metadata.symlink_target.clone().unwrap_or_default();
                     match self.follow(path, &entry.name, &target) {
-                        Ok(resolved) => resolved,
+                        Ok((real, meta)) => (real, meta, None),
                         Err(e) if e.kind() == ErrorKind::NotFound => {
                             self.hooks.warn(&format!(
                                 "skipping {child_rel}: its target `{target}` does not exist"
@@ -186,9 +204,9 @@ impl<T: FileSystem, H: Hooks> Walker<'_, T, H> {
                         Err(e) => return Err(e.context(format!("following symlink {child_rel}"))),
                     }
                 }
-                _ => (child_path, entry.metadata),
+                _ => (child_path, entry.metadata, identity),
             };
-            self.add(real_path, child_rel, meta, out)?;
+            self.add(real_path, child_rel, meta, identity, out)?;
         }
         Ok(())
     }
@@ -198,6 +216,7 @@ impl<T: FileSystem, H: Hooks> Walker<'_, T, H> {
         path: String,
         rel: String,
         meta: Metadata,
+        identity: Option<Identity>,
         out: &mut Vec<Entry>,
     ) -> Result<(), Error> {
         match meta.kind {
@@ -218,6 +237,7 @@ impl<T: FileSystem, H: Hooks> Walker<'_, T, H> {
                         name: rel,
                         path,
                         meta,
+                        identity,
                     });
                     out.append(&mut children);
                 }
@@ -238,6 +258,7 @@ impl<T: FileSystem, H: Hooks> Walker<'_, T, H> {
                     name: rel,
                     path,
                     meta,
+                    identity,
                 });
             }
             FileKind::Other => {

@@ -1,6 +1,7 @@
-//! Shared by the `retention` and `preflight` plugins: which entries of a customer's `backups`
-//! folder are complete backups ([`scan_in`], [`scan`]), what their `backup.json` says
-//! ([`Summary`]), and which of them retention keeps ([`decide`]). Preflight's retention warning
+//! Shared by the `retention`, `preflight` and `archive` plugins: which entries of a customer's
+//! `backups` folder are complete backups ([`scan_in`], [`scan`]), what their `backup.json` says
+//! ([`Summary`]), which of them retention keeps ([`decide`]), and which earlier archive an
+//! unchanged source can reuse ([`reusable`]). Preflight's retention warning
 //! uses the very rules retention deletes by. What "complete" means and what a backup id is come
 //! from [`backup_rules`], which the host's listing goes by too, so retention counts exactly the
 //! backups the host lists. No host calls, so the rules are unit-tested natively.
@@ -42,6 +43,42 @@ struct SummaryArtifact {
     file: String,
     /// Its size in bytes.
     size: u64,
+    /// Its sha256 (empty when absent).
+    sha256: String,
+    /// The fingerprint of the source it was made from (`archive`), when recorded.
+    fingerprint: Option<String>,
+}
+
+/// An artifact of an earlier complete backup that an unchanged source can reuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reusable {
+    /// The backup's id.
+    pub id: String,
+    /// The artifact's file inside that backup's folder.
+    pub file: String,
+    /// Its size in bytes, as `backup.json` says (and the folder has: [`scan_in`] checked).
+    pub size: u64,
+    /// Its sha256, as `backup.json` says.
+    pub sha256: String,
+}
+
+/// The newest of `backups` (complete ones, newest first as [`scan_in`] returns them) listing an
+/// artifact `name` made from a source of this very `fingerprint`.
+pub fn reusable(backups: &[Backup], name: &str, fingerprint: &str) -> Option<Reusable> {
+    backups.iter().find_map(|b| {
+        let a = b.summary.artifacts.iter().find(|a| {
+            a.name == name
+                && a.fingerprint.as_deref() == Some(fingerprint)
+                && backup_rules::is_artifact_file(&a.file)
+                && !a.sha256.is_empty()
+        })?;
+        Some(Reusable {
+            id: b.id.clone(),
+            file: a.file.clone(),
+            size: a.size,
+            sha256: a.sha256.clone(),
+        })
+    })
 }
 
 impl Summary {
@@ -84,6 +121,15 @@ fn summary_of(doc: &serde_json::Value) -> Option<Summary> {
                     .to_string(),
                 file: a.get("file")?.as_str()?.to_string(),
                 size: a.get("size")?.as_u64()?,
+                sha256: a
+                    .get("sha256")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                fingerprint: a
+                    .get("fingerprint")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_string),
             })
         })
         .collect::<Option<Vec<_>>>()?;
@@ -288,6 +334,35 @@ mod tests {
             is_dir: true,
             manifest,
         }
+    }
+
+    #[test]
+    fn the_newest_backup_with_the_same_fingerprint_is_reused() {
+        let with = |id: &str, fp: Option<&str>| {
+            let mut doc: serde_json::Value = serde_json::from_str(&manifest(id, 1)).unwrap();
+            if let Some(fp) = fp {
+                doc["artifacts"][1]["fingerprint"] = fp.into();
+            }
+            dir(id, Some(doc.to_string()))
+        };
+        let (backups, _) = scan(vec![
+            with("20250101-000000", Some("aa")),
+            with("20250102-000000", Some("aa")),
+            with("20250103-000000", Some("bb")),
+            with("20250104-000000", None),
+            dir("20250105-000000", None),
+        ]);
+        let found = reusable(&backups, "backend", "aa").unwrap();
+        assert_eq!(found.id, "20250102-000000");
+        assert_eq!((found.file.as_str(), found.size), ("backend.tar.gz", 10));
+        assert_eq!(found.sha256, "11");
+        assert_eq!(
+            reusable(&backups, "backend", "bb").unwrap().id,
+            "20250103-000000"
+        );
+        // Another artifact's name, or a fingerprint no backup has: nothing to reuse.
+        assert_eq!(reusable(&backups, "db", "aa"), None);
+        assert_eq!(reusable(&backups, "backend", "cc"), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! folder's name), `customer` {`domain`, `id`}, `timestamp` (ISO 8601 UTC), `type`, `include`,
 //! `versions` {`backend`, `admin`, `store`}, `paths` {`uploadsPath`}, `engine` {`node`,
 //! `packageManager`, `postgres`, `pgDump`}, `artifacts` [{`name`, `file`, `size`, `sha256`, and for
-//! an archive `files` and `bytes`: what its step counted, which a restore drill checks}],
+//! an archive `files` and `bytes`: what its step counted, which a restore drill checks; and
+//! `fingerprint` and, for an archive linked from an earlier backup, `reusedFrom`}],
 //! `stats` {`totalBytes`, `totalMB`, `durationSeconds`}, `run` {`id`}.
 //!
 //! Artifacts are those of earlier steps (as the host checked them) whose guest path lies in the
@@ -171,6 +172,13 @@ pub struct ManifestArtifact {
     /// For an archive: those files' bytes (its step's output `bytes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// The fingerprint of the source an `archive` step made it from: a later backup of an
+    /// unchanged source reuses the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The backup whose file this one is (a hard link), when it was reused rather than written.
+    #[serde(rename = "reusedFrom", skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
 }
 
 /// `stats` section.
@@ -323,6 +331,14 @@ fn artifacts_in(ctx: &Context, dir: &str, output: &str) -> Vec<ManifestArtifact>
         .iter()
         .flat_map(|s| s.artifacts.iter().map(move |a| (s, a)))
     {
+        // A step's `fingerprint` and `reused-from` describe its artifact when it has just one.
+        let own = |key: &str| {
+            (step.artifacts.len() == 1)
+                .then(|| step.value(key))
+                .flatten()
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
         // A step's `files`/`bytes` describe its artifact only when it made just the one.
         let counted = |key: &str| {
             (step.artifacts.len() == 1)
@@ -345,6 +361,8 @@ fn artifacts_in(ctx: &Context, dir: &str, output: &str) -> Vec<ManifestArtifact>
                     sha256: artifact.sha256.clone(),
                     files: counted("files"),
                     bytes: counted("bytes"),
+                    fingerprint: own("fingerprint"),
+                    reused_from: own("reused-from"),
                 },
             );
         }
@@ -565,12 +583,16 @@ mod tests {
                     artifact("elsewhere", "/work/tmp/x.bin", 3),
                     artifact("sneaky", "/outside/y", 3),
                 ],
-                values: vec![],
+                // Three artifacts: whose fingerprint this is cannot be told.
+                values: vec![("fingerprint".into(), "fp-backend".into())],
             })
             .previous(StepOutputs {
                 step: "archive-uploads".into(),
                 artifacts: vec![artifact("uploads", "/out/sub/uploads.tar.gz", 10)],
-                values: vec![],
+                values: vec![
+                    ("fingerprint".into(), "fp-uploads".into()),
+                    ("reused-from".into(), "20261125-101500".into()),
+                ],
             })
             .build()
     }
@@ -617,7 +639,8 @@ mod tests {
                 r#""artifacts":["#,
                 r#"{"name":"backend","file":"backend.tar.gz","size":524288,"sha256":"backend-sha"},"#,
                 r#"{"name":"db","file":"db.dump","size":1048576,"sha256":"db-sha"},"#,
-                r#"{"name":"uploads","file":"sub/uploads.tar.gz","size":10,"sha256":"uploads-sha"}],"#,
+                r#"{"name":"uploads","file":"sub/uploads.tar.gz","size":10,"sha256":"uploads-sha","#,
+                r#""fingerprint":"fp-uploads","reusedFrom":"20261125-101500"}],"#,
                 r#""stats":{"totalBytes":1572874,"totalMB":1.5,"durationSeconds":83.5},"#,
                 r#""run":{"id":"run-7"}}"#
             )

@@ -99,6 +99,19 @@ impl Metadata {
     }
 }
 
+/// What `lstat` says of an entry beyond [`Metadata`]: when its inode last changed (which nobody
+/// can set) and which inode it is. With [`Metadata`], enough to tell that an entry is untouched
+/// since an earlier look, as restic and borg tell unchanged files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// Status change time (`st_ctime`).
+    pub ctime: Timestamp,
+    /// Device number (`st_dev`).
+    pub device: u64,
+    /// Inode number (`st_ino`).
+    pub inode: u64,
+}
+
 /// One entry of a folder listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
@@ -136,6 +149,37 @@ pub fn list_dir(path: impl AsRef<Path>) -> Result<Vec<DirEntry>, Error> {
             metadata: Metadata::from_wit(e.metadata),
         })
         .collect())
+}
+
+/// The [`Identity`] of every entry of folder `path` with its name, sorted by name; one host call
+/// for the whole folder.
+pub fn list_identities(path: impl AsRef<Path>) -> Result<Vec<(String, Identity)>, Error> {
+    let path = guest_path(path.as_ref())?;
+    let entries = wit::list_identities(path).map_err(|e| files_error("listing", path, e))?;
+    Ok(entries
+        .into_iter()
+        .map(|e| {
+            let id = Identity {
+                ctime: Timestamp {
+                    seconds: e.ctime_seconds,
+                    nanos: e.ctime_nanos,
+                },
+                device: e.device,
+                inode: e.inode,
+            };
+            (e.name, id)
+        })
+        .collect())
+}
+
+/// Makes `new` a hard link to `existing`. The host allows only a file of an earlier backup
+/// (`backups/<id>/<file>` through a mount of the customer folder or of `backups`) linked into the
+/// run's new backup; across file systems it fails with an `io` error naming `EXDEV`.
+pub fn hard_link(existing: impl AsRef<Path>, new: impl AsRef<Path>) -> Result<(), Error> {
+    let existing = guest_path(existing.as_ref())?;
+    let new = guest_path(new.as_ref())?;
+    wit::hard_link(existing, new)
+        .map_err(|e| files_error(&format!("linking {existing} as"), new, e))
 }
 
 /// Sets the permission bits of `path` (needs a writable mount); symlinks are not followed.
@@ -255,6 +299,11 @@ pub trait FileSystem {
     fn remove_dir(&self, path: &str) -> Result<(), Error>;
     /// Flushes a folder's entries to disk, so a rename or symlink made in it is durable.
     fn sync_dir(&self, path: &str) -> Result<(), Error>;
+    /// The [`Identity`] of every entry of folder `path` with its name, sorted by name.
+    fn list_identities(&self, path: &str) -> Result<Vec<(String, Identity)>, Error>;
+    /// Makes `new` a hard link to the file `existing` (see [`hard_link`] for what the host
+    /// allows).
+    fn hard_link(&self, existing: &str, new: &str) -> Result<(), Error>;
 
     /// Metadata of `path` without following a final symlink, or `None` when nothing is there.
     fn stat_opt(&self, path: &str) -> Result<Option<Metadata>, Error> {
@@ -343,6 +392,14 @@ impl FileSystem for HostFs {
 
     fn sync_dir(&self, path: &str) -> Result<(), Error> {
         sync_dir(path)
+    }
+
+    fn list_identities(&self, path: &str) -> Result<Vec<(String, Identity)>, Error> {
+        list_identities(path)
+    }
+
+    fn hard_link(&self, existing: &str, new: &str) -> Result<(), Error> {
+        hard_link(existing, new)
     }
 }
 

@@ -1,7 +1,7 @@
 // Asking people to approve a decision (e.g. an `.env` merge that changes existing keys): the run
 // shows the request to its watchers and waits for `qodify-host approve` or the API.
-import * as wit from 'qodify:pipeline/approvals@0.1.1';
-import type { ApprovalError } from 'qodify:pipeline/approvals@0.1.1';
+import * as wit from 'qodify:pipeline/approvals@0.1.2';
+import type { ApprovalError } from 'qodify:pipeline/approvals@0.1.2';
 
 import { Cancelled, CommandFailed, StepError } from './errors';
 

@@ -1,7 +1,7 @@
 // Programs the host runs for a step, limited to the step's `commands` grants (program, argument
 // patterns, env names): an explicit environment, a working folder inside a mount, a timeout.
-import * as wit from 'qodify:pipeline/commands@0.1.1';
-import type { CommandError, OutputTarget } from 'qodify:pipeline/commands@0.1.1';
+import * as wit from 'qodify:pipeline/commands@0.1.2';
+import type { CommandError, OutputTarget } from 'qodify:pipeline/commands@0.1.2';
 
 import { Cancelled, CommandFailed, Io, PermissionDenied, StepError } from './errors';
 

@@ -1,7 +1,7 @@
 // `console.*` into the run log: with componentize-js's `stdio` feature off a component has no
 // stdout, so a stray `console.log` would vanish; here it becomes a `progress.log` line.
-import { log } from 'qodify:pipeline/progress@0.1.1';
-import type { Level } from 'qodify:pipeline/progress@0.1.1';
+import { log } from 'qodify:pipeline/progress@0.1.2';
+import type { Level } from 'qodify:pipeline/progress@0.1.2';
 
 /** One argument as text: strings as they are, errors by name and message, the rest as JSON. */
 export function formatArg(value: unknown): string {

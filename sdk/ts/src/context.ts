@@ -1,9 +1,9 @@
 // What a step is told when it starts (customer, run, params, mounts, earlier outputs) and its
 // channel back to the host (progress, logs, cancellation).
-import { report as witReport, log as witLog } from 'qodify:pipeline/progress@0.1.1';
-import type { Level } from 'qodify:pipeline/progress@0.1.1';
-import { isCancelled as witIsCancelled } from 'qodify:pipeline/cancellation@0.1.1';
-import type { Artifact, StepContext } from 'qodify:pipeline/types@0.1.1';
+import { report as witReport, log as witLog } from 'qodify:pipeline/progress@0.1.2';
+import type { Level } from 'qodify:pipeline/progress@0.1.2';
+import { isCancelled as witIsCancelled } from 'qodify:pipeline/cancellation@0.1.2';
+import type { Artifact, StepContext } from 'qodify:pipeline/types@0.1.2';
 
 import { Cancelled, InvalidConfig } from './errors';
 

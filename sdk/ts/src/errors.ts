@@ -1,6 +1,6 @@
 // Typed step failures. A plugin throws one of these classes (or lets the SDK map what it threw);
 // `defineStep` turns it into the WIT `step-error` the host maps onto run errors.
-import type { ErrorKind, StepError as WitStepError } from 'qodify:pipeline/types@0.1.1';
+import type { ErrorKind, StepError as WitStepError } from 'qodify:pipeline/types@0.1.2';
 
 export type { ErrorKind };
 

@@ -1,8 +1,8 @@
 // What WASI does not tell a guest about files (`qodify:pipeline/files`): Unix modes, owners,
 // exact symlink targets (absolute ones too), free space, folder fsync, and which mounted folder a
 // process works in. Paths are guest paths; nothing here follows a final symlink.
-import * as wit from 'qodify:pipeline/files@0.1.1';
-import type { DirEntry, EntryKind, FilesError, FsSpace, Metadata } from 'qodify:pipeline/files@0.1.1';
+import * as wit from 'qodify:pipeline/files@0.1.2';
+import type { DirEntry, EntryKind, FilesError, FsSpace, Metadata } from 'qodify:pipeline/files@0.1.2';
 
 import { Io, NotFound, PermissionDenied, StepError } from './errors';
 

@@ -1,7 +1,7 @@
 // HTTP requests to the origins the step's `http` grants allow (health checks): GET and HEAD over
 // plain `http://`, no redirects, bodies capped at 1 MiB by the host.
-import * as wit from 'qodify:pipeline/http@0.1.1';
-import type { HttpError } from 'qodify:pipeline/http@0.1.1';
+import * as wit from 'qodify:pipeline/http@0.1.2';
+import type { HttpError } from 'qodify:pipeline/http@0.1.2';
 
 import { Cancelled, InvalidConfig, Io, PermissionDenied, StepError } from './errors';
 

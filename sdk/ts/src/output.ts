@@ -1,6 +1,6 @@
 // What a step returns on success: the files it produced (artifacts, which the host re-hashes)
 // and key/value outputs for later steps and the run record.
-import type { Artifact, StepResult } from 'qodify:pipeline/types@0.1.1';
+import type { Artifact, StepResult } from 'qodify:pipeline/types@0.1.2';
 
 import { openRead } from './fs';
 import { Sha256 } from './sha256';

@@ -1,6 +1,6 @@
 // `defineStep`: wires a step function to the component's `run` export. It parses and checks the
 // config, builds the `Context`, and turns whatever the function threw into the WIT `step-error`.
-import type { StepContext, StepResult } from 'qodify:pipeline/types@0.1.1';
+import type { StepContext, StepResult } from 'qodify:pipeline/types@0.1.2';
 
 import { Context } from './context';
 import { toStepError } from './errors';

@@ -1,17 +1,24 @@
-//! `files`: what WASI does not tell a guest (modes, owners, exact symlink targets, free space), for
-//! paths inside the step's mounts only. Nothing here follows a final symlink, and every folder on
-//! the way is opened with cap-std, which refuses to leave the mount. `process-cwd` answers for a
-//! process what confined programs may not ask (`/proc/<pid>/cwd`), only with a guest path.
+//! `files`: what WASI does not tell a guest (modes, owners, exact symlink targets, free space,
+//! change times and inodes), for paths inside the step's mounts only. Nothing here follows a final
+//! symlink, and every folder on the way is opened with cap-std, which refuses to leave the mount.
+//! `process-cwd` answers for a process what confined programs may not ask (`/proc/<pid>/cwd`),
+//! only with a guest path. `hard-link` links an earlier backup's file into the new backup and
+//! nothing else (WASI's `link-at` would need both folders writable).
 
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Component;
 
 use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use super::StepHost;
-use crate::engine::bindings::files::{DirEntry, EntryKind, FilesError, FsSpace, Host, Metadata};
+use crate::engine::bindings::files::{
+    DirEntry, EntryIdentity, EntryKind, FilesError, FsSpace, Host, Metadata,
+};
 use crate::engine::sandbox::{Located, MountTable};
+use crate::pipeline::MountRoot;
 
 fn io_err(path: &str, e: io::Error) -> FilesError {
     match e.kind() {
@@ -111,6 +118,42 @@ pub fn process_cwd(mounts: &MountTable, pid: u32) -> Result<String, FilesError> 
             "process {pid}: its working folder's name is not valid UTF-8 and cannot be handled"
         ))
     })
+}
+
+/// Opens the folder holding `loc`'s entry one component at a time from the mount, following no
+/// symlink on the way, and returns it with the entry's name.
+fn open_parent_nofollow(loc: &Located<'_>) -> io::Result<(OwnedFd, OsString)> {
+    let parts: Vec<&OsStr> = loc.rel.iter().collect();
+    let Some((name, dirs)) = parts.split_last() else {
+        return Err(io::Error::other("a mount's root is not a file"));
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::openat(loc.mount.dir.as_fd(), ".", flags, Mode::empty())?;
+    for part in dirs {
+        dir = rustix::fs::openat(&dir, *part, flags, Mode::empty())?;
+    }
+    Ok((dir, (*name).to_owned()))
+}
+
+/// True when `loc` names `backups/<backup id>/<artifact file>` of the customer's folder through a
+/// mount of the customer folder itself or of its `backups` folder: the only files `hard-link`
+/// may link from.
+fn is_earlier_backup_file(loc: &Located<'_>) -> bool {
+    let full = loc.mount.rel.join(&loc.rel);
+    let parts: Vec<&str> = full
+        .components()
+        .map(|c| match c {
+            Component::Normal(p) => p.to_str().unwrap_or("/"),
+            _ => "/",
+        })
+        .collect();
+    let mount_rel = loc.mount.rel.as_os_str();
+    loc.mount.root == MountRoot::Customer
+        && (mount_rel.is_empty() || mount_rel == backup_rules::BACKUPS)
+        && parts.len() == 3
+        && parts[0] == backup_rules::BACKUPS
+        && backup_rules::is_backup_id(parts[1])
+        && backup_rules::is_artifact_file(parts[2])
 }
 
 impl StepHost {
@@ -258,6 +301,101 @@ impl Host for StepHost {
 
     fn process_cwd(&mut self, pid: u32) -> Result<String, FilesError> {
         process_cwd(&self.mounts, pid)
+    }
+
+    fn list_identities(&mut self, path: String) -> Result<Vec<EntryIdentity>, FilesError> {
+        let loc = self.locate(&path)?;
+        let dir = if loc.rel.as_os_str().is_empty() {
+            loc.mount.dir.try_clone()
+        } else {
+            loc.mount.dir.open_dir(&loc.rel)
+        }
+        .map_err(|e| io_err(&path, e))?;
+        let mut out = Vec::new();
+        for entry in dir.entries().map_err(|e| io_err(&path, e))? {
+            let entry = entry.map_err(|e| io_err(&path, e))?;
+            let name = entry.file_name();
+            let Some(name_str) = name.to_str() else {
+                return Err(FilesError::Io(format!(
+                    "{path}: entry {name:?} is not valid UTF-8 and cannot be handled"
+                )));
+            };
+            match rustix::fs::statat(dir.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => out.push(EntryIdentity {
+                    name: name_str.to_owned(),
+                    ctime_seconds: st.st_ctime,
+                    ctime_nanos: st.st_ctime_nsec as u32,
+                    device: st.st_dev,
+                    inode: st.st_ino,
+                }),
+                // Vanished between listing and stat, as in `list-dir`.
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(rx(&path, e)),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn hard_link(&mut self, existing: String, new: String) -> Result<(), FilesError> {
+        let src = self.locate(&existing)?;
+        if !is_earlier_backup_file(&src) {
+            return Err(FilesError::NotPermitted(format!(
+                "{existing}: only a file of an earlier backup (backups/<YYYYMMDD-HHMMSS>/<file> \
+                 through a mount of the customer folder or of backups) can be linked"
+            )));
+        }
+        let dst = self.locate_writable(&new)?;
+        if dst.mount.root != MountRoot::Backup {
+            return Err(FilesError::NotPermitted(format!(
+                "{new}: links are made only in the run's new backup (a mount with from = \"backup\")"
+            )));
+        }
+        let (src_dir, src_name) =
+            open_parent_nofollow(&src).map_err(|e| match e.raw_os_error() {
+                Some(code)
+                    if code == rustix::io::Errno::LOOP.raw_os_error()
+                        || code == rustix::io::Errno::NOTDIR.raw_os_error() =>
+                {
+                    FilesError::NotPermitted(format!(
+                        "{existing}: a folder on the way is a symlink"
+                    ))
+                }
+                _ => io_err(&existing, e),
+            })?;
+        let before = rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| rx(&existing, e))?;
+        if kind_of(before.st_mode) != EntryKind::File {
+            return Err(FilesError::NotPermitted(format!(
+                "{existing}: not a regular file; only files are linked"
+            )));
+        }
+        let (dst_dir, dst_name) = dst.parent().map_err(|e| io_err(&new, e))?;
+        rustix::fs::linkat(
+            &src_dir,
+            &src_name,
+            dst_dir.as_fd(),
+            &dst_name,
+            AtFlags::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::XDEV => FilesError::Io(format!(
+                "{existing} and {new} are on different file systems (EXDEV); write the file instead"
+            )),
+            e => rx(&new, e),
+        })?;
+        // What was linked must be the file checked above, not something swapped in meanwhile.
+        let linked = rustix::fs::statat(dst_dir.as_fd(), &dst_name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| rx(&new, e))?;
+        if (linked.st_dev, linked.st_ino) != (before.st_dev, before.st_ino)
+            || kind_of(linked.st_mode) != EntryKind::File
+        {
+            let _ = rustix::fs::unlinkat(dst_dir.as_fd(), &dst_name, AtFlags::empty());
+            return Err(FilesError::NotPermitted(format!(
+                "{existing}: changed while it was being linked; nothing was linked"
+            )));
+        }
+        Ok(())
     }
 
     fn space(&mut self, path: String) -> Result<FsSpace, FilesError> {
@@ -446,5 +584,143 @@ mod tests {
                 "{pid}"
             );
         }
+    }
+
+    /// `shop.test` with an earlier backup, a run's new backup folder as the `backup` root, and
+    /// mounts: `/customer` (ro), `/backups` (ro), `/out` (the new backup, rw), `/live` (rw).
+    fn backup_fixture() -> ((tempfile::TempDir, tempfile::TempDir), StepHost) {
+        let (tmp, mut roots) = fixture();
+        let customer = tmp.path().join("real/shop.test");
+        std::fs::create_dir_all(customer.join("backups/20260101-000000")).unwrap();
+        std::fs::create_dir_all(customer.join("backups/.partial-run1")).unwrap();
+        std::fs::create_dir_all(customer.join("backups/.partial-old")).unwrap();
+        std::fs::write(
+            customer.join("backups/20260101-000000/uploads.tar.gz"),
+            "old",
+        )
+        .unwrap();
+        std::fs::write(
+            customer.join("backups/.partial-old/uploads.tar.gz"),
+            "partial",
+        )
+        .unwrap();
+        std::fs::write(customer.join("releases/v1/backend/.env"), "SECRET=1").unwrap();
+        std::os::unix::fs::symlink("20260101-000000", customer.join("backups/20260102-000000"))
+            .unwrap();
+        let new_backup = roots.customer.open_dir("backups/.partial-run1").unwrap();
+        roots.backup = Some((new_backup, customer.join("backups/.partial-run1")));
+        let planned: Vec<PlannedMount> = [
+            ("/customer", MountRoot::Customer, "", false),
+            ("/backups", MountRoot::Customer, "backups", false),
+            ("/out", MountRoot::Backup, "", true),
+            ("/live", MountRoot::Customer, "releases", true),
+        ]
+        .into_iter()
+        .map(|(guest, from, path, writable)| PlannedMount {
+            guest: guest.into(),
+            from,
+            path: path.into(),
+            writable,
+            create: false,
+            optional: false,
+            reason: None,
+        })
+        .collect();
+        let table = MountTable::resolve(&planned, &roots).unwrap().unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let (mut host, _) = super::super::test_host(&t, vec![]);
+        host.mounts = table;
+        ((tmp, t), host)
+    }
+
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::symlink_metadata(path).unwrap().ino()
+    }
+
+    #[test]
+    fn hard_link_links_an_earlier_backups_file_into_the_new_backup() {
+        let ((tmp, _t), mut host) = backup_fixture();
+        let backups = tmp.path().join("real/shop.test/backups");
+        for (i, from) in [
+            "/backups/20260101-000000/uploads.tar.gz",
+            "/customer/backups/20260101-000000/uploads.tar.gz",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let to = format!("/out/u{i}.tar.gz");
+            Host::hard_link(&mut host, from.into(), to).unwrap();
+            let linked = backups.join(format!(".partial-run1/u{i}.tar.gz"));
+            assert_eq!(
+                inode(&linked),
+                inode(&backups.join("20260101-000000/uploads.tar.gz"))
+            );
+        }
+        // Nothing is replaced.
+        let err = Host::hard_link(
+            &mut host,
+            "/backups/20260101-000000/uploads.tar.gz".into(),
+            "/out/u0.tar.gz".into(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, FilesError::Io(_)), "{err:?}");
+    }
+
+    #[test]
+    fn hard_link_refuses_anything_but_an_earlier_backups_file_into_the_new_backup() {
+        let ((tmp, _t), mut host) = backup_fixture();
+        let cases = [
+            // A live file of the customer: a writable link would let the step change it.
+            ("/customer/releases/v1/backend/.env", "/out/env"),
+            ("/live/v1/backend/.env", "/out/env"),
+            // A partial backup, and a backup id that is a symlink.
+            ("/backups/.partial-old/uploads.tar.gz", "/out/p"),
+            ("/backups/20260102-000000/uploads.tar.gz", "/out/s"),
+            // Not into the new backup, and not into a read-only mount.
+            ("/backups/20260101-000000/uploads.tar.gz", "/live/u.tar.gz"),
+            (
+                "/backups/20260101-000000/uploads.tar.gz",
+                "/backups/u.tar.gz",
+            ),
+            // Outside every mount.
+            ("/etc/passwd", "/out/passwd"),
+        ];
+        for (from, to) in cases {
+            let err = Host::hard_link(&mut host, from.into(), to.into()).unwrap_err();
+            assert!(
+                matches!(err, FilesError::NotPermitted(_)),
+                "{from} -> {to}: {err:?}"
+            );
+        }
+        let out = tmp.path().join("real/shop.test/backups/.partial-run1");
+        assert_eq!(std::fs::read_dir(out).unwrap().count(), 0);
+        assert!(!tmp.path().join("real/shop.test/releases/u.tar.gz").exists());
+    }
+
+    #[test]
+    fn identities_change_with_the_inode_and_any_status_change() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let ((tmp, _t), mut host) = backup_fixture();
+        let dir = tmp.path().join("real/shop.test/releases/v1/backend");
+        let ids = |host: &mut StepHost| {
+            Host::list_identities(host, "/customer/releases/v1/backend".into()).unwrap()
+        };
+        let first = ids(&mut host);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].name, ".env");
+        assert_eq!(first[0].inode, inode(&dir.join(".env")));
+        // chmod keeps the mtime but not the ctime.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::set_permissions(dir.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let second = ids(&mut host);
+        assert_ne!(
+            (first[0].ctime_seconds, first[0].ctime_nanos),
+            (second[0].ctime_seconds, second[0].ctime_nanos)
+        );
+        // A file replaced by a copy is another inode.
+        std::fs::copy(dir.join(".env"), dir.join(".env.new")).unwrap();
+        std::fs::rename(dir.join(".env.new"), dir.join(".env")).unwrap();
+        assert_ne!(ids(&mut host)[0].inode, second[0].inode);
     }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, Timespec, Timestamps};
 
-use super::{DirEntry, FileKind, FileSystem, Metadata, Timestamp};
+use super::{DirEntry, FileKind, FileSystem, Identity, Metadata, Timestamp};
 use crate::{Error, ResultExt as _};
 
 /// `std::fs` and `*at` system calls on host paths, for native unit tests of code written against
@@ -33,6 +33,7 @@ use crate::{Error, ResultExt as _};
 #[derive(Default)]
 pub struct StdFs {
     fail_rename: Option<RenameFault>,
+    fail_link: Option<RenameFault>,
 }
 
 /// Says which renames fail (`from`, `to`).
@@ -42,6 +43,7 @@ impl fmt::Debug for StdFs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StdFs")
             .field("fails_renames", &self.fail_rename.is_some())
+            .field("fails_links", &self.fail_link.is_some())
             .finish()
     }
 }
@@ -58,6 +60,16 @@ impl StdFs {
     pub fn failing_renames(fail: impl Fn(&str, &str) -> bool + 'static) -> Self {
         StdFs {
             fail_rename: Some(Box::new(fail)),
+            fail_link: None,
+        }
+    }
+
+    /// The disk, except that a hard link for which `fail(existing, new)` is true fails with an
+    /// `io` error saying `EXDEV` and `injected failure`, as a link across file systems does.
+    pub fn failing_links(fail: impl Fn(&str, &str) -> bool + 'static) -> Self {
+        StdFs {
+            fail_rename: None,
+            fail_link: Some(Box::new(fail)),
         }
     }
 }
@@ -190,6 +202,48 @@ impl FileSystem for StdFs {
 
     fn remove_dir(&self, path: &str) -> Result<(), Error> {
         super::remove_dir_std(path)
+    }
+
+    fn list_identities(&self, path: &str) -> Result<Vec<(String, Identity)>, Error> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(path).with_context(|| format!("listing {path}"))? {
+            let entry = entry.with_context(|| format!("listing {path}"))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                return Err(Error::io(format!(
+                    "listing {path}: entry {:?} is not valid UTF-8 and cannot be handled",
+                    entry.file_name()
+                )));
+            };
+            let m = match std::fs::symlink_metadata(entry.path()) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::from(e).context(format!("listing {path}"))),
+            };
+            let id = Identity {
+                ctime: Timestamp {
+                    seconds: m.ctime(),
+                    nanos: m.ctime_nsec() as u32,
+                },
+                device: m.dev(),
+                inode: m.ino(),
+            };
+            out.push((name, id));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn hard_link(&self, existing: &str, new: &str) -> Result<(), Error> {
+        if self
+            .fail_link
+            .as_ref()
+            .is_some_and(|fail| fail(existing, new))
+        {
+            return Err(Error::io(format!(
+                "linking {existing} as {new}: different file systems (EXDEV): injected failure"
+            )));
+        }
+        std::fs::hard_link(existing, new).with_context(|| format!("linking {existing} as {new}"))
     }
 
     fn sync_dir(&self, path: &str) -> Result<(), Error> {
