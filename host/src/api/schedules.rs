@@ -155,7 +155,7 @@ fn view(l: schedule::Listed) -> ScheduleView {
         due: l.due,
         last: l.last.and_then(|s| {
             Some(LastSlot {
-                slot: rfc3339(s.last_slot_ms?),
+                slot: schedule::rfc3339(s.last_slot_ms?),
                 outcome: s.outcome?,
                 run_id: s.run_id,
                 reason: s.reason,
@@ -164,16 +164,6 @@ fn view(l: schedule::Listed) -> ScheduleView {
         }),
         error: l.error,
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// Lists the customers' schedules: each customer's own, then its tier's, with the next run time

@@ -275,7 +275,8 @@ fn report_once(message: String) {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+/// Unix ms as RFC 3339 UTC (`2026-12-07T03:00:00Z`).
+pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {
