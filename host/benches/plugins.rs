@@ -58,6 +58,7 @@ impl Bench {
             work: cap_std::fs::Dir::open_ambient_dir(&work, cap_std::ambient_authority()).unwrap(),
             work_path: work,
             backup: None,
+            links: None,
             releases: None,
         };
         let planned = [PlannedMount {

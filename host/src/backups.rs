@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::VerifiedArtifact;
 
+mod links;
+pub use links::{LinkError, Links};
+
 pub use backup_rules::{BACKUPS, MANIFEST, PARTIAL_PREFIX, PINS, is_backup_id};
 use backup_rules::{BackupId, DELETING_PREFIX, FORMAT_VERSION, MAX_MANIFEST_BYTES};
 
@@ -133,6 +136,8 @@ pub struct Partial {
     pub id: String,
     /// The partial folder itself.
     pub dir: Dir,
+    /// Earlier backups' files to link into it when it completes.
+    links: std::sync::Arc<Links>,
 }
 
 /// Starts a backup: removes what crashed runs left behind (partial and half-deleted folders;
@@ -166,6 +171,7 @@ pub fn begin(customer: &Dir, run_id: &str, id: &str) -> Result<Partial> {
         name,
         id: id.to_owned(),
         dir,
+        links: Default::default(),
     })
 }
 
@@ -177,12 +183,20 @@ impl Partial {
         }
     }
 
-    /// Completes the backup: checks `backup.json` against the files (using what the host already
-    /// hashed when steps returned them, hashing the rest), sets modes 600/700, fsyncs every file
-    /// and the folder, renames it to `backups/<id>/` without replacing anything, and fsyncs
-    /// `backups/`. On error the partial folder stays for [`Partial::abort`].
+    /// The links of earlier backups' files steps asked for (`files.hard-link`), made by
+    /// [`Partial::finalize`].
+    pub fn links(&self) -> std::sync::Arc<Links> {
+        self.links.clone()
+    }
+
+    /// Completes the backup: makes the noted links to earlier backups' files, checks
+    /// `backup.json` against the files (using what the host already hashed when steps returned
+    /// them, hashing the rest), sets modes 600/700, fsyncs every file and the folder, renames it
+    /// to `backups/<id>/` without replacing anything, and fsyncs `backups/`. On error the
+    /// partial folder stays for [`Partial::abort`].
     pub fn finalize(&self, verified: &[VerifiedArtifact]) -> Result<Manifest> {
         let manifest = read_manifest(&self.dir).context("the run wrote no valid backup.json")?;
+        let linked = self.links.make(&self.dir)?;
         anyhow::ensure!(
             manifest.id == self.id,
             "backup.json names backup {}, but this run writes {}",
@@ -212,6 +226,11 @@ impl Partial {
                     )
                 })
             })
+            .chain(
+                linked
+                    .iter()
+                    .map(|(f, (size, sha))| (f.clone(), (*size, sha.as_str()))),
+            )
             .collect();
         for entry in self.dir.entries().map_err(io(&self.name))? {
             let entry = entry.map_err(io(&self.name))?;

@@ -706,6 +706,7 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
             }
         }
     }
+    let folder_pipelines = std::cell::OnceCell::new();
     for path in &overlays {
         let overlay = match pipeline::load_overlay(path) {
             Ok(o) => o,
@@ -744,6 +745,20 @@ fn validate(settings: &Settings, files: &[PathBuf]) -> Result<ExitCode> {
                     ok = false;
                     eprintln!("{d}");
                 }
+            }
+        }
+        // The tier's shared [params]: each must be some pipeline's.
+        if !overlay.spec().params.0.is_empty() {
+            let folder = folder_pipelines.get_or_init(|| {
+                ops::plan::list_toml(&settings.pipelines_dir)
+                    .iter()
+                    .filter_map(|p| pipeline::load_pipeline(p).ok())
+                    .collect::<Vec<_>>()
+            });
+            let all: Vec<&Pipeline> = folder.iter().chain(loaded.values()).collect();
+            if let Err(d) = overlay.check_shared_params(&all) {
+                ok = false;
+                eprintln!("{d}");
             }
         }
         // The tier's [schedule]: cadences, options, pipelines and their params.

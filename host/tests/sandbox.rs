@@ -378,6 +378,114 @@ fn artifacts_are_rechecked_by_the_host_and_never_followed_out() {
     assert!(err.contains("outside the step's mounts"), "{err}");
 }
 
+/// A backup run whose first step asks to link an earlier backup's archive into the new backup
+/// (`files.hard-link`) and then attacks the name, and whose second step, granted only the new
+/// backup, attacks it too.
+fn link_pipeline(size: u64, sha: &str) -> String {
+    format!(
+        r#"
+name = "test"
+output = "backup"
+[params.write]
+type = "bool"
+default = false
+[[steps]]
+id = "link"
+plugin = "sandbox-probe"
+[steps.config]
+mode = "link-backup"
+path = "/backups/20260101-000000/uploads.tar.gz"
+out = "/out"
+to = "uploads.tar.gz"
+link = true
+write = "{{{{ write }}}}"
+artifact = ["uploads", {size}, "{sha}"]
+manifest_id = "{{{{run.timestamp}}}}"
+[[steps.mounts]]
+guest = "/backups"
+path = "backups"
+[[steps.mounts]]
+guest = "/out"
+from = "backup"
+path = ""
+access = "rw"
+[[steps]]
+id = "other"
+plugin = "sandbox-probe"
+[steps.config]
+mode = "link-backup"
+out = "/out"
+to = "uploads.tar.gz"
+[[steps.mounts]]
+guest = "/out"
+from = "backup"
+path = ""
+access = "rw"
+"#
+    )
+}
+
+#[test]
+fn no_step_can_change_an_earlier_backup_through_a_link_into_the_new_one() {
+    use sha2::Digest as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let fx = fixture();
+    let rt = Runtime::new(&fx.settings.data_dir).unwrap();
+    let backups = fx.root.join("customers/shop.example.com/backups");
+    let earlier = backups.join("20260101-000000/uploads.tar.gz");
+    std::fs::create_dir_all(earlier.parent().unwrap()).unwrap();
+    std::fs::write(&earlier, "the earlier backup's archive").unwrap();
+    let content = std::fs::read(&earlier).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&content));
+    let toml = link_pipeline(content.len() as u64, &sha);
+    let value = |o: &RunOutcome, step: usize, k: &str| {
+        o.steps[step]
+            .outputs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no output {k} in {:?}", o.steps[step].outputs))
+    };
+
+    // A step that only links: neither it nor the next step finds the name before the backup
+    // completes, so neither can write the earlier file; then the new backup shares it.
+    let (o, _) = run(&rt, &fx, &toml, &[]);
+    assert_eq!(o.status, RunStatus::Succeeded, "{:?}", o.error);
+    assert_eq!(value(&o, 0, "link"), "ALLOWED:noted");
+    for step in [0, 1] {
+        for k in ["stat-linked", "append-linked"] {
+            let v = value(&o, step, k);
+            assert!(v.starts_with("denied:"), "step {step} {k}: {v}");
+        }
+    }
+    let id = o.backup.clone().unwrap();
+    let linked = backups.join(&id).join("uploads.tar.gz");
+    assert_eq!(
+        std::fs::metadata(&linked).unwrap().ino(),
+        std::fs::metadata(&earlier).unwrap().ino()
+    );
+    assert_eq!(std::fs::read(&earlier).unwrap(), content);
+
+    // A step that links and then writes a file of that name fails the backup, and the earlier
+    // archive is untouched.
+    std::fs::remove_dir_all(backups.join(&id)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let (o, _) = run(&rt, &fx, &toml, &[("write", "true")]);
+    assert_eq!(o.status, RunStatus::Failed);
+    let err = o.error.unwrap();
+    assert!(err.contains("a backup holds one or the other"), "{err}");
+    assert_eq!(std::fs::read(&earlier).unwrap(), content);
+    let left: Vec<_> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        left,
+        ["20260101-000000"],
+        "no partial or new backup is left"
+    );
+}
+
 #[test]
 fn a_panic_is_reported_as_a_crash_of_that_step() {
     let fx = fixture();

@@ -19,7 +19,7 @@ use crate::engine::sandbox::{MountTable, Roots};
 use crate::events::{Event, EventSink, RunStatus, VerifiedArtifact};
 use crate::files::{HashBounds, hash_file_at, private_dir_all};
 use crate::pipeline::units::{human_bytes, human_duration};
-use crate::pipeline::{OutputKind, ParamValue, Plan, PlannedStep, Stage};
+use crate::pipeline::{MountRoot, OutputKind, ParamValue, Plan, PlannedStep, Stage};
 use crate::settings::Settings;
 
 /// One run to execute.
@@ -254,6 +254,7 @@ fn execute_in(
                 req.run_id
             ));
             roots.backup = Some((p.dir.try_clone()?, path));
+            roots.links = Some(p.links());
             Some(p)
         }
         _ => None,
@@ -622,6 +623,9 @@ fn run_step(
     })
     .with_max_log_lines(req.settings.ceilings.max_log_lines)
     .with_usage(ledger.clone());
+    if let Some(links) = &roots.links {
+        host = host.with_links(links.clone());
+    }
     if let Ok(work) = roots.work.try_clone() {
         host = host.with_work(work, roots.work_path.clone());
     }
@@ -699,18 +703,35 @@ fn check_result(
             expect_size: Some(a.size),
             deadline: Some(host.deadline),
         };
-        let (size, sha) = hash_file_at(&dir, &name, bounds).map_err(|e| {
-            format!(
-                "artifact `{}` at {}: {e}{}",
-                a.name,
-                a.path,
-                if e.kind() == std::io::ErrorKind::TimedOut {
-                    " (raise the step's limits.timeout)"
-                } else {
-                    ""
+        let rel: PathBuf = loc.mount.rel.join(&loc.rel);
+        // A file of an earlier backup to be linked here when the backup completes: hash that.
+        let linked = match (&host.links, loc.mount.root, rel.to_str()) {
+            (Some(links), MountRoot::Backup, Some(file)) if links.contains(file) => {
+                if dir.symlink_metadata(&name).is_ok() {
+                    return Err(format!(
+                        "artifact `{}` at {}: the step both wrote this file and asked to link it \
+                         from an earlier backup; a backup holds one or the other",
+                        a.name, a.path
+                    ));
                 }
-            )
-        })?;
+                links.hash(file, bounds)
+            }
+            _ => None,
+        };
+        let (size, sha) = linked
+            .unwrap_or_else(|| hash_file_at(&dir, &name, bounds))
+            .map_err(|e| {
+                format!(
+                    "artifact `{}` at {}: {e}{}",
+                    a.name,
+                    a.path,
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        " (raise the step's limits.timeout)"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
         if size != a.size {
             return Err(format!(
                 "artifact `{}` at {}: the plugin says {} bytes but the file has {size}",
@@ -723,7 +744,6 @@ fn check_result(
                 a.name, a.path, a.sha256
             ));
         }
-        let rel: PathBuf = loc.mount.rel.join(&loc.rel);
         out.push(VerifiedArtifact {
             name: a.name.clone(),
             guest_path: a.path.clone(),

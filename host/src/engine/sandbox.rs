@@ -88,6 +88,8 @@ pub struct Roots {
     pub work_path: PathBuf,
     /// The run's new backup folder (still hidden) when the pipeline has `output = "backup"`.
     pub backup: Option<(Dir, PathBuf)>,
+    /// Earlier backups' files to be linked into the new backup when it completes.
+    pub links: Option<std::sync::Arc<crate::backups::Links>>,
     /// The release catalog, when it exists (mounts from it are always read-only).
     pub releases: Option<(Dir, PathBuf)>,
 }
@@ -143,6 +145,7 @@ impl Roots {
             work,
             work_path: work_path.to_path_buf(),
             backup: None,
+            links: None,
             releases: None,
         })
     }

@@ -62,6 +62,39 @@ impl Overlay {
         to_result(diags)
     }
 
+    /// Checks that every param of the overlay's top-level `[params]` is declared by at least one
+    /// of `pipelines` (every pipeline of the folder): a misspelt name would otherwise change
+    /// nothing, silently.
+    pub fn check_shared_params(&self, pipelines: &[&Pipeline]) -> Result<(), Diagnostics> {
+        let known: std::collections::BTreeSet<&str> = pipelines
+            .iter()
+            .flat_map(|p| p.spec.params.keys())
+            .collect();
+        let diags = self
+            .spec
+            .params
+            .iter()
+            .filter(|(name, _)| !known.contains(name.get().as_str()))
+            .map(|(name, _)| {
+                let all: Vec<&str> = known.iter().copied().collect();
+                let hint = match did_you_mean(name, all.iter().copied()) {
+                    Some(best) => format!(
+                        "did you mean `{best}`? params of the pipelines: {}",
+                        list(&all)
+                    ),
+                    None => format!("params of the pipelines: {}", list(&all)),
+                };
+                self.source
+                    .error(
+                        name.span(),
+                        format!("no pipeline declares the param `{}`", name.get()),
+                    )
+                    .with_hint(hint)
+            })
+            .collect();
+        to_result(diags)
+    }
+
     /// Applies the patches for `p` (none when the overlay does not name it) and checks the
     /// result; errors in patched values point into the overlay file.
     pub fn apply(&self, p: &Pipeline) -> Result<Pipeline, Diagnostics> {

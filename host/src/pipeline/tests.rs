@@ -167,6 +167,11 @@ fn apply_overlay(rel: &Path) -> Result<Vec<(String, Plan)>, Diagnostics> {
             .is_file()
     };
     overlay.check_pipeline_names(&exists, "pipelines: see tests/fixtures/pipelines/valid")?;
+    let folder: Vec<Pipeline> = toml_files("valid")
+        .iter()
+        .map(|rel| load_checked(rel).unwrap())
+        .collect();
+    overlay.check_shared_params(&folder.iter().collect::<Vec<_>>())?;
     let mut plans = Vec::new();
     let mut errors: Option<Diagnostics> = None;
     for name in overlay.pipelines() {

@@ -172,9 +172,12 @@ pub fn list_identities(path: impl AsRef<Path>) -> Result<Vec<(String, Identity)>
         .collect())
 }
 
-/// Makes `new` a hard link to `existing`. The host allows only a file of an earlier backup
-/// (`backups/<id>/<file>` through a mount of the customer folder or of `backups`) linked into the
-/// run's new backup; across file systems it fails with an `io` error naming `EXDEV`.
+/// Makes `new` a hard link to `existing` when the run's backup completes. The host allows only a
+/// file of an earlier backup (`backups/<id>/<file>` through a mount of the customer folder or of
+/// `backups`) linked as a file of the run's new backup; across file systems it fails with an
+/// `io` error naming `EXDEV`. Until the backup completes `new` does not exist for any step, so
+/// none can change the earlier file through it: return it as an artifact with the earlier
+/// file's size and sha256 (from its `backup.json`), and write nothing there yourself.
 pub fn hard_link(existing: impl AsRef<Path>, new: impl AsRef<Path>) -> Result<(), Error> {
     let existing = guest_path(existing.as_ref())?;
     let new = guest_path(new.as_ref())?;

@@ -1,12 +1,20 @@
 // What WASI does not tell a guest about files (`qodify:pipeline/files`): Unix modes, owners,
-// exact symlink targets (absolute ones too), free space, folder fsync, and which mounted folder a
-// process works in. Paths are guest paths; nothing here follows a final symlink.
+// exact symlink targets (absolute ones too), free space, folder fsync, which mounted folder a
+// process works in, entries' identities (ctime, device, inode) and links of an earlier backup's
+// files into the new one. Paths are guest paths; nothing here follows a final symlink.
 import * as wit from 'qodify:pipeline/files@0.1.2';
-import type { DirEntry, EntryKind, FilesError, FsSpace, Metadata } from 'qodify:pipeline/files@0.1.2';
+import type {
+  DirEntry,
+  EntryIdentity,
+  EntryKind,
+  FilesError,
+  FsSpace,
+  Metadata,
+} from 'qodify:pipeline/files@0.1.2';
 
 import { Io, NotFound, PermissionDenied, StepError } from './errors';
 
-export type { DirEntry, EntryKind, FsSpace, Metadata };
+export type { DirEntry, EntryIdentity, EntryKind, FsSpace, Metadata };
 
 /** Maps a `files-error` onto a `StepError` naming what was being done. */
 function filesError(what: string, path: string, thrown: unknown): StepError {
@@ -69,4 +77,25 @@ export function syncDir(path: string): void {
 /** The working folder of process `pid` as a guest path, when it is inside a mount. */
 export function processCwd(pid: number): string {
   return call('reading the working folder of process', String(pid), () => wit.processCwd(pid));
+}
+
+/**
+ * The identity of every entry of folder `path` (name, ctime, device, inode), sorted by name,
+ * symlinks not followed: with `listDir`'s size, mode and mtime it tells whether anything changed
+ * since it was last seen (the way restic and borg skip unchanged files).
+ */
+export function listIdentities(path: string): EntryIdentity[] {
+  return call('listing the identities in', path, () => wit.listIdentities(path));
+}
+
+/**
+ * Makes `newPath` a hard link to `existing` when the run's backup completes. The host allows only a
+ * file of an earlier backup (`backups/<id>/<file>` through a mount of the customer folder or of
+ * `backups`) linked as a file of the run's new backup (a mount with `from = "backup"`); across
+ * file systems it throws `Io` naming `EXDEV`. Until the backup completes `newPath` does not exist
+ * for any step, so none can change the earlier file through it: return it as an artifact with the
+ * earlier file's size and sha256 (from its `backup.json`), and write nothing there yourself.
+ */
+export function hardLink(existing: string, newPath: string): void {
+  call(`linking ${existing} as`, newPath, () => wit.hardLink(existing, newPath));
 }

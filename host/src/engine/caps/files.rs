@@ -2,8 +2,10 @@
 //! change times and inodes), for paths inside the step's mounts only. Nothing here follows a final
 //! symlink, and every folder on the way is opened with cap-std, which refuses to leave the mount.
 //! `process-cwd` answers for a process what confined programs may not ask (`/proc/<pid>/cwd`),
-//! only with a guest path. `hard-link` links an earlier backup's file into the new backup and
-//! nothing else (WASI's `link-at` would need both folders writable).
+//! only with a guest path. `hard-link` notes that an earlier backup's file is to be linked into
+//! the new backup when it completes, and nothing else: a link made at once would give every step
+//! that may write the new backup a writable path to the earlier file (WASI's `link-at` would
+//! need both folders writable besides).
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -135,10 +137,10 @@ fn open_parent_nofollow(loc: &Located<'_>) -> io::Result<(OwnedFd, OsString)> {
     Ok((dir, (*name).to_owned()))
 }
 
-/// True when `loc` names `backups/<backup id>/<artifact file>` of the customer's folder through a
-/// mount of the customer folder itself or of its `backups` folder: the only files `hard-link`
-/// may link from.
-fn is_earlier_backup_file(loc: &Located<'_>) -> bool {
+/// The backup id when `loc` names `backups/<backup id>/<artifact file>` of the customer's folder
+/// through a mount of the customer folder itself or of its `backups` folder: the only files
+/// `hard-link` may link from.
+fn earlier_backup_of(loc: &Located<'_>) -> Option<String> {
     let full = loc.mount.rel.join(&loc.rel);
     let parts: Vec<&str> = full
         .components()
@@ -148,12 +150,13 @@ fn is_earlier_backup_file(loc: &Located<'_>) -> bool {
         })
         .collect();
     let mount_rel = loc.mount.rel.as_os_str();
-    loc.mount.root == MountRoot::Customer
+    (loc.mount.root == MountRoot::Customer
         && (mount_rel.is_empty() || mount_rel == backup_rules::BACKUPS)
         && parts.len() == 3
         && parts[0] == backup_rules::BACKUPS
         && backup_rules::is_backup_id(parts[1])
-        && backup_rules::is_artifact_file(parts[2])
+        && backup_rules::is_artifact_file(parts[2]))
+    .then(|| parts[1].to_owned())
 }
 
 impl StepHost {
@@ -339,18 +342,22 @@ impl Host for StepHost {
 
     fn hard_link(&mut self, existing: String, new: String) -> Result<(), FilesError> {
         let src = self.locate(&existing)?;
-        if !is_earlier_backup_file(&src) {
+        let Some(from) = earlier_backup_of(&src) else {
             return Err(FilesError::NotPermitted(format!(
                 "{existing}: only a file of an earlier backup (backups/<YYYYMMDD-HHMMSS>/<file> \
                  through a mount of the customer folder or of backups) can be linked"
             )));
-        }
+        };
         let dst = self.locate_writable(&new)?;
-        if dst.mount.root != MountRoot::Backup {
+        let file = dst.mount.rel.join(&dst.rel);
+        let file = file.to_str().filter(|f| backup_rules::is_artifact_file(f));
+        let (Some(file), MountRoot::Backup, Some(links)) = (file, dst.mount.root, &self.links)
+        else {
             return Err(FilesError::NotPermitted(format!(
-                "{new}: links are made only in the run's new backup (a mount with from = \"backup\")"
+                "{new}: links are made only as a file directly in the run's new backup (a mount \
+                 with from = \"backup\")"
             )));
-        }
+        };
         let (src_dir, src_name) =
             open_parent_nofollow(&src).map_err(|e| match e.raw_os_error() {
                 Some(code)
@@ -363,39 +370,16 @@ impl Host for StepHost {
                 }
                 _ => io_err(&existing, e),
             })?;
-        let before = rustix::fs::statat(&src_dir, &src_name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| rx(&existing, e))?;
-        if kind_of(before.st_mode) != EntryKind::File {
-            return Err(FilesError::NotPermitted(format!(
-                "{existing}: not a regular file; only files are linked"
-            )));
-        }
-        let (dst_dir, dst_name) = dst.parent().map_err(|e| io_err(&new, e))?;
-        rustix::fs::linkat(
-            &src_dir,
-            &src_name,
-            dst_dir.as_fd(),
-            &dst_name,
-            AtFlags::empty(),
-        )
-        .map_err(|e| match e {
-            rustix::io::Errno::XDEV => FilesError::Io(format!(
-                "{existing} and {new} are on different file systems (EXDEV); write the file instead"
-            )),
-            e => rx(&new, e),
-        })?;
-        // What was linked must be the file checked above, not something swapped in meanwhile.
-        let linked = rustix::fs::statat(dst_dir.as_fd(), &dst_name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| rx(&new, e))?;
-        if (linked.st_dev, linked.st_ino) != (before.st_dev, before.st_ino)
-            || kind_of(linked.st_mode) != EntryKind::File
-        {
-            let _ = rustix::fs::unlinkat(dst_dir.as_fd(), &dst_name, AtFlags::empty());
-            return Err(FilesError::NotPermitted(format!(
-                "{existing}: changed while it was being linked; nothing was linked"
-            )));
-        }
-        Ok(())
+        let src_dir = Dir::from_std_file(std::fs::File::from(src_dir));
+        let src_name = src_name.to_str().unwrap_or_default().to_owned();
+        // Noted only: the link is made when the backup completes (`backups::Links`).
+        links
+            .add(file, &dst.mount.dir, &from, src_dir, &src_name)
+            .map_err(|e| match e {
+                crate::backups::LinkError::Refused(why) => FilesError::NotPermitted(why),
+                crate::backups::LinkError::Io(path, e) => io_err(&path, e),
+                e => FilesError::Io(e.to_string()),
+            })
     }
 
     fn space(&mut self, path: String) -> Result<FsSpace, FilesError> {
@@ -630,6 +614,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (mut host, _) = super::super::test_host(&t, vec![]);
         host.mounts = table;
+        host.links = Some(Default::default());
         ((tmp, t), host)
     }
 
@@ -639,32 +624,41 @@ mod tests {
     }
 
     #[test]
-    fn hard_link_links_an_earlier_backups_file_into_the_new_backup() {
+    fn hard_link_notes_an_earlier_backups_file_for_the_new_backup_and_links_nothing_yet() {
         let ((tmp, _t), mut host) = backup_fixture();
+        let links = host.links.clone().unwrap();
         let backups = tmp.path().join("real/shop.test/backups");
+        std::fs::write(backups.join("20260101-000000/db.dump"), "dump").unwrap();
         for (i, from) in [
             "/backups/20260101-000000/uploads.tar.gz",
-            "/customer/backups/20260101-000000/uploads.tar.gz",
+            "/customer/backups/20260101-000000/db.dump",
         ]
         .into_iter()
         .enumerate()
         {
             let to = format!("/out/u{i}.tar.gz");
             Host::hard_link(&mut host, from.into(), to).unwrap();
-            let linked = backups.join(format!(".partial-run1/u{i}.tar.gz"));
-            assert_eq!(
-                inode(&linked),
-                inode(&backups.join("20260101-000000/uploads.tar.gz"))
+            // No step can reach the earlier file through the new backup before it completes.
+            assert!(!backups.join(format!(".partial-run1/u{i}.tar.gz")).exists());
+            assert!(links.contains(&format!("u{i}.tar.gz")));
+        }
+        let (size, _) = links
+            .hash("u0.tar.gz", Default::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(size, 3);
+        // Nothing is replaced, and a file is linked once.
+        for (from, to) in [
+            ("/backups/20260101-000000/db.dump", "/out/u0.tar.gz"),
+            ("/backups/20260101-000000/uploads.tar.gz", "/out/u9.tar.gz"),
+        ] {
+            let err = Host::hard_link(&mut host, from.into(), to.into()).unwrap_err();
+            assert!(
+                matches!(err, FilesError::Io(_) | FilesError::NotPermitted(_)),
+                "{err:?}"
             );
         }
-        // Nothing is replaced.
-        let err = Host::hard_link(
-            &mut host,
-            "/backups/20260101-000000/uploads.tar.gz".into(),
-            "/out/u0.tar.gz".into(),
-        )
-        .unwrap_err();
-        assert!(matches!(err, FilesError::Io(_)), "{err:?}");
+        assert!(!links.contains("u9.tar.gz"));
     }
 
     #[test]
@@ -677,7 +671,11 @@ mod tests {
             // A partial backup, and a backup id that is a symlink.
             ("/backups/.partial-old/uploads.tar.gz", "/out/p"),
             ("/backups/20260102-000000/uploads.tar.gz", "/out/s"),
-            // Not into the new backup, and not into a read-only mount.
+            // Not into the new backup, not into a read-only mount, not into a folder of it.
+            (
+                "/backups/20260101-000000/uploads.tar.gz",
+                "/out/sub/u.tar.gz",
+            ),
             ("/backups/20260101-000000/uploads.tar.gz", "/live/u.tar.gz"),
             (
                 "/backups/20260101-000000/uploads.tar.gz",

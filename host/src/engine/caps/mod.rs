@@ -118,6 +118,9 @@ pub struct StepHost {
     pub(in crate::engine) secrets_dir: Option<std::path::PathBuf>,
     /// What the step called.
     pub(in crate::engine) usage: UsageLedger,
+    /// Where `files.hard-link` notes links into the run's new backup; `None`: the run makes no
+    /// backup.
+    pub(in crate::engine) links: Option<Arc<crate::backups::Links>>,
 }
 
 impl StepHost {
@@ -151,7 +154,14 @@ impl StepHost {
             host_paths: Default::default(),
             secrets_dir: None,
             usage: Default::default(),
+            links: None,
         }
+    }
+
+    /// Lets `files.hard-link` note links into the run's new backup in `links`.
+    pub fn with_links(mut self, links: Arc<crate::backups::Links>) -> Self {
+        self.links = Some(links);
+        self
     }
 
     /// Records what the step calls in `ledger`.

@@ -224,6 +224,8 @@ function escape(dataPath: string, outPath: string, command: string[] | undefined
   o.value('files-set-mode-through-link', report(() => files.setMode(abs, 0o777), () => 'host claims success'));
   o.value('files-set-mtime-ro', report(() => files.setMtime(inside, 0n, 0), () => 'set'));
   o.value('files-symlink-ro', report(() => files.symlink('x', `${data}/l`), () => 'created'));
+  // Not an earlier backup's file: a link would make a read-only file writable through `out`.
+  o.value('files-hard-link-ro', report(() => files.hardLink(inside, `${outDir}/hl`), () => 'linked'));
 
   // Host programs and origins that were not granted.
   const ran = (r: commands.CommandResult) => `exit ${r.exitCode}: ${r.stdoutText()}`;

@@ -256,6 +256,13 @@ pub fn run(data: &str, out: &str, command: &[String], origin: Option<&str>) -> O
             "created".into()
         }),
     );
+    // Not an earlier backup's file: a link would make a read-only file writable through `out`.
+    o.push_value(
+        "files-hard-link-ro",
+        report(files::hard_link(&inside, format!("{out_dir}/hl")), |()| {
+            "linked".into()
+        }),
+    );
 
     // Host programs, arguments and origins not granted; environment and stdin.
     let cat = Command::new("sh")

@@ -1,6 +1,7 @@
 //! `sandbox-probe` test plugin: tries to break out of its grants and to exhaust the host, so tests
 //! can prove the host holds. Config: `{ "mode": "escape" | "loop" | "memory-bomb" | "log-flood" |
-//! "huge-output" | "sleep-host" | "wasi-sleep" | "read-fifo" | "files-fifo" | "native", "data":
+//! "huge-output" | "sleep-host" | "wasi-sleep" | "read-fifo" | "files-fifo" | "native" |
+//! "link-backup", "data":
 //! "/data", "out": "/out", "path": "/data/.env", "command": ["echo", "granted"], "origin":
 //! "http://127.0.0.1:8080/" }`, `data` being a read-only mount and `out` a read-write one;
 //! `path` is the file `read-fifo` and `files-fifo` aim at; `command` and `origin`, when given,
@@ -44,6 +45,21 @@ struct Config {
     /// `escape`: a granted URL, fetched as the control `control-http`.
     #[serde(default)]
     origin: Option<String>,
+    /// `link-backup`: the file name in `out` to link `path` as (or to attack).
+    #[serde(default)]
+    to: String,
+    /// `link-backup`: ask for the link (else only attack the name).
+    #[serde(default)]
+    link: bool,
+    /// `link-backup`: then write a file of that name.
+    #[serde(default)]
+    write: bool,
+    /// `link-backup`: return the linked file as this artifact: `[name, size, sha256]`, and
+    /// write a `backup.json` of backup `manifest_id` listing it.
+    #[serde(default)]
+    artifact: Option<(String, u64, String)>,
+    #[serde(default)]
+    manifest_id: String,
 }
 
 fn default_path() -> String {
@@ -94,6 +110,10 @@ enum Mode {
     ReadFifo,
     /// Set the mode of `path` through the host's `files` interface.
     FilesFifo,
+    /// Ask the host to link `path` (an earlier backup's file) as `out/<to>`, then try to reach
+    /// the earlier file through that name: `stat-linked`, `append-linked` (and with `write`,
+    /// `write-linked`) must not change it.
+    LinkBackup,
 }
 
 struct Probe;
@@ -208,6 +228,43 @@ impl Step for Probe {
             Mode::FilesFifo => {
                 let set = fs::set_mode(&config.path, 0o600);
                 Ok(Output::new().value("files", escape::report(set, |()| "changed".into())))
+            }
+            Mode::LinkBackup => {
+                let target = format!("{}/{}", config.out, config.to);
+                let mut out = Output::new();
+                if config.link {
+                    let linked = fs::hard_link(&config.path, &target);
+                    out.push_value("link", escape::report(linked, |()| "noted".into()));
+                }
+                let stat = std::fs::metadata(&target);
+                out.push_value(
+                    "stat-linked",
+                    escape::report(stat, |m| format!("{} bytes", m.len())),
+                );
+                let append = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&target)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"));
+                out.push_value(
+                    "append-linked",
+                    escape::report(append, |()| "appended".into()),
+                );
+                if config.write {
+                    let written = std::fs::write(&target, "hostile");
+                    out.push_value(
+                        "write-linked",
+                        escape::report(written, |()| "written".into()),
+                    );
+                }
+                if let Some((name, size, sha)) = config.artifact {
+                    let manifest = format!(
+                        r#"{{"formatVersion":1,"id":"{}","artifacts":[{{"name":"{name}","file":"{}","size":{size},"sha256":"{sha}"}}]}}"#,
+                        config.manifest_id, config.to
+                    );
+                    std::fs::write(format!("{}/backup.json", config.out), manifest)?;
+                    out = out.artifact(name, target, size, sha);
+                }
+                Ok(out)
             }
             Mode::SleepHost => {
                 let result = Command::new("sleep").arg("3600").run();
