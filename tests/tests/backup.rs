@@ -287,3 +287,24 @@ fn validate_accepts_the_shipped_pipelines() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok    "));
 }
+
+#[test]
+fn validate_names_a_tier_param_no_pipeline_declares_with_its_place() {
+    let host = Host::new();
+    let tier = tempfile::tempdir().unwrap();
+    let file = tier.path().join("tiers/typo.toml");
+    write(
+        &file,
+        "description = \"a typo\"\n[params.\"offsite.repositry\"]\ndefault = \"rest:http://10.0.0.5:8000\"\n",
+    );
+    let out = run(host.cmd().arg("validate").arg(&file));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:2:9: error: no pipeline declares the param `offsite.repositry`",
+            file.display()
+        )) && err.contains("did you mean `offsite.repository`?"),
+        "{err}"
+    );
+}
