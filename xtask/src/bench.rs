@@ -2,7 +2,8 @@
 //! generated tree, run by the same script back to back; the per-step overhead of the runtime
 //! (store + instantiate from a pre-linked component + a no-op call) against spawning a native
 //! no-op process; a whole backup against a plain script; a second backup of an unchanged
-//! customer, which reuses the first one's archives, against the first; and the HTTP API under load
+//! customer, which reuses the first one's archives, against the first; off-site copies and restore
+//! drills ([`crate::bench_offsite`]); and the HTTP API under load
 //! ([`crate::bench_api`]); the downtime of a layout migration and of an upgrade's swap on real
 //! PM2 apps against plain scripts ([`crate::bench_upgrade`]); three hosts sharing one PostgreSQL
 //! store against one on SQLite ([`crate::bench_nodes`]); a TypeScript plugin against the same
@@ -25,6 +26,7 @@ struct Opts {
     archive: bool,
     backup: bool,
     reuse: bool,
+    offsite: bool,
     api: bool,
     upgrade: bool,
     console: bool,
@@ -41,7 +43,7 @@ struct Opts {
 const OPTIONS: &str = "--size-mib N, --runs N, --db-rows N, --clients N, --duration-secs N, \
     --poll-ms N, --workers N, --history-runs N, --samples N, --pm2-mode cluster|fork|both, \
     --cluster-sched rr|none|both, \
-    --archive-only, --backup-only, --reuse-only, --api-only, --upgrade-only, --console-only, --nodes-only, \
+    --archive-only, --backup-only, --reuse-only, --offsite-only, --api-only, --upgrade-only, --console-only, --nodes-only, \
     --plugins-only";
 
 /// The number after `flag`.
@@ -76,6 +78,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         archive: true,
         backup: true,
         reuse: true,
+        offsite: true,
         api: true,
         upgrade: true,
         console: true,
@@ -104,6 +107,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
             "--archive-only" => only.push("archive"),
             "--backup-only" => only.push("backup"),
             "--reuse-only" => only.push("reuse"),
+            "--offsite-only" => only.push("offsite"),
             "--api-only" => only.push("api"),
             "--upgrade-only" => only.push("upgrade"),
             "--console-only" => only.push("console"),
@@ -118,6 +122,7 @@ fn parse(args: &[&str]) -> Result<Opts> {
         o.archive = only.contains(&"archive");
         o.backup = only.contains(&"backup");
         o.reuse = only.contains(&"reuse");
+        o.offsite = only.contains(&"offsite");
         o.api = only.contains(&"api");
         o.upgrade = only.contains(&"upgrade");
         o.console = only.contains(&"console");
@@ -269,6 +274,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     if opts.reuse {
         reuse(&target, &opts)?;
     }
+    if opts.offsite {
+        crate::bench_offsite::run(&target, opts.size_mib, opts.db_rows, opts.runs)?;
+    }
     if opts.api {
         crate::bench_api::run(&target, &opts.api_opts)?;
     }
@@ -380,7 +388,7 @@ fn overhead(target: &Path) -> Result<()> {
     )
 }
 
-const BACKUP_DOMAIN: &str = "backup-bench.example.com";
+pub(crate) const BACKUP_DOMAIN: &str = "backup-bench.example.com";
 const BACKUP_DB: &str = "qodify_bench_backup";
 
 pub(crate) fn psql(db: &str, sql: &str) -> Result<String> {
@@ -412,7 +420,7 @@ pub(crate) fn psql(db: &str, sql: &str) -> Result<String> {
 
 /// A customer with `size_mib` of uploads (60% image-like, 40% text), a backend with sources and
 /// `node_modules` to exclude, and a database of `rows` orders (~200 bytes each).
-fn make_backup_customer(dir: &Path, size_mib: u64, rows: u64) -> Result<()> {
+pub(crate) fn make_backup_customer(dir: &Path, size_mib: u64, rows: u64) -> Result<()> {
     make_tree(&dir.join("backend/uploads"), size_mib)?;
     for i in 0..300u64 {
         let f = dir.join(format!("backend/src/m{}/f{i}.js", i % 17));

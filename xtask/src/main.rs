@@ -5,6 +5,7 @@ mod bench;
 mod bench_api;
 mod bench_console;
 mod bench_nodes;
+mod bench_offsite;
 mod bench_plugins;
 mod bench_upgrade;
 mod demo;
@@ -43,7 +44,11 @@ Commands:
                       the API load, history through another host, event latency from the
                       executing host to SSE on another; needs PostgreSQL on 127.0.0.1:5432),
                       --plugins-only (the TypeScript example plugin vs its Rust twin: size,
-                      compile, disk-cache load, warm instantiation and run time).
+                      compile, disk-cache load, warm instantiation and run time),
+                      --reuse-only (a second backup of an unchanged customer vs the first),
+                      --offsite-only (restic's bytes and seconds of a first and a second,
+                      unchanged off-site copy; a restore drill vs the backup; needs restic and
+                      rclone).
                       --runs N (3) for archive, backup and upgrade. API (and nodes) options:
                       --clients N (200), --duration-secs N (30), --poll-ms N (100), --workers N
                       (4), --history-runs N (1000), --samples N (500). Upgrade options:

@@ -231,16 +231,42 @@ impl Links {
 mod tests {
     use super::*;
 
-    fn dirs() -> (tempfile::TempDir, Dir, Dir) {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join("20260101-000000")).unwrap();
-        std::fs::create_dir_all(tmp.path().join(".partial-r")).unwrap();
-        std::fs::write(tmp.path().join("20260101-000000/a.tar.gz"), "old archive").unwrap();
-        let open = |p: &str| {
-            Dir::open_ambient_dir(tmp.path().join(p), cap_std::ambient_authority()).unwrap()
-        };
-        let (old, new) = (open("20260101-000000"), open(".partial-r"));
-        (tmp, old, new)
+    /// An earlier backup holding `a.tar.gz` and a new one, with no link noted yet.
+    struct Fx {
+        tmp: tempfile::TempDir,
+        old: Dir,
+        new: Dir,
+        links: Links,
+    }
+
+    impl Fx {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(tmp.path().join("20260101-000000")).unwrap();
+            std::fs::create_dir_all(tmp.path().join(".partial-r")).unwrap();
+            std::fs::write(tmp.path().join("20260101-000000/a.tar.gz"), "old archive").unwrap();
+            let open = |p: &str| {
+                Dir::open_ambient_dir(tmp.path().join(p), cap_std::ambient_authority()).unwrap()
+            };
+            let (old, new) = (open("20260101-000000"), open(".partial-r"));
+            Fx {
+                tmp,
+                old,
+                new,
+                links: Links::default(),
+            }
+        }
+
+        /// Notes `file` of the new backup as a link to the earlier backup's `name`.
+        fn note(&self, file: &str, name: &str) -> Result<(), LinkError> {
+            let old = self.old.try_clone().unwrap();
+            self.links
+                .add(file, &self.new, "20260101-000000", old, name)
+        }
+
+        fn path(&self, rel: &str) -> std::path::PathBuf {
+            self.tmp.path().join(rel)
+        }
     }
 
     fn inode(path: &std::path::Path) -> u64 {
@@ -250,107 +276,73 @@ mod tests {
 
     #[test]
     fn a_noted_link_is_invisible_until_made_and_then_shares_the_file() {
-        let (tmp, old, new) = dirs();
-        let links = Links::default();
-        links
-            .add(
-                "a.tar.gz",
-                &new,
-                "20260101-000000",
-                old.try_clone().unwrap(),
-                "a.tar.gz",
-            )
-            .unwrap();
-        assert!(!tmp.path().join(".partial-r/a.tar.gz").exists());
-        let (size, sha) = links
+        let fx = Fx::new();
+        fx.note("a.tar.gz", "a.tar.gz").unwrap();
+        assert!(!fx.path(".partial-r/a.tar.gz").exists());
+        let (size, sha) = fx
+            .links
             .hash("a.tar.gz", HashBounds::default())
             .unwrap()
             .unwrap();
         assert_eq!(size, 11);
-        assert!(links.hash("b.tar.gz", HashBounds::default()).is_none());
-        let made = links.make(&new).unwrap();
+        assert!(fx.links.hash("b.tar.gz", HashBounds::default()).is_none());
+        let made = fx.links.make(&fx.new).unwrap();
         assert_eq!(made["a.tar.gz"], (size, sha));
         assert_eq!(
-            inode(&tmp.path().join(".partial-r/a.tar.gz")),
-            inode(&tmp.path().join("20260101-000000/a.tar.gz"))
+            inode(&fx.path(".partial-r/a.tar.gz")),
+            inode(&fx.path("20260101-000000/a.tar.gz"))
         );
     }
 
     #[test]
     fn a_name_is_linked_once_and_never_over_a_file() {
-        let (_tmp, old, new) = dirs();
-        let links = Links::default();
-        let add = |file: &str| {
-            links.add(
-                file,
-                &new,
-                "20260101-000000",
-                old.try_clone().unwrap(),
-                "a.tar.gz",
-            )
-        };
-        add("a.tar.gz").unwrap();
-        assert!(matches!(add("a.tar.gz"), Err(LinkError::Exists(_))));
+        let fx = Fx::new();
+        fx.note("a.tar.gz", "a.tar.gz").unwrap();
+        let again = fx.note("a.tar.gz", "a.tar.gz");
+        assert!(matches!(again, Err(LinkError::Exists(_))), "{again:?}");
         // The same earlier file under a second name.
-        assert!(matches!(add("b.tar.gz"), Err(LinkError::Refused(_))));
-        new.write("c.tar.gz", "written").unwrap();
-        assert!(matches!(add("c.tar.gz"), Err(LinkError::Exists(_))));
-        let dir_err = links.add("d.tar.gz", &new, "x", old.try_clone().unwrap(), ".");
-        assert!(matches!(dir_err, Err(LinkError::Refused(_))), "{dir_err:?}");
+        let second = fx.note("b.tar.gz", "a.tar.gz");
+        assert!(matches!(second, Err(LinkError::Refused(_))), "{second:?}");
+        fx.new.write("c.tar.gz", "written").unwrap();
+        let over = fx.note("c.tar.gz", "a.tar.gz");
+        assert!(matches!(over, Err(LinkError::Exists(_))), "{over:?}");
+        let folder = fx.note("d.tar.gz", ".");
+        assert!(matches!(folder, Err(LinkError::Refused(_))), "{folder:?}");
     }
 
     #[test]
     fn a_file_written_after_the_link_was_noted_fails_the_backup() {
-        let (tmp, old, new) = dirs();
-        let links = Links::default();
-        links
-            .add(
-                "a.tar.gz",
-                &new,
-                "20260101-000000",
-                old.try_clone().unwrap(),
-                "a.tar.gz",
-            )
-            .unwrap();
-        new.write("a.tar.gz", "a step's own file").unwrap();
-        let err = links.make(&new).unwrap_err().to_string();
+        let fx = Fx::new();
+        fx.note("a.tar.gz", "a.tar.gz").unwrap();
+        fx.new.write("a.tar.gz", "a step's own file").unwrap();
+        let err = fx.links.make(&fx.new).unwrap_err().to_string();
         assert!(err.contains("a step wrote this file"), "{err}");
-        assert_eq!(
-            std::fs::read_to_string(tmp.path().join("20260101-000000/a.tar.gz")).unwrap(),
-            "old archive"
-        );
+        let earlier = std::fs::read_to_string(fx.path("20260101-000000/a.tar.gz")).unwrap();
+        assert_eq!(earlier, "old archive");
     }
 
     #[test]
     fn an_earlier_file_that_changed_is_not_linked() {
-        let (tmp, old, new) = dirs();
-        let links = Links::default();
-        links
-            .add(
-                "a.tar.gz",
-                &new,
-                "20260101-000000",
-                old.try_clone().unwrap(),
-                "a.tar.gz",
-            )
-            .unwrap();
-        links
+        let fx = Fx::new();
+        fx.note("a.tar.gz", "a.tar.gz").unwrap();
+        fx.links
             .hash("a.tar.gz", HashBounds::default())
             .unwrap()
             .unwrap();
         // Same size, so only the times tell.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        std::fs::write(tmp.path().join("20260101-000000/a.tar.gz"), "OLD ARCHIVE").unwrap();
-        let err = links.make(&new).unwrap_err().to_string();
+        std::fs::write(fx.path("20260101-000000/a.tar.gz"), "OLD ARCHIVE").unwrap();
+        let err = fx.links.make(&fx.new).unwrap_err().to_string();
         assert!(err.contains("changed during the run"), "{err}");
-        assert!(!tmp.path().join(".partial-r/a.tar.gz").exists());
-        let err = links
+        assert!(!fx.path(".partial-r/a.tar.gz").exists());
+        let err = fx
+            .links
             .hash("a.tar.gz", HashBounds::default())
             .unwrap()
             .unwrap_err();
+        let err = err.to_string();
         assert!(
-            err.to_string()
-                .contains("changed after the link was asked for"),
+            err.contains("changed after the link was asked for"),
             "{err}"
         );
     }
