@@ -18,26 +18,10 @@ const DOMAIN: &str = "shop.example.com";
 
 /// A customer whose backend's `.env` names `db`, with uploads of `upload_bytes` in 4 files.
 fn customer(host: &Host, db: &TestDb, upload_bytes: usize) -> PathBuf {
-    let dir = host.customer(DOMAIN);
-    let b = dir.join("backend");
-    write(
-        &b.join("package.json"),
-        r#"{"name":"backend","version":"1.0.0"}"#,
-    );
-    write(&b.join("server.js"), "// v1\n");
-    write(&b.join("src/a.js"), "a\n");
-    write(&b.join(".env"), format!("DATABASE_URL={}\n", db.url("pw")));
-    chmod(&b.join(".env"), 0o600);
-    for i in 0..4 {
-        write(
-            &b.join(format!("uploads/p{i}.jpg")),
-            noise(upload_bytes / 4, i as u64),
-        );
-    }
-    write(&dir.join("admin/package.json"), r#"{"name":"admin"}"#);
-    write(&dir.join("store/package.json"), r#"{"name":"store"}"#);
-    write(&dir.join("ecosystem.config.js"), "module.exports = {}\n");
-    dir
+    let uploads: Vec<_> = (0..4)
+        .map(|i| (format!("p{i}.jpg"), noise(upload_bytes / 4, i as u64)))
+        .collect();
+    plain_shop(&host.customer(DOMAIN), &db.url("pw"), &uploads)
 }
 
 /// `serve`, with the customer registered as 42 (so runs and drills are recorded).

@@ -209,26 +209,10 @@ fn number(outputs: &serde_json::Map<String, serde_json::Value>, key: &str) -> f6
 }
 
 fn shop(host: &Host, db: &TestDb, uploads_mib: usize) -> PathBuf {
-    let dir = host.customer(DOMAIN);
-    let b = dir.join("backend");
-    write(
-        &b.join("package.json"),
-        r#"{"name":"backend","version":"1.0.0"}"#,
-    );
-    write(&b.join("server.js"), "// v1\n");
-    write(&b.join("src/a.js"), "a\n");
-    write(&b.join(".env"), format!("DATABASE_URL={}\n", db.url("pw")));
-    chmod(&b.join(".env"), 0o600);
-    for i in 0..uploads_mib {
-        write(
-            &b.join(format!("uploads/{i}.jpg")),
-            noise(1 << 20, i as u64 + 7),
-        );
-    }
-    write(&dir.join("admin/package.json"), r#"{"name":"admin"}"#);
-    write(&dir.join("store/package.json"), r#"{"name":"store"}"#);
-    write(&dir.join("ecosystem.config.js"), "module.exports = {}\n");
-    dir
+    let uploads: Vec<_> = (0..uploads_mib)
+        .map(|i| (format!("{i}.jpg"), noise(1 << 20, i as u64 + 7)))
+        .collect();
+    plain_shop(&host.customer(DOMAIN), &db.url("pw"), &uploads)
 }
 
 fn no_dependencies(r: &str) -> bool {

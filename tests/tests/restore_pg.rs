@@ -13,24 +13,16 @@ use pg::{TestDb, psql};
 const DOMAIN: &str = "shop.example.com";
 
 fn customer(host: &Host, db: &TestDb) -> PathBuf {
-    let dir = host.customer(DOMAIN);
-    let b = dir.join("backend");
-    write(
-        &b.join("package.json"),
-        r#"{"name":"backend","version":"1.0.0"}"#,
+    let dir = plain_shop(
+        &host.customer(DOMAIN),
+        &db.url("pw"),
+        &[("p.jpg".into(), noise(20_000, 3))],
     );
-    write(&b.join("server.js"), "// v1\n");
-    write(&b.join("src/a.js"), "a\n");
+    let b = dir.join("backend");
     write(&b.join("scripts/run.sh"), "#!/bin/sh\n");
     chmod(&b.join("scripts/run.sh"), 0o755);
     std::os::unix::fs::symlink("server.js", b.join("index.js")).unwrap();
-    write(&b.join(".env"), format!("DATABASE_URL={}\n", db.url("pw")));
-    chmod(&b.join(".env"), 0o600);
     write(&b.join("node_modules/dep/index.js"), "dep\n");
-    write(&b.join("uploads/p.jpg"), noise(20_000, 3));
-    write(&dir.join("admin/package.json"), r#"{"name":"admin"}"#);
-    write(&dir.join("store/package.json"), r#"{"name":"store"}"#);
-    write(&dir.join("ecosystem.config.js"), "module.exports = {}\n");
     dir
 }
 

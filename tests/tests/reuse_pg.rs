@@ -19,23 +19,17 @@ const DOMAIN: &str = "reuse.example.com";
 const ARCHIVES: [&str; 5] = ["backend", "admin", "store", "uploads", "env-pm2"];
 
 fn customer(host: &Host, db: &TestDb) -> PathBuf {
-    let dir = host.customer(DOMAIN);
-    let b = dir.join("backend");
-    write(
-        &b.join("package.json"),
-        r#"{"name":"backend","version":"1.0.0"}"#,
+    let dir = plain_shop(
+        &host.customer(DOMAIN),
+        &db.url("pw"),
+        &[
+            ("p.jpg".into(), noise(200_000, 3)),
+            ("q.jpg".into(), noise(100_000, 4)),
+        ],
     );
-    write(&b.join("server.js"), "// v1\n");
-    write(&b.join("src/a.js"), "a\n");
+    let b = dir.join("backend");
     std::os::unix::fs::symlink("server.js", b.join("index.js")).unwrap();
-    write(&b.join(".env"), format!("DATABASE_URL={}\n", db.url("pw")));
-    chmod(&b.join(".env"), 0o600);
     write(&b.join("node_modules/dep/index.js"), "dep\n");
-    write(&b.join("uploads/p.jpg"), noise(200_000, 3));
-    write(&b.join("uploads/q.jpg"), noise(100_000, 4));
-    write(&dir.join("admin/package.json"), r#"{"name":"admin"}"#);
-    write(&dir.join("store/package.json"), r#"{"name":"store"}"#);
-    write(&dir.join("ecosystem.config.js"), "module.exports = {}\n");
     dir
 }
 

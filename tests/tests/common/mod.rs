@@ -305,6 +305,28 @@ pub fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// A small shop in the current layout at `dir`: `backend` (package.json 1.0.0, server.js,
+/// src/a.js, a mode-600 `.env` whose DATABASE_URL is `database_url`, and `uploads` named by
+/// `uploads`), `admin`, `store` and a PM2 ecosystem file. Tests add what they need besides.
+pub fn plain_shop(dir: &Path, database_url: &str, uploads: &[(String, Vec<u8>)]) -> PathBuf {
+    let b = dir.join("backend");
+    write(
+        &b.join("package.json"),
+        r#"{"name":"backend","version":"1.0.0"}"#,
+    );
+    write(&b.join("server.js"), "// v1\n");
+    write(&b.join("src/a.js"), "a\n");
+    write(&b.join(".env"), format!("DATABASE_URL={database_url}\n"));
+    chmod(&b.join(".env"), 0o600);
+    for (name, bytes) in uploads {
+        write(&b.join("uploads").join(name), bytes);
+    }
+    write(&dir.join("admin/package.json"), r#"{"name":"admin"}"#);
+    write(&dir.join("store/package.json"), r#"{"name":"store"}"#);
+    write(&dir.join("ecosystem.config.js"), "module.exports = {}\n");
+    dir.to_path_buf()
+}
+
 /// Incompressible bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
