@@ -541,9 +541,24 @@ async fn verify(
     ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     JsonOrDefault(body): JsonOrDefault<VerifyBackup>,
 ) -> Result<Response, ApiError> {
-    let id = extract::customer_id(&id)?.to_owned();
-    let backup_id = extract::backup_id(&backup_id)?.to_owned();
+    let on = (
+        extract::customer_id(&id)?.to_owned(),
+        extract::backup_id(&backup_id)?.to_owned(),
+    );
     let actor = Some(caller.actor(body.triggered_by)?);
+    submit_on_backup(state, on, "verify", BTreeMap::new(), actor, body.queue).await
+}
+
+/// Queues `pipeline` with `backup=<backup_id>` and `params` for customer `id` (both checked
+/// already), once both the customer and that complete backup are found.
+async fn submit_on_backup(
+    state: AppState,
+    (id, backup_id): (String, String),
+    pipeline: &str,
+    mut params: BTreeMap<String, String>,
+    actor: Option<String>,
+    queue: bool,
+) -> Result<Response, ApiError> {
     {
         let (state, id, backup_id) = (state.clone(), id.clone(), backup_id.clone());
         blocking(move || {
@@ -552,9 +567,8 @@ async fn verify(
         })
         .await?;
     }
-    let mut params = BTreeMap::new();
     params.insert("backup".to_owned(), backup_id);
-    runs::submit(state, id, "verify", params, actor, body.queue).await
+    runs::submit(state, id, pipeline, params, actor, queue).await
 }
 
 /// Body of `POST /api/customers/{id}/backups/{backupId}/drill` (may be empty).
@@ -599,24 +613,18 @@ async fn drill(
     ApiPath(BackupPath { id, backup_id }): ApiPath<BackupPath>,
     JsonOrDefault(body): JsonOrDefault<DrillBackup>,
 ) -> Result<Response, ApiError> {
-    let id = extract::customer_id(&id)?.to_owned();
-    let backup_id = extract::backup_id(&backup_id)?.to_owned();
+    let on = (
+        extract::customer_id(&id)?.to_owned(),
+        extract::backup_id(&backup_id)?.to_owned(),
+    );
     let actor = Some(caller.actor(body.triggered_by)?);
     if body.probe.as_ref().is_some_and(|p| p.len() > 4000) {
         return Err(ApiError::bad_request("probe is longer than 4000 bytes"));
     }
-    {
-        let (state, id, backup_id) = (state.clone(), id.clone(), backup_id.clone());
-        blocking(move || {
-            let customer = customers::require(state.store.as_ref(), &id)?;
-            find_complete(&state, &customer, &backup_id).map(|_| ())
-        })
-        .await?;
-    }
-    let mut params = BTreeMap::new();
-    params.insert("backup".to_owned(), backup_id);
-    if let Some(probe) = body.probe {
-        params.insert("probe".to_owned(), probe);
-    }
-    runs::submit(state, id, "drill", params, actor, body.queue).await
+    let params = body
+        .probe
+        .map(|p| ("probe".to_owned(), p))
+        .into_iter()
+        .collect();
+    submit_on_backup(state, on, "drill", params, actor, body.queue).await
 }
