@@ -2,7 +2,8 @@
 //! `dropdb`, through the real binary: a good backup is stamped restorable (and `/metrics` shows
 //! the age of the last good drill), a truncated dump and an archive missing a file are stamped
 //! not restorable with the reason, and no scratch database or folder outlives a drill, also
-//! when the CLI or `serve` is killed with SIGKILL in the middle of `pg_restore`.
+//! when the CLI or `serve` is killed with SIGKILL in the middle of `pg_restore`. A shop whose
+//! own database role is no superuser and may not create databases is drilled like any other.
 
 mod common;
 mod pg;
@@ -473,4 +474,90 @@ fn a_service_killed_mid_drill_drops_the_scratch_database_at_its_next_start() {
         line["restorable"].is_null(),
         "an interrupted drill stamps nothing: {line}"
     );
+}
+
+/// A login role without superuser or CREATEDB, as a customer's database role really is; dropped
+/// on drop (declare it before the databases it owns, so it outlives them).
+struct CustomerRole(String);
+
+impl CustomerRole {
+    fn new(tag: &str) -> Self {
+        let name = format!("qh_role_{tag}_{}", std::process::id());
+        psql("postgres", &format!("DROP ROLE IF EXISTS {name}"));
+        psql(
+            "postgres",
+            &format!("CREATE ROLE {name} LOGIN PASSWORD 'pw' NOSUPERUSER NOCREATEDB NOCREATEROLE"),
+        );
+        CustomerRole(name)
+    }
+}
+
+impl Drop for CustomerRole {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-X",
+                "-q",
+                "-d",
+                "postgres",
+                "-c",
+            ])
+            .arg(format!("DROP ROLE IF EXISTS {}", self.0))
+            .output();
+    }
+}
+
+#[test]
+fn a_shop_whose_own_role_is_no_superuser_is_backed_up_and_drilled_restorable() {
+    const TOKEN: &str = "drill-role-token";
+    let role = CustomerRole::new("drillrole");
+    let host = Host::new();
+    let db = TestDb::empty("drillrole");
+    // The shop's tables belong to its own role, which owns the database and may do nothing else.
+    psql(
+        "postgres",
+        &format!("ALTER DATABASE {} OWNER TO {}", db.name, role.0),
+    );
+    psql(
+        &db.name,
+        &format!(
+            "SET ROLE {};
+             CREATE TABLE orders (id serial PRIMARY KEY, note text);
+             INSERT INTO orders (note) SELECT md5(i::text) FROM generate_series(1, 5000) i;
+             CREATE VIEW big_orders AS SELECT * FROM orders WHERE id > 4000;",
+            role.0
+        ),
+    );
+    let url = format!("postgres://{}:pw@127.0.0.1:5432/{}", role.0, db.name);
+    plain_shop(
+        &host.customer(DOMAIN),
+        &url,
+        &[("p.jpg".into(), noise(10_000, 1))],
+    );
+    let s = serve(&host, TOKEN);
+
+    let id = take_backup(&host);
+    let out = drill(&host, &["probe=SELECT 1 FROM big_orders LIMIT 1"]);
+    assert!(
+        out.status.success(),
+        "drill failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = history_line(&s, TOKEN, &id);
+    assert_eq!(line["restorable"], true, "{line}");
+    assert!(scratch_dbs(&run_id(&out)).is_empty());
+    assert!(run_folders(&host).is_empty(), "{:?}", run_folders(&host));
+    // The role was not given anything on the way.
+    let rights = psql(
+        "postgres",
+        &format!(
+            "SELECT rolsuper || ',' || rolcreatedb FROM pg_roles WHERE rolname = '{}'",
+            role.0
+        ),
+    );
+    assert_eq!(rights, "false,false");
 }
