@@ -2,7 +2,8 @@
 //! (`rclone serve restic` on loopback) and real PostgreSQL, through the real binary: a backup
 //! sent off-site comes back after the local folder is lost and restores the same database and
 //! files; an unchanged customer's second copy adds almost nothing; forget keeps pinned
-//! backups; a wrong repository password fails cleanly and is written nowhere.
+//! backups; a wrong repository password fails cleanly and is written nowhere; the stale lock of a
+//! restic killed mid-copy does not stop the next copy.
 //!
 //! Without restic or rclone the tests are skipped with a message, except under CI (`CI` set),
 //! where that is a failure.
@@ -79,7 +80,7 @@ impl Drop for RepoServer {
 struct Offsite {
     host: Host,
     /// Kept for its drop: the server runs as long as the host.
-    _repo: RepoServer,
+    repo: RepoServer,
     pipelines: PathBuf,
     config: PathBuf,
 }
@@ -116,7 +117,7 @@ impl Offsite {
         );
         let o = Self {
             host,
-            _repo: repo,
+            repo,
             pipelines,
             config,
         };
@@ -442,4 +443,85 @@ fn a_wrong_repository_password_fails_cleanly_and_is_written_nowhere() {
         "{plan}"
     );
     assert!(!plan.contains(wrong));
+}
+
+/// The pid of a running `restic … backup` of this test's repository (port `port`), if any.
+fn restic_backup_pid(port: u16) -> Option<u32> {
+    let needle = format!("127.0.0.1:{port}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_restic = args.first()?.ends_with(b"restic");
+        let sends = args.iter().any(|a| *a == b"backup");
+        let ours = args
+            .iter()
+            .any(|a| String::from_utf8_lossy(a).contains(&needle));
+        (is_restic && sends && ours).then_some(pid)
+    })
+}
+
+#[test]
+fn a_restic_killed_mid_copy_leaves_a_stale_lock_the_next_copy_removes() {
+    if !tools() {
+        return;
+    }
+    let o = Offsite::new();
+    let db = TestDb::shop("offsitelock");
+    shop(&o.host, &db, 160);
+    let locks = o.host.tmp.path().join("repo").join(DOMAIN).join("locks");
+
+    // restic is killed while it sends: its lock stays in the repository.
+    let mut c = o.cmd();
+    c.args([
+        "run",
+        "backup",
+        "--customer",
+        DOMAIN,
+        "--tier",
+        "offsite",
+        "--json",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(120);
+    let pid = loop {
+        if let Some(pid) = restic_backup_pid(o.repo.port) {
+            break pid;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before restic was seen sending"
+        );
+        assert!(Instant::now() < until, "restic never started sending");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Its lock is written first thing; give it a moment to be there.
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&locks).map_or(0, |d| d.count()) == 0 {
+        assert!(Instant::now() < until, "restic wrote no lock in {locks:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run whose off-site copy was killed must fail"
+    );
+    assert_eq!(
+        std::fs::read_dir(&locks).unwrap().count(),
+        1,
+        "the killed restic's lock is left behind"
+    );
+
+    // The next backup's copy removes it, sends, and applies the retention (an exclusive lock).
+    let (_, sent) = o.sent(&[]);
+    assert!(number(&sent, "data-added") > 0.0);
+    assert!(sent.contains_key("forgotten"), "{sent:?}");
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 0);
 }

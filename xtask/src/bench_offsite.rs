@@ -50,13 +50,19 @@ impl Drop for RepoServer {
     }
 }
 
-/// One `qodify-host run … --json`: its wall time and its result.
+/// One `qodify-host run … --json`: its wall time and its result (the `run-result` event of the
+/// JSON lines it prints).
 fn run_json(cmd: &mut Command) -> Result<(Duration, serde_json::Value)> {
     let start = Instant::now();
     let out = cmd.stderr(Stdio::inherit()).output()?;
     let took = start.elapsed();
     anyhow::ensure!(out.status.success(), "{cmd:?} failed with {}", out.status);
-    Ok((took, serde_json::from_slice(&out.stdout)?))
+    let result = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "run-result")
+        .context("no run-result line in the output of run --json")?;
+    Ok((took, result["result"].clone()))
 }
 
 /// Output `key` of step `step` of a run result, as a number.

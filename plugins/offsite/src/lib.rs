@@ -427,6 +427,26 @@ impl Restic<'_> {
         Ok(())
     }
 
+    /// Removes the locks of restic processes that died on this host (a kill, a crash, a
+    /// timeout). restic 0.14 never does so by itself, and one stale lock fails every later
+    /// `forget --prune` (an exclusive one every backup too), so copies would stop until someone
+    /// ran `restic unlock`. Live locks, and other hosts' locks younger than 30 minutes, stay.
+    /// Best effort: a repository that cannot be reached is the next command's to report.
+    fn remove_stale_locks(&self, ctx: &Context) {
+        let out = match self.command(&["unlock".into()]).timeout(SHORT).run() {
+            Ok(out) if out.success() => return,
+            Ok(out) => out.stderr_text(),
+            Err(e) => e.to_string(),
+        };
+        if classify(&out) != Failure::NoRepository {
+            ctx.warn(format!(
+                "could not remove stale locks from {}: {}",
+                self.repository,
+                quote(&out)
+            ));
+        }
+    }
+
     fn snapshots(&self, filter: &str) -> Result<Vec<Snapshot>, Error> {
         let out = self.run(
             "listing the off-site snapshots",
@@ -468,6 +488,7 @@ fn send(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error> 
     };
     ctx.progress(0.0, "opening the off-site repository");
     repo.open_or_init(ctx)?;
+    repo.remove_stale_locks(ctx);
     ctx.check_cancelled()?;
     ctx.progress(5.0, format!("sending backup {id}"));
     let sender = Restic {
@@ -562,6 +583,7 @@ fn list(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error> 
         repository: &config.repository,
         cwd: backups,
     };
+    repo.remove_stale_locks(ctx);
     let snapshots = repo.snapshots(&format!("customer={domain}"))?;
     let rows: Vec<serde_json::Value> = snapshots
         .iter()
@@ -595,6 +617,7 @@ fn fetch(ctx: &Context, config: &Config, backups: &str) -> Result<Output, Error>
         cwd: backups,
     };
     let filter = format!("customer={domain},backup={id}");
+    repo.remove_stale_locks(ctx);
     let found = repo.snapshots(&filter)?;
     let newest = found.first().ok_or_else(|| {
         Error::not_found(format!(
