@@ -45,6 +45,19 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Three free ports for a shop's services, no one of them another's spare port (+1000): a
+/// candidate started on its spare port must never find a live service there.
+pub fn shop_ports() -> [u16; 3] {
+    loop {
+        let ports = [free_port(), free_port(), free_port()];
+        let distinct = ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2];
+        let spare_taken = ports.iter().any(|a| ports.contains(&(a + 1000)));
+        if distinct && !spare_taken {
+            return ports;
+        }
+    }
+}
+
 /// One shop: a customer folder made by make-customer.sh, its database and its PM2 daemon.
 pub struct Shop {
     pub host: Host,
@@ -62,7 +75,7 @@ impl Shop {
         let host = Host::new();
         let db = TestDb::empty(tag);
         let domain = format!("{tag}.shop.test");
-        let ports = [free_port(), free_port(), free_port()];
+        let ports = shop_ports();
         let script = repo().join("tests/fixtures/upgrade/make-customer.sh");
         let out = Command::new("bash")
             .arg(script)
